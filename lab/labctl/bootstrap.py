@@ -1,0 +1,112 @@
+"""Bring a fresh Debian machine to the point where the lab and the tests can run.
+
+Installs the host packages, starts a Docker engine where none answers (there is no systemd
+on CI machines), and creates the pinned virtualenvs. Each step checks before it acts, so the
+whole thing is cheap to repeat.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+from .paths import CHECKOV_VENV, REPO, STATE, VENV
+from .run import LabError, run
+
+HOST_PACKAGES = [
+    "docker.io", "debootstrap", "apt-cacher-ng", "iptables", "openssh-client", "rsync", "zstd",
+    "nftables", "prometheus", "prometheus-alertmanager",
+]
+# One executable per package, to tell whether it is installed without asking dpkg each time.
+PACKAGE_PROBES = {
+    "docker.io": "/usr/sbin/dockerd", "debootstrap": "/usr/sbin/debootstrap",
+    "apt-cacher-ng": "/usr/sbin/apt-cacher-ng", "iptables": "/usr/sbin/iptables",
+    "openssh-client": "/usr/bin/ssh", "rsync": "/usr/bin/rsync", "zstd": "/usr/bin/zstd",
+    "nftables": "/usr/sbin/nft", "prometheus": "/usr/bin/promtool",
+    "prometheus-alertmanager": "/usr/bin/amtool",
+}
+
+NO_DOCKER_HELP = """\
+No Docker engine answers. On Debian:
+  apt-get install docker.io && systemctl start docker     (a machine with systemd)
+  apt-get install docker.io && dockerd &                  (a container or CI machine)
+`bin/lab bootstrap` does this for you when run as root."""
+
+
+def missing_packages() -> list[str]:
+    return [pkg for pkg in HOST_PACKAGES if not Path(PACKAGE_PROBES[pkg]).exists()]
+
+
+def install_packages() -> None:
+    missing = missing_packages()
+    if not missing:
+        return
+    if os.geteuid() != 0:
+        raise LabError(f"missing host packages {missing}: run as root or `sudo apt-get install {' '.join(missing)}`")
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    run(["apt-get", "update", "-q"], env=env)
+    # The Debian prometheus packages start their daemons where systemd runs; we only want the
+    # tools (promtool, amtool), and policy-rc.d keeps the daemons from starting.
+    run(["apt-get", "install", "-y", "-q", "--no-install-recommends", *missing], env=env)
+
+
+def docker_answers() -> bool:
+    return subprocess.run(["docker", "info"], capture_output=True, check=False).returncode == 0
+
+
+def ensure_docker() -> None:
+    if shutil.which("docker") and docker_answers():
+        return
+    if os.geteuid() != 0 or not Path("/usr/sbin/dockerd").exists():
+        raise LabError(NO_DOCKER_HELP)
+    if Path("/run/systemd/system").exists():
+        run(["systemctl", "start", "docker"])
+    else:
+        STATE.mkdir(parents=True, exist_ok=True)
+        log = open(STATE / "dockerd.log", "a")  # noqa: SIM115 - the daemon keeps it open
+        subprocess.Popen(["/usr/sbin/dockerd"], stdout=log, stderr=log, start_new_session=True)
+    for _ in range(60):
+        if docker_answers():
+            return
+        time.sleep(0.5)
+    raise LabError(f"dockerd did not come up; see {STATE / 'dockerd.log'}\n{NO_DOCKER_HELP}")
+
+
+def _venv(path: Path, requirements: list[Path]) -> None:
+    """Create or refresh a virtualenv; a stamp of the requirement files skips unchanged ones."""
+    digest = hashlib.sha256(b"".join(r.read_bytes() for r in requirements)).hexdigest()
+    stamp = path / ".requirements.sha256"
+    if stamp.exists() and stamp.read_text() == digest:
+        return
+    if not (path / "bin" / "python").exists():
+        run(["python3", "-m", "venv", str(path)])
+    args = [str(path / "bin" / "pip"), "install", "-q", "--disable-pip-version-check"]
+    for req in requirements:
+        args += ["-r", str(req)]
+    run(args)
+    stamp.write_text(digest)
+
+
+def ensure_venvs() -> None:
+    req = REPO / "requirements"
+    _venv(VENV, [req / "controller.txt", req / "app.txt"])
+    _venv(CHECKOV_VENV, [req / "checkov.txt"])
+
+
+def bootstrap() -> None:
+    install_packages()
+    ensure_docker()
+    ensure_venvs()
+
+
+def port_open(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=1):
+            return True
+    except OSError:
+        return False

@@ -1,0 +1,134 @@
+"""`bin/lab`: bring the local lab up, converge it with the production playbooks, take it down."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import subprocess
+import sys
+
+from . import aptcache, bootstrap, fleet, image, secrets
+from .paths import LAB_INVENTORY, REPO, STATE, VENV
+from .run import LabError, run
+
+
+def playbook_env() -> dict[str, str]:
+    """The environment every lab ansible run needs: the toolchain and the lab vault."""
+    return dict(
+        os.environ,
+        PATH=f"{VENV / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}",
+        ANSIBLE_VAULT_PASSWORD_FILE=str(secrets.VAULT_PASS),
+        ANSIBLE_CONFIG=str(REPO / "ansible.cfg"),
+    )
+
+
+def converge(extra: list[str]) -> dict[str, dict[str, int]]:
+    """Run site.yml on the lab and return the PLAY RECAP counters per host."""
+    cmd = [str(VENV / "bin" / "ansible-playbook"), "site.yml", "-i", str(LAB_INVENTORY), *extra]
+    print(f"+ {' '.join(cmd)}", file=sys.stderr, flush=True)
+    proc = subprocess.Popen(cmd, cwd=REPO, env=playbook_env(), stdout=subprocess.PIPE, text=True)
+    lines = []
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        sys.stdout.write(line)
+        lines.append(line)
+    if proc.wait() != 0:
+        raise LabError(f"site.yml failed on the lab (exit {proc.returncode})")
+    return parse_recap("".join(lines))
+
+
+RECAP = re.compile(r"^(\S+)\s+:\s+((?:\w+=\d+\s*)+)$", re.M)
+
+
+def parse_recap(text: str) -> dict[str, dict[str, int]]:
+    recap = text.rsplit("PLAY RECAP", 1)[-1]
+    return {
+        host: {k: int(v) for k, v in (pair.split("=") for pair in counters.split())}
+        for host, counters in RECAP.findall(recap)
+    }
+
+
+def endpoints() -> list[str]:
+    """Where the converged stack answers, from the inventory groups."""
+    inv = fleet._inventory()  # noqa: SLF001 - the same reading the fleet uses
+    groups = {g: inv.get(g, {}).get("hosts", []) for g in inv if g != "_meta"}
+    addr = {h: hv["ansible_host"] for h, hv in inv["_meta"]["hostvars"].items()}
+    lines = []
+    for host in groups.get("edge", []):
+        lines.append(f"QueryGPT (edge {host}):      https://{addr[host]}/")
+    for host in groups.get("monitoring", []):
+        lines.append(f"Prometheus ({host}):        http://{addr[host]}:9090/  (ssh -F {STATE / 'ssh_config'} -L 9090:{addr[host]}:9090 {addr[groups['bastion'][0]]})")
+    for host in groups.get("bastion", []):
+        lines.append(f"Bastion ({host}):           ssh -F {STATE / 'ssh_config'} {addr[host]}")
+    return lines
+
+
+def cmd_up(args: argparse.Namespace) -> None:
+    bootstrap.bootstrap()
+    aptcache.ensure()
+    ref = image.build()
+    public_key = secrets.ensure_ssh_key()
+    secrets.ensure_vault()
+    fleet.ensure_networks()
+    hosts = fleet.ensure_containers(ref, public_key)
+    bastion = [h for h in hosts if h.name.startswith("bastion")]
+    if not bastion:
+        raise LabError("inventories/lab has no bastion host")
+    secrets.ssh_config(bastion[0].address, [str(c) for c in fleet.networks().values()])
+    if not args.no_converge:
+        recap = converge(args.ansible_args)
+        changed = sum(c.get("changed", 0) for c in recap.values())
+        print(f"\nlab converged: {len(recap)} hosts, changed={changed}")
+    print("\nThe lab stack answers at:")
+    for line in endpoints():
+        print("  " + line)
+
+
+def cmd_converge(args: argparse.Namespace) -> None:
+    recap = converge(args.ansible_args)
+    changed = sum(c.get("changed", 0) for c in recap.values())
+    if args.assert_idempotent and changed:
+        raise LabError(f"not idempotent: changed={changed} on a converged lab: {recap}")
+
+
+def cmd_down(args: argparse.Namespace) -> None:
+    fleet.remove_all()
+    if args.purge:
+        run(["docker", "image", "rm", "-f", image.image_ref(), f"{image.REPOSITORY}:latest"], check=False)
+        run(["rm", "-rf", str(STATE), str(secrets.VAULT_FILE)])
+
+
+def cmd_status(_: argparse.Namespace) -> None:
+    for name, address, state in fleet.status():
+        print(f"{name:16} {address:15} {state}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="bin/lab", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("bootstrap", help="install host packages, start dockerd, create the virtualenvs")
+    p = sub.add_parser("image", help="build the Debian 12 systemd base image (reused while unchanged)")
+    p.add_argument("--force", action="store_true")
+    p = sub.add_parser("up", help="bootstrap, image, fleet, then converge site.yml (idempotent)")
+    p.add_argument("--no-converge", action="store_true")
+    p.add_argument("ansible_args", nargs=argparse.REMAINDER, help="passed to ansible-playbook")
+    p = sub.add_parser("converge", help="run site.yml against the lab")
+    p.add_argument("--assert-idempotent", action="store_true", help="fail when anything changed")
+    p.add_argument("ansible_args", nargs=argparse.REMAINDER)
+    p = sub.add_parser("down", help="remove the lab's containers, networks and routing rules")
+    p.add_argument("--purge", action="store_true", help="also the image, keys, secrets and state")
+    sub.add_parser("status", help="list lab hosts and their container state")
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "bootstrap":
+            bootstrap.bootstrap()
+        elif args.command == "image":
+            bootstrap.ensure_docker()
+            image.build(force=args.force)
+        else:
+            {"up": cmd_up, "converge": cmd_converge, "down": cmd_down, "status": cmd_status}[args.command](args)
+    except LabError as err:
+        print(f"lab: {err}", file=sys.stderr)
+        return 1
+    return 0
