@@ -1,0 +1,127 @@
+"""Settings of the stand-in, read like upstream Qdrant reads them.
+
+LAB TEST FIXTURE (QueryGPT Qdrant stand-in, NOT Qdrant).
+
+Why: the qdrant Ansible role writes /etc/qdrant/config.yaml and may set
+``QDRANT__SECTION__KEY`` environment overrides in the systemd unit; the stand-in
+must honour both exactly where upstream does so the role runs unchanged.
+Unknown keys are ignored, as upstream ignores keys it does not use.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping
+
+from . import yaml_subset
+
+ENV_PREFIX = "QDRANT__"
+DEFAULT_CONFIG_PATH = Path("config/config.yaml")
+
+
+class ConfigError(ValueError):
+    """The configuration cannot be used; the server must not start."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The subset of upstream's settings that the stand-in acts on."""
+
+    log_level: str = "INFO"
+    storage_path: Path = Path("./storage")
+    snapshots_path: Path = Path("./snapshots")
+    host: str = "0.0.0.0"
+    http_port: int = 6333
+    grpc_port: int | None = 6334
+    api_key: str | None = None
+    read_only_api_key: str | None = None
+    enable_tls: bool = False
+    tls_cert: Path = Path("./tls/cert.pem")
+    tls_key: Path = Path("./tls/key.pem")
+    telemetry_disabled: bool = False
+
+
+def _set_path(tree: dict[str, Any], path: list[str], value: Any) -> None:
+    node = tree
+    for part in path[:-1]:
+        child = node.get(part)
+        if not isinstance(child, dict):
+            child = {}
+            node[part] = child
+        node = child
+    node[path[-1]] = value
+
+
+def apply_env_overrides(tree: dict[str, Any], environ: Mapping[str, str]) -> None:
+    """Apply ``QDRANT__SERVICE__API_KEY=...``-style variables onto the config tree."""
+    for name, raw in environ.items():
+        if not name.startswith(ENV_PREFIX):
+            continue
+        path = [part.lower() for part in name[len(ENV_PREFIX) :].split("__") if part]
+        if path:
+            _set_path(tree, path, yaml_subset.parse_scalar(raw))
+
+
+def _section(tree: Mapping[str, Any], name: str) -> Mapping[str, Any]:
+    value = tree.get(name)
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"'{name}' must be a mapping")
+    return value
+
+
+def _port(value: Any, key: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 < value < 65536:
+        raise ConfigError(f"{key} must be a TCP port number, got {value!r}")
+    return value
+
+
+def _non_empty(value: Any) -> str | None:
+    """Upstream treats an empty key as 'no key configured'."""
+    if value is None or value == "":
+        return None
+    return str(value)
+
+
+def from_tree(tree: Mapping[str, Any]) -> Settings:
+    """Build settings from a parsed config tree (after env overrides)."""
+    defaults = Settings()
+    storage = _section(tree, "storage")
+    service = _section(tree, "service")
+    tls = _section(tree, "tls")
+    grpc_port = service.get("grpc_port", defaults.grpc_port)
+    return Settings(
+        log_level=str(tree.get("log_level") or defaults.log_level),
+        storage_path=Path(str(storage.get("storage_path") or defaults.storage_path)),
+        snapshots_path=Path(str(storage.get("snapshots_path") or defaults.snapshots_path)),
+        host=str(service.get("host") or defaults.host),
+        http_port=_port(service.get("http_port", defaults.http_port), "service.http_port"),
+        grpc_port=None if grpc_port is None else _port(grpc_port, "service.grpc_port"),
+        api_key=_non_empty(service.get("api_key")),
+        read_only_api_key=_non_empty(service.get("read_only_api_key")),
+        enable_tls=bool(service.get("enable_tls", False)),
+        tls_cert=Path(str(tls.get("cert") or defaults.tls_cert)),
+        tls_key=Path(str(tls.get("key") or defaults.tls_key)),
+        telemetry_disabled=bool(tree.get("telemetry_disabled", False)),
+    )
+
+
+def load_settings(config_path: Path | None, environ: Mapping[str, str] = os.environ) -> Settings:
+    """Read the config file (upstream's default path when none is given) plus env overrides."""
+    tree: dict[str, Any] = {}
+    path = config_path if config_path is not None else DEFAULT_CONFIG_PATH
+    if config_path is not None or path.is_file():
+        try:
+            parsed = yaml_subset.load(path.read_text(encoding="utf-8"))
+        except OSError as err:
+            raise ConfigError(f"cannot read config file {path}: {err}") from err
+        except yaml_subset.YamlSubsetError as err:
+            raise ConfigError(f"cannot parse config file {path}: {err}") from err
+        if parsed is not None and not isinstance(parsed, dict):
+            raise ConfigError(f"config file {path} must contain a mapping")
+        tree = parsed or {}
+    apply_env_overrides(tree, environ)
+    return from_tree(tree)

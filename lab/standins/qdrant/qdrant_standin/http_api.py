@@ -1,0 +1,449 @@
+"""REST API with upstream Qdrant's routes, auth rules and JSON envelopes.
+
+LAB TEST FIXTURE (QueryGPT Qdrant stand-in, NOT Qdrant).
+
+Why: the app and tests talk to Qdrant through the official qdrant-client over
+REST, so routes, status codes and response shapes follow upstream's OpenAPI
+spec. Auth mirrors upstream: ``/``, ``/healthz``, ``/livez``, ``/readyz`` are
+open; everything else needs ``api-key:`` or ``Authorization: Bearer``; the
+read-only key may read but gets 403 on writes.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+import re
+import time
+import urllib.parse
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler
+from typing import Any, Callable
+
+from . import points as pts
+from .config import Settings
+from .errors import ApiError, bad_input, forbidden, not_found, unsupported
+from .metrics import RequestMetrics
+from .snapshots import SnapshotManager, check_priority
+from .storage import Store
+
+LOG = logging.getLogger("qdrant.rest")
+PUBLIC, READ, WRITE = "public", "read", "write"
+MISSING_KEY = "Must provide an API key or an Authorization bearer token"
+INVALID_KEY = "Invalid API key or JWT"
+
+
+@dataclass
+class Request:
+    method: str
+    params: dict[str, str]
+    query: dict[str, str]
+    headers: Any
+    body: bytes
+
+    def json(self) -> Any:
+        if not self.body.strip():
+            return {}
+        try:
+            return json.loads(self.body)
+        except ValueError as err:
+            raise ApiError(400, f"Json deserialize error: {err}") from None
+
+    def json_object(self) -> dict[str, Any]:
+        body = self.json()
+        if not isinstance(body, dict):
+            raise ApiError(400, "Json deserialize error: expected a JSON object")
+        return body
+
+    def flag(self, name: str, default: bool) -> bool:
+        value = self.query.get(name)
+        return default if value is None else value.lower() == "true"
+
+
+@dataclass
+class Response:
+    status: int
+    body: bytes
+    content_type: str = "application/json"
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+class Result:
+    """Marker for a successful JSON result, wrapped into upstream's envelope later."""
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+
+Handler = Callable[["App", Request], "Result | Response"]
+
+
+@dataclass
+class Route:
+    method: str
+    pattern: str
+    access: str
+    handler: Handler
+    regex: re.Pattern[str] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.regex = re.compile(
+            "^" + re.sub(r"\\{(\w+)\\}", r"(?P<\1>[^/]+)", re.escape(self.pattern)) + "$"
+        )
+
+
+def _text(body: str, status: int = 200) -> Response:
+    return Response(status, body.encode(), "text/plain; charset=utf-8")
+
+
+def _update_result(request: Request, operation_id: int) -> Result:
+    status = "completed" if request.flag("wait", False) else "acknowledged"
+    return Result({"operation_id": operation_id, "status": status})
+
+
+def _limit(body: dict[str, Any], name: str, default: int) -> int:
+    value = body.get(name)
+    if value is None:
+        return default
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise bad_input(f"Validation error in JSON body: [{name}: must be a non-negative integer]")
+    return value
+
+
+class App:
+    """Shared state behind the HTTP handler threads."""
+
+    def __init__(self, settings: Settings, store: Store, snapshots: SnapshotManager) -> None:
+        self.settings = settings
+        self.store = store
+        self.snapshots = snapshots
+        self.metrics = RequestMetrics()
+
+    # -- service ---------------------------------------------------------------
+
+    def root(self, request: Request) -> Response:
+        body = {"title": "qdrant - vector search engine", "version": self.store.version,
+                "commit": "lab-standin"}
+        return Response(200, json.dumps(body).encode())
+
+    def healthz(self, request: Request) -> Response:
+        return _text("healthz check passed")
+
+    def readyz(self, request: Request) -> Response:
+        return _text("all shards are ready")
+
+    def prometheus(self, request: Request) -> Response:
+        return Response(200, self.metrics.render(self.store, self.store.version).encode(),
+                        "text/plain; version=0.0.4")
+
+    # -- collections -----------------------------------------------------------
+
+    def list_collections(self, request: Request) -> Result:
+        with self.store.lock:
+            names = sorted(self.store.collections)
+        return Result({"collections": [{"name": n} for n in names]})
+
+    def create_collection(self, request: Request) -> Result:
+        with self.store.lock:
+            self.store.create(request.params["collection_name"], request.json_object())
+        return Result(True)
+
+    def get_collection(self, request: Request) -> Result:
+        with self.store.lock:
+            return Result(self.store.get(request.params["collection_name"]).info())
+
+    def update_collection(self, request: Request) -> Result:
+        with self.store.lock:
+            self.store.update(request.params["collection_name"], request.json_object())
+        return Result(True)
+
+    def delete_collection(self, request: Request) -> Result:
+        with self.store.lock:
+            return Result(self.store.delete(request.params["collection_name"]))
+
+    def collection_exists(self, request: Request) -> Result:
+        with self.store.lock:
+            return Result({"exists": request.params["collection_name"] in self.store.collections})
+
+    # -- points ----------------------------------------------------------------
+
+    def upsert(self, request: Request) -> Result:
+        body = request.json_object()
+        if "batch" in body:
+            batch = body["batch"]
+            if not isinstance(batch, dict) or not isinstance(batch.get("ids"), list):
+                raise bad_input("batch needs ids, vectors and optional payloads")
+            payloads = batch.get("payloads") or [None] * len(batch["ids"])
+            vectors = batch.get("vectors")
+            if not isinstance(vectors, list) or not len(batch["ids"]) == len(vectors) == len(payloads):
+                raise bad_input("batch ids, vectors and payloads must have the same length")
+            raw_points = [{"id": i, "vector": v, "payload": p}
+                          for i, v, p in zip(batch["ids"], vectors, payloads)]
+        elif isinstance(body.get("points"), list):
+            raw_points = body["points"]
+        else:
+            raise bad_input("Validation error in JSON body: [points: field is required]")
+        with self.store.lock:
+            collection = self.store.get(request.params["collection_name"])
+            operation_id = collection.upsert(raw_points)
+            self.store.save(collection)
+        return _update_result(request, operation_id)
+
+    def delete_points(self, request: Request) -> Result:
+        body = request.json_object()
+        ids = None
+        if isinstance(body.get("points"), list):
+            ids = {pts.parse_point_id(i) for i in body["points"]}
+        elif body.get("filter") is None:
+            raise bad_input("Validation error in JSON body: [points or filter is required]")
+        with self.store.lock:
+            collection = self.store.get(request.params["collection_name"])
+            operation_id = collection.delete(ids, body.get("filter"))
+            self.store.save(collection)
+        return _update_result(request, operation_id)
+
+    def retrieve(self, request: Request) -> Result:
+        body = request.json_object()
+        if not isinstance(body.get("ids"), list):
+            raise bad_input("Validation error in JSON body: [ids: field is required]")
+        ids = [pts.parse_point_id(i) for i in body["ids"]]
+        with_payload = body.get("with_payload", True)
+        with self.store.lock:
+            collection = self.store.get(request.params["collection_name"])
+            found = [collection.points[i] for i in dict.fromkeys(ids) if i in collection.points]
+            return Result([pts.record(p, with_payload, body.get("with_vector", False)) for p in found])
+
+    def get_point(self, request: Request) -> Result:
+        point_id = pts.parse_point_id(urllib.parse.unquote(request.params["id"]))
+        with self.store.lock:
+            collection = self.store.get(request.params["collection_name"])
+            point = collection.points.get(point_id)
+            if point is None:
+                raise not_found(f"No point with id {point_id} found")
+            return Result(pts.record(point, True, True))
+
+    def scroll(self, request: Request) -> Result:
+        body = request.json_object()
+        if body.get("order_by") is not None:
+            raise unsupported("Scroll order_by")
+        limit = _limit(body, "limit", 10)
+        offset = None if body.get("offset") is None else pts.id_sort_key(pts.parse_point_id(body["offset"]))
+        with self.store.lock:
+            collection = self.store.get(request.params["collection_name"])
+            selected = sorted(
+                (p for p in collection.points.values()
+                 if (offset is None or pts.id_sort_key(p.id) >= offset) and pts.matches(body.get("filter"), p)),
+                key=lambda p: pts.id_sort_key(p.id),
+            )
+            page = [pts.record(p, body.get("with_payload", True), body.get("with_vector", False))
+                    for p in selected[:limit]]
+            next_offset = selected[limit].id if len(selected) > limit else None
+        return Result({"points": page, "next_page_offset": next_offset})
+
+    def count(self, request: Request) -> Result:
+        body = request.json_object()
+        with self.store.lock:
+            collection = self.store.get(request.params["collection_name"])
+            total = sum(1 for p in collection.points.values() if pts.matches(body.get("filter"), p))
+        return Result({"count": total})
+
+    def _search(self, request: Request, body: dict[str, Any], vector: Any) -> list[dict[str, Any]]:
+        if body.get("using") not in (None, ""):
+            raise bad_input(f"Not existing vector name error: {body['using']}")
+        limit, offset = _limit(body, "limit", 10), _limit(body, "offset", 0)
+        with self.store.lock:
+            collection = self.store.get(request.params["collection_name"])
+            query = pts.prepare_vector(pts.parse_vector(vector, collection.size), collection.distance)
+            candidates = [p for p in collection.points.values() if pts.matches(body.get("filter"), p)]
+            ranked = pts.rank(candidates, query, collection.distance, body.get("score_threshold"))
+            return [pts.scored_point(p, s, body.get("with_payload"), body.get("with_vector"))
+                    for s, p in ranked[offset:offset + limit]]
+
+    def search(self, request: Request) -> Result:
+        body = request.json_object()
+        vector = body.get("vector")
+        if isinstance(vector, dict) and "vector" in vector:  # NamedVector form
+            body = dict(body, using=vector.get("name"))
+            vector = vector["vector"]
+        return Result(self._search(request, body, vector))
+
+    def query(self, request: Request) -> Result:
+        body = request.json_object()
+        if body.get("prefetch"):
+            raise unsupported("Query prefetch")
+        query = body.get("query")
+        if isinstance(query, dict) and set(query) == {"nearest"}:
+            query = query["nearest"]
+        if not isinstance(query, list):
+            raise unsupported("Query without a dense vector (ids, recommend, fusion, order_by)")
+        return Result({"points": self._search(request, body, query)})
+
+    # -- snapshots -------------------------------------------------------------
+
+    def create_snapshot(self, request: Request) -> Result:
+        return Result(self.snapshots.create(request.params["collection_name"]))
+
+    def list_snapshots(self, request: Request) -> Result:
+        return Result(self.snapshots.list(request.params["collection_name"]))
+
+    def download_snapshot(self, request: Request) -> Response:
+        name = urllib.parse.unquote(request.params["snapshot_name"])
+        data = self.snapshots.read(request.params["collection_name"], name)
+        return Response(200, data, "application/octet-stream",
+                        {"Content-Disposition": f'attachment; filename="{name}"'})
+
+    def delete_snapshot(self, request: Request) -> Result:
+        name = urllib.parse.unquote(request.params["snapshot_name"])
+        self.snapshots.delete(request.params["collection_name"], name)
+        return Result(True)
+
+    def recover_snapshot(self, request: Request) -> Result:
+        self.snapshots.recover_from_location(request.params["collection_name"], request.json())
+        return Result(True)
+
+    def upload_snapshot(self, request: Request) -> Result:
+        check_priority(request.query.get("priority"))
+        data = _multipart_field(request, "snapshot")
+        self.snapshots.recover(request.params["collection_name"], data, request.query.get("checksum"))
+        return Result(True)
+
+
+def _multipart_field(request: Request, name: str) -> bytes:
+    """Extract one file field from a multipart/form-data body (stdlib has no parser left)."""
+    content_type = request.headers.get("Content-Type", "")
+    match = re.search(r'boundary="?([^";]+)"?', content_type)
+    if not content_type.startswith("multipart/form-data") or not match:
+        raise ApiError(400, "Multipart error: expected multipart/form-data with a boundary")
+    delimiter = b"--" + match.group(1).encode()
+    for part in request.body.split(delimiter)[1:]:
+        if part.startswith(b"--"):
+            break
+        head, sep, content = part.partition(b"\r\n\r\n")
+        if sep and re.search(rb'name="' + re.escape(name.encode()) + rb'"', head):
+            return content[:-2] if content.endswith(b"\r\n") else content
+    raise ApiError(400, f"Multipart error: field `{name}` is missing")
+
+
+C = "/collections/{collection_name}"
+ROUTES = [
+    Route("GET", "/", PUBLIC, App.root),
+    Route("GET", "/healthz", PUBLIC, App.healthz),
+    Route("GET", "/livez", PUBLIC, App.healthz),
+    Route("GET", "/readyz", PUBLIC, App.readyz),
+    Route("GET", "/metrics", READ, App.prometheus),
+    Route("GET", "/collections", READ, App.list_collections),
+    Route("PUT", C, WRITE, App.create_collection),
+    Route("GET", C, READ, App.get_collection),
+    Route("PATCH", C, WRITE, App.update_collection),
+    Route("DELETE", C, WRITE, App.delete_collection),
+    Route("GET", C + "/exists", READ, App.collection_exists),
+    Route("PUT", C + "/points", WRITE, App.upsert),
+    Route("POST", C + "/points", READ, App.retrieve),
+    Route("POST", C + "/points/delete", WRITE, App.delete_points),
+    Route("POST", C + "/points/scroll", READ, App.scroll),
+    Route("POST", C + "/points/count", READ, App.count),
+    Route("POST", C + "/points/search", READ, App.search),
+    Route("POST", C + "/points/query", READ, App.query),
+    Route("GET", C + "/points/{id}", READ, App.get_point),
+    Route("POST", C + "/snapshots", WRITE, App.create_snapshot),
+    Route("GET", C + "/snapshots", READ, App.list_snapshots),
+    Route("PUT", C + "/snapshots/recover", WRITE, App.recover_snapshot),
+    Route("POST", C + "/snapshots/upload", WRITE, App.upload_snapshot),
+    Route("GET", C + "/snapshots/{snapshot_name}", READ, App.download_snapshot),
+    Route("DELETE", C + "/snapshots/{snapshot_name}", WRITE, App.delete_snapshot),
+]
+
+
+def _find_route(method: str, path: str) -> tuple[Route | None, dict[str, str]]:
+    for route in ROUTES:
+        found = route.regex.match(path)
+        if found and route.method == method:
+            return route, {k: urllib.parse.unquote(v) for k, v in found.groupdict().items()}
+    return None, {}
+
+
+def _check_auth(settings: Settings, headers: Any, access: str) -> None:
+    """Upstream's rules: 401 without/with an unknown key, 403 for writes with the read-only key."""
+    if access == PUBLIC or (settings.api_key is None and settings.read_only_api_key is None):
+        return
+    key = headers.get("api-key")
+    if key is None:
+        authorization = headers.get("Authorization", "")
+        key = authorization[len("Bearer "):] if authorization.startswith("Bearer ") else None
+    if key is None:
+        raise ApiError(401, MISSING_KEY)
+    if settings.api_key and hmac.compare_digest(key.encode(), settings.api_key.encode()):
+        return
+    if settings.read_only_api_key and hmac.compare_digest(key.encode(), settings.read_only_api_key.encode()):
+        if access == WRITE:
+            raise forbidden("Global manage access is required")
+        return
+    raise ApiError(401, INVALID_KEY)
+
+
+class RequestHandler(BaseHTTPRequestHandler):
+    """One HTTP/1.1 connection; ``app`` is set on a subclass by the server."""
+
+    protocol_version = "HTTP/1.1"
+    server_version = "qdrant-lab-standin"
+    app: App
+
+    def _read_body(self) -> bytes:
+        if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+            chunks: list[bytes] = []
+            while True:
+                size = int(self.rfile.readline().split(b";")[0].strip() or b"0", 16)
+                if size == 0:
+                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                        pass
+                    return b"".join(chunks)
+                chunks.append(self.rfile.read(size))
+                self.rfile.readline()
+        return self.rfile.read(int(self.headers.get("Content-Length") or 0))
+
+    def _handle(self) -> None:
+        started = time.monotonic()
+        url = urllib.parse.urlsplit(self.path)
+        query = dict(urllib.parse.parse_qsl(url.query))
+        body = self._read_body()
+        route, params = _find_route(self.command, url.path)
+        try:
+            if route is None:
+                response = Response(404, b"", "text/plain")
+            else:
+                _check_auth(self.app.settings, self.headers, route.access)
+                outcome = route.handler(self.app, Request(self.command, params, query, self.headers, body))
+                response = outcome if isinstance(outcome, Response) else Response(
+                    200, self._envelope({"result": outcome.value, "status": "ok"}, started))
+        except ApiError as err:
+            if err.status == 401:  # upstream's auth middleware answers in plain text
+                response = _text(err.message, 401)
+            else:
+                response = Response(err.status, self._envelope({"status": {"error": err.message}}, started))
+        except Exception as err:  # noqa: BLE001 - report like upstream's 500, keep serving
+            LOG.exception("internal error on %s %s", self.command, url.path)
+            response = Response(500, self._envelope(
+                {"status": {"error": f"Service internal error: {err}"}}, started))
+        self._send(response)
+        endpoint = route.pattern if route else "unknown"
+        self.app.metrics.observe(self.command, endpoint, response.status, time.monotonic() - started)
+
+    @staticmethod
+    def _envelope(content: dict[str, Any], started: float) -> bytes:
+        content["time"] = round(time.monotonic() - started, 6)
+        return json.dumps(content).encode()
+
+    def _send(self, response: Response) -> None:
+        self.send_response(response.status)
+        self.send_header("Content-Type", response.content_type)
+        self.send_header("Content-Length", str(len(response.body)))
+        for name, value in response.headers.items():
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(response.body)
+
+    do_GET = do_PUT = do_POST = do_PATCH = do_DELETE = _handle
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+        LOG.info("%s %s", self.address_string(), format % args)

@@ -1,0 +1,125 @@
+"""Entry point: ``qdrant --config-path FILE`` and ``qdrant --version``.
+
+LAB TEST FIXTURE (QueryGPT Qdrant stand-in, NOT Qdrant).
+
+Why: the qdrant role runs ``qdrant --config-path /etc/qdrant/config.yaml`` under
+systemd and probes the HTTP and gRPC ports, so the stand-in keeps that command
+line, binds both ports on ``service.host`` (the gRPC port only accepts and
+closes: nothing here speaks gRPC), stops cleanly on SIGTERM, and says loudly
+that it is not Qdrant.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import socket
+import ssl
+import sys
+import threading
+from http.server import ThreadingHTTPServer
+from pathlib import Path
+from types import FrameType
+
+from .config import ConfigError, Settings, load_settings
+from .http_api import App, RequestHandler
+from .snapshots import SnapshotManager
+from .storage import Store
+from .version import VERSION
+
+LOG = logging.getLogger("qdrant")
+BANNER = "QueryGPT lab stand-in, not Qdrant"
+_LEVELS = {"TRACE": logging.DEBUG, "DEBUG": logging.DEBUG, "INFO": logging.INFO,
+           "WARN": logging.WARNING, "WARNING": logging.WARNING, "ERROR": logging.ERROR,
+           "OFF": logging.CRITICAL + 1}
+
+
+def _family(host: str) -> socket.AddressFamily:
+    return socket.AF_INET6 if ":" in host else socket.AF_INET
+
+
+class _HttpServer(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 128
+
+
+def _grpc_placeholder(host: str, port: int) -> socket.socket:
+    """Hold the gRPC port so firewall and port checks see it; connections are closed at once."""
+    listener = socket.socket(_family(host), socket.SOCK_STREAM)
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.bind((host, port))
+    listener.listen(16)
+
+    def accept_and_close() -> None:
+        while True:
+            try:
+                connection, _ = listener.accept()
+            except OSError:
+                return  # listener closed on shutdown
+            connection.close()
+
+    threading.Thread(target=accept_and_close, name="grpc-placeholder", daemon=True).start()
+    return listener
+
+
+def build_http_server(settings: Settings) -> ThreadingHTTPServer:
+    """Bind the REST server (optionally TLS, from ``service.enable_tls`` and ``tls.*``)."""
+    store = Store(settings.storage_path, VERSION)
+    app = App(settings, store, SnapshotManager(settings.snapshots_path, store))
+    handler = type("BoundHandler", (RequestHandler,), {"app": app})
+    server_class = type("Server", (_HttpServer,), {"address_family": _family(settings.host)})
+    server: ThreadingHTTPServer = server_class((settings.host, settings.http_port), handler)
+    if settings.enable_tls:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(settings.tls_cert, settings.tls_key)
+        server.socket = context.wrap_socket(server.socket, server_side=True)
+    return server
+
+
+def _parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="qdrant", description=f"Qdrant API stand-in ({BANNER})")
+    parser.add_argument("--config-path", type=Path, help="path to the YAML config file")
+    parser.add_argument("--version", action="version", version=f"qdrant {VERSION} ({BANNER})")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parse_args(argv)
+    try:
+        settings = load_settings(args.config_path)
+    except ConfigError as err:
+        print(f"qdrant ({BANNER}): {err}", file=sys.stderr)
+        return 1
+    logging.basicConfig(
+        level=_LEVELS.get(settings.log_level.split(",")[0].strip().upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+    LOG.warning("This is NOT Qdrant: %s reporting version %s, a REST API subset for tests only.",
+                BANNER, VERSION)
+    try:
+        server = build_http_server(settings)
+        grpc = None if settings.grpc_port is None else _grpc_placeholder(settings.host, settings.grpc_port)
+    except (OSError, ssl.SSLError, ValueError) as err:
+        LOG.error("cannot start: %s", err)
+        return 1
+
+    def stop(signum: int, _frame: FrameType | None) -> None:
+        LOG.info("received signal %d, shutting down", signum)
+        threading.Thread(target=server.shutdown, daemon=True).start()
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    if not settings.telemetry_disabled:
+        LOG.info("telemetry_disabled is false, but the stand-in never sends telemetry anywhere")
+    LOG.info("Qdrant HTTP listening on %s%s", settings.http_port, " (TLS)" if settings.enable_tls else "")
+    if settings.grpc_port is not None:
+        LOG.info("Qdrant gRPC listening on %s (placeholder: accepts and closes)", settings.grpc_port)
+    try:
+        server.serve_forever()
+    finally:
+        server.server_close()
+        if grpc is not None:
+            grpc.close()
+    return 0
