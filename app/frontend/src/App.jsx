@@ -1,0 +1,61 @@
+import { useEffect, useState } from 'react';
+import { DEFAULT_COLLECTION } from './api.js';
+import UploadPage from './pages/UploadPage.jsx';
+import ChatPage from './pages/ChatPage.jsx';
+
+// Minimal hash routing: #/upload (default) and #/chat. No router dependency.
+const ROUTES = {
+  upload: { label: 'Upload', hash: '#/upload' },
+  chat: { label: 'Chat', hash: '#/chat' },
+};
+
+export function routeFromHash(hash) {
+  const name = String(hash ?? '').replace(/^#\/?/, '').split(/[/?]/)[0];
+  return name in ROUTES ? name : 'upload';
+}
+
+export default function App() {
+  const [route, setRoute] = useState(() => routeFromHash(window.location.hash));
+  const [collection, setCollection] = useState(DEFAULT_COLLECTION);
+
+  useEffect(() => {
+    const onHashChange = () => setRoute(routeFromHash(window.location.hash));
+    window.addEventListener('hashchange', onHashChange);
+    return () => window.removeEventListener('hashchange', onHashChange);
+  }, []);
+
+  useEffect(() => {
+    document.title = `QueryGPT · ${ROUTES[route].label}`;
+  }, [route]);
+
+  return (
+    <div className="app">
+      <header className="app-header">
+        <h1>QueryGPT</h1>
+        <nav aria-label="Main">
+          <ul className="tabs">
+            {Object.entries(ROUTES).map(([name, r]) => (
+              <li key={name}>
+                <a
+                  href={r.hash}
+                  className={route === name ? 'tab active' : 'tab'}
+                  aria-current={route === name ? 'page' : undefined}
+                  onClick={() => setRoute(name)}
+                >
+                  {r.label}
+                </a>
+              </li>
+            ))}
+          </ul>
+        </nav>
+      </header>
+      <main>
+        {route === 'chat' ? (
+          <ChatPage collection={collection} onCollectionChange={setCollection} />
+        ) : (
+          <UploadPage collection={collection} onCollectionChange={setCollection} />
+        )}
+      </main>
+    </div>
+  );
+}

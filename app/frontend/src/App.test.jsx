@@ -1,0 +1,58 @@
+import { describe, expect, it } from 'vitest';
+import { fireEvent, render, screen } from '@testing-library/react';
+import App, { routeFromHash } from './App.jsx';
+
+describe('routeFromHash', () => {
+  it('maps hashes to pages, defaulting to upload', () => {
+    expect(routeFromHash('')).toBe('upload');
+    expect(routeFromHash('#/upload')).toBe('upload');
+    expect(routeFromHash('#/chat')).toBe('chat');
+    expect(routeFromHash('#chat')).toBe('chat');
+    expect(routeFromHash('#/unknown')).toBe('upload');
+  });
+});
+
+describe('App navigation', () => {
+  it('starts on Upload and switches to Chat and back via the tab bar', () => {
+    render(<App />);
+    const nav = screen.getByRole('navigation', { name: 'Main' });
+    expect(nav).toBeTruthy();
+    expect(screen.getByLabelText('Schema PDF')).toBeTruthy();
+    expect(screen.getByRole('link', { name: 'Upload' }).getAttribute('aria-current')).toBe('page');
+
+    fireEvent.click(screen.getByRole('link', { name: 'Chat' }));
+    expect(screen.getByLabelText('Question')).toBeTruthy();
+    expect(screen.queryByLabelText('Schema PDF')).toBeNull();
+    expect(screen.getByRole('link', { name: 'Chat' }).getAttribute('aria-current')).toBe('page');
+
+    fireEvent.click(screen.getByRole('link', { name: 'Upload' }));
+    expect(screen.getByLabelText('Schema PDF')).toBeTruthy();
+  });
+
+  it('opens the Chat page directly from #/chat', () => {
+    window.location.hash = '#/chat';
+    render(<App />);
+    expect(screen.getByLabelText('Question')).toBeTruthy();
+  });
+
+  it('shares the collection name between pages', () => {
+    render(<App />);
+    fireEvent.change(screen.getByLabelText('Collection'), { target: { value: 'inventory' } });
+    fireEvent.click(screen.getByRole('link', { name: 'Chat' }));
+    expect(screen.getByLabelText('Collection').value).toBe('inventory');
+  });
+
+  it('keeps e2e labels unambiguous even for substring matching (as Playwright getByLabel does)', () => {
+    render(<App />);
+    expect(screen.getAllByLabelText(/schema pdf/i)).toHaveLength(1);
+    expect(screen.getAllByLabelText(/collection/i)).toHaveLength(1);
+    expect(screen.getAllByRole('button', { name: /upload/i })).toHaveLength(1);
+    expect(screen.getAllByRole('status')).toHaveLength(1);
+
+    fireEvent.click(screen.getByRole('link', { name: 'Chat' }));
+    expect(screen.getAllByLabelText(/question/i)).toHaveLength(1);
+    expect(screen.getAllByLabelText(/collection/i)).toHaveLength(1);
+    expect(screen.getAllByRole('button', { name: /ask/i })).toHaveLength(1);
+    expect(screen.getAllByRole('status')).toHaveLength(1);
+  });
+});

@@ -1,0 +1,144 @@
+import { useId, useRef, useState } from 'react';
+import { askQuestion } from '../api.js';
+import { useCollection } from '../components/useCollection.js';
+
+const EXCERPT_LIMIT = 400;
+
+function excerpt(text) {
+  const clean = String(text ?? '').replace(/\s+/g, ' ').trim();
+  return clean.length > EXCERPT_LIMIT ? `${clean.slice(0, EXCERPT_LIMIT).trimEnd()}…` : clean;
+}
+
+function formatScore(score) {
+  if (typeof score === 'number' && Number.isFinite(score)) return score.toFixed(3);
+  return score == null ? 'n/a' : String(score);
+}
+
+function describeError(err) {
+  const reason = err?.message || 'Unknown error';
+  return err?.status ? `Query failed (HTTP ${err.status}): ${reason}` : `Query failed: ${reason}`;
+}
+
+export default function ChatPage({ collection, onCollectionChange }) {
+  const [collectionName, setCollectionName] = useCollection(collection, onCollectionChange);
+  const [question, setQuestion] = useState('');
+  const [state, setState] = useState({ phase: 'idle' });
+  const inFlight = useRef(false);
+  const questionId = useId();
+  const collectionId = useId();
+  const busy = state.phase === 'asking';
+
+  async function ask() {
+    if (inFlight.current) return;
+    const q = question.trim();
+    if (!q) {
+      setState({ phase: 'error', message: 'Type a question first.' });
+      return;
+    }
+    inFlight.current = true;
+    setState({ phase: 'asking', question: q });
+    try {
+      const data = await askQuestion(q, collectionName);
+      setState({
+        phase: 'answered',
+        question: q,
+        result: typeof data.result === 'string' ? data.result : JSON.stringify(data.result, null, 2),
+        sources: Array.isArray(data.sources) ? data.sources : [],
+      });
+    } catch (err) {
+      setState({ phase: 'error', message: describeError(err) });
+    } finally {
+      inFlight.current = false;
+    }
+  }
+
+  function onSubmit(event) {
+    event.preventDefault();
+    ask();
+  }
+
+  function onKeyDown(event) {
+    // Ctrl+Enter / Cmd+Enter submits; plain Enter inserts a newline.
+    if (event.key === 'Enter' && (event.ctrlKey || event.metaKey)) {
+      event.preventDefault();
+      ask();
+    }
+  }
+
+  return (
+    <section className="page">
+      <h2 id="chat-heading">Ask a question</h2>
+      <form onSubmit={onSubmit} noValidate>
+        <div className="field">
+          <label htmlFor={collectionId}>Collection</label>
+          <input
+            id={collectionId}
+            name="collection_name"
+            type="text"
+            value={collectionName}
+            onChange={(e) => setCollectionName(e.target.value)}
+            placeholder="querygpt"
+            autoComplete="off"
+            spellCheck={false}
+          />
+        </div>
+        <div className="field">
+          <label htmlFor={questionId}>Question</label>
+          <textarea
+            id={questionId}
+            name="query"
+            rows={4}
+            value={question}
+            onChange={(e) => setQuestion(e.target.value)}
+            onKeyDown={onKeyDown}
+            placeholder="e.g. List the ten customers with the highest total order value"
+          />
+        </div>
+        <button type="submit" disabled={busy}>
+          {busy ? 'Asking…' : 'Ask'}
+        </button>
+      </form>
+
+      <div role="status" aria-live="polite" className={`status status-${state.phase}`}>
+        {state.phase === 'asking' && <span>Generating SQL…</span>}
+        {state.phase === 'answered' && (
+          <span>
+            Answer ready ({state.sources.length} source{state.sources.length === 1 ? '' : 's'}).
+          </span>
+        )}
+        {state.phase === 'error' && <span className="error">{state.message}</span>}
+      </div>
+
+      {state.phase === 'answered' && (
+        <>
+          <h3>SQL</h3>
+          <pre data-testid="sql-result" className="sql">
+            <code>{state.result}</code>
+          </pre>
+
+          <h3 id="sources-heading">Sources</h3>
+          {state.sources.length === 0 ? (
+            <p className="hint" data-testid="sources">
+              No sources were returned.
+            </p>
+          ) : (
+            <ol data-testid="sources" aria-labelledby="sources-heading" className="sources">
+              {state.sources.map((s, i) => (
+                <li key={`${s.filename}-${s.page}-${s.chunk}-${i}`} className="source">
+                  <div className="source-meta">
+                    <span className="source-file">{s.filename ?? 'unknown file'}</span>
+                    {' · '}
+                    <span className="source-page">page {s.page ?? 'n/a'}</span>
+                    {' · '}
+                    <span className="source-score">score {formatScore(s.score)}</span>
+                  </div>
+                  <blockquote className="source-text">{excerpt(s.text)}</blockquote>
+                </li>
+              ))}
+            </ol>
+          )}
+        </>
+      )}
+    </section>
+  );
+}

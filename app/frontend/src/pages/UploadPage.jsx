@@ -1,0 +1,125 @@
+import { useId, useRef, useState } from 'react';
+import { uploadPdf } from '../api.js';
+import { useCollection } from '../components/useCollection.js';
+
+function describeError(err) {
+  const reason = err?.message || 'Unknown error';
+  return err?.status ? `Upload failed (HTTP ${err.status}): ${reason}` : `Upload failed: ${reason}`;
+}
+
+export default function UploadPage({ collection, onCollectionChange, onUploaded }) {
+  const [collectionName, setCollectionName] = useCollection(collection, onCollectionChange);
+  const [file, setFile] = useState(null);
+  const [state, setState] = useState({ phase: 'idle' });
+  const inFlight = useRef(false);
+  const fileId = useId();
+  const collectionId = useId();
+  const busy = state.phase === 'uploading';
+
+  function onFileChange(event) {
+    const chosen = event.target.files?.[0] ?? null;
+    setFile(chosen);
+    setState({ phase: 'idle' });
+  }
+
+  async function onSubmit(event) {
+    event.preventDefault();
+    if (inFlight.current) return;
+    if (!file) {
+      setState({ phase: 'error', message: 'Choose a PDF file to upload first.' });
+      return;
+    }
+    inFlight.current = true;
+    setState({ phase: 'uploading', filename: file.name });
+    try {
+      const data = await uploadPdf(file, collectionName);
+      setState({ phase: 'success', data, filename: file.name });
+      onUploaded?.(data);
+    } catch (err) {
+      setState({ phase: 'error', message: describeError(err) });
+    } finally {
+      inFlight.current = false;
+    }
+  }
+
+  const data = state.phase === 'success' ? state.data : null;
+  const uploadedCollection = data?.collection_name ?? (collectionName.trim() || 'querygpt');
+
+  return (
+    <section className="page">
+      <h2 id="upload-heading">Upload schema documentation</h2>
+      <p className="hint">
+        Upload a PDF describing your database schema. It is split into chunks and indexed so
+        questions on the Chat page can be answered with SQL.
+      </p>
+      <form onSubmit={onSubmit} noValidate>
+        <div className="field">
+          <label htmlFor={fileId}>Schema PDF</label>
+          <input
+            id={fileId}
+            name="pdf_file"
+            type="file"
+            accept="application/pdf,.pdf"
+            onChange={onFileChange}
+            disabled={busy}
+          />
+        </div>
+        <div className="field">
+          <label htmlFor={collectionId}>Collection</label>
+          <input
+            id={collectionId}
+            name="collection_name"
+            type="text"
+            value={collectionName}
+            onChange={(e) => setCollectionName(e.target.value)}
+            placeholder="querygpt"
+            autoComplete="off"
+            spellCheck={false}
+            disabled={busy}
+          />
+        </div>
+        <button type="submit" disabled={busy}>
+          {busy ? 'Uploading…' : 'Upload'}
+        </button>
+      </form>
+
+      <div role="status" aria-live="polite" className={`status status-${state.phase}`}>
+        {state.phase === 'uploading' && (
+          <>
+            <span>Uploading {state.filename}…</span>
+            <progress aria-label="Upload progress" />
+          </>
+        )}
+        {state.phase === 'success' && (
+          <span>
+            {`Uploaded ${data.filename ?? state.filename}` +
+              (data.chunks != null ? `: ${data.chunks} chunks indexed` : '') +
+              ` into collection “${uploadedCollection}”.`}
+          </span>
+        )}
+        {state.phase === 'error' && <span className="error">{state.message}</span>}
+      </div>
+
+      {data && (
+        <dl className="upload-result" data-testid="upload-result">
+          {data.document_id != null && (
+            <>
+              <dt>Document ID</dt>
+              <dd>{String(data.document_id)}</dd>
+            </>
+          )}
+          <dt>File</dt>
+          <dd>{data.filename ?? state.filename}</dd>
+          {data.chunks != null && (
+            <>
+              <dt>Chunks</dt>
+              <dd>{String(data.chunks)}</dd>
+            </>
+          )}
+          <dt>Collection</dt>
+          <dd>{uploadedCollection}</dd>
+        </dl>
+      )}
+    </section>
+  );
+}
