@@ -1,0 +1,165 @@
+"""Application factory: wires settings, clients, middleware and routes.
+
+``create_app()`` with no arguments reads the environment; uvicorn calls it
+once per worker (``factory=True``). Tests pass settings plus an in-process
+Qdrant client and an httpx transport, which are the only seams needed to run
+the whole app without network services.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import httpx
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from qdrant_client import QdrantClient
+from starlette.concurrency import run_in_threadpool
+
+from . import __version__
+from .answering import Answerer
+from .config import Settings
+from .errors import QueryGPTError, UploadRejected, UpstreamError
+from .index_stats import IndexStats
+from .indexing import Indexer
+from .logs import setup_logging
+from .metrics import UPLOAD_REJECTED
+from .middleware import BodyTooLarge, RequestContextMiddleware
+from .ollama import OllamaClient
+from .readiness import ReadinessProbe
+from .routes import Services, router
+from .vectorstore import VectorStore
+
+log = logging.getLogger(__name__)
+
+#: Room for multipart boundaries, headers and the collection_name field on
+#: top of the file itself; the file's own limit is checked exactly later.
+MULTIPART_OVERHEAD_BYTES = 64 * 1024
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    qdrant_client: QdrantClient | None = None,
+    http_transport: httpx.BaseTransport | None = None,
+) -> FastAPI:
+    """Build the QueryGPT API.
+
+    ``qdrant_client`` replaces the REST client built from QUERYGPT_QDRANT_URL
+    (e.g. ``QdrantClient(":memory:")``); ``http_transport`` is used for every
+    plain HTTP call (Ollama, and Qdrant's /readyz probe).
+    """
+    settings = settings or Settings.from_env()
+    setup_logging(settings.log_level, secrets=_secrets(settings))
+
+    if qdrant_client is not None:
+        store = VectorStore(qdrant_client, location=settings.qdrant_url)
+    else:
+        store = VectorStore.connect(
+            settings.qdrant_url, settings.qdrant_api_key, settings.request_timeout
+        )
+    ollama = OllamaClient(
+        settings.ollama_url, timeout=settings.request_timeout, transport=http_transport
+    )
+    probe = ReadinessProbe(
+        settings.qdrant_url,
+        settings.qdrant_api_key,
+        ollama,
+        timeout=settings.request_timeout,
+        transport=http_transport,
+    )
+    services = Services(
+        settings=settings,
+        indexer=Indexer(settings, store, ollama),
+        answerer=Answerer(settings, store, ollama),
+        probe=probe,
+        stats=IndexStats(store),
+    )
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        log.info(
+            "starting",
+            extra={
+                "version": __version__,
+                "qdrant_url": settings.qdrant_url,
+                "ollama_url": settings.ollama_url,
+                "embed_model": settings.embed_model,
+                "llm_model": settings.llm_model,
+            },
+        )
+        await run_in_threadpool(services.stats.refresh)
+        try:
+            yield
+        finally:
+            probe.close()
+            ollama.close()
+            store.close()
+
+    app = FastAPI(
+        title="QueryGPT API",
+        version=__version__,
+        description="Upload SQL schema documentation as PDF, then ask questions answered in SQL.",
+        lifespan=lifespan,
+    )
+    app.state.services = services
+    app.add_middleware(
+        RequestContextMiddleware,
+        max_body_bytes=settings.max_upload_bytes + MULTIPART_OVERHEAD_BYTES,
+    )
+    _add_error_handlers(app)
+    app.include_router(router)
+    return app
+
+
+def _add_error_handlers(app: FastAPI) -> None:
+    """Every error body is ``{"detail": "<sentence>"}``."""
+
+    @app.exception_handler(QueryGPTError)
+    async def domain_error(_: Request, exc: QueryGPTError) -> JSONResponse:
+        if isinstance(exc, UploadRejected):
+            UPLOAD_REJECTED.labels(reason=exc.reason).inc()
+            log.info("upload rejected", extra={"reason": exc.reason})
+        elif isinstance(exc, UpstreamError):
+            log.warning("upstream failure", extra={"service": exc.service, "error": exc.detail})
+        return JSONResponse({"detail": exc.detail}, status_code=exc.status_code)
+
+    @app.exception_handler(BodyTooLarge)
+    async def body_too_large(request: Request, exc: BodyTooLarge) -> JSONResponse:
+        if request.url.path.rstrip("/").endswith("/upload"):
+            UPLOAD_REJECTED.labels(reason="too_large").inc()
+        settings: Settings = request.app.state.services.settings
+        return JSONResponse(
+            {
+                "detail": (
+                    f"Upload is larger than the {settings.max_upload_bytes} byte limit; "
+                    "split the document or raise QUERYGPT_MAX_UPLOAD_BYTES."
+                )
+            },
+            status_code=413,
+        )
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(_: Request, exc: RequestValidationError) -> JSONResponse:
+        # Flatten pydantic's list into one sentence, and never echo "input":
+        # it may hold the uploaded bytes or the whole question.
+        errors: list[dict[str, object]] = []
+        messages: list[str] = []
+        for error in exc.errors():
+            loc = [str(part) for part in error.get("loc", ())]
+            msg = str(error.get("msg", "invalid"))
+            errors.append({"loc": loc, "msg": msg, "type": str(error.get("type", ""))})
+            if loc and loc[0] in ("body", "query", "path", "header", "cookie"):
+                loc = loc[1:]  # where it came from; the field name is what helps
+            messages.append(f"{'.'.join(loc)}: {msg}" if loc else msg)
+        return JSONResponse(
+            {"detail": "Invalid request: " + "; ".join(messages), "errors": errors},
+            status_code=422,
+        )
+
+
+def _secrets(settings: Settings) -> tuple[str, ...]:
+    return (settings.qdrant_api_key,) if settings.qdrant_api_key else ()

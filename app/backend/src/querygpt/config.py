@@ -1,0 +1,197 @@
+"""Settings, read only from the environment.
+
+Every variable is validated up front so that a typo in an Ansible template
+stops the service at start-up with a message naming the variable, instead of
+surfacing later as a confusing error on the first request.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TypeVar
+from urllib.parse import urlsplit
+
+from .errors import ConfigError
+
+T = TypeVar("T")
+
+#: Collection names are used in URLs and metrics; restrict them to a safe set.
+COLLECTION_NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+LOG_LEVELS = ("CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG")
+CHUNK_UNITS = ("chars", "words")
+
+# Defaults, kept as strings so they go through exactly the same parsing as
+# values from the environment (and so the README can quote them verbatim).
+DEFAULTS: dict[str, str] = {
+    "QUERYGPT_QDRANT_URL": "http://127.0.0.1:6333",
+    "QUERYGPT_QDRANT_API_KEY": "",
+    "QUERYGPT_OLLAMA_URL": "http://127.0.0.1:11434",
+    "QUERYGPT_EMBED_MODEL": "all-minilm",
+    "QUERYGPT_LLM_MODEL": "qwen2.5-coder:1.5b",
+    "QUERYGPT_TOP_K": "5",
+    "QUERYGPT_CHUNK_SIZE": "800",
+    "QUERYGPT_CHUNK_OVERLAP": "120",
+    "QUERYGPT_CHUNK_UNIT": "chars",
+    "QUERYGPT_EMBED_BATCH_SIZE": "32",
+    "QUERYGPT_MAX_UPLOAD_BYTES": str(20 * 1024 * 1024),
+    "QUERYGPT_DEFAULT_COLLECTION": "querygpt",
+    "QUERYGPT_HOST": "127.0.0.1",
+    "QUERYGPT_PORT": "8000",
+    "QUERYGPT_WORKERS": "1",
+    "QUERYGPT_LOG_LEVEL": "INFO",
+    "QUERYGPT_REQUEST_TIMEOUT": "120",
+}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Validated runtime configuration (see README.md for each variable)."""
+
+    qdrant_url: str = DEFAULTS["QUERYGPT_QDRANT_URL"]
+    # repr=False: the key must never end up in a log line or a traceback.
+    qdrant_api_key: str | None = field(default=None, repr=False)
+    ollama_url: str = DEFAULTS["QUERYGPT_OLLAMA_URL"]
+    embed_model: str = DEFAULTS["QUERYGPT_EMBED_MODEL"]
+    llm_model: str = DEFAULTS["QUERYGPT_LLM_MODEL"]
+    top_k: int = 5
+    chunk_size: int = 800
+    chunk_overlap: int = 120
+    chunk_unit: str = "chars"
+    embed_batch_size: int = 32
+    max_upload_bytes: int = 20 * 1024 * 1024
+    default_collection: str = DEFAULTS["QUERYGPT_DEFAULT_COLLECTION"]
+    host: str = DEFAULTS["QUERYGPT_HOST"]
+    port: int = 8000
+    workers: int = 1
+    log_level: str = "INFO"
+    request_timeout: float = 120.0
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Build settings from ``environ`` (default: ``os.environ``).
+
+        Raises ConfigError naming the first offending variable.
+        """
+        if environ is None:
+            import os
+
+            environ = os.environ
+
+        def raw(name: str) -> str:
+            value = environ.get(name)
+            if value is None or value.strip() == "":
+                return DEFAULTS[name]
+            return value.strip()
+
+        size = _parse("QUERYGPT_CHUNK_SIZE", raw, _int_between(1, 100_000))
+        overlap = _parse("QUERYGPT_CHUNK_OVERLAP", raw, _int_between(0, 100_000))
+        if overlap >= size:
+            raise ConfigError(
+                "QUERYGPT_CHUNK_OVERLAP",
+                f"must be smaller than QUERYGPT_CHUNK_SIZE ({size}), got {overlap}",
+            )
+        api_key = environ.get("QUERYGPT_QDRANT_API_KEY", "").strip() or None
+        return cls(
+            qdrant_url=_parse("QUERYGPT_QDRANT_URL", raw, _http_url),
+            qdrant_api_key=api_key,
+            ollama_url=_parse("QUERYGPT_OLLAMA_URL", raw, _http_url),
+            embed_model=_parse("QUERYGPT_EMBED_MODEL", raw, _model_name),
+            llm_model=_parse("QUERYGPT_LLM_MODEL", raw, _model_name),
+            top_k=_parse("QUERYGPT_TOP_K", raw, _int_between(1, 100)),
+            chunk_size=size,
+            chunk_overlap=overlap,
+            chunk_unit=_parse("QUERYGPT_CHUNK_UNIT", raw, _choice(CHUNK_UNITS, lower=True)),
+            embed_batch_size=_parse("QUERYGPT_EMBED_BATCH_SIZE", raw, _int_between(1, 1024)),
+            max_upload_bytes=_parse(
+                "QUERYGPT_MAX_UPLOAD_BYTES", raw, _int_between(1, 1024 * 1024 * 1024)
+            ),
+            default_collection=_parse("QUERYGPT_DEFAULT_COLLECTION", raw, _collection_name),
+            host=_parse("QUERYGPT_HOST", raw, _host),
+            port=_parse("QUERYGPT_PORT", raw, _int_between(1, 65535)),
+            workers=_parse("QUERYGPT_WORKERS", raw, _int_between(1, 64)),
+            log_level=_parse("QUERYGPT_LOG_LEVEL", raw, _choice(LOG_LEVELS, lower=False)),
+            request_timeout=_parse("QUERYGPT_REQUEST_TIMEOUT", raw, _positive_float),
+        )
+
+
+def is_valid_collection_name(name: str) -> bool:
+    """True if ``name`` is an acceptable Qdrant collection name for QueryGPT."""
+    return bool(COLLECTION_NAME_RE.fullmatch(name))
+
+
+# --- parsers: each takes the raw string and raises ValueError with a reason --
+
+
+def _parse(name: str, raw: Callable[[str], str], parser: Callable[[str], T]) -> T:
+    value = raw(name)
+    try:
+        return parser(value)
+    except ValueError as exc:
+        raise ConfigError(name, str(exc)) from None
+
+
+def _int_between(low: int, high: int) -> Callable[[str], int]:
+    def parse(value: str) -> int:
+        try:
+            number = int(value)
+        except ValueError:
+            raise ValueError(f"must be an integer, got {value!r}") from None
+        if not low <= number <= high:
+            raise ValueError(f"must be between {low} and {high}, got {number}")
+        return number
+
+    return parse
+
+
+def _positive_float(value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        raise ValueError(f"must be a number of seconds, got {value!r}") from None
+    if not 0 < number <= 3600:
+        raise ValueError(f"must be greater than 0 and at most 3600, got {value}")
+    return number
+
+
+def _choice(options: tuple[str, ...], *, lower: bool) -> Callable[[str], str]:
+    def parse(value: str) -> str:
+        normalized = value.lower() if lower else value.upper()
+        if normalized not in options:
+            raise ValueError(f"must be one of {', '.join(options)}; got {value!r}")
+        return normalized
+
+    return parse
+
+
+def _http_url(value: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"must be an http(s) URL such as http://127.0.0.1:6333, got {value!r}")
+    try:
+        parts.port  # noqa: B018 - raises ValueError for a bad port
+    except ValueError:
+        raise ValueError(f"has an invalid port: {value!r}") from None
+    if parts.query or parts.fragment:
+        raise ValueError(f"must not contain a query string or fragment, got {value!r}")
+    return value.rstrip("/")
+
+
+def _model_name(value: str) -> str:
+    if any(ch.isspace() for ch in value) or len(value) > 200:
+        raise ValueError(f"must be an Ollama model name like 'all-minilm', got {value!r}")
+    return value
+
+
+def _collection_name(value: str) -> str:
+    if not is_valid_collection_name(value):
+        raise ValueError(f"must be 1-64 characters of letters, digits, '_' or '-', got {value!r}")
+    return value
+
+
+def _host(value: str) -> str:
+    if any(ch.isspace() for ch in value) or "/" in value:
+        raise ValueError(f"must be a host name or IP address to bind, got {value!r}")
+    return value

@@ -1,0 +1,74 @@
+"""Exceptions that carry an HTTP status and a message a user can act on.
+
+Domain code raises these; one exception handler in ``app.py`` turns them into
+``{"detail": "..."}`` responses, so modules never import FastAPI just to fail.
+"""
+
+from __future__ import annotations
+
+
+class ConfigError(ValueError):
+    """An environment variable is missing or invalid; the message names it."""
+
+    def __init__(self, variable: str, problem: str) -> None:
+        super().__init__(f"{variable} {problem}")
+        self.variable = variable
+
+
+class QueryGPTError(Exception):
+    """Base for errors that map to an HTTP response."""
+
+    status_code: int = 500
+
+    def __init__(self, detail: str, *, status_code: int | None = None) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        if status_code is not None:
+            self.status_code = status_code
+
+
+class UploadRejected(QueryGPTError):
+    """The uploaded file cannot be indexed; ``reason`` labels the metric."""
+
+    def __init__(self, reason: str, detail: str, *, status_code: int) -> None:
+        super().__init__(detail, status_code=status_code)
+        self.reason = reason
+
+
+class InvalidRequest(QueryGPTError):
+    """A request field has a value we cannot work with (422)."""
+
+    status_code = 422
+
+
+class InvalidCollectionName(InvalidRequest):
+    pass
+
+
+class CollectionNotFound(QueryGPTError):
+    status_code = 404
+
+
+class DimensionMismatch(QueryGPTError):
+    """The collection was built with another embedding model."""
+
+    status_code = 409
+
+
+class UpstreamError(QueryGPTError):
+    """Qdrant or Ollama answered, but with an error (502).
+
+    ``service`` is ``"qdrant"`` or ``"ollama"`` so operators know where to look.
+    """
+
+    status_code = 502
+
+    def __init__(self, service: str, detail: str, *, status_code: int | None = None) -> None:
+        super().__init__(detail, status_code=status_code)
+        self.service = service
+
+
+class UpstreamUnavailable(UpstreamError):
+    """Qdrant or Ollama could not be reached or timed out (503)."""
+
+    status_code = 503

@@ -1,0 +1,102 @@
+"""Prometheus metrics. The names are a contract: dashboards and alerts built
+by other components depend on them, so change them only together.
+
+With several uvicorn workers each process has its own counters; setting
+PROMETHEUS_MULTIPROC_DIR (before start) switches prometheus_client to its
+multiprocess mode, and ``render()`` then aggregates every worker's files.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from time import perf_counter
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
+
+# LLM generation on a CPU host can take minutes; default buckets stop at 10 s.
+_LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
+
+HTTP_REQUESTS = Counter(
+    "querygpt_http_requests_total",
+    "HTTP requests served, by route template and status code.",
+    ["method", "route", "status"],
+)
+HTTP_DURATION = Histogram(
+    "querygpt_http_request_duration_seconds",
+    "Time to serve an HTTP request, by route template.",
+    ["method", "route"],
+    buckets=_LATENCY_BUCKETS,
+)
+RAG_STAGE_DURATION = Histogram(
+    "querygpt_rag_stage_duration_seconds",
+    "Time spent in each RAG stage: extract (PDF parsing), embed, search, generate.",
+    ["stage"],
+    buckets=_LATENCY_BUCKETS,
+)
+# "mostrecent": every worker sets the absolute totals it read from Qdrant, and
+# the latest write wins, so the gauges agree across workers and restarts.
+DOCUMENTS_INDEXED = Gauge(
+    "querygpt_documents_indexed",
+    "Documents stored in Qdrant across all collections.",
+    multiprocess_mode="mostrecent",
+)
+CHUNKS_INDEXED = Gauge(
+    "querygpt_chunks_indexed",
+    "Chunks (points) stored in Qdrant across all collections.",
+    multiprocess_mode="mostrecent",
+)
+UPLOAD_REJECTED = Counter(
+    "querygpt_upload_rejected_total",
+    "Uploads refused because of the file itself, by reason.",
+    ["reason"],
+)
+
+STAGES = ("extract", "embed", "search", "generate")
+REJECT_REASONS = ("empty", "not_pdf", "corrupt", "encrypted", "no_text", "too_large")
+
+# Export every known series from the start (as 0) so that rate() and alert
+# expressions work before the first event of each kind.
+for _stage in STAGES:
+    RAG_STAGE_DURATION.labels(stage=_stage)
+for _reason in REJECT_REASONS:
+    UPLOAD_REJECTED.labels(reason=_reason)
+
+
+def multiprocess_dir() -> str | None:
+    """The multiprocess directory if multiprocess mode is on, else None."""
+    return os.environ.get("PROMETHEUS_MULTIPROC_DIR") or os.environ.get("prometheus_multiproc_dir")
+
+
+def render() -> tuple[bytes, str]:
+    """Exposition text for ``GET /metrics`` and its content type."""
+    if multiprocess_dir():
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+        return generate_latest(registry), CONTENT_TYPE_LATEST
+    return generate_latest(REGISTRY), CONTENT_TYPE_LATEST
+
+
+@contextmanager
+def stage_timer(stage: str) -> Iterator[None]:
+    """Observe the duration of one RAG stage, whether it succeeds or fails."""
+    start = perf_counter()
+    try:
+        yield
+    finally:
+        RAG_STAGE_DURATION.labels(stage=stage).observe(perf_counter() - start)
+
+
+def set_index_totals(documents: int, chunks: int) -> None:
+    DOCUMENTS_INDEXED.set(documents)
+    CHUNKS_INDEXED.set(chunks)

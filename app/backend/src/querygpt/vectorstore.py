@@ -1,0 +1,255 @@
+"""Qdrant access through the official qdrant-client (REST).
+
+Only this module knows Qdrant's data model. It turns client exceptions into
+UpstreamError/UpstreamUnavailable so the API can answer 502/503 with a reason,
+and it never logs the API key (the client is built here and kept private).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+from qdrant_client import QdrantClient, models
+from qdrant_client.http.exceptions import ApiException, UnexpectedResponse
+
+from .errors import DimensionMismatch, UpstreamError, UpstreamUnavailable
+
+log = logging.getLogger(__name__)
+
+SERVICE = "qdrant"
+
+
+@dataclass(frozen=True)
+class StoredChunk:
+    """One chunk with its vector, ready to upsert."""
+
+    document_id: str
+    filename: str
+    page: int
+    chunk: int
+    text: str
+    vector: list[float]
+
+    @property
+    def point_id(self) -> str:
+        # Deterministic per (document, chunk): a retried upsert overwrites
+        # instead of duplicating.
+        return str(uuid.uuid5(uuid.UUID(self.document_id), str(self.chunk)))
+
+
+@dataclass(frozen=True)
+class Hit:
+    """A retrieved chunk and its cosine similarity to the question."""
+
+    document_id: str
+    filename: str
+    page: int
+    chunk: int
+    text: str
+    score: float
+
+
+class VectorStore:
+    """The handful of Qdrant operations QueryGPT needs."""
+
+    def __init__(self, client: QdrantClient, *, location: str = "qdrant") -> None:
+        self._client = client
+        self._location = location
+
+    @classmethod
+    def connect(cls, url: str, api_key: str | None, timeout: float) -> VectorStore:
+        """Build a REST client. No network traffic happens here.
+
+        ``check_compatibility=False`` avoids a version call at construction,
+        so the app starts (and reports not-ready) while Qdrant is down.
+        """
+        client = QdrantClient(
+            url=url,
+            api_key=api_key,
+            timeout=max(1, math.ceil(timeout)),
+            check_compatibility=False,
+        )
+        return cls(client, location=url)
+
+    def close(self) -> None:
+        self._client.close()
+
+    def collection_exists(self, name: str) -> bool:
+        with self._errors("check collection"):
+            return bool(self._client.collection_exists(name))
+
+    def ensure_collection(self, name: str, dimension: int) -> bool:
+        """Create ``name`` (Cosine, ``dimension``) if missing; True if created.
+
+        An existing collection must have the same dimension, otherwise the
+        embedding model was changed and mixing vectors would be meaningless.
+        """
+        with self._errors("prepare collection"):
+            if self._client.collection_exists(name):
+                self._check_dimension(name, dimension)
+                return False
+            try:
+                self._client.create_collection(
+                    collection_name=name,
+                    vectors_config=models.VectorParams(
+                        size=dimension, distance=models.Distance.COSINE
+                    ),
+                )
+            except UnexpectedResponse as exc:
+                # Another worker may have created it a moment ago.
+                if exc.status_code == 409 or self._client.collection_exists(name):
+                    self._check_dimension(name, dimension)
+                    return False
+                raise
+        self._create_indexes(name)
+        log.info("created collection", extra={"collection": name, "dimension": dimension})
+        return True
+
+    def upsert(self, name: str, chunks: Sequence[StoredChunk]) -> None:
+        points = [
+            models.PointStruct(
+                id=c.point_id,
+                vector=c.vector,
+                payload={
+                    "document_id": c.document_id,
+                    "filename": c.filename,
+                    "page": c.page,
+                    "chunk": c.chunk,
+                    "text": c.text,
+                },
+            )
+            for c in chunks
+        ]
+        with self._errors("store chunks"):
+            self._client.upsert(collection_name=name, points=points, wait=True)
+
+    def delete_document(self, name: str, document_id: str) -> None:
+        """Remove every point of one document (rollback of a failed upload)."""
+        with self._errors("delete document"):
+            self._client.delete(
+                collection_name=name,
+                points_selector=models.FilterSelector(filter=_document_filter(document_id)),
+                wait=True,
+            )
+
+    def count_document(self, name: str, document_id: str) -> int:
+        with self._errors("count document"):
+            return self._client.count(
+                collection_name=name, count_filter=_document_filter(document_id), exact=True
+            ).count
+
+    def search(self, name: str, vector: list[float], limit: int) -> list[Hit]:
+        with self._errors("search"):
+            response = self._client.query_points(
+                collection_name=name, query=vector, limit=limit, with_payload=True
+            )
+        hits = []
+        for point in response.points:
+            payload: dict[str, Any] = point.payload or {}
+            hits.append(
+                Hit(
+                    document_id=str(payload.get("document_id", "")),
+                    filename=str(payload.get("filename", "")),
+                    page=int(payload.get("page", 0) or 0),
+                    chunk=int(payload.get("chunk", 0) or 0),
+                    text=str(payload.get("text", "")),
+                    score=float(point.score),
+                )
+            )
+        return hits
+
+    def totals(self) -> tuple[int, int]:
+        """(documents, chunks) across all collections.
+
+        Cheap: one count per collection for points, and one filtered count
+        for ``chunk == 0`` (every document has exactly one first chunk).
+        """
+        documents = chunks = 0
+        first_chunk = models.Filter(
+            must=[models.FieldCondition(key="chunk", match=models.MatchValue(value=0))]
+        )
+        with self._errors("count points"):
+            for collection in self._client.get_collections().collections:
+                chunks += self._client.count(collection.name, exact=True).count
+                documents += self._client.count(
+                    collection.name, count_filter=first_chunk, exact=True
+                ).count
+        return documents, chunks
+
+    # -- helpers -------------------------------------------------------------
+
+    def _check_dimension(self, name: str, dimension: int) -> None:
+        info = self._client.get_collection(name)
+        vectors = info.config.params.vectors
+        size = vectors.size if isinstance(vectors, models.VectorParams) else None
+        if size != dimension:
+            raise DimensionMismatch(
+                f"Collection '{name}' stores {size or 'named'}-dimensional vectors but the "
+                f"embedding model produces {dimension}; use another collection_name or "
+                "the embedding model the collection was built with."
+            )
+
+    def _create_indexes(self, name: str) -> None:
+        """Payload indexes make rollback deletes and document counts cheap.
+
+        Best effort: a Qdrant (or stand-in) without index support still works.
+        """
+        for field_name, schema in (
+            ("document_id", models.PayloadSchemaType.KEYWORD),
+            ("chunk", models.PayloadSchemaType.INTEGER),
+        ):
+            try:
+                self._client.create_payload_index(
+                    collection_name=name, field_name=field_name, field_schema=schema, wait=True
+                )
+            except Exception as exc:  # noqa: BLE001 - optional optimisation
+                log.warning(
+                    "could not create payload index",
+                    extra={"collection": name, "field": field_name, "error": repr(exc)[:200]},
+                )
+
+    @contextmanager
+    def _errors(self, action: str) -> Iterator[None]:
+        try:
+            yield
+        except UnexpectedResponse as exc:
+            raise UpstreamError(
+                SERVICE,
+                f"Qdrant could not {action}: HTTP {exc.status_code} {_qdrant_reason(exc)}",
+            ) from exc
+        except (ApiException, httpx.HTTPError, OSError) as exc:
+            raise UpstreamUnavailable(
+                SERVICE,
+                f"Qdrant at {self._location} is unreachable ({_cause_name(exc)}); "
+                f"could not {action}.",
+            ) from exc
+
+
+def _document_filter(document_id: str) -> models.Filter:
+    return models.Filter(
+        must=[models.FieldCondition(key="document_id", match=models.MatchValue(value=document_id))]
+    )
+
+
+def _qdrant_reason(exc: UnexpectedResponse) -> str:
+    """Qdrant errors look like ``{"status": {"error": "..."}}``."""
+    try:
+        body = exc.structured()
+        error = body.get("status", {}).get("error") if isinstance(body, dict) else None
+        if error:
+            return str(error)[:300]
+    except (ValueError, AttributeError):
+        pass
+    return exc.reason_phrase or ""
+
+
+def _cause_name(exc: BaseException) -> str:
+    source = getattr(exc, "source", None)
+    return type(source or exc).__name__

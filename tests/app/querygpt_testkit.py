@@ -1,0 +1,160 @@
+"""Helpers for the QueryGPT backend tests: sample PDFs, a fake Ollama and
+small request/metrics helpers. Fixtures using them live in conftest.py.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import math
+import re
+from typing import TYPE_CHECKING, Any
+
+import httpx
+
+if TYPE_CHECKING:
+    from fastapi.testclient import TestClient
+
+
+SCHEMA_PAGES = [
+    [
+        "Table customers: one row per customer.",
+        "customers.id INTEGER PRIMARY KEY",
+        "customers.name TEXT NOT NULL",
+        "customers.email TEXT UNIQUE",
+        "customers.created_at TIMESTAMP",
+    ],
+    [
+        "Table orders: one row per order placed by a customer.",
+        "orders.id INTEGER PRIMARY KEY",
+        "orders.customer_id INTEGER REFERENCES customers(id)",
+        "orders.total NUMERIC(10,2)",
+        "orders.placed_at TIMESTAMP",
+    ],
+]
+
+
+def make_pdf(pages: list[list[str]] | None = None, *, blank_pages: int = 0) -> bytes:
+    """A PDF with one page per list of lines (plus optional blank pages)."""
+    from reportlab.lib.pagesizes import A4
+    from reportlab.pdfgen import canvas
+
+    buffer = io.BytesIO()
+    pdf = canvas.Canvas(buffer, pagesize=A4)
+    for lines in pages if pages is not None else SCHEMA_PAGES:
+        y = 800
+        for line in lines:
+            pdf.drawString(50, y, line)
+            y -= 16
+        pdf.showPage()
+    for _ in range(blank_pages):
+        pdf.rect(100, 100, 200, 200)  # a drawing, but no text
+        pdf.showPage()
+    pdf.save()
+    return buffer.getvalue()
+
+
+def encrypt_pdf(data: bytes, user_password: str, *, algorithm: str = "RC4-128") -> bytes:
+    from pypdf import PdfReader, PdfWriter
+
+    writer = PdfWriter(clone_from=PdfReader(io.BytesIO(data)))
+    writer.encrypt(user_password, owner_password="owner-secret", algorithm=algorithm)
+    out = io.BytesIO()
+    writer.write(out)
+    return out.getvalue()
+
+
+# --------------------------------------------------------------------------
+# Fake Ollama (and Qdrant's /readyz) behind httpx.MockTransport
+
+DIM = 32
+
+
+def fake_embedding(text: str) -> list[float]:
+    """Deterministic bag-of-words vector: similar texts get similar vectors."""
+    vector = [0.0] * DIM
+    for word in re.findall(r"[a-z_]+", text.lower()):
+        bucket = int.from_bytes(hashlib.sha256(word.encode()).digest()[:4], "big") % DIM
+        vector[bucket] += 1.0
+    if not any(vector):  # no words at all: any fixed unit vector will do
+        return [1.0 / math.sqrt(DIM)] * DIM
+    norm = math.sqrt(sum(x * x for x in vector))
+    return [x / norm for x in vector]
+
+
+class FakeOllama:
+    """Answers /api/embed, /api/chat, /api/version; records what it saw.
+
+    ``fail_embed_call=n`` makes the n-th embed call (1-based) fail with
+    ``embed_failure`` ("http" -> 500 with an Ollama-style error, "down" ->
+    connection refused).
+    """
+
+    def __init__(self) -> None:
+        self.embed_calls: list[list[str]] = []
+        self.chat_calls: list[dict[str, Any]] = []
+        self.fail_embed_call: int | None = None
+        self.embed_failure = "http"
+        self.chat_reply = "```sql\nSELECT c.name FROM customers c;\n```"
+        self.ollama_up = True
+        self.qdrant_ready = True
+        self.requests: list[httpx.Request] = []
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        self.requests.append(request)
+        path = request.url.path
+        if request.url.port == 6333 or path == "/readyz":
+            if not self.qdrant_ready:
+                raise httpx.ConnectError("connection refused", request=request)
+            return httpx.Response(200, text="all shards are ready")
+        if not self.ollama_up:
+            raise httpx.ConnectError("connection refused", request=request)
+        if path == "/api/version":
+            return httpx.Response(200, json={"version": "0.0.0-fake"})
+        if path == "/api/embed":
+            body = json.loads(request.content)
+            self.embed_calls.append(list(body["input"]))
+            if self.fail_embed_call == len(self.embed_calls):
+                if self.embed_failure == "down":
+                    raise httpx.ConnectError("connection refused", request=request)
+                return httpx.Response(500, json={"error": "model runner crashed"})
+            return httpx.Response(
+                200,
+                json={
+                    "model": body["model"],
+                    "embeddings": [fake_embedding(t) for t in body["input"]],
+                },
+            )
+        if path == "/api/chat":
+            body = json.loads(request.content)
+            self.chat_calls.append(body)
+            return httpx.Response(
+                200,
+                json={
+                    "model": body["model"],
+                    "message": {"role": "assistant", "content": self.chat_reply},
+                    "done": True,
+                },
+            )
+        return httpx.Response(404, json={"error": f"no route {path}"})
+
+
+def upload(
+    client: TestClient, data: bytes, filename: str = "schema.pdf", **form: str
+) -> httpx.Response:
+    return client.post(
+        "/upload", files={"pdf_file": (filename, data, "application/pdf")}, data=form or None
+    )
+
+
+def metric_value(client: TestClient, name: str, **labels: str) -> float:
+    """Read one sample from /metrics (0.0 if the series is absent)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = client.get("/metrics").text
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                return float(sample.value)
+    return 0.0

@@ -1,0 +1,77 @@
+"""The console script validates configuration before starting uvicorn and
+prepares prometheus multiprocess mode."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+from querygpt import __version__, cli
+
+BACKEND_SRC = Path(__file__).resolve().parents[2] / "app" / "backend" / "src"
+
+
+def test_invalid_config_exits_2_naming_the_variable(monkeypatch, capsys) -> None:
+    monkeypatch.setenv("QUERYGPT_PORT", "eighty")
+    assert cli.main([]) == 2
+    err = capsys.readouterr().err
+    assert "QUERYGPT_PORT" in err and "eighty" in err
+
+
+def test_version_flag(capsys) -> None:
+    assert cli.main(["--version"]) == 0
+    assert capsys.readouterr().out.strip() == __version__
+
+
+def test_runs_uvicorn_with_env_settings(monkeypatch, tmp_path) -> None:
+    calls = {}
+    import uvicorn
+
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: calls.update(app=app, **kw))
+    monkeypatch.setenv("QUERYGPT_HOST", "0.0.0.0")
+    monkeypatch.setenv("QUERYGPT_PORT", "8123")
+    monkeypatch.setenv("QUERYGPT_WORKERS", "3")
+    prom = tmp_path / "prom"
+    prom.mkdir()
+    (prom / "counter_123.db").write_bytes(b"stale")
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(prom))
+    assert cli.main([]) == 0
+    assert calls["app"] == "querygpt.app:create_app" and calls["factory"] is True
+    assert (calls["host"], calls["port"], calls["workers"]) == ("0.0.0.0", 8123, 3)
+    assert calls["log_config"] is None
+    assert not list(prom.glob("*.db")), "stale metric files are removed at start"
+
+
+def test_multiprocess_metrics(tmp_path) -> None:
+    """With PROMETHEUS_MULTIPROC_DIR set (before import), /metrics aggregates
+    the per-process files; runs in a subprocess to get a clean import."""
+    script = textwrap.dedent("""
+        import sys, warnings
+        warnings.simplefilter("ignore")
+        import httpx
+        from fastapi.testclient import TestClient
+        from qdrant_client import QdrantClient
+        from querygpt.app import create_app
+        from querygpt.config import Settings
+
+        def fake(request):
+            return httpx.Response(200, json={"version": "x"})
+
+        app = create_app(Settings(), qdrant_client=QdrantClient(":memory:"),
+                         http_transport=httpx.MockTransport(fake))
+        with TestClient(app) as client:
+            client.get("/health")
+            sys.stdout.write("METRICS\\n" + client.get("/metrics").text)
+        """)
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path), "PYTHONPATH": str(BACKEND_SRC)}
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    text = result.stdout.split("METRICS\n", 1)[1]
+    assert 'querygpt_http_requests_total{method="GET",route="/health",status="200"} 1.0' in text
+    assert "querygpt_documents_indexed" in text
+    assert list(tmp_path.glob("*.db")), "values are kept in the multiprocess directory"
