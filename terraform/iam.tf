@@ -1,0 +1,236 @@
+# One role and instance profile per tier. Every tier gets AmazonSSMManagedInstanceCore
+# (Session Manager as a second way in, patch inventory); beyond that each gets only what
+# its roles use:
+#   qdrant      writes and reads the backups bucket (the only writer), reads its API keys
+#   backend     reads and writes the documents bucket, reads its secrets
+#   monitoring  reads the Qdrant read-only key (to scrape Qdrant's /metrics)
+#   bastion, edge, ollama: nothing else
+# Secrets reach hosts through the ansible-vault file; the secret read permissions let a
+# host fetch its own keys at runtime instead (e.g. after a rotation) and no more.
+
+data "aws_iam_policy_document" "ec2_assume" {
+  statement {
+    actions = ["sts:AssumeRole"]
+
+    principals {
+      type        = "Service"
+      identifiers = ["ec2.amazonaws.com"]
+    }
+  }
+}
+
+resource "aws_iam_role" "tier" {
+  for_each = toset(local.tiers)
+
+  name               = "${local.name}-${each.key}"
+  description        = "QueryGPT ${var.env} ${each.key} instances"
+  assume_role_policy = data.aws_iam_policy_document.ec2_assume.json
+}
+
+resource "aws_iam_role_policy_attachment" "ssm_core" {
+  for_each = toset(local.tiers)
+
+  role       = aws_iam_role.tier[each.key].name
+  policy_arn = "arn:${local.partition}:iam::aws:policy/AmazonSSMManagedInstanceCore"
+}
+
+resource "aws_iam_instance_profile" "tier" {
+  for_each = toset(local.tiers)
+
+  name = "${local.name}-${each.key}"
+  role = aws_iam_role.tier[each.key].name
+}
+
+# --- qdrant: the backups bucket and its own keys -------------------------------------------
+
+data "aws_iam_policy_document" "qdrant" {
+  statement {
+    sid       = "ListBackups"
+    actions   = ["s3:ListBucket", "s3:ListBucketMultipartUploads"]
+    resources = [aws_s3_bucket.backups.arn]
+  }
+
+  # No s3:DeleteObject: old snapshots go by the lifecycle rule, so a compromised host
+  # cannot erase the backups.
+  statement {
+    sid = "ReadWriteSnapshots"
+    actions = [
+      "s3:PutObject",
+      "s3:GetObject",
+      "s3:AbortMultipartUpload",
+      "s3:ListMultipartUploadParts",
+    ]
+    resources = ["${aws_s3_bucket.backups.arn}/*"]
+  }
+
+  statement {
+    sid       = "ReadQdrantKeys"
+    actions   = ["secretsmanager:GetSecretValue", "secretsmanager:DescribeSecret"]
+    resources = [for k, s in aws_secretsmanager_secret.app : s.arn if contains(local.secrets[k].readers, "qdrant")]
+  }
+
+  statement {
+    sid       = "UseKeyForBackupsAndSecrets"
+    actions   = ["kms:Decrypt", "kms:GenerateDataKey"]
+    resources = [aws_kms_key.main.arn]
+
+    condition {
+      test     = "StringEquals"
+      variable = "kms:ViaService"
+      values   = ["s3.${var.region}.amazonaws.com", "secretsmanager.${var.region}.amazonaws.com"]
+    }
+  }
+}
+
+resource "aws_iam_role_policy" "qdrant" {
+  name   = "backups-and-keys"
+  role   = aws_iam_role.tier["qdrant"].id
+  policy = data.aws_iam_policy_document.qdrant.json
+}
+
+# --- backend: the documents bucket and its secrets ------------------------------------------
+
+data "aws_iam_policy_document" "backend" {
+  statement {
+    sid       = "ListDocuments"
+    actions   = ["s3:ListBucket"]
+    resources = [aws_s3_bucket.documents.arn]
+  }
+
+  statement {
+    sid       = "ReadWriteDocuments"
+    actions   = ["s3:PutObject", "s3:GetObject", "s3:DeleteObject"]
+    resources = ["${aws_s3_bucket.documents.arn}/*"]
+  }
+
+  statement {
+    sid       = "ReadBackendSecrets"
+    actions   = ["secretsmanager:GetSecretValue", "secretsmanager:DescribeSecret"]
+    resources = [for k, s in aws_secretsmanager_secret.app : s.arn if contains(local.secrets[k].readers, "backend")]
+  }
+
+  statement {
+    sid       = "UseKeyForDocumentsAndSecrets"
+    actions   = ["kms:Decrypt", "kms:GenerateDataKey"]
+    resources = [aws_kms_key.main.arn]
+
+    condition {
+      test     = "StringEquals"
+      variable = "kms:ViaService"
+      values   = ["s3.${var.region}.amazonaws.com", "secretsmanager.${var.region}.amazonaws.com"]
+    }
+  }
+}
+
+resource "aws_iam_role_policy" "backend" {
+  name   = "documents-and-secrets"
+  role   = aws_iam_role.tier["backend"].id
+  policy = data.aws_iam_policy_document.backend.json
+}
+
+# --- monitoring: the Qdrant read-only key ----------------------------------------------------
+
+data "aws_iam_policy_document" "monitoring" {
+  statement {
+    sid       = "ReadScrapeSecrets"
+    actions   = ["secretsmanager:GetSecretValue", "secretsmanager:DescribeSecret"]
+    resources = [for k, s in aws_secretsmanager_secret.app : s.arn if contains(local.secrets[k].readers, "monitoring")]
+  }
+
+  statement {
+    sid       = "UseKeyForSecrets"
+    actions   = ["kms:Decrypt"]
+    resources = [aws_kms_key.main.arn]
+
+    condition {
+      test     = "StringEquals"
+      variable = "kms:ViaService"
+      values   = ["secretsmanager.${var.region}.amazonaws.com"]
+    }
+  }
+}
+
+resource "aws_iam_role_policy" "monitoring" {
+  name   = "scrape-secrets"
+  role   = aws_iam_role.tier["monitoring"].id
+  policy = data.aws_iam_policy_document.monitoring.json
+}
+
+# --- S3 replication of the documents bucket ---------------------------------------------------
+
+data "aws_iam_policy_document" "replication_assume" {
+  statement {
+    actions = ["sts:AssumeRole"]
+
+    principals {
+      type        = "Service"
+      identifiers = ["s3.amazonaws.com"]
+    }
+
+    condition {
+      test     = "StringEquals"
+      variable = "aws:SourceAccount"
+      values   = [local.account_id]
+    }
+  }
+}
+
+resource "aws_iam_role" "replication" {
+  name               = "${local.name}-documents-replication"
+  description        = "S3 replication of the QueryGPT ${var.env} documents bucket"
+  assume_role_policy = data.aws_iam_policy_document.replication_assume.json
+}
+
+data "aws_iam_policy_document" "replication" {
+  statement {
+    sid       = "ReadSourceConfiguration"
+    actions   = ["s3:GetReplicationConfiguration", "s3:ListBucket"]
+    resources = [aws_s3_bucket.documents.arn]
+  }
+
+  statement {
+    sid = "ReadSourceVersions"
+    actions = [
+      "s3:GetObjectVersionForReplication",
+      "s3:GetObjectVersionAcl",
+      "s3:GetObjectVersionTagging",
+    ]
+    resources = ["${aws_s3_bucket.documents.arn}/*"]
+  }
+
+  statement {
+    sid       = "WriteReplica"
+    actions   = ["s3:ReplicateObject", "s3:ReplicateDelete", "s3:ReplicateTags"]
+    resources = ["${aws_s3_bucket.documents_replica.arn}/*"]
+  }
+
+  statement {
+    sid       = "DecryptSource"
+    actions   = ["kms:Decrypt"]
+    resources = [aws_kms_key.main.arn]
+
+    condition {
+      test     = "StringEquals"
+      variable = "kms:ViaService"
+      values   = ["s3.${var.region}.amazonaws.com"]
+    }
+  }
+
+  statement {
+    sid       = "EncryptReplica"
+    actions   = ["kms:Encrypt", "kms:GenerateDataKey"]
+    resources = [aws_kms_key.replica.arn]
+
+    condition {
+      test     = "StringEquals"
+      variable = "kms:ViaService"
+      values   = ["s3.${var.replica_region}.amazonaws.com"]
+    }
+  }
+}
+
+resource "aws_iam_role_policy" "replication" {
+  name   = "replicate-documents"
+  role   = aws_iam_role.replication.id
+  policy = data.aws_iam_policy_document.replication.json
+}

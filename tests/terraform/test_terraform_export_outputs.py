@@ -1,0 +1,124 @@
+"""terraform/bin/export-outputs turns `terraform output -json` into the inventory's
+terraform_outputs.yml, and refuses another environment's state."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+from terraform_helpers import INVENTORIES, REPO, TERRAFORM, VENV_BIN
+
+SCRIPT = TERRAFORM / "bin" / "export-outputs"
+
+
+def _outputs(env: str) -> dict:
+    """A `terraform output -json` document shaped like outputs.tf's."""
+    return {
+        "environment": {"sensitive": False, "type": "string", "value": env},
+        "bastion_public_ip": {"sensitive": False, "type": "string", "value": "198.51.100.7"},
+        "nlb_dns_name": {
+            "sensitive": False,
+            "type": "string",
+            "value": "querygpt-prod-edge-1.elb.eu-central-1.amazonaws.com",
+        },
+        "secret_arns": {
+            "sensitive": False,
+            "type": ["map", "string"],
+            "value": {
+                "qdrant-api-key": "arn:aws:secretsmanager:eu-central-1:111122223333:secret:querygpt/prod/qdrant-api-key-AbCdEf"
+            },
+        },
+        "something_secret": {"sensitive": True, "type": "string", "value": "do-not-write"},
+    }
+
+
+def _run(tmp_path: Path, env: str, outputs: dict) -> subprocess.CompletedProcess:
+    source = tmp_path / "outputs.json"
+    source.write_text(json.dumps(outputs))
+    return subprocess.run(
+        [sys.executable, str(SCRIPT), env, "--from-json", str(source), "--inventory-dir", str(tmp_path / env)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+
+
+def test_writes_prefixed_outputs_as_yaml(tmp_path: Path) -> None:
+    done = _run(tmp_path, "prod", _outputs("prod"))
+    assert done.returncode == 0, done.stderr
+    written = yaml.safe_load((tmp_path / "prod" / "group_vars" / "all" / "terraform_outputs.yml").read_text())
+    assert written["terraform_bastion_public_ip"] == "198.51.100.7"
+    assert written["terraform_environment"] == "prod"
+    assert written["terraform_secret_arns"]["qdrant-api-key"].startswith("arn:aws:secretsmanager:")
+    assert "terraform_something_secret" not in written, "sensitive outputs must not be written"
+
+
+def test_refuses_another_environments_state(tmp_path: Path) -> None:
+    done = _run(tmp_path, "prod", _outputs("staging"))
+    assert done.returncode == 1
+    assert "staging" in done.stderr and "backend.tfvars" in done.stderr
+    assert not (tmp_path / "prod" / "group_vars" / "all" / "terraform_outputs.yml").exists()
+
+
+def test_every_output_connection_yml_uses_exists() -> None:
+    """connection.yml reads terraform_<name>; <name> must be an output of outputs.tf."""
+    outputs_tf = (TERRAFORM / "outputs.tf").read_text()
+    for env in ("staging", "prod"):
+        text = (INVENTORIES / env / "group_vars" / "all" / "connection.yml").read_text()
+        for name in set(re.findall(r"terraform_(\w+)", text)) - {"outputs"}:
+            assert f'output "{name}"' in outputs_tf, f"inventories/{env}: terraform_{name} has no output {name}"
+
+
+def test_exported_bastion_address_becomes_the_proxyjump(tmp_path: Path) -> None:
+    """End to end: export into a copy of the prod inventory, then let Ansible template the
+    connection variables of a bastion and an edge host."""
+    inventory = tmp_path / "prod"
+    shutil.copytree(
+        INVENTORIES / "prod" / "group_vars",
+        inventory / "group_vars",
+        ignore=shutil.ignore_patterns("vault.yml", "terraform_outputs.yml"),
+    )
+    (inventory / "hosts.ini").write_text("[bastion]\n10.40.0.10\n[edge]\n10.40.8.10\n")
+    assert _run(tmp_path, "prod", _outputs("prod")).returncode == 0
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ANSIBLE_")}
+    env.update(
+        {
+            "ANSIBLE_LOCAL_TEMP": str(tmp_path / "tmp"),
+            "ANSIBLE_HOME": str(tmp_path / "home"),
+            "ANSIBLE_DEPRECATION_WARNINGS": "False",
+            "ANSIBLE_LOAD_CALLBACK_PLUGINS": "True",
+            "ANSIBLE_STDOUT_CALLBACK": "ansible.builtin.json",
+        }
+    )
+    done = subprocess.run(
+        [
+            str(VENV_BIN / "ansible"),
+            "-i",
+            str(inventory / "hosts.ini"),
+            "all",
+            "-m",
+            "ansible.builtin.debug",
+            "-a",
+            "var=ansible_ssh_common_args",
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    # ansible.cfg may enable timing callbacks that print around the JSON document.
+    start = 0 if done.stdout.startswith("{") else done.stdout.index("\n{") + 1
+    document, _ = json.JSONDecoder().raw_decode(done.stdout, start)
+    hosts = document["plays"][0]["tasks"][0]["hosts"]
+    assert "ProxyJump=admin@198.51.100.7" in hosts["10.40.8.10"]["ansible_ssh_common_args"]
+    assert "ProxyJump" not in hosts["10.40.0.10"]["ansible_ssh_common_args"]
