@@ -19,13 +19,13 @@ from .paths import CHECKOV_VENV, REPO, STATE, VENV
 from .run import LabError, run
 
 HOST_PACKAGES = [
-    "docker.io", "debootstrap", "apt-cacher-ng", "iptables", "openssh-client", "rsync", "zstd",
+    "docker.io", "debootstrap", "nginx", "iptables", "openssh-client", "rsync", "zstd",
     "nftables", "prometheus", "prometheus-alertmanager",
 ]
 # One executable per package, to tell whether it is installed without asking dpkg each time.
 PACKAGE_PROBES = {
     "docker.io": "/usr/sbin/dockerd", "debootstrap": "/usr/sbin/debootstrap",
-    "apt-cacher-ng": "/usr/sbin/apt-cacher-ng", "iptables": "/usr/sbin/iptables",
+    "nginx": "/usr/sbin/nginx", "iptables": "/usr/sbin/iptables",
     "openssh-client": "/usr/bin/ssh", "rsync": "/usr/bin/rsync", "zstd": "/usr/bin/zstd",
     "nftables": "/usr/sbin/nft", "prometheus": "/usr/bin/promtool",
     "prometheus-alertmanager": "/usr/bin/amtool",

@@ -94,9 +94,13 @@ def cmd_converge(args: argparse.Namespace) -> None:
 
 def cmd_down(args: argparse.Namespace) -> None:
     fleet.remove_all()
+    # Host keys and cached facts belong to the containers just removed.
+    run(["rm", "-rf", str(REPO / ".cache" / "facts"), str(STATE / "known_hosts")])
     if args.purge:
+        # The apt cache also serves molecule scenarios, so only a purge stops it.
+        aptcache.stop()
         run(["docker", "image", "rm", "-f", image.image_ref(), f"{image.REPOSITORY}:latest"], check=False)
-        run(["rm", "-rf", str(STATE), str(secrets.VAULT_FILE)])
+        run(["rm", "-rf", str(STATE), str(secrets.VAULT_FILE), str(aptcache.CACHE_DIR)])
 
 
 def cmd_status(_: argparse.Namespace) -> None:
@@ -117,7 +121,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--assert-idempotent", action="store_true", help="fail when anything changed")
     p.add_argument("ansible_args", nargs=argparse.REMAINDER)
     p = sub.add_parser("down", help="remove the lab's containers, networks and routing rules")
-    p.add_argument("--purge", action="store_true", help="also the image, keys, secrets and state")
+    p.add_argument("--purge", action="store_true",
+                   help="also the image, keys, secrets, state and the apt cache")
     sub.add_parser("status", help="list lab hosts and their container state")
     args = parser.parse_args(argv)
     try:

@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import os
 import time
 from dataclasses import dataclass
 
 from .paths import LABEL, LAB_INVENTORY, STATE, VENV
 from .run import LabError, output, run
+from .secrets import VAULT_PASS
 
 PREFIX = "qgpt-lab-"
 
@@ -32,7 +34,8 @@ class Host:
 
 
 def _inventory() -> dict:
-    raw = output([str(VENV / "bin" / "ansible-inventory"), "-i", str(LAB_INVENTORY), "--list"])
+    env = dict(os.environ, ANSIBLE_VAULT_PASSWORD_FILE=str(VAULT_PASS))
+    raw = output([str(VENV / "bin" / "ansible-inventory"), "-i", str(LAB_INVENTORY), "--list"], env=env)
     return json.loads(raw)
 
 
@@ -125,6 +128,7 @@ def ensure_containers(image: str, public_key: str) -> list[Host]:
             if state != "true":
                 run(["docker", "start", host.container])
             continue
+        _forget_host_key(host)
         run(["docker", "run", "-d", "--name", host.container, "--hostname", host.name,
              "--label", f"{LABEL}=host", "--network", PREFIX + host.network, "--ip", host.address,
              *container_args(image)])
@@ -132,6 +136,13 @@ def ensure_containers(image: str, public_key: str) -> list[Host]:
         _wait_for_systemd(host)
         _authorize(host, public_key)
     return fleet
+
+
+def _forget_host_key(host: Host) -> None:
+    """A new container has new host keys: drop the old container's from known_hosts."""
+    known_hosts = STATE / "known_hosts"
+    if known_hosts.exists():
+        run(["ssh-keygen", "-R", host.address, "-f", str(known_hosts)], check=False, capture=True, quiet=True)
 
 
 def _wait_for_systemd(host: Host, timeout: float = 60) -> None:

@@ -1,0 +1,200 @@
+"""Runs the project's test stages in order and prints how long each took.
+
+A stage that fails does not stop the later ones, so one run shows every failure; the exit
+status is non-zero when any stage failed. Output of each command streams as it runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from . import aptcache, bootstrap, image
+from .cli import parse_recap
+from .paths import REPO, VENV
+
+STAGES = ["lint", "pytest", "frontend", "molecule", "lab"]
+
+
+@dataclass
+class Result:
+    name: str
+    ok: bool
+    seconds: float
+    detail: str = ""
+    steps: list[tuple[str, bool, float]] = field(default_factory=list)
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PATH"] = f"{VENV / 'bin'}{os.pathsep}{env.get('PATH', '')}"
+    env.setdefault("PY_COLORS", "0")
+    env["ANSIBLE_FORCE_COLOR"] = "0"
+    env["QGPT_LAB_IMAGE"] = image.image_ref()
+    return env
+
+
+def sh(cmd: list[str], cwd: Path = REPO) -> bool:
+    print(f"\n$ {' '.join(cmd)}   (in {cwd.relative_to(REPO) if cwd != REPO else '.'})", flush=True)
+    return subprocess.run(cmd, cwd=cwd, env=_env(), check=False).returncode == 0
+
+
+def timed_steps(steps: list[tuple[str, Callable[[], bool]]]) -> tuple[bool, list[tuple[str, bool, float]]]:
+    done = []
+    for name, step in steps:
+        start = time.monotonic()
+        ok = step()
+        done.append((name, ok, time.monotonic() - start))
+    return all(ok for _, ok, _ in done), done
+
+
+def stage_lint() -> tuple[bool, list]:
+    return timed_steps([
+        ("yamllint", lambda: sh(["yamllint", "--strict", "."])),
+        ("ansible-lint", lambda: sh(["ansible-lint", "--profile", "production"])),
+    ])
+
+
+def stage_pytest() -> tuple[bool, list]:
+    return timed_steps([
+        ("pytest", lambda: sh(["pytest", "-q", "-n", "2", "-p", "no:cacheprovider", "tests",
+                               "--ignore=tests/lab"])),
+    ])
+
+
+def stage_frontend() -> tuple[bool, list]:
+    web = REPO / "app" / "frontend"
+    return timed_steps([
+        ("npm ci", lambda: sh(["npm", "ci", "--no-audit", "--no-fund"], web)),
+        ("vitest", lambda: sh(["npm", "test"], web)),
+        ("vite build", lambda: sh(["npm", "run", "build"], web)),
+    ])
+
+
+def molecule_scenarios() -> list[Path]:
+    """Every role's scenario directories (roles/<role>/molecule/<scenario>)."""
+    return sorted(p.parent for p in REPO.glob("roles/*/molecule/*/molecule.yml"))
+
+
+def sh_capture(cmd: list[str], cwd: Path = REPO) -> tuple[bool, str]:
+    """Like sh(), streaming output while keeping it for inspection."""
+    print(f"\n$ {' '.join(cmd)}   (in {cwd.relative_to(REPO) if cwd != REPO else '.'})", flush=True)
+    proc = subprocess.Popen(cmd, cwd=cwd, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    lines = []
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        sys.stdout.write(line)
+        lines.append(line)
+    return proc.wait() == 0, "".join(lines)
+
+
+def check_mode_clean(role_dir: Path, scenario: str) -> bool:
+    """`--check --diff` on the converged instance must report changed=0 on every host."""
+    ok, out = sh_capture(["molecule", "converge", "-s", scenario, "--", "--check", "--diff"], role_dir)
+    recap = parse_recap(out)
+    changed = {host: c.get("changed", 0) for host, c in recap.items() if c.get("changed", 0)}
+    if ok and recap and not changed:
+        return True
+    print(f"check mode was not clean: exit ok={ok}, changed={changed or 'no recap'}", flush=True)
+    return False
+
+
+def scenario_sequence(scenario: Path) -> list[str]:
+    data = yaml.safe_load((scenario / "molecule.yml").read_text()) or {}
+    base = yaml.safe_load((REPO / "molecule" / "config.yml").read_text())
+    return (data.get("scenario") or {}).get("test_sequence") or base["scenario"]["test_sequence"]
+
+
+def run_scenario(scenario: Path) -> bool:
+    """The scenario's own sequence, with a check-mode step after idempotence; always destroy."""
+    role_dir, name = scenario.parent.parent, scenario.name
+    ok = True
+    try:
+        for action in scenario_sequence(scenario):
+            if action == "destroy":
+                continue
+            if not sh(["molecule", action, "-s", name], role_dir):
+                return False
+            if action == "idempotence":
+                ok = check_mode_clean(role_dir, name) and ok
+        return ok
+    finally:
+        sh(["molecule", "destroy", "-s", name], role_dir)
+
+
+def stage_molecule() -> tuple[bool, list]:
+    return timed_steps([
+        (f"{scenario.parent.parent.name}/{scenario.name}", lambda s=scenario: run_scenario(s))
+        for scenario in molecule_scenarios()
+    ])
+
+
+def stage_lab(keep: bool) -> tuple[bool, list]:
+    lab = str(REPO / "bin" / "lab")
+    steps = [
+        ("lab up (fresh fleet, converge)", lambda: sh([lab, "down"]) and sh([lab, "up"])),
+        ("converge again: changed=0", lambda: sh([lab, "converge", "--assert-idempotent"])),
+        ("lab tests", lambda: sh(["pytest", "-q", "-p", "no:cacheprovider", "tests/lab"])),
+    ]
+    ok, done = timed_steps(steps)
+    if not keep:
+        start = time.monotonic()
+        down_ok = sh([lab, "down"])
+        done.append(("lab down", down_ok, time.monotonic() - start))
+        ok = ok and down_ok
+    return ok, done
+
+
+def summary(results: list[Result], total: float) -> None:
+    print("\n" + "=" * 72)
+    print("Timing summary")
+    for res in results:
+        print(f"  {'ok  ' if res.ok else 'FAIL'} {res.name:44} {res.seconds:7.1f}s")
+        for name, ok, secs in res.steps:
+            print(f"         {'ok  ' if ok else 'FAIL'} {name:39} {secs:7.1f}s")
+    print(f"  total{'':45} {total:7.1f}s")
+    passed = sum(r.ok for r in results)
+    print(f"stages: {passed} passed, {len(results) - passed} failed")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="bin/test", description=__doc__)
+    parser.add_argument("--stages", default=",".join(STAGES),
+                        help=f"comma-separated subset of {','.join(STAGES)}")
+    parser.add_argument("--keep-lab", action="store_true", help="leave the lab running afterwards")
+    args = parser.parse_args(argv)
+    wanted = [s.strip() for s in args.stages.split(",") if s.strip()]
+    unknown = set(wanted) - set(STAGES)
+    if unknown:
+        parser.error(f"unknown stages: {', '.join(sorted(unknown))}")
+
+    started = time.monotonic()
+    results: list[Result] = []
+    t0 = time.monotonic()
+    bootstrap.bootstrap()
+    if {"molecule", "lab"} & set(wanted):
+        aptcache.ensure()
+        image.build()
+    results.append(Result("bootstrap (packages, venvs, image)", True, time.monotonic() - t0))
+
+    runners: dict[str, Callable[[], tuple[bool, list]]] = {
+        "lint": stage_lint, "pytest": stage_pytest, "frontend": stage_frontend,
+        "molecule": stage_molecule, "lab": lambda: stage_lab(args.keep_lab),
+    }
+    for name in STAGES:
+        if name not in wanted:
+            continue
+        print(f"\n{'#' * 72}\n# stage: {name}\n{'#' * 72}", flush=True)
+        t0 = time.monotonic()
+        ok, steps = runners[name]()
+        results.append(Result(name, ok, time.monotonic() - t0, steps=steps))
+    summary(results, time.monotonic() - started)
+    return 0 if all(r.ok for r in results) else 1

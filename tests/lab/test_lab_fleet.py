@@ -1,0 +1,85 @@
+"""The lab fleet behaves like the production network: AZs, a bastion, default-deny firewalls."""
+
+from __future__ import annotations
+
+import ipaddress
+import subprocess
+import textwrap
+
+import pytest
+
+from conftest import REPO, ansible_env
+
+PROBE = "timeout 3 bash -c '</dev/tcp/{address}/{port}' && echo open || echo closed"
+
+
+def test_every_inventory_host_runs_on_its_az_network(lab):
+    networks = next(iter(lab.hostvars.values()))["lab_networks"]
+    for host, hv in lab.hostvars.items():
+        net = subprocess.run(
+            ["docker", "inspect", "-f", "{{range $k, $v := .NetworkSettings.Networks}}{{$k}} {{$v.IPAddress}}{{end}}",
+             f"qgpt-lab-{host}"], capture_output=True, text=True, check=True).stdout.split()
+        name, address = net
+        assert address == hv["ansible_host"]
+        assert ipaddress.ip_address(address) in ipaddress.ip_network(networks[name.removeprefix("qgpt-lab-")])
+    used = {n.removeprefix("qgpt-lab-") for n in networks}
+    assert len(used) >= 2, "the lab must span two availability zones"
+
+
+def test_every_host_is_reachable_through_the_bastion(lab):
+    for host in lab.hostvars:
+        result = lab.ssh(host, "hostname")
+        assert result.returncode == 0, f"{host}: {result.stderr}"
+        assert result.stdout.strip() == host
+
+
+def test_direct_ssh_to_a_private_host_is_refused(lab):
+    backend = lab.groups["backend"][0]
+    result = lab.ssh(backend, "true", jump=False, timeout=30)
+    assert result.returncode != 0, "the controller reached a private host without the bastion"
+
+
+@pytest.mark.parametrize("az_index", [0, 1])
+def test_bastion_reaches_ssh_across_azs_with_its_own_address(lab, az_index):
+    """Cross-AZ traffic is routed, not NATed: the firewall sees the bastion's real address."""
+    backend = sorted(lab.groups["backend"])[az_index]
+    bastion = lab.groups["bastion"][0]
+    probe = lab.exec(bastion, PROBE.format(address=lab.address(backend), port=22))
+    assert probe.stdout.strip() == "open"
+
+
+def test_firewall_drops_ssh_from_a_non_bastion_host(lab):
+    edge, backend = lab.groups["edge"][0], lab.groups["backend"][0]
+    probe = lab.exec(edge, PROBE.format(address=lab.address(backend), port=22))
+    assert probe.stdout.strip() == "closed"
+
+
+def test_ssh_refuses_passwords_and_root(lab):
+    bastion = lab.groups["bastion"][0]
+    result = lab.ssh(bastion, "sudo sshd -T")
+    settings = result.stdout.splitlines()
+    assert "passwordauthentication no" in settings
+    assert "permitrootlogin no" in settings
+    assert "allowtcpforwarding local" in settings, "the bastion must forward for ProxyJump"
+
+
+def test_a_bad_inventory_value_fails_before_any_host_changes(lab, tmp_path):
+    """A wrong-typed variable stops site.yml in preflight, naming it, with nothing changed."""
+    bad = tmp_path / "bad.yml"
+    host = lab.groups["backend"][0]
+    bad.write_text(textwrap.dedent(f"""\
+        all:
+          hosts:
+            {host}:
+              common_ssh_port: twenty-two
+    """))
+    run = subprocess.run(
+        ["ansible-playbook", "site.yml", "-i", "inventories/lab", "-i", str(bad)],
+        cwd=REPO, env=ansible_env(), capture_output=True, text=True, timeout=600, check=False,
+    )
+    out = run.stdout + run.stderr
+    assert run.returncode != 0
+    assert "common_ssh_port" in out
+    assert "TASK [common" not in out, "a role ran although preflight should have stopped the play"
+    recap = out.rsplit("PLAY RECAP", 1)[-1]
+    assert "changed=0" in recap and "changed=1" not in recap
