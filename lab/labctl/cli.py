@@ -8,24 +8,22 @@ import re
 import subprocess
 import sys
 
-from . import aptcache, bootstrap, fleet, image, secrets
+from . import aptcache, bootstrap, fleet, image, secrets, standins
 from .paths import LAB_INVENTORY, REPO, STATE, VENV
 from .run import LabError, run
 
 
 def playbook_env() -> dict[str, str]:
     """The environment every lab ansible run needs: the toolchain and the lab vault."""
-    return dict(
-        os.environ,
-        PATH=f"{VENV / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}",
-        ANSIBLE_VAULT_PASSWORD_FILE=str(secrets.VAULT_PASS),
-        ANSIBLE_CONFIG=str(REPO / "ansible.cfg"),
-    )
+    env = secrets.vault_env()
+    env["PATH"] = f"{VENV / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}"
+    env["ANSIBLE_CONFIG"] = str(REPO / "ansible.cfg")
+    return env
 
 
-def converge(extra: list[str]) -> dict[str, dict[str, int]]:
-    """Run site.yml on the lab and return the PLAY RECAP counters per host."""
-    cmd = [str(VENV / "bin" / "ansible-playbook"), "site.yml", "-i", str(LAB_INVENTORY), *extra]
+def converge(extra: list[str], playbook: str = "site.yml") -> dict[str, dict[str, int]]:
+    """Run a playbook (site.yml by default) on the lab and return the PLAY RECAP per host."""
+    cmd = [str(VENV / "bin" / "ansible-playbook"), playbook, "-i", str(LAB_INVENTORY), *extra]
     print(f"+ {' '.join(cmd)}", file=sys.stderr, flush=True)
     proc = subprocess.Popen(cmd, cwd=REPO, env=playbook_env(), stdout=subprocess.PIPE, text=True)
     lines = []
@@ -34,7 +32,7 @@ def converge(extra: list[str]) -> dict[str, dict[str, int]]:
         sys.stdout.write(line)
         lines.append(line)
     if proc.wait() != 0:
-        raise LabError(f"site.yml failed on the lab (exit {proc.returncode})")
+        raise LabError(f"{playbook} failed on the lab (exit {proc.returncode})")
     return parse_recap("".join(lines))
 
 
@@ -76,7 +74,11 @@ def cmd_up(args: argparse.Namespace) -> None:
     if not bastion:
         raise LabError("inventories/lab has no bastion host")
     secrets.ssh_config(bastion[0].address, [str(c) for c in fleet.networks().values()])
+    standins.build()
     if not args.no_converge:
+        # Lab-only helpers first (stand-in model mirror, ACME server, S3 endpoint): what AWS
+        # and the internet provide in production.
+        converge([], playbook="lab/playbooks/prepare.yml")
         recap = converge(args.ansible_args)
         changed = sum(c.get("changed", 0) for c in recap.values())
         print(f"\nlab converged: {len(recap)} hosts, changed={changed}")

@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import ipaddress
 import json
-import os
 import time
 from dataclasses import dataclass
 
 from .paths import LABEL, LAB_INVENTORY, STATE, VENV
 from .run import LabError, output, run
-from .secrets import VAULT_PASS
+from .secrets import vault_env
 
 PREFIX = "qgpt-lab-"
 
@@ -34,8 +33,8 @@ class Host:
 
 
 def _inventory() -> dict:
-    env = dict(os.environ, ANSIBLE_VAULT_PASSWORD_FILE=str(VAULT_PASS))
-    raw = output([str(VENV / "bin" / "ansible-inventory"), "-i", str(LAB_INVENTORY), "--list"], env=env)
+    raw = output([str(VENV / "bin" / "ansible-inventory"), "-i", str(LAB_INVENTORY), "--list"],
+                 env=vault_env())
     return json.loads(raw)
 
 
@@ -180,6 +179,16 @@ def remove_all() -> None:
         nets[net] = ipaddress.ip_network(subnet)
         run(["docker", "network", "rm", net])
     _remove_routing(nets)
+    left = leftovers()
+    if left:
+        raise LabError(f"lab down left these behind: {', '.join(left)}")
+
+
+def leftovers() -> list[str]:
+    """Anything labelled by the lab that still exists (should be nothing after `down`)."""
+    found = [f"container {c}" for c in sorted(_docker_names("container"))]
+    found += [f"network {n}" for n in sorted(_docker_names("network"))]
+    return found
 
 
 def status() -> list[tuple[str, str, str]]:

@@ -27,6 +27,14 @@ SECRET_NAMES = [
 ]
 
 
+def vault_env() -> dict[str, str]:
+    """The environment for ansible commands on the lab: the vault password, once one exists."""
+    env = dict(os.environ)
+    if VAULT_PASS.exists():
+        env["ANSIBLE_VAULT_PASSWORD_FILE"] = str(VAULT_PASS)
+    return env
+
+
 def ensure_ssh_key() -> str:
     if not SSH_KEY.exists():
         STATE.mkdir(parents=True, exist_ok=True)
