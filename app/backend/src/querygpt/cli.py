@@ -16,7 +16,6 @@ from . import __version__
 from .config import Settings
 from .errors import ConfigError
 from .logs import setup_logging
-from .metrics import multiprocess_dir
 
 log = logging.getLogger("querygpt.cli")
 
@@ -41,7 +40,9 @@ def main(argv: list[str] | None = None) -> int:
     secrets = (settings.qdrant_api_key,) if settings.qdrant_api_key else ()
     setup_logging(settings.log_level, secrets=secrets)
 
-    prom_dir = multiprocess_dir()
+    # Read the variable directly: importing querygpt.metrics would create its gauges, which in
+    # multiprocess mode open files in the directory before it has been created and reset.
+    prom_dir = os.environ.get("PROMETHEUS_MULTIPROC_DIR") or os.environ.get("prometheus_multiproc_dir")
     if prom_dir:
         try:
             _reset_multiprocess_dir(Path(prom_dir))

@@ -73,7 +73,7 @@ class Indexer:
                     ],
                 )
         except QueryGPTError as exc:
-            exc.detail += self._rollback(collection, document_id)
+            exc.detail = exc.detail.rstrip(". ") + "." + self._rollback(collection, document_id)
             raise
         except Exception:
             self._rollback(collection, document_id)

@@ -1,0 +1,680 @@
+"""End to end: the real QueryGPT backend (``python -m querygpt``, uvicorn,
+two workers) over HTTP against the Qdrant and Ollama lab stand-ins.
+
+Stand-ins and backends run as subprocesses bound to 127.0.0.1 on free
+ports, with state in tmp_path_factory directories (per xdist worker, so
+``pytest -n 2`` runs two independent stacks). Extra backend instances (dead
+Qdrant, tiny upload limit, failing embeddings) are started by the tests that
+need them so the shared one is never disturbed.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+from qdrant_client import QdrantClient, models
+
+# An API key over plain http to 127.0.0.1 is deliberate here.
+pytestmark = pytest.mark.filterwarnings(
+    "ignore:Api key is used with an insecure connection:UserWarning"
+)
+
+ROOT = Path(__file__).resolve().parents[2]
+BACKEND_SRC = ROOT / "app" / "backend" / "src"
+QDRANT_STANDIN = ROOT / "lab" / "standins" / "qdrant"
+OLLAMA_STANDIN = ROOT / "lab" / "standins" / "ollama"
+
+QDRANT_KEY = "integration-test-key"
+EMBED_MODEL = "all-minilm:latest"
+LLM_MODEL = "qwen2.5-coder:1.5b"
+START_TIMEOUT = 20.0
+
+# One page per table, each a CREATE TABLE statement with its columns.
+SCHEMA_PAGES: list[list[str]] = [
+    [
+        "Shop database schema, part 1: customers.",
+        "CREATE TABLE customers (",
+        "    id INTEGER PRIMARY KEY,",
+        "    name TEXT NOT NULL,",
+        "    email TEXT UNIQUE,",
+        "    created_at TIMESTAMP",
+        ");",
+        "One row per registered customer of the shop.",
+    ],
+    [
+        "Shop database schema, part 2: orders.",
+        "CREATE TABLE orders (",
+        "    order_id INTEGER PRIMARY KEY,",
+        "    customer_id INTEGER REFERENCES customers(id),",
+        "    placed_at TIMESTAMP,",
+        "    total NUMERIC(10,2)",
+        ");",
+        "One row per order placed by a customer.",
+    ],
+    [
+        "Shop database schema, part 3: order items.",
+        "CREATE TABLE order_items (",
+        "    item_id INTEGER PRIMARY KEY,",
+        "    order_id INTEGER REFERENCES orders(order_id),",
+        "    product_sku TEXT,",
+        "    quantity INTEGER,",
+        "    unit_price NUMERIC(10,2)",
+        ");",
+        "One row per product line of an order.",
+    ],
+]
+
+
+def make_pdf(pages: list[list[str]] | None = None) -> bytes:
+    """A text PDF with one page per list of lines (reportlab, like tests/app)."""
+    from reportlab.lib.pagesizes import A4
+    from reportlab.pdfgen import canvas
+
+    buffer = io.BytesIO()
+    pdf = canvas.Canvas(buffer, pagesize=A4)
+    for lines in pages if pages is not None else SCHEMA_PAGES:
+        y = 800
+        for line in lines:
+            pdf.drawString(50, y, line)
+            y -= 16
+        pdf.showPage()
+    pdf.save()
+    return buffer.getvalue()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def clean_env() -> dict[str, str]:
+    """The current environment without proxies and without our services' variables."""
+    return {
+        k: v
+        for k, v in os.environ.items()
+        if "proxy" not in k.lower()
+        and not k.startswith(("QUERYGPT_", "OLLAMA_", "QDRANT__", "PROMETHEUS_MULTIPROC"))
+        and k != "prometheus_multiproc_dir"
+        and k != "PYTHONPATH"
+    }
+
+
+def http_client(base_url: str, timeout: float = 30.0) -> httpx.Client:
+    return httpx.Client(base_url=base_url, timeout=timeout, trust_env=False)
+
+
+def stop_process(proc: subprocess.Popen[bytes]) -> None:
+    """terminate, then kill (the whole process group: uvicorn has workers)."""
+    if proc.poll() is None:
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            pass
+    try:  # leftovers (e.g. uvicorn workers) in the group we created
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+    if proc.poll() is None:
+        proc.wait(timeout=10)
+
+
+def wait_until_ok(url: str, proc: subprocess.Popen[bytes], log: Path, what: str) -> None:
+    deadline = time.monotonic() + START_TIMEOUT
+    with httpx.Client(timeout=2, trust_env=False) as client:
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise RuntimeError(f"{what} exited with {proc.returncode}:\n{log.read_text()}")
+            try:
+                if client.get(url).status_code == 200:
+                    return
+            except httpx.TransportError:
+                pass
+            time.sleep(0.05)
+    stop_process(proc)
+    raise TimeoutError(f"{what} did not answer {url} in time:\n{log.read_text()}")
+
+
+def spawn(cmd: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    with open(log, "wb") as out:  # the child keeps its own handle
+        return subprocess.Popen(
+            cmd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+
+
+# --------------------------------------------------------------------- Qdrant
+
+
+@dataclass
+class QdrantStandin:
+    url: str
+    proc: subprocess.Popen[bytes]
+    log: Path
+
+    def client(self) -> QdrantClient:
+        # check_compatibility=False: the stand-in reports an older version than the client.
+        return QdrantClient(
+            url=self.url, api_key=QDRANT_KEY, prefer_grpc=False, timeout=10,
+            check_compatibility=False,
+        )
+
+
+@pytest.fixture(scope="session")
+def qdrant(tmp_path_factory: pytest.TempPathFactory) -> Iterator[QdrantStandin]:
+    work = tmp_path_factory.mktemp("qdrant")
+    port, grpc_port = free_port(), free_port()
+    config = work / "config.yaml"
+    config.write_text(
+        "log_level: WARN\n"
+        "storage:\n"
+        f"  storage_path: {work / 'storage'}\n"
+        f"  snapshots_path: {work / 'snapshots'}\n"
+        "service:\n"
+        "  host: 127.0.0.1\n"
+        f"  http_port: {port}\n"
+        f"  grpc_port: {grpc_port}\n"
+        f"  api_key: '{QDRANT_KEY}'\n"
+        "telemetry_disabled: true\n"
+    )
+    env = dict(clean_env(), PYTHONPATH=str(QDRANT_STANDIN))
+    log = work / "qdrant.log"
+    proc = spawn([sys.executable, "-m", "qdrant_standin", "--config-path", str(config)], env, log)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_ok(url + "/readyz", proc, log, "Qdrant stand-in")
+        yield QdrantStandin(url, proc, log)
+    finally:
+        stop_process(proc)
+
+
+@pytest.fixture(scope="session")
+def qdrant_client(qdrant: QdrantStandin) -> Iterator[QdrantClient]:
+    client = qdrant.client()
+    yield client
+    client.close()
+
+
+# --------------------------------------------------------------------- Ollama
+
+
+@dataclass
+class OllamaStandin:
+    url: str
+    proc: subprocess.Popen[bytes]
+    log: Path
+
+
+@pytest.fixture(scope="session")
+def ollama(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OllamaStandin]:
+    work = tmp_path_factory.mktemp("ollama")
+    mirror = work / "mirror"
+    subprocess.run(
+        [sys.executable, str(OLLAMA_STANDIN / "make_mirror.py"), "--out", str(mirror)],
+        check=True, capture_output=True, timeout=60,
+    )
+    port = free_port()
+    env = dict(
+        clean_env(),
+        PYTHONPATH=str(OLLAMA_STANDIN),
+        OLLAMA_HOST=f"127.0.0.1:{port}",
+        OLLAMA_MODELS=str(work / "models"),
+        OLLAMA_STANDIN_MIRROR=str(mirror),
+    )
+    log = work / "ollama.log"
+    proc = spawn([sys.executable, "-m", "ollama_standin", "serve"], env, log)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_ok(url + "/api/version", proc, log, "Ollama stand-in")
+        with http_client(url, timeout=60) as client:
+            for model in (EMBED_MODEL, LLM_MODEL):
+                pulled = client.post("/api/pull", json={"model": model, "stream": False})
+                assert pulled.status_code == 200, pulled.text
+                assert pulled.json()["status"] == "success", pulled.text
+            names = {m["name"] for m in client.get("/api/tags").json()["models"]}
+            assert {EMBED_MODEL, LLM_MODEL} <= names
+        yield OllamaStandin(url, proc, log)
+    finally:
+        stop_process(proc)
+
+
+# -------------------------------------------------------------------- backend
+
+
+@dataclass
+class Backend:
+    url: str
+    proc: subprocess.Popen[bytes]
+    log: Path
+    env: dict[str, str] = field(repr=False)
+
+    def client(self, timeout: float = 30.0) -> httpx.Client:
+        return http_client(self.url, timeout)
+
+
+BackendFactory = Callable[..., Backend]
+
+
+def launch_backend(
+    work: Path,
+    qdrant: QdrantStandin,
+    ollama: OllamaStandin,
+    *,
+    precreate_metrics_dir: bool = True,
+    **overrides: str | int,
+) -> Backend:
+    """Start ``python -m querygpt``; keyword args become/override QUERYGPT_* variables.
+
+    Defaults point at the stand-ins; ``workers=2`` also sets PROMETHEUS_MULTIPROC_DIR
+    (an empty directory in ``work``, created first unless ``precreate_metrics_dir=False``).
+    """
+    port = free_port()
+    settings: dict[str, str] = {
+        "QUERYGPT_QDRANT_URL": qdrant.url,
+        "QUERYGPT_QDRANT_API_KEY": QDRANT_KEY,
+        "QUERYGPT_OLLAMA_URL": ollama.url,
+        "QUERYGPT_EMBED_MODEL": "all-minilm",
+        "QUERYGPT_LLM_MODEL": LLM_MODEL,
+        "QUERYGPT_HOST": "127.0.0.1",
+        "QUERYGPT_PORT": str(port),
+        "QUERYGPT_WORKERS": "1",
+        "QUERYGPT_LOG_LEVEL": "INFO",
+        "QUERYGPT_REQUEST_TIMEOUT": "10",
+    }
+    settings.update({f"QUERYGPT_{k.upper()}": str(v) for k, v in overrides.items()})
+    env = dict(clean_env(), PYTHONPATH=str(BACKEND_SRC), **settings)
+    if int(settings["QUERYGPT_WORKERS"]) > 1:
+        env["PROMETHEUS_MULTIPROC_DIR"] = str(work / "prometheus")
+        if precreate_metrics_dir:
+            (work / "prometheus").mkdir()
+    log = work / "backend.log"
+    proc = spawn([sys.executable, "-m", "querygpt"], env, log)
+    backend = Backend(f"http://127.0.0.1:{port}", proc, log, env)
+    try:
+        wait_until_ok(backend.url + "/health", proc, log, "QueryGPT backend")
+    except BaseException:
+        stop_process(proc)
+        raise
+    return backend
+
+
+@pytest.fixture(scope="session")
+def backend(
+    tmp_path_factory: pytest.TempPathFactory, qdrant: QdrantStandin, ollama: OllamaStandin
+) -> Iterator[Backend]:
+    """The shared backend: two workers, multiprocess metrics."""
+    shared = launch_backend(tmp_path_factory.mktemp("backend"), qdrant, ollama, workers=2)
+    try:
+        yield shared
+    finally:
+        stop_process(shared.proc)
+
+
+@pytest.fixture
+def start_backend(
+    tmp_path: Path, qdrant: QdrantStandin, ollama: OllamaStandin
+) -> Iterator[BackendFactory]:
+    """Extra backends for one test (same stand-ins), stopped when it ends."""
+    started: list[Backend] = []
+
+    def factory(**kwargs: Any) -> Backend:
+        work = tmp_path / f"backend{len(started)}"
+        work.mkdir()
+        started.append(launch_backend(work, qdrant, ollama, **kwargs))
+        return started[-1]
+
+    try:
+        yield factory
+    finally:
+        for extra in started:
+            stop_process(extra.proc)
+
+
+UPLOAD_COLLECTION = "shop_schema"
+UPLOAD_FILENAME = "shop-schema.pdf"
+
+
+@pytest.fixture(scope="session")
+def uploaded(backend: Backend) -> dict[str, object]:
+    """Upload the schema PDF once per session (per xdist worker)."""
+    with backend.client() as client:
+        response = client.post(
+            "/upload",
+            files={"pdf_file": (UPLOAD_FILENAME, make_pdf(), "application/pdf")},
+            data={"collection_name": UPLOAD_COLLECTION},
+        )
+    assert response.status_code == 200, response.text
+    return response.json()  # type: ignore[no-any-return]
+
+
+# --------------------------------------------------------- failing Ollama proxy
+
+
+class FlakyEmbedProxy:
+    """A tiny Ollama front: forwards everything to the stand-in, except that
+    every ``POST /api/embed`` after the first ``ok_embeds`` answers 500."""
+
+    def __init__(self, upstream: str, ok_embeds: int = 1) -> None:
+        self.upstream = upstream
+        self.ok_embeds = ok_embeds
+        self.embed_calls = 0
+        self.lock = threading.Lock()
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, format: str, *args: object) -> None:  # quiet
+                pass
+
+            def _relay(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else b""
+                if self.command == "POST" and self.path == "/api/embed":
+                    with proxy.lock:
+                        proxy.embed_calls += 1
+                        fail = proxy.embed_calls > proxy.ok_embeds
+                    if fail:
+                        self._answer(500, json.dumps({"error": "injected embed failure"}).encode())
+                        return
+                with http_client(proxy.upstream, timeout=30) as client:
+                    upstream = client.request(
+                        self.command, self.path, content=body,
+                        headers={
+                            "Content-Type": self.headers.get("Content-Type", "application/json")
+                        },
+                    )
+                self._answer(upstream.status_code, upstream.content,
+                             upstream.headers.get("Content-Type", "application/json"))
+
+            def _answer(self, status: int, body: bytes, ctype: str = "application/json") -> None:
+                self.send_response(status)
+                self.send_header("Content-Type", ctype)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            do_GET = do_POST = do_HEAD = _relay
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self) -> FlakyEmbedProxy:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def flaky_ollama(ollama: OllamaStandin) -> Iterator[FlakyEmbedProxy]:
+    with FlakyEmbedProxy(ollama.url, ok_embeds=1) as proxy:
+        yield proxy
+
+
+
+
+SCHEMA_TABLES = ("customers", "orders", "order_items")
+
+
+def total_points(client: QdrantClient) -> int:
+    return sum(
+        client.count(c.name, exact=True).count for c in client.get_collections().collections
+    )
+
+
+def document_points(client: QdrantClient, collection: str, key: str, value: str) -> list[Any]:
+    points, _ = client.scroll(
+        collection,
+        scroll_filter=models.Filter(
+            must=[models.FieldCondition(key=key, match=models.MatchValue(value=value))]
+        ),
+        limit=1000,
+        with_payload=True,
+    )
+    return points
+
+
+def scrape(backend: Backend) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    """``/metrics`` as {(sample name, labels): value}."""
+    with backend.client() as client:
+        response = client.get("/metrics")
+    assert response.status_code == 200
+    samples = {}
+    for family in text_string_to_metric_families(response.text):
+        for sample in family.samples:
+            samples[(sample.name, frozenset(sample.labels.items()))] = sample.value
+    return samples
+
+
+Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
+
+
+def value(samples: Samples, name: str, **labels: str) -> float:
+    return samples[(name, frozenset(labels.items()))]
+
+
+# ------------------------------------------------------------------ liveness
+
+
+def test_health_and_ready_with_both_standins_up(backend: Backend) -> None:
+    with backend.client() as client:
+        health = client.get("/health")
+        ready = client.get("/ready")
+    assert health.status_code == 200
+    assert health.json()["status"] == "ok"
+    assert ready.status_code == 200, ready.text
+    assert ready.json() == {"status": "ready", "checks": {"qdrant": "ok", "ollama": "ok"}}
+
+
+def test_ready_503_names_qdrant_when_it_is_down(start_backend: BackendFactory) -> None:
+    dead = start_backend(qdrant_url=f"http://127.0.0.1:{free_port()}")
+    with dead.client() as client:
+        health = client.get("/health")
+        ready = client.get("/ready")
+    assert health.status_code == 200  # liveness does not depend on Qdrant
+    assert ready.status_code == 503
+    body = ready.json()
+    assert body["status"] == "not ready"
+    assert body["failed"] == ["qdrant"]
+    assert body["checks"]["ollama"] == "ok"
+    assert body["checks"]["qdrant"].startswith("unreachable")
+    assert body["detail"].startswith("qdrant:")
+
+
+# -------------------------------------------------------------------- upload
+
+
+def test_upload_indexes_every_page_into_qdrant(
+    uploaded: dict[str, Any], qdrant_client: QdrantClient
+) -> None:
+    assert uploaded["collection_name"] == UPLOAD_COLLECTION
+    assert uploaded["filename"] == UPLOAD_FILENAME
+    assert uploaded["pages"] == 3
+    assert uploaded["chunks"] > 0
+
+    info = qdrant_client.get_collection(UPLOAD_COLLECTION)
+    assert info.config.params.vectors.size == 384  # all-minilm
+    assert info.config.params.vectors.distance == models.Distance.COSINE
+
+    points = document_points(
+        qdrant_client, UPLOAD_COLLECTION, "document_id", str(uploaded["document_id"])
+    )
+    assert len(points) == uploaded["chunks"]
+    payloads = [p.payload for p in points]
+    for payload in payloads:
+        assert {"document_id", "filename", "page", "chunk", "text"} <= set(payload)
+        assert payload["document_id"] == uploaded["document_id"]
+        assert payload["filename"] == UPLOAD_FILENAME
+    assert sorted(p["chunk"] for p in payloads) == list(range(uploaded["chunks"]))
+    assert {p["page"] for p in payloads} == {1, 2, 3}
+    text = "\n".join(p["text"] for p in payloads)
+    for table in SCHEMA_TABLES:
+        assert f"CREATE TABLE {table} (" in text
+
+
+def test_query_answers_with_sql_from_the_document(
+    backend: Backend, uploaded: dict[str, Any]
+) -> None:
+    with backend.client() as client:
+        response = client.post(
+            "/query",
+            json={"query": "How many orders did each customer place?",
+                  "collection_name": UPLOAD_COLLECTION},
+        )
+    assert response.status_code == 200, response.text
+    body = response.json()
+    result = body["result"]
+    assert "SELECT" in result.upper()
+    assert any(table in result for table in ("orders", "customers")), result
+    assert body["sources"], body
+    for source in body["sources"]:
+        assert source["filename"] == UPLOAD_FILENAME
+        assert source["page"] in (1, 2, 3)
+        assert source["document_id"] == uploaded["document_id"]
+        assert len(source["text"]) <= 500
+    # The best-matching chunk is the orders page.
+    assert "orders" in body["sources"][0]["text"]
+
+
+def test_query_on_missing_collection_is_404(backend: Backend) -> None:
+    with backend.client() as client:
+        response = client.post(
+            "/query", json={"query": "list all customers", "collection_name": "no_such_collection"}
+        )
+    assert response.status_code == 404
+    assert "no_such_collection" in response.json()["detail"]
+
+
+def test_bad_uploads_are_refused_and_store_nothing(
+    backend: Backend, uploaded: dict[str, Any], qdrant_client: QdrantClient
+) -> None:
+    before = total_points(qdrant_client)
+    with backend.client() as client:
+        not_pdf = client.post(
+            "/upload",
+            files={"pdf_file": ("schema.pdf", b"CREATE TABLE t (id INT);\n", "application/pdf")},
+            data={"collection_name": UPLOAD_COLLECTION},
+        )
+        empty = client.post(
+            "/upload",
+            files={"pdf_file": ("empty.pdf", b"", "application/pdf")},
+            data={"collection_name": UPLOAD_COLLECTION},
+        )
+    assert not_pdf.status_code == 415, not_pdf.text
+    assert empty.status_code == 400, empty.text
+    assert total_points(qdrant_client) == before
+
+
+def test_oversize_uploads_are_413_and_store_nothing(
+    start_backend: BackendFactory, uploaded: dict[str, Any], qdrant_client: QdrantClient
+) -> None:
+    limit = 4096
+    small = start_backend(max_upload_bytes=limit)
+    before = total_points(qdrant_client)
+    pdf = make_pdf()
+    # Just over the limit: caught while the file is read.
+    just_over = pdf + b"\n%" + b"x" * (limit + 1 - len(pdf))
+    assert len(just_over) > limit
+    # Far over (beyond the multipart allowance): caught while the body is received.
+    far_over = pdf + b"\n%" + b"x" * (256 * 1024)
+    with small.client() as client:
+        for data in (just_over, far_over):
+            response = client.post(
+                "/upload",
+                files={"pdf_file": ("big.pdf", data, "application/pdf")},
+                data={"collection_name": UPLOAD_COLLECTION},
+            )
+            assert response.status_code == 413, response.text
+            assert "QUERYGPT_MAX_UPLOAD_BYTES" in response.json()["detail"]
+    assert total_points(qdrant_client) == before
+    rejected = scrape(small)
+    assert value(rejected, "querygpt_upload_rejected_total", reason="too_large") == 2
+
+
+def test_failed_upload_leaves_no_partial_points(
+    start_backend: BackendFactory, flaky_ollama: FlakyEmbedProxy, qdrant_client: QdrantClient
+) -> None:
+    collection = "rollback_check"
+    filename = "half-indexed.pdf"
+    flaky = start_backend(ollama_url=flaky_ollama.url, embed_batch_size=1)
+    with flaky.client() as client:
+        response = client.post(
+            "/upload",
+            files={"pdf_file": (filename, make_pdf(), "application/pdf")},
+            data={"collection_name": collection},
+        )
+    assert response.status_code == 502, response.text
+    detail = response.json()["detail"]
+    assert "injected embed failure" in detail
+    assert "Nothing from this upload was stored" in detail
+    # The first batch was embedded (and stored) before the failure...
+    assert flaky_ollama.embed_calls >= 2
+    assert qdrant_client.collection_exists(collection)
+    # ...and rolled back: no point of that document remains.
+    assert document_points(qdrant_client, collection, "filename", filename) == []
+    assert qdrant_client.count(collection, exact=True).count == 0
+
+
+# ------------------------------------------------------------------- metrics
+
+
+def test_metrics_after_upload_and_query(
+    backend: Backend, uploaded: dict[str, Any], qdrant_client: QdrantClient
+) -> None:
+    before = scrape(backend)
+    with backend.client() as client:
+        response = client.post(
+            "/query",
+            json={"query": "total price of order items per order",
+                  "collection_name": UPLOAD_COLLECTION},
+        )
+    assert response.status_code == 200, response.text
+    after = scrape(backend)
+
+    def stage_count(samples: dict[Any, float], stage: str) -> float:
+        return value(samples, "querygpt_rag_stage_duration_seconds_count", stage=stage)
+
+    for stage in ("embed", "search", "generate"):
+        assert stage_count(after, stage) >= stage_count(before, stage) + 1, stage
+    assert stage_count(after, "extract") >= 1  # the upload
+    assert value(after, "querygpt_http_requests_total",
+                 method="POST", route="/upload", status="200") >= 1
+    assert value(after, "querygpt_http_requests_total",
+                 method="POST", route="/query", status="200") >= 1
+    documents = value(after, "querygpt_documents_indexed")
+    chunks = value(after, "querygpt_chunks_indexed")
+    assert documents >= 1
+    assert chunks >= uploaded["chunks"] > 0
+    # The gauges are counted in Qdrant, so they agree with it.
+    assert chunks == total_points(qdrant_client)
+
+
+def test_backend_creates_a_missing_metrics_directory(start_backend: BackendFactory) -> None:
+    fresh = start_backend(workers=2, precreate_metrics_dir=False)
+    with fresh.client() as client:
+        assert client.get("/health").status_code == 200
+    assert Path(fresh.env["PROMETHEUS_MULTIPROC_DIR"]).is_dir()
