@@ -1,0 +1,206 @@
+"""Bad input to the qdrant role fails before anything changes, naming the variable.
+
+Each case runs the role's `preflight` entry point (and, for the checksum, its `download`
+entry point) with ansible-playbook against localhost in check mode. Preflight only asserts,
+so nothing on this machine changes; the download writes only into a temporary cache.
+Facts are stubbed: no gathering, the installed version comes from a fact file in a
+temporary directory read with `setup: fact_path=...`. Every bad case has a passing twin,
+so a failure here means the input was refused, not that the harness is broken.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+ANSIBLE_PLAYBOOK = Path(sys.executable).with_name("ansible-playbook")
+
+GOOD_VARS: dict[str, object] = {
+    "qdrant_version": "1.19.0",
+    "qdrant_checksum": "0" * 64,
+    "qdrant_api_key": "test-full-access-key",
+    "qdrant_read_only_api_key": "test-read-only-key",
+    "qdrant_bind_address": "10.0.0.5",
+    "qdrant_http_port": 6333,
+    "qdrant_grpc_port": 6334,
+}
+
+PLAYBOOK = """\
+- name: Run qdrant {entry} with stubbed facts
+  hosts: localhost
+  gather_facts: false
+  tasks:
+    - name: Stub the local facts (installed version)
+      ansible.builtin.setup:
+        gather_subset: ['!all', '!min', 'local']
+        fact_path: {fact_dir}
+{includes}
+"""
+
+INCLUDE = """\
+    - name: Include qdrant {entry}
+      ansible.builtin.include_role:
+        name: qdrant
+        tasks_from: {entry}
+"""
+
+
+def run_role(tmp_path: Path, overrides: dict[str, object], *, entries=("preflight",), installed=None):
+    """ansible-playbook --check on localhost; returns (exit code, combined output)."""
+    fact_dir = tmp_path / "facts.d"
+    fact_dir.mkdir(exist_ok=True)
+    if installed:
+        (fact_dir / "qdrant.fact").write_text(json.dumps({"version": installed, "installed_at": "2026-01-01T00:00:00Z"}))
+    playbook = tmp_path / "playbook.yml"
+    playbook.write_text(
+        PLAYBOOK.format(
+            entry="+".join(entries),
+            fact_dir=fact_dir,
+            includes="".join(INCLUDE.format(entry=e) for e in entries),
+        )
+    )
+    inventory = tmp_path / "inventory.ini"
+    inventory.write_text(f"localhost ansible_connection=local ansible_python_interpreter={sys.executable}\n")
+    extra = tmp_path / "vars.json"
+    extra.write_text(json.dumps({**GOOD_VARS, "qdrant_download_cache_dir": str(tmp_path / "cache"), **overrides}))
+    env = {
+        **os.environ,
+        "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"),
+        "ANSIBLE_ROLES_PATH": str(REPO / "roles"),
+        "ANSIBLE_CACHE_PLUGIN": "ansible.builtin.memory",
+        "ANSIBLE_NOCOLOR": "1",
+        "ANSIBLE_LOCAL_TEMP": str(tmp_path / "ansible-local"),
+    }
+    proc = subprocess.run(
+        [str(ANSIBLE_PLAYBOOK), "-i", str(inventory), "--check", "-e", f"@{extra}", str(playbook)],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    return proc.returncode, proc.stdout + proc.stderr
+
+
+def assert_refused(result: tuple[int, str], *needles: str) -> None:
+    code, output = result
+    assert code != 0, output
+    for needle in needles:
+        assert needle in output, f"{needle!r} not in output:\n{output}"
+
+
+def test_good_input_passes(tmp_path):
+    code, output = run_role(tmp_path, {})
+    assert code == 0, output
+
+
+@pytest.mark.parametrize("var", ["qdrant_api_key", "qdrant_read_only_api_key"])
+def test_missing_api_key(tmp_path, var):
+    assert_refused(run_role(tmp_path, {var: ""}), var, "is empty")
+
+
+def test_equal_api_keys(tmp_path):
+    result = run_role(tmp_path, {"qdrant_read_only_api_key": GOOD_VARS["qdrant_api_key"]})
+    assert_refused(result, "qdrant_read_only_api_key equals qdrant_api_key")
+
+
+def test_api_key_never_printed(tmp_path):
+    _, output = run_role(tmp_path, {"qdrant_read_only_api_key": ""})
+    assert GOOD_VARS["qdrant_api_key"] not in output
+
+
+def test_missing_checksum_explains_how_to_pin(tmp_path):
+    assert_refused(run_role(tmp_path, {"qdrant_checksum": ""}), "qdrant_checksum is empty", "sha256sum")
+
+
+def test_malformed_checksum(tmp_path):
+    assert_refused(run_role(tmp_path, {"qdrant_checksum": "sha1:abc"}), "qdrant_checksum: expected")
+
+
+@pytest.mark.parametrize("var", ["qdrant_http_port", "qdrant_grpc_port"])
+def test_port_out_of_range(tmp_path, var):
+    assert_refused(run_role(tmp_path, {var: 70000}), var, "1-65535")
+
+
+@pytest.mark.parametrize("var", ["qdrant_http_port", "qdrant_grpc_port"])
+def test_port_not_a_number(tmp_path, var):
+    # refused by the argument spec (type int) before any task runs
+    assert_refused(run_role(tmp_path, {var: "abc"}), var)
+
+
+def test_bind_all_refused_unless_allowed(tmp_path):
+    assert_refused(run_role(tmp_path, {"qdrant_bind_address": "0.0.0.0"}), "qdrant_bind_address", "qdrant_allow_bind_all")
+    code, output = run_role(tmp_path, {"qdrant_bind_address": "0.0.0.0", "qdrant_allow_bind_all": True})
+    assert code == 0, output
+
+
+def test_low_nofile_limit(tmp_path):
+    assert_refused(run_role(tmp_path, {"qdrant_limit_nofile": 1024}), "qdrant_limit_nofile")
+
+
+def test_minor_version_skip_refused(tmp_path):
+    result = run_role(tmp_path, {}, installed="1.17.2")
+    assert_refused(result, "qdrant_version", "would skip 1.18", "one minor version at a time", "qdrant_force_upgrade")
+
+
+def test_minor_version_skip_allowed_when_forced(tmp_path):
+    code, output = run_role(tmp_path, {"qdrant_force_upgrade": True}, installed="1.17.2")
+    assert code == 0, output
+
+
+@pytest.mark.parametrize("installed", ["1.18.4", "1.19.0"])
+def test_next_minor_and_same_version_allowed(tmp_path, installed):
+    code, output = run_role(tmp_path, {}, installed=installed)
+    assert code == 0, output
+
+
+def test_downgrade_refused(tmp_path):
+    assert_refused(run_role(tmp_path, {}, installed="1.19.2"), "qdrant_version", "older than the installed 1.19.2")
+
+
+def _small_tar(tmp_path: Path) -> tuple[Path, str]:
+    data = io.BytesIO()
+    with tarfile.open(fileobj=data, mode="w:gz") as tar:
+        payload = b"#!/bin/sh\necho not qdrant\n"
+        info = tarfile.TarInfo("qdrant")
+        info.size = len(payload)
+        info.mode = 0o755
+        tar.addfile(info, io.BytesIO(payload))
+    archive = tmp_path / "qdrant-x86_64-unknown-linux-gnu.tar.gz"
+    archive.write_bytes(data.getvalue())
+    return archive, hashlib.sha256(data.getvalue()).hexdigest()
+
+
+def test_checksum_mismatch_refused_on_download(tmp_path):
+    archive, real_sum = _small_tar(tmp_path)
+    wrong_sum = ("f" if real_sum[0] != "f" else "e") + real_sum[1:]
+    result = run_role(
+        tmp_path,
+        {"qdrant_download_url": f"file://{archive}", "qdrant_checksum": wrong_sum},
+        entries=("preflight", "download"),
+    )
+    assert_refused(result, "qdrant_checksum", "did not match")
+    # nothing unverified is left in the cache
+    assert not any((tmp_path / "cache").glob("*.tar.gz"))
+
+
+def test_matching_checksum_downloads(tmp_path):
+    archive, real_sum = _small_tar(tmp_path)
+    code, output = run_role(
+        tmp_path,
+        {"qdrant_download_url": f"file://{archive}", "qdrant_checksum": real_sum},
+        entries=("preflight", "download"),
+    )
+    assert code == 0, output
+    cached = list((tmp_path / "cache").glob("*.tar.gz"))
+    assert [p.read_bytes() for p in cached] == [archive.read_bytes()]
