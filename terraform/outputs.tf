@@ -61,3 +61,8 @@ output "vpc_cidr" {
   description = "CIDR of the VPC (host firewalls may use it for defaults)."
   value       = aws_vpc.main.cidr_block
 }
+
+output "admin_cidrs" {
+  description = "CIDRs allowed to SSH to the bastion; the bastion's host firewall opens 22 to the same list."
+  value       = var.admin_cidrs
+}

@@ -48,17 +48,34 @@ def parse_recap(text: str) -> dict[str, dict[str, int]]:
 
 
 def endpoints() -> list[str]:
-    """Where the converged stack answers, from the inventory groups."""
+    """Where the converged stack answers: the groups' addresses, for the roles site.yml runs."""
+    sys.path.insert(0, str(REPO / "plugins" / "filter"))
+    from site_roles import site_roles  # the same reading of the playbooks the preflight uses
+
     inv = fleet._inventory()  # noqa: SLF001 - the same reading the fleet uses
     groups = {g: inv.get(g, {}).get("hosts", []) for g in inv if g != "_meta"}
     addr = {h: hv["ansible_host"] for h, hv in inv["_meta"]["hostvars"].items()}
+    bastion = addr[groups["bastion"][0]]
+    tunnel = f"ssh -F {STATE / 'ssh_config'} -L {{port}}:{{address}}:{{port}} {bastion}"
+    services = [  # (group, role that serves it, label, URL template, port)
+        ("edge", "nginx", "QueryGPT", "https://{address}/", 443),
+        ("monitoring", "prometheus_stack", "Prometheus", "http://{address}:9090/", 9090),
+        ("qdrant", "qdrant", "Qdrant (private)", "http://{address}:6333/readyz", 6333),
+        ("ollama", "ollama", "Ollama (private)", "http://{address}:11434/api/version", 11434),
+    ]
     lines = []
-    for host in groups.get("edge", []):
-        lines.append(f"QueryGPT (edge {host}):      https://{addr[host]}/")
-    for host in groups.get("monitoring", []):
-        lines.append(f"Prometheus ({host}):        http://{addr[host]}:9090/  (ssh -F {STATE / 'ssh_config'} -L 9090:{addr[host]}:9090 {addr[groups['bastion'][0]]})")
-    for host in groups.get("bastion", []):
-        lines.append(f"Bastion ({host}):           ssh -F {STATE / 'ssh_config'} {addr[host]}")
+    for group, role, label, url, port in services:
+        if role not in site_roles([group], str(REPO / "site.yml")):
+            continue
+        for host in groups.get(group, []):
+            address = addr[host]
+            lines.append(f"{label:18} {host:13} {url.format(address=address)}")
+            if group == "monitoring":  # the matrix opens 9090 to the bastion for tunnels
+                lines.append(f"{'':18} {'':13} tunnel: {tunnel.format(port=port, address=address)}")
+            elif group != "edge":  # private: only the backends (and monitoring) may connect
+                lines.append(f"{'':18} {'':13} from a backend: ssh -F {STATE / 'ssh_config'} "
+                             f"{addr[groups['backend'][0]]} curl -s {url.format(address=address)}")
+    lines.append(f"{'Bastion':18} {groups['bastion'][0]:13} ssh -F {STATE / 'ssh_config'} {bastion}")
     return lines
 
 

@@ -97,9 +97,10 @@ def _customise(root: Path) -> None:
     sudoers = root / "etc/sudoers.d/90-cloud-init-users"
     sudoers.write_text("admin ALL=(ALL) NOPASSWD:ALL\n")
     sudoers.chmod(0o440)
-    run(["rm", "-rf", str(root / "var/cache/apt/archives"), str(root / "var/lib/apt/lists")])
+    # Keep the package lists (a cloud AMI ships with them, so apt can install at first boot);
+    # drop only the downloaded .debs.
+    run(["rm", "-rf", str(root / "var/cache/apt/archives")])
     (root / "var/cache/apt/archives/partial").mkdir(parents=True)
-    (root / "var/lib/apt/lists/partial").mkdir(parents=True)
 
 
 def build(force: bool = False) -> str:

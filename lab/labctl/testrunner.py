@@ -119,9 +119,10 @@ def run_scenario(scenario: Path) -> bool:
     ok = True
     try:
         for action in scenario_sequence(scenario):
-            if action == "destroy":
+            # `molecule converge` itself creates and prepares; destroy runs at the end anyway.
+            if action in ("destroy", "create", "prepare"):
                 continue
-            if not sh(["molecule", action, "-s", name], role_dir):
+            if not sh(["molecule", action.replace("_", "-"), "-s", name], role_dir):
                 return False
             if action == "idempotence":
                 ok = check_mode_clean(role_dir, name) and ok
