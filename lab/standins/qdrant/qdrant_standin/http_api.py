@@ -166,6 +166,18 @@ class App:
         with self.store.lock:
             return Result({"exists": request.params["collection_name"] in self.store.collections})
 
+    def create_payload_index(self, request: Request) -> Result:
+        """Accepted and counted as a write, like upstream; the stand-in scans every point on
+        each filter anyway, so an index would change nothing but speed."""
+        body = request.json_object()
+        if not isinstance(body.get("field_name"), str) or not body["field_name"]:
+            raise bad_input("Validation error in JSON body: [field_name: field is required]")
+        with self.store.lock:
+            collection = self.store.get(request.params["collection_name"])
+            collection.operation_id += 1
+            self.store.save(collection)
+            return _update_result(request, collection.operation_id)
+
     # -- points ----------------------------------------------------------------
 
     def upsert(self, request: Request) -> Result:
@@ -338,6 +350,7 @@ ROUTES = [
     Route("PATCH", C, WRITE, App.update_collection),
     Route("DELETE", C, WRITE, App.delete_collection),
     Route("GET", C + "/exists", READ, App.collection_exists),
+    Route("PUT", C + "/index", WRITE, App.create_payload_index),
     Route("PUT", C + "/points", WRITE, App.upsert),
     Route("POST", C + "/points", READ, App.retrieve),
     Route("POST", C + "/points/delete", WRITE, App.delete_points),
