@@ -8,6 +8,7 @@ whole thing is cheap to repeat.
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import os
 import shutil
 import socket
@@ -19,16 +20,13 @@ from .paths import CHECKOV_VENV, REPO, STATE, VENV
 from .run import LabError, run
 
 HOST_PACKAGES = [
-    "docker.io", "debootstrap", "nginx", "iptables", "openssh-client", "rsync", "zstd",
-    "nftables", "prometheus", "prometheus-alertmanager",
+    "docker.io", "debootstrap", "nginx", "iptables", "openssh-client", "zstd",
 ]
 # One executable per package, to tell whether it is installed without asking dpkg each time.
 PACKAGE_PROBES = {
     "docker.io": "/usr/sbin/dockerd", "debootstrap": "/usr/sbin/debootstrap",
     "nginx": "/usr/sbin/nginx", "iptables": "/usr/sbin/iptables",
-    "openssh-client": "/usr/bin/ssh", "rsync": "/usr/bin/rsync", "zstd": "/usr/bin/zstd",
-    "nftables": "/usr/sbin/nft", "prometheus": "/usr/bin/promtool",
-    "prometheus-alertmanager": "/usr/bin/amtool",
+    "openssh-client": "/usr/bin/ssh", "zstd": "/usr/bin/zstd",
 }
 
 NO_DOCKER_HELP = """\
@@ -39,7 +37,11 @@ No Docker engine answers. On Debian:
 
 
 def missing_packages() -> list[str]:
-    return [pkg for pkg in HOST_PACKAGES if not Path(PACKAGE_PROBES[pkg]).exists()]
+    missing = [pkg for pkg in HOST_PACKAGES if not Path(PACKAGE_PROBES[pkg]).exists()]
+    # Debian splits venv support out of the interpreter.
+    if importlib.util.find_spec("ensurepip") is None:
+        missing.append("python3-venv")
+    return missing
 
 
 def install_packages() -> None:
@@ -50,8 +52,6 @@ def install_packages() -> None:
         raise LabError(f"missing host packages {missing}: run as root or `sudo apt-get install {' '.join(missing)}`")
     env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
     run(["apt-get", "update", "-q"], env=env)
-    # The Debian prometheus packages start their daemons where systemd runs; we only want the
-    # tools (promtool, amtool), and policy-rc.d keeps the daemons from starting.
     run(["apt-get", "install", "-y", "-q", "--no-install-recommends", *missing], env=env)
 
 
@@ -96,6 +96,24 @@ def ensure_venvs() -> None:
     req = REPO / "requirements"
     _venv(VENV, [req / "controller.txt", req / "app.txt"])
     _venv(CHECKOV_VENV, [req / "checkov.txt"])
+
+
+NODE_MIN = (20, 19)
+
+
+def check_node() -> None:
+    """The frontend build needs Node.js >= 20.19 (Vite 8); Debian 12 ships 18."""
+    try:
+        out = subprocess.run(["node", "--version"], capture_output=True, text=True, check=True).stdout
+        version = tuple(int(part) for part in out.strip().lstrip("v").split(".")[:2])
+    except (OSError, subprocess.CalledProcessError, ValueError):
+        version = (0, 0)
+    if version < NODE_MIN:
+        raise LabError(
+            f"Node.js >= {NODE_MIN[0]}.{NODE_MIN[1]} is needed to build the frontend "
+            f"(found {'.'.join(map(str, version)) if version != (0, 0) else 'none'}); Debian 12's "
+            "nodejs is 18: install Node.js 20 LTS (e.g. from NodeSource) and npm"
+        )
 
 
 def bootstrap() -> None:

@@ -19,6 +19,7 @@ import yaml
 
 from . import aptcache, bootstrap, image
 from .cli import parse_recap
+from .run import LabError
 from .paths import REPO, VENV
 
 STAGES = ["lint", "pytest", "frontend", "molecule", "lab"]
@@ -70,9 +71,19 @@ def stage_pytest() -> tuple[bool, list]:
     ])
 
 
+def node_ok() -> bool:
+    try:
+        bootstrap.check_node()
+    except LabError as err:
+        print(f"frontend: {err}", flush=True)
+        return False
+    return True
+
+
 def stage_frontend() -> tuple[bool, list]:
     web = REPO / "app" / "frontend"
     return timed_steps([
+        ("node >= 20.19", node_ok),
         ("npm ci", lambda: sh(["npm", "ci", "--no-audit", "--no-fund"], web)),
         ("vitest", lambda: sh(["npm", "test"], web)),
         ("vite build", lambda: sh(["npm", "run", "build"], web)),
@@ -179,7 +190,7 @@ def main(argv: list[str] | None = None) -> int:
 
     started = time.monotonic()
     results: list[Result] = []
-    t0 = time.monotonic()
+    t0 = time.monotonic() - float(os.environ.get("QGPT_BOOTSTRAP_SECONDS", "0"))
     bootstrap.bootstrap()
     if {"molecule", "lab"} & set(wanted):
         aptcache.ensure()
@@ -197,5 +208,5 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.monotonic()
         ok, steps = runners[name]()
         results.append(Result(name, ok, time.monotonic() - t0, steps=steps))
-    summary(results, time.monotonic() - started)
+    summary(results, time.monotonic() - started + float(os.environ.get("QGPT_BOOTSTRAP_SECONDS", "0")))
     return 0 if all(r.ok for r in results) else 1
