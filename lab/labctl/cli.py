@@ -95,10 +95,12 @@ def cmd_up(args: argparse.Namespace) -> None:
     if not args.no_converge:
         # Lab-only helpers first (stand-in model mirror, ACME server, S3 endpoint): what AWS
         # and the internet provide in production.
-        converge([], playbook="lab/playbooks/prepare.yml")
+        prepared = converge([], playbook="lab/playbooks/prepare.yml")
         recap = converge(args.ansible_args)
-        changed = sum(c.get("changed", 0) for c in recap.values())
+        changed = sum(c.get("changed", 0) for c in [*recap.values(), *prepared.values()])
         print(f"\nlab converged: {len(recap)} hosts, changed={changed}")
+        if args.assert_idempotent and changed:
+            raise LabError(f"not idempotent: `lab up` on a converged lab changed {changed} things")
     print("\nThe lab stack answers at:")
     for line in endpoints():
         print("  " + line)
@@ -135,6 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--force", action="store_true")
     p = sub.add_parser("up", help="bootstrap, image, fleet, then converge site.yml (idempotent)")
     p.add_argument("--no-converge", action="store_true")
+    p.add_argument("--assert-idempotent", action="store_true", help="fail when anything changed")
     p.add_argument("ansible_args", nargs=argparse.REMAINDER, help="passed to ansible-playbook")
     p = sub.add_parser("converge", help="run site.yml against the lab")
     p.add_argument("--assert-idempotent", action="store_true", help="fail when anything changed")

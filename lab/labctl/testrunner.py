@@ -153,7 +153,7 @@ def stage_lab(keep: bool) -> tuple[bool, list]:
     lab = str(REPO / "bin" / "lab")
     steps = [
         ("lab up (fresh fleet, converge)", lambda: sh([lab, "down"]) and sh([lab, "up"])),
-        ("converge again: changed=0", lambda: sh([lab, "converge", "--assert-idempotent"])),
+        ("lab up again: changed=0", lambda: sh([lab, "up", "--assert-idempotent"])),
         ("lab tests", lambda: sh(["pytest", "-q", "-p", "no:cacheprovider", "tests/lab"])),
     ]
     ok, done = timed_steps(steps)
