@@ -1,0 +1,147 @@
+"""Verify the backend role on a converged instance: read back what an operator relies on."""
+
+import json
+import re
+
+import pytest
+
+testinfra_hosts = ["backend"]
+
+PREFIX = "/opt/querygpt/backend"
+ENV_FILE = "/etc/querygpt/backend.env"
+FAKE_SOURCES = {"192.0.2.11", "192.0.2.12", "192.0.2.40"}  # edge x2 + monitoring (inventory)
+
+
+@pytest.fixture(scope="module")
+def private_ip(host):
+    return host.ansible("setup", "filter=ansible_default_ipv4")["ansible_facts"]["ansible_default_ipv4"]["address"]
+
+
+@pytest.fixture(scope="module")
+def version(host):
+    return host.check_output(f"{PREFIX}/current/bin/querygpt-backend --version").split()[-1]
+
+
+@pytest.fixture(scope="module")
+def props(host):
+    return host.service("querygpt-backend").systemd_properties
+
+
+def http(host, method, url, body=None, content_type=None):
+    """(status, parsed JSON) of a request made on the instance with curl."""
+    args = f"-s -o /tmp/resp -w '%{{http_code}}' -X {method} '{url}'"
+    if content_type == "multipart":
+        args += " " + body
+    elif body is not None:
+        args += f" -H 'Content-Type: application/json' --data '{json.dumps(body)}'"
+    status = int(host.check_output(f"curl {args}"))
+    text = host.check_output("cat /tmp/resp")
+    return status, json.loads(text) if text.startswith(("{", "[")) else text
+
+
+def test_release_installed_in_its_virtualenv(host, version):
+    assert version == host.check_output(
+        "sed -n 's/^__version__ = \"\\(.*\\)\"/\\1/p' "
+        f"{PREFIX}/current/lib/python3.11/site-packages/querygpt/__init__.py"
+    )
+    current = host.file(f"{PREFIX}/current")
+    assert current.is_symlink and current.linked_to == f"{PREFIX}/releases/{version}"
+    assert host.file(f"{PREFIX}/releases/{version}/pyvenv.cfg").exists
+    assert not host.file(f"{PREFIX}/.current.tmp").exists
+    assert host.package("python3-venv").is_installed
+
+
+def test_service_runs_as_querygpt(host, props):
+    service = host.service("querygpt-backend")
+    assert service.is_running and service.is_enabled
+    assert host.check_output(f"ps -o user= -p {props['MainPID']}").strip() == "querygpt"
+    # the uvicorn workers too
+    users = host.check_output(f"ps -o user= --ppid {props['MainPID']}").split()
+    assert users and set(users) == {"querygpt"}
+    assert host.user("querygpt").shell == "/usr/sbin/nologin"
+    assert props["ExecStart"].startswith("{ path=/opt/querygpt/backend/current/bin/querygpt-backend")
+
+
+def test_unit_is_sandboxed(host, props):
+    assert props["User"] == "querygpt"
+    assert props["ProtectSystem"] == "strict"
+    assert props["ProtectHome"] == "yes"
+    assert props["NoNewPrivileges"] == "yes"
+    assert props["PrivateTmp"] == "yes"
+    assert props["Restart"] == "on-failure"
+    assert props["RuntimeDirectory"] == "querygpt-backend"
+    bounding = host.check_output("systemctl show querygpt-backend --property CapabilityBoundingSet --value")
+    assert "cap_" not in bounding
+    assert "PROMETHEUS_MULTIPROC_DIR=/run/querygpt-backend" in props["Environment"]
+    assert props["EnvironmentFiles"].startswith(ENV_FILE)
+
+
+def test_env_file_is_root_only_and_holds_the_settings(host, private_ip):
+    env_file = host.file(ENV_FILE)
+    assert env_file.user == "root" and env_file.group == "root"
+    assert env_file.mode == 0o600  # not world- or group-readable: it holds the Qdrant key
+    env = dict(
+        line.split("=", 1) for line in host.check_output(f"cat {ENV_FILE}").splitlines() if "=" in line and not line.startswith("#")
+    )
+    assert env["QUERYGPT_HOST"] == private_ip
+    assert env["QUERYGPT_PORT"] == "8000"
+    assert env["QUERYGPT_QDRANT_API_KEY"] == '"molecule-test-qdrant-key"'
+    assert env["QUERYGPT_TOP_K"] == "3"  # side_effect.yml changed it from 5
+    nproc = int(host.check_output("nproc"))
+    assert env["QUERYGPT_WORKERS"] == str(min(nproc * 2 + 1, 8))
+    # the running main process has exactly these values
+    pid = host.service("querygpt-backend").systemd_properties["MainPID"]
+    running = host.check_output(f"tr '\\0' '\\n' < /proc/{pid}/environ")
+    assert "QUERYGPT_TOP_K=3" in running.splitlines()
+
+
+def test_side_effect_restarted_the_service(host, props):
+    restart = json.loads(host.file("/var/tmp/molecule-backend-restart.json").content_string)
+    assert restart["before"] != restart["after"]
+    assert props["InvocationID"] == restart["after"]  # idempotence did not restart it again
+
+
+def test_api_bound_only_on_private_address(host, private_ip):
+    listening = [s for s in host.socket.get_listening_sockets() if s.endswith(":8000")]
+    assert listening == [f"tcp://{private_ip}:8000"]
+    assert host.run("curl -s -o /dev/null http://127.0.0.1:8000/health").rc != 0
+
+
+def test_health_and_ready(host, private_ip, version):
+    status, body = http(host, "GET", f"http://{private_ip}:8000/health")
+    assert status == 200 and body == {"status": "ok", "version": version}
+    status, body = http(host, "GET", f"http://{private_ip}:8000/ready")
+    assert status == 200, body
+
+
+def test_upload_and_query_end_to_end(host, private_ip):
+    status, body = http(
+        host, "POST", f"http://{private_ip}:8000/upload",
+        "-F 'pdf_file=@/var/tmp/schema.pdf;type=application/pdf' -F collection_name=molecule", "multipart",
+    )
+    assert status == 200, body
+    assert body["collection_name"] == "molecule" and body["pages"] == 1 and body["chunks"] >= 1
+    status, body = http(
+        host, "POST", f"http://{private_ip}:8000/query",
+        {"query": "total of the orders of each customer", "collection_name": "molecule"},
+    )
+    assert status == 200, body
+    assert body["sources"] and body["sources"][0]["filename"] == "schema.pdf"
+    assert "orders" in body["result"].lower()
+
+
+def test_metrics_in_multiprocess_mode(host, private_ip):
+    status, text = http(host, "GET", f"http://{private_ip}:8000/metrics")
+    assert status == 200
+    assert "querygpt_http_requests_total" in text
+    assert host.run("ls /run/querygpt-backend/*.db").rc == 0
+
+
+def test_firewall_opens_8000_to_edge_and_monitoring_only(host):
+    table = host.check_output("nft list table inet host_firewall")
+    rules = [line for line in table.splitlines() if "8000" in line]
+    assert len(rules) == 1, rules
+    match = re.search(r"ip saddr \{ ([^}]*) \} tcp dport (\{ )?8000( \})? accept", rules[0])
+    assert match, rules[0]
+    assert {addr.strip() for addr in match.group(1).split(",")} == FAKE_SOURCES
+    assert host.file("/etc/nftables.d/backend.nft").exists
