@@ -62,6 +62,7 @@ def endpoints() -> list[str]:
         ("monitoring", "prometheus_stack", "Prometheus", "http://{address}:9090/", 9090),
         ("qdrant", "qdrant", "Qdrant (private)", "http://{address}:6333/readyz", 6333),
         ("ollama", "ollama", "Ollama (private)", "http://{address}:11434/api/version", 11434),
+        ("backend", "backend", "Backend (private)", "http://{address}:8000/ready", 8000),
     ]
     lines = []
     for group, role, label, url, port in services:
@@ -72,9 +73,10 @@ def endpoints() -> list[str]:
             lines.append(f"{label:18} {host:13} {url.format(address=address)}")
             if group == "monitoring":  # the matrix opens 9090 to the bastion for tunnels
                 lines.append(f"{'':18} {'':13} tunnel: {tunnel.format(port=port, address=address)}")
-            elif group != "edge":  # private: only the backends (and monitoring) may connect
-                lines.append(f"{'':18} {'':13} from a backend: ssh -F {STATE / 'ssh_config'} "
-                             f"{addr[groups['backend'][0]]} curl -s {url.format(address=address)}")
+            elif group != "edge":  # private: reachable from the tier the matrix names
+                peer = "edge" if group == "backend" else "backend"
+                lines.append(f"{'':18} {'':13} from {peer}: ssh -F {STATE / 'ssh_config'} "
+                             f"{addr[groups[peer][0]]} curl -s {url.format(address=address)}")
     lines.append(f"{'Bastion':18} {groups['bastion'][0]:13} ssh -F {STATE / 'ssh_config'} {bastion}")
     return lines
 

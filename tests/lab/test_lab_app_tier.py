@@ -1,0 +1,67 @@
+"""The backend on the lab: served to the edge only, and answering from the lab's data tier."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import uuid
+
+import pytest
+from reportlab.lib.pagesizes import A4
+from reportlab.pdfgen import canvas
+
+PROBE = "timeout 3 bash -c '</dev/tcp/{address}/{port}' && echo open || echo closed"
+SCHEMA = [
+    "CREATE TABLE customers (customer_id INT PRIMARY KEY, name TEXT, country TEXT);",
+    "CREATE TABLE orders (order_id INT PRIMARY KEY, customer_id INT REFERENCES customers,",
+    "    ordered_at TIMESTAMP, total NUMERIC);",
+]
+
+
+@pytest.fixture(scope="module")
+def schema_pdf(tmp_path_factory) -> str:
+    path = tmp_path_factory.mktemp("pdf") / "lab-schema.pdf"
+    pdf = canvas.Canvas(str(path), pagesize=A4)
+    y = 800
+    for line in ["Sales database schema", *SCHEMA]:
+        pdf.drawString(40, y, line)
+        y -= 18
+    pdf.save()
+    return str(path)
+
+
+def test_backend_port_is_open_to_the_edge_only(lab):
+    for backend in lab.groups["backend"]:
+        address = lab.address(backend)
+        for edge in lab.groups["edge"]:
+            assert lab.exec(edge, PROBE.format(address=address, port=8000)).stdout.strip() == "open"
+        bastion = lab.groups["bastion"][0]
+        assert lab.exec(bastion, PROBE.format(address=address, port=8000)).stdout.strip() == "closed"
+
+
+def test_every_backend_is_ready(lab):
+    edge = lab.groups["edge"][0]
+    for backend in lab.groups["backend"]:
+        ready = lab.exec(edge, f"curl -s -w ' %{{http_code}}' http://{lab.address(backend)}:8000/ready")
+        assert ready.stdout.endswith(" 200"), f"{backend}: {ready.stdout}"
+
+
+def test_upload_on_one_az_then_query_on_the_other(lab, schema_pdf):
+    """Both backends share the data tier: what one indexes, the other answers from."""
+    edge = lab.groups["edge"][0]
+    first, second = sorted(lab.groups["backend"])
+    collection = f"lab_{uuid.uuid4().hex[:8]}"
+    subprocess.run(["docker", "cp", schema_pdf, f"qgpt-lab-{edge}:/tmp/lab-schema.pdf"], check=True)
+    upload = lab.exec(edge, (
+        f"curl -s -F 'pdf_file=@/tmp/lab-schema.pdf;type=application/pdf' -F collection_name={collection} "
+        f"http://{lab.address(first)}:8000/upload"
+    ), timeout=120)
+    body = json.loads(upload.stdout)
+    assert body.get("chunks", 0) > 0, body
+    query = json.dumps({"query": "How many orders did each customer place?", "collection_name": collection})
+    answer = lab.exec(edge, (
+        f"curl -s -H 'Content-Type: application/json' -d '{query}' http://{lab.address(second)}:8000/query"
+    ), timeout=120)
+    result = json.loads(answer.stdout)
+    assert "orders" in result["result"].lower() or "customers" in result["result"].lower(), result
+    assert result["sources"] and result["sources"][0]["filename"] == "lab-schema.pdf"
