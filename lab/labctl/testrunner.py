@@ -7,6 +7,7 @@ status is non-zero when any stage failed. Output of each command streams as it r
 from __future__ import annotations
 
 import argparse
+import fcntl
 import os
 import subprocess
 import sys
@@ -124,8 +125,19 @@ def scenario_sequence(scenario: Path) -> list[str]:
     return (data.get("scenario") or {}).get("test_sequence") or base["scenario"]["test_sequence"]
 
 
+# Every scenario's container is named `instance`: two bin/test runs on one machine (two
+# developers' checkouts, say) take turns on this lock instead of destroying each other's.
+MOLECULE_LOCK = Path("/tmp/querygpt-molecule.lock")
+
+
 def run_scenario(scenario: Path) -> bool:
     """The scenario's own sequence, with a check-mode step after idempotence; always destroy."""
+    with MOLECULE_LOCK.open("a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return _run_scenario(scenario)
+
+
+def _run_scenario(scenario: Path) -> bool:
     role_dir, name = scenario.parent.parent, scenario.name
     ok = True
     try:
@@ -142,10 +154,14 @@ def run_scenario(scenario: Path) -> bool:
         sh(["molecule", "destroy", "-s", name], role_dir)
 
 
-def stage_molecule() -> tuple[bool, list]:
+def stage_molecule(roles: list[str] | None = None) -> tuple[bool, list]:
+    scenarios = [s for s in molecule_scenarios() if not roles or s.parent.parent.name in roles]
+    if roles and not scenarios:
+        print(f"molecule: no scenario for roles {', '.join(roles)}", flush=True)
+        return False, []
     return timed_steps([
         (f"{scenario.parent.parent.name}/{scenario.name}", lambda s=scenario: run_scenario(s))
-        for scenario in molecule_scenarios()
+        for scenario in scenarios
     ])
 
 
@@ -182,6 +198,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--stages", default=",".join(STAGES),
                         help=f"comma-separated subset of {','.join(STAGES)}")
     parser.add_argument("--keep-lab", action="store_true", help="leave the lab running afterwards")
+    parser.add_argument("--roles", default="",
+                        help="comma-separated roles whose molecule scenarios to run (default: all)")
     args = parser.parse_args(argv)
     wanted = [s.strip() for s in args.stages.split(",") if s.strip()]
     unknown = set(wanted) - set(STAGES)
@@ -199,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
 
     runners: dict[str, Callable[[], tuple[bool, list]]] = {
         "lint": stage_lint, "pytest": stage_pytest, "frontend": stage_frontend,
-        "molecule": stage_molecule, "lab": lambda: stage_lab(args.keep_lab),
+        "molecule": lambda: stage_molecule([r for r in args.roles.split(",") if r]), "lab": lambda: stage_lab(args.keep_lab),
     }
     for name in STAGES:
         if name not in wanted:
