@@ -9,10 +9,13 @@ from __future__ import annotations
 import argparse
 import fcntl
 import os
+import re
+import threading
 import subprocess
 import sys
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -22,6 +25,8 @@ from . import aptcache, bootstrap, image
 from .cli import parse_recap
 from .run import LabError
 from .paths import REPO, VENV
+
+LOGS = REPO / ".cache" / "test-logs"
 
 STAGES = ["lint", "pytest", "frontend", "molecule", "lab"]
 
@@ -96,27 +101,71 @@ def molecule_scenarios() -> list[Path]:
     return sorted(p.parent for p in REPO.glob("roles/*/molecule/*/molecule.yml"))
 
 
-def sh_capture(cmd: list[str], cwd: Path = REPO) -> tuple[bool, str]:
-    """Like sh(), streaming output while keeping it for inspection."""
-    print(f"\n$ {' '.join(cmd)}   (in {cwd.relative_to(REPO) if cwd != REPO else '.'})", flush=True)
-    proc = subprocess.Popen(cmd, cwd=cwd, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    lines = []
-    assert proc.stdout is not None
-    for line in proc.stdout:
-        sys.stdout.write(line)
-        lines.append(line)
-    return proc.wait() == 0, "".join(lines)
+def instance_name(scenario: Path) -> str:
+    """The scenario's container name: its own, so scenarios can run side by side.
+
+    A scenario that still names the host `instance` literally in its inventory keeps that
+    name (and so takes turns with every other such scenario on the name's lock).
+    """
+    text = (scenario / "molecule.yml").read_text()
+    if re.search(r"^\s*instance:", text, re.MULTILINE):
+        return "instance"
+    return f"qgpt-mol-{scenario.parent.parent.name}-{scenario.name}".replace("_", "-")
 
 
-def check_mode_clean(role_dir: Path, scenario: str) -> bool:
-    """`--check --diff` on the converged instance must report changed=0 on every host."""
-    ok, out = sh_capture(["molecule", "converge", "-s", scenario, "--", "--check", "--diff"], role_dir)
-    recap = parse_recap(out)
-    changed = {host: c.get("changed", 0) for host, c in recap.items() if c.get("changed", 0)}
-    if ok and recap and not changed:
-        return True
-    print(f"check mode was not clean: exit ok={ok}, changed={changed or 'no recap'}", flush=True)
-    return False
+class ScenarioRun:
+    """One scenario's commands, their output kept in a log (printed whole when it ends)."""
+
+    def __init__(self, scenario: Path) -> None:
+        self.scenario = scenario
+        self.role_dir, self.name = scenario.parent.parent, scenario.name
+        self.env = dict(_env(), QGPT_MOLECULE_INSTANCE=instance_name(scenario))
+        LOGS.mkdir(parents=True, exist_ok=True)
+        self.log_path = LOGS / f"molecule-{self.role_dir.name}-{self.name}.log"
+        self.log = self.log_path.open("w")
+
+    def sh(self, cmd: list[str]) -> tuple[bool, str]:
+        self.log.write(f"\n$ {' '.join(cmd)}   (in {self.role_dir.relative_to(REPO)})\n")
+        self.log.flush()
+        proc = subprocess.run(cmd, cwd=self.role_dir, env=self.env, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True, check=False)
+        self.log.write(proc.stdout)
+        self.log.flush()
+        return proc.returncode == 0, proc.stdout
+
+    def check_mode_clean(self) -> bool:
+        """`--check --diff` on the converged instance must report changed=0 on every host."""
+        ok, out = self.sh(["molecule", "converge", "-s", self.name, "--", "--check", "--diff"])
+        recap = parse_recap(out)
+        changed = {host: c.get("changed", 0) for host, c in recap.items() if c.get("changed", 0)}
+        if ok and recap and not changed:
+            return True
+        self.log.write(f"check mode was not clean: exit ok={ok}, changed={changed or 'no recap'}\n")
+        return False
+
+    def run(self) -> bool:
+        """The scenario's own sequence, with a check-mode step after idempotence; always destroy."""
+        # Two bin/test runs on one machine (two checkouts, say) take turns per container name.
+        with Path(f"/tmp/querygpt-{instance_name(self.scenario)}.lock").open("a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                return self._sequence()
+            finally:
+                self.sh(["molecule", "destroy", "-s", self.name])
+                self.log.close()
+
+    def _sequence(self) -> bool:
+        ok = True
+        for action in scenario_sequence(self.scenario):
+            # `molecule converge` itself creates and prepares; destroy runs at the end anyway.
+            if action in ("destroy", "create", "prepare"):
+                continue
+            if not self.sh(["molecule", action.replace("_", "-"), "-s", self.name])[0]:
+                self.log.write(f"FAILED at {action}\n")
+                return False
+            if action == "idempotence":
+                ok = self.check_mode_clean() and ok
+        return ok
 
 
 def scenario_sequence(scenario: Path) -> list[str]:
@@ -125,44 +174,30 @@ def scenario_sequence(scenario: Path) -> list[str]:
     return (data.get("scenario") or {}).get("test_sequence") or base["scenario"]["test_sequence"]
 
 
-# Every scenario's container is named `instance`: two bin/test runs on one machine (two
-# developers' checkouts, say) take turns on this lock instead of destroying each other's.
-MOLECULE_LOCK = Path("/tmp/querygpt-molecule.lock")
-
-
-def run_scenario(scenario: Path) -> bool:
-    """The scenario's own sequence, with a check-mode step after idempotence; always destroy."""
-    with MOLECULE_LOCK.open("a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        return _run_scenario(scenario)
-
-
-def _run_scenario(scenario: Path) -> bool:
-    role_dir, name = scenario.parent.parent, scenario.name
-    ok = True
-    try:
-        for action in scenario_sequence(scenario):
-            # `molecule converge` itself creates and prepares; destroy runs at the end anyway.
-            if action in ("destroy", "create", "prepare"):
-                continue
-            if not sh(["molecule", action.replace("_", "-"), "-s", name], role_dir):
-                return False
-            if action == "idempotence":
-                ok = check_mode_clean(role_dir, name) and ok
-        return ok
-    finally:
-        sh(["molecule", "destroy", "-s", name], role_dir)
-
-
-def stage_molecule(roles: list[str] | None = None) -> tuple[bool, list]:
+def stage_molecule(roles: list[str] | None = None, jobs: int = 2) -> tuple[bool, list]:
+    """Scenarios `jobs` at a time, each in its own container; each log printed as it ends."""
     scenarios = [s for s in molecule_scenarios() if not roles or s.parent.parent.name in roles]
     if roles and not scenarios:
         print(f"molecule: no scenario for roles {', '.join(roles)}", flush=True)
         return False, []
-    return timed_steps([
-        (f"{scenario.parent.parent.name}/{scenario.name}", lambda s=scenario: run_scenario(s))
-        for scenario in scenarios
-    ])
+    print_lock = threading.Lock()
+
+    def one(scenario: Path) -> tuple[str, bool, float]:
+        label = f"{scenario.parent.parent.name}/{scenario.name}"
+        start = time.monotonic()
+        run = ScenarioRun(scenario)
+        ok = run.run()
+        took = time.monotonic() - start
+        with print_lock:
+            print(f"\n{'-' * 72}\n# molecule {label}: {'ok' if ok else 'FAILED'} in {took:.0f}s "
+                  f"(log: {run.log_path.relative_to(REPO)})\n{'-' * 72}", flush=True)
+            sys.stdout.write(run.log_path.read_text())
+            sys.stdout.flush()
+        return label, ok, took
+
+    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+        done = list(pool.map(one, scenarios))
+    return all(ok for _, ok, _ in done), done
 
 
 def stage_lab(keep: bool) -> tuple[bool, list]:
@@ -217,7 +252,8 @@ def main(argv: list[str] | None = None) -> int:
 
     runners: dict[str, Callable[[], tuple[bool, list]]] = {
         "lint": stage_lint, "pytest": stage_pytest, "frontend": stage_frontend,
-        "molecule": lambda: stage_molecule([r for r in args.roles.split(",") if r]), "lab": lambda: stage_lab(args.keep_lab),
+        "molecule": lambda: stage_molecule([r for r in args.roles.split(",") if r],
+                                           int(os.environ.get("QGPT_MOLECULE_JOBS", "2"))), "lab": lambda: stage_lab(args.keep_lab),
     }
     for name in STAGES:
         if name not in wanted:

@@ -10,7 +10,7 @@ import re
 import pytest
 
 # The inventory also holds backend-fake and monitoring-fake: firewall sources, never created.
-testinfra_hosts = ["instance"]
+testinfra_hosts = ["qdrant"]
 
 FULL_KEY = "molecule-test-full-access-key"
 READ_ONLY_KEY = "molecule-test-read-only-key"

@@ -1,0 +1,77 @@
+"""node_exporter: Debian's package, on the private address only, with the textfile collector."""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+import pytest
+
+PORT = 9100
+TEXTFILE_DIR = "/var/lib/prometheus/node-exporter"
+
+
+@pytest.fixture(scope="module")
+def address(host) -> str:
+    return host.check_output("ip -4 -o route get 192.0.2.1 | sed -n 's/.* src \\([0-9.]*\\).*/\\1/p'").strip()
+
+
+def metrics(host, address: str) -> str:
+    return host.check_output(f"curl -sf --max-time 5 http://{address}:{PORT}/metrics")
+
+
+def test_service_runs_from_the_debian_package(host):
+    assert host.package("prometheus-node-exporter").is_installed
+    service = host.service("prometheus-node-exporter")
+    assert service.is_running
+    assert service.is_enabled
+
+
+def test_unit_is_sandboxed(host):
+    props = host.service("prometheus-node-exporter").systemd_properties
+    assert props["User"] == "prometheus"
+    assert props["NoNewPrivileges"] == "yes"
+    assert props["ProtectSystem"] == "strict"
+    assert props["CapabilityBoundingSet"] in ("", "0")
+
+
+def test_listens_on_the_private_address_only(host, address):
+    assert host.socket(f"tcp://{address}:{PORT}").is_listening
+    assert not host.socket(f"tcp://0.0.0.0:{PORT}").is_listening
+    assert "node_exporter_build_info" in metrics(host, address)
+    refused = host.run(f"curl -s --max-time 5 http://127.0.0.1:{PORT}/metrics")
+    assert refused.rc != 0, "node_exporter answers on loopback: it must bind the private address only"
+
+
+def test_flags_come_from_the_default_file(host, address):
+    args = host.file("/etc/default/prometheus-node-exporter").content_string
+    assert f"--web.listen-address={address}:{PORT}" in args
+    assert f"--collector.textfile.directory={TEXTFILE_DIR}" in args
+    assert "--collector.systemd" in args
+
+
+def test_systemd_collector_reports_units(host, address):
+    assert 'node_systemd_unit_state{name="prometheus-node-exporter.service"' in metrics(host, address)
+
+
+def test_textfile_metric_appears(host, address):
+    marker = uuid.uuid4().hex[:12]
+    prom = f"{TEXTFILE_DIR}/querygpt_backup_molecule.prom"
+    host.run_expect([0], f"printf 'querygpt_backup_molecule_marker{{id=\"{marker}\"}} 1\\n' > {prom}.tmp && mv {prom}.tmp {prom}")
+    try:
+        for _ in range(10):
+            if f'querygpt_backup_molecule_marker{{id="{marker}"}} 1' in metrics(host, address):
+                break
+            time.sleep(1)
+        else:
+            pytest.fail(f"the textfile metric from {prom} never appeared in /metrics")
+    finally:
+        host.run(f"rm -f {prom}")
+
+
+def test_firewall_opens_9100_to_monitoring_only(host):
+    opening = host.file("/etc/nftables.d/node_exporter.nft").content_string
+    assert "192.0.2.40" in opening
+    assert str(PORT) in opening
+    ruleset = host.check_output("nft list chain inet host_firewall openings")
+    assert "192.0.2.40" in ruleset and f"dport {PORT}" in ruleset
