@@ -4,7 +4,8 @@
 #   qdrant      writes and reads the backups bucket (the only writer), reads its API keys
 #   backend     reads and writes the documents bucket, reads its secrets
 #   monitoring  reads the Qdrant read-only key (to scrape Qdrant's /metrics)
-#   bastion, edge, ollama: nothing else
+#   edge        with route53_zone_id set: certbot's DNS-01 TXT records in that zone only
+#   bastion, ollama: nothing else
 # Secrets reach hosts through the ansible-vault file; the secret read permissions let a
 # host fetch its own keys at runtime instead (e.g. after a rotation) and no more.
 
@@ -50,13 +51,15 @@ data "aws_iam_policy_document" "qdrant" {
     resources = [aws_s3_bucket.backups.arn]
   }
 
-  # No s3:DeleteObject: old snapshots go by the lifecycle rule, so a compromised host
-  # cannot erase the backups.
+  # s3:DeleteObject for the backup program's retention. The bucket is versioned and no
+  # s3:DeleteObjectVersion is granted: a deletion leaves a noncurrent version for
+  # noncurrent_version_retention_days, so a compromised host cannot erase the backups.
   statement {
     sid = "ReadWriteSnapshots"
     actions = [
       "s3:PutObject",
       "s3:GetObject",
+      "s3:DeleteObject",
       "s3:AbortMultipartUpload",
       "s3:ListMultipartUploadParts",
     ]
@@ -154,6 +157,44 @@ resource "aws_iam_role_policy" "monitoring" {
   name   = "scrape-secrets"
   role   = aws_iam_role.tier["monitoring"].id
   policy = data.aws_iam_policy_document.monitoring.json
+}
+
+# --- edge: certbot DNS-01 through Route 53 (two edges behind the NLB share one name) -------
+
+data "aws_iam_policy_document" "edge_dns01" {
+  count = var.route53_zone_id == "" ? 0 : 1
+
+  statement {
+    sid       = "FindZone"
+    actions   = ["route53:ListHostedZones"]
+    resources = ["*"]
+  }
+
+  statement {
+    sid       = "WaitForChange"
+    actions   = ["route53:GetChange"]
+    resources = ["arn:${local.partition}:route53:::change/*"]
+  }
+
+  statement {
+    sid       = "WriteChallengeRecords"
+    actions   = ["route53:ChangeResourceRecordSets"]
+    resources = ["arn:${local.partition}:route53:::hostedzone/${var.route53_zone_id}"]
+
+    condition {
+      test     = "ForAllValues:StringEquals"
+      variable = "route53:ChangeResourceRecordSetsRecordTypes"
+      values   = ["TXT"]
+    }
+  }
+}
+
+resource "aws_iam_role_policy" "edge_dns01" {
+  count = var.route53_zone_id == "" ? 0 : 1
+
+  name   = "certbot-dns01"
+  role   = aws_iam_role.tier["edge"].id
+  policy = data.aws_iam_policy_document.edge_dns01[0].json
 }
 
 # --- S3 replication of the documents bucket ---------------------------------------------------

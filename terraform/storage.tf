@@ -1,6 +1,7 @@
 # Buckets:
 #   backups            Qdrant snapshots (written only by the qdrant tier's role; the backup
-#                      role uploads them). Versioned, KMS, expires after backup_retention_days.
+#                      role uploads them and applies retention). Versioned, KMS; deleted snapshots kept
+#                      noncurrent_version_retention_days.
 #   documents          uploaded source documents (backend tier). Versioned, KMS, replicated
 #                      to documents-replica in replica_region.
 #   documents-replica  the cross-region copy (aws.replica provider, its own KMS key).
@@ -194,17 +195,15 @@ resource "aws_s3_bucket_server_side_encryption_configuration" "backups" {
 resource "aws_s3_bucket_lifecycle_configuration" "backups" {
   bucket = aws_s3_bucket.backups.id
 
-  # Snapshots older than the retention expire (become noncurrent, then go after
-  # noncurrent_version_retention_days more: the window in which a deletion can be undone).
+  # Retention is the backup program's (roles/backup: N days, never the newest good copy,
+  # which an age-based expiration here could remove after a long outage). What it deletes
+  # only becomes noncurrent, and goes after noncurrent_version_retention_days: the window
+  # in which a deletion can be undone.
   rule {
-    id     = "expire-snapshots-past-retention"
+    id     = "expire-deleted-snapshots"
     status = "Enabled"
 
     filter {}
-
-    expiration {
-      days = var.backup_retention_days
-    }
 
     noncurrent_version_expiration {
       noncurrent_days = var.noncurrent_version_retention_days

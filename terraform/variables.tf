@@ -90,6 +90,17 @@ variable "nat_gateway_per_az" {
   default     = true
 }
 
+variable "route53_zone_id" {
+  description = "Route 53 hosted zone of the public name, for certbot's DNS-01 challenge on the edges (nginx_acme_challenge: dns-01). Empty: no DNS permissions (HTTP-01 only)."
+  type        = string
+  default     = ""
+
+  validation {
+    condition     = var.route53_zone_id == "" || can(regex("^Z[A-Z0-9]{1,31}$", var.route53_zone_id))
+    error_message = "route53_zone_id must be a hosted zone id such as Z0123456789ABCDEFGHIJ, or empty."
+  }
+}
+
 variable "admin_cidrs" {
   description = "CIDRs allowed to SSH to the bastion (the only inbound path for operators). No default: an empty or open list is a mistake."
   type        = list(string)
@@ -263,17 +274,6 @@ variable "qdrant_data_volume_throughput" {
   validation {
     condition     = var.qdrant_data_volume_throughput >= 125 && var.qdrant_data_volume_throughput <= 1000
     error_message = "qdrant_data_volume_throughput must be between 125 and 1000 MiB/s (gp3 limits)."
-  }
-}
-
-variable "backup_retention_days" {
-  description = "Days Qdrant snapshots are kept in the backups bucket before the lifecycle rule expires them."
-  type        = number
-  default     = 30
-
-  validation {
-    condition     = var.backup_retention_days > 0 && floor(var.backup_retention_days) == var.backup_retention_days
-    error_message = "backup_retention_days must be a whole number > 0."
   }
 }
 

@@ -279,9 +279,10 @@ def _without_comments(value: Any) -> Any:
 
 def test_only_qdrant_may_write_backups(tf) -> None:
     """Least privilege: the backups bucket ARN appears only in the qdrant policy (and the
-    bucket's own configuration), and no tier may delete snapshots."""
+    bucket's own configuration), and no tier may erase a snapshot's history: qdrant deletes
+    (retention) only current versions of a versioned bucket."""
     documents = tf.resources("aws_iam_role_policy")
-    assert set(documents) == {"qdrant", "backend", "monitoring", "replication", "flow_logs"}
+    assert set(documents) == {"qdrant", "backend", "monitoring", "replication", "flow_logs", "edge_dns01"}
     for _, block in tf.blocks("data"):
         for kind, named in block.items():
             if kind != "aws_iam_policy_document":
@@ -291,7 +292,8 @@ def test_only_qdrant_may_write_backups(tf) -> None:
                 if "aws_s3_bucket.backups" in text and name not in ("tls_only", "access_logs"):
                     assert name == "qdrant", f"policy document {name} grants access to the backups bucket"
                 if name == "qdrant":
-                    assert "s3:DeleteObject" not in text
+                    assert "s3:DeleteObjectVersion" not in text
+                    assert "s3:PutLifecycleConfiguration" not in text
 
 
 def test_every_tier_gets_ssm(tf) -> None:

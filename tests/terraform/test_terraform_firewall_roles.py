@@ -36,6 +36,8 @@ def role_openings() -> dict[str, set[tuple[str, int, str]]]:
             ports = [v for k, v in defaults.items() if k.endswith("_port")]
         else:
             continue
+        # `all` (every inventory host) is every tier to the security groups.
+        sources = [g for s in sources for g in (sorted(GROUPS) if s == "all" else [s])]
         targets = [g for g in sorted(GROUPS) if role in site_roles([g], str(REPO / "site.yml"))]
         assert targets, f"roles/{role} opens ports but no tier playbook in site.yml runs it"
         openings[role] = {(to, int(port), src) for to in targets for port in ports for src in sources}

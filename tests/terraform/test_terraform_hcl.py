@@ -103,7 +103,7 @@ def test_every_variable_is_typed_and_described(tf) -> None:
         ("backend_count", [">= 1"]),
         ("qdrant_count", [">= 1"]),
         ("ollama_count", [">= 1"]),
-        ("backup_retention_days", ["> 0"]),
+        ("route53_zone_id", ["^Z[A-Z0-9]"]),
         ("noncurrent_version_retention_days", ["> 0"]),
         ("access_log_retention_days", ["> 0"]),
         ("replica_region", ["var.region"]),

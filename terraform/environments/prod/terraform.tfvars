@@ -36,9 +36,13 @@ qdrant_data_volume_size_gb    = 100
 qdrant_data_volume_iops       = 3000
 qdrant_data_volume_throughput = 125
 
-backup_retention_days             = 30
 noncurrent_version_retention_days = 30
 access_log_retention_days         = 365
 flow_log_retention_days           = 365
 
 enable_deletion_protection = true
+
+# Hosted zone of the public name the edges serve (both edges share it behind the NLB, so
+# certbot proves it with DNS-01: inventories/prod/group_vars/edge/nginx.yml). Set it to let
+# the edges write their _acme-challenge TXT records; empty grants no DNS permissions.
+route53_zone_id = ""

@@ -33,7 +33,6 @@ qdrant_data_volume_size_gb    = 30
 qdrant_data_volume_iops       = 3000
 qdrant_data_volume_throughput = 125
 
-backup_retention_days             = 7
 noncurrent_version_retention_days = 7
 access_log_retention_days         = 90
 flow_log_retention_days           = 365
@@ -42,3 +41,6 @@ flow_log_retention_days           = 365
 enable_deletion_protection = false
 kms_deletion_window_days    = 7
 secret_recovery_window_days = 0
+
+# Hosted zone of the staging public name, for the edges' DNS-01 challenge (see prod).
+route53_zone_id = ""
