@@ -1,0 +1,244 @@
+"""The backup program (roles/backup/files/querygpt_backup.py) against the Qdrant stand-in
+and moto's S3 server: upload layout and verification, failure handling and metrics,
+retention with an injected clock, and restores that refuse bad snapshots."""
+
+from __future__ import annotations
+
+import dataclasses
+import fcntl
+import hashlib
+import json
+import re
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+from backup_testkit import BUCKET, QdrantStandin, free_port
+
+NOW = datetime(2026, 11, 26, 2, 17, 0, tzinfo=timezone.utc)
+
+
+def metrics(config: Any) -> dict[str, float]:
+    text = (Path(config.textfile_dir) / "querygpt_backup.prom").read_text()
+    return {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
+            for line in text.splitlines() if line and not line.startswith("#")}
+
+
+def keys(s3: Any, config: Any) -> list[str]:
+    listing = s3.list_objects_v2(Bucket=BUCKET, Prefix=config.s3_prefix + "/")
+    return sorted(o["Key"] for o in listing.get("Contents", []))
+
+
+def test_backup_uploads_verified_snapshot_with_metadata(
+        qb: ModuleType, qdrant: QdrantStandin, s3: Any, config: Any, collection: str) -> None:
+    qdrant.make_collection(collection, 40)
+    assert qb.run_backup(config, now=NOW) == 0
+
+    key = f"{config.s3_prefix}/{collection}/20261126T021700Z.snapshot"
+    assert keys(s3, config) == [key]
+    obj = s3.get_object(Bucket=BUCKET, Key=key)
+    body = obj["Body"].read()
+    meta = obj["Metadata"]
+    assert meta["sha256"] == hashlib.sha256(body).hexdigest()
+    assert meta["size"] == str(len(body))
+    assert meta["collection"] == collection
+    assert meta["points-count"] == "40"
+    assert re.fullmatch(r"\d+\.\d+\.\d+", meta["qdrant-version"])
+    # the local snapshot is gone
+    assert qdrant.call("GET", f"/collections/{collection}/snapshots") == []
+
+    m = metrics(config)
+    assert m["querygpt_backup_last_run_success"] == 1
+    assert m[f'querygpt_backup_bytes{{collection="{collection}"}}'] == len(body)
+    assert m[f'querygpt_backup_last_success_timestamp_seconds{{collection="{collection}"}}'] > 0
+    assert m[f'querygpt_backup_failures_total{{collection="{collection}"}}'] == 0
+    assert m["querygpt_backup_last_run_timestamp_seconds"] > 0
+    assert "querygpt_backup_duration_seconds" in m
+    # atomic writes leave no temporary files behind
+    assert [p.name for p in Path(config.textfile_dir).iterdir()] == ["querygpt_backup.prom"]
+
+
+def test_s3_unreachable_fails_sets_metric_and_keeps_old_backups(
+        qb: ModuleType, qdrant: QdrantStandin, s3: Any, config: Any, collection: str) -> None:
+    qdrant.make_collection(collection, 10)
+    assert qb.run_backup(config, now=NOW - timedelta(days=1)) == 0
+    before = keys(s3, config)
+    good_ts = metrics(config)[f'querygpt_backup_last_success_timestamp_seconds{{collection="{collection}"}}']
+
+    dead = dataclasses.replace(config, s3_endpoint_url=f"http://127.0.0.1:{free_port()}")
+    assert qb.main(["--config", write_config(dead), "backup"]) == 1
+
+    m = metrics(config)
+    assert m["querygpt_backup_last_run_success"] == 0
+    assert m[f'querygpt_backup_failures_total{{collection="{collection}"}}'] == 1
+    # the last success stays what it was, so BackupStale keeps counting from it
+    assert m[f'querygpt_backup_last_success_timestamp_seconds{{collection="{collection}"}}'] == good_ts
+    assert keys(s3, config) == before
+    assert qdrant.call("GET", f"/collections/{collection}/snapshots") == []
+
+
+def test_qdrant_unreachable_counts_a_run_failure(qb: ModuleType, config: Any) -> None:
+    dead = dataclasses.replace(config, qdrant_url=f"http://127.0.0.1:{free_port()}")
+    assert qb.run_backup(dead, now=NOW) == 1
+    m = metrics(config)
+    assert m['querygpt_backup_failures_total{collection="_run"}'] == 1
+    assert m["querygpt_backup_last_run_success"] == 0
+
+
+def test_overlapping_run_is_refused(qb: ModuleType, config: Any) -> None:
+    path = write_config(config)
+    with open(config.lock_file, "a") as held:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        assert qb.main(["--config", path, "backup"]) == 75
+
+
+def write_config(config: Any) -> str:
+    path = Path(config.state_dir).parent / f"config-{id(config)}.json"
+    path.write_text(json.dumps(dataclasses.asdict(config)))
+    return str(path)
+
+
+# --------------------------------------------------------------------------- retention
+
+
+def backup(qb: ModuleType, age_days: float, good: bool = True, name: str = "c") -> Any:
+    taken = NOW - timedelta(days=age_days)
+    return qb.Backup(key=f"p/{name}/{taken:%Y%m%dT%H%M%SZ}.snapshot", collection=name, taken_at=taken,
+                     size=100, sha256="a" * 64 if good else "", meta_size=100 if good else -1)
+
+
+def test_retention_deletes_only_past_the_period(qb: ModuleType) -> None:
+    items = [backup(qb, d) for d in (0.5, 3, 6.9, 7.1, 10, 30)]
+    doomed = qb.retention_deletions(items, NOW, 7)
+    assert sorted(b.taken_at for b in doomed) == sorted(b.taken_at for b in items[3:])
+
+
+def test_retention_never_deletes_the_newest_good_copy(qb: ModuleType) -> None:
+    old_good = [backup(qb, d) for d in (20, 30, 40)]
+    newer_bad = [backup(qb, d, good=False) for d in (8, 9)]
+    doomed = qb.retention_deletions(old_good + newer_bad, NOW, 7)
+    kept = {b.key for b in old_good + newer_bad} - {b.key for b in doomed}
+    assert kept == {old_good[0].key}  # the newest good one, 20 days old
+
+
+def test_retention_keeps_recent_bad_copies_and_zero_disables(qb: ModuleType) -> None:
+    items = [backup(qb, 1, good=False), backup(qb, 2), backup(qb, 9)]
+    assert qb.retention_deletions(items, NOW, 7) == [items[2]]
+    assert qb.retention_deletions(items, NOW, 0) == []
+    assert qb.retention_deletions([], NOW, 7) == []
+
+
+def test_retention_in_s3_with_injected_time(
+        qb: ModuleType, qdrant: QdrantStandin, s3: Any, config: Any, collection: str) -> None:
+    qdrant.make_collection(collection, 5)
+    for days in (9, 8, 6, 1):  # four daily runs at the injected times
+        assert qb.run_backup(config, now=NOW - timedelta(days=days)) == 0
+    # the run "now" prunes everything older than 7 days: 9 and 8 go
+    assert qb.run_backup(config, now=NOW) == 0
+    stamps = [k.rsplit("/", 1)[1] for k in keys(s3, config)]
+    assert stamps == [f"{NOW - timedelta(days=d):%Y%m%dT%H%M%SZ}.snapshot" for d in (6, 1, 0)]
+    # weeks without a backup: the newest good copy survives alone
+    later = NOW + timedelta(days=40)
+    oldest_two = keys(s3, config)[:2]
+    assert qb.apply_retention(config, s3, collection, later) == oldest_two
+    assert [k.rsplit("/", 1)[1] for k in keys(s3, config)] == [f"{NOW:%Y%m%dT%H%M%SZ}.snapshot"]
+
+
+def test_foreign_objects_are_never_touched(qb: ModuleType, s3: Any, config: Any, collection: str) -> None:
+    foreign = f"{config.s3_prefix}/{collection}/notes.txt"
+    s3.put_object(Bucket=BUCKET, Key=foreign, Body=b"x")
+    assert qb.apply_retention(config, s3, collection, NOW + timedelta(days=400)) == []
+    assert keys(s3, config) == [foreign]
+
+
+# --------------------------------------------------------------------------- restore
+
+
+def test_restore_after_delete_gives_same_count_and_results(
+        qb: ModuleType, qdrant: QdrantStandin, config: Any, collection: str) -> None:
+    qdrant.make_collection(collection, 60)
+    before = (qdrant.count(collection), qdrant.top_k(collection))
+    assert qb.run_backup(config, now=NOW) == 0
+    qdrant.call("DELETE", f"/collections/{collection}")
+
+    result = qb.run_restore(config, collection)
+    assert result["restored_points"] == 60
+    assert (qdrant.count(collection), qdrant.top_k(collection)) == before
+    # the downloaded file is removed once Qdrant has recovered it
+    assert not list((qdrant.snapshots / "querygpt-restore").glob("*"))
+
+
+def test_restore_refuses_a_corrupted_object(
+        qb: ModuleType, qdrant: QdrantStandin, s3: Any, config: Any, collection: str) -> None:
+    qdrant.make_collection(collection, 20)
+    assert qb.run_backup(config, now=NOW) == 0
+    key = keys(s3, config)[0]
+    original = s3.get_object(Bucket=BUCKET, Key=key)
+    body = bytearray(original["Body"].read())
+    body[len(body) // 2] ^= 0xFF  # one flipped byte, same length, same metadata
+    s3.put_object(Bucket=BUCKET, Key=key, Body=bytes(body), Metadata=original["Metadata"])
+    qdrant.call("PUT", f"/collections/{collection}/points", params={"wait": "true"},
+                json={"points": [{"id": 999, "vector": [0.5] * 8, "payload": {}}]})
+
+    assert qb.main(["--config", write_config(config), "restore", "--collection", collection]) == 3
+    assert qdrant.count(collection) == 21  # untouched
+    assert not list((qdrant.snapshots / "querygpt-restore").glob("*"))
+
+
+def test_restore_refuses_another_minor_version(
+        qb: ModuleType, qdrant: QdrantStandin, s3: Any, config: Any, collection: str) -> None:
+    qdrant.make_collection(collection, 3)
+    assert qb.run_backup(config, now=NOW) == 0
+    key = keys(s3, config)[0]
+    meta = s3.head_object(Bucket=BUCKET, Key=key)["Metadata"]
+    running = meta["qdrant-version"].split(".")
+    meta["qdrant-version"] = f"{running[0]}.{int(running[1]) + 1}.0"
+    s3.copy_object(Bucket=BUCKET, Key=key, CopySource={"Bucket": BUCKET, "Key": key},
+                   Metadata=meta, MetadataDirective="REPLACE")
+    with pytest.raises(qb.RestoreRefused, match="same minor version"):
+        qb.run_restore(config, collection)
+
+
+def test_list_and_describe_change_nothing(
+        qb: ModuleType, qdrant: QdrantStandin, s3: Any, config: Any, collection: str,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    qdrant.make_collection(collection, 4)
+    assert qb.run_backup(config, now=NOW - timedelta(days=1)) == 0
+    assert qb.run_backup(config, now=NOW) == 0
+    before = keys(s3, config)
+    path = write_config(config)
+    capsys.readouterr()
+    assert qb.main(["--config", path, "list", "--json"]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert [b["key"] for b in listed] == before
+    assert all(b["good"] and b["points_count"] == 4 for b in listed)
+    assert qb.main(["--config", path, "describe", "--collection", collection]) == 0
+    assert json.loads(capsys.readouterr().out)["key"] == before[-1]
+    assert qb.main(["--config", path, "list"]) == 0
+    assert "COLLECTION" in capsys.readouterr().out
+    assert keys(s3, config) == before
+
+
+def test_bad_config_is_named(qb: ModuleType, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "c.json"
+    path.write_text(json.dumps({"qdrant_url": "http://x", "s3_bucket": "b", "typo": 1}))
+    assert qb.main(["--config", str(path), "check-config"]) == 2
+    assert "typo" in capsys.readouterr().err
+
+
+def test_an_unexpected_error_still_fails_the_run_and_counts(
+        qb: ModuleType, qdrant: QdrantStandin, config: Any, collection: str,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    qdrant.make_collection(collection, 2)
+
+    def broken(*args: Any, **kwargs: Any) -> Any:
+        raise KeyError("size")  # e.g. an unexpected API answer
+
+    monkeypatch.setattr(qb, "backup_collection", broken)
+    assert qb.run_backup(config, now=NOW) == 1
+    m = metrics(config)
+    assert m[f'querygpt_backup_failures_total{{collection="{collection}"}}'] == 1
+    assert m["querygpt_backup_last_run_success"] == 0
