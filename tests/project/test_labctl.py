@@ -9,7 +9,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "lab"))
 
-from labctl import fleet, image  # noqa: E402
+from labctl import fleet, image, secrets  # noqa: E402
 from labctl.cli import parse_recap  # noqa: E402
 
 RECAP = """\
@@ -46,3 +46,21 @@ def test_lab_inventory_hosts_fit_the_networks():
     hosts = fleet.hosts()
     assert {h.network for h in hosts} == {"az-a", "az-b"}
     assert len({h.address for h in hosts}) == len(hosts), "two lab hosts share an address"
+
+
+def test_lab_vault_gets_a_journal_ca_and_keeps_existing_values():
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+
+    current = {"vault_qdrant_api_key": "kept"}
+    added = secrets.add_missing_secrets(current)
+    assert current["vault_qdrant_api_key"] == "kept"
+    assert {"vault_journal_tls_ca_cert", "vault_journal_tls_ca_key", "vault_qdrant_read_only_api_key"} <= set(added)
+    cert = x509.load_pem_x509_certificate(current["vault_journal_tls_ca_cert"].encode())
+    key = serialization.load_pem_private_key(current["vault_journal_tls_ca_key"].encode(), password=None)
+    assert cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
+    assert cert.extensions.get_extension_for_class(x509.KeyUsage).value.key_cert_sign
+    assert cert.public_key().public_numbers() == key.public_key().public_numbers()
+    before = dict(current)
+    assert secrets.add_missing_secrets(current) == []
+    assert current == before, "a second `lab up` must not replace the CA (hosts trust it)"

@@ -1,0 +1,126 @@
+"""Central logs: journal-upload ships to journal-remote over mutual TLS, nothing else gets in."""
+
+from __future__ import annotations
+
+import base64
+import time
+import uuid
+
+import pytest
+
+testinfra_hosts = ["monitoring"]
+
+PORT = 19532
+TLS = "/etc/journal-tls"
+REMOTE_DIR = "/var/log/journal/remote"
+
+
+@pytest.fixture(scope="module")
+def address(host) -> str:
+    return host.ansible("setup", "filter=ansible_default_ipv4")["ansible_facts"]["ansible_default_ipv4"]["address"]
+
+
+def upload(host, address: str, message: str, client: str) -> str:
+    """HTTP status (000 = no HTTP answer) of one journal entry POSTed with curl as `client`."""
+    head = f"__REALTIME_TIMESTAMP={int(time.time() * 1e6)}\nSYSLOG_IDENTIFIER=qgpt-test\nMESSAGE={message}"
+    # Pad the message so base64 needs no '=' padding (the command then holds no '=').
+    entry = head + "." * (-(len(head) + 2) % 3) + "\n\n"
+    body = base64.b64encode(entry.encode()).decode()
+    result = host.run(
+        f"echo {body} | base64 -d | curl -sS -o /dev/null -w '%{{http_code}}' --max-time 10 {client}"
+        f" -H 'Content-Type: application/vnd.fdo.journal' --data-binary @- https://{address}:{PORT}/upload"
+    )
+    return (result.stdout.strip() or "000") + f" ({result.stderr.strip()})"
+
+
+def in_remote_journal(host, marker: str, timeout: int = 30) -> bool:
+    for _ in range(timeout):
+        if host.run(f"journalctl --directory={REMOTE_DIR} --no-pager -o cat | grep -q {marker}").rc == 0:
+            return True
+        time.sleep(1)
+    return False
+
+
+def test_both_ends_run(host):
+    for unit in ("systemd-journal-remote.socket", "systemd-journal-remote.service",
+                 "stunnel@journal-remote.service", "systemd-journal-upload.service"):
+        service = host.service(unit)
+        assert service.is_running, unit
+        assert service.is_enabled, unit
+
+
+def test_receiver_listens_on_the_private_address_only(host, address):
+    assert host.socket(f"tcp://{address}:{PORT}").is_listening
+    assert not host.socket(f"tcp://0.0.0.0:{PORT}").is_listening
+    # journal-remote itself speaks plain HTTP on loopback only, behind the TLS front.
+    assert host.socket("tcp://127.0.0.1:19533").is_listening
+    assert not host.socket(f"tcp://{address}:19533").is_listening
+
+
+def test_tls_front_is_sandboxed_and_unprivileged(host):
+    props = host.service("stunnel@journal-remote").systemd_properties
+    assert props["NoNewPrivileges"] == "yes" and props["ProtectSystem"] == "strict"
+    owner = host.check_output("ps -o user= -C stunnel4 | sort -u").split()
+    assert owner == ["stunnel4"], owner
+
+
+def test_host_key_is_private_and_certificate_is_signed_by_the_ca(host, address):
+    key = host.file(f"{TLS}/host.key")
+    assert (key.user, key.group, key.mode) == ("root", "journal-tls", 0o640)
+    host.run_expect([0], f"openssl verify -CAfile {TLS}/ca.pem {TLS}/host.pem")
+    text = host.check_output(f"openssl x509 -in {TLS}/host.pem -noout -text")
+    assert f"IP Address:{address}" in text
+    assert "TLS Web Server Authentication" in text and "TLS Web Client Authentication" in text
+
+
+def test_uploader_points_at_the_monitoring_host(host, address):
+    conf = host.file("/etc/systemd/journal-upload.conf.d/querygpt.conf").content_string
+    assert f"URL=https://{address}:{PORT}" in conf
+    assert f"TrustedCertificateFile={TLS}/ca.pem" in conf
+
+
+def test_a_logged_line_reaches_the_remote_journal(host):
+    marker = f"qgpt-molecule-{uuid.uuid4().hex}"
+    host.run_expect([0], f"logger -t qgpt-test {marker}")
+    assert in_remote_journal(host, marker), f"{marker} never reached {REMOTE_DIR}"
+
+
+def test_the_receiver_is_verified_by_the_ca(host, address):
+    """Server authentication: a client trusting another CA refuses the receiver."""
+    status = upload(host, address, "qgpt-untrusted-server", "--cacert /etc/ssl/certs/ca-certificates.crt")
+    assert status.startswith("000") and "certificate" in status.lower(), status
+
+
+def test_a_client_with_a_ca_signed_certificate_is_accepted(host, address):
+    """The control for the rejections below: the same request with the host's certificate."""
+    marker = f"qgpt-control-{uuid.uuid4().hex}"
+    status = upload(host, address, marker, f"--cacert {TLS}/ca.pem --cert {TLS}/host.pem --key {TLS}/host.key")
+    assert status.startswith("2"), f"the host's own CA-signed certificate was refused: {status}"
+    assert in_remote_journal(host, marker)
+
+
+def test_plain_http_is_rejected(host, address):
+    result = host.run(f"curl -sS -o /dev/null -w '%{{http_code}}' --max-time 5 -X POST http://{address}:{PORT}/upload")
+    assert result.stdout.strip() in ("000", "400"), f"plain HTTP got an answer: {result.stdout} {result.stderr}"
+
+
+def test_a_client_without_a_certificate_is_rejected(host, address):
+    marker = f"qgpt-nocert-{uuid.uuid4().hex}"
+    assert not upload(host, address, marker, f"--cacert {TLS}/ca.pem").startswith("2")
+    assert not in_remote_journal(host, marker, timeout=3)
+
+
+def test_a_client_with_a_self_signed_certificate_is_rejected(host, address):
+    marker = f"qgpt-rogue-{uuid.uuid4().hex}"
+    host.run_expect([0], (
+        "openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 1"
+        " -subj /CN=rogue -keyout /tmp/rogue.key -out /tmp/rogue.pem 2>/dev/null"
+    ))
+    assert not upload(host, address, marker, f"--cacert {TLS}/ca.pem --cert /tmp/rogue.pem --key /tmp/rogue.key").startswith("2")
+    assert not in_remote_journal(host, marker, timeout=3)
+
+
+def test_firewall_opens_19532_to_every_inventory_host(host, address):
+    opening = host.file("/etc/nftables.d/journal_remote.nft").content_string
+    assert "192.0.2.11" in opening and address in opening
+    assert f"dport {PORT}" in host.check_output("nft list chain inet host_firewall openings")
