@@ -16,17 +16,23 @@ import subprocess
 import time
 from pathlib import Path
 
+from . import promtools
 from .paths import CHECKOV_VENV, REPO, STATE, VENV
 from .run import LabError, run
 
 HOST_PACKAGES = [
     "docker.io", "debootstrap", "nginx", "iptables", "openssh-client", "zstd",
+    # The lab's UI test drives Debian's chromium through its matching chromedriver, and
+    # trusts the lab's ACME CA through an NSS database made with certutil.
+    "chromium", "chromium-driver", "libnss3-tools",
 ]
 # One executable per package, to tell whether it is installed without asking dpkg each time.
 PACKAGE_PROBES = {
     "docker.io": "/usr/sbin/dockerd", "debootstrap": "/usr/sbin/debootstrap",
     "nginx": "/usr/sbin/nginx", "iptables": "/usr/sbin/iptables",
     "openssh-client": "/usr/bin/ssh", "zstd": "/usr/bin/zstd",
+    "chromium": "/usr/bin/chromium", "chromium-driver": "/usr/bin/chromedriver",
+    "libnss3-tools": "/usr/bin/certutil",
 }
 
 NO_DOCKER_HELP = """\
@@ -120,6 +126,9 @@ def bootstrap() -> None:
     install_packages()
     ensure_docker()
     ensure_venvs()
+    # promtool/amtool for the alert-rule tests, unpacked from Debian's packages (installing
+    # them would start daemons on the controller).
+    promtools.ensure_promtools()
 
 
 def port_open(host: str, port: int) -> bool:

@@ -1,0 +1,166 @@
+"""Verify the prometheus_stack role on a converged monitoring host, read back live.
+
+The other groups hold inventory-only hosts (TEST-NET-1 addresses that never answer), so
+their targets are listed but down, and their alerts really fire and reach the lab webhook
+receiver that prepare.yml installed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[5] / "molecule" / "shared"))
+from nft_rules import rules_for_ports  # noqa: E402
+
+testinfra_hosts = ["monitoring"]
+# The monitoring host's inventory name (bin/test gives each scenario its own container).
+ME = os.environ.get("QGPT_MOLECULE_INSTANCE", "instance")
+
+SERVICES = ("prometheus", "prometheus-alertmanager", "prometheus-blackbox-exporter")
+ALERTS = {"InstanceDown", "ServiceDown", "EdgeHigh5xxRatio", "QueryLatencyP95High", "DiskWillFillIn24Hours",
+          "CertificateExpiringSoon", "BackupStale", "BackupFailed", "QdrantNotReady", "OllamaDown",
+          "TargetScrapeFailing"}
+
+
+@pytest.fixture(scope="module")
+def private_address(host):
+    facts = host.ansible("setup", "filter=ansible_default_ipv4", check=False)
+    return facts["ansible_facts"]["ansible_default_ipv4"]["address"]
+
+
+def get_json(host, url):
+    return json.loads(host.check_output(f"curl -sf --max-time 10 '{url}'"))
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_services_run_enabled_and_sandboxed(host, service):
+    unit = host.service(service)
+    assert unit.is_running and unit.is_enabled
+    props = unit.systemd_properties
+    assert props["User"] == "prometheus"
+    assert props["ProtectSystem"] == "strict"
+    assert props["NoNewPrivileges"] == "yes"
+    assert host.check_output(f"systemctl show {service} -p CapabilityBoundingSet --value").strip() == ""
+
+
+def test_listeners_private_or_loopback_only(host, private_address):
+    listening = {line.split()[3] for line in host.check_output("ss -Hltn").splitlines()}
+    assert f"{private_address}:9090" in listening
+    assert f"{private_address}:9093" in listening
+    assert "127.0.0.1:9115" in listening
+    for port in (9090, 9093, 9094, 9115):
+        assert not {a for a in listening if a.endswith(f":{port}")} - {
+            f"{private_address}:9090", f"{private_address}:9093", "127.0.0.1:9115"}, listening
+    # Alertmanager's HA gossip port is off
+    assert not any(a.endswith(":9094") for a in listening)
+
+
+def test_prometheus_args_from_the_role(host, private_address):
+    args = host.file("/etc/default/prometheus").content_string
+    assert f"--web.listen-address={private_address}:9090" in args
+    # side_effect.yml changed the retention from the default 15d
+    assert "--storage.tsdb.retention.time=30d" in args
+    assert "--storage.tsdb.path=/var/lib/prometheus/metrics2" in args
+
+
+def test_config_files_valid_and_protected(host):
+    assert host.run("promtool check config /etc/prometheus/prometheus.yml").rc == 0
+    assert host.run("promtool check rules /etc/prometheus/rules/querygpt.yml").rc == 0
+    assert host.run("amtool check-config /etc/prometheus/alertmanager.yml").rc == 0
+    for path in ("/etc/prometheus/alertmanager.yml", "/etc/prometheus/qdrant-api-key"):
+        f = host.file(path)
+        assert (f.user, f.group, f.mode) == ("root", "prometheus", 0o640), path
+    assert host.file("/etc/prometheus/qdrant-api-key").content_string == "molecule-test-qdrant-key"
+
+
+def test_every_alert_rule_is_loaded_with_a_runbook(host, private_address):
+    rules = get_json(host, f"http://{private_address}:9090/api/v1/rules?type=alert")["data"]["groups"]
+    loaded = {r["name"]: r for g in rules for r in g["rules"]}
+    assert set(loaded) == ALERTS
+    for name, rule in loaded.items():
+        assert rule["annotations"]["runbook_url"].endswith(f"docs/runbooks/alerts.md#{name.lower()}")
+        assert rule["duration"] == 10  # the scenario's short `for:`
+
+
+def _targets(host, address):
+    return get_json(host, f"http://{address}:9090/api/v1/targets?state=active")["data"]["activeTargets"]
+
+
+def test_targets_come_from_the_inventory_with_tier_az_env(host, private_address):
+    targets = _targets(host, private_address)
+    by_job: dict[str, dict[str, dict]] = {}
+    for t in targets:
+        by_job.setdefault(t["labels"]["job"], {})[t["labels"]["instance"]] = t
+    assert set(by_job["node"]) == {ME, "bastion-fake", "edge-fake-a", "edge-fake-b", "backend-fake",
+                                   "qdrant-fake", "ollama-fake"}
+    edge_b = by_job["node"]["edge-fake-b"]
+    assert edge_b["scrapeUrl"] == "http://192.0.2.80:9100/metrics"
+    assert {k: edge_b["labels"][k] for k in ("tier", "az", "env")} == {"tier": "edge", "az": "az-b", "env": "molecule"}
+    assert by_job["node"]["qdrant-fake"]["labels"]["az"] == "eu-central-1a"
+    assert set(by_job["nginx"]) == {"edge-fake-a", "edge-fake-b"}
+    assert by_job["backend"]["backend-fake"]["scrapeUrl"] == "http://192.0.2.21:8000/metrics"
+    assert by_job["qdrant"]["qdrant-fake"]["scrapeUrl"] == "http://192.0.2.30:6333/metrics"
+    probe = by_job["probe_ollama"]["ollama-fake"]
+    assert probe["scrapeUrl"].startswith("http://127.0.0.1:9115/probe?")
+    assert "target=http%3A%2F%2F192.0.2.81%3A11434%2Fapi%2Fversion" in probe["scrapeUrl"]
+    assert set(by_job["probe_edge_api"]) == {"edge-fake-a", "edge-fake-b"}
+    assert by_job["prometheus"][ME]["labels"]["tier"] == "monitoring"
+
+
+def test_self_monitoring_targets_are_up(host, private_address):
+    up = {t["labels"]["job"]: t["health"] for t in _targets(host, private_address)
+          if t["labels"]["instance"] == ME}
+    # node_exporter is not part of this role (roles/node_exporter): only its own daemons here
+    assert {up[j] for j in ("prometheus", "alertmanager", "blackbox_exporter")} == {"up"}, up
+
+
+def test_alertmanager_loaded_the_receivers(host, private_address):
+    status = get_json(host, f"http://{private_address}:9093/api/v2/status")
+    config = status["config"]["original"]
+    assert "http://127.0.0.1:9099/alerts" in config
+    assert "slack_configs" in config
+    assert re.search(r"group_by:\s*\n\s*- alertname\s*\n\s*- env\s*\n\s*- tier", config), config
+    assert "InstanceDown" in config  # the inhibition
+
+
+def test_an_alert_reaches_the_webhook_receiver(host):
+    # The fake hosts never answer: InstanceDown (for: 10s) must be delivered end to end.
+    deadline = time.time() + 120
+    names: set[str] = set()
+    while time.time() < deadline:
+        received = get_json(host, "http://127.0.0.1:9099/alerts")
+        names = {a["labels"]["alertname"] for r in received for a in r["payload"]["alerts"]}
+        if any(a["labels"]["alertname"] == "InstanceDown" and a["labels"]["instance"] == "edge-fake-a"
+               for r in received for a in r["payload"]["alerts"]):
+            break
+        time.sleep(5)
+    assert "InstanceDown" in names, names
+    down = [a for r in received for a in r["payload"]["alerts"]
+            if a["labels"]["alertname"] == "InstanceDown" and a["labels"]["instance"] == "edge-fake-a"]
+    assert down, names
+    assert {k: down[0]["labels"][k] for k in ("tier", "az", "env", "severity")} == {
+        "tier": "edge", "az": "az-a", "env": "molecule", "severity": "critical"}
+    assert down[0]["annotations"]["runbook_url"].endswith("#instancedown")
+
+
+def test_firewall_opens_prometheus_and_alertmanager_to_the_bastion_only(host):
+    rules = rules_for_ports(host, {9090, 9093})
+    assert rules == [({9090, 9093}, {"192.0.2.10"}, "openings")], rules
+
+
+def test_argument_change_restarted_prometheus_receiver_change_only_reloaded_alertmanager(host, private_address):
+    record = json.loads(host.file("/var/tmp/molecule-prometheus-stack-restart.json").content_string)
+    before, after = record["before"], record["after"]
+    assert before["prometheus"] != after["prometheus"]
+    assert before["prometheus-alertmanager"] == after["prometheus-alertmanager"]
+    # the idempotence run that followed restarted nothing
+    assert host.service("prometheus").systemd_properties["InvocationID"] == after["prometheus"]
+    config = get_json(host, f"http://{private_address}:9093/api/v2/status")["config"]["original"]
+    assert "#molecule-changed" in config

@@ -1,0 +1,159 @@
+"""The monitoring configuration, checked with Prometheus's and Alertmanager's own tools.
+
+The role's templates are rendered on the controller as the role renders them (render.yml:
+same defaults, vars, filter plugin and template module) against a lab-shaped inventory,
+then checked with promtool/amtool of Debian 12's packages, unpacked into .cache/tools by
+lab/labctl/promtools.py (never installed: the package would start a daemon).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+HERE = Path(__file__).resolve().parent
+ROLE = REPO / "roles" / "prometheus_stack"
+RULE_TESTS = ROLE / "files" / "rule_tests"
+sys.path.insert(0, str(REPO))
+
+from lab.labctl.promtools import ensure_promtools  # noqa: E402
+
+RECEIVERS = {
+    "prometheus_stack_alertmanager_webhook_urls": ["http://127.0.0.1:9099/alerts"],
+    "prometheus_stack_alertmanager_email_to": ["oncall@example.com"],
+    "prometheus_stack_alertmanager_email_smarthost": "smtp.example.com:587",
+    "prometheus_stack_alertmanager_email_username": "alertmanager",
+    "prometheus_stack_alertmanager_email_password": "test-password",
+    "prometheus_stack_alertmanager_slack_api_url": "https://hooks.slack.com/services/T000/B000/XXXX",
+}
+
+
+@pytest.fixture(scope="module")
+def tools() -> dict[str, Path]:
+    return ensure_promtools()
+
+
+@pytest.fixture(scope="module")
+def rendered(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("prometheus_stack")
+    (out / "qdrant-api-key").write_text("test-key")
+    extra = dict(
+        RECEIVERS,
+        render_dir=str(out),
+        prometheus_stack_bind_address="10.42.1.40",
+        prometheus_stack_qdrant_api_key="test-key",
+        prometheus_stack_extra_scrape_configs=[{"job_name": "extra", "static_configs": [{"targets": ["10.0.0.9:9999"]}]}],
+        _prometheus_stack_rules_dir=str(out / "rules"),
+        _prometheus_stack_qdrant_credentials_file=str(out / "qdrant-api-key"),
+    )
+    env = dict(os.environ, ANSIBLE_CONFIG=str(REPO / "ansible.cfg"), ANSIBLE_STDOUT_CALLBACK="ansible.builtin.default", ANSIBLE_CALLBACKS_ENABLED="ansible.builtin.timer",
+               ANSIBLE_FACT_CACHING="memory")
+    proc = subprocess.run(
+        [str(Path(sys.executable).parent / "ansible-playbook"), str(HERE / "render.yml"), "-i", str(HERE / "inventory.yml"),
+         "-e", json.dumps(extra)],
+        cwd=REPO, env=env, capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
+    return out
+
+
+def run(cmd: list, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([str(c) for c in cmd], cwd=cwd, capture_output=True, text=True, check=False, timeout=60)
+
+
+def test_rules_pass_promtool_check(tools, rendered):
+    proc = run([tools["promtool"], "check", "rules", rendered / "rules" / "alerts.yml"])
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "SUCCESS: 11 rules found" in proc.stdout
+
+
+def test_rule_unit_tests_pass(tools, rendered, tmp_path):
+    shutil.copy(rendered / "rules" / "alerts.yml", tmp_path / "alerts.yml")
+    for test in sorted(RULE_TESTS.glob("*_test.yml")):
+        shutil.copy(test, tmp_path / test.name)
+        proc = run([tools["promtool"], "test", "rules", test.name], cwd=tmp_path)
+        assert proc.returncode == 0, f"{test.name}:\n{proc.stdout}{proc.stderr}"
+
+
+def test_every_alert_has_a_runbook_section_and_tests_that_fire_and_do_not(rendered):
+    rules = yaml.safe_load((rendered / "rules" / "alerts.yml").read_text())
+    alerts = [r for g in rules["groups"] for r in g["rules"] if "alert" in r]
+    runbook = (REPO / "docs" / "runbooks" / "alerts.md").read_text()
+    anchors = {re.sub(r"[^a-z0-9 -]", "", h.lower()).replace(" ", "-") for h in re.findall(r"^## (.+)$", runbook, re.M)}
+    fired: dict[str, int] = {}
+    quiet: dict[str, int] = {}
+    for test in RULE_TESTS.glob("*_test.yml"):
+        for case in yaml.safe_load(test.read_text())["tests"]:
+            for check in case.get("alert_rule_test", []):
+                bucket = fired if check.get("exp_alerts") else quiet
+                bucket[check["alertname"]] = bucket.get(check["alertname"], 0) + 1
+    for rule in alerts:
+        name = rule["alert"]
+        assert rule["labels"]["severity"] in {"critical", "warning"}, name
+        url = rule["annotations"]["runbook_url"]
+        assert url.endswith(f"docs/runbooks/alerts.md#{name.lower()}"), url
+        assert name.lower() in anchors, f"docs/runbooks/alerts.md has no section '## {name}'"
+        assert fired.get(name), f"no promtool test makes {name} fire"
+        assert quiet.get(name), f"no promtool test checks {name} stays quiet"
+
+
+def test_prometheus_config_passes_promtool(tools, rendered):
+    proc = run([tools["promtool"], "check", "config", rendered / "prometheus.yml"])
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_alertmanager_config_with_every_receiver_passes_amtool(tools, rendered):
+    proc = run([tools["amtool"], "check-config", rendered / "alertmanager.yml"])
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    config = yaml.safe_load((rendered / "alertmanager.yml").read_text())
+    receiver = config["receivers"][0]
+    assert receiver["webhook_configs"][0]["url"] == "http://127.0.0.1:9099/alerts"
+    assert receiver["email_configs"][0]["to"] == "oncall@example.com"
+    assert receiver["slack_configs"][0]["api_url"].startswith("https://hooks.slack.com/")
+    assert config["global"]["smtp_auth_password"] == "test-password"
+    assert config["route"]["group_by"] == ["alertname", "env", "tier"]
+    assert any(r["source_matchers"] == ['alertname="InstanceDown"'] for r in config["inhibit_rules"])
+
+
+def _job(config: dict, name: str) -> dict:
+    return next(j for j in config["scrape_configs"] if j["job_name"] == name)
+
+
+def test_targets_and_labels_come_from_the_inventory(rendered):
+    config = yaml.safe_load((rendered / "prometheus.yml").read_text())
+    node = _job(config, "node")["static_configs"]
+    assert [c["targets"] for c in node] == [["10.42.1.10:9100"], ["10.42.1.20:9100"], ["10.42.2.20:9100"],
+                                            ["10.42.1.21:9100"], ["10.42.2.21:9100"], ["10.42.1.30:9100"],
+                                            ["10.42.2.30:9100"], ["10.42.1.40:9100"]]
+    assert node[2]["labels"] == {"instance": "edge-b", "tier": "edge", "az": "az-b", "env": "lab"}
+    assert [c["targets"] for c in _job(config, "nginx")["static_configs"]] == [["10.42.1.20:9113"], ["10.42.2.20:9113"]]
+    assert [c["targets"] for c in _job(config, "backend")["static_configs"]] == [["10.42.1.21:8000"], ["10.42.2.21:8000"]]
+    qdrant = _job(config, "qdrant")
+    assert qdrant["authorization"] == {"type": "Bearer", "credentials_file": str(rendered / "qdrant-api-key")}
+    assert qdrant["static_configs"][0]["targets"] == ["10.42.1.30:6333"]
+    probes = {name: _job(config, name) for name in ("probe_edge_https", "probe_edge_api", "probe_qdrant", "probe_ollama")}
+    assert probes["probe_edge_api"]["static_configs"][1]["targets"] == ["https://10.42.2.20/api/health"]
+    assert probes["probe_qdrant"]["static_configs"][0]["targets"] == ["http://10.42.1.30:6333/readyz"]
+    assert probes["probe_ollama"]["static_configs"][0]["targets"] == ["http://10.42.2.30:11434/api/version"]
+    assert probes["probe_ollama"]["static_configs"][0]["labels"]["tier"] == "ollama"
+    for job in probes.values():
+        assert job["relabel_configs"][-1]["replacement"] == "127.0.0.1:9115"
+    assert config["alerting"]["alertmanagers"][0]["static_configs"][0]["targets"] == ["10.42.1.40:9093"]
+    assert _job(config, "extra")["static_configs"] == [{"targets": ["10.0.0.9:9999"]}]
+
+
+def test_daemons_listen_on_the_private_address(rendered):
+    prometheus = (rendered / "prometheus.default").read_text()
+    assert "--web.listen-address=10.42.1.40:9090" in prometheus
+    assert "--storage.tsdb.retention.time=15d" in prometheus
+    alertmanager = (rendered / "prometheus-alertmanager.default").read_text()
+    assert "--web.listen-address=10.42.1.40:9093" in alertmanager
+    assert '--cluster.listen-address="' in alertmanager
