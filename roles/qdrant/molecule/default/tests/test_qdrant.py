@@ -6,8 +6,13 @@ tests check what the role controls: install layout, sandbox, binding, keys, fire
 
 import json
 import re
+import sys
+from pathlib import Path
 
 import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[5] / "molecule" / "shared"))
+from nft_rules import rules_for_ports  # noqa: E402
 
 # The inventory also holds backend-fake and monitoring-fake: firewall sources, never created.
 testinfra_hosts = ["qdrant"]
@@ -136,33 +141,8 @@ def test_api_keys_enforced(host, private_address):
     assert http_status(host, "GET", f"{base}/collections", key=FULL_KEY) == 200
 
 
-def _port_rules(host):
-    """(ports, source addresses) of every rule in our table that matches a qdrant port."""
-    ruleset = json.loads(host.check_output("nft -j list table inet host_firewall"))
-    found = []
-    for item in ruleset["nftables"]:
-        rule = item.get("rule")
-        if not rule:
-            continue
-        ports, sources = set(), set()
-        for expr in rule["expr"]:
-            match = expr.get("match")
-            if not match:
-                continue
-            field = match["left"].get("payload", {}).get("field")
-            right = match["right"]
-            values = right["set"] if isinstance(right, dict) and "set" in right else [right]
-            if field == "dport":
-                ports.update(v for v in values if isinstance(v, int))
-            elif field == "saddr":
-                sources.update(v for v in values if isinstance(v, str))
-        if ports & set(PORTS):
-            found.append((ports, sources, rule["chain"]))
-    return found
-
-
 def test_firewall_opens_ports_to_backend_and_monitoring_only(host):
-    rules = _port_rules(host)
+    rules = rules_for_ports(host, set(PORTS))
     assert rules, "no rule for 6333/6334 in inet host_firewall"
     for ports, sources, chain in rules:
         assert chain == "openings"
