@@ -1,0 +1,291 @@
+"""Backups on the lab: the drill and the failure cases, against the running lab.
+
+The qdrant host backs up to the lab's S3 endpoint (moto on s3-1, lab/playbooks/prepare_s3.yml).
+The drill indexes documents through the backend, backs up, then (1) deletes the collection and
+(2), separately, wipes the whole Qdrant host (service data, backup program, config, state,
+schedule) and re-applies only the qdrant role, as for a fresh host; each time it restores with
+playbooks/runbooks/restore_qdrant.yml and compares the point count and the top-k of fixed
+queries with what they were before. Failure cases: S3 unreachable (exit 1, failure metric,
+older backups untouched), a corrupted object (the runbook refuses it), retention with an
+injected clock. The module leaves the lab converged (playbooks/backup.yml at the end).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import subprocess
+import textwrap
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import yaml
+
+from conftest import REPO, Lab, ansible_env
+
+PROGRAM = "/usr/local/bin/querygpt-backup"
+METRICS = "/var/lib/prometheus/node-exporter/querygpt_backup.prom"
+SCHEMA = [
+    "Inventory database schema",
+    "CREATE TABLE products (sku TEXT PRIMARY KEY, title TEXT, price NUMERIC);",
+    "CREATE TABLE stock (sku TEXT REFERENCES products, warehouse TEXT, quantity INT);",
+    "CREATE TABLE warehouses (warehouse TEXT PRIMARY KEY, city TEXT);",
+]
+
+
+@pytest.fixture(scope="module")
+def vault() -> dict:
+    out = subprocess.run([".venv/bin/ansible-vault", "view", "inventories/lab/group_vars/all/vault.yml"],
+                         cwd=REPO, env=ansible_env(), capture_output=True, text=True, check=True).stdout
+    return yaml.safe_load(out)
+
+
+def playbook(path: str, *extra: str, timeout: int = 600) -> subprocess.CompletedProcess:
+    return subprocess.run([str(REPO / ".venv/bin/ansible-playbook"), "-i", "inventories/lab", path, *extra],
+                          cwd=REPO, env=ansible_env(), capture_output=True, text=True, timeout=timeout,
+                          check=False)
+
+
+def sudo_python(lab: Lab, host: str, script: str, timeout: int = 120) -> subprocess.CompletedProcess:
+    """Run a Python script as root on a lab host (base64 keeps quoting out of the way)."""
+    encoded = base64.b64encode(textwrap.dedent(script).encode()).decode()
+    return lab.ssh(host, f"echo {encoded} | base64 -d | sudo python3 -", timeout=timeout)
+
+
+class Qdrant:
+    """Qdrant's REST API, called from the qdrant host itself (it binds the private address)."""
+
+    def __init__(self, lab: Lab, key: str) -> None:
+        self.lab = lab
+        self.host = lab.groups["qdrant"][0]
+        self.url = f"http://{lab.address(self.host)}:6333"
+        self.key = key
+
+    def call(self, method: str, path: str, body: Any = None, timeout: int = 60) -> Any:
+        data = f"-H 'Content-Type: application/json' -d '{json.dumps(body)}'" if body is not None else ""
+        out = self.lab.ssh(self.host, f"curl -s -X {method} -H 'api-key: {self.key}' {data} {self.url}{path}",
+                           timeout=timeout)
+        return json.loads(out.stdout)
+
+    def collections(self) -> list[str]:
+        return sorted(c["name"] for c in self.call("GET", "/collections")["result"]["collections"])
+
+    def count(self, collection: str) -> int:
+        return int(self.call("POST", f"/collections/{collection}/points/count", {"exact": True})["result"]["count"])
+
+    def fingerprint(self, collection: str) -> dict[str, Any]:
+        """Point count and the top-5 (id, score) of fixed queries: the vectors of the first points."""
+        points = self.call("POST", f"/collections/{collection}/points/scroll",
+                           {"limit": 3, "with_vector": True, "with_payload": False})["result"]["points"]
+        tops = []
+        for point in sorted(points, key=lambda p: str(p["id"])):
+            hits = self.call("POST", f"/collections/{collection}/points/query",
+                             {"query": point["vector"], "limit": 5})["result"]["points"]
+            tops.append([(str(h["id"]), round(h["score"], 5)) for h in hits])
+        return {"count": self.count(collection), "top_k": tops}
+
+
+@pytest.fixture(scope="module")
+def qdrant(lab: Lab, vault: dict) -> Qdrant:
+    return Qdrant(lab, vault["vault_qdrant_api_key"])
+
+
+def upload_schema(lab: Lab, collection: str, tmp_path_factory: pytest.TempPathFactory) -> None:
+    from reportlab.lib.pagesizes import A4
+    from reportlab.pdfgen import canvas
+
+    path = tmp_path_factory.mktemp("pdf") / "backup-schema.pdf"
+    pdf = canvas.Canvas(str(path), pagesize=A4)
+    for page in range(3):  # a few pages: a few chunks
+        y = 800
+        for line in SCHEMA:
+            pdf.drawString(40, y, f"{line} (part {page + 1})")
+            y -= 18
+        pdf.showPage()
+    pdf.save()
+    edge, backend = lab.groups["edge"][0], lab.groups["backend"][0]
+    subprocess.run(["docker", "cp", str(path), f"qgpt-lab-{edge}:/tmp/backup-schema.pdf"], check=True)
+    upload = lab.exec(edge, (
+        f"curl -s -F 'pdf_file=@/tmp/backup-schema.pdf;type=application/pdf' -F collection_name={collection} "
+        f"http://{lab.address(backend)}:8000/upload"
+    ), timeout=180)
+    assert json.loads(upload.stdout).get("chunks", 0) > 0, upload.stdout
+
+
+def backup_now(lab: Lab, *args: str) -> subprocess.CompletedProcess:
+    return lab.ssh(lab.groups["qdrant"][0], f"sudo {PROGRAM} {' '.join(args)} backup", timeout=300)
+
+
+def list_backups(lab: Lab, collection: str | None = None) -> list[dict[str, Any]]:
+    extra = f" --collection {collection}" if collection else ""
+    out = lab.ssh(lab.groups["qdrant"][0], f"sudo {PROGRAM} list --json{extra}", timeout=60)
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout)
+
+
+def metrics(lab: Lab) -> dict[str, float]:
+    text = lab.ssh(lab.groups["qdrant"][0], f"cat {METRICS}").stdout
+    return {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
+            for line in text.splitlines() if line and not line.startswith("#")}
+
+
+def restore(lab: Lab, collection: str, snapshot: str = "") -> subprocess.CompletedProcess:
+    return playbook("playbooks/runbooks/restore_qdrant.yml", "-e", f"restore_host={lab.groups['qdrant'][0]}",
+                    "-e", f"restore_collection={collection}", "-e", f"restore_snapshot={snapshot}")
+
+
+@pytest.fixture(scope="module")
+def indexed(lab: Lab, qdrant: Qdrant, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    """A collection indexed through the backend, backed up; its fingerprint before anything."""
+    collection = f"lab_backup_{uuid.uuid4().hex[:8]}"
+    upload_schema(lab, collection, tmp_path_factory)
+    before = qdrant.fingerprint(collection)
+    assert before["count"] > 0
+    run = backup_now(lab)
+    assert run.returncode == 0, run.stderr
+    yield {"collection": collection, "before": before}
+    # leave the lab as converged: the schedule, program and config of the backup role
+    playbook("playbooks/backup.yml", "--limit", lab.groups["qdrant"][0])
+    qdrant.call("DELETE", f"/collections/{collection}")
+
+
+def test_backup_objects_and_metrics(lab: Lab, indexed: dict[str, Any]) -> None:
+    backups = list_backups(lab, indexed["collection"])
+    assert backups and backups[-1]["good"]
+    newest = backups[-1]
+    assert newest["key"].startswith(f"lab/qdrant/{indexed['collection']}/")
+    assert newest["points_count"] == indexed["before"]["count"]
+    m = metrics(lab)
+    assert m["querygpt_backup_last_run_success"] == 1
+    assert m[f'querygpt_backup_last_success_timestamp_seconds{{collection="{indexed["collection"]}"}}'] > 0
+    cron = lab.ssh(lab.groups["qdrant"][0], "cat /etc/cron.d/querygpt-backup").stdout
+    assert "querygpt-backup --log-format journal backup" in cron
+
+
+def test_drill_delete_the_collection_and_restore(lab: Lab, qdrant: Qdrant, indexed: dict[str, Any]) -> None:
+    collection = indexed["collection"]
+    qdrant.call("DELETE", f"/collections/{collection}")
+    assert collection not in qdrant.collections()
+    run = restore(lab, collection)
+    assert run.returncode == 0, run.stdout[-3000:]
+    assert qdrant.fingerprint(collection) == indexed["before"]
+
+
+def test_restore_refuses_a_corrupted_object(lab: Lab, qdrant: Qdrant, indexed: dict[str, Any]) -> None:
+    collection = indexed["collection"]
+    good = list_backups(lab, collection)[-1]
+    corrupt_key = good["key"].rsplit("/", 1)[0] + "/20000101T000000Z.snapshot"
+    # same metadata (sha256, size), one byte flipped; dated long ago so "latest" stays the good one
+    copy = sudo_python(lab, lab.groups["qdrant"][0], f"""
+        from importlib.machinery import SourceFileLoader
+        qb = SourceFileLoader("qb", "{PROGRAM}").load_module()
+        config = qb.Config.load("/etc/querygpt/backup.json")
+        s3 = qb.s3_client(config)
+        obj = s3.get_object(Bucket=config.s3_bucket, Key="{good['key']}")
+        body = bytearray(obj["Body"].read())
+        body[len(body) // 2] ^= 0xFF
+        s3.put_object(Bucket=config.s3_bucket, Key="{corrupt_key}", Body=bytes(body), Metadata=obj["Metadata"])
+    """)
+    assert copy.returncode == 0, copy.stderr
+    try:
+        qdrant.call("PUT", f"/collections/{collection}/points?wait=true",
+                    {"points": [{"id": str(uuid.uuid4()), "vector": qdrant.call(
+                        "POST", f"/collections/{collection}/points/scroll",
+                        {"limit": 1, "with_vector": True})["result"]["points"][0]["vector"], "payload": {}}]})
+        count = qdrant.count(collection)
+        run = restore(lab, collection, corrupt_key)
+        assert run.returncode != 0
+        assert "checksum mismatch" in run.stdout + run.stderr
+        assert qdrant.count(collection) == count  # untouched
+    finally:
+        sudo_python(lab, lab.groups["qdrant"][0], f"""
+            from importlib.machinery import SourceFileLoader
+            qb = SourceFileLoader("qb", "{PROGRAM}").load_module()
+            config = qb.Config.load("/etc/querygpt/backup.json")
+            qb.s3_client(config).delete_object(Bucket=config.s3_bucket, Key="{corrupt_key}")
+        """)
+        assert restore(lab, collection).returncode == 0  # back to the backed-up state
+
+
+def test_s3_unreachable_fails_and_keeps_older_backups(lab: Lab, indexed: dict[str, Any]) -> None:
+    host = lab.groups["qdrant"][0]
+    before = list_backups(lab)
+    failures_key = f'querygpt_backup_failures_total{{collection="{indexed["collection"]}"}}'
+    failures = metrics(lab).get(failures_key, 0)
+    # the same config with the endpoint pointing at a closed port
+    make = sudo_python(lab, host, """
+        import json
+        c = json.load(open("/etc/querygpt/backup.json"))
+        c.update(s3_endpoint_url="http://127.0.0.1:9", s3_max_attempts=1, s3_connect_timeout=2)
+        with open("/root/backup-unreachable.json", "w") as out:
+            json.dump(c, out)
+    """)
+    assert make.returncode == 0, make.stderr
+    try:
+        run = lab.ssh(host, f"sudo {PROGRAM} --config /root/backup-unreachable.json backup", timeout=300)
+        assert run.returncode == 1, run.stderr
+        m = metrics(lab)
+        assert m["querygpt_backup_last_run_success"] == 0
+        assert m[failures_key] == failures + 1
+        assert list_backups(lab) == before
+        # no local snapshot left behind
+        assert lab.ssh(host, "sudo find /var/lib/qdrant/snapshots -name '*.snapshot'").stdout.strip() == ""
+    finally:
+        lab.ssh(host, "sudo rm -f /root/backup-unreachable.json")
+        assert backup_now(lab).returncode == 0  # BackupFailed clears again
+
+
+def test_retention_with_an_injected_clock(lab: Lab) -> None:
+    """Eight daily backups dated by key; at 'now' + 40 days only the newest good one stays."""
+    script = f"""
+        import json
+        from datetime import datetime, timedelta, timezone
+        from importlib.machinery import SourceFileLoader
+        qb = SourceFileLoader("qb", "{PROGRAM}").load_module()
+        config = qb.Config.load("/etc/querygpt/backup.json")
+        config.s3_prefix = "lab-retention-test/{uuid.uuid4().hex[:8]}"
+        s3 = qb.s3_client(config)
+        now = datetime(2026, 1, 10, 2, 17, tzinfo=timezone.utc)
+        meta = {{"sha256": "a" * 64, "size": "1"}}
+        for days in range(8):
+            key = qb.backup_key(config, "c", now - timedelta(days=days))
+            s3.put_object(Bucket=config.s3_bucket, Key=key, Body=b"x", Metadata=meta)
+        first = qb.apply_retention(config, s3, "c", now)
+        left = [b.key for b in qb.list_backups(config, s3, "c")]
+        later = qb.apply_retention(config, s3, "c", now + timedelta(days=40))
+        final = [b.key for b in qb.list_backups(config, s3, "c")]
+        for key in final:
+            s3.delete_object(Bucket=config.s3_bucket, Key=key)
+        print(json.dumps({{"first": first, "left": left, "later": later, "final": final}}))
+    """
+    out = sudo_python(lab, lab.groups["qdrant"][0], script)
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout)
+    assert len(result["first"]) == 0  # 0..7 days old: all within 7 days (7 days exactly is kept)
+    assert len(result["left"]) == 8
+    assert len(result["later"]) == 7
+    assert result["final"] == [result["left"][-1]]  # the newest good copy, 40 days old
+
+
+def test_drill_wipe_the_qdrant_host_and_restore_everything(
+        lab: Lab, qdrant: Qdrant, indexed: dict[str, Any]) -> None:
+    host = lab.groups["qdrant"][0]
+    assert backup_now(lab).returncode == 0
+    collections = qdrant.collections()
+    fingerprints = {c: qdrant.fingerprint(c) for c in collections}
+    # Wipe: the service's data, and everything the backup role put there.
+    wipe = lab.ssh(host, "sudo systemctl stop qdrant && sudo rm -rf /var/lib/qdrant/storage /var/lib/qdrant/snapshots "
+                   f"{PROGRAM} /etc/querygpt /var/lib/querygpt-backup /etc/cron.d/querygpt-backup {METRICS}",
+                   timeout=120)
+    assert wipe.returncode == 0, wipe.stderr
+    # A fresh host: only the qdrant role (the data tier playbook) before the restore.
+    data = playbook("playbooks/data.yml", "--limit", host)
+    assert data.returncode == 0, data.stdout[-3000:]
+    assert qdrant.collections() == []
+    for collection in collections:
+        run = restore(lab, collection)
+        assert run.returncode == 0, f"{collection}: {run.stdout[-3000:]}"
+    assert qdrant.collections() == collections
+    assert {c: qdrant.fingerprint(c) for c in collections} == fingerprints

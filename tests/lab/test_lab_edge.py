@@ -1,0 +1,227 @@
+"""The whole path on the lab, through the edges, as a user reaches it.
+
+HTTPS to each edge by its server name, verified against the lab ACME server's (pebble's)
+root: the certificate is a real one certbot obtained over HTTP-01. Uploads and questions go
+through `/api/`; the UI test drives Debian's chromium against the same edge.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+import urllib3
+from reportlab.lib.pagesizes import A4
+from reportlab.pdfgen import canvas
+
+SCHEMA = [
+    "CREATE TABLE customers (customer_id INT PRIMARY KEY, name TEXT, country TEXT);",
+    "CREATE TABLE orders (order_id INT PRIMARY KEY, customer_id INT REFERENCES customers,",
+    "    ordered_at TIMESTAMP, total NUMERIC);",
+]
+
+
+def write_pdf(path: Path, lines: list[str]) -> Path:
+    pdf = canvas.Canvas(str(path), pagesize=A4)
+    y = 800
+    for line in lines:
+        pdf.drawString(40, y, line)
+        y -= 18
+    pdf.save()
+    return path
+
+
+@pytest.fixture(scope="module")
+def schema_pdf(tmp_path_factory) -> Path:
+    return write_pdf(tmp_path_factory.mktemp("pdf") / "edge-schema.pdf", ["Sales database schema", *SCHEMA])
+
+
+@pytest.fixture(scope="module")
+def acme_root(lab, tmp_path_factory) -> Path:
+    """Pebble's current root CA, from its management interface, as lab clients trust it."""
+    acme = lab.groups["acme"][0]
+    out = lab.exec(acme, f"curl -sfk https://{lab.address(acme)}:15000/roots/0")
+    assert out.returncode == 0 and "BEGIN CERTIFICATE" in out.stdout, out.stderr
+    path = tmp_path_factory.mktemp("acme") / "pebble-root.pem"
+    path.write_text(out.stdout)
+    return path
+
+
+class Edge:
+    """HTTPS to one edge by its server name (the lab has no DNS: the address is given)."""
+
+    def __init__(self, name: str, address: str, ca_file: Path) -> None:
+        self.name, self.address = name, address
+        self.pool = urllib3.HTTPSConnectionPool(
+            address, 443, server_hostname=name, assert_hostname=name,
+            cert_reqs="CERT_REQUIRED", ca_certs=str(ca_file), timeout=urllib3.Timeout(10, 180),
+            retries=False)
+
+    def request(self, method: str, path: str, **kw) -> urllib3.BaseHTTPResponse:
+        headers = {"Host": self.name, **kw.pop("headers", {})}
+        return self.pool.request(method, path, headers=headers, **kw)
+
+    def upload(self, pdf: Path, collection: str, content_type: str = "application/pdf"):
+        return self.request("POST", "/api/upload", fields={
+            "pdf_file": (pdf.name, pdf.read_bytes(), content_type), "collection_name": collection})
+
+    def query(self, question: str, collection: str):
+        return self.request("POST", "/api/query", body=json.dumps({"query": question, "collection_name": collection}),
+                            headers={"Content-Type": "application/json"})
+
+
+@pytest.fixture(scope="module")
+def edges(lab, acme_root) -> list[Edge]:
+    return [Edge(lab.hostvars[h]["nginx_server_name"], lab.address(h), acme_root) for h in sorted(lab.groups["edge"])]
+
+
+def test_each_edge_serves_a_certificate_from_the_lab_acme_server(edges):
+    """The handshake verifies against pebble's root and the edge's own name: certbot's real cert."""
+    for edge in edges:
+        resp = edge.request("GET", "/")
+        assert resp.status == 200, edge.name
+        assert resp.headers["Strict-Transport-Security"].startswith("max-age=")
+        assert "no-cache" in resp.headers.get("Cache-Control", "")
+        assert b'<div id="root">' in resp.data
+
+
+def test_plain_http_redirects_to_https(lab, edges):
+    edge = edges[0]
+    resp = urllib3.PoolManager().request("GET", f"http://{edge.address}/api/health", headers={"Host": edge.name},
+                                         redirect=False)
+    assert resp.status == 301
+    assert resp.headers["Location"] == f"https://{edge.name}/api/health"
+
+
+def test_hashed_assets_are_cached_for_long(edges):
+    edge = edges[0]
+    index = edge.request("GET", "/").data.decode()
+    asset = index.split('src="', 1)[1].split('"', 1)[0]
+    assert asset.startswith("/assets/"), asset
+    resp = edge.request("GET", asset)
+    assert resp.status == 200
+    assert "immutable" in resp.headers["Cache-Control"]
+
+
+def test_upload_through_one_edge_then_ask_through_the_other(edges, schema_pdf):
+    collection = f"edge_{uuid.uuid4().hex[:8]}"
+    first, second = edges
+    upload = first.upload(schema_pdf, collection)
+    assert upload.status == 200, upload.data
+    assert json.loads(upload.data)["chunks"] > 0
+    answer = second.query("How many orders did each customer place?", collection)
+    assert answer.status == 200, answer.data
+    body = json.loads(answer.data)
+    assert body["result"].strip()
+    assert body["sources"], body
+    assert all(s.get("filename") == schema_pdf.name for s in body["sources"]), body["sources"]
+
+
+def test_a_bad_upload_gets_a_4xx_with_a_reason_through_the_edge(edges, tmp_path):
+    bogus = tmp_path / "not-a.pdf"
+    bogus.write_text("this is not a PDF")
+    resp = edges[0].upload(bogus, "edge_bad")
+    assert 400 <= resp.status < 500, resp.status
+    assert json.loads(resp.data)["detail"]
+
+
+def test_the_edge_fails_over_when_a_backend_stops(lab, edges):
+    """proxy_next_upstream: with one backend down, every request through the edge still answers."""
+    backend = sorted(lab.groups["backend"])[0]
+    stop = lab.ssh(backend, "sudo systemctl stop querygpt-backend")
+    assert stop.returncode == 0, stop.stderr
+    try:
+        statuses = [edges[0].request("GET", "/api/ready").status for _ in range(8)]
+    finally:
+        start = lab.ssh(backend, "sudo systemctl start querygpt-backend")
+        assert start.returncode == 0, start.stderr
+    assert statuses == [200] * 8, statuses
+    deadline = time.monotonic() + 60
+    while lab.exec(lab.groups["edge"][0], f"curl -sf http://{lab.address(backend)}:8000/ready").returncode != 0:
+        assert time.monotonic() < deadline, f"{backend} did not come back"
+        time.sleep(1)
+
+
+def test_the_query_endpoint_is_rate_limited(edges):
+    """A burst well past the configured rate gets 429s, not a queue of work for the backend."""
+    statuses = [edges[1].request("POST", "/api/query", body=b"{}", headers={"Content-Type": "application/json"}).status
+                for _ in range(60)]
+    assert 429 in statuses, statuses
+
+
+# --- the UI, in Debian's chromium ----------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def browser(edges, acme_root, tmp_path_factory):
+    """Headless chromium trusting pebble's root through its own NSS database (no flags that
+    switch certificate checks off); the edge's name mapped to its address."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    home = tmp_path_factory.mktemp("chromium-home")
+    nssdb = home / ".pki" / "nssdb"
+    nssdb.mkdir(parents=True)
+    subprocess.run(["certutil", "-d", f"sql:{nssdb}", "-N", "--empty-password"], check=True)
+    subprocess.run(["certutil", "-d", f"sql:{nssdb}", "-A", "-t", "C,,", "-n", "lab-acme", "-i", str(acme_root)],
+                   check=True)
+    edge = edges[0]
+    options = webdriver.ChromeOptions()
+    options.binary_location = "/usr/bin/chromium"
+    for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
+                f"--user-data-dir={home / 'profile'}", f"--host-resolver-rules=MAP {edge.name} {edge.address}"):
+        options.add_argument(arg)
+    service = Service(executable_path="/usr/bin/chromedriver", env={"HOME": str(home), "PATH": "/usr/bin:/bin"})
+    driver = webdriver.Chrome(service=service, options=options)
+    driver.set_page_load_timeout(60)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+def by_label(driver, text: str):
+    from selenium.webdriver.common.by import By
+
+    label = driver.find_element(By.XPATH, f"//label[normalize-space()='{text}']")
+    return driver.find_element(By.ID, label.get_attribute("for"))
+
+
+def button(driver, text: str):
+    from selenium.webdriver.common.by import By
+
+    return driver.find_element(By.XPATH, f"//button[normalize-space()='{text}']")
+
+
+def test_ui_upload_then_question(browser, edges, schema_pdf, tmp_path):
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as ec
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    collection = f"ui_{uuid.uuid4().hex[:8]}"
+    wait = WebDriverWait(browser, 180)
+    browser.get(f"https://{edges[0].name}/#/upload")
+    by_label(browser, "Schema PDF").send_keys(str(schema_pdf))
+    field = by_label(browser, "Collection")
+    field.clear()
+    field.send_keys(collection)
+    button(browser, "Upload").click()
+    status = browser.find_element(By.CSS_SELECTOR, "[role=status]")
+    wait.until(lambda d: "Uploaded" in status.text or "failed" in status.text)
+    assert f"into collection “{collection}”" in status.text, status.text
+
+    browser.find_element(By.LINK_TEXT, "Chat").click()
+    field = by_label(browser, "Collection")
+    field.clear()
+    field.send_keys(collection)
+    by_label(browser, "Question").send_keys("Which customers placed orders last month?")
+    button(browser, "Ask").click()
+    wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, "[data-testid=sql-result]")))
+    sql = browser.find_element(By.CSS_SELECTOR, "[data-testid=sql-result]").text
+    assert sql.strip(), "empty SQL result"
+    sources = browser.find_element(By.CSS_SELECTOR, "[data-testid=sources]").text
+    assert schema_pdf.name in sources, sources
+    browser.save_screenshot(str(tmp_path / "chat.png"))

@@ -1,0 +1,143 @@
+"""Monitoring on the lab: every target up, every dashboard query answers, alerts delivered.
+
+Prometheus and Alertmanager listen on the monitoring host's private address and the lab's
+webhook receiver (lab/tools/alert_receiver.py, LAB ONLY) on its loopback, so every request
+is made with curl on the monitoring host itself, over SSH through the bastion.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import time
+import urllib.parse
+
+import pytest
+
+from conftest import REPO
+
+DASHBOARDS = REPO / "roles" / "prometheus_stack" / "files" / "dashboards"
+JOBS = {"prometheus", "alertmanager", "blackbox_exporter", "node", "nginx", "backend", "qdrant",
+        "probe_edge_https", "probe_edge_api", "probe_qdrant", "probe_ollama"}
+
+
+@pytest.fixture(scope="module")
+def mon(lab):
+    return lab.groups["monitoring"][0]
+
+
+def curl_json(lab, host: str, url: str, method: str = "GET", timeout: int = 30):
+    proc = lab.ssh(host, f"curl -sS --max-time 20 -X {method} {shlex.quote(url)}", timeout=timeout)
+    assert proc.returncode == 0, f"{url}: {proc.stderr}"
+    return json.loads(proc.stdout)
+
+
+def prom(lab, mon: str) -> str:
+    return f"http://{lab.address(mon)}:9090"
+
+
+def query(lab, mon: str, expr: str) -> dict:
+    return curl_json(lab, mon, f"{prom(lab, mon)}/api/v1/query?query={urllib.parse.quote(expr)}")
+
+
+def wait_for(check, timeout: float, interval: float = 5):
+    deadline = time.time() + timeout
+    while True:
+        result = check()
+        if result or time.time() > deadline:
+            return result
+        time.sleep(interval)
+
+
+def test_every_inventory_host_and_service_is_a_target_and_up(lab, mon):
+    def not_up():
+        targets = curl_json(lab, mon, f"{prom(lab, mon)}/api/v1/targets?state=active")["data"]["activeTargets"]
+        down = [(t["labels"]["job"], t["labels"]["instance"], t["lastError"]) for t in targets if t["health"] != "up"]
+        return targets, down
+
+    targets, down = not_up()
+    if down:  # a fresh converge: give every target a couple of scrape intervals
+        time.sleep(30)
+        targets, down = not_up()
+    assert not down, down
+    jobs = {t["labels"]["job"] for t in targets}
+    assert JOBS <= jobs, JOBS - jobs
+    node = {t["labels"]["instance"]: t["labels"] for t in targets if t["labels"]["job"] == "node"}
+    assert set(node) == set(lab.hostvars)
+    for host, labels in node.items():
+        assert labels["env"] == "lab"
+        assert labels["az"] in {"az-a", "az-b"}, (host, labels)
+        assert host in lab.groups[labels["tier"]], (host, labels)
+
+
+def _panel_queries():
+    for path in sorted(DASHBOARDS.glob("*.json")):
+        board = json.loads(path.read_text())
+        for panel in board["panels"]:
+            for target in panel["targets"]:
+                yield pytest.param(target["expr"], id=f"{path.stem}:{panel['title']}:{target['refId']}")
+
+
+@pytest.fixture(scope="module")
+def backup_metrics(lab, mon):
+    """The backups dashboard reads the backup program's textfile metrics: run it the way cron
+    does (other tests may have wiped the qdrant host) and wait until Prometheus has them."""
+    qdrant = lab.groups["qdrant"][0]
+    run = lab.ssh(qdrant, "sudo /usr/local/bin/querygpt-backup --log-format journal backup", timeout=300)
+    assert run.returncode == 0, run.stdout + run.stderr
+    scraped = wait_for(lambda: query(lab, mon, "querygpt_backup_last_run_timestamp_seconds")["data"]["result"], 60)
+    assert scraped, "the backup metrics never reached Prometheus"
+
+
+@pytest.mark.parametrize("expr", list(_panel_queries()))
+def test_every_dashboard_query_returns_series(lab, mon, backup_metrics, expr):
+    answer = query(lab, mon, expr)
+    assert answer["status"] == "success", answer
+    assert answer["data"]["result"], f"no series for: {expr}"
+
+
+def test_alert_rules_are_loaded(lab, mon):
+    groups = curl_json(lab, mon, f"{prom(lab, mon)}/api/v1/rules?type=alert")["data"]["groups"]
+    rules = {r["name"]: r for g in groups for r in g["rules"]}
+    assert len(rules) == 11
+    assert all(r["health"] == "ok" for r in rules.values()), {n: r.get("lastError") for n, r in rules.items()}
+
+
+def test_stopping_ollama_raises_ollamadown_at_the_webhook_receiver(lab, mon):
+    ollama = lab.groups["ollama"][0]
+    receiver = "http://127.0.0.1:9099/alerts"
+    curl_json(lab, mon, receiver, method="DELETE")
+    stop = lab.ssh(ollama, "sudo systemctl stop ollama")
+    assert stop.returncode == 0, stop.stderr
+    try:
+        def arrived():
+            received = curl_json(lab, mon, receiver)
+            return [a for r in received for a in r["payload"]["alerts"]
+                    if a["labels"]["alertname"] == "OllamaDown" and a["status"] == "firing"]
+
+        # probe fails within a scrape (10s), `for: 30s`, evaluation 10s, group_wait 10s
+        alerts = wait_for(arrived, timeout=180)
+        assert alerts, "OllamaDown did not reach the webhook receiver within 3 minutes"
+        labels = alerts[0]["labels"]
+        assert labels["instance"] == ollama and labels["tier"] == "ollama" and labels["env"] == "lab"
+        assert labels["severity"] == "critical"
+        assert alerts[0]["annotations"]["runbook_url"].endswith("docs/runbooks/alerts.md#ollamadown")
+    finally:
+        start = lab.ssh(ollama, "sudo systemctl start ollama")
+        assert start.returncode == 0, start.stderr
+
+    def resolved():
+        answer = query(lab, mon, 'probe_success{job="probe_ollama"}')
+        return all(float(r["value"][1]) == 1 for r in answer["data"]["result"]) and answer["data"]["result"]
+
+    assert wait_for(resolved, timeout=120), "ollama's probe did not recover after the restart"
+
+
+def test_prometheus_and_alertmanager_are_reachable_from_the_bastion_only(lab, mon):
+    probe = "timeout 3 bash -c '</dev/tcp/{address}/{port}' && echo open || echo closed"
+    address = lab.address(mon)
+    bastion = lab.groups["bastion"][0]
+    other = lab.groups["backend"][0]
+    for port in (9090, 9093):
+        assert lab.exec(bastion, probe.format(address=address, port=port)).stdout.strip() == "open", port
+        assert lab.exec(other, probe.format(address=address, port=port)).stdout.strip() == "closed", port
