@@ -156,6 +156,9 @@ class ScenarioRun:
 
     def _sequence(self) -> bool:
         ok = True
+        # A leading destroy clears what an interrupted run left (molecule's state would
+        # otherwise take a removed container for a created one).
+        self.sh(["molecule", "destroy", "-s", self.name])
         for action in scenario_sequence(self.scenario):
             # `molecule converge` itself creates and prepares; destroy runs at the end anyway.
             if action in ("destroy", "create", "prepare"):
