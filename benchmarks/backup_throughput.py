@@ -15,41 +15,25 @@ Point it at a real Qdrant and bucket with --qdrant-url/--api-key/--snapshots-dir
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import io
 import logging
 import os
 import random
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 import uuid
 from pathlib import Path
-from typing import Any
 
 import requests
 
 ROOT = Path(__file__).resolve().parents[1]
-PROGRAM = ROOT / "roles" / "backup" / "files" / "querygpt_backup.py"
+sys.path.insert(0, str(ROOT / "tests" / "backup"))
+from backup_testkit import free_port, load_program  # noqa: E402  (the tests' helpers)
+
 STANDIN = ROOT / "lab" / "standins" / "qdrant"
 KEY = "benchmark-key"
-
-
-def load_program() -> Any:
-    spec = importlib.util.spec_from_file_location("querygpt_backup", PROGRAM)
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["querygpt_backup"] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def start_standin(work: Path) -> tuple[subprocess.Popen[bytes], str, str]:

@@ -38,15 +38,20 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-@pytest.fixture(scope="session")
-def qb() -> ModuleType:
-    """The program under test, imported from the file the role installs."""
+def load_program() -> ModuleType:
+    """The backup program, imported from the file the role installs (benchmarks use it too)."""
     spec = importlib.util.spec_from_file_location("querygpt_backup", PROGRAM)
     assert spec and spec.loader
     module = importlib.util.module_from_spec(spec)
     sys.modules["querygpt_backup"] = module
     spec.loader.exec_module(module)
     return module
+
+
+@pytest.fixture(scope="session")
+def qb() -> ModuleType:
+    """The program under test."""
+    return load_program()
 
 
 class QdrantStandin:
