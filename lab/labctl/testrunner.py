@@ -96,9 +96,18 @@ def stage_frontend() -> tuple[bool, list]:
     ])
 
 
+# Scenarios that take longest (measured: minutes each on two cores) start first, so the
+# two-at-a-time pool does not end on one long scenario running alone. The rest follow by name.
+LONGEST_FIRST = ("backend", "backup", "prometheus_stack", "nginx", "journal_remote")
+
+
 def molecule_scenarios() -> list[Path]:
-    """Every role's scenario directories (roles/<role>/molecule/<scenario>)."""
-    return sorted(p.parent for p in REPO.glob("roles/*/molecule/*/molecule.yml"))
+    """Every role's scenario directories (roles/<role>/molecule/<scenario>), longest first."""
+    def order(scenario: Path) -> tuple[int, str]:
+        role = scenario.parent.parent.name
+        rank = LONGEST_FIRST.index(role) if role in LONGEST_FIRST else len(LONGEST_FIRST)
+        return rank, str(scenario)
+    return sorted((p.parent for p in REPO.glob("roles/*/molecule/*/molecule.yml")), key=order)
 
 
 def instance_name(scenario: Path) -> str:

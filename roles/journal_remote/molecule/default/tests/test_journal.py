@@ -1,18 +1,32 @@
-"""Central logs: journal-upload ships to journal-remote over mutual TLS, nothing else gets in."""
+"""Central logs: journal-upload ships to journal-remote over mutual TLS, nothing else gets in.
+
+Two hosts (molecule.yml): the monitoring host runs both ends; the node (group backend) ships
+its journal to the monitoring host, where its lines must arrive under its own hostname.
+"""
 
 from __future__ import annotations
 
 import base64
+import os
 import time
 import uuid
 
 import pytest
+import testinfra
 
 testinfra_hosts = ["monitoring"]
 
 PORT = 19532
 TLS = "/etc/journal-tls"
 REMOTE_DIR = "/var/log/journal/remote"
+# The node container (molecule.yml) and its fixed address on the scenario network.
+NODE = os.environ.get("QGPT_MOLECULE_INSTANCE", "instance") + "-node"
+NODE_IP = "10.43.78.140"
+
+
+@pytest.fixture(scope="module")
+def node(request):
+    return testinfra.get_host(f"ansible://{NODE}", ansible_inventory=request.config.option.ansible_inventory)
 
 
 @pytest.fixture(scope="module")
@@ -33,9 +47,10 @@ def upload(host, address: str, message: str, client: str) -> str:
     return (result.stdout.strip() or "000") + f" ({result.stderr.strip()})"
 
 
-def in_remote_journal(host, marker: str, timeout: int = 30) -> bool:
+def in_remote_journal(host, marker: str, timeout: int = 30, fields: str = "") -> bool:
+    """Whether an entry with `marker` (and the journalctl `fields` matches) reached REMOTE_DIR."""
     for _ in range(timeout):
-        if host.run(f"journalctl --directory={REMOTE_DIR} --no-pager -o cat | grep -q {marker}").rc == 0:
+        if host.run(f"journalctl --directory={REMOTE_DIR} --no-pager -o cat {fields} | grep -q {marker}").rc == 0:
             return True
         time.sleep(1)
     return False
@@ -82,7 +97,24 @@ def test_uploader_points_at_the_monitoring_host(host, address):
 def test_a_logged_line_reaches_the_remote_journal(host):
     marker = f"qgpt-molecule-{uuid.uuid4().hex}"
     host.run_expect([0], f"logger -t qgpt-test {marker}")
-    assert in_remote_journal(host, marker), f"{marker} never reached {REMOTE_DIR}"
+    assert in_remote_journal(host, marker, fields="_HOSTNAME=instance"), f"{marker} never reached {REMOTE_DIR}"
+
+
+def test_the_other_hosts_uploader_points_at_the_monitoring_host(node, address):
+    assert node.service("systemd-journal-upload.service").is_running
+    conf = node.file("/etc/systemd/journal-upload.conf.d/querygpt.conf").content_string
+    assert f"URL=https://{address}:{PORT}" in conf
+    node.run_expect([0], f"openssl verify -CAfile {TLS}/ca.pem {TLS}/host.pem")
+    assert f"IP Address:{NODE_IP}" in node.check_output(f"openssl x509 -in {TLS}/host.pem -noout -text")
+    # only the monitoring host receives
+    assert not node.socket(f"tcp://{NODE_IP}:{PORT}").is_listening
+
+
+def test_a_line_logged_on_the_other_host_arrives_under_its_name(host, node):
+    marker = f"qgpt-node-{uuid.uuid4().hex}"
+    node.run_expect([0], f"logger -t qgpt-test {marker}")
+    assert in_remote_journal(host, marker, fields="_HOSTNAME=node SYSLOG_IDENTIFIER=qgpt-test"), (
+        f"{marker} from the node never reached {REMOTE_DIR}")
 
 
 def test_the_receiver_is_verified_by_the_ca(host, address):
@@ -122,5 +154,5 @@ def test_a_client_with_a_self_signed_certificate_is_rejected(host, address):
 
 def test_firewall_opens_19532_to_every_inventory_host(host, address):
     opening = host.file("/etc/nftables.d/journal_remote.nft").content_string
-    assert "192.0.2.11" in opening and address in opening
+    assert "192.0.2.11" in opening and address in opening and NODE_IP in opening
     assert f"dport {PORT}" in host.check_output("nft list chain inet host_firewall openings")
