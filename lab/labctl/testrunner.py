@@ -1,7 +1,10 @@
-"""Runs the project's test stages in order and prints how long each took.
+"""Runs the project's test stages and prints how long each took.
 
 A stage that fails does not stop the later ones, so one run shows every failure; the exit
-status is non-zero when any stage failed. Output of each command streams as it runs.
+status is non-zero when any stage failed. Output of each command streams as it runs, except
+where stages run side by side: the molecule and lab stages do (the lab's converge leaves a
+core idle for long stretches, and molecule fills it), each printing its log whole as it ends.
+QGPT_SERIAL_STAGES=1 runs them one after the other.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TextIO
 
 import yaml
 
@@ -49,9 +53,16 @@ def _env() -> dict[str, str]:
     return env
 
 
-def sh(cmd: list[str], cwd: Path = REPO) -> bool:
-    print(f"\n$ {' '.join(cmd)}   (in {cwd.relative_to(REPO) if cwd != REPO else '.'})", flush=True)
-    return subprocess.run(cmd, cwd=cwd, env=_env(), check=False).returncode == 0
+def sh(cmd: list[str], cwd: Path = REPO, out: TextIO | None = None) -> bool:
+    """Run a command, its output to this process's stdout, or to `out` (a log) when given."""
+    header = f"\n$ {' '.join(cmd)}   (in {cwd.relative_to(REPO) if cwd != REPO else '.'})\n"
+    if out is None:
+        print(header, end="", flush=True)
+        return subprocess.run(cmd, cwd=cwd, env=_env(), check=False).returncode == 0
+    out.write(header)
+    out.flush()
+    return subprocess.run(cmd, cwd=cwd, env=_env(), stdout=out, stderr=subprocess.STDOUT,
+                          check=False).returncode == 0
 
 
 def timed_steps(steps: list[tuple[str, Callable[[], bool]]]) -> tuple[bool, list[tuple[str, bool, float]]]:
@@ -212,20 +223,49 @@ def stage_molecule(roles: list[str] | None = None, jobs: int = 2) -> tuple[bool,
     return all(ok for _, ok, _ in done), done
 
 
-def stage_lab(keep: bool) -> tuple[bool, list]:
+def stage_lab(keep: bool, out: TextIO | None = None) -> tuple[bool, list]:
     lab = str(REPO / "bin" / "lab")
     steps = [
-        ("lab up (fresh fleet, converge)", lambda: sh([lab, "down"]) and sh([lab, "up"])),
-        ("lab up again: changed=0", lambda: sh([lab, "up", "--assert-idempotent"])),
-        ("lab tests", lambda: sh(["pytest", "-q", "-p", "no:cacheprovider", "tests/lab"])),
+        ("lab up (fresh fleet, converge)", lambda: sh([lab, "down"], out=out) and sh([lab, "up"], out=out)),
+        ("lab up again: changed=0", lambda: sh([lab, "up", "--assert-idempotent"], out=out)),
+        ("lab tests", lambda: sh(["pytest", "-q", "-p", "no:cacheprovider", "tests/lab"], out=out)),
     ]
     ok, done = timed_steps(steps)
     if not keep:
         start = time.monotonic()
-        down_ok = sh([lab, "down"])
+        down_ok = sh([lab, "down"], out=out)
         done.append(("lab down", down_ok, time.monotonic() - start))
         ok = ok and down_ok
     return ok, done
+
+
+def stage_lab_beside(keep: bool) -> Callable[[], tuple[bool, list]]:
+    """Start the lab stage in a thread, its output in a log; the returned call waits for it
+    and prints the log whole."""
+    LOGS.mkdir(parents=True, exist_ok=True)
+    log_path = LOGS / "lab.log"
+    outcome: dict[str, tuple[bool, list]] = {}
+
+    def work() -> None:
+        with log_path.open("w") as out:
+            try:
+                outcome["lab"] = stage_lab(keep, out)
+            except Exception as err:  # noqa: BLE001 - reported as the stage's failure below
+                out.write(f"\nlab stage crashed: {err!r}\n")
+                outcome["lab"] = (False, [])
+
+    thread = threading.Thread(target=work, name="lab-stage")
+    thread.start()
+
+    def finish() -> tuple[bool, list]:
+        thread.join()
+        print(f"\n{'-' * 72}\n# lab (ran beside molecule; log: {log_path.relative_to(REPO)})\n{'-' * 72}",
+              flush=True)
+        sys.stdout.write(log_path.read_text())
+        sys.stdout.flush()
+        return outcome["lab"]
+
+    return finish
 
 
 def summary(results: list[Result], total: float) -> None:
@@ -267,11 +307,18 @@ def main(argv: list[str] | None = None) -> int:
         "molecule": lambda: stage_molecule([r for r in args.roles.split(",") if r],
                                            int(os.environ.get("QGPT_MOLECULE_JOBS", "2"))), "lab": lambda: stage_lab(args.keep_lab),
     }
+    beside = {"molecule", "lab"} <= set(wanted) and os.environ.get("QGPT_SERIAL_STAGES", "") in ("", "0")
+    lab_started = 0.0
     for name in STAGES:
         if name not in wanted:
             continue
-        print(f"\n{'#' * 72}\n# stage: {name}\n{'#' * 72}", flush=True)
-        t0 = time.monotonic()
+        if beside and name == "molecule":
+            print(f"\n{'#' * 72}\n# stages: molecule and lab, side by side\n{'#' * 72}", flush=True)
+            lab_started = time.monotonic()
+            runners["lab"] = stage_lab_beside(args.keep_lab)
+        else:
+            print(f"\n{'#' * 72}\n# stage: {name}\n{'#' * 72}", flush=True)
+        t0 = lab_started if beside and name == "lab" else time.monotonic()
         ok, steps = runners[name]()
         results.append(Result(name, ok, time.monotonic() - t0, steps=steps))
     summary(results, time.monotonic() - started + float(os.environ.get("QGPT_BOOTSTRAP_SECONDS", "0")))
