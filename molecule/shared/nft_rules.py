@@ -29,7 +29,16 @@ def rules_for_ports(host, ports: set[int]) -> list[tuple[set[int], set[str], str
             if field == "dport":
                 dports.update(v for v in values if isinstance(v, int))
             elif field == "saddr":
-                sources.update(v for v in values if isinstance(v, str))
+                sources.update(_address(v) for v in values if _address(v))
         if dports & ports:
             found.append((dports, sources, rule["chain"]))
     return found
+
+
+def _address(value) -> str | None:
+    """An address as nft -j gives it: a string, or a prefix written back as a CIDR."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, dict) and "prefix" in value:
+        return f"{value['prefix']['addr']}/{value['prefix']['len']}"
+    return None
