@@ -34,9 +34,13 @@ def spec_options(role: Path) -> tuple[set[str], set[str]]:
 
 @pytest.mark.parametrize("role", ROLES, ids=[r.name for r in ROLES])
 def test_role_has_the_required_files(role):
+    # the brief's standard: defaults, argument specs, handlers, a README and a molecule scenario
     for rel in ("defaults/main.yml", "meta/argument_specs.yml", "meta/main.yml", "README.md",
-                "tasks/main.yml"):
+                "tasks/main.yml", "handlers/main.yml", "molecule/default/molecule.yml",
+                "molecule/default/converge.yml"):
         assert (role / rel).is_file(), f"roles/{role.name}/{rel} is missing"
+    assert list((role / "molecule" / "default" / "tests").glob("test_*.py")), (
+        f"roles/{role.name}/molecule/default has no testinfra tests")
 
 
 @pytest.mark.parametrize("role", ROLES, ids=[r.name for r in ROLES])

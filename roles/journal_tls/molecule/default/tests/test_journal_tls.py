@@ -1,0 +1,51 @@
+"""The host's key stays on the host, its certificate is signed by the current journal CA.
+
+After converge with the first CA, the side effect replaced the CA (the second one): the key
+must be the same, the certificate new and signed by the second CA.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+testinfra_hosts = ["backend"]
+TLS = "/etc/journal-tls"
+
+
+@pytest.fixture(scope="module")
+def address(host) -> str:
+    return host.ansible("setup", "filter=ansible_default_ipv4")["ansible_facts"]["ansible_default_ipv4"]["address"]
+
+
+def test_files_and_permissions(host):
+    expected = {
+        TLS: ("root", "journal-tls", 0o750),
+        f"{TLS}/host.key": ("root", "journal-tls", 0o640),
+        f"{TLS}/host.pem": ("root", "root", 0o644),
+        f"{TLS}/ca.pem": ("root", "root", 0o644),
+    }
+    for path, owner in expected.items():
+        f = host.file(path)
+        assert (f.user, f.group, f.mode) == owner, path
+
+
+def test_the_certificate_is_signed_by_the_current_ca(host):
+    host.run_expect([0], f"openssl verify -CAfile {TLS}/ca.pem {TLS}/host.pem")
+    assert "QueryGPT molecule journal-ca-2" in host.check_output(f"openssl x509 -in {TLS}/ca.pem -noout -subject")
+    assert "QueryGPT molecule journal-ca-2" in host.check_output(f"openssl x509 -in {TLS}/host.pem -noout -issuer")
+
+
+def test_the_certificate_names_the_host_and_serves_both_ends(host, address):
+    text = host.check_output(f"openssl x509 -in {TLS}/host.pem -noout -text")
+    assert f"IP Address:{address}" in text
+    assert "DNS:logs.molecule.test" in text
+    assert "TLS Web Server Authentication" in text and "TLS Web Client Authentication" in text
+    assert "CA:FALSE" in text
+
+
+def test_a_new_ca_kept_the_key_and_replaced_the_certificate(host):
+    key_before, cert_before = host.file("/var/tmp/molecule-journal-tls-before.txt").content_string.split("\n")[:2]
+    key_now = host.check_output(f"openssl pkey -in {TLS}/host.key -pubout | sha256sum | cut -d' ' -f1")
+    cert_now = host.check_output(f"openssl x509 -in {TLS}/host.pem -noout -fingerprint -sha256")
+    assert key_now == key_before
+    assert cert_now != cert_before

@@ -1,0 +1,56 @@
+"""The uploader: configured for the monitoring host, sandboxed, and patient when it is down."""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+import pytest
+
+testinfra_hosts = ["backend"]
+TLS = "/etc/journal-tls"
+REMOTE_DIR = "/var/log/journal/remote"
+
+
+@pytest.fixture(scope="module")
+def address(host) -> str:
+    return host.ansible("setup", "filter=ansible_default_ipv4")["ansible_facts"]["ansible_default_ipv4"]["address"]
+
+
+def arrived(host, marker: str, timeout: int) -> bool:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if host.run(f"journalctl --directory={REMOTE_DIR} --no-pager -o cat | grep -q {marker}").rc == 0:
+            return True
+        time.sleep(1)
+    return False
+
+
+def test_configured_for_the_monitoring_host_over_mutual_tls(host, address):
+    conf = host.file("/etc/systemd/journal-upload.conf.d/querygpt.conf").content_string
+    assert f"URL=https://{address}:19532" in conf
+    assert f"ServerKeyFile={TLS}/host.key" in conf
+    assert f"ServerCertificateFile={TLS}/host.pem" in conf
+    assert f"TrustedCertificateFile={TLS}/ca.pem" in conf
+
+
+def test_runs_unprivileged_with_the_key_group_and_restarts_patiently(host):
+    service = host.service("systemd-journal-upload")
+    assert service.is_running and service.is_enabled
+    props = service.systemd_properties
+    assert props["DynamicUser"] == "yes"
+    assert "journal-tls" in props["SupplementaryGroups"].split()
+    assert props["Restart"] == "always"
+    assert props["RestartUSec"] == "2s"  # journal_upload_restart_sec of the scenario
+
+
+def test_a_line_logged_while_the_receiver_is_down_arrives_when_it_is_back(host):
+    marker = f"qgpt-outage-{uuid.uuid4().hex}"
+    host.run_expect([0], "systemctl stop stunnel@journal-remote")
+    try:
+        host.run_expect([0], f"logger -t qgpt-test {marker}")
+        assert not arrived(host, marker, timeout=5)
+    finally:
+        host.run_expect([0], "systemctl start stunnel@journal-remote")
+    assert arrived(host, marker, timeout=60), f"{marker} never arrived after the receiver came back"
+    assert host.service("systemd-journal-upload").is_running
