@@ -66,8 +66,12 @@ def hosts() -> list[Host]:
 
 
 def _docker_names(kind: str) -> set[str]:
+    """The lab's own containers or networks: label value `host` or `network`. Matching on the
+    label's key alone would also take molecule's containers, which inherit `{LABEL}=image`
+    from the lab image, and `lab down` would remove scenarios running beside the lab."""
     fmt = "{{.Name}}" if kind == "network" else "{{.Names}}"
-    cmd = ["docker", kind, "ls", "--filter", f"label={LABEL}", "--format", fmt]
+    value = "network" if kind == "network" else "host"
+    cmd = ["docker", kind, "ls", "--filter", f"label={LABEL}={value}", "--format", fmt]
     if kind == "container":
         cmd.insert(3, "-a")
     return set(output(cmd).split())

@@ -64,3 +64,14 @@ def test_lab_vault_gets_a_journal_ca_and_keeps_existing_values():
     before = dict(current)
     assert secrets.add_missing_secrets(current) == []
     assert current == before, "a second `lab up` must not replace the CA (hosts trust it)"
+
+
+def test_lab_down_takes_only_the_labs_own_containers_and_networks(monkeypatch):
+    # molecule's containers run the lab image and inherit its `<label>=image`: a filter on
+    # the label's key alone made `lab down` remove scenarios running beside the lab.
+    seen = []
+    monkeypatch.setattr(fleet, "output", lambda cmd: seen.append(cmd) or "")
+    fleet._docker_names("container")  # noqa: SLF001
+    fleet._docker_names("network")  # noqa: SLF001
+    filters = [cmd[cmd.index("--filter") + 1] for cmd in seen]
+    assert filters == [f"label={fleet.LABEL}=host", f"label={fleet.LABEL}=network"]
