@@ -308,18 +308,18 @@ def main(argv: list[str] | None = None) -> int:
                                            int(os.environ.get("QGPT_MOLECULE_JOBS", "2"))), "lab": lambda: stage_lab(args.keep_lab),
     }
     beside = {"molecule", "lab"} <= set(wanted) and os.environ.get("QGPT_SERIAL_STAGES", "") in ("", "0")
-    lab_started = 0.0
     for name in STAGES:
         if name not in wanted:
             continue
         if beside and name == "molecule":
             print(f"\n{'#' * 72}\n# stages: molecule and lab, side by side\n{'#' * 72}", flush=True)
-            lab_started = time.monotonic()
             runners["lab"] = stage_lab_beside(args.keep_lab)
         else:
             print(f"\n{'#' * 72}\n# stage: {name}\n{'#' * 72}", flush=True)
-        t0 = lab_started if beside and name == "lab" else time.monotonic()
+        t0 = time.monotonic()
         ok, steps = runners[name]()
-        results.append(Result(name, ok, time.monotonic() - t0, steps=steps))
+        # beside molecule, the lab's own time is its steps' (joining it waits for molecule too)
+        seconds = sum(secs for _, _, secs in steps) if beside and name == "lab" else time.monotonic() - t0
+        results.append(Result(name, ok, seconds, steps=steps))
     summary(results, time.monotonic() - started + float(os.environ.get("QGPT_BOOTSTRAP_SECONDS", "0")))
     return 0 if all(r.ok for r in results) else 1
