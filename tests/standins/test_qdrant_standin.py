@@ -427,6 +427,9 @@ def test_snapshot_create_list_download_recover_delete(server: StandIn, client: Q
     assert (server.snapshots / collection / f"{snapshot.name}.checksum").read_text() == snapshot.checksum
     download = requests.get(f"{server.url}/collections/{collection}/snapshots/{snapshot.name}",
                             headers={"api-key": KEY}, timeout=5)
+    # requests accepts gzip: the packaged build compresses like upstream's Compress middleware,
+    # and requests decodes it (test_qdrant_compression.py checks the wire bytes)
+    assert download.headers["Content-Encoding"] == "gzip"
     assert download.content == on_disk.read_bytes()
     assert hashlib.sha256(download.content).hexdigest() == snapshot.checksum and snapshot.size == len(download.content)
 

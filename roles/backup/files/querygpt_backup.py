@@ -14,7 +14,9 @@ a private subnet without PyPI).
 Objects: s3://<bucket>/<prefix>/<collection>/<YYYYmmddTHHMMSSZ>.snapshot with metadata
 sha256, size, collection, qdrant-version, points-count, snapshot-name. An object is "good"
 when its metadata carries a sha256 and a size equal to the object's length; the upload is
-only left in place when the streamed bytes hash to Qdrant's own checksum.
+only left in place when the streamed bytes hash to Qdrant's own checksum. The snapshot is
+downloaded with Accept-Encoding: identity: Qdrant compresses any response the client
+accepts compressed, and the hash of a gzip stream is not the hash of the file.
 
 Exit codes: 0 success, 1 a backup/restore step failed, 2 bad usage or config,
 3 restore refused (version or checksum), 75 another run holds the lock.
@@ -42,6 +44,7 @@ DEFAULT_CONFIG = "/etc/querygpt/backup.json"
 KEY_TIME_FORMAT = "%Y%m%dT%H%M%SZ"
 KEY_RE = re.compile(r"^(?P<stamp>\d{8}T\d{6}Z)\.snapshot$")
 SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
+IDENTITY = "identity"
 EXIT_FAILED, EXIT_USAGE, EXIT_REFUSED, EXIT_LOCKED = 1, 2, 3, 75
 METRICS_FILE = "querygpt_backup.prom"
 RUN_LABEL = "_run"  # failures before any collection was attempted (Qdrant down, bad config)
@@ -258,20 +261,47 @@ class Qdrant:
         self._call("DELETE", f"/collections/{collection}/snapshots/{name}", params={"wait": "true"})
 
     def open_snapshot(self, collection: str, name: str) -> Any:
+        """The streamed download of the snapshot file, whose raw body is the file's own bytes.
+
+        Qdrant's HTTP server (actix-web's Compress middleware) encodes every response in
+        whatever the request accepts, and requests accepts gzip and deflate by default: the
+        raw stream would then be the compressed bytes, whose sha256 and length are not those
+        Qdrant reports for the file, and every backup would be judged unverified. So the
+        download asks for identity and refuses any other coding instead of decoding it: what
+        is hashed and uploaded must be exactly the bytes Qdrant checksummed.
+        """
         import requests
 
         url = f"{self.base}/collections/{collection}/snapshots/{name}"
         try:
-            response = self.session.get(url, stream=True, timeout=self.timeout)
+            response = self.session.get(url, stream=True, timeout=self.timeout,
+                                        headers={"Accept-Encoding": IDENTITY})
         except requests.RequestException as err:
             raise BackupError(f"Qdrant GET {url} failed: {err}") from None
         if response.status_code != 200:
-            raise BackupError(f"Qdrant GET {url} answered {response.status_code}: {response.text[:500]}")
+            text = response.text[:500]
+            response.close()
+            raise BackupError(f"Qdrant GET {url} answered {response.status_code}: {text}")
+        codings = content_codings(response.headers.get("Content-Encoding", ""))
+        if codings:
+            response.close()
+            raise BackupError(
+                f"Qdrant GET {url} answered with Content-Encoding {', '.join(codings)} although "
+                f"the request asked for {IDENTITY}: those bytes are not the snapshot file, so their "
+                f"sha256 cannot match Qdrant's checksum. Something between this host and Qdrant "
+                f"re-encodes responses (a proxy or load balancer in qdrant_url {self.base}?): point "
+                f"qdrant_url at Qdrant itself or make that hop pass snapshots through unencoded.")
+        response.raw.decode_content = False  # hash what arrives, never a transparently decoded view
         return response
 
     def recover(self, collection: str, location: str, checksum: str) -> None:
         self._call("PUT", f"/collections/{collection}/snapshots/recover", params={"wait": "true"},
                    json={"location": location, "priority": "snapshot", "checksum": checksum})
+
+
+def content_codings(header: str) -> list[str]:
+    """The codings a Content-Encoding header applies, identity (a no-op) left out."""
+    return [c for c in (part.strip().lower() for part in header.split(",")) if c and c != IDENTITY]
 
 
 def s3_client(config: Config) -> Any:

@@ -6,7 +6,9 @@ Why: the app and tests talk to Qdrant through the official qdrant-client over
 REST, so routes, status codes and response shapes follow upstream's OpenAPI
 spec. Auth mirrors upstream: ``/``, ``/healthz``, ``/livez``, ``/readyz`` are
 open; everything else needs ``api-key:`` or ``Authorization: Bearer``; the
-read-only key may read but gets 403 on writes.
+read-only key may read but gets 403 on writes. Bodies are compressed as upstream's
+actix-web ``Compress`` middleware does (compression.py): inside the auth check, so
+401s stay plain, and snapshot downloads are streamed from the file.
 """
 
 from __future__ import annotations
@@ -14,13 +16,16 @@ from __future__ import annotations
 import hmac
 import json
 import logging
+import os
 import re
 import time
 import urllib.parse
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler
-from typing import Any, Callable
+from typing import Any, BinaryIO, Callable
 
+from . import compression
 from . import points as pts
 from .config import Settings
 from .errors import ApiError, bad_input, forbidden, not_found, unsupported
@@ -29,6 +34,7 @@ from .snapshots import SnapshotManager, check_priority
 from .storage import Store
 
 LOG = logging.getLogger("qdrant.rest")
+FILE_CHUNK = 64 * 1024  # actix-files' ChunkedReadFile reads at most 64 KiB at a time
 PUBLIC, READ, WRITE = "public", "read", "write"
 MISSING_KEY = "Must provide an API key or an Authorization bearer token"
 INVALID_KEY = "Invalid API key or JWT"
@@ -63,10 +69,25 @@ class Request:
 
 @dataclass
 class Response:
+    """A response; ``file`` (sent instead of ``body`` and closed afterwards) streams a
+    snapshot from disk instead of holding it in memory."""
+
     status: int
     body: bytes
     content_type: str = "application/json"
     headers: dict[str, str] = field(default_factory=dict)
+    file: BinaryIO | None = None
+
+    def size(self) -> int:
+        return os.fstat(self.file.fileno()).st_size if self.file is not None else len(self.body)
+
+    def chunks(self) -> Iterator[bytes]:
+        if self.file is None:
+            if self.body:
+                yield self.body
+            return
+        while chunk := self.file.read(FILE_CHUNK):
+            yield chunk
 
 
 class Result:
@@ -300,10 +321,12 @@ class App:
         return Result(self.snapshots.list(request.params["collection_name"]))
 
     def download_snapshot(self, request: Request) -> Response:
+        """The file itself, streamed like upstream's NamedFile (and compressed like it too,
+        when the request accepts gzip or deflate)."""
         name = urllib.parse.unquote(request.params["snapshot_name"])
-        data = self.snapshots.read(request.params["collection_name"], name)
-        return Response(200, data, "application/octet-stream",
-                        {"Content-Disposition": f'attachment; filename="{name}"'})
+        handle = self.snapshots.open(request.params["collection_name"], name)
+        return Response(200, b"", "application/octet-stream",
+                        {"Content-Disposition": f'attachment; filename="{name}"'}, file=handle)
 
     def delete_snapshot(self, request: Request) -> Result:
         name = urllib.parse.unquote(request.params["snapshot_name"])
@@ -415,17 +438,31 @@ class RequestHandler(BaseHTTPRequestHandler):
                 self.rfile.readline()
         return self.rfile.read(int(self.headers.get("Content-Length") or 0))
 
+    def _accept_encoding(self) -> str | None:
+        """Every Accept-Encoding field joined, as actix reads a list header; None if absent."""
+        values = self.headers.get_all("Accept-Encoding")
+        return None if values is None else ", ".join(values)
+
     def _handle(self) -> None:
         started = time.monotonic()
         url = urllib.parse.urlsplit(self.path)
         query = dict(urllib.parse.parse_qsl(url.query))
         body = self._read_body()
         route, params = _find_route(self.command, url.path)
+        # Upstream's auth middleware wraps Compress: a 401 is answered before any
+        # negotiation and is never encoded, so the coding is only chosen after auth.
+        coding = compression.IDENTITY
         try:
-            if route is None:
+            if route is not None:
+                _check_auth(self.app.settings, self.headers, route.access)
+            negotiated = compression.negotiate(self._accept_encoding())
+            if negotiated is None:
+                response = Response(406, compression.NOT_ACCEPTABLE_BODY.encode(), "text/plain; charset=utf-8",
+                                    {"Vary": "Accept-Encoding"})
+            elif route is None:
                 response = Response(404, b"", "text/plain")
             else:
-                _check_auth(self.app.settings, self.headers, route.access)
+                coding = negotiated
                 outcome = route.handler(self.app, Request(self.command, params, query, self.headers, body))
                 response = outcome if isinstance(outcome, Response) else Response(
                     200, self._envelope({"result": outcome.value, "status": "ok"}, started))
@@ -438,7 +475,7 @@ class RequestHandler(BaseHTTPRequestHandler):
             LOG.exception("internal error on %s %s", self.command, url.path)
             response = Response(500, self._envelope(
                 {"status": {"error": f"Service internal error: {err}"}}, started))
-        self._send(response)
+        self._send(response, coding)
         endpoint = route.pattern if route else "unknown"
         self.app.metrics.observe(self.command, endpoint, response.status, time.monotonic() - started)
 
@@ -447,14 +484,42 @@ class RequestHandler(BaseHTTPRequestHandler):
         content["time"] = round(time.monotonic() - started, 6)
         return json.dumps(content).encode()
 
-    def _send(self, response: Response) -> None:
-        self.send_response(response.status)
-        self.send_header("Content-Type", response.content_type)
-        self.send_header("Content-Length", str(len(response.body)))
-        for name, value in response.headers.items():
-            self.send_header(name, value)
-        self.end_headers()
-        self.wfile.write(response.body)
+    def _send(self, response: Response, coding: str = compression.IDENTITY) -> None:
+        """Plain bodies with Content-Length; encoded ones chunked (their length is unknown
+        until the compressor is done, as with actix), or until close for HTTP/1.0 clients."""
+        try:
+            size = response.size()
+            encode = coding != compression.IDENTITY and compression.should_encode(
+                response.status, response.content_type, size > 0, response.headers)
+            self.send_response(response.status)
+            self.send_header("Content-Type", response.content_type)
+            for name, value in response.headers.items():
+                self.send_header(name, value)
+            if not encode:
+                self.send_header("Content-Length", str(size))
+                self.end_headers()
+                for chunk in response.chunks():
+                    self.wfile.write(chunk)
+                return
+            self.send_header("Content-Encoding", coding)
+            self.send_header("Vary", "accept-encoding")
+            chunked = self.request_version == "HTTP/1.1"
+            if chunked:
+                self.send_header("Transfer-Encoding", "chunked")
+            else:
+                self.send_header("Connection", "close")
+                self.close_connection = True
+            self.end_headers()
+            for piece in compression.encode(coding, response.chunks()):
+                self.wfile.write(b"%x\r\n%b\r\n" % (len(piece), piece) if chunked else piece)
+            if chunked:
+                self.wfile.write(b"0\r\n\r\n")
+        except OSError:
+            self.close_connection = True  # the body is cut short: the connection cannot be reused
+            raise
+        finally:
+            if response.file is not None:
+                response.file.close()
 
     do_GET = do_PUT = do_POST = do_PATCH = do_DELETE = _handle
 

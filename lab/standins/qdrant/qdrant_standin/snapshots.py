@@ -23,7 +23,7 @@ import urllib.parse
 import urllib.request
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from .errors import ApiError, bad_input, bad_request, forbidden, not_found
 from .storage import Collection, Store, validate_collection_name, write_atomically
@@ -140,10 +140,12 @@ class SnapshotManager:
             return []
         return [self._describe(p) for p in sorted(directory.glob("*.snapshot")) if p.is_file()]
 
-    def read(self, collection_name: str, name: str) -> bytes:
+    def open(self, collection_name: str, name: str) -> BinaryIO:
+        """The snapshot file opened for streaming: a delete during the download unlinks the
+        name but the open file still reads to its end, as on upstream."""
         with self.store.lock:
             self.store.get(collection_name)
-        return self._snapshot_path(collection_name, name).read_bytes()
+        return self._snapshot_path(collection_name, name).open("rb")
 
     def delete(self, collection_name: str, name: str) -> None:
         with self.store.lock:
@@ -170,6 +172,12 @@ class SnapshotManager:
                 request.add_header("api-key", api_key)
             try:
                 with urllib.request.urlopen(request, timeout=60) as response:
+                    # urllib asks for identity; a server (or proxy) that encodes anyway would
+                    # hand us bytes whose checksum is not the snapshot's: refuse, never guess.
+                    coding = (response.headers.get("Content-Encoding") or "identity").strip().lower()
+                    if coding != "identity":
+                        raise bad_request(f"Failed to download snapshot from {location}: "
+                                          f"the response is {coding}-encoded although identity was asked for")
                     data: bytes = response.read()
                     return data
             except (urllib.error.URLError, OSError) as err:
