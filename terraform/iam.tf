@@ -1,11 +1,11 @@
-# One role and instance profile per tier. Every tier gets AmazonSSMManagedInstanceCore
-# (Session Manager as a second way in, patch inventory); beyond that each gets only what
-# its roles use:
+# One role and instance profile per tier, each with only what its roles use:
 #   qdrant      writes and reads the backups bucket (the only writer), reads its API keys
 #   backend     reads and writes the documents bucket, reads its secrets
 #   monitoring  reads the Qdrant read-only key (to scrape Qdrant's /metrics)
-#   edge        with route53_zone_id set: certbot's DNS-01 TXT records in that zone only
-#   bastion, ollama: nothing else
+#   edge        with acme_challenge = "dns-01": certbot's TXT records in route53_zone_id only
+#   bastion, ollama: nothing (their roles exist so every tier has the same shape)
+# No Systems Manager policy: no role installs or runs its agent, and SSH through the
+# bastion is the only way onto a host (docs/terraform.md, IAM).
 # Secrets reach hosts through the ansible-vault file; the secret read permissions let a
 # host fetch its own keys at runtime instead (e.g. after a rotation) and no more.
 
@@ -26,13 +26,6 @@ resource "aws_iam_role" "tier" {
   name               = "${local.name}-${each.key}"
   description        = "QueryGPT ${var.env} ${each.key} instances"
   assume_role_policy = data.aws_iam_policy_document.ec2_assume.json
-}
-
-resource "aws_iam_role_policy_attachment" "ssm_core" {
-  for_each = toset(local.tiers)
-
-  role       = aws_iam_role.tier[each.key].name
-  policy_arn = "arn:${local.partition}:iam::aws:policy/AmazonSSMManagedInstanceCore"
 }
 
 resource "aws_iam_instance_profile" "tier" {
@@ -160,9 +153,11 @@ resource "aws_iam_role_policy" "monitoring" {
 }
 
 # --- edge: certbot DNS-01 through Route 53 (two edges behind the NLB share one name) -------
+# Only under acme_challenge = "dns-01", whose validation guarantees a zone id; with
+# http-01 (one edge) the edges get no DNS permission even if a zone id is set.
 
 data "aws_iam_policy_document" "edge_dns01" {
-  count = var.route53_zone_id == "" ? 0 : 1
+  count = var.acme_challenge == "dns-01" ? 1 : 0
 
   statement {
     sid       = "FindZone"
@@ -190,7 +185,7 @@ data "aws_iam_policy_document" "edge_dns01" {
 }
 
 resource "aws_iam_role_policy" "edge_dns01" {
-  count = var.route53_zone_id == "" ? 0 : 1
+  count = var.acme_challenge == "dns-01" ? 1 : 0
 
   name   = "certbot-dns01"
   role   = aws_iam_role.tier["edge"].id

@@ -1,7 +1,8 @@
 # Ollama on GPU instances. Models live on their own gp3 volume (mounted by the ollama
 # role at OLLAMA_MODELS), so an instance replacement or a resize of the root volume does
 # not re-download tens of GiB. var.ollama_ami_id can point at an AMI with the NVIDIA
-# driver baked in; otherwise the plain Debian 12 AMI is used.
+# driver baked in; otherwise the plain Debian 12 AMI is used. The volume survives an
+# instance replacement the same way as Qdrant's (vectordb.tf, docs/terraform.md).
 
 resource "aws_instance" "ollama" {
   count = var.ollama_count
@@ -45,7 +46,9 @@ resource "aws_ebs_volume" "ollama_models" {
   # No EBS backup plan: models are re-downloadable with pinned digests.
   count = var.ollama_count
 
-  availability_zone = aws_instance.ollama[count.index].availability_zone
+  # The subnet the instance is placed in (the same index expression), not the instance:
+  # a replaced instance's zone is unknown at plan time and would replace the volume.
+  availability_zone = aws_subnet.private[count.index % var.az_count].availability_zone
   type              = "gp3"
   size              = var.ollama_models_volume_size_gb
   encrypted         = true
@@ -55,14 +58,23 @@ resource "aws_ebs_volume" "ollama_models" {
     Name = "${local.name}-ollama-${count.index + 1}-models"
     Role = "ollama"
   }
+
+  lifecycle {
+    # Re-downloading the models takes long; a plan that would destroy the volume fails.
+    prevent_destroy = true
+  }
 }
 
 resource "aws_volume_attachment" "ollama_models" {
   count = var.ollama_count
 
   # Appears as an NVMe device on Nitro instances; the role finds it by the volume id
-  # (the NVMe serial), not by this name.
+  # (the NVMe serial, in the inventory's block device mapping for /dev/sdf), not by this
+  # name.
   device_name = "/dev/sdf"
   volume_id   = aws_ebs_volume.ollama_models[count.index].id
   instance_id = aws_instance.ollama[count.index].id
+
+  # Stop the old instance before detaching when it is replaced (see vectordb.tf).
+  stop_instance_before_detaching = true
 }

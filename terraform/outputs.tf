@@ -66,3 +66,13 @@ output "admin_cidrs" {
   description = "CIDRs allowed to SSH to the bastion; the bastion's host firewall opens 22 to the same list."
   value       = var.admin_cidrs
 }
+
+output "acme_challenge" {
+  description = "ACME challenge certbot on the edges must use (dns-01 or http-01); the edges' IAM permissions were built for it."
+  value       = var.acme_challenge
+}
+
+output "route53_zone_id" {
+  description = "Route 53 hosted zone the edges may write _acme-challenge TXT records to under dns-01 (empty with http-01)."
+  value       = var.route53_zone_id
+}

@@ -91,13 +91,39 @@ variable "nat_gateway_per_az" {
 }
 
 variable "route53_zone_id" {
-  description = "Route 53 hosted zone of the public name, for certbot's DNS-01 challenge on the edges (nginx_acme_challenge: dns-01). Empty: no DNS permissions (HTTP-01 only)."
+  description = "Route 53 hosted zone of the public name the edges serve: certbot on the edges writes its DNS-01 TXT records there. Required by acme_challenge = \"dns-01\" (the default); empty only with http-01."
   type        = string
   default     = ""
+  nullable    = false
 
   validation {
     condition     = var.route53_zone_id == "" || can(regex("^Z[A-Z0-9]{1,31}$", var.route53_zone_id))
-    error_message = "route53_zone_id must be a hosted zone id such as Z0123456789ABCDEFGHIJ, or empty."
+    error_message = "route53_zone_id must be a bare hosted zone id such as Z0123456789ABCDEFGHIJ (not /hostedzone/...), or empty."
+  }
+}
+
+# How certbot proves the public name. Exported (terraform_acme_challenge) so the nginx role
+# uses the method IAM was built for. The edges share one name behind the NLB, which sends
+# Let's Encrypt's HTTP-01 request to either edge: only DNS-01 works with more than one.
+variable "acme_challenge" {
+  description = "ACME challenge certbot uses on the edges: \"dns-01\" (TXT records in route53_zone_id; any edge_count) or \"http-01\" (only with edge_count = 1)."
+  type        = string
+  default     = "dns-01"
+  nullable    = false
+
+  validation {
+    condition     = contains(["dns-01", "http-01"], var.acme_challenge)
+    error_message = "acme_challenge must be \"dns-01\" or \"http-01\"."
+  }
+
+  validation {
+    condition     = var.acme_challenge != "dns-01" || can(regex("^Z[A-Z0-9]{1,31}$", var.route53_zone_id))
+    error_message = "acme_challenge = \"dns-01\" needs route53_zone_id: set it in environments/<env>/terraform.tfvars to the hosted zone id of the public name (aws route53 list-hosted-zones-by-name --dns-name <name>, e.g. Z0123456789ABCDEFGHIJ) before the first apply, so the edges may write their _acme-challenge TXT records. Without a Route 53 zone, use acme_challenge = \"http-01\" with edge_count = 1."
+  }
+
+  validation {
+    condition     = var.acme_challenge != "http-01" || var.edge_count == 1
+    error_message = "acme_challenge = \"http-01\" works only with edge_count = 1: the NLB sends Let's Encrypt's validation request to either edge, and only the one that asked can answer. Use acme_challenge = \"dns-01\" with route53_zone_id set, or edge_count = 1."
   }
 }
 
@@ -141,9 +167,14 @@ variable "ollama_ami_id" {
 }
 
 variable "ssh_key_name" {
-  description = "Name of an existing EC2 key pair installed for the `admin` user on every instance. null = no key (SSM Session Manager only)."
+  description = "Name of an existing EC2 key pair installed for the `admin` user on every instance. Required: SSH through the bastion is the only way onto a host."
   type        = string
-  default     = null
+  nullable    = false
+
+  validation {
+    condition     = length(trimspace(var.ssh_key_name)) > 0
+    error_message = "ssh_key_name must name an existing EC2 key pair (aws ec2 describe-key-pairs): without one no operator can log in, as SSH through the bastion is the only way in."
+  }
 }
 
 variable "instance_types" {

@@ -17,7 +17,7 @@ from typing import Any, Iterator
 import pytest
 import yaml
 
-from terraform_helpers import ENVIRONMENTS, INVENTORIES, expr
+from terraform_helpers import ENVIRONMENTS, INVENTORIES, expr, tf_files
 
 GROUPS = {"bastion", "edge", "backend", "qdrant", "ollama", "monitoring"}
 EVERY_HOST = "every host"
@@ -296,10 +296,22 @@ def test_only_qdrant_may_write_backups(tf) -> None:
                     assert "s3:PutLifecycleConfiguration" not in text
 
 
-def test_every_tier_gets_ssm(tf) -> None:
-    attachment = tf.resources("aws_iam_role_policy_attachment")["ssm_core"]
-    assert expr(attachment["for_each"]) == "toset(local.tiers)"
-    assert "AmazonSSMManagedInstanceCore" in attachment["policy_arn"]
+def test_no_tier_gets_ssm(tf) -> None:
+    """SSH through the bastion is the only way in. No role installs the SSM agent, so SSM
+    permissions and endpoints would be privilege and cost that nothing uses."""
+    for name, body in tf.resources("aws_iam_role_policy_attachment").items():
+        assert "SSM" not in body["policy_arn"], f"aws_iam_role_policy_attachment.{name} attaches {body['policy_arn']}"
+    for name, body in tf.resources("aws_vpc_endpoint").items():
+        service = body.get("service_name", "")
+        assert not re.search(r"\.(ssm|ssmmessages|ec2messages)$", service), f"aws_vpc_endpoint.{name}: {service}"
+    for path in tf_files():
+        text = path.read_text()
+        for marker in ("AmazonSSM", '"ssm:', "ssmmessages", "ec2messages"):
+            assert marker not in text, f"terraform/{path.name} still grants or mentions {marker}"
+    # With no Session Manager, an instance without a key pair is unreachable.
+    ssh_key = tf.variables["ssh_key_name"]
+    assert "default" not in ssh_key and ssh_key.get("nullable") is False, "ssh_key_name must be required, never null"
+    assert ssh_key.get("validation"), "ssh_key_name: validate that it is not empty"
 
 
 def test_outputs_the_inventory_and_docs_need(tf) -> None:

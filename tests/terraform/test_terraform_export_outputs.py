@@ -35,6 +35,8 @@ def _outputs(env: str) -> dict:
                 "qdrant-api-key": "arn:aws:secretsmanager:eu-central-1:111122223333:secret:querygpt/prod/qdrant-api-key-AbCdEf"
             },
         },
+        "acme_challenge": {"sensitive": False, "type": "string", "value": "dns-01"},
+        "route53_zone_id": {"sensitive": False, "type": "string", "value": "Z0123456789ABCDEFGHIJ"},
         "something_secret": {"sensitive": True, "type": "string", "value": "do-not-write"},
     }
 
@@ -58,6 +60,8 @@ def test_writes_prefixed_outputs_as_yaml(tmp_path: Path) -> None:
     assert written["terraform_bastion_public_ip"] == "198.51.100.7"
     assert written["terraform_environment"] == "prod"
     assert written["terraform_secret_arns"]["qdrant-api-key"].startswith("arn:aws:secretsmanager:")
+    assert written["terraform_acme_challenge"] == "dns-01"
+    assert written["terraform_route53_zone_id"] == "Z0123456789ABCDEFGHIJ"
     assert "terraform_something_secret" not in written, "sensitive outputs must not be written"
 
 

@@ -79,11 +79,35 @@ def test_state_backend_is_s3_configured_per_environment(tf, backend_tfvars) -> N
     assert len(backends) == 1, "exactly one backend block (backend.tf)"
     assert list(backends[0][0]) == ["s3"]
     for env, values in backend_tfvars.items():
-        assert {"bucket", "key", "region", "dynamodb_table"} <= set(values), f"environments/{env}/backend.tfvars"
+        assert {"bucket", "key", "region"} <= set(values), f"environments/{env}/backend.tfvars"
         assert f"/{env}/" in values["key"], f"environments/{env}/backend.tfvars: the state key must name {env}"
         assert values["encrypt"] is True
     keys = {values["key"] for values in backend_tfvars.values()}
     assert len(keys) == len(ENVIRONMENTS), "staging and prod must not share a state object"
+
+
+def _version(text: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in text.split("."))
+
+
+def test_state_is_locked_by_an_s3_lockfile_not_dynamodb(tf, backend_tfvars) -> None:
+    """The S3 backend's DynamoDB locking is deprecated since Terraform 1.11, where S3-native
+    locking (a <key>.tflock object next to the state) became generally available."""
+    backends = [b["backend"][0]["s3"] for _, b in tf.blocks("terraform") if "backend" in b]
+    assert backends[0].get("use_lockfile") is True, "backend.tf: use_lockfile = true (S3-native state locking)"
+    for env, values in backend_tfvars.items():
+        where = f"environments/{env}/backend.tfvars"
+        dynamodb = sorted(k for k in values if k.startswith("dynamodb"))
+        assert not dynamodb, f"{where} sets {dynamodb}: the lock is the S3 lockfile, no DynamoDB table"
+        assert values.get("use_lockfile", True) is True, f"{where} must not turn the lockfile off"
+    files = [*tf_files(), *sorted((TERRAFORM / "environments").glob("*/*.tfvars")), REPO / "docs" / "terraform.md"]
+    for path in files:
+        assert "dynamodb" not in path.read_text().lower(), f"{path.relative_to(REPO)} still mentions DynamoDB"
+
+    required = next(b["required_version"] for _, b in tf.blocks("terraform") if "required_version" in b)
+    lower = [c.strip()[2:].strip() for c in required.split(",") if c.strip().startswith(">=")]
+    assert len(lower) == 1, f"versions.tf: required_version {required!r} needs one >= bound"
+    assert _version(lower[0]) >= (1, 11), f"versions.tf: use_lockfile is GA from Terraform 1.11, not {lower[0]}"
 
 
 def test_every_variable_is_typed_and_described(tf) -> None:

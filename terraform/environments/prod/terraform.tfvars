@@ -42,7 +42,12 @@ flow_log_retention_days           = 365
 
 enable_deletion_protection = true
 
-# Hosted zone of the public name the edges serve (both edges share it behind the NLB, so
-# certbot proves it with DNS-01: inventories/prod/group_vars/edge/nginx.yml). Set it to let
-# the edges write their _acme-challenge TXT records; empty grants no DNS permissions.
+# TLS certificates: both edges share the public name behind the NLB, so certbot proves it
+# with DNS-01 through Route 53 (HTTP-01 works only with edge_count = 1).
+acme_challenge = "dns-01"
+
+# REQUIRED before the first apply: the Route 53 hosted zone id of the prod public name,
+# e.g. "Z0123456789ABCDEFGHIJ" (aws route53 list-hosted-zones-by-name --dns-name <name>).
+# The edges may write _acme-challenge TXT records in this zone only. Left empty, plan and
+# apply stop with an error naming this variable (acme_challenge = "dns-01" needs it).
 route53_zone_id = ""

@@ -42,5 +42,12 @@ enable_deletion_protection = false
 kms_deletion_window_days    = 7
 secret_recovery_window_days = 0
 
-# Hosted zone of the staging public name, for the edges' DNS-01 challenge (see prod).
+# TLS certificates: both edges share the public name behind the NLB, so certbot proves it
+# with DNS-01 through Route 53 (HTTP-01 works only with edge_count = 1).
+acme_challenge = "dns-01"
+
+# REQUIRED before the first apply: the Route 53 hosted zone id of the staging public name,
+# e.g. "Z0123456789ABCDEFGHIJ" (aws route53 list-hosted-zones-by-name --dns-name <name>).
+# The edges may write _acme-challenge TXT records in this zone only. Left empty, plan and
+# apply stop with an error naming this variable (acme_challenge = "dns-01" needs it).
 route53_zone_id = ""
