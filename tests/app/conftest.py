@@ -1,8 +1,9 @@
 """Fixtures for the QueryGPT backend tests.
 
 The app runs in-process against an in-memory Qdrant (qdrant-client's local
-mode) and a fake Ollama served through httpx.MockTransport, so the suite
-needs no network and no services. Sample PDFs are generated with reportlab.
+mode), a fake Ollama served through httpx.MockTransport and moto's in-process
+S3 (a versioned documents bucket), so the suite needs no network and no
+services. Sample PDFs are generated with reportlab.
 """
 
 from __future__ import annotations
@@ -14,8 +15,10 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import boto3
 import httpx
 import pytest
+from moto import mock_aws
 
 # Import the package from the source tree, whether it is installed or not.
 BACKEND_SRC = Path(__file__).resolve().parents[2] / "app" / "backend" / "src"
@@ -29,7 +32,7 @@ with warnings.catch_warnings():
 from qdrant_client import QdrantClient  # noqa: E402
 from querygpt.app import create_app  # noqa: E402
 from querygpt.config import Settings  # noqa: E402
-from querygpt_testkit import FakeOllama, make_pdf  # noqa: E402
+from querygpt_testkit import DOCUMENTS_BUCKET, S3_REGION, FakeOllama, make_pdf  # noqa: E402
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -53,23 +56,50 @@ def fake_ollama() -> FakeOllama:
 
 
 @pytest.fixture
+def s3() -> Iterator[Any]:
+    """moto's in-process S3 with the versioned documents bucket; yields a client to
+    inspect it. Every boto3 client created while it is active (the app's too) is mocked."""
+    with mock_aws():
+        client = boto3.client("s3", region_name=S3_REGION)
+        client.create_bucket(Bucket=DOCUMENTS_BUCKET)
+        client.put_bucket_versioning(
+            Bucket=DOCUMENTS_BUCKET, VersioningConfiguration={"Status": "Enabled"}
+        )
+        yield client
+
+
+@pytest.fixture
 def settings() -> Settings:
-    return Settings(chunk_size=120, chunk_overlap=20, embed_batch_size=4, top_k=3)
+    return Settings(
+        chunk_size=120,
+        chunk_overlap=20,
+        embed_batch_size=4,
+        top_k=3,
+        documents_bucket=DOCUMENTS_BUCKET,
+        s3_region=S3_REGION,
+    )
 
 
 AppFactory = Callable[..., TestClient]
 
 
 @pytest.fixture
-def make_client(fake_ollama: FakeOllama, settings: Settings) -> Iterator[AppFactory]:
-    """Build a started TestClient; keyword args override ``settings`` fields."""
+def make_client(fake_ollama: FakeOllama, settings: Settings, s3: Any) -> Iterator[AppFactory]:
+    """Build a started TestClient; keyword args override ``settings`` fields.
+
+    The app builds its own S3 client from the settings (mocked by the ``s3``
+    fixture) unless ``s3_client`` is given.
+    """
     clients: list[TestClient] = []
 
-    def factory(qdrant: QdrantClient | None = None, **overrides: Any) -> TestClient:
+    def factory(
+        qdrant: QdrantClient | None = None, s3_client: Any | None = None, **overrides: Any
+    ) -> TestClient:
         app = create_app(
             replace(settings, **overrides),
             qdrant_client=qdrant or QdrantClient(":memory:"),
             http_transport=httpx.MockTransport(fake_ollama),
+            s3_client=s3_client,
         )
         client = TestClient(app)
         client.__enter__()

@@ -1,5 +1,6 @@
-"""Helpers for the QueryGPT backend tests: sample PDFs, a fake Ollama and
-small request/metrics helpers. Fixtures using them live in conftest.py.
+"""Helpers for the QueryGPT backend tests: sample PDFs, a fake Ollama, the
+documents bucket and small request/metrics/Qdrant helpers. Fixtures using them
+live in conftest.py.
 """
 
 from __future__ import annotations
@@ -16,6 +17,10 @@ import httpx
 if TYPE_CHECKING:
     from fastapi.testclient import TestClient
 
+
+#: The versioned bucket the ``s3`` fixture creates in moto.
+DOCUMENTS_BUCKET = "querygpt-test-documents"
+S3_REGION = "us-east-1"
 
 SCHEMA_PAGES = [
     [
@@ -158,3 +163,9 @@ def metric_value(client: TestClient, name: str, **labels: str) -> float:
             if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
                 return float(sample.value)
     return 0.0
+
+
+def points(qdrant: Any, collection: str) -> dict[str, dict[str, Any]]:
+    """Every point of ``collection`` as {point id: payload}."""
+    records, _ = qdrant.scroll(collection, limit=10_000, with_payload=True)
+    return {str(r.id): dict(r.payload or {}) for r in records}

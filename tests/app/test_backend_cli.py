@@ -9,6 +9,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pytest
 from querygpt import __version__, cli
 
 BACKEND_SRC = Path(__file__).resolve().parents[2] / "app" / "backend" / "src"
@@ -19,6 +20,21 @@ def test_invalid_config_exits_2_naming_the_variable(monkeypatch, capsys) -> None
     assert cli.main([]) == 2
     err = capsys.readouterr().err
     assert "QUERYGPT_PORT" in err and "eighty" in err
+
+
+def test_refuses_to_start_without_a_documents_bucket(monkeypatch, capsys) -> None:
+    import uvicorn
+
+    monkeypatch.setattr(uvicorn, "run", lambda *a, **kw: pytest.fail("must not start"))
+    monkeypatch.delenv("QUERYGPT_DOCUMENTS_BUCKET", raising=False)
+    assert cli.main([]) == 2
+    err = capsys.readouterr().err
+    assert "invalid configuration: QUERYGPT_DOCUMENTS_BUCKET is empty" in err
+
+
+def test_unknown_arguments_print_usage(capsys) -> None:
+    assert cli.main(["--bogus"]) == 2
+    assert "querygpt-backend reindex" in capsys.readouterr().err
 
 
 def test_version_flag(capsys) -> None:
@@ -34,6 +50,7 @@ def test_runs_uvicorn_with_env_settings(monkeypatch, tmp_path) -> None:
     monkeypatch.setenv("QUERYGPT_HOST", "0.0.0.0")
     monkeypatch.setenv("QUERYGPT_PORT", "8123")
     monkeypatch.setenv("QUERYGPT_WORKERS", "3")
+    monkeypatch.setenv("QUERYGPT_DOCUMENTS_BUCKET", "querygpt-documents")
     prom = tmp_path / "prom"
     prom.mkdir()
     (prom / "counter_123.db").write_bytes(b"stale")
@@ -60,7 +77,10 @@ def test_multiprocess_metrics(tmp_path) -> None:
         def fake(request):
             return httpx.Response(200, json={"version": "x"})
 
-        app = create_app(Settings(), qdrant_client=QdrantClient(":memory:"),
+        # Static keys: building the S3 client then needs no credential lookup.
+        settings = Settings(documents_bucket="querygpt-documents", s3_region="us-east-1",
+                            s3_access_key_id="test", s3_secret_access_key="test")
+        app = create_app(settings, qdrant_client=QdrantClient(":memory:"),
                          http_transport=httpx.MockTransport(fake))
         with TestClient(app) as client:
             client.get("/health")

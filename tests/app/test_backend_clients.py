@@ -60,9 +60,17 @@ def test_timeout_and_refused_are_503() -> None:
         _ollama(refused).version()
 
 
-def _chunk(doc: str, n: int, vector: list[float]) -> StoredChunk:
+def _chunk(doc: str, n: int, vector: list[float], key: str = "documents/c/f.pdf") -> StoredChunk:
     return StoredChunk(
-        document_id=doc, filename="f.pdf", page=1, chunk=n, text=f"t{n}", vector=vector
+        document_id=doc,
+        filename="f.pdf",
+        page=1,
+        chunk=n,
+        text=f"t{n}",
+        vector=vector,
+        s3_key=key,
+        s3_version_id=f"v-{doc[:2]}",
+        sha256="0" * 64,
     )
 
 
@@ -83,6 +91,19 @@ def test_store_roundtrip_totals_and_delete() -> None:
     store.delete_document("c", doc_a)
     assert store.count_document("c", doc_a) == 0
     assert store.totals() == (1, 1)
+
+
+def test_delete_replaced_keeps_only_this_version_of_the_key() -> None:
+    store = VectorStore(QdrantClient(":memory:"))
+    old, new, other = (f"{n}" * 8 + "-1111-1111-1111-111111111111" for n in (1, 2, 3))
+    store.ensure_collection("c", 2)
+    store.upsert("c", [_chunk(old, n, [1, 0]) for n in range(3)])  # the earlier version
+    store.upsert("c", [_chunk(new, n, [1, 0]) for n in range(4)])  # chunks 2, 3: leftovers
+    store.upsert("c", [_chunk(other, 0, [0, 1], key="documents/c/other.pdf")])
+    store.delete_replaced("c", "documents/c/f.pdf", new, chunks=2)
+    assert store.count_document("c", old) == 0
+    assert store.count_document("c", new) == 2
+    assert store.count_document("c", other) == 1  # another key is untouched
 
 
 def test_store_rejects_other_dimension() -> None:

@@ -8,9 +8,13 @@ from querygpt.config import DEFAULTS, Settings
 from querygpt.errors import ConfigError
 
 
+#: The one variable without a usable default.
+BUCKET = {"QUERYGPT_DOCUMENTS_BUCKET": "querygpt-documents"}
+
+
 def test_defaults_match_documented_values() -> None:
-    settings = Settings.from_env({})
-    assert settings == Settings()
+    settings = Settings.from_env(BUCKET)
+    assert settings == Settings(documents_bucket="querygpt-documents")
     assert settings.qdrant_api_key is None
     assert settings.embed_model == "all-minilm"
     assert settings.llm_model == "qwen2.5-coder:1.5b"
@@ -33,7 +37,19 @@ def test_defaults_match_documented_values() -> None:
         "QUERYGPT_WORKERS",
         "QUERYGPT_LOG_LEVEL",
         "QUERYGPT_REQUEST_TIMEOUT",
+        "QUERYGPT_DOCUMENTS_BUCKET",
+        "QUERYGPT_DOCUMENTS_PREFIX",
+        "QUERYGPT_S3_ENDPOINT_URL",
+        "QUERYGPT_S3_REGION",
+        "QUERYGPT_S3_ACCESS_KEY_ID",
+        "QUERYGPT_S3_SECRET_ACCESS_KEY",
+        "QUERYGPT_S3_KMS_KEY_ID",
     }
+    assert settings.documents_prefix == "documents"
+    # None: AWS S3 with boto3's default chain (instance profile, bucket encryption).
+    assert settings.s3_endpoint_url is None and settings.s3_region is None
+    assert settings.s3_access_key_id is None and settings.s3_secret_access_key is None
+    assert settings.s3_kms_key_id is None
 
 
 def test_values_are_read_and_normalised() -> None:
@@ -51,6 +67,13 @@ def test_values_are_read_and_normalised() -> None:
             "QUERYGPT_REQUEST_TIMEOUT": "2.5",
             "QUERYGPT_DEFAULT_COLLECTION": "schemas_v2",
             "QUERYGPT_PORT": "",  # empty means default
+            "QUERYGPT_DOCUMENTS_BUCKET": "querygpt-prod-documents-123456789012",
+            "QUERYGPT_DOCUMENTS_PREFIX": "/prod/documents/",
+            "QUERYGPT_S3_ENDPOINT_URL": "http://10.42.2.51:5000/",
+            "QUERYGPT_S3_REGION": "eu-central-1",
+            "QUERYGPT_S3_ACCESS_KEY_ID": "AKIAEXAMPLE",
+            "QUERYGPT_S3_SECRET_ACCESS_KEY": "wJalr/K7MDENG+bPxRfiCY",
+            "QUERYGPT_S3_KMS_KEY_ID": "arn:aws:kms:eu-central-1:123456789012:key/abcd-ef",
         }
     )
     assert settings.qdrant_url == "https://qdrant.internal:6333"
@@ -62,6 +85,13 @@ def test_values_are_read_and_normalised() -> None:
     assert settings.request_timeout == 2.5
     assert settings.default_collection == "schemas_v2"
     assert settings.port == 8000
+    assert settings.documents_bucket == "querygpt-prod-documents-123456789012"
+    assert settings.documents_prefix == "prod/documents"  # slashes at the ends dropped
+    assert settings.s3_endpoint_url == "http://10.42.2.51:5000"
+    assert settings.s3_region == "eu-central-1"
+    assert settings.s3_access_key_id == "AKIAEXAMPLE"
+    assert settings.s3_secret_access_key == "wJalr/K7MDENG+bPxRfiCY"
+    assert settings.s3_kms_key_id.endswith(":key/abcd-ef")
 
 
 @pytest.mark.parametrize(
@@ -82,11 +112,19 @@ def test_values_are_read_and_normalised() -> None:
         ("QUERYGPT_LOG_LEVEL", "verbose"),
         ("QUERYGPT_REQUEST_TIMEOUT", "0"),
         ("QUERYGPT_HOST", "0.0.0.0/0"),
+        ("QUERYGPT_DOCUMENTS_BUCKET", "My_Documents"),
+        ("QUERYGPT_DOCUMENTS_BUCKET", "s3://querygpt-documents"),
+        ("QUERYGPT_DOCUMENTS_PREFIX", "documents/../etc"),
+        ("QUERYGPT_DOCUMENTS_PREFIX", "a//b"),
+        ("QUERYGPT_DOCUMENTS_PREFIX", "my documents"),
+        ("QUERYGPT_S3_ENDPOINT_URL", "minio:9000"),
+        ("QUERYGPT_S3_REGION", "eu central"),
+        ("QUERYGPT_S3_KMS_KEY_ID", "alias/my key"),
     ],
 )
 def test_invalid_value_names_the_variable(variable: str, value: str) -> None:
     with pytest.raises(ConfigError) as info:
-        Settings.from_env({variable: value})
+        Settings.from_env({**BUCKET, variable: value})
     assert info.value.variable == variable
     assert str(info.value).startswith(variable)
 
@@ -96,6 +134,47 @@ def test_overlap_must_be_smaller_than_size() -> None:
         Settings.from_env({"QUERYGPT_CHUNK_SIZE": "100", "QUERYGPT_CHUNK_OVERLAP": "100"})
 
 
-def test_api_key_is_not_in_repr() -> None:
-    settings = Settings.from_env({"QUERYGPT_QDRANT_API_KEY": "very-secret"})
-    assert "very-secret" not in repr(settings)
+@pytest.mark.parametrize("value", [None, "", "   "])
+def test_documents_bucket_is_required(value: str | None) -> None:
+    environ = {} if value is None else {"QUERYGPT_DOCUMENTS_BUCKET": value}
+    with pytest.raises(ConfigError) as info:
+        Settings.from_env(environ)
+    assert info.value.variable == "QUERYGPT_DOCUMENTS_BUCKET"
+    assert "backend_documents_bucket" in str(info.value)  # where to set it
+
+
+def test_a_malformed_variable_is_reported_before_the_missing_bucket() -> None:
+    with pytest.raises(ConfigError) as info:
+        Settings.from_env({"QUERYGPT_PORT": "eighty"})
+    assert info.value.variable == "QUERYGPT_PORT"
+
+
+@pytest.mark.parametrize(
+    ("given", "missing"),
+    [
+        ("QUERYGPT_S3_ACCESS_KEY_ID", "QUERYGPT_S3_SECRET_ACCESS_KEY"),
+        ("QUERYGPT_S3_SECRET_ACCESS_KEY", "QUERYGPT_S3_ACCESS_KEY_ID"),
+    ],
+)
+def test_static_s3_keys_come_in_pairs(given: str, missing: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        Settings.from_env({**BUCKET, given: "only-half-of-a-pair"})
+    assert info.value.variable == missing
+    assert "only-half-of-a-pair" not in str(info.value)
+
+
+def test_secrets_are_not_in_repr_nor_in_error_messages() -> None:
+    settings = Settings.from_env(
+        {
+            **BUCKET,
+            "QUERYGPT_QDRANT_API_KEY": "very-secret",
+            "QUERYGPT_S3_ACCESS_KEY_ID": "AKIASECRETID",
+            "QUERYGPT_S3_SECRET_ACCESS_KEY": "s3-very-secret",
+        }
+    )
+    for secret in ("very-secret", "AKIASECRETID", "s3-very-secret"):
+        assert secret not in repr(settings)
+    assert set(settings.secrets()) == {"very-secret", "AKIASECRETID", "s3-very-secret"}
+    with pytest.raises(ConfigError) as info:
+        Settings.from_env({**BUCKET, "QUERYGPT_S3_SECRET_ACCESS_KEY": "bad secret with spaces"})
+    assert "bad secret" not in str(info.value)

@@ -1,15 +1,17 @@
 """End to end: the real QueryGPT backend (``python -m querygpt``, uvicorn,
-two workers) over HTTP against the Qdrant and Ollama lab stand-ins.
+two workers) over HTTP against the Qdrant and Ollama lab stand-ins, with
+moto's S3 server (the lab's S3-compatible endpoint) as the documents bucket.
 
 Stand-ins and backends run as subprocesses bound to 127.0.0.1 on free
 ports, with state in tmp_path_factory directories (per xdist worker, so
 ``pytest -n 2`` runs two independent stacks). Extra backend instances (dead
-Qdrant, tiny upload limit, failing embeddings) are started by the tests that
-need them so the shared one is never disturbed.
+Qdrant, tiny upload limit, failing embeddings, dead S3) are started by the
+tests that need them so the shared one is never disturbed.
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -25,8 +27,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+import boto3
 import httpx
 import pytest
+from botocore.config import Config as BotoConfig
 from prometheus_client.parser import text_string_to_metric_families
 from qdrant_client import QdrantClient, models
 
@@ -41,6 +45,11 @@ QDRANT_STANDIN = ROOT / "lab" / "standins" / "qdrant"
 OLLAMA_STANDIN = ROOT / "lab" / "standins" / "ollama"
 
 QDRANT_KEY = "integration-test-key"
+# moto takes any credentials; static keys also keep boto3 off the instance metadata service.
+S3_KEY_ID = "integration-test-key-id"
+S3_SECRET = "integration-test-secret"
+S3_REGION = "us-east-1"
+DOCUMENTS_BUCKET = "querygpt-integration-documents"
 EMBED_MODEL = "all-minilm:latest"
 LLM_MODEL = "qwen2.5-coder:1.5b"
 START_TIMEOUT = 20.0
@@ -214,6 +223,54 @@ def qdrant_client(qdrant: QdrantStandin) -> Iterator[QdrantClient]:
     client.close()
 
 
+# ------------------------------------------------------------------------- S3
+
+
+@dataclass
+class S3Standin:
+    url: str
+    proc: subprocess.Popen[bytes]
+    log: Path
+
+    def client(self) -> Any:
+        return boto3.session.Session().client(
+            "s3",
+            endpoint_url=self.url,
+            region_name=S3_REGION,
+            aws_access_key_id=S3_KEY_ID,
+            aws_secret_access_key=S3_SECRET,
+            config=BotoConfig(s3={"addressing_style": "path"}),
+        )
+
+
+@pytest.fixture(scope="session")
+def s3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Standin]:
+    """moto's S3 server with a versioned documents bucket, like the Terraform one."""
+    work = tmp_path_factory.mktemp("s3")
+    port = free_port()
+    log = work / "moto.log"
+    env = {k: v for k, v in clean_env().items() if not k.startswith("AWS_")}
+    command = [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)]
+    proc = spawn(command, env, log)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_ok(url + "/moto-api/", proc, log, "moto S3 server")
+        standin = S3Standin(url, proc, log)
+        client = standin.client()
+        client.create_bucket(Bucket=DOCUMENTS_BUCKET)
+        client.put_bucket_versioning(
+            Bucket=DOCUMENTS_BUCKET, VersioningConfiguration={"Status": "Enabled"}
+        )
+        yield standin
+    finally:
+        stop_process(proc)
+
+
+@pytest.fixture(scope="session")
+def s3_client(s3: S3Standin) -> Any:
+    return s3.client()
+
+
 # --------------------------------------------------------------------- Ollama
 
 
@@ -274,21 +331,11 @@ class Backend:
 BackendFactory = Callable[..., Backend]
 
 
-def launch_backend(
-    work: Path,
-    qdrant: QdrantStandin,
-    ollama: OllamaStandin,
-    *,
-    precreate_metrics_dir: bool = True,
-    **overrides: str | int,
-) -> Backend:
-    """Start ``python -m querygpt``; keyword args become/override QUERYGPT_* variables.
-
-    Defaults point at the stand-ins; ``workers=2`` also sets PROMETHEUS_MULTIPROC_DIR
-    (an empty directory in ``work``, created first unless ``precreate_metrics_dir=False``).
-    """
-    port = free_port()
-    settings: dict[str, str] = {
+def backend_settings(
+    qdrant: QdrantStandin, ollama: OllamaStandin, s3: S3Standin, port: int
+) -> dict[str, str]:
+    """The QUERYGPT_* variables of a backend on the stand-ins (what backend.env holds)."""
+    return {
         "QUERYGPT_QDRANT_URL": qdrant.url,
         "QUERYGPT_QDRANT_API_KEY": QDRANT_KEY,
         "QUERYGPT_OLLAMA_URL": ollama.url,
@@ -299,7 +346,30 @@ def launch_backend(
         "QUERYGPT_WORKERS": "1",
         "QUERYGPT_LOG_LEVEL": "INFO",
         "QUERYGPT_REQUEST_TIMEOUT": "10",
+        "QUERYGPT_DOCUMENTS_BUCKET": DOCUMENTS_BUCKET,
+        "QUERYGPT_S3_ENDPOINT_URL": s3.url,
+        "QUERYGPT_S3_REGION": S3_REGION,
+        "QUERYGPT_S3_ACCESS_KEY_ID": S3_KEY_ID,
+        "QUERYGPT_S3_SECRET_ACCESS_KEY": S3_SECRET,
     }
+
+
+def launch_backend(
+    work: Path,
+    qdrant: QdrantStandin,
+    ollama: OllamaStandin,
+    s3: S3Standin,
+    *,
+    precreate_metrics_dir: bool = True,
+    **overrides: str | int,
+) -> Backend:
+    """Start ``python -m querygpt``; keyword args become/override QUERYGPT_* variables.
+
+    Defaults point at the stand-ins; ``workers=2`` also sets PROMETHEUS_MULTIPROC_DIR
+    (an empty directory in ``work``, created first unless ``precreate_metrics_dir=False``).
+    """
+    port = free_port()
+    settings = backend_settings(qdrant, ollama, s3, port)
     settings.update({f"QUERYGPT_{k.upper()}": str(v) for k, v in overrides.items()})
     env = dict(clean_env(), PYTHONPATH=str(BACKEND_SRC), **settings)
     if int(settings["QUERYGPT_WORKERS"]) > 1:
@@ -319,10 +389,13 @@ def launch_backend(
 
 @pytest.fixture(scope="session")
 def backend(
-    tmp_path_factory: pytest.TempPathFactory, qdrant: QdrantStandin, ollama: OllamaStandin
+    tmp_path_factory: pytest.TempPathFactory,
+    qdrant: QdrantStandin,
+    ollama: OllamaStandin,
+    s3: S3Standin,
 ) -> Iterator[Backend]:
     """The shared backend: two workers, multiprocess metrics."""
-    shared = launch_backend(tmp_path_factory.mktemp("backend"), qdrant, ollama, workers=2)
+    shared = launch_backend(tmp_path_factory.mktemp("backend"), qdrant, ollama, s3, workers=2)
     try:
         yield shared
     finally:
@@ -331,7 +404,7 @@ def backend(
 
 @pytest.fixture
 def start_backend(
-    tmp_path: Path, qdrant: QdrantStandin, ollama: OllamaStandin
+    tmp_path: Path, qdrant: QdrantStandin, ollama: OllamaStandin, s3: S3Standin
 ) -> Iterator[BackendFactory]:
     """Extra backends for one test (same stand-ins), stopped when it ends."""
     started: list[Backend] = []
@@ -339,7 +412,7 @@ def start_backend(
     def factory(**kwargs: Any) -> Backend:
         work = tmp_path / f"backend{len(started)}"
         work.mkdir()
-        started.append(launch_backend(work, qdrant, ollama, **kwargs))
+        started.append(launch_backend(work, qdrant, ollama, s3, **kwargs))
         return started[-1]
 
     try:
@@ -354,12 +427,18 @@ UPLOAD_FILENAME = "shop-schema.pdf"
 
 
 @pytest.fixture(scope="session")
-def uploaded(backend: Backend) -> dict[str, object]:
+def upload_pdf() -> bytes:
+    """The bytes ``uploaded`` sends (reportlab stamps the time, so keep them)."""
+    return make_pdf()
+
+
+@pytest.fixture(scope="session")
+def uploaded(backend: Backend, upload_pdf: bytes) -> dict[str, object]:
     """Upload the schema PDF once per session (per xdist worker)."""
     with backend.client() as client:
         response = client.post(
             "/upload",
-            files={"pdf_file": (UPLOAD_FILENAME, make_pdf(), "application/pdf")},
+            files={"pdf_file": (UPLOAD_FILENAME, upload_pdf, "application/pdf")},
             data={"collection_name": UPLOAD_COLLECTION},
         )
     assert response.status_code == 200, response.text
@@ -529,6 +608,9 @@ def test_upload_indexes_every_page_into_qdrant(
         assert {"document_id", "filename", "page", "chunk", "text"} <= set(payload)
         assert payload["document_id"] == uploaded["document_id"]
         assert payload["filename"] == UPLOAD_FILENAME
+        assert payload["s3_key"] == uploaded["s3_key"]
+        assert payload["s3_version_id"] == uploaded["s3_version_id"]
+        assert payload["sha256"] == uploaded["sha256"]
     assert sorted(p["chunk"] for p in payloads) == list(range(uploaded["chunks"]))
     assert {p["page"] for p in payloads} == {1, 2, 3}
     text = "\n".join(p["text"] for p in payloads)
@@ -678,3 +760,99 @@ def test_backend_creates_a_missing_metrics_directory(start_backend: BackendFacto
     with fresh.client() as client:
         assert client.get("/health").status_code == 200
     assert Path(fresh.env["PROMETHEUS_MULTIPROC_DIR"]).is_dir()
+
+
+# --------------------------------------------------------------- documents bucket
+
+
+def collection_points(client: QdrantClient, collection: str) -> dict[str, dict[str, Any]]:
+    records, _ = client.scroll(collection, limit=10_000, with_payload=True)
+    return {str(r.id): dict(r.payload or {}) for r in records}
+
+
+def write_env_file(path: Path, settings: dict[str, str]) -> Path:
+    """The QUERYGPT_* variables as roles/backend/templates/backend.env.j2 writes them."""
+    lines = []
+    for name, raw in settings.items():
+        if name.startswith("QUERYGPT_"):
+            if name.endswith(("_API_KEY", "_SECRET_ACCESS_KEY", "_ACCESS_KEY_ID")):
+                raw = '"' + raw.replace("\\", "\\\\").replace('"', '\\"') + '"'
+            lines.append(f"{name}={raw}")
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_upload_keeps_the_original_in_the_documents_bucket(
+    uploaded: dict[str, Any], upload_pdf: bytes, s3_client: Any
+) -> None:
+    key = uploaded["s3_key"]
+    assert key == f"documents/{UPLOAD_COLLECTION}/{UPLOAD_FILENAME}"
+    stored = s3_client.get_object(Bucket=DOCUMENTS_BUCKET, Key=key)
+    data = stored["Body"].read()
+    assert data == upload_pdf
+    assert stored["VersionId"] == uploaded["s3_version_id"]
+    assert stored["Metadata"]["sha256"] == uploaded["sha256"] == hashlib.sha256(data).hexdigest()
+
+
+def test_backend_refuses_to_start_without_a_documents_bucket(
+    tmp_path: Path, qdrant: QdrantStandin, ollama: OllamaStandin, s3: S3Standin
+) -> None:
+    settings = backend_settings(qdrant, ollama, s3, free_port())
+    del settings["QUERYGPT_DOCUMENTS_BUCKET"]
+    env = dict(clean_env(), PYTHONPATH=str(BACKEND_SRC), **settings)
+    result = subprocess.run(
+        [sys.executable, "-m", "querygpt"], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 2
+    assert "invalid configuration: QUERYGPT_DOCUMENTS_BUCKET is empty" in result.stderr
+
+
+def test_upload_with_s3_down_is_503_and_indexes_nothing(
+    start_backend: BackendFactory, qdrant_client: QdrantClient
+) -> None:
+    collection = "s3_down_check"
+    dead_s3 = start_backend(s3_endpoint_url=f"http://127.0.0.1:{free_port()}")
+    with dead_s3.client() as client:
+        response = client.post(
+            "/upload",
+            files={"pdf_file": ("schema.pdf", make_pdf(), "application/pdf")},
+            data={"collection_name": collection},
+        )
+    assert response.status_code == 503, response.text
+    detail = response.json()["detail"]
+    assert "S3 at http://127.0.0.1:" in detail and "unreachable" in detail
+    assert "Nothing was indexed" in detail
+    assert not qdrant_client.collection_exists(collection)
+
+
+def test_reindex_rebuilds_a_lost_collection_from_the_bucket(
+    backend: Backend, qdrant_client: QdrantClient, tmp_path: Path
+) -> None:
+    collection = "reindex_check"
+    with backend.client() as client:
+        for filename, pages in (
+            ("shop.pdf", SCHEMA_PAGES),
+            ("orders.pdf", SCHEMA_PAGES[1:2]),
+            ("orders.pdf", SCHEMA_PAGES[1:]),  # a second version replaces the first
+        ):
+            response = client.post(
+                "/upload",
+                files={"pdf_file": (filename, make_pdf(pages), "application/pdf")},
+                data={"collection_name": collection},
+            )
+            assert response.status_code == 200, response.text
+    before = collection_points(qdrant_client, collection)
+    qdrant_client.delete_collection(collection)  # Qdrant and its snapshots are lost
+
+    env_file = write_env_file(tmp_path / "backend.env", backend.env)
+    command = [sys.executable, "-m", "querygpt", "reindex", "--collection", collection,
+               "--env-file", str(env_file)]
+    env = dict(clean_env(), PYTHONPATH=str(BACKEND_SRC))
+    for _ in range(2):  # the second run must change nothing
+        result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+        assert result.returncode == 0, result.stderr
+        summary = json.loads(result.stdout)
+        assert summary["ok"] is True and summary["failures"] == []
+        assert (summary["documents"], summary["points"]) == (2, len(before))
+        assert collection_points(qdrant_client, collection) == before
+    assert QDRANT_KEY not in result.stderr and S3_SECRET not in result.stderr

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 import httpx
 from fastapi import FastAPI, Request
@@ -22,6 +23,7 @@ from starlette.concurrency import run_in_threadpool
 from . import __version__
 from .answering import Answerer
 from .config import Settings
+from .documents import DocumentStore
 from .errors import QueryGPTError, UploadRejected, UpstreamError
 from .index_stats import IndexStats
 from .indexing import Indexer
@@ -45,15 +47,21 @@ def create_app(
     *,
     qdrant_client: QdrantClient | None = None,
     http_transport: httpx.BaseTransport | None = None,
+    s3_client: Any | None = None,
 ) -> FastAPI:
     """Build the QueryGPT API.
 
     ``qdrant_client`` replaces the REST client built from QUERYGPT_QDRANT_URL
     (e.g. ``QdrantClient(":memory:")``); ``http_transport`` is used for every
-    plain HTTP call (Ollama, and Qdrant's /readyz probe).
+    plain HTTP call (Ollama, and Qdrant's /readyz probe); ``s3_client`` replaces
+    the boto3 S3 client built from the QUERYGPT_S3_* settings.
+
+    Raises ConfigError if ``settings`` names no documents bucket: uploads must
+    never be indexed without their original being kept.
     """
     settings = settings or Settings.from_env()
-    setup_logging(settings.log_level, secrets=_secrets(settings))
+    setup_logging(settings.log_level, secrets=settings.secrets())
+    documents = DocumentStore.connect(settings, s3_client)
 
     if qdrant_client is not None:
         store = VectorStore(qdrant_client, location=settings.qdrant_url)
@@ -73,7 +81,8 @@ def create_app(
     )
     services = Services(
         settings=settings,
-        indexer=Indexer(settings, store, ollama),
+        documents=documents,
+        indexer=Indexer(settings, store, ollama, documents),
         answerer=Answerer(settings, store, ollama),
         probe=probe,
         stats=IndexStats(store),
@@ -89,6 +98,8 @@ def create_app(
                 "ollama_url": settings.ollama_url,
                 "embed_model": settings.embed_model,
                 "llm_model": settings.llm_model,
+                "documents": documents.uri(documents.prefix + "/"),
+                "s3_endpoint_url": settings.s3_endpoint_url or "(AWS)",
             },
         )
         await run_in_threadpool(services.stats.refresh)
@@ -160,6 +171,3 @@ def _add_error_handlers(app: FastAPI) -> None:
             status_code=422,
         )
 
-
-def _secrets(settings: Settings) -> tuple[str, ...]:
-    return (settings.qdrant_api_key,) if settings.qdrant_api_key else ()

@@ -20,6 +20,11 @@ T = TypeVar("T")
 #: Collection names are used in URLs and metrics; restrict them to a safe set.
 COLLECTION_NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
+#: AWS's bucket naming rules (lower case, 3-63 characters), which S3-compatible stores share.
+BUCKET_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+#: One segment of the documents key prefix: no empty, "." or ".." segments in S3 keys.
+_PREFIX_SEGMENT_RE = re.compile(r"^[A-Za-z0-9._-]+$")
+
 LOG_LEVELS = ("CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG")
 CHUNK_UNITS = ("chars", "words")
 
@@ -43,6 +48,14 @@ DEFAULTS: dict[str, str] = {
     "QUERYGPT_WORKERS": "1",
     "QUERYGPT_LOG_LEVEL": "INFO",
     "QUERYGPT_REQUEST_TIMEOUT": "120",
+    # The original of every upload is kept in S3 (see documents.py); the bucket is required.
+    "QUERYGPT_DOCUMENTS_BUCKET": "",
+    "QUERYGPT_DOCUMENTS_PREFIX": "documents",
+    "QUERYGPT_S3_ENDPOINT_URL": "",
+    "QUERYGPT_S3_REGION": "",
+    "QUERYGPT_S3_ACCESS_KEY_ID": "",
+    "QUERYGPT_S3_SECRET_ACCESS_KEY": "",
+    "QUERYGPT_S3_KMS_KEY_ID": "",
 }
 
 
@@ -68,6 +81,27 @@ class Settings:
     workers: int = 1
     log_level: str = "INFO"
     request_timeout: float = 120.0
+    # S3 bucket for the uploaded originals. Empty only in a Settings built by hand: from_env
+    # refuses to start without it, and create_app refuses a Settings without it.
+    documents_bucket: str = ""
+    documents_prefix: str = DEFAULTS["QUERYGPT_DOCUMENTS_PREFIX"]
+    # None means AWS S3 / boto3's default chain (region from AWS_REGION or ~/.aws/config,
+    # credentials from the instance profile).
+    s3_endpoint_url: str | None = None
+    s3_region: str | None = None
+    # repr=False: static keys must never end up in a log line or a traceback.
+    s3_access_key_id: str | None = field(default=None, repr=False)
+    s3_secret_access_key: str | None = field(default=None, repr=False)
+    # None means the bucket's default encryption.
+    s3_kms_key_id: str | None = None
+
+    def secrets(self) -> tuple[str, ...]:
+        """Values the log formatter scrubs from every line."""
+        return tuple(
+            value
+            for value in (self.qdrant_api_key, self.s3_access_key_id, self.s3_secret_access_key)
+            if value
+        )
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -94,7 +128,15 @@ class Settings:
                 f"must be smaller than QUERYGPT_CHUNK_SIZE ({size}), got {overlap}",
             )
         api_key = environ.get("QUERYGPT_QDRANT_API_KEY", "").strip() or None
-        return cls(
+        access_key_id = _parse("QUERYGPT_S3_ACCESS_KEY_ID", raw, _optional(_token))
+        secret_access_key = _parse("QUERYGPT_S3_SECRET_ACCESS_KEY", raw, _optional(_token))
+        if bool(access_key_id) != bool(secret_access_key):
+            raise ConfigError(
+                "QUERYGPT_S3_SECRET_ACCESS_KEY" if access_key_id else "QUERYGPT_S3_ACCESS_KEY_ID",
+                "must be set together with its pair (QUERYGPT_S3_ACCESS_KEY_ID and "
+                "QUERYGPT_S3_SECRET_ACCESS_KEY), or leave both empty to use the instance profile",
+            )
+        settings = cls(
             qdrant_url=_parse("QUERYGPT_QDRANT_URL", raw, _http_url),
             qdrant_api_key=api_key,
             ollama_url=_parse("QUERYGPT_OLLAMA_URL", raw, _http_url),
@@ -114,6 +156,30 @@ class Settings:
             workers=_parse("QUERYGPT_WORKERS", raw, _int_between(1, 64)),
             log_level=_parse("QUERYGPT_LOG_LEVEL", raw, _choice(LOG_LEVELS, lower=False)),
             request_timeout=_parse("QUERYGPT_REQUEST_TIMEOUT", raw, _positive_float),
+            documents_bucket=_parse("QUERYGPT_DOCUMENTS_BUCKET", raw, _optional(_bucket_name)),
+            documents_prefix=_parse("QUERYGPT_DOCUMENTS_PREFIX", raw, _key_prefix),
+            s3_endpoint_url=_parse("QUERYGPT_S3_ENDPOINT_URL", raw, _optional(_http_url)) or None,
+            s3_region=_parse("QUERYGPT_S3_REGION", raw, _optional(_region)) or None,
+            s3_access_key_id=access_key_id or None,
+            s3_secret_access_key=secret_access_key or None,
+            s3_kms_key_id=_parse("QUERYGPT_S3_KMS_KEY_ID", raw, _optional(_token)) or None,
+        )
+        # Checked last so that a malformed variable is reported before a missing one.
+        require_documents_bucket(settings)
+        return settings
+
+
+def require_documents_bucket(settings: Settings) -> None:
+    """Refuse to run without somewhere to keep the originals.
+
+    Indexing a PDF whose original is not kept would make the index impossible to rebuild
+    (``querygpt-backend reindex``) once Qdrant and its snapshots are lost.
+    """
+    if not settings.documents_bucket:
+        raise ConfigError(
+            "QUERYGPT_DOCUMENTS_BUCKET",
+            "is empty; set it to the S3 bucket that keeps the uploaded PDFs (Terraform output "
+            "documents_bucket; in the Ansible role backend_documents_bucket)",
         )
 
 
@@ -131,6 +197,15 @@ def _parse(name: str, raw: Callable[[str], str], parser: Callable[[str], T]) -> 
         return parser(value)
     except ValueError as exc:
         raise ConfigError(name, str(exc)) from None
+
+
+def _optional(parser: Callable[[str], str]) -> Callable[[str], str]:
+    """Empty stays empty (the variable's default is ""); anything else must parse."""
+
+    def parse(value: str) -> str:
+        return parser(value) if value else ""
+
+    return parse
 
 
 def _int_between(low: int, high: int) -> Callable[[str], int]:
@@ -188,6 +263,42 @@ def _model_name(value: str) -> str:
 def _collection_name(value: str) -> str:
     if not is_valid_collection_name(value):
         raise ValueError(f"must be 1-64 characters of letters, digits, '_' or '-', got {value!r}")
+    return value
+
+
+def _bucket_name(value: str) -> str:
+    if not BUCKET_NAME_RE.fullmatch(value) or ".." in value:
+        raise ValueError(
+            "must be an S3 bucket name (3-63 lower-case letters, digits, '.' or '-'), "
+            f"got {value!r}"
+        )
+    return value
+
+
+def _key_prefix(value: str) -> str:
+    prefix = value.strip("/")
+    segments = prefix.split("/")
+    if len(prefix) > 256 or not all(
+        _PREFIX_SEGMENT_RE.fullmatch(s) and s not in (".", "..") for s in segments
+    ):
+        raise ValueError(
+            "must be a key prefix such as 'documents' or 'prod/documents' (letters, digits, "
+            f"'.', '_', '-' separated by '/', at most 256 characters), got {value!r}"
+        )
+    return prefix
+
+
+def _region(value: str) -> str:
+    if not re.fullmatch(r"[A-Za-z0-9_-]{1,64}", value):
+        raise ValueError(f"must be a region name such as eu-central-1, got {value!r}")
+    return value
+
+
+def _token(value: str) -> str:
+    """A key id, secret or KMS key ARN: anything printable without spaces."""
+    if len(value) > 2048 or not value.isprintable() or any(ch.isspace() for ch in value):
+        # Never echo the value: it may be a secret.
+        raise ValueError("must be a single token without spaces (at most 2048 characters)")
     return value
 
 

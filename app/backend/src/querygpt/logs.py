@@ -2,7 +2,7 @@
 
 One JSON object per line is what the log shipper on the hosts parses; the
 request id ties the access line to any warning logged while serving it. The
-Qdrant API key is scrubbed from every message as a last line of defence.
+Qdrant API key and the S3 keys are scrubbed from every message as a last line of defence.
 """
 
 from __future__ import annotations
@@ -58,24 +58,32 @@ class JsonFormatter(logging.Formatter):
 
 
 class _StdoutHandler(logging.StreamHandler):  # type: ignore[type-arg]
-    """Writes to whatever ``sys.stdout`` is at emit time (not at creation),
-    so redirected or captured stdout keeps receiving the log lines."""
+    """Writes to whatever ``sys.stdout`` (or ``sys.stderr``) is at emit time, not
+    at creation, so redirected or captured output keeps receiving the log lines."""
+
+    def __init__(self, to_stderr: bool = False) -> None:
+        super().__init__(sys.stderr if to_stderr else sys.stdout)
+        self._to_stderr = to_stderr
 
     def emit(self, record: logging.LogRecord) -> None:
-        self.stream = sys.stdout
+        self.stream = sys.stderr if self._to_stderr else sys.stdout
         super().emit(record)
 
 
-def setup_logging(level: str = "INFO", secrets: tuple[str, ...] = ()) -> None:
+def setup_logging(
+    level: str = "INFO", secrets: tuple[str, ...] = (), *, to_stderr: bool = False
+) -> None:
     """Route the root, uvicorn and our loggers to one JSON stdout handler.
 
     Idempotent: called by the CLI and again by each worker's app factory.
+    ``to_stderr`` is for commands whose stdout is a machine-readable result
+    (``querygpt-backend reindex``).
     """
     root = logging.getLogger()
     for handler in list(root.handlers):
         if handler.get_name() == _HANDLER_NAME:
             root.removeHandler(handler)
-    handler = _StdoutHandler(sys.stdout)
+    handler = _StdoutHandler(to_stderr)
     handler.set_name(_HANDLER_NAME)
     handler.setFormatter(JsonFormatter(secrets))
     root.addHandler(handler)
@@ -89,5 +97,6 @@ def setup_logging(level: str = "INFO", secrets: tuple[str, ...] = ()) -> None:
     # We write our own access line with route/status/duration/request id.
     logging.getLogger("uvicorn.access").disabled = True
     # httpx logs every request at INFO; that is noise next to our access log.
-    logging.getLogger("httpx").setLevel(logging.WARNING)
-    logging.getLogger("httpcore").setLevel(logging.WARNING)
+    # botocore's DEBUG output includes request headers: keep it quiet even at DEBUG.
+    for name in ("httpx", "httpcore", "botocore", "boto3", "s3transfer", "urllib3"):
+        logging.getLogger(name).setLevel(logging.WARNING)

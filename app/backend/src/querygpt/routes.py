@@ -1,7 +1,7 @@
 """HTTP endpoints. nginx strips ``/api``, so paths here start at the root.
 
-Handlers are plain ``def``: the work (pypdf, httpx, qdrant-client) is
-blocking, and FastAPI runs sync handlers in its threadpool.
+Handlers are plain ``def``: the work (pypdf, boto3, httpx, qdrant-client) is
+blocking, and FastAPI runs sync handlers in its threadpool, off the event loop.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from pydantic import BaseModel, Field
 from . import __version__
 from .answering import Answerer
 from .config import Settings, is_valid_collection_name
+from .documents import DocumentStore
 from .errors import InvalidCollectionName, InvalidRequest
 from .index_stats import IndexStats
 from .indexing import Indexer
@@ -32,6 +33,7 @@ class Services:
     """Everything a request needs, built once per process by ``create_app``."""
 
     settings: Settings
+    documents: DocumentStore
     indexer: Indexer
     answerer: Answerer
     probe: ReadinessProbe
@@ -53,6 +55,11 @@ class UploadResponse(BaseModel):
     filename: str
     pages: int
     chunks: int
+    s3_key: str = Field(description="Key of the original in the documents bucket.")
+    s3_version_id: str | None = Field(
+        description="S3 version id of the original (null if the bucket is not versioned)."
+    )
+    sha256: str = Field(description="SHA-256 of the uploaded bytes (hex).")
 
 
 class QueryRequest(BaseModel):
@@ -108,24 +115,36 @@ def upload(
     pdf_file: Annotated[UploadFile, File(description="Schema documentation as PDF.")],
     collection_name: Annotated[str | None, Form()] = None,
 ) -> UploadResponse:
+    """Validate, keep the original in the documents bucket, then index it.
+
+    The order matters: a file that is refused (4xx) is not stored, and nothing is
+    indexed unless its original is safely in the bucket (an S3 failure is a 502/503).
+    """
     settings = services.settings
     collection = resolve_collection(collection_name, settings.default_collection)
     data = read_limited(pdf_file.file, settings.max_upload_bytes)
     with stage_timer("extract"):
         pages = extract_pages(data)
     filename = clean_filename(pdf_file.filename)
-    result = services.indexer.index(collection, filename, pages)
+    stored = services.documents.put(collection, filename, data)
+    result = services.indexer.index(collection, stored, pages)
     services.stats.refresh()
+    message = (
+        f"Indexed {result.chunks} chunks from {result.pages} pages of '{filename}' "
+        f"into collection '{collection}'."
+    )
+    if result.superseded:
+        message += " A newer upload of the same filename replaced it while it was indexed."
     return UploadResponse(
-        message=(
-            f"Indexed {result.chunks} chunks from {result.pages} pages of '{filename}' "
-            f"into collection '{collection}'."
-        ),
+        message=message,
         document_id=result.document_id,
         collection_name=collection,
         filename=filename,
         pages=result.pages,
         chunks=result.chunks,
+        s3_key=stored.key,
+        s3_version_id=stored.version_id,
+        sha256=stored.sha256,
     )
 
 

@@ -28,7 +28,11 @@ SERVICE = "qdrant"
 
 @dataclass(frozen=True)
 class StoredChunk:
-    """One chunk with its vector, ready to upsert."""
+    """One chunk with its vector, ready to upsert.
+
+    ``s3_key``, ``s3_version_id`` and ``sha256`` name the original in the documents
+    bucket the chunk was made from, so the collection can be rebuilt from the bucket.
+    """
 
     document_id: str
     filename: str
@@ -36,6 +40,9 @@ class StoredChunk:
     chunk: int
     text: str
     vector: list[float]
+    s3_key: str
+    s3_version_id: str | None
+    sha256: str
 
     @property
     def point_id(self) -> str:
@@ -123,6 +130,9 @@ class VectorStore:
                     "page": c.page,
                     "chunk": c.chunk,
                     "text": c.text,
+                    "s3_key": c.s3_key,
+                    "s3_version_id": c.s3_version_id,
+                    "sha256": c.sha256,
                 },
             )
             for c in chunks
@@ -138,6 +148,31 @@ class VectorStore:
                 points_selector=models.FilterSelector(filter=_document_filter(document_id)),
                 wait=True,
             )
+
+    def delete_replaced(self, name: str, s3_key: str, document_id: str, chunks: int) -> None:
+        """Keep only ``document_id``'s first ``chunks`` points among those of ``s3_key``.
+
+        Removes the points of earlier versions of the same original, and chunks of this
+        very document left from an indexing with other chunk settings, so that the
+        collection holds exactly what a reindex of the current versions would produce.
+        """
+        this_document = models.FieldCondition(
+            key="document_id", match=models.MatchValue(value=document_id)
+        )
+        earlier_versions = models.Filter(
+            must=[models.FieldCondition(key="s3_key", match=models.MatchValue(value=s3_key))],
+            must_not=[this_document],
+        )
+        leftover_chunks = models.Filter(
+            must=[this_document, models.FieldCondition(key="chunk", range=models.Range(gte=chunks))]
+        )
+        with self._errors("remove replaced points"):
+            for selector in (earlier_versions, leftover_chunks):
+                self._client.delete(
+                    collection_name=name,
+                    points_selector=models.FilterSelector(filter=selector),
+                    wait=True,
+                )
 
     def count_document(self, name: str, document_id: str) -> int:
         with self._errors("count document"):
@@ -204,6 +239,7 @@ class VectorStore:
         for field_name, schema in (
             ("document_id", models.PayloadSchemaType.KEYWORD),
             ("chunk", models.PayloadSchemaType.INTEGER),
+            ("s3_key", models.PayloadSchemaType.KEYWORD),
         ):
             try:
                 self._client.create_payload_index(
