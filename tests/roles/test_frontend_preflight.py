@@ -1,85 +1,77 @@
 """Bad input to the frontend role fails in preflight, before any change, naming the variable.
 
-Each case runs the role's `preflight` entry point with ansible-playbook against localhost:
-preflight only asserts (and stats the rollback release), so nothing on this machine changes.
-Every refusal has a passing twin, so a failure means the input was refused, not that the
-harness is broken. The build, unpack checks, switch, pruning and rollback run in the molecule
-scenario (roles/frontend/molecule/default), where a full role run has a real host.
+The preflight runs through tests/roles/preflight_harness.py as playbooks/preflight.yml runs it
+(no facts, no connection, every problem collected); whether a rollback release is kept is a
+host check, run against localhost. Every refusal has a passing twin, so a failure means the
+input was refused, not that the harness is broken. The build, unpack checks, switch, pruning
+and rollback run in the molecule scenario (roles/frontend/molecule/default), where a full
+role run has a real host.
 """
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
-ANSIBLE_PLAYBOOK = Path(sys.executable).with_name("ansible-playbook")
-
-PLAYBOOK = """\
-- name: Run the frontend role
-  hosts: edge
-  gather_facts: false
-  tasks:
-    - name: Include frontend {{ entry }}
-      ansible.builtin.include_role:
-        name: frontend
-        tasks_from: "{{ entry }}"
-"""
+from preflight_harness import run_role
 
 
-def run(tmp_path: Path, overrides: dict[str, object], entry: str = "preflight") -> tuple[int, str]:
-    """(exit code, output) of the role's entry point against localhost."""
-    inventory = tmp_path / "inventory.json"
-    inventory.write_text(json.dumps({"all": {"children": {"edge": {"hosts": {"localhost": {
-        "ansible_connection": "local", "ansible_python_interpreter": sys.executable}}}}}}))
-    playbook = tmp_path / "playbook.yml"
-    playbook.write_text(PLAYBOOK)
-    extra = tmp_path / "vars.json"
-    extra.write_text(json.dumps({"entry": entry, "frontend_install_prefix": str(tmp_path / "prefix"),
-                                 "frontend_build_cache_dir": str(tmp_path / "cache"), **overrides}))
-    env = {**os.environ, "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"), "ANSIBLE_ROLES_PATH": str(REPO / "roles"),
-           "ANSIBLE_NOCOLOR": "1", "ANSIBLE_STDOUT_CALLBACK": "default", "ANSIBLE_CALLBACK_RESULT_FORMAT": "json"}
-    result = subprocess.run([str(ANSIBLE_PLAYBOOK), "-i", str(inventory), str(playbook), "-e", f"@{extra}"],
-                            capture_output=True, text=True, env=env, timeout=120, check=False)
-    return result.returncode, result.stdout + result.stderr
+def run(tmp_path: Path, overrides: dict, **kwargs):
+    return run_role(tmp_path, "frontend", {"frontend_install_prefix": str(tmp_path / "prefix"),
+                                           "frontend_build_cache_dir": str(tmp_path / "cache"), **overrides}, **kwargs)
 
 
 @pytest.mark.parametrize(
-    ("overrides", "variable"),
+    ("overrides", "needle"),
     [
-        ({"frontend_keep_releases": 0}, "frontend_keep_releases"),
-        ({"frontend_version": "../etc"}, "frontend_version"),
-        ({"frontend_rollback_to": "a/b"}, "frontend_rollback_to"),
-        ({"frontend_install_prefix": "/"}, "frontend_install_prefix"),
-        ({"frontend_dist_archive": "dist.zip"}, "frontend_dist_archive"),
-        ({"frontend_source_dir": "/nonexistent"}, "frontend_source_dir"),
-        ({"frontend_rollback_to": "0.0.9-abc"}, "frontend_rollback_to: release '0.0.9-abc' is not kept"),
+        ({"frontend_keep_releases": 0}, "frontend_keep_releases: expected 1-100"),
+        ({"frontend_version": "../etc"}, "frontend_version: got"),
+        ({"frontend_rollback_to": "a/b"}, "frontend_rollback_to: expected a kept release"),
+        ({"frontend_install_prefix": "/"}, "frontend_install_prefix: expected an absolute path other than /"),
+        ({"frontend_dist_archive": "dist.zip"}, "frontend_dist_archive: got"),
+        ({"frontend_source_dir": "/nonexistent"}, "frontend_source_dir:"),
+        ({"frontend_dist_archive_checksum": "sha256:https://ci.example/sum"}, "frontend_dist_archive_checksum:"),
         # a given archive needs no sources, but then no package.json gives the version
-        ({"frontend_dist_archive": "/srv/dist.tar.gz", "frontend_source_dir": "/nonexistent"}, "frontend_version"),
+        ({"frontend_dist_archive": "/srv/dist.tar.gz", "frontend_source_dir": "/nonexistent"}, "frontend_version:"),
     ],
-    ids=["keep-0", "version-path", "rollback-path", "prefix-root", "archive-zip", "no-sources", "rollback-not-kept",
+    ids=["keep-0", "version-path", "rollback-path", "prefix-root", "archive-zip", "no-sources", "checksum-url",
          "archive-without-version"],
 )
-def test_bad_input_fails_in_preflight_naming_the_variable(tmp_path, overrides, variable):
-    rc, out = run(tmp_path, overrides)
-    assert rc != 0 and (variable if " " in variable else f"{variable}:") in out, out
+def test_bad_input_fails_in_preflight_naming_the_variable(tmp_path, overrides, needle):
+    run(tmp_path, overrides).assert_refused(needle)
     assert not (tmp_path / "prefix").exists()
 
 
+def test_every_problem_is_reported_in_one_run(tmp_path):
+    result = run(tmp_path, {"frontend_keep_releases": 0, "frontend_version": "../etc", "frontend_install_prefix": "/"})
+    result.assert_refused("frontend_keep_releases:", "frontend_version:", "frontend_install_prefix:")
+    assert len(result.problems) == 3, result.problems
+
+
 def test_good_input_passes_preflight(tmp_path):
-    rc, out = run(tmp_path, {})
-    assert rc == 0, out
+    run(tmp_path, {}).assert_ok()
     # an archive with an explicit version needs no sources
-    rc, out = run(tmp_path, {"frontend_dist_archive": "https://ci.example/frontend.tar.gz", "frontend_version": "1.2.3",
-                             "frontend_source_dir": "/nonexistent"})
-    assert rc == 0, out
+    run(tmp_path, {"frontend_dist_archive": "https://ci.example/frontend.tar.gz", "frontend_version": "1.2.3",
+                   "frontend_dist_archive_checksum": "sha256:" + "0" * 64,
+                   "frontend_source_dir": "/nonexistent"}).assert_ok()
+
+
+def test_rollback_only_to_a_kept_release(tmp_path):
+    rollback = {"frontend_rollback_to": "0.0.9-abc"}
+    run(tmp_path, rollback, entries=("host_checks",), connect=True).assert_refused(
+        "frontend_rollback_to: release '0.0.9-abc' is not kept")
     kept = tmp_path / "prefix/releases/0.0.9-abc/index.html"
     kept.parent.mkdir(parents=True)
     kept.write_text("<html></html>")
-    rc, out = run(tmp_path, {"frontend_rollback_to": "0.0.9-abc"})
-    assert rc == 0, out
+    run(tmp_path, rollback, entries=("host_checks",), connect=True).assert_ok()
+
+
+def test_a_release_the_wiring_cannot_compute_is_named(tmp_path):
+    # group_vars/all/release.yml reads the release from the environment's pins
+    result = run(tmp_path, {"frontend_version": "{{ querygpt_release.version }}",
+                            "frontend_dist_archive": "{{ querygpt_release_dir }}/frontend.tar.gz",
+                            "frontend_dist_archive_checksum": "sha256:{{ querygpt_release.frontend_dist_sha256 }}"})
+    result.assert_refused("frontend_version: cannot be computed", "frontend_dist_archive: cannot be computed",
+                          "frontend_dist_archive_checksum: cannot be computed")
+    assert not result.failures

@@ -35,8 +35,9 @@ ollama_model = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(ollama_model)
 ModelError = ollama_model.ModelError
 
-EMBED = "all-minilm:latest"
+EMBED = "all-minilm:l6-v2"  # the tags the project pins (never :latest)
 GEN = "qwen2.5-coder:1.5b"
+LATEST = "all-minilm:latest"  # what a bare name means: the module itself takes any name
 NO_PROXY_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
@@ -109,11 +110,11 @@ def server(tmp_path: Path, built_mirror: Path) -> Iterator[Server]:
 def test_pull_adds_model_then_second_call_is_unchanged(server: Server) -> None:
     first = ollama_model.ensure_model(server.api(), "all-minilm")
     assert first["changed"] is True and first["operation"] == "pulled"
-    assert first["name"] == EMBED and first["digest_before"] == ""
-    manifest = server.mirror_manifest(EMBED).read_bytes()
-    assert first["digest"] == hashlib.sha256(manifest).hexdigest() == server.tags()[EMBED]
+    assert first["name"] == LATEST and first["digest_before"] == ""
+    manifest = server.mirror_manifest(LATEST).read_bytes()
+    assert first["digest"] == hashlib.sha256(manifest).hexdigest() == server.tags()[LATEST]
 
-    second = ollama_model.ensure_model(server.api(), EMBED)
+    second = ollama_model.ensure_model(server.api(), LATEST)
     assert second["changed"] is False and second["operation"] == "none"
     assert second["digest"] == first["digest"]
 
@@ -147,6 +148,23 @@ def test_digest_mismatch_after_pull_fails_loudly(server: Server) -> None:
     assert "DIGEST MISMATCH" in message
     assert EMBED in message and pin in message and actual in message
     assert "ollama_models" in message
+    # the unverified model is not left behind as "present" for the backend to use
+    assert "removed again" in message
+    assert EMBED not in server.tags()
+
+
+def test_digest_mismatch_removes_a_model_that_was_there_before(server: Server) -> None:
+    # The registry moved the tag (or the pin is wrong): the pull replaces the old model with
+    # one that does not match the pin, and nothing may serve that one.
+    ollama_model.ensure_model(server.api(), GEN)
+    assert GEN in server.tags()
+    with pytest.raises(ModelError, match="DIGEST MISMATCH"):
+        ollama_model.ensure_model(server.api(), GEN, digest="cd" * 32)
+    assert GEN not in server.tags()
+    # the next run with the right pin pulls it again and holds
+    right = hashlib.sha256(server.mirror_manifest(GEN).read_bytes()).hexdigest()
+    assert ollama_model.ensure_model(server.api(), GEN, digest=right)["operation"] == "pulled"
+    assert ollama_model.ensure_model(server.api(), GEN, digest=right)["changed"] is False
 
 
 def test_absent_removes_model_and_is_then_unchanged(server: Server) -> None:

@@ -1,54 +1,32 @@
 """Bad input to the ollama role fails before anything on a host changes, naming the variable.
 
-Each case runs ansible-playbook against localhost with the role's preflight (and, for the
-archive checks, its controller download) steps; the download cache is a temporary
-directory and the release is the lab stand-in packaged by lab/standins/ollama/package.py,
-served through ollama_download_base_url: file://... exactly as the role uses a mirror.
+The preflight cases run through tests/roles/preflight_harness.py (as playbooks/preflight.yml
+runs them: no facts, no connection, every problem collected). The archive cases run the
+role's controller download against the lab stand-in packaged by lab/standins/ollama/package.py,
+served through ollama_download_base_url: file://... exactly as the role uses a mirror: the
+archive is verified against the operator's pin, ollama_checksum, and nothing else.
 """
 
 from __future__ import annotations
 
 import hashlib
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-import yaml
+
+from preflight_harness import SHA, run_role
 
 ROOT = Path(__file__).resolve().parents[2]
-PLAYBOOK_BIN = ROOT / ".venv" / "bin" / "ansible-playbook"
 PACKAGE = ROOT / "lab" / "standins" / "ollama" / "package.py"
 VERSION = "0.20.0"
 ZST = "ollama-linux-amd64.tar.zst"
+PINNED = [{"name": "all-minilm:l6-v2", "digest": "sha256:" + SHA}, {"name": "qwen2.5-coder:1.5b", "digest": SHA}]
 
 
-def run_role(tmp_path: Path, variables: dict, entry: str = "preflight", check: bool = False) -> subprocess.CompletedProcess:
-    """Run the role against localhost: entry "preflight", "download" (preflight + download) or "main"."""
-    base = {
-        "ansible_python_interpreter": "{{ ansible_playbook_python }}",
-        "ollama_bind_address": "127.0.0.1",
-        "ollama_download_cache_dir": str(tmp_path / "cache"),
-        "ollama_download_base_url": f"file://{tmp_path}/dist",
-        "ollama_models": [{"name": "all-minilm:latest"}],
-    }
-    if entry == "main":
-        tasks = [{"name": "Role", "ansible.builtin.include_role": {"name": "ollama"}}]
-    else:
-        steps = ["preflight"] + (["download"] if entry == "download" else [])
-        tasks = [
-            {"name": step, "ansible.builtin.include_role": {"name": "ollama", "tasks_from": step}} for step in steps
-        ]
-    play = [{"hosts": "localhost", "connection": "local", "gather_facts": True,
-             "vars": {**base, **variables}, "tasks": tasks}]
-    path = tmp_path / "play.yml"
-    path.write_text(yaml.safe_dump(play, sort_keys=False))
-    env = {k: v for k, v in os.environ.items() if "proxy" not in k.lower()}
-    env.update(ANSIBLE_ROLES_PATH=str(ROOT / "roles"), ANSIBLE_LOCALHOST_WARNING="0", ANSIBLE_NOCOLOR="1",
-               ANSIBLE_CACHE_PLUGIN="memory")
-    cmd = [str(PLAYBOOK_BIN), "-i", "localhost,", str(path)] + (["--check"] if check else [])
-    return subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT, check=False)
+def preflight(tmp_path: Path, variables: dict, **kwargs):
+    return run_role(tmp_path, "ollama", {"ollama_models": PINNED, **variables}, **kwargs)
 
 
 def package(tmp_path: Path, version: str = VERSION, fmt: str = "zst") -> str:
@@ -60,102 +38,112 @@ def package(tmp_path: Path, version: str = VERSION, fmt: str = "zst") -> str:
     return proc.stdout.strip()
 
 
-def assert_fails_naming(proc: subprocess.CompletedProcess, *fragments: str) -> None:
-    output = proc.stdout + proc.stderr
-    assert proc.returncode != 0, output
-    for fragment in fragments:
-        assert fragment in output, f"{fragment!r} not in output:\n{output[-3000:]}"
+def download(tmp_path: Path, variables: dict):
+    """The role's preflight, then its controller download, into a cache under tmp_path."""
+    return preflight(tmp_path, {"ollama_download_cache_dir": str(tmp_path / "cache"),
+                                "ollama_download_base_url": f"file://{tmp_path}/dist", **variables},
+                     entries=("download",), connect=True)
 
 
 @pytest.mark.parametrize(
     ("variables", "fragments"),
     [
-        ({"ollama_models": [{"name": "all minilm"}]}, ["ollama_models", "'all minilm' is not a model name"]),
-        ({"ollama_models": [{"name": "qwen2.5-coder:1.5b:q4"}]}, ["ollama_models", "qwen2.5-coder:1.5b:q4"]),
-        ({"ollama_models": [{"name": "all-minilm", "digest": "sha256:abc"}]},
-         ["ollama_models", "digest 'sha256:abc' of 'all-minilm' is not a sha256"]),
-        ({"ollama_models": [{"name": "all-minilm"}, {"name": "All-MiniLM:latest"}]},
-         ["ollama_models", "declared more than once", "all-minilm:latest"]),
-        ({"ollama_port": 70000}, ["ollama_port", "70000"]),
-        ({"ollama_bind_address": "0.0.0.0"}, ["ollama_bind_address", "never listens on every interface"]),
-        ({"ollama_checksum": "md5:1234"}, ["ollama_checksum", "is not a sha256"]),
-        ({"ollama_version": "latest"}, ["ollama_version", "'latest' is not a release number"]),
-        ({"ollama_keep_alive": "five minutes"}, ["ollama_keep_alive", "five minutes"]),
-        ({"ollama_environment_extra": {"OLLAMA_HOST": "0.0.0.0"}}, ["ollama_environment_extra", "OLLAMA_HOST"]),
-        ({"ollama_install_nvidia_driver": True}, ["ollama_install_nvidia_driver", "ollama_gpu"]),
+        ({"ollama_models": [{"name": "all minilm:v1", "digest": SHA}]},
+         ['ollama_models: "all minilm:v1": not a model name']),
+        ({"ollama_models": [{"name": "qwen2.5-coder:1.5b:q4", "digest": SHA}]},
+         ['ollama_models: "qwen2.5-coder:1.5b:q4": not a model name']),
+        ({"ollama_models": [{"name": "all-minilm:l6-v2", "digest": "sha256:abc"}]},
+         ['ollama_models: "all-minilm:l6-v2": digest missing or not a sha256', "/api/tags"]),
+        ({"ollama_models": [{"name": "all-minilm:l6-v2"}]},
+         ['ollama_models: "all-minilm:l6-v2": digest missing']),
+        ({"ollama_models": [{"name": "all-minilm", "digest": SHA}]},
+         ['ollama_models: "all-minilm": no explicit tag, or :latest', "pin a tag"]),
+        ({"ollama_models": [{"name": "library/all-minilm:Latest", "digest": SHA}]},
+         ['ollama_models: "library/all-minilm:Latest": no explicit tag, or :latest']),
+        ({"ollama_models": PINNED + [{"name": "All-MiniLM:l6-v2", "digest": SHA}]},
+         ["ollama_models: declared more than once: all-minilm:l6-v2"]),
+        ({"ollama_port": 70000}, ["ollama_port: expected a TCP port 1-65535, got 70000"]),
+        ({"ollama_bind_address": "0.0.0.0"}, ["ollama_bind_address:", "never listens on every interface"]),
+        ({"ollama_checksum": ""}, ["ollama_checksum: is empty", "sha256sum.txt", "second download", "pins.yml"]),
+        ({"ollama_checksum": "md5:1234"}, ["ollama_checksum: is not a sha256"]),
+        ({"ollama_version": "latest"}, ['ollama_version: expected a release number like 0.20.0 (never latest), got "latest"']),
+        ({"ollama_keep_alive": "five minutes"}, ["ollama_keep_alive:", "five minutes"]),
+        ({"ollama_environment_extra": {"OLLAMA_HOST": "0.0.0.0"}}, ["ollama_environment_extra:", "OLLAMA_HOST"]),
+        ({"ollama_install_nvidia_driver": True}, ["ollama_install_nvidia_driver: true needs ollama_gpu: true"]),
+        ({"ollama_data_volume_id": "/dev/sdf"}, ["ollama_data_volume_id: got", "vol-0123456789abcdef0"]),
+        ({"ollama_data_volume_id": "vol-0123456789abcdef0", "ollama_data_device": "/dev/xvdf"},
+         ["ollama_data_device: is set together with ollama_data_volume_id"]),
     ],
-    ids=["space-in-name", "two-tags", "bad-digest", "duplicate", "port", "any-address", "checksum-format",
-         "version", "keep-alive", "managed-env", "driver-without-gpu"],
+    ids=["space-in-name", "two-tags", "bad-digest", "no-digest", "no-tag", "latest-tag", "duplicate", "port",
+         "any-address", "no-checksum", "checksum-format", "version", "keep-alive", "managed-env",
+         "driver-without-gpu", "volume-id", "volume-id-and-device"],
 )
 def test_preflight_rejects_bad_input(tmp_path: Path, variables: dict, fragments: list[str]) -> None:
-    assert_fails_naming(run_role(tmp_path, variables), *fragments)
+    preflight(tmp_path, variables).assert_refused(*fragments)
 
 
 def test_good_input_passes_preflight(tmp_path: Path) -> None:
-    # the counterpart of the cases above: the same run with sane values succeeds
-    proc = run_role(tmp_path, {"ollama_models": [{"name": "all-minilm"}, {"name": "library/qwen2.5-coder:1.5b",
-                                                  "digest": "sha256:" + "a" * 64}]})
-    assert proc.returncode == 0, proc.stdout[-3000:]
+    # the counterpart of the cases above: pinned tags and digests, a volume id, a model to remove
+    preflight(tmp_path, {"ollama_models": PINNED + [{"name": "nomic-embed-text", "state": "absent"}],
+                         "ollama_data_volume_id": "vol-0123456789abcdef0"}).assert_ok()
 
 
-def test_whole_role_stops_at_argument_specs_before_any_change(tmp_path: Path) -> None:
-    # The role's main entry point, in check mode as a safety net: the argument specs reject a
-    # non-integer port before the first task, so nothing is downloaded or installed.
-    proc = run_role(tmp_path, {"ollama_port": "eleven"}, entry="main", check=True)
-    assert_fails_naming(proc, "ollama_port")
-    assert "TASK [ollama : Install" not in proc.stdout
-    assert not (tmp_path / "cache").exists()
+def test_every_problem_is_reported_in_one_run(tmp_path: Path) -> None:
+    result = preflight(tmp_path, {"ollama_checksum": "", "ollama_port": 0,
+                                  "ollama_models": [{"name": "all-minilm"}, {"name": "qwen2.5-coder:1.5b"}]})
+    result.assert_refused("ollama_checksum: is empty", "ollama_port: expected a TCP port",
+                          'ollama_models: "all-minilm": no explicit tag',
+                          'ollama_models: "all-minilm", "qwen2.5-coder:1.5b": digest missing')
+    assert not result.failures
 
 
 def test_whole_role_stops_in_preflight_before_download_or_install(tmp_path: Path) -> None:
-    proc = run_role(tmp_path, {"ollama_models": [{"name": "bad name"}]}, entry="main", check=True)
-    assert_fails_naming(proc, "ollama_models", "'bad name' is not a model name")
-    assert "TASK [ollama : Create the controller download cache" not in proc.stdout
-    assert "TASK [ollama : Install" not in proc.stdout
+    result = preflight(tmp_path, {"ollama_models": [{"name": "bad name"}],
+                                  "ollama_download_cache_dir": str(tmp_path / "cache")},
+                       entries=("main",), facts=True)
+    result.assert_refused("ollama_models:")
+    assert "Create the controller download cache" not in result.output
+    assert "Install the packages Ollama needs" not in result.output
     assert not (tmp_path / "cache").exists()
 
 
-def test_download_verifies_against_sha256sum_txt(tmp_path: Path) -> None:
+def test_download_verifies_against_the_pin(tmp_path: Path) -> None:
     digest = package(tmp_path)
-    proc = run_role(tmp_path, {}, entry="download")
-    assert proc.returncode == 0, proc.stdout[-3000:]
+    download(tmp_path, {"ollama_checksum": digest}).assert_ok()
     cached = tmp_path / "cache" / f"ollama-v{VERSION}-{ZST}"
     assert hashlib.sha256(cached.read_bytes()).hexdigest() == digest
 
 
 def test_download_picks_tgz_before_0_14(tmp_path: Path) -> None:
     digest = package(tmp_path, version="0.13.5", fmt="tgz")
-    proc = run_role(tmp_path, {"ollama_version": "0.13.5"}, entry="download")
-    assert proc.returncode == 0, proc.stdout[-3000:]
+    download(tmp_path, {"ollama_version": "0.13.5", "ollama_checksum": "sha256:" + digest.upper()}).assert_ok()
     cached = tmp_path / "cache" / "ollama-v0.13.5-ollama-linux-amd64.tgz"
     assert hashlib.sha256(cached.read_bytes()).hexdigest() == digest
 
 
 def test_pinned_checksum_mismatch_fails_naming_ollama_checksum(tmp_path: Path) -> None:
     package(tmp_path)
-    proc = run_role(tmp_path, {"ollama_checksum": "sha256:" + "0" * 64}, entry="download")
-    assert_fails_naming(proc, "ollama_checksum", "checksum", ZST)
+    result = download(tmp_path, {"ollama_checksum": "0" * 64})
+    result.assert_refused("ollama_checksum", "checksum", ZST)
     assert not (tmp_path / "cache" / f"ollama-v{VERSION}-{ZST}").exists()
 
 
-def test_pinned_checksum_wins_over_sha256sum_txt(tmp_path: Path) -> None:
+def test_sha256sum_txt_is_never_read(tmp_path: Path) -> None:
+    # Only the pin counts: a tampered sha256sum.txt beside the archive changes nothing, and a
+    # release directory without one downloads the same.
     digest = package(tmp_path)
-    # A tampered sha256sum.txt is ignored when the operator pinned the archive's sum.
-    (tmp_path / "dist" / f"v{VERSION}" / "sha256sum.txt").write_text(f"{'1' * 64}  ./{ZST}\n")
-    proc = run_role(tmp_path, {"ollama_checksum": digest}, entry="download")
-    assert proc.returncode == 0, proc.stdout[-3000:]
+    release = tmp_path / "dist" / f"v{VERSION}"
+    (release / "sha256sum.txt").write_text(f"{'1' * 64}  ./{ZST}\n")
+    download(tmp_path, {"ollama_checksum": digest}).assert_ok()
+    (release / "sha256sum.txt").unlink()
+    (tmp_path / "cache" / f"ollama-v{VERSION}-{ZST}").unlink()
+    download(tmp_path, {"ollama_checksum": digest}).assert_ok()
 
 
-def test_archive_not_matching_sha256sum_txt_fails(tmp_path: Path) -> None:
+def test_no_download_without_a_pin(tmp_path: Path) -> None:
+    # a release that carries its own sha256sum.txt still needs the operator's pin
     package(tmp_path)
-    (tmp_path / "dist" / f"v{VERSION}" / "sha256sum.txt").write_text(f"{'1' * 64}  ./{ZST}\n")
-    proc = run_role(tmp_path, {}, entry="download")
-    assert_fails_naming(proc, "sha256sum.txt", "ollama_checksum", "1" * 64)
-    assert not (tmp_path / "cache" / f"ollama-v{VERSION}-{ZST}").exists()
-
-
-def test_sha256sum_txt_without_the_archive_fails_naming_ollama_checksum(tmp_path: Path) -> None:
-    package(tmp_path)
-    (tmp_path / "dist" / f"v{VERSION}" / "sha256sum.txt").write_text(f"{'1' * 64}  ./ollama-darwin.tgz\n")
-    proc = run_role(tmp_path, {}, entry="download")
-    assert_fails_naming(proc, "ollama_checksum", f"has no line for {ZST}")
+    result = download(tmp_path, {"ollama_checksum": ""})
+    result.assert_refused("ollama_checksum: is empty")
+    # even run on its own after the (here ignored) preflight, the download refuses an empty pin
+    assert result.failures and not (tmp_path / "cache" / f"ollama-v{VERSION}-{ZST}").exists()

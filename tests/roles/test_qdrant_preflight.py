@@ -21,6 +21,8 @@ from pathlib import Path
 
 import pytest
 
+import preflight_harness as harness
+
 REPO = Path(__file__).resolve().parents[2]
 ANSIBLE_PLAYBOOK = Path(sys.executable).with_name("ansible-playbook")
 
@@ -111,7 +113,7 @@ def test_missing_api_key(tmp_path, var):
 
 def test_equal_api_keys(tmp_path):
     result = run_role(tmp_path, {"qdrant_read_only_api_key": GOOD_VARS["qdrant_api_key"]})
-    assert_refused(result, "qdrant_read_only_api_key equals qdrant_api_key")
+    assert_refused(result, "qdrant_read_only_api_key: is empty or equals qdrant_api_key")
 
 
 def test_api_key_never_printed(tmp_path):
@@ -120,11 +122,11 @@ def test_api_key_never_printed(tmp_path):
 
 
 def test_missing_checksum_explains_how_to_pin(tmp_path):
-    assert_refused(run_role(tmp_path, {"qdrant_checksum": ""}), "qdrant_checksum is empty", "sha256sum")
+    assert_refused(run_role(tmp_path, {"qdrant_checksum": ""}), "qdrant_checksum: is empty", "sha256sum")
 
 
 def test_malformed_checksum(tmp_path):
-    assert_refused(run_role(tmp_path, {"qdrant_checksum": "sha1:abc"}), "qdrant_checksum: expected")
+    assert_refused(run_role(tmp_path, {"qdrant_checksum": "sha1:abc"}), "qdrant_checksum: is not a sha256")
 
 
 @pytest.mark.parametrize("var", ["qdrant_http_port", "qdrant_grpc_port"])
@@ -134,8 +136,7 @@ def test_port_out_of_range(tmp_path, var):
 
 @pytest.mark.parametrize("var", ["qdrant_http_port", "qdrant_grpc_port"])
 def test_port_not_a_number(tmp_path, var):
-    # refused by the argument spec (type int) before any task runs
-    assert_refused(run_role(tmp_path, {var: "abc"}), var)
+    assert_refused(run_role(tmp_path, {var: "abc"}), f"{var}: expected a TCP port")
 
 
 def test_bind_all_refused_unless_allowed(tmp_path):
@@ -148,24 +149,52 @@ def test_low_nofile_limit(tmp_path):
     assert_refused(run_role(tmp_path, {"qdrant_limit_nofile": 1024}), "qdrant_limit_nofile")
 
 
+HOST_CHECKS = ("preflight", "host_checks")
+
+
+def test_every_problem_is_reported_in_one_run(tmp_path):
+    result = run_role(tmp_path, {"qdrant_api_key": "", "qdrant_checksum": "", "qdrant_limit_nofile": 1024})
+    assert_refused(result, "qdrant_api_key: is empty", "qdrant_checksum: is empty", "qdrant_limit_nofile:")
+
+
+def test_data_volume_id_must_be_an_ebs_volume_id(tmp_path):
+    assert_refused(run_role(tmp_path, {"qdrant_data_volume_id": "/dev/sdf"}), "qdrant_data_volume_id: got", "vol-")
+    code, output = run_role(tmp_path, {"qdrant_data_volume_id": "vol-0123456789abcdef0"})
+    assert code == 0, output
+
+
+def test_data_volume_id_and_device_are_exclusive(tmp_path):
+    result = run_role(tmp_path, {"qdrant_data_volume_id": "vol-0123456789abcdef0", "qdrant_data_device": "/dev/xvdf"})
+    assert_refused(result, "qdrant_data_device: is set together with qdrant_data_volume_id")
+    code, output = run_role(tmp_path, {"qdrant_data_device": "/dev/xvdf"})
+    assert code == 0, output
+
+
+def test_bind_address_default_needs_no_facts(tmp_path):
+    # playbooks/preflight.yml runs without facts: the fact-based default is then left alone
+    overrides = {k: v for k, v in GOOD_VARS.items() if k != "qdrant_bind_address"}
+    harness.run_role(tmp_path, "qdrant", overrides, good=False).assert_ok()
+
+
 def test_minor_version_skip_refused(tmp_path):
-    result = run_role(tmp_path, {}, installed="1.17.2")
+    result = run_role(tmp_path, {}, installed="1.17.2", entries=HOST_CHECKS)
     assert_refused(result, "qdrant_version", "would skip 1.18", "one minor version at a time", "qdrant_force_upgrade")
 
 
 def test_minor_version_skip_allowed_when_forced(tmp_path):
-    code, output = run_role(tmp_path, {"qdrant_force_upgrade": True}, installed="1.17.2")
+    code, output = run_role(tmp_path, {"qdrant_force_upgrade": True}, installed="1.17.2", entries=HOST_CHECKS)
     assert code == 0, output
 
 
 @pytest.mark.parametrize("installed", ["1.18.4", "1.19.0"])
 def test_next_minor_and_same_version_allowed(tmp_path, installed):
-    code, output = run_role(tmp_path, {}, installed=installed)
+    code, output = run_role(tmp_path, {}, installed=installed, entries=HOST_CHECKS)
     assert code == 0, output
 
 
 def test_downgrade_refused(tmp_path):
-    assert_refused(run_role(tmp_path, {}, installed="1.19.2"), "qdrant_version", "older than the installed 1.19.2")
+    assert_refused(run_role(tmp_path, {}, installed="1.19.2", entries=HOST_CHECKS), "qdrant_version",
+                   "older than the installed 1.19.2")
 
 
 def _small_tar(tmp_path: Path) -> tuple[Path, str]:

@@ -16,8 +16,9 @@ description:
   - Compares a model with what C(GET /api/tags) reports and pulls it (C(POST /api/pull),
     NDJSON progress stream), deletes it (C(DELETE /api/delete)) or leaves it alone.
   - With I(digest) set, a present model whose manifest digest differs is pulled again; when the
-    freshly pulled model still has another digest the module fails, naming the model, the
-    pinned and the actual digest (the registry now serves something else than was pinned).
+    freshly pulled model still has another digest the module deletes it again (so nothing
+    serves an unverified model under that name) and fails, naming the model, the pinned and
+    the actual digest (the registry now serves something else than was pinned).
   - Reports C(changed) only when a model was added, replaced or removed.
   - Talks plain HTTP with the Python standard library; run it on the Ollama host against the
     address the server binds to (Ollama has no authentication of its own).
@@ -32,7 +33,7 @@ options:
   digest:
     description:
       - sha256 of the model's manifest as C(/api/tags) reports it, optionally prefixed C(sha256:).
-      - Empty means any digest is accepted.
+      - Empty means any digest is accepted (the QueryGPT role always pins one for a present model).
     type: str
     default: ""
   state:
@@ -60,9 +61,9 @@ notes:
 """
 
 EXAMPLES = r"""
-- name: Pull the embedding model
+- name: Pull the embedding model (any digest)
   ollama_model:
-    name: all-minilm:latest
+    name: all-minilm:l6-v2
     api_url: http://10.0.2.30:11434
 
 - name: Pin the generation model to a manifest digest
@@ -262,10 +263,17 @@ def ensure_model(
     if not after:
         raise ModelError("ollama_models: %r was pulled but /api/tags does not list it" % listed)
     if pin and after != pin:
+        # Never leave an unverified model behind under the pinned name: the backend would use it.
+        try:
+            api.delete(listed)
+            removed = "It was removed again, so nothing serves an unverified model"
+        except ModelError as exc:
+            removed = "Removing it failed too (%s): delete it by hand (ollama rm %s)" % (exc, listed)
         raise ModelError(
             "ollama_models: DIGEST MISMATCH for %r: pinned sha256:%s but the registry serves sha256:%s. "
-            "The model changed upstream (or the pin is wrong): review it and update the digest in "
-            "ollama_models, or remove the pin." % (listed, pin, after)
+            "%s. The model changed upstream, or the pin is wrong: compare the digest /api/tags reports "
+            "on a trusted host with the pin, then update the digest in ollama_models (inventories/<env>/"
+            "group_vars/all/pins.yml)." % (listed, pin, after, removed)
         )
     result.update(changed=after != before, operation=action if after != before else "none", digest=after)
     return result

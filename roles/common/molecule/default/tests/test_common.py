@@ -43,22 +43,6 @@ def test_sysctl_persisted(host):
     assert re.search(r"^kernel.kptr_restrict\s*=\s*2$", conf, re.M)
 
 
-def test_firewall_default_deny_with_ssh_from_declared_sources(host):
-    assert host.service("nftables").is_enabled
-    assert host.service("nftables").is_running
-    table = host.check_output("nft list table inet host_firewall")
-    assert re.search(r"hook input priority filter; policy drop;", table)
-    assert "ip saddr 192.0.2.0/24 tcp dport 22 accept" in table
-    assert "ip6 saddr 2001:db8::/32 tcp dport 22 accept" in table
-    assert "jump openings" in table
-
-
-def test_nftables_stop_leaves_other_tables_alone(host):
-    show = host.check_output("systemctl show nftables -p ExecStop")
-    assert "delete table inet host_firewall" in show
-    assert "flush ruleset" not in show
-
-
 def test_sshd_is_hardened(host):
     effective = host.check_output("sshd -T")
     for line in (

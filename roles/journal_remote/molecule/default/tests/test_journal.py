@@ -150,9 +150,3 @@ def test_a_client_with_a_self_signed_certificate_is_rejected(host, address):
     ))
     assert not upload(host, address, marker, f"--cacert {TLS}/ca.pem --cert /tmp/rogue.pem --key /tmp/rogue.key").startswith("2")
     assert not in_remote_journal(host, marker, timeout=3)
-
-
-def test_firewall_opens_19532_to_every_inventory_host(host, address):
-    opening = host.file("/etc/nftables.d/journal_remote.nft").content_string
-    assert "192.0.2.11" in opening and address in opening and NODE_IP in opening
-    assert f"dport {PORT}" in host.check_output("nft list chain inet host_firewall openings")

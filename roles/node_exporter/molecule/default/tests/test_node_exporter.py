@@ -69,11 +69,3 @@ def test_textfile_metric_appears(host, address):
             pytest.fail(f"the textfile metric from {prom} never appeared in /metrics")
     finally:
         host.run(f"rm -f {prom}")
-
-
-def test_firewall_opens_9100_to_monitoring_only(host):
-    opening = host.file("/etc/nftables.d/node_exporter.nft").content_string
-    assert "192.0.2.40" in opening
-    assert str(PORT) in opening
-    ruleset = host.check_output("nft list chain inet host_firewall openings")
-    assert "192.0.2.40" in ruleset and f"dport {PORT}" in ruleset

@@ -12,7 +12,6 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[5] / "molecule" / "shared"))
-from nft_rules import rules_for_ports  # noqa: E402
 
 # The inventory also holds backend-fake and monitoring-fake: firewall sources, never created.
 testinfra_hosts = ["qdrant"]
@@ -139,16 +138,6 @@ def test_api_keys_enforced(host, private_address):
     body = '{"vectors": {"size": 4, "distance": "Cosine"}}'
     assert http_status(host, "PUT", f"{base}/collections/molecule_probe", key=READ_ONLY_KEY, body=body) == 403
     assert http_status(host, "GET", f"{base}/collections", key=FULL_KEY) == 200
-
-
-def test_firewall_opens_ports_to_backend_and_monitoring_only(host):
-    rules = rules_for_ports(host, set(PORTS))
-    assert rules, "no rule for 6333/6334 in inet host_firewall"
-    for ports, sources, chain in rules:
-        assert chain == "openings"
-        assert ports == set(PORTS)
-        assert sources == FAKE_SOURCES
-    assert len(rules) == 1
 
 
 def test_config_change_restarted_then_idempotence_did_not(host, props):

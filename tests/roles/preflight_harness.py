@@ -1,0 +1,221 @@
+"""Run a role's preflight on localhost the way playbooks/preflight.yml runs it, and read the result.
+
+`run_role(tmp_path, "nginx", {...})` writes a one-play playbook that gathers no facts,
+includes `roles/<role>/tasks/preflight.yml` with errors ignored (as playbooks/preflight.yml
+does), then collects the registered `__<role>_preflight` with the project's
+`preflight_problems` filter: `Result.problems` is the list playbooks/preflight.yml would
+report for the host, each "<role>: <variable>: <message>". Further entry points
+(`host_checks`, `download`, ...) run after it as ordinary includes; their failures land in
+`Result.failures`.
+
+By default the host is unreachable (ssh to a closed port on 127.0.0.1): preflight must need
+no connection and no facts, so a task that touched the host would show up in
+`Result.unreachable`. `connect=True` runs over the local connection instead (host checks);
+`facts=True` also gathers facts first. Runs use `--check` and the JSON callback, so nothing
+here changes this machine and the output is parsed, not grepped.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+ANSIBLE_PLAYBOOK = Path(sys.executable).with_name("ansible-playbook")
+HOST = "target"
+
+# Production-shaped inputs every role's preflight accepts, as the wiring layer and an
+# environment's inventory would give them (no facts: bind addresses are left to their
+# fact-based defaults, which preflight must then not trip over).
+SHA = "0123456789abcdef" * 4
+PEM_CERT = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
+PEM_KEY = "-----BEGIN EC PRIVATE KEY-----\nMHc\n-----END EC PRIVATE KEY-----\n"
+GOOD_VARS: dict[str, dict[str, Any]] = {
+    "backend": {
+        "backend_qdrant_api_key": "preflight-test-qdrant-key",
+        "backend_qdrant_url": "http://10.0.2.10:6333",
+        "backend_ollama_url": "http://10.0.3.10:11434",
+        "backend_documents_bucket": "querygpt-prod-documents-123456789012",
+    },
+    "backup": {
+        "backup_qdrant_api_key": "preflight-test-qdrant-key",
+        "backup_qdrant_url": "http://10.0.2.10:6333",
+        "backup_s3_bucket": "querygpt-prod-backups-123456789012",
+        "backup_s3_prefix": "prod/qdrant",
+        "backup_s3_region": "eu-west-1",
+    },
+    "common": {
+        "common_admin_users": [{"name": "alice", "ssh_keys": ["ssh-ed25519 AAAAC3Nza alice@example"]}],
+    },
+    "firewall": {
+        "firewall_ssh_source_groups": ["bastion"],
+        "firewall_ssh_source_cidrs": ["198.51.100.0/24"],
+        "firewall_openings": [
+            {"name": "node_exporter", "ports": [9100], "source_groups": ["monitoring"]},
+            {"name": "nginx", "ports": [80, 443], "source_cidrs": ["0.0.0.0/0", "::/0"], "comment": "edge"},
+        ],
+    },
+    "frontend": {},
+    "journal_remote": {},
+    "journal_tls": {"journal_tls_ca_cert": PEM_CERT, "journal_tls_ca_key": PEM_KEY},
+    "journal_upload": {"journal_upload_url": "https://10.0.4.10:19532"},
+    "nginx": {"nginx_server_name": "querygpt.example.com", "nginx_backend_servers": ["10.0.1.10:8000", "10.0.1.11:8000"]},
+    "node_exporter": {},
+    "ollama": {
+        "ollama_checksum": SHA,
+        "ollama_models": [
+            {"name": "all-minilm:l6-v2", "digest": "sha256:" + SHA},
+            {"name": "qwen2.5-coder:1.5b", "digest": SHA},
+        ],
+    },
+    "prometheus_stack": {"prometheus_stack_qdrant_api_key": "preflight-test-read-only-key"},
+    "qdrant": {
+        "qdrant_checksum": SHA,
+        "qdrant_api_key": "preflight-test-full-access-key",
+        "qdrant_read_only_api_key": "preflight-test-read-only-key",
+    },
+}
+ROLES = sorted(GOOD_VARS)
+
+
+@dataclass
+class Result:
+    rc: int
+    output: str
+    problems: list[str] = field(default_factory=list)  # what playbooks/preflight.yml would report
+    failures: list[str] = field(default_factory=list)  # messages of other failed tasks
+    shown: dict[str, Any] = field(default_factory=dict)  # run_role(show=...)
+    unreachable: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return self.rc == 0 and not self.problems and not self.failures and not self.unreachable
+
+    @property
+    def messages(self) -> str:
+        return "\n".join(self.problems + self.failures)
+
+    def assert_refused(self, *needles: str) -> None:
+        """The run refused the input and every needle appears in one of the messages."""
+        assert not self.ok, self.output[-4000:]
+        for needle in needles:
+            assert needle in self.messages, f"{needle!r} not in the problems:\n{self.messages}\n{self.output[-4000:]}"
+
+    def assert_ok(self) -> None:
+        assert self.ok, f"{self.messages}\n{self.output[-4000:]}"
+
+
+def _playbook(role: str, entries: Iterable[str], facts: bool, show: Mapping[str, str] | None) -> list[dict[str, Any]]:
+    tasks: list[dict[str, Any]] = []
+    if facts:
+        tasks.append({"name": "Gather facts", "ansible.builtin.setup": {"gather_subset": ["min", "network"]}})
+    tasks += [
+        {"name": "Run the preflight of " + role, "ansible.builtin.include_role": {
+            "name": role, "tasks_from": "preflight", "apply": {"ignore_errors": True}}},
+        {"name": "HARNESS collect problems", "ansible.builtin.debug": {
+            "msg": "{{ __%s_preflight | default({'failed': true, 'msg': 'registered no __%s_preflight'})"
+                   " | preflight_problems('%s') }}" % (role, role, role)}},
+    ]
+    for entry in entries:
+        tasks.append({"name": f"Run {role} {entry}", "ansible.builtin.include_role": {
+            "name": role, "tasks_from": entry, "public": True}})
+    if show:
+        tasks.append({"name": "HARNESS show", "ansible.builtin.debug": {"msg": dict(show)}})
+    return [{"name": "Harness", "hosts": HOST, "gather_facts": False, "tasks": tasks}]
+
+
+def run_role(
+    tmp_path: Path,
+    role: str,
+    variables: Mapping[str, Any] | None = None,
+    *,
+    entries: Iterable[str] = (),
+    groups: Mapping[str, Mapping[str, Mapping[str, Any]]] | None = None,
+    host_groups: Iterable[str] = (),
+    connect: bool = False,
+    facts: bool = False,
+    good: bool = True,
+    check: bool = True,
+    show: Mapping[str, str] | None = None,
+) -> Result:
+    """Run `role`'s preflight (then `entries`) against the host `target`; see the module docstring.
+
+    `variables` are extra vars over GOOD_VARS[role] (good=False starts from the role's
+    defaults); `groups` adds inventory-only hosts ({group: {host: hostvars}}) and
+    `host_groups` puts the target itself into groups. `show` ({name: Jinja expression}) is
+    templated after the entries into `Result.shown`.
+    """
+    work = tmp_path / f"harness-{role}"
+    work.mkdir(parents=True, exist_ok=True)
+    connection = (
+        {"ansible_connection": "local", "ansible_python_interpreter": sys.executable}
+        if connect or facts
+        else {"ansible_connection": "ssh", "ansible_host": "127.0.0.1", "ansible_port": 1,
+              "ansible_ssh_common_args": "-o ConnectTimeout=2 -o BatchMode=yes"}
+    )
+    children: dict[str, Any] = {name: {"hosts": dict(hosts)} for name, hosts in (groups or {}).items()}
+    for name in host_groups:
+        children.setdefault(name, {"hosts": {}})["hosts"][HOST] = {}
+    inventory = {"all": {"hosts": {HOST: connection}, "children": children}}
+    (work / "inventory.json").write_text(json.dumps(inventory))
+    (work / "playbook.yml").write_text(yaml.safe_dump(_playbook(role, entries, facts, show), sort_keys=False))
+    (work / "vars.json").write_text(json.dumps({**(GOOD_VARS[role] if good else {}), **(variables or {})}))
+    roles_path = str(REPO / "roles")
+    env = {
+        **{k: v for k, v in os.environ.items() if "proxy" not in k.lower()},
+        "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"),
+        "ANSIBLE_ROLES_PATH": roles_path,
+        "ANSIBLE_LIBRARY": str(REPO / "plugins" / "modules"),
+        "ANSIBLE_STDOUT_CALLBACK": "ansible.builtin.json",
+        "ANSIBLE_CALLBACKS_ENABLED": "ansible.builtin.json",  # none beyond the stdout one
+        "ANSIBLE_CACHE_PLUGIN": "ansible.builtin.memory",
+        "ANSIBLE_LOCALHOST_WARNING": "0",
+        "ANSIBLE_NOCOLOR": "1",
+        "ANSIBLE_LOCAL_TEMP": str(work / "ansible-local"),
+        "ANSIBLE_SSH_CONTROL_PATH_DIR": str(work / "cp"),
+    }
+    cmd = [str(ANSIBLE_PLAYBOOK), "-i", str(work / "inventory.json"), "-e", f"@{work / 'vars.json'}",
+           str(work / "playbook.yml")] + (["--check"] if check else [])
+    proc = subprocess.run(cmd, cwd=work, env=env, capture_output=True, text=True, timeout=180, check=False)
+    result = Result(proc.returncode, proc.stdout + proc.stderr)
+    try:
+        document, _ = json.JSONDecoder().raw_decode(proc.stdout[proc.stdout.index("{"):])
+    except ValueError:
+        result.failures.append(f"unreadable ansible-playbook output (rc {proc.returncode})")
+        return result
+    for play in document.get("plays", []):
+        for task in play.get("tasks", []):
+            outcome = task.get("hosts", {}).get(HOST)
+            if outcome is None:
+                continue
+            if outcome.get("unreachable"):
+                result.unreachable = True
+            if task["task"]["name"] == "HARNESS collect problems":
+                result.problems = list(outcome.get("msg") or [])
+            elif task["task"]["name"] == "HARNESS show":
+                result.shown = dict(outcome.get("msg") or {})
+            elif outcome.get("failed") and not _is_the_preflight_assert(outcome):
+                result.failures += _failure_messages(outcome)
+    stats = document.get("stats", {}).get(HOST, {})
+    result.unreachable = result.unreachable or bool(stats.get("unreachable"))
+    return result
+
+
+def _is_the_preflight_assert(outcome: Mapping[str, Any]) -> bool:
+    """The role's `{var, ok, msg}` assert: its failed items are already in Result.problems."""
+    results = outcome.get("results")
+    return isinstance(results, list) and bool(results) and all(
+        isinstance(r, Mapping) and isinstance(r.get("item"), Mapping) and "var" in r["item"] for r in results)
+
+
+def _failure_messages(outcome: Mapping[str, Any]) -> list[str]:
+    items = [r for r in outcome.get("results", []) if isinstance(r, Mapping) and r.get("failed")]
+    return [" ".join(str(r.get("msg", "failed")).split()) for r in items] or [" ".join(str(outcome.get("msg", "failed")).split())]

@@ -1,0 +1,40 @@
+"""The common role's checks: operators who can still log in, and the operating system.
+
+The variables run through tests/roles/preflight_harness.py as playbooks/preflight.yml runs
+them; the OS check is a host check (roles/common/tasks/host_checks.yml, which
+playbooks/preflight.yml also runs on every host) and reads this machine's facts.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from preflight_harness import run_role
+
+OS_RELEASE = {key: value.strip('"') for key, value in (
+    line.split("=", 1) for line in Path("/etc/os-release").read_text().splitlines() if "=" in line)}
+# As the facts name it: "Debian 12" (distribution, distribution_major_version).
+THIS_OS = f"{OS_RELEASE['NAME'].split()[0]} {OS_RELEASE.get('VERSION_ID', '').split('.')[0]}"
+
+
+def test_this_os_passes_when_it_is_supported(tmp_path):
+    run_role(tmp_path, "common", {"common_supported_os": [THIS_OS]}, entries=("host_checks",), connect=True).assert_ok()
+
+
+def test_an_unsupported_os_is_refused_naming_the_supported_ones(tmp_path):
+    result = run_role(tmp_path, "common", {"common_supported_os": ["Debian 99", "Ubuntu 24"]},
+                      entries=("host_checks",), connect=True)
+    result.assert_refused("common_supported_os:", f"runs {THIS_OS.split()[0]}", "QueryGPT hosts run Debian 99 or Ubuntu 24")
+    assert not result.problems, "the variable itself is fine: the host is not"
+
+
+def test_keyless_and_malformed_users_are_named(tmp_path):
+    result = run_role(tmp_path, "common", {"common_admin_users": [
+        {"name": "alice", "ssh_keys": ["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOFyXvWw alice@laptop"]},
+        {"name": "bob"},
+        {"name": "carol", "ssh_keys": ["/home/carol/.ssh/id_ed25519.pub"]},
+        {"name": "dave", "state": "absent"},
+    ]})
+    result.assert_refused('common_admin_users: user(s) "bob" have no ssh_keys',
+                          'common_admin_users: user(s) "carol" have an entry in ssh_keys that is not an OpenSSH public key')
+    assert "dave" not in result.messages, "a user declared absent needs no key"

@@ -1,0 +1,216 @@
+"""Every role's preflight keeps the contract playbooks/preflight.yml relies on.
+
+playbooks/preflight.yml runs each role's `tasks/preflight.yml` for every host before any host
+changes, without facts and without connecting, and collects `__<role>_preflight` into one
+report. So each preflight must be ONE assert looped over `{var, ok, msg}` items (every
+problem reported in one run, each naming its variable), need no connection and no facts,
+print no secret, and run first in the role's own main.yml (host checks right after it).
+The static half reads the task files; the dynamic half runs them (tests/roles/preflight_harness.py).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from preflight_harness import GOOD_VARS, REPO, ROLES, run_role
+
+ROLES_DIR = REPO / "roles"
+
+
+def tasks(role: str, name: str) -> list[dict]:
+    path = ROLES_DIR / role / "tasks" / f"{name}.yml"
+    return yaml.safe_load(path.read_text()) or [] if path.exists() else []
+
+
+def the_assert(role: str) -> dict:
+    asserts = [t for t in tasks(role, "preflight") if "ansible.builtin.assert" in t]
+    assert len(asserts) == 1, f"roles/{role}/tasks/preflight.yml: expected ONE assert, found {len(asserts)}"
+    return asserts[0]
+
+
+# --- static: the shape of tasks/preflight.yml and its place in main.yml ---------------------
+
+
+@pytest.mark.parametrize("role", ROLES)
+def test_preflight_is_one_assert_over_var_ok_msg(role):
+    task = the_assert(role)
+    args = task["ansible.builtin.assert"]
+    assert args == {"that": "item.ok | bool", "fail_msg": "{{ item.var }}: {{ item.msg }}", "quiet": True}, args
+    assert task["register"] == f"__{role}_preflight"
+    assert task["loop_control"] == {"label": "{{ item.var }}"}
+    assert "no_log" not in task, "messages must carry no secret, so the results can be shown"
+    items = task["loop"]
+    assert isinstance(items, list) and items, "the checks are a literal list"
+    defaults = set(yaml.safe_load((ROLES_DIR / role / "defaults" / "main.yml").read_text()) or {})
+    for item in items:
+        assert set(item) == {"var", "ok", "msg"}, item
+        assert item["var"] in defaults, f"{item['var']} is not a variable of roles/{role} (defaults/main.yml)"
+
+
+@pytest.mark.parametrize("role", ROLES)
+def test_preflight_needs_no_host(role):
+    """Besides the assert only set_fact; facts are only used behind `is (not) defined`."""
+    for task in tasks(role, "preflight"):
+        modules = [k for k in task if k.startswith("ansible.builtin.")]
+        assert modules in (["ansible.builtin.assert"], ["ansible.builtin.set_fact"]), (role, task.get("name"), modules)
+    text = (ROLES_DIR / role / "tasks" / "preflight.yml").read_text()
+    for match in re.finditer(r"ansible_facts\[[^\]]+\]", text):
+        assert re.match(r" is (not )?defined", text[match.end():]), (
+            f"roles/{role}/tasks/preflight.yml uses {match.group(0)} without `is defined`: preflight runs without facts")
+
+
+@pytest.mark.parametrize("role", ROLES)
+def test_main_runs_preflight_then_host_checks_first(role):
+    main = tasks(role, "main")
+    imports = [t.get("ansible.builtin.import_tasks") for t in main]
+    assert imports[0] == "preflight.yml", f"roles/{role}/tasks/main.yml must start with preflight.yml"
+    if (ROLES_DIR / role / "tasks" / "host_checks.yml").exists():
+        assert imports[1] == "host_checks.yml", f"roles/{role}/tasks/main.yml: host_checks.yml right after preflight.yml"
+        assert main[1]["tags"] == main[0]["tags"], "host checks run whenever the preflight does"
+    assert set(main[0]["tags"]) >= {role}, main[0]["tags"]
+
+
+def test_host_checks_are_where_the_host_is_needed():
+    """stat/command/slurp/setup only in host_checks.yml (or later task files), never in preflight.yml."""
+    for role in ROLES:
+        text = (ROLES_DIR / role / "tasks" / "preflight.yml").read_text()
+        for module in ("stat", "command", "shell", "slurp", "setup", "uri", "find"):
+            assert f"ansible.builtin.{module}:" not in text, (role, module)
+
+
+# --- dynamic: run it as playbooks/preflight.yml does ----------------------------------------
+
+
+def _run(tmp_path: Path, role: str, variables: dict | None = None, **kwargs):
+    return run_role(tmp_path, role, variables, **kwargs)
+
+
+@pytest.mark.parametrize("role", ROLES)
+def test_good_input_passes_without_connection_or_facts(tmp_path, role):
+    # GOOD_VARS leave the fact-based defaults (bind addresses) alone: they must not trip it
+    result = _run(tmp_path, role)
+    result.assert_ok()
+    assert not result.unreachable
+
+
+@pytest.mark.parametrize("role", ["journal_remote", "journal_upload"])
+def test_preflight_of_a_role_that_needs_another_needs_no_connection(tmp_path, role):
+    """journal_remote and journal_upload need journal_tls's certificate: the playbooks list it
+    before them, so no meta dependency runs (and touches the host) ahead of their preflight."""
+    result = run_role(tmp_path, role)
+    assert not result.unreachable and result.ok, result.messages
+
+
+@pytest.mark.parametrize("role", ROLES)
+def test_no_role_hides_another_in_its_dependencies(role):
+    """Role coupling shows in the playbooks: a meta dependency would also run, and touch the
+    host, ahead of the role's preflight."""
+    meta = yaml.safe_load((ROLES_DIR / role / "meta" / "main.yml").read_text()) or {}
+    assert not meta.get("dependencies"), f"roles/{role}/meta/main.yml: list {meta['dependencies']} in the playbooks"
+
+
+# Several bad variables per role: ALL are reported in ONE run, each naming its variable.
+BAD = {
+    "backend": ({"backend_top_k": 0, "backend_qdrant_api_key": "", "backend_ollama_url": "ftp://x"},
+                ["backend_top_k: expected 1-100", "backend_qdrant_api_key: is empty", "backend_ollama_url: got"]),
+    "backup": ({"backup_cron_hour": "two", "backup_s3_bucket": "", "backup_s3_prefix": "/prod/"},
+               ["backup_cron_hour: expected a cron field", "backup_s3_bucket: is empty", "backup_s3_prefix: got"]),
+    "common": ({"common_admin_users": [], "common_ssh_port": 0, "common_supported_os": ["Debian"]},
+               ["common_admin_users: no user is present", "common_ssh_port: expected a TCP port",
+                "common_supported_os: expected a non-empty list"]),
+    "firewall": ({"firewall_ssh_source_cidrs": ["10.0.0.0/33"], "firewall_table": "a b",
+                  "firewall_openings": [{"name": "x", "ports": [70000], "source_groups": ["monitoring"]}]},
+                 ["firewall_ssh_source_cidrs: expected CIDRs", "firewall_table: expected an nftables table name",
+                  'firewall_openings: opening(s) "x" need a non-empty list of ports 1-65535']),
+    "frontend": ({"frontend_keep_releases": 0, "frontend_install_prefix": "/", "frontend_dist_archive": "dist.zip"},
+                 ["frontend_keep_releases: expected 1-100", "frontend_install_prefix: expected an absolute path",
+                  "frontend_dist_archive: got \"dist.zip\""]),
+    "journal_remote": ({"journal_remote_split_mode": "x", "journal_remote_port": 0, "journal_remote_bind_address": "0.0.0.0"},
+                       ["journal_remote_split_mode: expected host or none", "journal_remote_port: expected a TCP port",
+                        "journal_remote_bind_address: got"]),
+    "journal_tls": ({"journal_tls_renew_days": 400, "journal_tls_ca_cert": "", "journal_tls_extra_names": ["x"]},
+                    ["journal_tls_renew_days: expected at least 1 day", "journal_tls_ca_cert: is empty",
+                     "journal_tls_extra_names: every name must be"]),
+    "journal_upload": ({"journal_upload_url": "http://10.0.4.10:19532", "journal_upload_restart_sec": 0},
+                       ["journal_upload_url: got", "journal_upload_restart_sec: expected at least 1"]),
+    "nginx": ({"nginx_query_rate": "2/s", "nginx_backend_servers": [], "nginx_server_name": "not a name"},
+              ["nginx_query_rate: expected an nginx limit_req rate", "nginx_backend_servers: got []",
+               "nginx_server_name: expected the DNS name"]),
+    "node_exporter": ({"node_exporter_port": 0, "node_exporter_extra_args": ["-x"], "node_exporter_bind_address": "*"},
+                      ["node_exporter_port: expected a TCP port", "node_exporter_extra_args: every entry",
+                       "node_exporter_bind_address: got"]),
+    "ollama": ({"ollama_checksum": "", "ollama_port": 70000, "ollama_models": [{"name": "all-minilm"}]},
+               ["ollama_checksum: is empty", "ollama_port: expected a TCP port", "ollama_models:"]),
+    "prometheus_stack": ({"prometheus_stack_alert_for": {}, "prometheus_stack_retention_time": "two weeks",
+                          "prometheus_stack_blackbox_listen_address": "0.0.0.0:9115"},
+                         ["prometheus_stack_alert_for: expected a Prometheus duration",
+                          "prometheus_stack_retention_time: expected a Prometheus duration",
+                          "prometheus_stack_blackbox_listen_address: expected a loopback"]),
+    "qdrant": ({"qdrant_limit_nofile": 1024, "qdrant_checksum": "", "qdrant_data_volume_id": "sdf"},
+               ["qdrant_limit_nofile:", "qdrant_checksum: is empty", "qdrant_data_volume_id: got"]),
+}
+
+
+def test_every_role_has_a_bad_input_case():
+    assert sorted(BAD) == ROLES
+
+
+@pytest.mark.parametrize("role", ROLES)
+def test_every_problem_is_reported_in_one_run(tmp_path, role):
+    overrides, needles = BAD[role]
+    result = _run(tmp_path, role, overrides)
+    result.assert_refused(*needles)
+    assert not result.failures, "only the assert may fail: a task that errors hides the other problems"
+    assert len(result.problems) >= len(needles), result.problems
+    for problem in result.problems:  # playbooks/preflight.yml's form: "<role>: <variable>: <message>"
+        assert re.match(rf"{role}: {role}_[a-z0-9_]+: \S", problem), problem
+
+
+# Secrets never reach the output, whether they are fine or are the problem themselves.
+SECRETS = {
+    "backend": {"backend_qdrant_api_key": "SeCrEt-backend-key", "backend_s3_secret_access_key": "SeCrEt-s3"},
+    "backup": {"backup_qdrant_api_key": "SeCrEt-backup-key", "backup_s3_secret_access_key": "SeCrEt-s3"},
+    "journal_tls": {"journal_tls_ca_key": "SeCrEt-not-a-pem-key"},
+    "prometheus_stack": {"prometheus_stack_alertmanager_webhook_urls": ["hooks.example/SeCrEt-token"],
+                         "prometheus_stack_alertmanager_slack_api_url": "http://hooks.slack.example/SeCrEt",
+                         "prometheus_stack_alertmanager_email_password": "SeCrEt-smtp"},
+    "qdrant": {"qdrant_api_key": "SeCrEt-full", "qdrant_read_only_api_key": "SeCrEt-full"},
+}
+
+
+@pytest.mark.parametrize("role", sorted(SECRETS))
+def test_no_secret_in_the_output(tmp_path, role):
+    result = _run(tmp_path, role, {**BAD[role][0], **SECRETS[role]})
+    assert not result.ok
+    assert "SeCrEt" not in result.output, [line for line in result.output.splitlines() if "SeCrEt" in line][:3]
+
+
+# With facts (the role's own run), the fact-based defaults are checked like any value.
+FACT_DEFAULTS = {
+    "backend": "backend_bind_address", "backup": "backup_qdrant_url", "journal_remote": "journal_remote_bind_address",
+    "nginx": "nginx_exporter_listen_address", "node_exporter": "node_exporter_bind_address",
+    "ollama": "ollama_bind_address", "prometheus_stack": "prometheus_stack_bind_address", "qdrant": "qdrant_bind_address",
+}
+
+
+@pytest.mark.parametrize("role", sorted(FACT_DEFAULTS))
+def test_fact_based_defaults_pass_with_facts(tmp_path, role):
+    _run(tmp_path, role, facts=True).assert_ok()
+
+
+@pytest.mark.parametrize("role", sorted(FACT_DEFAULTS))
+def test_a_fact_based_default_that_cannot_be_computed_is_reported(tmp_path, role):
+    # an inventory value built from a variable that is missing: named, not a crash of the task
+    var = FACT_DEFAULTS[role]
+    result = _run(tmp_path, role, {var: "{{ querygpt_no_such_variable }}"}, facts=True)
+    result.assert_refused(f"{var}: cannot be computed")
+    assert not result.failures, result.failures
+
+
+def test_good_vars_cover_every_role():
+    assert ROLES == sorted(p.name for p in ROLES_DIR.iterdir() if (p / "tasks" / "preflight.yml").exists())
+    assert set(GOOD_VARS) == set(ROLES)
