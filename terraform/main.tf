@@ -29,7 +29,7 @@ locals {
   azs = (length(var.availability_zones) > 0 ? var.availability_zones :
   [for i in range(var.az_count) : "${var.region}${substr("abcdef", i, 1)}"])
 
-  # The inventory groups of ARCHITECTURE.md: each instance's Role tag is exactly one of
+  # The inventory groups of docs/architecture.md: each instance's Role tag is exactly one of
   # these, and inventories/<env>/aws_ec2.yml builds its groups from that tag.
   tiers = ["bastion", "edge", "backend", "qdrant", "ollama", "monitoring"]
 }

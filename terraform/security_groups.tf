@@ -1,5 +1,5 @@
 # One security group per tier, and one ingress rule resource per row of the firewall
-# matrix in ARCHITECTURE.md ("Who may talk to whom"). The rows are kept literal on
+# matrix in docs/architecture.md ("Who may talk to whom"). The rows are kept literal on
 # purpose: tests/terraform reads them back from this file and compares them with the
 # matrix, so a rule added here and not there (or the other way round) fails the build.
 #
@@ -40,7 +40,7 @@ resource "aws_security_group" "tier" {
 
 # edge 80, 443 from anywhere (the NLB preserves client addresses; users; ACME HTTP-01).
 resource "aws_vpc_security_group_ingress_rule" "edge_web_from_anywhere" {
-  #checkov:skip=CKV_AWS_260:The edge tier is the public web entry point; ARCHITECTURE.md opens 80 (ACME HTTP-01, redirect to HTTPS) and 443 to anywhere.
+  #checkov:skip=CKV_AWS_260:The edge tier is the public web entry point; docs/architecture.md opens 80 (ACME HTTP-01, redirect to HTTPS) and 443 to anywhere.
   for_each = { http = 80, https = 443 }
 
   security_group_id = aws_security_group.tier["edge"].id

@@ -230,7 +230,7 @@ variable "backend_count" {
 }
 
 variable "qdrant_count" {
-  description = "Number of Qdrant instances. ARCHITECTURE.md: a single node for now (a cluster later)."
+  description = "Number of Qdrant instances. docs/architecture.md: a single node for now (a cluster later)."
   type        = number
   default     = 1
 

@@ -1,4 +1,4 @@
-# Qdrant: one node for now (ARCHITECTURE.md), with its storage on a separate encrypted
+# Qdrant: one node for now (docs/architecture.md), with its storage on a separate encrypted
 # gp3 volume. Qdrant needs block storage (not NFS/EFS); the data volume outlives the
 # instance, and consistent backups are Qdrant snapshots in the backups bucket (the
 # backup role), not EBS snapshots.

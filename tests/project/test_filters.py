@@ -1,4 +1,9 @@
-"""The project's own filter plugins: firewall sources and the site's role list."""
+"""The project's own filter plugins: private addresses, firewall sources, the site's role list.
+
+The hostvars are shaped as the EC2 inventory gives them in prod (ec2_private_ip_address, a
+bastion whose ansible_host is its PUBLIC Elastic IP) and as molecule gives them (no EC2
+variables, facts gathered over docker).
+"""
 
 from __future__ import annotations
 
@@ -9,29 +14,51 @@ import pytest
 from ansible.errors import AnsibleFilterError
 
 REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO / "roles" / "firewall" / "filter_plugins"))
 sys.path.insert(0, str(REPO / "plugins" / "filter"))
 
-from firewall import firewall_sources  # noqa: E402
+from inventory import firewall_sources, private_address, private_addresses  # noqa: E402
 from site_roles import site_roles  # noqa: E402
 
-GROUPS = {"backend": ["backend-a", "backend-b"], "monitoring": ["mon"], "empty": []}
+# What inventories/prod gives after group_vars/all/addresses.yml: ansible_host is how the
+# controller reaches a host (the bastion: its Elastic IP); querygpt_private_address is the
+# address its peers see.
+GROUPS = {"backend": ["10.40.128.10", "10.40.144.10"], "bastion": ["10.40.0.10"], "monitoring": ["mon"],
+          "empty": []}
 HOSTVARS = {
-    "backend-a": {"ansible_host": "10.0.1.21"},
-    "backend-b": {"ansible_host": "10.0.2.21"},
-    # reached through docker: the address comes from its facts
-    "mon": {"ansible_host": "mon-container", "ansible_default_ipv4": {"address": "172.18.0.5"}},
+    "10.40.0.10": {"ansible_host": "203.0.113.10", "querygpt_private_address": "10.40.0.10"},
+    "10.40.128.10": {"ansible_host": "10.40.128.10", "querygpt_private_address": "10.40.128.10"},
+    "10.40.144.10": {"ansible_host": "10.40.144.10", "querygpt_private_address": "10.40.144.10"},
+    # molecule: reached through docker, no EC2 variables; the address comes from its facts
+    "mon": {"ansible_host": "mon-container", "ansible_facts": {"default_ipv4": {"address": "172.18.0.5"}}},
 }
 
 
-def test_sources_are_the_group_members_addresses():
+def test_sources_are_the_group_members_private_addresses():
     assert firewall_sources(["backend", "monitoring"], GROUPS, HOSTVARS) == [
-        "10.0.1.21", "10.0.2.21", "172.18.0.5"]
+        "10.40.128.10", "10.40.144.10", "172.18.0.5"]
+
+
+def test_the_bastion_is_admitted_at_its_private_address_never_its_public_one():
+    # Inside the VPC the bastion's SSH arrives from its private address. Admitting its
+    # ansible_host (the Elastic IP) locked every operator out of the private hosts.
+    assert firewall_sources(["bastion"], GROUPS, HOSTVARS) == ["10.40.0.10"]
+    assert private_address("10.40.0.10", HOSTVARS) == "10.40.0.10"
+
+
+def test_private_addresses_keep_the_order_given():
+    assert private_addresses(["10.40.144.10", "10.40.128.10"], HOSTVARS) == ["10.40.144.10", "10.40.128.10"]
+    with pytest.raises(AnsibleFilterError, match="list"):
+        private_addresses("10.40.0.10", HOSTVARS)  # type: ignore[arg-type]
+
+
+def test_a_declared_address_that_is_not_an_ip_is_an_error():
+    with pytest.raises(AnsibleFilterError, match="not an IP address"):
+        private_address("h", {"h": {"querygpt_private_address": "edge-1.internal"}})
 
 
 def test_cidrs_are_normalised_and_merged_with_groups():
     assert firewall_sources(["backend"], GROUPS, HOSTVARS, ["192.0.2.7/24", "2001:db8::/32"]) == [
-        "10.0.1.21", "10.0.2.21", "192.0.2.0/24", "2001:db8::/32"]
+        "10.40.128.10", "10.40.144.10", "192.0.2.0/24", "2001:db8::/32"]
 
 
 def test_unknown_or_empty_groups_open_nothing():
@@ -39,8 +66,10 @@ def test_unknown_or_empty_groups_open_nothing():
 
 
 def test_a_host_without_an_address_is_an_error_not_a_silent_gap():
-    hostvars = {"backend-a": {"ansible_host": "backend-a.example"}, "backend-b": {"ansible_host": "10.0.2.21"}}
-    with pytest.raises(AnsibleFilterError, match="backend-a"):
+    # ansible_host is never a fallback: it may be a public address or a name
+    hostvars = {"10.40.128.10": {"ansible_host": "10.40.128.10"},
+                "10.40.144.10": {"querygpt_private_address": "10.40.144.10"}}
+    with pytest.raises(AnsibleFilterError, match="10.40.128.10"):
         firewall_sources(["backend"], GROUPS, hostvars)
 
 

@@ -1,16 +1,10 @@
-"""Fixtures for the Terraform layer's tests: the parsed HCL, the tfvars, the
-inventories, and a moto server on a free loopback port."""
+"""Fixtures for the Terraform layer's tests: the parsed HCL, the tfvars and the inventories
+(the moto server on a free loopback port is in tests/conftest.py)."""
 
 from __future__ import annotations
 
-import socket
-import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
-from typing import Iterator
-
 import pytest
 import yaml
 
@@ -22,7 +16,6 @@ from terraform_helpers import (  # noqa: E402
     ENVIRONMENTS,
     INVENTORIES,
     TERRAFORM,
-    VENV_BIN,
     TerraformConfig,
     load_hcl,
     tf_files,
@@ -52,46 +45,3 @@ def backend_tfvars() -> dict[str, dict]:
 @pytest.fixture(scope="session")
 def inventories() -> dict[str, dict]:
     return {env: yaml.safe_load((INVENTORIES / env / "aws_ec2.yml").read_text()) for env in ENVIRONMENTS}
-
-
-# --- moto ---------------------------------------------------------------------------------
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@pytest.fixture(scope="session")
-def moto_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A moto server on a free loopback port, for the whole session."""
-    server = VENV_BIN / "moto_server"
-    if not server.exists():
-        pytest.fail(f"{server} is missing: create .venv with `make setup` (requirements/controller.txt)")
-    port = _free_port()
-    log = tmp_path_factory.mktemp("moto") / "moto.log"
-    with log.open("w") as log_handle:
-        proc = subprocess.Popen(
-            [str(server), "-H", "127.0.0.1", "-p", str(port)],
-            stdout=log_handle,
-            stderr=subprocess.STDOUT,
-        )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                urllib.request.urlopen(f"{url}/moto-api/", timeout=1)
-                break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    pytest.fail(f"moto_server did not start on {url}: {log.read_text()[-2000:]}")
-                time.sleep(0.2)
-        yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()

@@ -1,7 +1,7 @@
-"""Terraform, the dynamic inventories and ARCHITECTURE.md agree.
+"""Terraform, the dynamic inventories and docs/architecture.md agree.
 
 - The Role tags Terraform puts on instances, the groups the inventories build from them,
-  and the host groups of ARCHITECTURE.md are one and the same set.
+  and the host groups of docs/architecture.md are one and the same set.
 - Every instance has IMDSv2 required, encrypted EBS, the Project/Environment/Role tags,
   and no public address unless it is the bastion.
 - The security group rules, read back from security_groups.tf, are exactly the firewall
@@ -17,7 +17,7 @@ from typing import Any, Iterator
 import pytest
 import yaml
 
-from terraform_helpers import ENVIRONMENTS, INVENTORIES, expr, tf_files
+from terraform_helpers import ENVIRONMENTS, INVENTORIES, REPO, expr, tf_files
 
 GROUPS = {"bastion", "edge", "backend", "qdrant", "ollama", "monitoring"}
 EVERY_HOST = "every host"
@@ -25,26 +25,38 @@ ANYWHERE = "anywhere"
 ADMIN_CIDRS = "admin CIDRs"
 
 
-def expected_firewall_matrix() -> list[dict[str, Any]]:
-    """The firewall matrix of ARCHITECTURE.md ("Who may talk to whom"), as data.
+WIRING = REPO / "group_vars" / "all"
 
-    One dict per row: `to` a group or "every host"; `ports` the TCP ports; `from` the
-    sources, each a group, "every host", "anywhere" or "admin CIDRs". Replace the body
-    with the matrix read from the roles' defaults when those exist: the test below
-    only needs this shape.
+
+def _wired(value: Any, ports: dict[str, Any]) -> Any:
+    """A port of the wiring: a number, or "{{ <port variable> }}" of group_vars/all/ports.yml."""
+    match = re.fullmatch(r"\{\{\s*(\w+)\s*\}\}", str(value).strip())
+    return int(ports[match.group(1)]) if match else int(value)
+
+
+def expected_firewall_matrix() -> list[dict[str, Any]]:
+    """The firewall matrix of docs/architecture.md, read from the wiring layer.
+
+    group_vars/all/firewall.yml holds it once: the openings each playbook passes to the
+    firewall role (ports from group_vars/all/ports.yml), SSH from the bastion on every host
+    and from the admin CIDRs on the bastion. One dict per row: `to` a group or "every host";
+    `ports` the TCP ports; `from` each a group, "every host", "anywhere" or "admin CIDRs".
     """
-    return [
-        {"to": "edge", "ports": [80, 443], "from": [ANYWHERE]},
-        {"to": "backend", "ports": [8000], "from": ["edge", "monitoring"]},
-        {"to": "qdrant", "ports": [6333, 6334], "from": ["backend", "monitoring"]},
-        {"to": "ollama", "ports": [11434], "from": ["backend", "monitoring"]},
-        {"to": "monitoring", "ports": [9090, 9093], "from": ["bastion"]},
-        {"to": "monitoring", "ports": [19532], "from": [EVERY_HOST]},
-        {"to": EVERY_HOST, "ports": [9100], "from": ["monitoring"]},
-        {"to": "edge", "ports": [9113], "from": ["monitoring"]},
-        {"to": EVERY_HOST, "ports": [22], "from": ["bastion"]},
-        {"to": "bastion", "ports": [22], "from": [ADMIN_CIDRS]},
-    ]
+    ports = yaml.safe_load((WIRING / "ports.yml").read_text())
+    firewall = yaml.safe_load((WIRING / "firewall.yml").read_text())
+    rows = []
+    for target, openings in firewall["querygpt_firewall_openings"].items():
+        for opening in openings:
+            sources = [EVERY_HOST if g == "all" else g for g in opening.get("source_groups", [])]
+            sources += [ANYWHERE for c in opening.get("source_cidrs", []) if c == "0.0.0.0/0"]
+            assert set(opening.get("source_cidrs", [])) <= {"0.0.0.0/0", "::/0"}, opening
+            rows.append({"to": EVERY_HOST if target == "all" else target,
+                         "ports": [_wired(p, ports) for p in opening["ports"]], "from": sources})
+    ssh = _wired(firewall["firewall_ssh_port"], ports)
+    assert "bastion" in firewall["firewall_ssh_source_groups"] and "terraform_admin_cidrs" in firewall["firewall_ssh_source_cidrs"]
+    rows.append({"to": EVERY_HOST, "ports": [ssh], "from": ["bastion"]})
+    rows.append({"to": "bastion", "ports": [ssh], "from": [ADMIN_CIDRS]})
+    return rows
 
 
 def expand_matrix(rows: list[dict[str, Any]]) -> set[tuple[str, int, str]]:
@@ -163,7 +175,7 @@ def test_one_security_group_per_tier(tf) -> None:
 def test_role_tags_inventory_groups_and_architecture_agree(tf, inventories) -> None:
     instances = tf.resources("aws_instance")
     roles = {body["tags"]["Role"] for body in instances.values()}
-    assert roles == GROUPS, f"Role tags {sorted(roles)} != ARCHITECTURE.md groups {sorted(GROUPS)}"
+    assert roles == GROUPS, f"Role tags {sorted(roles)} != docs/architecture.md groups {sorted(GROUPS)}"
     assert len(instances) == len(GROUPS), "one aws_instance resource per tier"
     assert set(tf.locals["tiers"]) == GROUPS
 
@@ -327,13 +339,3 @@ def test_outputs_the_inventory_and_docs_need(tf) -> None:
         assert name in outputs, f"outputs.tf: output {name} is missing"
     for name, body in outputs.items():
         assert body.get("description"), f"output {name} has no description"
-
-
-@pytest.mark.parametrize("env", ENVIRONMENTS)
-def test_connection_vars_jump_through_the_bastion_except_on_it(env: str) -> None:
-    all_vars = yaml.safe_load((INVENTORIES / env / "group_vars" / "all" / "connection.yml").read_text())
-    bastion_vars = yaml.safe_load((INVENTORIES / env / "group_vars" / "bastion" / "connection.yml").read_text())
-    assert all_vars["ansible_user"] == "admin"
-    assert "ProxyJump=" in all_vars["ansible_ssh_common_args"]
-    assert "terraform_bastion_public_ip" in all_vars["ansible_ssh_common_args"]
-    assert "ProxyJump" not in bastion_vars["ansible_ssh_common_args"]

@@ -72,25 +72,35 @@ def test_refuses_another_environments_state(tmp_path: Path) -> None:
     assert not (tmp_path / "prod" / "group_vars" / "all" / "terraform_outputs.yml").exists()
 
 
-def test_every_output_connection_yml_uses_exists() -> None:
-    """connection.yml reads terraform_<name>; <name> must be an output of outputs.tf."""
+def test_every_output_the_playbooks_read_exists() -> None:
+    """The wiring, the environments and the playbooks read terraform_<name>: each <name> must
+    be an output of outputs.tf (and so in terraform_outputs.yml after export-outputs)."""
     outputs_tf = (TERRAFORM / "outputs.tf").read_text()
-    for env in ("staging", "prod"):
-        text = (INVENTORIES / env / "group_vars" / "all" / "connection.yml").read_text()
-        for name in set(re.findall(r"terraform_(\w+)", text)) - {"outputs"}:
-            assert f'output "{name}"' in outputs_tf, f"inventories/{env}: terraform_{name} has no output {name}"
+    readers = [*(REPO / "group_vars").rglob("*.yml"), *INVENTORIES.glob("*/group_vars/**/*.yml"),
+               *(REPO / "playbooks").rglob("*.yml"), *(REPO / "lab" / "playbooks").glob("*.yml")]
+    names = {(path, name) for path in readers
+             for name in re.findall(r"\bterraform_(\w+)", path.read_text()) if name != "outputs"}
+    assert any(name == "bastion_public_ip" for _, name in names), "nothing reads the bastion's address"
+    for path, name in sorted(names):
+        assert f'output "{name}"' in outputs_tf, f"{path.relative_to(REPO)}: terraform_{name} has no output {name}"
 
 
-def test_exported_bastion_address_becomes_the_proxyjump(tmp_path: Path) -> None:
+def test_exported_bastion_address_becomes_the_jump_host(tmp_path: Path) -> None:
     """End to end: export into a copy of the prod inventory, then let Ansible template the
-    connection variables of a bastion and an edge host."""
+    connection variables (group_vars/all/connection.yml) of a bastion and an edge host. The
+    jump to the bastion carries the same host-key policy as the target: a fresh operator
+    machine neither prompts nor fails on the bastion's key."""
     inventory = tmp_path / "prod"
     shutil.copytree(
         INVENTORIES / "prod" / "group_vars",
         inventory / "group_vars",
         ignore=shutil.ignore_patterns("vault.yml", "terraform_outputs.yml"),
     )
-    (inventory / "hosts.ini").write_text("[bastion]\n10.40.0.10\n[edge]\n10.40.8.10\n")
+    tags = "{ec2_tags: {Environment: prod, Role: %s}}"
+    (inventory / "hosts.yml").write_text(
+        "all:\n  children:\n"
+        f"    bastion: {{hosts: {{10.40.0.10: {tags % 'bastion'}}}}}\n"
+        f"    edge: {{hosts: {{10.40.128.10: {tags % 'edge'}}}}}\n")
     assert _run(tmp_path, "prod", _outputs("prod")).returncode == 0
     env = {k: v for k, v in os.environ.items() if not k.startswith("ANSIBLE_")}
     env.update(
@@ -106,7 +116,7 @@ def test_exported_bastion_address_becomes_the_proxyjump(tmp_path: Path) -> None:
         [
             str(VENV_BIN / "ansible"),
             "-i",
-            str(inventory / "hosts.ini"),
+            str(inventory / "hosts.yml"),
             "all",
             "-m",
             "ansible.builtin.debug",
@@ -124,5 +134,11 @@ def test_exported_bastion_address_becomes_the_proxyjump(tmp_path: Path) -> None:
     start = 0 if done.stdout.startswith("{") else done.stdout.index("\n{") + 1
     document, _ = json.JSONDecoder().raw_decode(done.stdout, start)
     hosts = document["plays"][0]["tasks"][0]["hosts"]
-    assert "ProxyJump=admin@198.51.100.7" in hosts["10.40.8.10"]["ansible_ssh_common_args"]
-    assert "ProxyJump" not in hosts["10.40.0.10"]["ansible_ssh_common_args"]
+    edge = hosts["10.40.128.10"]["ansible_ssh_common_args"]
+    bastion = hosts["10.40.0.10"]["ansible_ssh_common_args"]
+    jump = re.search(r'ProxyCommand="ssh (.*) -W %h:%p admin@198\.51\.100\.7"', edge)
+    assert jump, edge
+    # the jump's own connection: accept a new bastion key, refuse a changed one, same file
+    assert "StrictHostKeyChecking=accept-new" in jump.group(1)
+    assert "UserKnownHostsFile=~/.ssh/known_hosts.querygpt-prod" in jump.group(1)
+    assert "StrictHostKeyChecking=accept-new" in bastion and "Proxy" not in bastion

