@@ -8,14 +8,15 @@ import re
 import subprocess
 import sys
 
-from . import aptcache, bootstrap, fleet, image, secrets, standins
+from . import aptcache, bootstrap, ec2, fleet, image, secrets, standins
 from .paths import LAB_INVENTORY, REPO, STATE, VENV
 from .run import LabError, run
 
 
 def playbook_env() -> dict[str, str]:
-    """The environment every lab ansible run needs: the toolchain and the lab vault."""
-    env = secrets.vault_env()
+    """The environment every lab ansible run needs: the toolchain (the vault password and the
+    inventory's emulator endpoint are found by configuration, as for a run by hand)."""
+    env = dict(os.environ)
     env["PATH"] = f"{VENV / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}"
     env["ANSIBLE_CONFIG"] = str(REPO / "ansible.cfg")
     return env
@@ -52,11 +53,13 @@ def endpoints() -> list[str]:
     sys.path.insert(0, str(REPO / "plugins" / "filter"))
     from site_roles import site_roles  # the same reading of the playbooks the preflight uses
 
-    inv = fleet._inventory()  # noqa: SLF001 - the same reading the fleet uses
-    groups = {g: inv.get(g, {}).get("hosts", []) for g in inv if g != "_meta"}
-    addr = {h: hv["ansible_host"] for h, hv in inv["_meta"]["hostvars"].items()}
-    bastion = addr[groups["bastion"][0]]
-    tunnel = f"ssh -F {STATE / 'ssh_config'} -L {{port}}:{{address}}:{{port}} {bastion}"
+    fleet_hosts = ec2.plan()
+    groups: dict[str, list[ec2.LabHost]] = {}
+    for host in fleet_hosts:
+        groups.setdefault(host.role, []).append(host)
+    bastion = groups["bastion"][0]
+    config = STATE / "ssh_config"
+    tunnel = f"ssh -F {config} -L {{port}}:{{address}}:{{port}} {bastion.public_ip}"
     services = [  # (group, role that serves it, label, URL template, port)
         ("edge", "nginx", "QueryGPT", "https://{address}/", 443),
         ("monitoring", "prometheus_stack", "Prometheus", "http://{address}:9090/", 9090),
@@ -69,15 +72,15 @@ def endpoints() -> list[str]:
         if role not in site_roles([group], str(REPO / "site.yml")):
             continue
         for host in groups.get(group, []):
-            address = addr[host]
-            lines.append(f"{label:18} {host:13} {url.format(address=address)}")
+            lines.append(f"{label:18} {host.name:24} {url.format(address=host.address)}")
             if group == "monitoring":  # the matrix opens 9090 to the bastion for tunnels
-                lines.append(f"{'':18} {'':13} tunnel: {tunnel.format(port=port, address=address)}")
+                lines.append(f"{'':18} {'':24} tunnel: {tunnel.format(port=port, address=host.address)}")
             elif group != "edge":  # private: reachable from the tier the matrix names
                 peer = "edge" if group == "backend" else "backend"
-                lines.append(f"{'':18} {'':13} from {peer}: ssh -F {STATE / 'ssh_config'} "
-                             f"{addr[groups[peer][0]]} curl -s {url.format(address=address)}")
-    lines.append(f"{'Bastion':18} {groups['bastion'][0]:13} ssh -F {STATE / 'ssh_config'} {bastion}")
+                lines.append(f"{'':18} {'':24} from {peer}: ssh -F {config} "
+                             f"{groups[peer][0].address} curl -s {url.format(address=host.address)}")
+    lines.append(f"{'Bastion':18} {bastion.name:24} ssh -F {config} {bastion.public_ip}")
+    lines.append(f"{'Inventory':18} {'':24} ansible-inventory -i inventories/lab --graph  (EC2 emulator {ec2.URL})")
     return lines
 
 
@@ -87,13 +90,14 @@ def cmd_up(args: argparse.Namespace) -> None:
     ref = image.build()
     public_key = secrets.ensure_ssh_key()
     secrets.ensure_vault()
+    # The lab's "Terraform apply": the EC2 emulator holds the fleet the inventory plugin reads.
+    planned = ec2.ensure()
     fleet.ensure_networks()
-    hosts = fleet.ensure_containers(ref, public_key)
-    bastion = [h for h in hosts if h.name.startswith("bastion")]
-    if not bastion:
-        raise LabError("inventories/lab has no bastion host")
-    secrets.ssh_config(bastion[0].address, [str(c) for c in fleet.networks().values()])
+    fleet.ensure_containers(ref, public_key)
+    bastion = next(h for h in planned if h.role == "bastion")
+    secrets.ssh_config(bastion.public_ip, [str(ec2.fleet_values()["vpc_cidr"])])
     standins.build()
+    standins.build_release()
     if not args.no_converge:
         # Lab-only helpers first (stand-in model mirror, ACME server, S3 endpoint): what AWS
         # and the internet provide in production.
@@ -117,8 +121,9 @@ def cmd_converge(args: argparse.Namespace) -> None:
 
 def cmd_down(args: argparse.Namespace) -> None:
     fleet.remove_all()
-    # Host keys and cached facts belong to the containers just removed.
-    run(["rm", "-rf", str(REPO / ".cache" / "facts"), str(STATE / "known_hosts")])
+    ec2.stop()
+    # Host keys, cached facts and the emulated instances belong to the containers just removed.
+    run(["rm", "-rf", str(REPO / ".cache" / "facts"), str(secrets.KNOWN_HOSTS), str(ec2.OUTPUTS_FILE)])
     if args.purge:
         # The apt cache also serves molecule scenarios, so only a purge stops it.
         aptcache.stop()
@@ -127,15 +132,16 @@ def cmd_down(args: argparse.Namespace) -> None:
 
 
 def cmd_status(_: argparse.Namespace) -> None:
+    print(f"EC2 emulator {ec2.URL}: {'answers' if ec2.answers() else 'DOWN (bin/lab up starts and seeds it)'}")
     for name, address, state in fleet.status():
-        print(f"{name:16} {address:15} {state}")
+        print(f"{name:24} {address:15} {state}")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="bin/lab", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("bootstrap", help="install host packages, start dockerd, create the virtualenvs")
-    p = sub.add_parser("image", help="build the Debian 12 systemd base image (reused while unchanged)")
+    p = sub.add_parser("image", help="build the systemd base image (reused while unchanged)")
     p.add_argument("--force", action="store_true")
     p = sub.add_parser("up", help="bootstrap, image, fleet, then converge site.yml (idempotent)")
     p.add_argument("--no-converge", action="store_true")

@@ -1,69 +1,46 @@
-"""The lab fleet: one systemd container per host of inventories/lab.
+"""The lab fleet: one systemd container per instance Terraform would create (lab/labctl/ec2.py).
 
-The inventory is the single source of truth: each host's `ansible_host` decides its address,
-and the address decides which "availability zone" network it joins (`lab_networks`). Docker
-isolates bridge networks from each other, while an AWS VPC routes between its subnets, so the
-lab adds two host firewall rules that let the two networks reach each other without NAT:
-security rules on the hosts then see real source addresses, as they would in a VPC.
+Each machine sits on the docker network of its subnet (public-a, private-a, private-b, ...:
+the subnets of terraform/networking.tf for lab/fleet.tfvars) at its private address. The
+bastion also has a leg on the lab's "internet" network at its Elastic IP, where the
+controller (that network's gateway) reaches it, as an operator reaches a public address.
+Docker isolates bridge networks from each other, while an AWS VPC routes between its
+subnets, so the lab adds host firewall rules that let the subnets reach each other without
+NAT: security rules on the hosts then see real source addresses, as they would in a VPC.
 """
 
 from __future__ import annotations
 
 import ipaddress
-import json
 import time
-from dataclasses import dataclass
 
-from .paths import LABEL, LAB_INVENTORY, STATE, VENV
+from . import ec2
+from .ec2 import LabHost
+from .paths import LABEL
 from .run import LabError, output, run
-from .secrets import vault_env
 
 PREFIX = "qgpt-lab-"
+INTERNET = "internet"
 
 
-@dataclass(frozen=True)
-class Host:
-    name: str
-    address: str
-    network: str
-
-    @property
-    def container(self) -> str:
-        return PREFIX + self.name
+def networks(hosts: list[LabHost] | None = None) -> dict[str, ipaddress.IPv4Network]:
+    """The lab's docker networks: each subnet that holds a machine, and the "internet"."""
+    nets = {h.network: h.subnet.cidr for h in (hosts or ec2.plan())}
+    nets[INTERNET] = ec2.INTERNET
+    return dict(sorted(nets.items()))
 
 
-def _inventory() -> dict:
-    raw = output([str(VENV / "bin" / "ansible-inventory"), "-i", str(LAB_INVENTORY), "--list"],
-                 env=vault_env())
-    return json.loads(raw)
+def vpc_networks(hosts: list[LabHost] | None = None) -> dict[str, ipaddress.IPv4Network]:
+    """The subnets (routed to each other, like a VPC's); not the internet."""
+    return {k: v for k, v in networks(hosts).items() if k != INTERNET}
 
 
-def networks(inventory: dict | None = None) -> dict[str, ipaddress.IPv4Network]:
-    """The lab's AZ networks, read from `lab_networks` in the lab inventory."""
-    inv = inventory or _inventory()
-    some_host = next(iter(inv["_meta"]["hostvars"].values()))
-    nets = some_host.get("lab_networks")
-    if not nets:
-        raise LabError("inventories/lab must define lab_networks (name: CIDR) for all hosts")
-    return {name: ipaddress.ip_network(cidr) for name, cidr in nets.items()}
+def hosts() -> list[LabHost]:
+    return ec2.plan()
 
 
-def hosts() -> list[Host]:
-    """Every lab host with its address and network, validated against `lab_networks`."""
-    inv = _inventory()
-    nets = networks(inv)
-    result = []
-    for name, hv in sorted(inv["_meta"]["hostvars"].items()):
-        address = hv.get("ansible_host")
-        if not address:
-            raise LabError(f"inventories/lab: host {name} has no ansible_host")
-        ip = ipaddress.ip_address(address)
-        net = next((n for n, cidr in nets.items() if ip in cidr), None)
-        if net is None:
-            raise LabError(f"inventories/lab: {name} ansible_host {address} is in none of lab_networks")
-        result.append(Host(name, address, net))
-    return result
-
+def container(host: LabHost) -> str:
+    return host.name
 
 def _docker_names(kind: str) -> set[str]:
     """The lab's own containers or networks: label value `host` or `network`. Matching on the
@@ -86,7 +63,7 @@ def ensure_networks() -> None:
         gateway = str(next(cidr.hosts()))
         run(["docker", "network", "create", "--driver", "bridge", "--subnet", str(cidr),
              "--gateway", gateway, "--label", f"{LABEL}=network", net])
-    _ensure_routing(networks())
+    _ensure_routing(vpc_networks())
 
 
 def _routing_rules(nets: dict[str, ipaddress.IPv4Network]) -> list[list[str]]:
@@ -122,36 +99,31 @@ def container_args(image: str) -> list[str]:
     ]
 
 
-def ensure_containers(image: str, public_key: str) -> list[Host]:
+def ensure_containers(image: str, public_key: str) -> list[LabHost]:
     existing = _docker_names("container")
     fleet = hosts()
     for host in fleet:
-        if host.container in existing:
-            state = output(["docker", "inspect", "-f", "{{.State.Running}}", host.container])
+        name = container(host)
+        if name in existing:
+            state = output(["docker", "inspect", "-f", "{{.State.Running}}", name])
             if state != "true":
-                run(["docker", "start", host.container])
+                run(["docker", "start", name])
             continue
-        _forget_host_key(host)
-        run(["docker", "run", "-d", "--name", host.container, "--hostname", host.name,
+        run(["docker", "run", "-d", "--name", name, "--hostname", host.name,
              "--label", f"{LABEL}=host", "--network", PREFIX + host.network, "--ip", host.address,
              *container_args(image)])
+        if host.public_ip:
+            run(["docker", "network", "connect", "--ip", host.public_ip, PREFIX + INTERNET, name])
     for host in fleet:
         _wait_for_systemd(host)
         _authorize(host, public_key)
     return fleet
 
 
-def _forget_host_key(host: Host) -> None:
-    """A new container has new host keys: drop the old container's from known_hosts."""
-    known_hosts = STATE / "known_hosts"
-    if known_hosts.exists():
-        run(["ssh-keygen", "-R", host.address, "-f", str(known_hosts)], check=False, capture=True, quiet=True)
-
-
-def _wait_for_systemd(host: Host, timeout: float = 60) -> None:
+def _wait_for_systemd(host: LabHost, timeout: float = 60) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        state = run(["docker", "exec", host.container, "systemctl", "is-system-running"],
+        state = run(["docker", "exec", container(host), "systemctl", "is-system-running"],
                     check=False, capture=True, quiet=True).stdout.strip()
         if state in {"running", "degraded"}:
             return
@@ -159,7 +131,7 @@ def _wait_for_systemd(host: Host, timeout: float = 60) -> None:
     raise LabError(f"{host.name}: systemd did not finish booting within {timeout:.0f}s")
 
 
-def _authorize(host: Host, public_key: str) -> None:
+def _authorize(host: LabHost, public_key: str) -> None:
     """Install the lab key for `admin`, as cloud-init does with an EC2 key pair."""
     script = (
         "install -d -m 700 -o admin -g admin /home/admin/.ssh && "
@@ -168,7 +140,7 @@ def _authorize(host: Host, public_key: str) -> None:
         f"echo '{public_key}' >> /home/admin/.ssh/authorized_keys; "
         "chown admin:admin /home/admin/.ssh/authorized_keys && chmod 600 /home/admin/.ssh/authorized_keys"
     )
-    run(["docker", "exec", host.container, "sh", "-c", script], quiet=True)
+    run(["docker", "exec", container(host), "sh", "-c", script], quiet=True)
 
 
 def remove_all() -> None:
@@ -200,8 +172,8 @@ def status() -> list[tuple[str, str, str]]:
     existing = _docker_names("container")
     for host in hosts():
         state = "absent"
-        if host.container in existing:
-            state = output(["docker", "inspect", "-f", "{{.State.Status}}", host.container])
+        if container(host) in existing:
+            state = output(["docker", "inspect", "-f", "{{.State.Status}}", container(host)])
         rows.append((host.name, host.address, state))
     return rows
 

@@ -7,8 +7,11 @@ They live under .lab/ (git-ignored); the vault file sits where production keeps 
 from __future__ import annotations
 
 import datetime
-import os
+import ipaddress
+import re
 import secrets
+import string
+from collections.abc import Callable
 from pathlib import Path
 
 import yaml
@@ -17,22 +20,31 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from .paths import LAB_INVENTORY, STATE, VENV
+from .paths import LAB_INVENTORY, REPO, STATE, VENV
 from .run import output, run
 
 SSH_KEY = STATE / "id_ed25519"
+# The lab's known hosts: where group_vars/all/connection.yml keeps them for environment "lab".
+KNOWN_HOSTS = Path.home() / ".ssh" / "known_hosts.querygpt-lab"
 VAULT_PASS = STATE / "vault-pass"
 VAULT_FILE = LAB_INVENTORY / "group_vars" / "all" / "vault.yml"
 
-# Every secret the playbooks expect from the vault. Adding a name here adds it to existing
-# labs on the next `lab up`; values already generated are kept.
-SECRET_NAMES = [
-    "vault_qdrant_api_key",
-    "vault_qdrant_read_only_api_key",
-    # The lab's S3 endpoint (moto) takes any credentials; the backup role still gets a pair.
-    "vault_backup_s3_access_key_id",
-    "vault_backup_s3_secret_access_key",
-]
+# The wiring layer maps vault secrets to role variables (group_vars/all/secrets.yml): every
+# `vault_<name>` it reads without a default is required in every environment's vault.
+WIRING_SECRETS = REPO / "group_vars" / "all" / "secrets.yml"
+# The lab's S3 endpoint (moto) has no instance profile to lean on: a static key pair, which
+# the wiring reads only where it exists (vault_s3_*: default '').
+LAB_ONLY_SECRETS = ["vault_s3_access_key_id", "vault_s3_secret_access_key"]
+
+
+def required_vault_names() -> list[str]:
+    """The vault variables the wiring reads with no default, in the order it reads them."""
+    names: list[str] = []
+    for match in re.finditer(r"\b(vault_\w+)\b(?!\s*\|\s*default)", WIRING_SECRETS.read_text()):
+        if match.group(1) not in names:
+            names.append(match.group(1))
+    return names
+
 
 # The internal CA of the central logs (roles/journal_tls): certificate and key, generated
 # together (one is useless without the other).
@@ -42,11 +54,9 @@ JOURNAL_CA_DAYS = 3650
 
 
 def journal_ca(common_name: str = "QueryGPT lab journal CA", days: int = JOURNAL_CA_DAYS) -> tuple[str, str]:
-    """(certificate PEM, key PEM) of a new self-signed CA that may sign only end-entity certs.
-
-    LAB ONLY: production creates its CA as docs/logging.md describes and keeps the key in
-    Secrets Manager.
-    """
+    """(certificate PEM, key PEM) of a new self-signed CA that may sign only end-entity certs:
+    the internal CA of the central logs (roles/journal_tls signs every host's certificate
+    with it on the controller). bin/new-env and bin/lab make one per environment."""
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
     now = datetime.datetime.now(datetime.timezone.utc)
@@ -73,25 +83,29 @@ def journal_ca(common_name: str = "QueryGPT lab journal CA", days: int = JOURNAL
     return cert.public_bytes(serialization.Encoding.PEM).decode(), key_pem
 
 
-def add_missing_secrets(current: dict[str, str]) -> list[str]:
-    """Add to `current` every lab secret it lacks; return the names added. Existing values stay."""
+def new_secret() -> str:
+    """A random API key: alphanumeric (it goes into headers, YAML and env files unquoted), 48
+    characters, like Terraform's random_password for the Secrets Manager entries."""
+    alphabet = string.ascii_letters + string.digits
+    return "".join(secrets.choice(alphabet) for _ in range(48))
+
+
+def add_missing_secrets(current: dict[str, str], names: list[str] | None = None,
+                        fetch: Callable[[str], str | None] | None = None, ca_name: str = "QueryGPT lab journal CA",
+                        ) -> list[str]:
+    """Add to `current` every vault secret it lacks (required by the wiring, plus `names`);
+    return the names added. Existing values stay. `fetch(name)` may supply a value (Secrets
+    Manager); otherwise a new one is generated."""
     added = []
-    for name in SECRET_NAMES:
-        if name not in current:
-            current[name] = secrets.token_urlsafe(32)
-            added.append(name)
-    if JOURNAL_CA_CERT not in current or JOURNAL_CA_KEY not in current:
-        current[JOURNAL_CA_CERT], current[JOURNAL_CA_KEY] = journal_ca()
+    for name in [*required_vault_names(), *(names or [])]:
+        if name in (JOURNAL_CA_CERT, JOURNAL_CA_KEY) or current.get(name):
+            continue
+        current[name] = (fetch(name) if fetch else None) or new_secret()
+        added.append(name)
+    if not current.get(JOURNAL_CA_CERT) or not current.get(JOURNAL_CA_KEY):
+        current[JOURNAL_CA_CERT], current[JOURNAL_CA_KEY] = journal_ca(ca_name)
         added += [JOURNAL_CA_CERT, JOURNAL_CA_KEY]
     return added
-
-
-def vault_env() -> dict[str, str]:
-    """The environment for ansible commands on the lab: the vault password, once one exists."""
-    env = dict(os.environ)
-    if VAULT_PASS.exists():
-        env["ANSIBLE_VAULT_PASSWORD_FILE"] = str(VAULT_PASS)
-    return env
 
 
 def ensure_ssh_key() -> str:
@@ -102,9 +116,9 @@ def ensure_ssh_key() -> str:
 
 
 def _vault(*args: str, input_text: str | None = None) -> str:
-    env = dict(os.environ, ANSIBLE_VAULT_PASSWORD_FILE=str(VAULT_PASS))
-    return run([str(VENV / "bin" / "ansible-vault"), *args], capture=True, quiet=True, env=env,
-               input_text=input_text).stdout
+    # Labelled `lab`: ansible.cfg's vault_identity_list finds its password (bin/lab-vault-client).
+    return run([str(VENV / "bin" / "ansible-vault"), *args, "--vault-id", f"lab@{VAULT_PASS}"],
+               capture=True, quiet=True, input_text=input_text).stdout
 
 
 def ensure_vault() -> None:
@@ -116,7 +130,7 @@ def ensure_vault() -> None:
     current: dict[str, str] = {}
     if VAULT_FILE.exists():
         current = yaml.safe_load(_vault("view", str(VAULT_FILE))) or {}
-    if not add_missing_secrets(current):
+    if not add_missing_secrets(current, LAB_ONLY_SECRETS):
         return
     body = "# Lab secrets, generated by `bin/lab up`; never committed.\n" + yaml.safe_dump(current)
     encrypted = _vault("encrypt", "--output", "-", "-", input_text=body)
@@ -125,19 +139,27 @@ def ensure_vault() -> None:
 
 
 def ssh_config(bastion_address: str, lab_cidrs: list[str]) -> Path:
-    """An ssh_config that reaches every lab host through the bastion, as in production."""
+    """An ssh_config for people and tests: the bastion directly, every other host through it,
+    with the known-hosts policy and file the playbooks use (group_vars/all/connection.yml)."""
     path = STATE / "ssh_config"
     common = (
         f"  User admin\n  IdentityFile {SSH_KEY}\n  IdentitiesOnly yes\n"
-        f"  UserKnownHostsFile {STATE / 'known_hosts'}\n  StrictHostKeyChecking accept-new\n"
+        f"  UserKnownHostsFile {KNOWN_HOSTS}\n  StrictHostKeyChecking accept-new\n"
     )
-    patterns = " ".join(cidr.rsplit(".", 1)[0] + ".*" for cidr in lab_cidrs)
+    patterns = " ".join(_ssh_pattern(cidr) for cidr in lab_cidrs)
     path.write_text(
         "# Generated by bin/lab: the bastion directly, everything else through it.\n"
         f"Host {bastion_address}\n  ProxyJump none\n{common}\n"
         f"Host {patterns}\n  ProxyJump {bastion_address}\n{common}"
     )
     return path
+
+
+def _ssh_pattern(cidr: str) -> str:
+    """An ssh_config Host pattern covering a CIDR on octet boundaries (10.42.0.0/16 -> 10.42.*)."""
+    network = ipaddress.ip_network(cidr)
+    octets = network.network_address.exploded.split(".")[: network.prefixlen // 8]
+    return ".".join(octets + ["*"])
 
 
 def fingerprint() -> str:

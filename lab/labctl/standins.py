@@ -9,6 +9,8 @@ unchanged stand-in gives the same bytes, and the roles see no change.
 
 from __future__ import annotations
 
+import json
+import os
 import sys
 from pathlib import Path
 
@@ -43,3 +45,19 @@ def build() -> None:
 
 def built_paths() -> list[Path]:
     return sorted(p for p in DIST.rglob("*") if p.is_file())
+
+
+RELEASE = STATE / "release"
+
+
+def build_release() -> Path:
+    """The application's release, built by bin/build as for prod (reused while its inputs are
+    unchanged), with .lab/release/current pointing at it: the lab's pins read it."""
+    out = run([str(REPO / "bin" / "build"), "--out", str(RELEASE), "--json"], capture=True).stdout
+    version = json.loads(out)["querygpt_release"]["version"]
+    current = RELEASE / "current"
+    target = f"querygpt-{version}"
+    if not current.is_symlink() or os.readlink(current) != target:
+        current.unlink(missing_ok=True)
+        current.symlink_to(target)
+    return RELEASE / target

@@ -106,7 +106,7 @@ def upload_schema(lab: Lab, collection: str, tmp_path_factory: pytest.TempPathFa
         pdf.showPage()
     pdf.save()
     edge, backend = lab.groups["edge"][0], lab.groups["backend"][0]
-    subprocess.run(["docker", "cp", str(path), f"qgpt-lab-{edge}:/tmp/backup-schema.pdf"], check=True)
+    subprocess.run(["docker", "cp", str(path), f"{lab.name(edge)}:/tmp/backup-schema.pdf"], check=True)
     upload = lab.exec(edge, (
         f"curl -s -F 'pdf_file=@/tmp/backup-schema.pdf;type=application/pdf' -F collection_name={collection} "
         f"http://{lab.address(backend)}:8000/upload"
@@ -289,3 +289,30 @@ def test_drill_wipe_the_qdrant_host_and_restore_everything(
         assert run.returncode == 0, f"{collection}: {run.stdout[-3000:]}"
     assert qdrant.collections() == collections
     assert {c: qdrant.fingerprint(c) for c in collections} == fingerprints
+
+
+def test_reindex_from_documents_rebuilds_a_collection_lost_with_its_snapshots(
+        lab: Lab, qdrant: Qdrant, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """The drill of playbooks/runbooks/reindex_from_documents.yml: Qdrant loses a collection
+    that has no backup at all; the runbook rebuilds it from the originals in the documents
+    bucket, with the same points and the same answers to fixed queries."""
+    collection = f"reindex_{uuid.uuid4().hex[:8]}"
+    upload_schema(lab, collection, tmp_path_factory)
+    before = qdrant.fingerprint(collection)
+    points = qdrant.call("POST", f"/collections/{collection}/points/scroll",
+                         {"limit": 100, "with_payload": True, "with_vector": False})["result"]["points"]
+    originals = {(p["payload"]["s3_key"], p["payload"]["s3_version_id"], p["payload"]["sha256"]) for p in points}
+    assert len(originals) == 1, "every point records the one original it came from"
+    key, _, _ = originals.pop()
+    assert key.endswith(f"/{collection}/backup-schema.pdf")
+    assert collection not in {b["collection"] for b in list_backups(lab)}, "this drill has no snapshot to fall back on"
+
+    qdrant.call("DELETE", f"/collections/{collection}")
+    assert collection not in qdrant.collections()
+    run = playbook("playbooks/runbooks/reindex_from_documents.yml", "-e", f"reindex_collection={collection}")
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-2000:]
+    assert qdrant.fingerprint(collection) == before
+    # a second run finds the same objects and rewrites the same points
+    again = playbook("playbooks/runbooks/reindex_from_documents.yml", "-e", f"reindex_collection={collection}")
+    assert again.returncode == 0 and qdrant.fingerprint(collection) == before
+    qdrant.call("DELETE", f"/collections/{collection}")

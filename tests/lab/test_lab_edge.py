@@ -76,7 +76,7 @@ class Edge:
 
 @pytest.fixture(scope="module")
 def edges(lab, acme_root) -> list[Edge]:
-    return [Edge(lab.hostvars[h]["nginx_server_name"], lab.address(h), acme_root) for h in sorted(lab.groups["edge"])]
+    return [Edge(lab.render("nginx_server_name", h), lab.address(h), acme_root) for h in sorted(lab.groups["edge"])]
 
 
 def test_each_edge_serves_a_certificate_from_the_lab_acme_server(edges):

@@ -13,24 +13,32 @@ from conftest import REPO, ansible_env
 PROBE = "timeout 3 bash -c '</dev/tcp/{address}/{port}' && echo open || echo closed"
 
 
-def test_every_inventory_host_runs_on_its_az_network(lab):
-    networks = next(iter(lab.hostvars.values()))["lab_networks"]
+def test_every_inventory_host_is_a_container_on_its_subnet_at_its_private_ip(lab):
+    """The inventory (the EC2 emulator) and the containers agree, as EC2 and its instances do."""
+    zones = set()
     for host, hv in lab.hostvars.items():
-        net = subprocess.run(
-            ["docker", "inspect", "-f", "{{range $k, $v := .NetworkSettings.Networks}}{{$k}} {{$v.IPAddress}}{{end}}",
-             f"qgpt-lab-{host}"], capture_output=True, text=True, check=True).stdout.split()
-        name, address = net
-        assert address == hv["ansible_host"]
-        assert ipaddress.ip_address(address) in ipaddress.ip_network(networks[name.removeprefix("qgpt-lab-")])
-    used = {n.removeprefix("qgpt-lab-") for n in networks}
-    assert len(used) >= 2, "the lab must span two availability zones"
+        out = subprocess.run(
+            ["docker", "inspect", "-f",
+             "{{range $k, $v := .NetworkSettings.Networks}}{{$k}}={{$v.IPAddress}}/{{$v.IPPrefixLen}} {{end}}",
+             lab.name(host)], capture_output=True, text=True, check=True).stdout.split()
+        legs = {name.removeprefix("qgpt-lab-"): ipaddress.ip_interface(addr) for name, addr in (x.split("=") for x in out)}
+        vpc = {n: a for n, a in legs.items() if n != "internet"}
+        assert [str(a.ip) for a in vpc.values()] == [host] == [lab.address(host)]
+        zone = lab.zone(host)
+        assert next(iter(vpc)).endswith("-" + zone[-1]), f"{host} sits on {vpc} but the emulator places it in {zone}"
+        zones.add(zone)
+        if host in lab.groups["bastion"]:
+            assert str(legs["internet"].ip) == hv["ansible_host"] == hv["ec2_public_ip_address"]
+        else:
+            assert "internet" not in legs and hv["ansible_host"] == host
+    assert len(zones) >= 2, "the lab must span two availability zones"
 
 
 def test_every_host_is_reachable_through_the_bastion(lab):
     for host in lab.hostvars:
         result = lab.ssh(host, "hostname")
         assert result.returncode == 0, f"{host}: {result.stderr}"
-        assert result.stdout.strip() == host
+        assert result.stdout.strip() == lab.name(host)
 
 
 def test_direct_ssh_to_a_private_host_is_refused(lab):

@@ -66,7 +66,7 @@ def test_every_inventory_host_and_service_is_a_target_and_up(lab, mon):
     assert set(node) == set(lab.hostvars)
     for host, labels in node.items():
         assert labels["env"] == "lab"
-        assert labels["az"] in {"az-a", "az-b"}, (host, labels)
+        assert labels["az"] == lab.zone(host), (host, labels)
         assert host in lab.groups[labels["tier"]], (host, labels)
 
 

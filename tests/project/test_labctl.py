@@ -9,7 +9,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "lab"))
 
-from labctl import fleet, image, secrets  # noqa: E402
+from labctl import ec2, fleet, image, secrets  # noqa: E402
 from labctl.cli import parse_recap  # noqa: E402
 
 RECAP = """\
@@ -42,10 +42,35 @@ def test_image_tag_follows_the_recipe():
     assert len(image.recipe_hash()) == 12
 
 
-def test_lab_inventory_hosts_fit_the_networks():
-    hosts = fleet.hosts()
-    assert {h.network for h in hosts} == {"az-a", "az-b"}
+def test_the_lab_fleet_is_what_terraform_would_create():
+    hosts = ec2.plan()
+    roles = [h.role for h in hosts]
+    # terraform/*.tf with lab/fleet.tfvars, plus the lab-only helpers
+    assert sorted(roles) == sorted(["bastion", "edge", "edge", "backend", "backend", "qdrant", "ollama",
+                                    "monitoring", "acme", "s3"])
     assert len({h.address for h in hosts}) == len(hosts), "two lab hosts share an address"
+    for host in hosts:
+        assert ipaddress.ip_address(host.address) in host.subnet.cidr, host
+    bastion = next(h for h in hosts if h.role == "bastion")
+    assert bastion.subnet.kind == "public" and bastion.public_ip == ec2.BASTION_PUBLIC_IP
+    assert all(h.subnet.kind == "private" for h in hosts if h.role != "bastion")
+    # one edge and one backend per zone, as terraform places instance i in zone i % az_count
+    assert len({h.subnet.zone for h in hosts if h.role == "edge"}) == 2
+    assert [h.data_devices for h in hosts if h.role in ("qdrant", "ollama")] == [("/dev/sdf",), ("/dev/sdf",)]
+    assert {h.name for h in hosts} >= {"querygpt-lab-bastion", "querygpt-lab-edge-1", "querygpt-lab-acme-1"}
+
+
+def test_the_lab_networks_are_its_subnets_and_the_internet():
+    nets = fleet.networks(ec2.plan())
+    assert nets == {"internet": ipaddress.ip_network("198.51.100.0/24"),
+                    "private-a": ipaddress.ip_network("10.42.128.0/20"),
+                    "private-b": ipaddress.ip_network("10.42.144.0/20"),
+                    "public-a": ipaddress.ip_network("10.42.0.0/20")}
+    assert "internet" not in fleet.vpc_networks(ec2.plan()), "the internet is not routed into the VPC"
+
+
+def test_ssh_config_patterns_cover_the_vpc():
+    assert secrets._ssh_pattern("10.42.0.0/16") == "10.42.*"  # noqa: SLF001
 
 
 def test_lab_vault_gets_a_journal_ca_and_keeps_existing_values():

@@ -33,7 +33,8 @@ sys.path.insert(0, str(STANDIN))
 from ollama_standin.config import parse_host  # noqa: E402
 from ollama_standin.hostcheck import request_allowed  # noqa: E402
 
-DIMS = {"all-minilm:latest": 384, "nomic-embed-text:latest": 768, "mxbai-embed-large:latest": 1024}
+DIMS = {"all-minilm:latest": 384, "all-minilm:l6-v2": 384, "nomic-embed-text:latest": 768,
+        "mxbai-embed-large:latest": 1024}
 GEN = "qwen2.5-coder:1.5b"
 LABEL = "-- QueryGPT lab stand-in (not an LLM)"
 SCHEMA = (

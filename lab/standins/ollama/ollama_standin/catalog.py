@@ -36,6 +36,8 @@ class ModelSpec:
 
 CATALOG: tuple[ModelSpec, ...] = (
     ModelSpec("all-minilm:latest", "embedding", "bert", "23M", "F16", 512, 384),
+    # The tag the project pins (never :latest): the same all-MiniLM-L6-v2 model.
+    ModelSpec("all-minilm:l6-v2", "embedding", "bert", "23M", "F16", 512, 384),
     ModelSpec("nomic-embed-text:latest", "embedding", "nomic-bert", "137M", "F16", 2048, 768),
     ModelSpec("mxbai-embed-large:latest", "embedding", "bert", "334M", "F16", 512, 1024),
     ModelSpec(
