@@ -1,0 +1,241 @@
+"""First-deploy rehearsal: the committed prod inventory, an emulated AWS, docs/first-deploy.md.
+
+An EC2 emulator (moto) is seeded as Terraform would build prod (lab/labctl/terraform.py reads
+the HCL with prod's tfvars), with the Secrets Manager entries terraform/secrets.tf makes.
+terraform/bin/export-outputs writes the outputs into a copy of inventories/prod, bin/new-env
+writes the vault, and playbooks/preflight.yml checks the inputs and every role's variables
+for every host, without connecting to any.
+
+- With the committed files and an EMPTY vault template, preflight must list exactly what
+  docs/first-deploy.md asks the operator to fill in, and nothing it does not explain.
+- With everything filled in as the docs say, preflight must pass.
+- The wiring computed for the production-shaped hosts uses private addresses everywhere:
+  the bastion's public Elastic IP never appears as a peer's address.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import boto3
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+VENV_BIN = REPO / ".venv" / "bin"
+sys.path.insert(0, str(REPO / "lab"))
+
+from labctl import ec2 as lab_ec2  # noqa: E402
+from labctl import terraform as lab_terraform  # noqa: E402
+
+PROD_TFVARS = REPO / "terraform" / "environments" / "prod" / "terraform.tfvars"
+BASTION_EIP = "192.0.2.200"
+ZONE_ID = "Z0123456789ABCDEFGHIJ"
+SHA = "ab" * 32
+
+
+@pytest.fixture(scope="module")
+def prod(moto_url: str) -> dict:
+    """The emulated prod account: instances, their volumes, the Secrets Manager entries."""
+    values = lab_terraform.values(PROD_TFVARS)
+    hosts = lab_ec2.plan(values, bastion_public_ip=BASTION_EIP)
+    lab_ec2.seed(hosts, values, url=moto_url)
+    manager = boto3.client("secretsmanager", region_name=values["region"], endpoint_url=moto_url,
+                           aws_access_key_id="testing", aws_secret_access_key="testing")
+    for name in ("qdrant-api-key", "qdrant-read-only-api-key", "backend-secret-key"):
+        manager.create_secret(Name=f"querygpt/prod/{name}", SecretString=f"{name.replace('-', '')}" * 3)
+    return {"values": values, "hosts": hosts}
+
+
+def aws_env(moto_url: str, tmp: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "ANSIBLE_"))}
+    env.update({
+        "AWS_URL": moto_url, "AWS_ENDPOINT_URL": moto_url, "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "eu-central-1",
+        "AWS_CONFIG_FILE": str(tmp / "aws-config"), "AWS_SHARED_CREDENTIALS_FILE": str(tmp / "aws-credentials"),
+        "ANSIBLE_LOCAL_TEMP": str(tmp / "ansible-tmp"), "ANSIBLE_HOME": str(tmp / "ansible-home"),
+        "ANSIBLE_INVENTORY_UNPARSED_FAILED": "True", "ANSIBLE_INVENTORY_ANY_UNPARSED_IS_FAILED": "True",
+        "ANSIBLE_DEPRECATION_WARNINGS": "False", "ANSIBLE_NOCOLOR": "1",
+        # the facts of other test runs must not leak in
+        "ANSIBLE_CACHE_PLUGIN": "ansible.builtin.memory",
+    })
+    return env
+
+
+def terraform_outputs(prod: dict, zone: str) -> dict:
+    """`terraform output -json` for the seeded prod: every output outputs.tf declares."""
+    values, hosts = prod["values"], prod["hosts"]
+    bastion = next(h for h in hosts if h.role == "bastion")
+    account = "111122223333"
+    value = {
+        "environment": "prod", "region": values["region"], "bastion_public_ip": BASTION_EIP,
+        "bastion_private_ip": bastion.address, "nlb_dns_name": "querygpt-prod-edge.elb.eu-central-1.amazonaws.com",
+        "nlb_zone_id": "Z215JYRZR1TBD5", "backups_bucket": f"querygpt-prod-backups-{account}",
+        "documents_bucket": f"querygpt-prod-documents-{account}",
+        "documents_replica_bucket": f"querygpt-prod-documents-replica-{account}",
+        "kms_key_arn": f"arn:aws:kms:eu-central-1:{account}:key/0b1c2d3e-aaaa-bbbb-cccc-0123456789ab",
+        "secret_arns": {n: f"arn:aws:secretsmanager:eu-central-1:{account}:secret:querygpt/prod/{n}-Ab12Cd"
+                        for n in ("qdrant-api-key", "qdrant-read-only-api-key", "backend-secret-key")},
+        "vpc_cidr": values["vpc_cidr"], "admin_cidrs": values["admin_cidrs"],
+        "acme_challenge": values.get("acme_challenge", "dns-01"), "route53_zone_id": zone,
+    }
+    declared = set()
+    for doc in lab_terraform._documents():  # noqa: SLF001 - the HCL the lab reads
+        for block in doc.get("output", []):
+            declared |= set(block)
+    assert set(value) == declared, f"teach the rehearsal the outputs {declared ^ set(value)}"
+    return {k: {"sensitive": False, "type": "string", "value": v} for k, v in value.items()}
+
+
+class Rehearsal:
+    """A copy of inventories/prod taken through the first deploy's steps."""
+
+    def __init__(self, tmp: Path, moto_url: str, prod: dict) -> None:
+        self.tmp, self.moto_url, self.prod = tmp, moto_url, prod
+        self.inventory = tmp / "inventories" / "prod"
+        shutil.copytree(REPO / "inventories" / "prod", self.inventory,
+                        ignore=shutil.ignore_patterns("vault.yml", "terraform_outputs.yml"))
+        self.password = tmp / "vault-pass"
+        self.password.write_text("rehearsal-vault-password\n")
+        self.env = aws_env(moto_url, tmp)
+
+    def run(self, *cmd: str) -> subprocess.CompletedProcess:
+        return subprocess.run([str(c) for c in cmd], cwd=REPO, env=self.env, capture_output=True, text=True,
+                              timeout=600, check=False)
+
+    def export_outputs(self, zone: str = "") -> None:
+        source = self.tmp / "outputs.json"
+        source.write_text(json.dumps(terraform_outputs(self.prod, zone)))
+        done = self.run(sys.executable, REPO / "terraform/bin/export-outputs", "prod", "--from-json", source,
+                        "--inventory-dir", self.inventory)
+        assert done.returncode == 0, done.stderr
+
+    def new_env(self, *flags: str) -> None:
+        done = self.run(VENV_BIN / "python", REPO / "bin/new-env", "prod", *flags, "--vault-password-file",
+                        self.password, "--inventory-dir", self.inventory)
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert "rehearsal" not in done.stdout + done.stderr
+
+    def preflight(self) -> subprocess.CompletedProcess:
+        return self.run(VENV_BIN / "ansible-playbook", "playbooks/preflight.yml", "-i", self.inventory,
+                        "--tags", "preflight_variables", "--vault-id", f"prod@{self.password}")
+
+    def edit(self, rel: str, **values: object) -> None:
+        path = self.inventory / rel
+        data = yaml.safe_load(path.read_text()) or {}
+        data.update(values)
+        path.write_text("---\n" + yaml.safe_dump(data, sort_keys=False))
+
+
+def reported(output: str) -> list[tuple[str, str]]:
+    """(source, variable) of every problem in preflight's report ("- <source>: <var>: ...")."""
+    found = re.findall(r"^\s*- ([a-z_]+): ([A-Za-z0-9_.]+): ", output, re.M)
+    assert found, f"no problem list in the output:\n{output[-6000:]}"
+    return found
+
+
+def docs_inputs() -> set[str]:
+    """What docs/first-deploy.md asks the operator to fill in: its table of inputs."""
+    text = (REPO / "docs" / "first-deploy.md").read_text()
+    table = text.split("<!-- preflight-inputs -->", 2)
+    assert len(table) == 3, "docs/first-deploy.md must mark its table of inputs with <!-- preflight-inputs -->"
+    return set(re.findall(r"^\|\s*`([A-Za-z0-9_.]+)`", table[1], re.M))
+
+
+def wiring_references() -> dict[str, set[str]]:
+    """{role variable: the inputs (vault_*, querygpt_*, terraform_*) its wiring reads}."""
+    refs: dict[str, set[str]] = {}
+    for path in (REPO / "group_vars").rglob("*.yml"):
+        for name, value in (yaml.safe_load(path.read_text()) or {}).items():
+            refs[name] = set(re.findall(r"\b((?:vault|querygpt|terraform)_\w+)", json.dumps(value)))
+    return refs
+
+
+def test_an_empty_vault_and_the_committed_files_fail_with_exactly_what_the_docs_ask(
+        prod: dict, moto_url: str, tmp_path: Path) -> None:
+    rehearsal = Rehearsal(tmp_path, moto_url, prod)
+    rehearsal.export_outputs(zone="")  # the committed tfvars: route53_zone_id = ""
+    rehearsal.new_env("--template")
+    done = rehearsal.preflight()
+    assert done.returncode != 0
+    problems = reported(done.stdout + done.stderr)
+    inputs = {var for source, var in problems if source == "inputs"}
+    assert inputs == docs_inputs(), (
+        f"preflight asks for {sorted(inputs)}; docs/first-deploy.md lists {sorted(docs_inputs())}")
+    # Everything else reported follows from a missing input (a role variable the wiring maps
+    # from it, or the input itself as the role sees it).
+    # the inputs as the wiring names them (querygpt_embed_model.digest -> querygpt_embed_model;
+    # the tfvars' route53_zone_id reaches Ansible as terraform_route53_zone_id)
+    bases = {var.split(".")[0] for var in inputs} | {"terraform_route53_zone_id"}
+    refs = wiring_references()
+    for source, var in problems:
+        if source == "inputs":
+            continue
+        assert source not in ("arguments", "inventory"), f"{source}: {var} is not an operator input"
+        assert var in bases or refs.get(var, set()) & bases, f"{source}: {var} is reported but no input explains it"
+    # Nothing the operator cannot see through: the report names files to edit.
+    assert "inventories/prod/group_vars/all/vault.yml" in done.stdout
+    assert "pins.yml" in done.stdout and "terraform.tfvars" in done.stdout
+
+
+def test_everything_filled_in_as_the_docs_say_passes(prod: dict, moto_url: str, tmp_path: Path) -> None:
+    rehearsal = Rehearsal(tmp_path, moto_url, prod)
+    rehearsal.export_outputs(zone=ZONE_ID)
+    rehearsal.new_env()  # values from Secrets Manager, the internal CA generated
+    rehearsal.edit("group_vars/all/environment.yml", common_admin_users=[
+        {"name": "alice", "ssh_keys": ["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOFyXvWwfjxKIm/xcDYrTvQ3RKc2vyrR/KUS/biOWl2o alice"]}])
+    rehearsal.edit("group_vars/all/pins.yml", qdrant_checksum=SHA, ollama_checksum=SHA,
+                   querygpt_embed_model={"name": "all-minilm:l6-v2", "digest": SHA},
+                   querygpt_llm_model={"name": "qwen2.5-coder:1.5b", "digest": "sha256:" + SHA},
+                   querygpt_release={"version": "0.1.0",
+                                     "backend_wheelhouse": "querygpt-backend-0.1.0-wheelhouse.tar.gz",
+                                     "backend_wheelhouse_sha256": SHA,
+                                     "frontend_dist": "querygpt-frontend-0.1.0-dist.tar.gz",
+                                     "frontend_dist_sha256": SHA})
+    rehearsal.edit("group_vars/edge/nginx.yml", nginx_server_name="querygpt.example.com",
+                   nginx_acme_email="ops@example.com")
+    rehearsal.edit("group_vars/monitoring/prometheus_stack.yml", prometheus_stack_public_hostname="querygpt.example.com")
+    done = rehearsal.preflight()
+    assert done.returncode == 0, done.stdout[-6000:] + done.stderr[-2000:]
+
+
+def test_the_wiring_gives_peers_private_addresses_never_the_bastions_public_one(
+        prod: dict, moto_url: str, tmp_path: Path) -> None:
+    rehearsal = Rehearsal(tmp_path, moto_url, prod)
+    rehearsal.export_outputs(zone=ZONE_ID)
+    hosts = prod["hosts"]
+    private = {h.address for h in hosts}
+    message = {"msg": "{{ {'ssh': firewall_ssh_source_groups | firewall_sources(groups, hostvars, firewall_ssh_source_cidrs),"
+               " 'upstreams': nginx_backend_servers, 'qdrant': backend_qdrant_url, 'journal': journal_upload_url,"
+               " 'bind': backend_bind_address, 'targets': groups | prometheus_targets(hostvars,"
+               " ['bastion', 'edge', 'backend', 'qdrant', 'ollama', 'monitoring'], port=9100),"
+               " 'volume': qdrant_data_volume_id, 'env': querygpt_env} | to_json }}"}
+    rehearsal.env.update({"ANSIBLE_LOAD_CALLBACK_PLUGINS": "True", "ANSIBLE_STDOUT_CALLBACK": "ansible.builtin.json"})
+    done = rehearsal.run(VENV_BIN / "ansible", "-i", rehearsal.inventory, "all", "-m", "ansible.builtin.debug",
+                         "-a", json.dumps(message), "--vault-id", f"prod@{rehearsal.password}")
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
+    start = 0 if done.stdout.startswith("{") else done.stdout.index("\n{") + 1
+    document, _ = json.JSONDecoder().raw_decode(done.stdout, start)
+    rendered = {host: json.loads(result["msg"]) for host, result in document["plays"][0]["tasks"][0]["hosts"].items()}
+    assert set(rendered) == private
+    bastion = next(h for h in hosts if h.role == "bastion")
+    for host in hosts:
+        got = rendered[host.address]
+        assert got["env"] == "prod" and got["bind"] == host.address
+        if host.role == "bastion":
+            assert got["ssh"] == list(prod["values"]["admin_cidrs"])
+        else:
+            assert got["ssh"] == [bastion.address], "SSH must admit the bastion's PRIVATE address"
+        assert {t["targets"][0].split(":")[0] for t in got["targets"]} == private
+        assert BASTION_EIP not in json.dumps(got)
+        assert sorted(u.split(":")[0] for u in got["upstreams"]) == sorted(
+            h.address for h in hosts if h.role == "backend")
+        assert got["journal"].startswith("https://" + next(h.address for h in hosts if h.role == "monitoring"))
+        if host.role == "qdrant":
+            assert got["volume"].startswith("vol-"), "the data volume is found by its id"
