@@ -20,9 +20,10 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def moto_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A moto server on a free loopback port, for the whole session."""
+    """A moto server on a free loopback port, one per test module: modules seed the same
+    environments (prod as Terraform would build it) and must not see each other's."""
     server = VENV_BIN / "moto_server"
     if not server.exists():
         pytest.fail(f"{server} is missing: create .venv with `bin/lab bootstrap` (requirements/controller.txt)")

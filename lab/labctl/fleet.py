@@ -117,7 +117,27 @@ def ensure_containers(image: str, public_key: str) -> list[LabHost]:
     for host in fleet:
         _wait_for_systemd(host)
         _authorize(host, public_key)
+        if host.public_ip:
+            _route_through_the_vpc(host)
     return fleet
+
+
+def _route_through_the_vpc(host: LabHost) -> None:
+    """The bastion's default route is its subnet's gateway, as in a VPC (the internet leg only
+    answers the controller). Docker picks the default gateway among a container's networks by
+    its own order, and may pick the internet's; this sets it on every `up` (a restart resets it)."""
+    gateway = str(next(host.subnet.cidr.hosts()))
+    run(["docker", "exec", container(host), "ip", "route", "replace", "default", "via", gateway, "dev",
+         _interface(host, host.address)], quiet=True)
+
+
+def _interface(host: LabHost, address: str) -> str:
+    """The container's interface that holds `address`."""
+    for line in output(["docker", "exec", container(host), "ip", "-o", "-4", "addr", "show"]).splitlines():
+        fields = line.split()
+        if fields[3].split("/")[0] == address:
+            return fields[1]
+    raise LabError(f"{host.name}: no interface holds {address}")
 
 
 def _wait_for_systemd(host: LabHost, timeout: float = 60) -> None:

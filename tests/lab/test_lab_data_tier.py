@@ -63,10 +63,12 @@ def test_qdrant_enforces_its_api_keys(lab, vault):
     assert lab.exec(backend, create).stdout == "403"
 
 
-def test_ollama_serves_the_declared_models(lab):
+def test_ollama_serves_the_pinned_models_at_their_pinned_digests(lab):
     backend = lab.groups["backend"][0]
-    ollama = lab.address(lab.groups["ollama"][0])
-    tags = json.loads(lab.exec(backend, f"curl -sf http://{ollama}:11434/api/tags").stdout)
-    names = {m["name"] for m in tags["models"]}
-    assert {"all-minilm:latest", "qwen2.5-coder:1.5b"} <= names
-    assert all(m["digest"] for m in tags["models"])
+    ollama = lab.groups["ollama"][0]
+    tags = json.loads(lab.exec(backend, f"curl -sf http://{lab.address(ollama)}:11434/api/tags").stdout)
+    served = {m["name"]: m["digest"] for m in tags["models"]}
+    pinned = lab.render("ollama_models", ollama)
+    assert {m["name"] for m in pinned} == {"all-minilm:l6-v2", "qwen2.5-coder:1.5b"}
+    for model in pinned:
+        assert served.get(model["name"]) == model["digest"].removeprefix("sha256:"), (model, served)

@@ -133,7 +133,7 @@ def test_targets_and_labels_come_from_the_inventory(rendered):
     assert [c["targets"] for c in node] == [["10.42.1.10:9100"], ["10.42.1.20:9100"], ["10.42.2.20:9100"],
                                             ["10.42.1.21:9100"], ["10.42.2.21:9100"], ["10.42.1.30:9100"],
                                             ["10.42.2.30:9100"], ["10.42.1.40:9100"]]
-    assert node[2]["labels"] == {"instance": "edge-b", "tier": "edge", "az": "az-b", "env": "lab"}
+    assert node[2]["labels"] == {"instance": "edge-b", "tier": "edge", "az": "eu-central-1b", "env": "lab"}
     assert [c["targets"] for c in _job(config, "nginx")["static_configs"]] == [["10.42.1.20:9113"], ["10.42.2.20:9113"]]
     assert [c["targets"] for c in _job(config, "backend")["static_configs"]] == [["10.42.1.21:8000"], ["10.42.2.21:8000"]]
     qdrant = _job(config, "qdrant")
