@@ -239,3 +239,14 @@ def test_the_wiring_gives_peers_private_addresses_never_the_bastions_public_one(
         assert got["journal"].startswith("https://" + next(h.address for h in hosts if h.role == "monitoring"))
         if host.role == "qdrant":
             assert got["volume"].startswith("vol-"), "the data volume is found by its id"
+
+
+def test_the_walk_through_names_only_commands_and_files_that_exist() -> None:
+    """The old walk-through called a `make setup` that did not exist. Every project command
+    and file the docs name must be there."""
+    text = (REPO / "docs" / "first-deploy.md").read_text()
+    assert "make " not in text and "dynamodb" not in text.lower()
+    named = set(re.findall(r"(?<![\w/.-])((?:bin|terraform/bin|playbooks(?:/runbooks)?|requirements|docs)/[\w.-]+)", text))
+    assert {"bin/new-env", "bin/build", "terraform/bin/export-outputs", "playbooks/preflight.yml"} <= named
+    missing = sorted(path for path in named if not (REPO / path).exists() and not (REPO / "docs" / path).exists())
+    assert not missing, f"docs/first-deploy.md names what does not exist: {missing}"
