@@ -1,17 +1,17 @@
-# Debian 12 (bookworm) from Debian's own AWS account (136693071363, published on
+# Debian 13 (trixie) from Debian's own AWS account (136693071363, published on
 # https://wiki.debian.org/Cloud/AmazonEC2Image). The default login is `admin`, which is
-# what inventories/<env>/group_vars/all/connection.yml uses.
+# what group_vars/all/connection.yml uses. Debian 12 is not supported (docs/upgrading.md).
 #
 # Instances ignore AMI changes after creation (lifecycle ignore_changes in each tier), so a
 # new Debian point release never replaces a running host: patching is Ansible's job.
 # Set var.ami_id to pin an exact image (recommended for prod, recorded in terraform.tfvars).
-data "aws_ami" "debian12" {
+data "aws_ami" "debian13" {
   most_recent = true
   owners      = ["136693071363"]
 
   filter {
     name   = "name"
-    values = ["debian-12-amd64-*"]
+    values = ["debian-13-amd64-*"]
   }
 
   filter {
@@ -31,6 +31,6 @@ data "aws_ami" "debian12" {
 }
 
 locals {
-  ami_id        = coalesce(var.ami_id, data.aws_ami.debian12.id)
+  ami_id        = coalesce(var.ami_id, data.aws_ami.debian13.id)
   ollama_ami_id = coalesce(var.ollama_ami_id, local.ami_id)
 }

@@ -1,7 +1,7 @@
 # Ollama on GPU instances. Models live on their own gp3 volume (mounted by the ollama
 # role at OLLAMA_MODELS), so an instance replacement or a resize of the root volume does
 # not re-download tens of GiB. var.ollama_ami_id can point at an AMI with the NVIDIA
-# driver baked in; otherwise the plain Debian 12 AMI is used. The volume survives an
+# driver baked in; otherwise the plain Debian 13 AMI is used. The volume survives an
 # instance replacement the same way as Qdrant's (vectordb.tf, docs/terraform.md).
 
 resource "aws_instance" "ollama" {

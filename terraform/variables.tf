@@ -145,7 +145,7 @@ variable "admin_cidrs" {
 # --- Compute --------------------------------------------------------------------------
 
 variable "ami_id" {
-  description = "Pin every instance to this AMI. null = newest Debian 12 AMI from Debian's account (amis.tf); instances ignore later AMI changes either way."
+  description = "Pin every instance to this AMI. null = newest Debian 13 AMI from Debian's account (amis.tf); instances ignore later AMI changes either way."
   type        = string
   default     = null
 
@@ -260,7 +260,7 @@ variable "root_volume_size_gb" {
 
   validation {
     condition     = var.root_volume_size_gb >= 8
-    error_message = "root_volume_size_gb must be at least 8 (the Debian 12 AMI's own size)."
+    error_message = "root_volume_size_gb must be at least 8 (the Debian 13 AMI's own size)."
   }
 }
 

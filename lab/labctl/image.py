@@ -1,8 +1,8 @@
-"""The lab's base image: Debian 12 with systemd, built offline from a debootstrap rootfs.
+"""The lab's base image: Debian 13 (trixie) with systemd, built offline from a debootstrap rootfs.
 
 No registry is reachable, so the image is built from Debian packages and imported with
 `docker import`. It is tagged with a hash of this recipe, so an unchanged recipe reuses the
-image and any edit here produces a new one. It mirrors what a Debian 12 cloud AMI gives:
+image and any edit here produces a new one. It mirrors what a Debian 13 cloud AMI gives:
 systemd, sshd, sudo, python3 and an `admin` user whose key is injected at boot.
 """
 
@@ -19,8 +19,8 @@ from . import aptcache
 from .paths import LABEL
 from .run import LabError, output, run
 
-REPOSITORY = "querygpt-lab/debian12"
-SUITE = "bookworm"
+REPOSITORY = "querygpt-lab/debian13"
+SUITE = "trixie"
 MIRROR = "http://deb.debian.org/debian"
 
 PACKAGES = [
@@ -28,10 +28,19 @@ PACKAGES = [
     "ca-certificates", "iproute2", "iputils-ping", "procps", "netbase", "curl", "less",
 ]
 
-SOURCES_LIST = f"""\
-deb {MIRROR} {SUITE} main
-deb {MIRROR} {SUITE}-updates main
-deb http://deb.debian.org/debian-security {SUITE}-security main
+# deb822, as Debian 13's cloud images ship them (debootstrap writes a one-line sources.list).
+DEBIAN_SOURCES = f"""\
+Types: deb
+URIs: {MIRROR}
+Suites: {SUITE} {SUITE}-updates
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
+
+Types: deb
+URIs: http://deb.debian.org/debian-security
+Suites: {SUITE}-security
+Components: main
+Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
 """
 
 # Lab containers reach the apt cache on the host under this name (`--add-host`).
@@ -78,7 +87,8 @@ def _chroot(root: Path, *cmd: str) -> None:
 
 
 def _customise(root: Path) -> None:
-    (root / "etc/apt/sources.list").write_text(SOURCES_LIST)
+    (root / "etc/apt/sources.list").unlink(missing_ok=True)
+    (root / "etc/apt/sources.list.d/debian.sources").write_text(DEBIAN_SOURCES)
     (root / "etc/apt/apt.conf.d/00querygpt-lab-proxy").write_text(APT_PROXY)
     (root / "etc/machine-id").write_text("")
     unit = root / "etc/systemd/system/lab-ssh-hostkeys.service"

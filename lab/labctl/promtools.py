@@ -4,7 +4,9 @@ The alert-rule unit tests (`promtool test rules`) and the config checks (`promto
 `amtool check-config`) run on the controller. `apt-get install prometheus` would start a
 daemon on the machine, so the Debian packages are downloaded with `apt-get download` and
 unpacked with `dpkg-deb -x` into a cache directory; only the two static binaries are used.
-The versions are Debian 12's (prometheus 2.42, alertmanager 0.25), the same the role installs.
+The packages are the hosts' release's (Debian 13: prometheus 2.53, alertmanager 0.28), the same
+the role installs, whatever Debian the controller runs: apt downloads them through a private
+configuration that lists only that release (the archive's signatures are checked as usual).
 """
 
 from __future__ import annotations
@@ -19,26 +21,47 @@ from .paths import REPO
 from .run import LabError
 
 TOOLS_DIR = Path(os.environ.get("QGPT_TOOLS_DIR", REPO / ".cache" / "tools"))
+# The Debian release the hosts run (the lab image's, roles/common's common_supported_os).
+RELEASE = "trixie"
+MIRROR = "http://deb.debian.org/debian"
 # Debian package -> the binary inside it that the tests need.
-PACKAGES = {"prometheus": "usr/bin/promtool", "prometheus-alertmanager": "usr/bin/amtool"}
+PACKAGES = {"promtool": "usr/bin/promtool", "prometheus-alertmanager": "usr/bin/amtool"}
 
 
 def tool_path(name: str) -> Path:
     """Where the unpacked tool lives (it may not exist yet)."""
-    return TOOLS_DIR / "bin" / name
+    return TOOLS_DIR / RELEASE / "bin" / name
+
+
+def _apt_options() -> list[str]:
+    """apt-get options for a private package index of RELEASE (the system's stays untouched)."""
+    root = TOOLS_DIR / RELEASE / "apt"
+    for sub in ("lists/partial", "archives/partial"):
+        (root / sub).mkdir(parents=True, exist_ok=True)
+    sources = root / "sources.list"
+    sources.write_text(f"deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] {MIRROR} {RELEASE} main\n")
+    return ["-o", f"Dir::Etc::SourceList={sources}", "-o", "Dir::Etc::SourceParts=-",
+            "-o", f"Dir::State::Lists={root / 'lists'}", "-o", f"Dir::Cache::Archives={root / 'archives'}",
+            "-o", "APT::Get::List-Cleanup=false"]
+
+
+def _update() -> None:
+    proc = subprocess.run(["apt-get", *_apt_options(), "update", "-q"], capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        raise LabError(f"apt-get update of {RELEASE}'s index failed ({proc.returncode}): {proc.stderr.strip()}")
 
 
 def _fetch(package: str, binary: str) -> None:
     with tempfile.TemporaryDirectory(prefix="qgpt-promtools-") as tmp:
-        proc = subprocess.run(["apt-get", "download", "-q", package], cwd=tmp, capture_output=True,
-                              text=True, check=False)
+        proc = subprocess.run(["apt-get", *_apt_options(), "download", "-q", package], cwd=tmp,
+                              capture_output=True, text=True, check=False)
         debs = sorted(Path(tmp).glob(f"{package}_*.deb"))
         if proc.returncode != 0 or not debs:
             raise LabError(f"apt-get download {package} failed ({proc.returncode}): {proc.stderr.strip()}\n"
                            "run `apt-get update` (the Debian mirror must be reachable) and retry")
         root = Path(tmp) / "root"
         subprocess.run(["dpkg-deb", "-x", str(debs[0]), str(root)], check=True)
-        (TOOLS_DIR / "bin").mkdir(parents=True, exist_ok=True)
+        tool_path(binary).parent.mkdir(parents=True, exist_ok=True)
         target = tool_path(Path(binary).name)
         # Copy then rename: a concurrent test never sees a half-written binary.
         partial = target.with_suffix(".partial")
@@ -50,9 +73,13 @@ def _fetch(package: str, binary: str) -> None:
 def ensure_promtools() -> dict[str, Path]:
     """promtool and amtool paths, fetched once into TOOLS_DIR."""
     found: dict[str, Path] = {}
+    updated = False
     for package, binary in PACKAGES.items():
         path = tool_path(Path(binary).name)
         if not path.exists():
+            if not updated:
+                _update()
+                updated = True
             _fetch(package, binary)
         found[path.name] = path
     return found

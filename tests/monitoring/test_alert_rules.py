@@ -1,8 +1,8 @@
 """The monitoring configuration, checked with Prometheus's and Alertmanager's own tools.
 
 The role's templates are rendered on the controller as the role renders them (render.yml:
-same defaults, vars, filter plugin and template module) against a lab-shaped inventory,
-then checked with promtool/amtool of Debian 12's packages, unpacked into .cache/tools by
+same defaults, vars, filter plugin and template module) against a production-shaped inventory,
+then checked with promtool/amtool of the hosts' Debian 13 packages, unpacked into .cache/tools by
 lab/labctl/promtools.py (never installed: the package would start a daemon).
 """
 

@@ -194,7 +194,7 @@ def test_everything_filled_in_as_the_docs_say_passes(prod: dict, moto_url: str, 
                    querygpt_embed_model={"name": "all-minilm:l6-v2", "digest": SHA},
                    querygpt_llm_model={"name": "qwen2.5-coder:1.5b", "digest": "sha256:" + SHA},
                    querygpt_release={"version": "0.1.0",
-                                     "backend_wheelhouse": "querygpt-backend-0.1.0-wheelhouse.tar.gz",
+                                     "backend_wheelhouse": "querygpt-backend-0.1.0-py313-wheelhouse.tar.gz",
                                      "backend_wheelhouse_sha256": SHA,
                                      "frontend_dist": "querygpt-frontend-0.1.0-dist.tar.gz",
                                      "frontend_dist_sha256": SHA})

@@ -175,3 +175,13 @@ def test_gitignore_keeps_state_out_but_lock_file_in() -> None:
     assert ".terraform.lock.hcl" not in patterns, "commit the lock file"
     for env in ENVIRONMENTS:
         assert "terraform_outputs.yml" in (REPO / "inventories" / env / ".gitignore").read_text()
+
+
+def test_instances_boot_debian_13_from_debians_own_account(tf) -> None:
+    """The fleet runs the current Debian stable; Debian 12 is in LTS (docs/upgrading.md)."""
+    amis = [block for _, block in tf.blocks("data") if "aws_ami" in block]
+    assert len(amis) == 1, "one AMI lookup, pinned by var.ami_id when set"
+    (lookup,) = amis[0]["aws_ami"].values()
+    assert lookup["owners"] == ["136693071363"], "Debian's own AWS account"
+    names = [f["values"] for f in lookup["filter"] if f["name"] == "name"]
+    assert names == [["debian-13-amd64-*"]]

@@ -14,7 +14,7 @@ admin_cidrs = ["203.0.113.10/32"]
 # Existing EC2 key pair for the `admin` user (docs/first-deploy.md, step 2).
 ssh_key_name = "querygpt-prod-admin"
 
-# Pin the Debian 12 AMI once chosen (aws ec2 describe-images, see docs/first-deploy.md).
+# Pin the Debian 13 AMI once chosen (aws ec2 describe-images, see docs/first-deploy.md).
 # ami_id = "ami-..."
 
 instance_types = {

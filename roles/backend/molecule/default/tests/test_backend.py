@@ -40,7 +40,7 @@ def http(host, method, url, body=None, content_type=None):
 def test_release_installed_in_its_virtualenv(host, version):
     assert version == host.check_output(
         "sed -n 's/^__version__ = \"\\(.*\\)\"/\\1/p' "
-        f"{PREFIX}/current/lib/python3.11/site-packages/querygpt/__init__.py"
+        f"{PREFIX}/current/lib/python3.13/site-packages/querygpt/__init__.py"
     )
     current = host.file(f"{PREFIX}/current")
     assert current.is_symlink and current.linked_to == f"{PREFIX}/releases/{version}"

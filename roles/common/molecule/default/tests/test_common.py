@@ -9,11 +9,11 @@ TEST_KEY = "AAAAC3NzaC1lZDI1NTE5AAAAIOFyXvWwfjxKIm/xcDYrTvQ3RKc2vyrR/KUS/biOWl2o
 
 def test_apt_sources_include_security_updates(host):
     sources = host.file("/etc/apt/sources.list.d/debian.sources").content_string
-    assert "Suites: bookworm-security" in sources
-    assert "Suites: bookworm bookworm-updates" in sources
+    assert "Suites: trixie-security" in sources
+    assert "Suites: trixie trixie-updates" in sources
     # apt itself resolves the security suite (not only the file says so)
     policy = host.check_output("apt-cache policy")
-    assert "bookworm-security" in policy
+    assert "trixie-security" in policy
 
 
 def test_unattended_upgrades_enabled(host):
