@@ -51,9 +51,9 @@ def test_upload_on_one_az_then_query_on_the_other(lab, schema_pdf):
     edge = lab.groups["edge"][0]
     first, second = sorted(lab.groups["backend"])
     collection = f"lab_{uuid.uuid4().hex[:8]}"
-    subprocess.run(["docker", "cp", schema_pdf, f"{lab.name(edge)}:/tmp/lab-schema.pdf"], check=True)
+    subprocess.run(["docker", "cp", schema_pdf, f"{lab.name(edge)}:/var/tmp/lab-schema.pdf"], check=True)
     upload = lab.exec(edge, (
-        f"curl -s -F 'pdf_file=@/tmp/lab-schema.pdf;type=application/pdf' -F collection_name={collection} "
+        f"curl -s -F 'pdf_file=@/var/tmp/lab-schema.pdf;type=application/pdf' -F collection_name={collection} "
         f"http://{lab.address(first)}:8000/upload"
     ), timeout=120)
     body = json.loads(upload.stdout)

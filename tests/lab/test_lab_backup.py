@@ -106,9 +106,9 @@ def upload_schema(lab: Lab, collection: str, tmp_path_factory: pytest.TempPathFa
         pdf.showPage()
     pdf.save()
     edge, backend = lab.groups["edge"][0], lab.groups["backend"][0]
-    subprocess.run(["docker", "cp", str(path), f"{lab.name(edge)}:/tmp/backup-schema.pdf"], check=True)
+    subprocess.run(["docker", "cp", str(path), f"{lab.name(edge)}:/var/tmp/backup-schema.pdf"], check=True)
     upload = lab.exec(edge, (
-        f"curl -s -F 'pdf_file=@/tmp/backup-schema.pdf;type=application/pdf' -F collection_name={collection} "
+        f"curl -s -F 'pdf_file=@/var/tmp/backup-schema.pdf;type=application/pdf' -F collection_name={collection} "
         f"http://{lab.address(backend)}:8000/upload"
     ), timeout=180)
     assert json.loads(upload.stdout).get("chunks", 0) > 0, upload.stdout
