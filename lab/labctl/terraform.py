@@ -30,7 +30,8 @@ class TerraformReadError(Exception):
     """The HCL uses a shape this reader does not understand: teach it, don't guess."""
 
 
-def _expr(value: Any) -> str | None:
+def expr(value: Any) -> str | None:
+    """The expression inside "${...}", or None for a literal."""
     if isinstance(value, str):
         match = _EXPR.match(value)
         if match:
@@ -119,7 +120,7 @@ def subnets(vals: dict[str, Any]) -> dict[str, list[Subnet]]:
 def _count(body: dict, vals: dict[str, Any]) -> int:
     if "count" not in body:
         return 1
-    code = _expr(body["count"])
+    code = expr(body["count"])
     if code is None:
         return int(body["count"])
     match = re.fullmatch(r"var\.(\w+)", code)
@@ -129,7 +130,7 @@ def _count(body: dict, vals: dict[str, Any]) -> int:
 
 
 def _subnet(body: dict, index: int, nets: dict[str, list[Subnet]], az_count: int) -> Subnet:
-    code = _expr(body.get("subnet_id")) or ""
+    code = expr(body.get("subnet_id")) or ""
     match = re.fullmatch(r"aws_subnet\.(public|private)\[(.+)\]\.id", code)
     if not match:
         raise TerraformReadError(f"subnet_id {code!r}: only aws_subnet.<kind>[...].id is understood")
@@ -162,7 +163,7 @@ def _attachments() -> dict[str, list[str]]:
     """{aws_instance name: [device names of its volume attachments]}."""
     found: dict[str, list[str]] = {}
     for body in _resources("aws_volume_attachment").values():
-        match = re.fullmatch(r"aws_instance\.(\w+)\[count\.index\]\.id", _expr(body.get("instance_id")) or "")
+        match = re.fullmatch(r"aws_instance\.(\w+)\[count\.index\]\.id", expr(body.get("instance_id")) or "")
         if not match:
             raise TerraformReadError(f"volume attachment instance_id {body.get('instance_id')!r} is not understood")
         found.setdefault(match.group(1), []).append(str(body["device_name"]))

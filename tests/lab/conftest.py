@@ -17,6 +17,8 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "lab"))
+from labctl.inventory import unwrap_unsafe  # noqa: E402
 STATE = REPO / ".lab"
 VENV_BIN = Path(sys.executable).parent
 
@@ -71,23 +73,12 @@ def ansible_env() -> dict[str, str]:
     return dict(os.environ, PATH=f"{VENV_BIN}{os.pathsep}{os.environ['PATH']}", ANSIBLE_FORCE_COLOR="0")
 
 
-def _unsafe(value: object) -> object:
-    """ansible-inventory --list marks templated values {"__ansible_unsafe": v}; unwrap them."""
-    if isinstance(value, dict):
-        if set(value) == {"__ansible_unsafe"}:
-            return value["__ansible_unsafe"]
-        return {k: _unsafe(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_unsafe(v) for v in value]
-    return value
-
-
 @pytest.fixture(scope="session")
 def lab() -> Lab:
     if not (STATE / "ssh_config").exists():
         pytest.fail("no lab is running: run `bin/lab up` first (bin/test does)")
     raw = subprocess.run([str(VENV_BIN / "ansible-inventory"), "-i", str(REPO / "inventories/lab"), "--list"],
                          cwd=REPO, capture_output=True, text=True, check=True, env=ansible_env()).stdout
-    inv = _unsafe(json.loads(raw))
+    inv = unwrap_unsafe(json.loads(raw))
     groups = {g: v.get("hosts", []) for g, v in inv.items() if g != "_meta"}
     return Lab(inv["_meta"]["hostvars"], groups)

@@ -8,13 +8,11 @@ installs into .venv-checkov), and exercise the dynamic inventory against moto.
 from __future__ import annotations
 
 import os
-import re
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Iterator
 
-import hcl2
-from hcl2 import SerializationOptions
 
 REPO = Path(__file__).resolve().parents[2]
 TERRAFORM = REPO / "terraform"
@@ -22,24 +20,9 @@ INVENTORIES = REPO / "inventories"
 VENV_BIN = REPO / ".venv" / "bin"
 ENVIRONMENTS = ("staging", "prod")
 
-# Strings come back without their HCL quotes; expressions stay as "${...}".
-HCL_OPTIONS = SerializationOptions(strip_string_quotes=True, explicit_blocks=False)
-
-_EXPR = re.compile(r"^\$\{(.*)\}$", re.S)
-
-
-def expr(value: Any) -> str | None:
-    """The expression inside "${...}", or None for a literal."""
-    if isinstance(value, str):
-        match = _EXPR.match(value)
-        if match:
-            return match.group(1).strip()
-    return None
-
-
-def load_hcl(path: Path) -> dict:
-    with path.open() as handle:
-        return hcl2.load(handle, serialization_options=HCL_OPTIONS)
+# The HCL reader the lab uses too (strings without their quotes, expressions as "${...}").
+sys.path.insert(0, str(REPO / "lab"))
+from labctl.terraform import expr, load as load_hcl  # noqa: E402
 
 
 def tf_files() -> list[Path]:

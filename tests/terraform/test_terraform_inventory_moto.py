@@ -18,7 +18,6 @@ import shutil
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import boto3
 import pytest
@@ -28,6 +27,7 @@ from terraform_helpers import ENVIRONMENTS, INVENTORIES, REPO, TERRAFORM, VENV_B
 sys.path.insert(0, str(REPO / "lab"))
 from labctl import ec2 as lab_ec2  # noqa: E402  - the lab seeds its emulator the same way
 from labctl import terraform as lab_terraform  # noqa: E402
+from labctl.inventory import unwrap_unsafe  # noqa: E402
 
 GROUPS = ("bastion", "edge", "backend", "qdrant", "ollama", "monitoring")
 
@@ -94,17 +94,6 @@ def seeded(moto_url: str, tfvars) -> Seeded:
     return result
 
 
-def _unsafe(value: Any) -> Any:
-    """ansible-inventory --list marks templated values {"__ansible_unsafe": v}; unwrap them."""
-    if isinstance(value, dict):
-        if set(value) == {"__ansible_unsafe"}:
-            return value["__ansible_unsafe"]
-        return {k: _unsafe(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_unsafe(v) for v in value]
-    return value
-
-
 def _ansible_inventory(env: str, moto_url: str, tmp: Path, *args: str) -> str:
     """Run ansible-inventory on a copy of inventories/<env> (the directory, as playbooks
     use it) without the ansible-vault file, whose password a test does not have, and
@@ -127,7 +116,7 @@ def _ansible_inventory(env: str, moto_url: str, tmp: Path, *args: str) -> str:
 @pytest.fixture(scope="module")
 def listed(seeded: Seeded, moto_url: str, tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict]:
     tmp = tmp_path_factory.mktemp("ansible")
-    return {env: _unsafe(json.loads(_ansible_inventory(env, moto_url, tmp, "--list"))) for env in ENVIRONMENTS}
+    return {env: unwrap_unsafe(json.loads(_ansible_inventory(env, moto_url, tmp, "--list"))) for env in ENVIRONMENTS}
 
 
 def _group_hosts(inventory: dict, group: str) -> set[str]:
