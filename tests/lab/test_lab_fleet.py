@@ -97,3 +97,19 @@ def test_a_bad_inventory_value_fails_before_any_host_changes(lab, tmp_path):
     assert "PLAY [Common baseline" not in out, "a tier ran although preflight should have stopped the run"
     recap = out.rsplit("PLAY RECAP", 1)[-1]
     assert "changed=0" in recap and "changed=1" not in recap
+
+
+def test_an_unsupported_release_is_refused_before_any_host_changes(lab):
+    """Preflight's second part: a host whose release is not supported stops site.yml, with a
+    message naming the supported ones, before the first tier runs. Here the lab's Debian 13
+    hosts are declared unsupported (as Debian 12 hosts are)."""
+    run = subprocess.run(
+        ["ansible-playbook", "site.yml", "-i", "inventories/lab", "-e", '{"common_supported_os": ["Debian 12"]}'],
+        cwd=REPO, env=ansible_env(), capture_output=True, text=True, timeout=600, check=False,
+    )
+    out = run.stdout + run.stderr
+    assert run.returncode != 0
+    assert "QueryGPT hosts run Debian 12" in out and "runs Debian 13" in out, out[-3000:]
+    assert "PLAY [Common baseline" not in out, "a tier ran although preflight should have stopped the run"
+    recap = out.rsplit("PLAY RECAP", 1)[-1]
+    assert "changed=0" in recap and "changed=1" not in recap
