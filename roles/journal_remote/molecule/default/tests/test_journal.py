@@ -36,7 +36,10 @@ def address(host) -> str:
 
 def upload(host, address: str, message: str, client: str) -> str:
     """HTTP status (000 = no HTTP answer) of one journal entry POSTed with curl as `client`."""
-    head = f"__REALTIME_TIMESTAMP={int(time.time() * 1e6)}\nSYSLOG_IDENTIFIER=qgpt-test\nMESSAGE={message}"
+    # What a real uploader sends: systemd 257's journal-remote drops an entry without a boot id
+    # and a monotonic timestamp.
+    head = (f"__REALTIME_TIMESTAMP={int(time.time() * 1e6)}\n__MONOTONIC_TIMESTAMP={int(time.monotonic() * 1e6)}\n"
+            f"_BOOT_ID={uuid.uuid4().hex}\nSYSLOG_IDENTIFIER=qgpt-test\nMESSAGE={message}")
     # Pad the message so base64 needs no '=' padding (the command then holds no '=').
     entry = head + "." * (-(len(head) + 2) % 3) + "\n\n"
     body = base64.b64encode(entry.encode()).decode()
