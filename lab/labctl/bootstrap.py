@@ -100,7 +100,8 @@ def _venv(path: Path, requirements: list[Path]) -> None:
 
 def ensure_venvs() -> None:
     req = REPO / "requirements"
-    _venv(VENV, [req / "controller.txt", req / "app.txt"])
+    # ollama-standin.txt: the stand-in's real all-minilm embeddings, which the tests run.
+    _venv(VENV, [req / "controller.txt", req / "app.txt", req / "ollama-standin.txt"])
     _venv(CHECKOV_VENV, [req / "checkov.txt"])
 
 

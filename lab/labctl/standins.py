@@ -36,8 +36,11 @@ def build() -> None:
     (qdrant_dir / "qdrant.sha256").write_text(sha + "\n")
 
     version = _role_default("ollama", "ollama_version")
+    # --embeddings: the archive carries numpy/onnxruntime/tokenizers for the hosts' Python and
+    # all-MiniLM-L6-v2, so all-minilm gives real vectors on the lab's Ollama hosts. package.py
+    # reuses an unchanged archive, so repeated `lab up` runs stay fast.
     run([sys.executable, str(REPO / "lab/standins/ollama/package.py"), "--version", version,
-         "--out", str(DIST / "ollama" / f"v{version}")], capture=True, quiet=True)
+         "--out", str(DIST / "ollama" / f"v{version}"), "--embeddings"], capture=True, quiet=True)
     run([sys.executable, str(REPO / "lab/standins/ollama/make_mirror.py"),
          "--out", str(DIST / "ollama-models")], capture=True, quiet=True)
     print(f"lab stand-ins built in {DIST}")

@@ -52,9 +52,12 @@ def _table(rows: list[list[str]]) -> str:
 
 
 def cmd_serve(_: argparse.Namespace) -> int:
+    from ollama_standin import embedding, vendor
     from ollama_standin.server import serve  # only the server needs http.server & friends
 
-    return serve(Settings.from_env(os.environ))
+    settings = Settings.from_env(os.environ)
+    sys.stderr.write(f"[ollama-standin] {embedding.startup_note(vendor.note)}\n")
+    return serve(settings)
 
 
 def cmd_pull(args: argparse.Namespace) -> int:
