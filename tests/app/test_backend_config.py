@@ -58,7 +58,7 @@ def test_values_are_read_and_normalised() -> None:
             "QUERYGPT_QDRANT_URL": "https://qdrant.internal:6333/",
             "QUERYGPT_QDRANT_API_KEY": " key ",
             "QUERYGPT_OLLAMA_URL": "http://10.0.0.5:11434",
-            "QUERYGPT_TOP_K": "8",
+            "QUERYGPT_TOP_K": "12",
             "QUERYGPT_CHUNK_SIZE": "300",
             "QUERYGPT_CHUNK_OVERLAP": "0",
             "QUERYGPT_CHUNK_UNIT": "WORDS",
@@ -78,7 +78,7 @@ def test_values_are_read_and_normalised() -> None:
     )
     assert settings.qdrant_url == "https://qdrant.internal:6333"
     assert settings.qdrant_api_key == "key"
-    assert settings.top_k == 8
+    assert settings.top_k == 12
     assert (settings.chunk_size, settings.chunk_overlap, settings.chunk_unit) == (300, 0, "words")
     assert settings.log_level == "DEBUG"
     assert settings.workers == 4

@@ -132,3 +132,21 @@ def test_documents_survive_the_pdf_round_trip() -> None:
     text = "\n".join(p.text for p in extract_pages(rq.render_pdf(rq.render_lines(doc), doc.title)))
     for table in doc.tables:
         assert f"CREATE TABLE {table.name} (" in text
+
+
+def test_the_tuned_defaults_are_the_documented_and_deployed_ones() -> None:
+    """docs/retrieval.md's decision, the app's defaults and the role's default agree."""
+    import re
+
+    import yaml
+    from querygpt.config import DEFAULTS, Settings
+
+    settings = Settings()
+    assert (str(settings.chunk_size), str(settings.chunk_overlap), str(settings.top_k)) == (
+        DEFAULTS["QUERYGPT_CHUNK_SIZE"], DEFAULTS["QUERYGPT_CHUNK_OVERLAP"], DEFAULTS["QUERYGPT_TOP_K"])
+    role = yaml.safe_load((ROOT / "roles" / "backend" / "defaults" / "main.yml").read_text())
+    assert role["backend_top_k"] == settings.top_k
+    decision = (ROOT / "docs" / "retrieval.md").read_text().split("## Decision", 1)[1]
+    assert re.search(rf"`top_k` \d+ -> {settings.top_k}\b", decision)
+    assert re.search(rf"`chunk_size` \d+ -> {settings.chunk_size}\b", decision)
+    assert re.search(rf"`chunk_overlap` \d+ -> {settings.chunk_overlap}\b", decision)

@@ -36,9 +36,9 @@ DEFAULTS: dict[str, str] = {
     "QUERYGPT_OLLAMA_URL": "http://127.0.0.1:11434",
     "QUERYGPT_EMBED_MODEL": "all-minilm",
     "QUERYGPT_LLM_MODEL": "qwen2.5-coder:1.5b",
-    "QUERYGPT_TOP_K": "5",
-    "QUERYGPT_CHUNK_SIZE": "800",
-    "QUERYGPT_CHUNK_OVERLAP": "120",
+    "QUERYGPT_TOP_K": "8",
+    "QUERYGPT_CHUNK_SIZE": "600",
+    "QUERYGPT_CHUNK_OVERLAP": "90",
     "QUERYGPT_CHUNK_UNIT": "chars",
     "QUERYGPT_EMBED_BATCH_SIZE": "32",
     "QUERYGPT_MAX_UPLOAD_BYTES": str(20 * 1024 * 1024),
@@ -69,9 +69,10 @@ class Settings:
     ollama_url: str = DEFAULTS["QUERYGPT_OLLAMA_URL"]
     embed_model: str = DEFAULTS["QUERYGPT_EMBED_MODEL"]
     llm_model: str = DEFAULTS["QUERYGPT_LLM_MODEL"]
-    top_k: int = 5
-    chunk_size: int = 800
-    chunk_overlap: int = 120
+    # Tuned by benchmarks/retrieval_quality.py: docs/retrieval.md has the figures.
+    top_k: int = 8
+    chunk_size: int = 600
+    chunk_overlap: int = 90
     chunk_unit: str = "chars"
     embed_batch_size: int = 32
     max_upload_bytes: int = 20 * 1024 * 1024

@@ -84,7 +84,7 @@ def test_env_file_is_root_only_and_holds_the_settings(host, private_ip):
     assert env["QUERYGPT_HOST"] == private_ip
     assert env["QUERYGPT_PORT"] == "8000"
     assert env["QUERYGPT_QDRANT_API_KEY"] == '"molecule-test-qdrant-key"'
-    assert env["QUERYGPT_TOP_K"] == "3"  # side_effect.yml changed it from 5
+    assert env["QUERYGPT_TOP_K"] == "3"  # side_effect.yml changed it from 8
     nproc = int(host.check_output("nproc"))
     assert env["QUERYGPT_WORKERS"] == str(min(nproc * 2 + 1, 8))
     # the running main process has exactly these values
