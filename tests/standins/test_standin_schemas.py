@@ -280,6 +280,8 @@ def test_qdrant_upsert_returns_update_result(qdrant: Qdrant, collection: str) ->
     batch = {"batch": {"ids": [10, 11], "vectors": [[1, 0, 0, 0], [0, 1, 0, 0]], "payloads": [{}, {}]}}
     queued = check(qm.UpdateResult, qdrant.ok(qm.InlineResponse2008, "PUT", path, batch))
     assert queued["status"] in {s.value for s in qm.UpdateStatus}
+    # the default mode spelled out is no conditional upsert: accepted (the others are a 400)
+    check(qm.UpdateResult, qdrant.ok(qm.InlineResponse2008, "PUT", path, dict(batch, update_mode="upsert")))
 
 
 @pytest.mark.parametrize("with_payload", [True, False])
@@ -458,6 +460,22 @@ def test_qdrant_batch_queries_return_lists(qdrant: Qdrant, collection: str) -> N
         {"vector": [1, 0, 0, 0], "limit": 1}, {"vector": [0, 0, 1, 0], "limit": 1}]})
     assert [[check(qm.ScoredPoint, p)["id"] for p in r] for r in searches] == [
         [1], ["5c56c793-69f3-4fbf-87e6-c4bf54c28c26"]]
+
+
+@pytest.mark.parametrize(("suffix", "body", "unsupported"), [
+    ("", {"points": [{"id": 9, "vector": [1, 0, 0, 0]}], "update_filter": {"must": []}}, "update_filter"),
+    ("", {"points": [{"id": 9, "vector": [1, 0, 0, 0]}], "update_mode": "insert_only"}, "update_mode"),
+    ("/scroll", {"shard_key": "eu"}, "shard_key"),
+    ("/query", {"query": [1, 0, 0, 0], "shard_key": "eu"}, "shard_key"),
+    ("/payload", {"payload": {}, "points": [1], "key": "tags[]"}, "tags[]"),
+])
+def test_qdrant_parameters_the_standin_cannot_honour_are_400(
+    qdrant: Qdrant, collection: str, suffix: str, body: Any, unsupported: str
+) -> None:
+    method = "PUT" if suffix == "" else "POST"
+    message = qdrant.error(400, method, f"/collections/{collection}/points{suffix}", body)
+    assert unsupported in message and "not supported by the QueryGPT lab stand-in" in message
+    assert qdrant.ok(qm.InlineResponse20020, "POST", f"/collections/{collection}/points/count", {}) == {"count": 4}
 
 
 @pytest.mark.parametrize(("method", "path"), [

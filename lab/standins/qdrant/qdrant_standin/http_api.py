@@ -329,6 +329,12 @@ class App:
 
     def upsert(self, request: Request) -> Result:
         body = request.json_object()
+        _no_shard_key(body)
+        # newer upstreams' conditional upserts: ignoring them would overwrite what they protect
+        if body.get("update_filter") is not None:
+            raise unsupported("Upsert update_filter")
+        if body.get("update_mode") not in (None, "upsert"):
+            raise unsupported(f"Upsert update_mode `{body['update_mode']}`")
         if "batch" in body:
             batch = body["batch"]
             if not isinstance(batch, dict) or not isinstance(batch.get("ids"), list):
@@ -351,6 +357,7 @@ class App:
 
     def delete_points(self, request: Request) -> Result:
         body = request.json_object()
+        _no_shard_key(body)
         ids = None
         if isinstance(body.get("points"), list):
             ids = {pts.parse_point_id(i) for i in body["points"]}
@@ -364,6 +371,7 @@ class App:
 
     def retrieve(self, request: Request) -> Result:
         body = request.json_object()
+        _no_shard_key(body)
         if not isinstance(body.get("ids"), list):
             raise bad_input("Validation error in JSON body: [ids: field is required]")
         ids = [pts.parse_point_id(i) for i in body["ids"]]
@@ -384,6 +392,7 @@ class App:
 
     def scroll(self, request: Request) -> Result:
         body = request.json_object()
+        _no_shard_key(body)
         if body.get("order_by") is not None:
             raise unsupported("Scroll order_by")
         limit = _limit(body, "limit", 10)
@@ -402,6 +411,7 @@ class App:
 
     def count(self, request: Request) -> Result:
         body = request.json_object()
+        _no_shard_key(body)
         with self.store.lock:
             collection = self.store.get(request.params["collection_name"])
             total = sum(1 for p in collection.points.values() if pts.matches(body.get("filter"), p))

@@ -92,20 +92,21 @@ def _is_uuid(value: str) -> bool:
 
 def indexable(value: Any, kind: str) -> bool:
     """Whether upstream's index of ``kind`` would take this value (others are skipped)."""
-    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    def is_number(x: Any) -> bool:
+        return isinstance(x, (int, float)) and not isinstance(x, bool)
     if kind in ("keyword", "text"):
         return isinstance(value, str)
     if kind == "integer":
         return isinstance(value, int) and not isinstance(value, bool)
     if kind == "float":
-        return number
+        return is_number(value)
     if kind == "bool":
         return isinstance(value, bool)
     if kind == "datetime":
         return isinstance(value, str) and _is_datetime(value)
     if kind == "uuid":
         return isinstance(value, str) and _is_uuid(value)
-    return (isinstance(value, dict) and all(isinstance(value.get(k), (int, float)) for k in ("lon", "lat"))
+    return (isinstance(value, dict) and is_number(value.get("lon")) and is_number(value.get("lat"))
             and -180 <= value["lon"] <= 180 and -90 <= value["lat"] <= 90)
 
 
