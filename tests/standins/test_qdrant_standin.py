@@ -472,7 +472,8 @@ def test_alias_switch_rename_and_errors_follow_upstream(client: QdrantClient) ->
         assert client.count("live").count == 3
         assert client.update_collection_aliases([_create_alias("live", "switch_v1")])  # creating again moves it
         assert client.count("live").count == 2
-        rename = models.RenameAliasOperation(rename_alias=models.RenameAlias(old_alias_name="live", new_alias_name="prod"))
+        rename = models.RenameAliasOperation(
+            rename_alias=models.RenameAlias(old_alias_name="live", new_alias_name="prod"))
         assert client.update_collection_aliases([rename])
         assert client.count("prod").count == 2 and not client.collection_exists("live")
 
@@ -480,7 +481,8 @@ def test_alias_switch_rename_and_errors_follow_upstream(client: QdrantClient) ->
             404, "Not found: Collection `nope` doesn't exist!")
         assert _error(lambda: client.update_collection_aliases([_create_alias("switch_v2", "switch_v1")])) == (
             409, "Wrong input: Collection `switch_v2` already exists!")
-        assert _error(lambda: client.update_collection_aliases([rename])) == (404, "Not found: Alias live does not exists!")
+        assert _error(lambda: client.update_collection_aliases([rename])) == (
+            404, "Not found: Alias live does not exists!")
         assert _error(lambda: client.create_collection("prod", vectors_config=models.VectorParams(
             size=4, distance=models.Distance.DOT))) == (
             400, "Wrong input: Can't create collection with name prod. Alias with the same name already exists")
@@ -547,7 +549,8 @@ def test_payload_set_overwrite_delete_clear(client: QdrantClient, collection: st
 
 def test_payload_index_is_reported_in_payload_schema(server: StandIn, client: QdrantClient, collection: str) -> None:
     client.upsert(collection, [
-        models.PointStruct(id=1, vector=[1, 0, 0, 0], payload={"doc": "a", "n": 1, "score": 0.5, "meta": {"lang": "en"}}),
+        models.PointStruct(id=1, vector=[1, 0, 0, 0],
+                           payload={"doc": "a", "n": 1, "score": 0.5, "meta": {"lang": "en"}}),
         models.PointStruct(id=2, vector=[0, 1, 0, 0], payload={"doc": ["a", "b"], "n": "two", "score": 2}),
         models.PointStruct(id=3, vector=[0, 0, 1, 0], payload={"n": 3, "meta": {"lang": "de"}}),
     ], wait=True)
@@ -599,7 +602,8 @@ def test_query_batch_and_search_batch_match_single_requests(server: StandIn, cli
         client.query_points(collection, query=[1, 0, 0, 0], limit=3),
         client.query_points(collection, query=[0, 1, 0.5, 0], limit=4, offset=1, query_filter=odd, with_payload=True),
     ]
-    assert [[(p.id, p.score) for p in r.points] for r in batch] == [[(p.id, p.score) for p in r.points] for r in singles]
+    ranked = lambda responses: [[(p.id, p.score) for p in r.points] for r in responses]  # noqa: E731
+    assert ranked(batch) == ranked(singles)
     assert all(p.payload and "odd" in p.payload["tags"] for p in batch[1].points)
 
     url = f"{server.url}/collections/{collection}/points/search"
