@@ -22,6 +22,7 @@ from typing import Any
 from ollama_standin import embedding, sqlgen
 from ollama_standin.config import Settings, parse_duration
 from ollama_standin.hostcheck import local_addresses, request_allowed
+from ollama_standin.httpbody import BodyError, RequestBody
 from ollama_standin.names import InvalidName, parse_name
 from ollama_standin.runtime import Runtime, rfc3339
 from ollama_standin.store import LocalModel, Store, StoreError
@@ -82,9 +83,14 @@ class Handler(BaseHTTPRequestHandler):
         sys.stderr.write(f"[ollama-standin] {self.address_string()} {format % args}\n")
 
     def _start(self, status: int, content_type: str, length: int | None) -> None:
+        # Before any answer, leave the connection where the next request starts (httpbody.py).
+        settled = self._request_body.settle()
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header(*STANDIN_HEADER)
+        if not settled:
+            self.send_header("Connection", "close")  # also sets close_connection
+        self._started = True
         if length is None:
             self.send_header("Transfer-Encoding", "chunked")
         else:
@@ -100,8 +106,11 @@ class Handler(BaseHTTPRequestHandler):
         self._send_bytes(status, json.dumps(payload).encode(), "application/json; charset=utf-8")
 
     def _body(self) -> dict[str, Any]:
-        length = int(self.headers.get("Content-Length") or 0)
-        raw = self.rfile.read(length) if length else b""
+        try:
+            raw = self._request_body.read()
+        except BodyError as exc:
+            self.close_connection = True
+            raise ApiError(400, str(exc)) from None
         if not raw.strip():
             raise ApiError(400, "missing request body")
         try:
@@ -135,6 +144,23 @@ class Handler(BaseHTTPRequestHandler):
             self.wfile.write(b"0\r\n\r\n")
 
     def _dispatch(self) -> None:
+        self._started = False
+        try:
+            self._request_body = RequestBody(self.rfile, self.headers)
+        except BodyError:
+            self._request_body = RequestBody(self.rfile, {})  # type: ignore[arg-type]
+            self._send_bytes(400, b"400 Bad Request", "text/plain; charset=utf-8")
+            self.close_connection = True
+            return
+        try:
+            self._route()
+        except Exception as exc:  # noqa: BLE001 (a stand-in bug must still answer, then close)
+            self.log_message("internal error: %r", exc)
+            if not self._started:
+                self.send_json(500, {"error": f"{MARKER}: internal error: {exc}"})
+            self.close_connection = True
+
+    def _route(self) -> None:
         host_header = self.headers.get("Host", "")
         bound = str(self.server.server_address[0])
         if not request_allowed(bound, host_header, self.server.hostname, self.server.local_ips):
