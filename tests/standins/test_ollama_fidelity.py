@@ -244,6 +244,9 @@ def test_embed_truncates_to_the_window_unless_told_not_to(shared: Server) -> Non
     with pytest.raises(ollama.ResponseError) as err:
         client.embed(model="all-minilm", input=["short", long_text], truncate=False)
     assert (err.value.status_code, err.value.error) == (400, "the input length exceeds the context length")
+    with pytest.raises(ollama.ResponseError) as err:
+        client.embeddings(model="all-minilm", prompt=long_text)  # the legacy endpoint never truncates
+    assert (err.value.status_code, err.value.error) == (500, "the input length exceeds the context length")
 
 
 # ---------------------------------------------------------------- request bodies and keep-alive
