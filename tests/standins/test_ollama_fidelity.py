@@ -311,3 +311,13 @@ def test_body_too_large_to_discard_closes_the_connection(shared: Server) -> None
         code, headers, _ = read_response(reader)
         assert (code, headers.get("connection")) == (404, "close")
         assert reader.read() == b""  # closed instead of parsing the body as requests
+
+
+def test_malformed_chunked_body_is_refused_and_closes(shared: Server) -> None:
+    with socket.create_connection(("127.0.0.1", shared.port), timeout=5) as sock:
+        reader = sock.makefile("rb")
+        sock.sendall(b"POST /api/show HTTP/1.1\r\nHost: localhost\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n")
+        code, headers, body = read_response(reader)
+        assert (code, headers.get("connection")) == (400, "close")
+        assert json.loads(body) == {"error": "malformed chunked request body"}
+        assert reader.read() == b""  # not left waiting for a body it can no longer frame

@@ -32,6 +32,7 @@ class RequestBody:
         self.chunked = "chunked" in encoding
         self._remaining = 0  # Content-Length bytes left, or bytes left in the current chunk
         self._done = False
+        self._broken = False  # framing failed: the stream position is unknown, only closing is safe
         if self.chunked:
             return
         length = headers.get("Content-Length")
@@ -70,6 +71,15 @@ class RequestBody:
 
     def _read_some(self, limit: int) -> bytes:
         """Up to limit bytes of body (fewer at a chunk boundary); b"" at the end."""
+        if self._broken:
+            raise BodyError("request body already failed to parse")
+        try:
+            return self._read_framed(limit)
+        except BodyError:
+            self._broken = True
+            raise
+
+    def _read_framed(self, limit: int) -> bytes:
         if self._done:
             return b""
         if self.chunked and self._remaining == 0:
@@ -94,7 +104,7 @@ class RequestBody:
 
     def settle(self) -> bool:
         """Discard what is left, as Go does; False when too much is left and the connection must close."""
-        if not self.chunked and self._remaining > MAX_DRAIN:
+        if self._broken or (not self.chunked and self._remaining > MAX_DRAIN):
             return False
         budget = MAX_DRAIN
         try:
