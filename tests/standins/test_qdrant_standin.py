@@ -21,7 +21,7 @@ import tarfile
 import time
 import uuid
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 import pytest
 import requests
@@ -399,6 +399,238 @@ def test_uuid_ids_and_bad_vectors(server: StandIn, client: QdrantClient, collect
     assert "Vector dimension error: expected dim: 4, got 3" in wrong_dim.value.structured()["status"]["error"]
 
 
+# -- aliases ----------------------------------------------------------------------
+
+
+def _error(call: Any) -> tuple[int, str]:
+    """Status and upstream error message of a client call that must fail."""
+    with pytest.raises(UnexpectedResponse) as failed:
+        call()
+    return failed.value.status_code, failed.value.structured()["status"]["error"]
+
+
+def _create_alias(alias: str, collection: str) -> models.CreateAliasOperation:
+    return models.CreateAliasOperation(create_alias=models.CreateAlias(collection_name=collection, alias_name=alias))
+
+
+def test_alias_resolves_wherever_a_collection_name_does(server: StandIn, client: QdrantClient) -> None:
+    client.create_collection("alias_v1", vectors_config=models.VectorParams(size=4, distance=models.Distance.COSINE))
+    client.upsert("alias_v1", _points(5, 4, seed=11), wait=True)
+    assert client.update_collection_aliases(change_aliases_operations=[_create_alias("docs", "alias_v1")])
+    try:
+        assert client.collection_exists("docs")
+        assert client.get_collection("docs").points_count == 5
+        client.upsert("docs", [models.PointStruct(id=99, vector=[1, 0, 0, 0], payload={"via": "alias"})], wait=True)
+        assert client.count("alias_v1").count == 6 and client.count("docs", exact=True).count == 6
+        assert client.retrieve("docs", ids=[99])[0].payload == {"via": "alias"}
+        assert client.query_points("docs", query=[1, 0, 0, 0], limit=1).points[0].id == 99
+        assert client.query_batch_points("docs", requests=[models.QueryRequest(query=[1, 0, 0, 0], limit=1)])[0] \
+            .points[0].id == 99
+        assert 99 in [p.id for p in client.scroll("docs", limit=10)[0]]
+        legacy = requests.post(f"{server.url}/collections/docs/points/search", headers={"api-key": KEY},
+                               json={"vector": [1, 0, 0, 0], "limit": 1}, timeout=5)
+        assert legacy.json()["result"][0]["id"] == 99
+        client.set_payload("docs", {"seen": True}, points=[99])
+        client.create_payload_index("docs", "via", models.PayloadSchemaType.KEYWORD)
+        assert client.get_collection("alias_v1").payload_schema["via"].points == 1
+        client.delete("docs", points_selector=models.PointIdsList(points=[99]))
+        assert client.count("alias_v1").count == 5
+        snapshot = client.create_snapshot("docs")  # upstream keeps it with the collection
+        assert snapshot is not None and snapshot.name.startswith("alias_v1-")
+        assert [s.name for s in client.list_snapshots("alias_v1")] == [snapshot.name]
+        assert client.delete_snapshot("docs", snapshot.name)
+        assert client.update_collection("docs", optimizers_config=models.OptimizersConfigDiff(indexing_threshold=700))
+        assert client.get_collection("alias_v1").config.optimizer_config.indexing_threshold == 700
+
+        assert client.get_aliases().aliases == [models.AliasDescription(alias_name="docs", collection_name="alias_v1")]
+        assert [a.alias_name for a in client.get_collection_aliases("alias_v1").aliases] == ["docs"]
+        assert client.get_collection_aliases("docs").aliases == []  # upstream takes the name literally
+        read_only = server.client(key=RO_KEY)
+        assert read_only.get_aliases().aliases and read_only.count("docs").count == 5
+        assert _error(lambda: read_only.update_collection_aliases([_create_alias("ro", "alias_v1")]))[0] == 403
+        # DELETE does not follow aliases upstream: false, and the collection stays
+        assert client.delete_collection("docs") is False and client.collection_exists("alias_v1")
+    finally:
+        client.delete_collection("alias_v1")
+    # deleting the collection drops its aliases, so the alias is a 404 again
+    assert client.get_aliases().aliases == [] and not client.collection_exists("docs")
+    assert _error(lambda: client.count("docs")) == (404, "Not found: Collection `docs` doesn't exist!")
+
+
+def test_alias_switch_rename_and_errors_follow_upstream(client: QdrantClient) -> None:
+    for name, count in (("switch_v1", 2), ("switch_v2", 3)):
+        client.create_collection(name, vectors_config=models.VectorParams(size=4, distance=models.Distance.DOT))
+        client.upsert(name, _points(count, 4, seed=count), wait=True)
+    try:
+        assert client.update_collection_aliases([_create_alias("live", "switch_v1")])
+        assert client.count("live").count == 2
+        # the usual re-index swap: both actions in one request
+        assert client.update_collection_aliases([
+            models.DeleteAliasOperation(delete_alias=models.DeleteAlias(alias_name="live")),
+            _create_alias("live", "switch_v2"),
+        ])
+        assert client.count("live").count == 3
+        assert client.update_collection_aliases([_create_alias("live", "switch_v1")])  # creating again moves it
+        assert client.count("live").count == 2
+        rename = models.RenameAliasOperation(
+            rename_alias=models.RenameAlias(old_alias_name="live", new_alias_name="prod"))
+        assert client.update_collection_aliases([rename])
+        assert client.count("prod").count == 2 and not client.collection_exists("live")
+
+        assert _error(lambda: client.update_collection_aliases([_create_alias("x", "nope")])) == (
+            404, "Not found: Collection `nope` doesn't exist!")
+        assert _error(lambda: client.update_collection_aliases([_create_alias("switch_v2", "switch_v1")])) == (
+            409, "Wrong input: Collection `switch_v2` already exists!")
+        assert _error(lambda: client.update_collection_aliases([rename])) == (
+            404, "Not found: Alias live does not exists!")
+        assert _error(lambda: client.create_collection("prod", vectors_config=models.VectorParams(
+            size=4, distance=models.Distance.DOT))) == (
+            400, "Wrong input: Can't create collection with name prod. Alias with the same name already exists")
+        # a batch with a failing action changes nothing (the stand-in is stricter than upstream here)
+        assert _error(lambda: client.update_collection_aliases([
+            models.RenameAliasOperation(rename_alias=models.RenameAlias(old_alias_name="prod", new_alias_name="p2")),
+            _create_alias("x", "nope"),
+        ]))[0] == 404
+        assert [(a.alias_name, a.collection_name) for a in client.get_aliases().aliases] == [("prod", "switch_v1")]
+        # deleting an alias that does not exist is not an error upstream
+        assert client.update_collection_aliases([models.DeleteAliasOperation(
+            delete_alias=models.DeleteAlias(alias_name="ghost"))])
+    finally:
+        for name in ("switch_v1", "switch_v2"):
+            client.delete_collection(name)
+
+
+# -- payload edits and payload indexes ---------------------------------------------
+
+
+def _payloads(client: QdrantClient, collection: str) -> dict[Any, Any]:
+    return {r.id: r.payload for r in client.scroll(collection, limit=100)[0]}
+
+
+def test_payload_set_overwrite_delete_clear(client: QdrantClient, collection: str) -> None:
+    client.upsert(collection, [
+        models.PointStruct(id=i, vector=[1, i, 0, 0], payload={"doc": f"d{i % 2}", "n": i, "meta": {"a": 1, "b": 2}})
+        for i in range(6)
+    ], wait=True)
+    doc_is = lambda value: models.Filter(must=[  # noqa: E731
+        models.FieldCondition(key="doc", match=models.MatchValue(value=value))])
+
+    done = client.set_payload(collection, {"lang": "en", "n": None}, points=[0, 1], wait=True)
+    assert done.status == models.UpdateStatus.COMPLETED and done.operation_id is not None
+    assert _payloads(client, collection)[0] == {"doc": "d0", "meta": {"a": 1, "b": 2}, "lang": "en"}  # null removes
+    client.set_payload(collection, {"odd": True}, points=doc_is("d1"))
+    assert sorted(i for i, p in _payloads(client, collection).items() if p.get("odd")) == [1, 3, 5]
+    client.set_payload(collection, {"c": 3}, points=[2], key="meta")
+    client.set_payload(collection, {"x": 1}, points=[2], key="meta.deep")
+    assert _payloads(client, collection)[2]["meta"] == {"a": 1, "b": 2, "c": 3, "deep": {"x": 1}}
+    version = client.query_points(collection, query=[1, 2, 0, 0], limit=1).points[0]
+    assert version.id == 2 and version.version == client.set_payload(collection, {}, points=[2]).operation_id - 1
+
+    client.overwrite_payload(collection, {"only": True}, points=[3])
+    client.delete_payload(collection, keys=["doc", "meta.a"], points=[4])
+    client.delete_payload(collection, keys=["odd"], points=doc_is("d1"))
+    client.clear_payload(collection, points_selector=models.PointIdsList(points=[5]))
+    client.clear_payload(collection, points_selector=models.FilterSelector(filter=doc_is("d0")))
+    assert _payloads(client, collection) == {
+        0: {}, 1: {"doc": "d1", "meta": {"a": 1, "b": 2}, "lang": "en"}, 2: {},
+        3: {"only": True}, 4: {"n": 4, "meta": {"b": 2}}, 5: {},
+    }
+    queued = client.set_payload(collection, {"late": 1}, points=[1], wait=False)
+    assert queued.status == models.UpdateStatus.ACKNOWLEDGED and _payloads(client, collection)[1]["late"] == 1
+
+    # a missing id fails the whole request, as upstream reports it, and changes nothing
+    assert _error(lambda: client.set_payload(collection, {"z": 1}, points=[0, 404])) == (
+        404, "Not found: No point with id 404 found")
+    assert "z" not in _payloads(client, collection)[0]
+    status, message = _error(lambda: client.set_payload(collection, {"z": 1}, points=[0], key="tags[0]"))
+    assert status == 400 and "QueryGPT lab stand-in" in message and "tags[0]" in message
+    assert "z" not in _payloads(client, collection)[0]
+
+
+def test_payload_index_is_reported_in_payload_schema(server: StandIn, client: QdrantClient, collection: str) -> None:
+    client.upsert(collection, [
+        models.PointStruct(id=1, vector=[1, 0, 0, 0],
+                           payload={"doc": "a", "n": 1, "score": 0.5, "meta": {"lang": "en"}}),
+        models.PointStruct(id=2, vector=[0, 1, 0, 0], payload={"doc": ["a", "b"], "n": "two", "score": 2}),
+        models.PointStruct(id=3, vector=[0, 0, 1, 0], payload={"n": 3, "meta": {"lang": "de"}}),
+    ], wait=True)
+    assert client.get_collection(collection).payload_schema == {}
+    assert client.create_payload_index(collection, "doc", models.PayloadSchemaType.KEYWORD).status == \
+        models.UpdateStatus.COMPLETED
+    client.create_payload_index(collection, "n", models.PayloadSchemaType.INTEGER)
+    client.create_payload_index(collection, "score", "float")
+    client.create_payload_index(collection, "doc_as_int", models.PayloadSchemaType.INTEGER)
+    tenant = models.KeywordIndexParams(type=models.KeywordIndexType.KEYWORD, is_tenant=True)
+    client.create_payload_index(collection, "meta.lang", tenant)
+    schema = client.get_collection(collection).payload_schema
+    assert schema["doc"] == models.PayloadIndexInfo(data_type=models.PayloadSchemaType.KEYWORD, points=2)
+    assert schema["n"].points == 2  # "two" is not an integer: not indexed
+    assert schema["score"].points == 2  # a float index takes integers too
+    assert schema["doc_as_int"].points == 0
+    assert schema["meta.lang"] == models.PayloadIndexInfo(data_type="keyword", params=tenant, points=2)
+    snapshot = client.create_snapshot(collection)  # indexes travel with a snapshot, as upstream's do
+    assert snapshot is not None
+    on_disk = server.snapshots / collection / snapshot.name
+    assert client.recover_snapshot(f"{collection}_copy", location=on_disk.as_uri(), checksum=snapshot.checksum)
+    assert client.get_collection(f"{collection}_copy").payload_schema == schema
+    client.delete_collection(f"{collection}_copy")
+    client.delete_snapshot(collection, snapshot.name)
+
+    client.clear_payload(collection, points_selector=models.PointIdsList(points=[1]))
+    assert client.get_collection(collection).payload_schema["doc"].points == 1  # counts follow the data
+    assert client.delete_payload_index(collection, "doc").status == models.UpdateStatus.COMPLETED
+    assert "doc" not in client.get_collection(collection).payload_schema
+    assert client.delete_payload_index(collection, "doc")  # a missing index is not an error upstream
+
+    raw = requests.put(f"{server.url}/collections/{collection}/index", headers={"api-key": KEY},
+                       json={"field_name": "doc"}, timeout=5)
+    assert (raw.status_code, raw.json()["status"]["error"]) == (
+        400, "Bad request: Can't auto-detect field type, please specify `field_schema` in the request")
+    assert _error(lambda: client.create_payload_index("nope", "doc", "keyword"))[0] == 404
+
+
+def test_query_batch_and_search_batch_match_single_requests(server: StandIn, client: QdrantClient,
+                                                            collection: str) -> None:
+    client.upsert(collection, _points(30, 4, seed=5), wait=True)
+    odd = models.Filter(must=[models.FieldCondition(key="tags", match=models.MatchValue(value="odd"))])
+    requests_ = [
+        models.QueryRequest(query=[1, 0, 0, 0], limit=3),
+        models.QueryRequest(query=[0, 1, 0.5, 0], limit=4, offset=1, filter=odd, with_payload=True),
+    ]
+    batch = client.query_batch_points(collection, requests=requests_)
+    singles = [
+        client.query_points(collection, query=[1, 0, 0, 0], limit=3),
+        client.query_points(collection, query=[0, 1, 0.5, 0], limit=4, offset=1, query_filter=odd, with_payload=True),
+    ]
+    ranked = lambda responses: [[(p.id, p.score) for p in r.points] for r in responses]  # noqa: E731
+    assert ranked(batch) == ranked(singles)
+    assert all(p.payload and "odd" in p.payload["tags"] for p in batch[1].points)
+
+    url = f"{server.url}/collections/{collection}/points/search"
+    searches = [{"vector": [1, 0, 0, 0], "limit": 2}, {"vector": [0, 0, 1, 0], "limit": 3, "filter": odd.model_dump(
+        exclude_none=True)}]
+    batched = requests.post(url + "/batch", headers={"api-key": KEY}, json={"searches": searches}, timeout=5).json()
+    assert batched["result"] == [requests.post(url, headers={"api-key": KEY}, json=s, timeout=5).json()["result"]
+                                 for s in searches]
+    # one bad request fails the batch
+    status, message = _error(lambda: client.query_batch_points(collection, requests=[
+        models.QueryRequest(query=[1, 0, 0, 0]), models.QueryRequest(query=[1, 0])]))
+    assert status == 400 and "Vector dimension error" in message
+
+
+def test_unemulated_routes_answer_400_naming_the_standin(server: StandIn, collection: str) -> None:
+    for method, path in [("GET", "/telemetry"), ("POST", f"/collections/{collection}/points/batch"),
+                         ("DELETE", f"/collections/{collection}/points/1"), ("GET", "/no/such/route")]:
+        response = requests.request(method, server.url + path, headers={"api-key": KEY}, json={}, timeout=5)
+        body = response.json()
+        assert response.status_code == 400 and set(body) == {"status", "time"}, (method, path, response.text)
+        assert f"{method} {path}" in body["status"]["error"]
+        assert "is not supported by the QueryGPT lab stand-in (not Qdrant)" in body["status"]["error"]
+    assert requests.get(server.url + "/telemetry", timeout=5).status_code == 401  # the key check still comes first
+    missing = requests.get(server.url + "/collections/nope", headers={"api-key": KEY}, timeout=5)
+    assert missing.status_code == 404  # a real not-found stays upstream's 404
+
+
 # -- snapshots ------------------------------------------------------------------
 
 
@@ -486,11 +718,16 @@ def test_restart_keeps_data_and_env_overrides_apply(executable: Path, tmp_path: 
     client = standin.client(key="from-env")
     client.create_collection("persist", vectors_config=models.VectorParams(size=2, distance="Dot"))
     client.upsert("persist", [models.PointStruct(id=7, vector=[0.5, 0.5], payload={"k": "v"})], wait=True)
+    client.update_collection_aliases([_create_alias("kept", "persist")])
+    client.create_payload_index("persist", "k", models.PayloadSchemaType.KEYWORD)
     standin.stop()
     assert (tmp_path / "env-storage" / "collections" / "persist").is_dir()
+    assert json.loads((tmp_path / "env-storage" / "aliases" / "data.json").read_text()) == {"kept": "persist"}
     standin.start()
     try:
         assert client.retrieve("persist", ids=[7], with_vectors=True)[0].vector == [0.5, 0.5]
+        assert client.count("kept").count == 1
+        assert client.get_collection("kept").payload_schema["k"].points == 1
         assert client.get_collection("persist").config.params.vectors.distance == models.Distance.DOT
         with pytest.raises(UnexpectedResponse):
             standin.client(key=KEY).get_collections()  # the file's key was overridden

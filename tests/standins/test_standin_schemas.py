@@ -69,6 +69,14 @@ SearchEnvelope = create_model(
     status=(str | None, None),
     result=(list[qm.ScoredPoint] | None, None),
 )
+# ... and so is the legacy POST points/search/batch: {"result": [[ScoredPoint]]}.
+SearchBatchEnvelope = create_model(
+    "SearchBatchEnvelope",
+    usage=(qm.Usage | None, None),
+    time=(float | None, None),
+    status=(str | None, None),
+    result=(list[list[qm.ScoredPoint]] | None, None),
+)
 
 
 # ============================================================== shape checking
@@ -272,6 +280,8 @@ def test_qdrant_upsert_returns_update_result(qdrant: Qdrant, collection: str) ->
     batch = {"batch": {"ids": [10, 11], "vectors": [[1, 0, 0, 0], [0, 1, 0, 0]], "payloads": [{}, {}]}}
     queued = check(qm.UpdateResult, qdrant.ok(qm.InlineResponse2008, "PUT", path, batch))
     assert queued["status"] in {s.value for s in qm.UpdateStatus}
+    # the default mode spelled out is no conditional upsert: accepted (the others are a 400)
+    check(qm.UpdateResult, qdrant.ok(qm.InlineResponse2008, "PUT", path, dict(batch, update_mode="upsert")))
 
 
 @pytest.mark.parametrize("with_payload", [True, False])
@@ -388,17 +398,97 @@ def test_qdrant_other_errors_use_error_response(qdrant: Qdrant, collection: str)
     assert qdrant.error(404, "GET", f"/collections/{collection}/points/404").startswith("Not found: ")
 
 
-def test_qdrant_payload_index_is_update_result_or_documented_400(qdrant: Qdrant, collection: str) -> None:
-    resp = qdrant.call("PUT", f"/collections/{collection}/index",
-                       {"field_name": "document_id", "field_schema": "keyword"}, wait="true")
-    assert resp.headers.get("Content-Type", "").startswith("application/json"), resp.headers
-    if resp.status_code == 200:
-        envelope = check(qm.InlineResponse2008, resp.text)
-        check(qm.UpdateResult, envelope["result"])
-    else:
-        assert resp.status_code == 400, resp.status_code
-        envelope = check(qm.ErrorResponse, resp.text)
-        assert "stand-in" in envelope["status"]["error"]
+def test_qdrant_payload_index_shows_in_payload_schema(qdrant: Qdrant, collection: str) -> None:
+    path = f"/collections/{collection}"
+    for body in ({"field_name": "document_id", "field_schema": "keyword"},
+                 {"field_name": "chunk", "field_schema": {"type": "integer", "lookup": True, "range": True}}):
+        check(qm.UpdateResult, qdrant.ok(qm.InlineResponse2008, "PUT", path + "/index", body, wait="true"))
+    info = check(qm.CollectionInfo, qdrant.ok(qm.InlineResponse2007, "GET", path))
+    assert info["payload_schema"] == {
+        "chunk": {"data_type": "integer", "params": {"type": "integer", "lookup": True, "range": True}, "points": 3},
+        "document_id": {"data_type": "keyword", "points": 3},
+    }
+    check(qm.UpdateResult, qdrant.ok(qm.InlineResponse2008, "DELETE", path + "/index/chunk", wait="true"))
+    assert set(qdrant.ok(qm.InlineResponse2007, "GET", path)["payload_schema"]) == {"document_id"}
+    assert qdrant.error(400, "PUT", path + "/index", {"field_name": "x", "field_schema": "vector"}).startswith(
+        "Json deserialize error: unknown variant `vector`")
+
+
+def test_qdrant_aliases_return_alias_descriptions(qdrant: Qdrant, collection: str) -> None:
+    alias = f"{collection}-alias"
+    assert qdrant.ok(qm.InlineResponse2001, "POST", "/collections/aliases", {"actions": [
+        {"create_alias": {"collection_name": collection, "alias_name": alias}}]}) is True
+    listed = check(qm.CollectionsAliasesResponse, qdrant.ok(qm.InlineResponse20012, "GET", "/aliases"))
+    assert {"alias_name": alias, "collection_name": collection} in listed["aliases"]
+    own = check(qm.CollectionsAliasesResponse,
+                qdrant.ok(qm.InlineResponse20012, "GET", f"/collections/{collection}/aliases"))
+    assert own == {"aliases": [{"alias_name": alias, "collection_name": collection}]}
+    info = check(qm.CollectionInfo, qdrant.ok(qm.InlineResponse2007, "GET", f"/collections/{alias}"))
+    assert info["points_count"] == 4
+    assert qdrant.error(400, "POST", "/collections/aliases", {"actions": [{"make_alias": {}}]}).startswith(
+        "Json deserialize error")
+    assert qdrant.ok(qm.InlineResponse2001, "POST", "/collections/aliases", {"actions": [
+        {"delete_alias": {"alias_name": alias}}]}) is True
+
+
+@pytest.mark.parametrize(("method", "suffix", "body"), [
+    ("POST", "/points/payload", {"payload": {"lang": "en"}, "points": [1, "5c56c793-69f3-4fbf-87e6-c4bf54c28c26"]}),
+    ("PUT", "/points/payload", {"payload": {"lang": "de"}, "filter": {"must": [
+        {"key": "document_id", "match": {"value": "a"}}]}}),
+    ("POST", "/points/payload/delete", {"keys": ["chunk"], "points": [3]}),
+    ("POST", "/points/payload/clear", {"filter": {"must": [{"has_id": [2]}]}}),
+])
+def test_qdrant_payload_operations_return_update_result(
+    qdrant: Qdrant, collection: str, method: str, suffix: str, body: Any
+) -> None:
+    path = f"/collections/{collection}"
+    done = check(qm.UpdateResult, qdrant.ok(qm.InlineResponse2008, method, path + suffix, body, wait="true"))
+    assert done["status"] == "completed" and isinstance(done["operation_id"], int)
+    queued = check(qm.UpdateResult, qdrant.ok(qm.InlineResponse2008, method, path + suffix, body))
+    assert queued["status"] == "acknowledged"
+    without_selector = {k: v for k, v in body.items() if k not in ("points", "filter")}
+    assert qdrant.error(400, method, path + suffix, without_selector).startswith("Json deserialize error")
+
+
+def test_qdrant_batch_queries_return_lists(qdrant: Qdrant, collection: str) -> None:
+    path = f"/collections/{collection}/points"
+    queries = qdrant.ok(qm.InlineResponse20023, "POST", path + "/query/batch", {"searches": [
+        {"query": [1, 0, 0, 0], "limit": 2}, {"query": {"nearest": [0, 1, 0, 0]}, "limit": 1, "with_payload": True}]})
+    responses = check_each(qm.QueryResponse, queries)
+    assert [[p["id"] for p in r["points"]] for r in responses] == [[1, 2], [3]]
+    searches = qdrant.ok(SearchBatchEnvelope, "POST", path + "/search/batch", {"searches": [
+        {"vector": [1, 0, 0, 0], "limit": 1}, {"vector": [0, 0, 1, 0], "limit": 1}]})
+    assert [[check(qm.ScoredPoint, p)["id"] for p in r] for r in searches] == [
+        [1], ["5c56c793-69f3-4fbf-87e6-c4bf54c28c26"]]
+
+
+@pytest.mark.parametrize(("suffix", "body", "unsupported"), [
+    ("", {"points": [{"id": 9, "vector": [1, 0, 0, 0]}], "update_filter": {"must": []}}, "update_filter"),
+    ("", {"points": [{"id": 9, "vector": [1, 0, 0, 0]}], "update_mode": "insert_only"}, "update_mode"),
+    ("/scroll", {"shard_key": "eu"}, "shard_key"),
+    ("/query", {"query": [1, 0, 0, 0], "shard_key": "eu"}, "shard_key"),
+    ("/payload", {"payload": {}, "points": [1], "key": "tags[]"}, "tags[]"),
+])
+def test_qdrant_parameters_the_standin_cannot_honour_are_400(
+    qdrant: Qdrant, collection: str, suffix: str, body: Any, unsupported: str
+) -> None:
+    method = "PUT" if suffix == "" else "POST"
+    message = qdrant.error(400, method, f"/collections/{collection}/points{suffix}", body)
+    assert unsupported in message and "not supported by the QueryGPT lab stand-in" in message
+    assert qdrant.ok(qm.InlineResponse20020, "POST", f"/collections/{collection}/points/count", {}) == {"count": 4}
+
+
+@pytest.mark.parametrize(("method", "path"), [
+    ("GET", "/telemetry"), ("GET", "/cluster"), ("POST", "/collections/{c}/points/batch"),
+    ("POST", "/collections/{c}/facet"), ("PUT", "/collections/{c}/points/vectors"), ("GET", "/nonsense"),
+])
+def test_qdrant_unemulated_routes_are_400_error_responses(
+    qdrant: Qdrant, collection: str, method: str, path: str
+) -> None:
+    path = path.format(c=collection)
+    message = qdrant.error(400, method, path, {})
+    assert message == (f"Wrong input: Endpoint {method} {path} is not supported by the QueryGPT lab stand-in "
+                       "(not Qdrant)")
 
 
 # ============================================================== Ollama stand-in

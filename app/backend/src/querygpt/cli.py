@@ -72,6 +72,8 @@ def serve() -> int:
 
     import uvicorn  # imported late: --version and config errors stay fast
 
+    from querygpt.transport import NoDelayHTTPProtocol
+
     uvicorn.run(
         "querygpt.app:create_app",
         factory=True,
@@ -82,6 +84,7 @@ def serve() -> int:
         access_log=False,  # the middleware writes the access line
         log_level=settings.log_level.lower(),
         server_header=False,
+        http=NoDelayHTTPProtocol,  # no delayed-ACK stall on kept-alive connections
     )
     return 0
 

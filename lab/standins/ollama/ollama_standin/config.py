@@ -16,6 +16,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ollama_standin.options import default_num_ctx
+from ollama_standin.version import VERSION
+
 DEFAULT_PORT = 11434
 DEFAULT_KEEP_ALIVE = 300.0
 # Seconds used for "never expire" (negative keep_alive), like upstream's max duration.
@@ -124,6 +127,7 @@ class Settings:
     mirror_dir: Path | None
     keep_alive: float
     recorded: Mapping[str, str] = field(default_factory=dict)
+    context_length: int = 4096  # default num_ctx (OLLAMA_CONTEXT_LENGTH or the release's default)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
@@ -136,4 +140,5 @@ class Settings:
             mirror_dir=Path(mirror) if mirror else None,
             keep_alive=parse_duration(env.get("OLLAMA_KEEP_ALIVE"), DEFAULT_KEEP_ALIVE),
             recorded={k: env[k] for k in RECORDED_ONLY if k in env},
+            context_length=default_num_ctx(VERSION, env),
         )

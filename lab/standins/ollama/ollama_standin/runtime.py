@@ -21,6 +21,7 @@ class Loaded:
 
     model: LocalModel
     expires_at: float
+    num_ctx: int = 0  # the runner's window, which /api/ps reports as context_length
 
 
 class Runtime:
@@ -30,19 +31,22 @@ class Runtime:
         self._loaded: dict[str, Loaded] = {}
         self._lock = threading.Lock()
 
-    def touch(self, model: LocalModel, keep_alive: float) -> bool:
-        """Mark model used now; return True if it had to be "loaded" first."""
+    def touch(self, model: LocalModel, keep_alive: float, num_ctx: int = 0) -> bool:
+        """Mark model used now; return True if it had to be "loaded" first (or reloaded for a new num_ctx)."""
         key = model.name.display
         now = time.time()
         with self._lock:
             current = self._loaded.get(key)
             was_loaded = (
-                current is not None and current.expires_at > now and current.model.digest == model.digest
+                current is not None
+                and current.expires_at > now
+                and current.model.digest == model.digest
+                and current.num_ctx == num_ctx
             )
             if keep_alive <= 0:
                 self._loaded.pop(key, None)
             else:
-                self._loaded[key] = Loaded(model, now + keep_alive)
+                self._loaded[key] = Loaded(model, now + keep_alive, num_ctx)
         return not was_loaded
 
     def unload(self, key: str) -> None:

@@ -19,10 +19,13 @@ from collections.abc import Callable, Iterable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from ollama_standin import embedding, sqlgen
+from ollama_standin import embedding, sqlgen, structured, window
 from ollama_standin.config import Settings, parse_duration
+from ollama_standin.decoding import Outcome, decode, effective_num_predict
 from ollama_standin.hostcheck import local_addresses, request_allowed
+from ollama_standin.httpbody import BodyError, RequestBody
 from ollama_standin.names import InvalidName, parse_name
+from ollama_standin.options import OptionError, Options, parse_options
 from ollama_standin.runtime import Runtime, rfc3339
 from ollama_standin.store import LocalModel, Store, StoreError
 from ollama_standin.version import MARKER, VERSION
@@ -82,9 +85,14 @@ class Handler(BaseHTTPRequestHandler):
         sys.stderr.write(f"[ollama-standin] {self.address_string()} {format % args}\n")
 
     def _start(self, status: int, content_type: str, length: int | None) -> None:
+        # Before any answer, leave the connection where the next request starts (httpbody.py).
+        settled = self._request_body.settle()
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header(*STANDIN_HEADER)
+        if not settled:
+            self.send_header("Connection", "close")  # also sets close_connection
+        self._started = True
         if length is None:
             self.send_header("Transfer-Encoding", "chunked")
         else:
@@ -100,8 +108,11 @@ class Handler(BaseHTTPRequestHandler):
         self._send_bytes(status, json.dumps(payload).encode(), "application/json; charset=utf-8")
 
     def _body(self) -> dict[str, Any]:
-        length = int(self.headers.get("Content-Length") or 0)
-        raw = self.rfile.read(length) if length else b""
+        try:
+            raw = self._request_body.read()
+        except BodyError as exc:
+            self.close_connection = True
+            raise ApiError(400, str(exc)) from None
         if not raw.strip():
             raise ApiError(400, "missing request body")
         try:
@@ -135,6 +146,23 @@ class Handler(BaseHTTPRequestHandler):
             self.wfile.write(b"0\r\n\r\n")
 
     def _dispatch(self) -> None:
+        self._started = False
+        try:
+            self._request_body = RequestBody(self.rfile, self.headers)
+        except BodyError:
+            self._request_body = RequestBody(self.rfile, {})  # type: ignore[arg-type]
+            self._send_bytes(400, b"400 Bad Request", "text/plain; charset=utf-8")
+            self.close_connection = True
+            return
+        try:
+            self._route()
+        except Exception as exc:  # noqa: BLE001 (a stand-in bug must still answer, then close)
+            self.log_message("internal error: %r", exc)
+            if not self._started:
+                self.send_json(500, {"error": f"{MARKER}: internal error: {exc}"})
+            self.close_connection = True
+
+    def _route(self) -> None:
         host_header = self.headers.get("Host", "")
         bound = str(self.server.server_address[0])
         if not request_allowed(bound, host_header, self.server.hostname, self.server.local_ips):
@@ -221,7 +249,8 @@ class Handler(BaseHTTPRequestHandler):
                         "details": e.model.details(),
                         "expires_at": rfc3339(e.expires_at),
                         "size_vram": 0,
-                        "context_length": int(e.model.spec.get("context_length", 0)),
+                        # upstream reports the loaded runner's num_ctx, not the trained length
+                        "context_length": e.num_ctx or int(e.model.spec.get("context_length", 0)),
                     }
                     for e in self.server.runtime.running()
                 ]
@@ -290,6 +319,16 @@ class Handler(BaseHTTPRequestHandler):
         self._stream(produce)
 
     # ---- inference ----------------------------------------------------
+    def _options(self, body: dict[str, Any]) -> Options:
+        try:
+            return parse_options(body.get("options"), self.server.settings.context_length)
+        except OptionError as exc:
+            raise ApiError(exc.status, exc.message) from None
+
+    @staticmethod
+    def _runner_ctx(model: LocalModel, options: Options) -> int:
+        return window.runner_num_ctx(options.num_ctx, int(model.spec.get("context_length", 0)))
+
     def embed(self) -> None:
         start = time.perf_counter_ns()
         body = self._body()
@@ -303,12 +342,17 @@ class Handler(BaseHTTPRequestHandler):
         else:
             raise ApiError(400, "invalid input type")
         model = self._model(body, 'model "{}" not found, try pulling it first', "embedding", "embed")
+        num_ctx = self._runner_ctx(model, self._options(body))
         load_start = time.perf_counter_ns()
-        loaded = self.server.runtime.touch(model, self._keep_alive(body))
+        loaded = self.server.runtime.touch(model, self._keep_alive(body), num_ctx)
         load_ns = _ns(load_start) if loaded else 0
+        # Upstream cuts an input that does not fit the window unless the request says truncate: false.
+        cut = [window.head(text, num_ctx) for text in inputs]
+        if body.get("truncate") is False and any(c.truncated for c in cut):
+            raise ApiError(400, window.TOO_LONG)
         dim = int(model.spec["embedding_length"])
         wanted = int(body.get("dimensions") or 0)
-        vectors = [embedding.embed(text, dim, model.name.model) for text in inputs]
+        vectors = [embedding.embed(c.text, dim, model.name.model) for c in cut]
         if 0 < wanted < dim:
             vectors = [embedding.renormalise(v[:wanted]) for v in vectors]
         self.send_json(
@@ -318,26 +362,35 @@ class Handler(BaseHTTPRequestHandler):
                 "embeddings": vectors,
                 "total_duration": _ns(start),
                 "load_duration": load_ns,
-                "prompt_eval_count": sum(len(embedding.tokens(t)) for t in inputs),
+                "prompt_eval_count": sum(c.tokens for c in cut),
             },
         )
 
     def embeddings(self) -> None:
         body = self._body()
         model = self._model(body, 'model "{}" not found, try pulling it first', "embedding", "embed")
-        self.server.runtime.touch(model, self._keep_alive(body))
+        num_ctx = self._runner_ctx(model, self._options(body))
+        self.server.runtime.touch(model, self._keep_alive(body), num_ctx)
         prompt = str(body.get("prompt") or "")
+        if window.head(prompt, num_ctx).truncated:
+            raise ApiError(500, window.TOO_LONG)  # the legacy endpoint never truncates
         vector = (
             embedding.embed(prompt, int(model.spec["embedding_length"]), model.name.model) if prompt else []
         )
         self.send_json(200, {"embedding": vector})
 
-    def _complete(self, body: dict[str, Any], verb: str, context: str, question: str, empty: bool) -> None:
-        """Shared generate/chat flow: load/unload requests, then a streamed or whole answer."""
+    def _complete(self, body: dict[str, Any], verb: str, messages: list[window.Message], select: bool) -> None:
+        """Shared generate/chat flow: load/unload requests, the context window, then the answer.
+
+        messages is the conversation as the template would see it; select says whether
+        upstream's chatPrompt chooses among them (raw generate requests skip it).
+        """
         start = time.perf_counter_ns()
         model = self._model(body, "model '{}' not found", "generation", verb)
+        options = self._options(body)
+        num_ctx = self._runner_ctx(model, options)
         keep_alive = self._keep_alive(body)
-        loaded = self.server.runtime.touch(model, keep_alive)
+        loaded = self.server.runtime.touch(model, keep_alive, num_ctx)
         load_ns = _ns(start) if loaded else 0
         is_chat = verb == "chat"
         label = str(body.get("model") or body.get("name"))
@@ -351,38 +404,58 @@ class Handler(BaseHTTPRequestHandler):
             out["done"] = done
             return out
 
-        if empty:
+        if not messages:
             final = frame("", True)
             final["done_reason"] = "unload" if keep_alive <= 0 else "load"
             self.send_json(200, final)
             return
 
-        fmt = body.get("format")
-        text = sqlgen.answer(context, question, json_format=bool(fmt))
-        pieces = sqlgen.chunks(text)
+        try:
+            fmt = structured.parse_format(body.get("format"))
+        except structured.FormatError as exc:
+            raise ApiError(500, str(exc)) from None
+
+        truncate = body.get("truncate") is not False
+        # chatPrompt picks messages against the requested num_ctx; the runner then cuts the
+        # prompt to its own (clamped) window, or refuses it when truncation is off.
+        kept = window.select_messages(messages, options.num_ctx) if select and truncate else messages
+        prompt = window.truncate_prompt(window.render(kept), num_ctx, options.num_keep)
+        if prompt.truncated and not truncate:
+            raise ApiError(400, window.TOO_LONG)
+
+        users = [m.content for m in kept if m.role == "user"]
+        question = sqlgen.question_of(users[-1] if users else prompt.text)
+        if isinstance(fmt, dict):
+            text = structured.render(fmt, sqlgen.build_sql(prompt.text, question), sqlgen.LABEL.lstrip("- "))
+        else:
+            text = sqlgen.answer(prompt.text, question, json_format=fmt == "json")
+        num_predict = effective_num_predict(options.num_predict, num_ctx)
+        outcome = Outcome()
+        chunks = decode(sqlgen.chunks(text), num_predict, options.stop, outcome)
         eval_start = time.perf_counter_ns()
 
         def stats(final: dict[str, Any]) -> dict[str, Any]:
-            final["done_reason"] = "stop"
+            final["done_reason"] = outcome.done_reason
             if not is_chat:
-                final["context"] = _token_ids([context, text])
+                final["context"] = _token_ids([window.render(messages), "".join(outcome.text)])
             final.update(
                 total_duration=_ns(start),
                 load_duration=load_ns,
-                prompt_eval_count=len(embedding.tokens(context)),
+                prompt_eval_count=prompt.tokens,
                 prompt_eval_duration=max(eval_start - start - load_ns, 1),
-                eval_count=len(pieces),
+                eval_count=outcome.eval_count,
                 eval_duration=_ns(eval_start),
             )
             return final
 
         if body.get("stream", True) is False:
-            self.send_json(200, stats(frame(text, True)))
+            whole = "".join(chunks)
+            self.send_json(200, stats(frame(whole, True)))
             return
 
         def produce(emit: Callable[[dict[str, Any]], None]) -> None:
-            for piece in pieces:
-                emit(frame(piece, False))
+            for chunk in chunks:
+                emit(frame(chunk, False))
             emit(stats(frame("", True)))
 
         self._stream(produce)
@@ -391,18 +464,19 @@ class Handler(BaseHTTPRequestHandler):
         body = self._body()
         prompt = str(body.get("prompt") or "")
         system = str(body.get("system") or "")
-        context = f"{system}\n{prompt}" if system else prompt
-        self._complete(body, "generate", context, sqlgen.question_of(prompt), empty=not prompt)
+        messages = [window.Message("user", prompt)] if prompt else []
+        raw = body.get("raw") is True
+        if system and messages and not raw:
+            messages.insert(0, window.Message("system", system))
+        self._complete(body, "generate", messages, select=not raw)
 
     def chat(self) -> None:
         body = self._body()
         messages = body.get("messages") or []
         if not isinstance(messages, list) or not all(isinstance(m, dict) for m in messages):
             raise ApiError(400, "invalid messages")
-        context = "\n".join(str(m.get("content") or "") for m in messages)
-        users = [str(m.get("content") or "") for m in messages if m.get("role") == "user"]
-        question = sqlgen.question_of(users[-1]) if users else context
-        self._complete(body, "chat", context, question, empty=not messages)
+        turns = [window.Message(str(m.get("role") or ""), str(m.get("content") or "")) for m in messages]
+        self._complete(body, "chat", turns, select=True)
 
 
 ROUTES: dict[str, dict[str, Callable[[Handler], None]]] = {
@@ -432,6 +506,7 @@ def serve(settings: Settings) -> int:
         "OLLAMA_HOST": f"{settings.bind.host}:{settings.bind.port}",
         "OLLAMA_MODELS": str(settings.models_dir),
         "OLLAMA_KEEP_ALIVE": f"{settings.keep_alive:g}s",
+        "OLLAMA_CONTEXT_LENGTH": str(settings.context_length),
         "OLLAMA_STANDIN_MIRROR": str(settings.mirror_dir or ""),
         **settings.recorded,
     }

@@ -46,3 +46,9 @@ def collection_not_found(name: str) -> ApiError:
 def unsupported(feature: str) -> ApiError:
     """A real Qdrant feature the stand-in deliberately lacks: fail loudly, never guess."""
     return bad_input(f"{feature} is not supported by the QueryGPT lab stand-in (not Qdrant)")
+
+
+def not_emulated(method: str, path: str) -> ApiError:
+    """A route the stand-in does not serve: a 400 that says so, never a bare 404 that a
+    client would take for a missing collection or point."""
+    return unsupported(f"Endpoint {method} {path}")

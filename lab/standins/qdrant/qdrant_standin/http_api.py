@@ -26,9 +26,11 @@ from http.server import BaseHTTPRequestHandler
 from typing import Any, BinaryIO, Callable
 
 from . import compression
+from . import payload as pl
 from . import points as pts
+from .aliases import parse_actions
 from .config import Settings
-from .errors import ApiError, bad_input, forbidden, not_found, unsupported
+from .errors import ApiError, bad_input, forbidden, not_emulated, not_found, unsupported
 from .metrics import RequestMetrics
 from .snapshots import SnapshotManager, check_priority
 from .storage import Store
@@ -123,6 +125,45 @@ def _update_result(request: Request, operation_id: int) -> Result:
     return Result({"operation_id": operation_id, "status": status})
 
 
+def _no_shard_key(body: dict[str, Any]) -> None:
+    """Stand-in collections are never custom-sharded: a shard key would be silently wrong."""
+    if body.get("shard_key") is not None:
+        raise unsupported("shard_key (custom sharding)")
+
+
+def _point_ids(raw: Any) -> list[pts.PointId]:
+    if not isinstance(raw, list):
+        raise ApiError(400, "Json deserialize error: points must be a list of point ids")
+    return [pts.parse_point_id(i) for i in raw]
+
+
+def _selection(body: dict[str, Any]) -> tuple[list[pts.PointId] | None, Any]:
+    """``points`` or ``filter`` of SetPayload/DeletePayload (ids win when both are given, as upstream)."""
+    _no_shard_key(body)
+    if body.get("points") is not None:
+        return _point_ids(body["points"]), None
+    if body.get("filter") is not None:
+        return None, body["filter"]
+    raise ApiError(400, "Json deserialize error: Either list of point ids or filter must be provided")
+
+
+def _payload_object(body: dict[str, Any]) -> dict[str, Any]:
+    if "payload" not in body:
+        raise ApiError(400, "Json deserialize error: missing field `payload`")
+    if not isinstance(body["payload"], dict):
+        raise ApiError(400, "Json deserialize error: payload must be a JSON object")
+    return body["payload"]
+
+
+def _searches(body: dict[str, Any]) -> list[dict[str, Any]]:
+    searches = body.get("searches")
+    if not isinstance(searches, list):
+        raise ApiError(400, "Json deserialize error: missing field `searches`")
+    if not all(isinstance(s, dict) for s in searches):
+        raise ApiError(400, "Json deserialize error: each of `searches` must be a JSON object")
+    return searches
+
+
 def _limit(body: dict[str, Any], name: str, default: int) -> int:
     value = body.get(name)
     if value is None:
@@ -185,24 +226,115 @@ class App:
 
     def collection_exists(self, request: Request) -> Result:
         with self.store.lock:
-            return Result({"exists": request.params["collection_name"] in self.store.collections})
+            return Result({"exists": self.store.exists(request.params["collection_name"])})
+
+    # -- aliases ---------------------------------------------------------------
+
+    def update_aliases(self, request: Request) -> Result:
+        actions = parse_actions(request.json())
+        with self.store.lock:
+            self.store.aliases.apply(actions, self.store.collections.__contains__)
+        return Result(True)
+
+    def list_aliases(self, request: Request) -> Result:
+        with self.store.lock:
+            return Result({"aliases": self.store.aliases.listing(list(self.store.collections))})
+
+    def collection_aliases(self, request: Request) -> Result:
+        """Upstream takes the name as given (no alias resolution, no existence check)."""
+        name = request.params["collection_name"]
+        with self.store.lock:
+            return Result({"aliases": [{"alias_name": a, "collection_name": name}
+                                       for a in self.store.aliases.of_collection(name)]})
+
+    # -- payload indexes -------------------------------------------------------
 
     def create_payload_index(self, request: Request) -> Result:
-        """Accepted and counted as a write, like upstream; the stand-in scans every point on
-        each filter anyway, so an index would change nothing but speed."""
+        """Recorded and reported in ``payload_schema`` like upstream; filters here scan every
+        point anyway, so an index changes nothing but what the collection info shows."""
         body = request.json_object()
         if not isinstance(body.get("field_name"), str) or not body["field_name"]:
-            raise bad_input("Validation error in JSON body: [field_name: field is required]")
+            raise ApiError(400, "Json deserialize error: missing field `field_name`")
+        pl.parse_path(body["field_name"])
+        schema = pl.parse_field_schema(body.get("field_schema"))
         with self.store.lock:
             collection = self.store.get(request.params["collection_name"])
+            collection.payload_schema[body["field_name"]] = schema
             collection.operation_id += 1
             self.store.save(collection)
             return _update_result(request, collection.operation_id)
+
+    def delete_payload_index(self, request: Request) -> Result:
+        """Deleting an index that does not exist succeeds, as upstream."""
+        with self.store.lock:
+            collection = self.store.get(request.params["collection_name"])
+            collection.payload_schema.pop(request.params["field_name"], None)
+            collection.operation_id += 1
+            self.store.save(collection)
+            return _update_result(request, collection.operation_id)
+
+    # -- payloads --------------------------------------------------------------
+
+    def _edit_payloads(self, request: Request, ids: list[pts.PointId] | None, flt: Any,
+                       edit: Callable[[dict[str, Any]], None]) -> Result:
+        with self.store.lock:
+            collection = self.store.get(request.params["collection_name"])
+            operation_id = collection.edit_payloads(collection.select(ids, flt), edit)
+            self.store.save(collection)
+        return _update_result(request, operation_id)
+
+    def set_payload(self, request: Request) -> Result:
+        body = request.json_object()
+        payload = _payload_object(body)
+        ids, flt = _selection(body)
+        path = None if body.get("key") is None else pl.parse_path(body["key"])
+        return self._edit_payloads(request, ids, flt, lambda old: pl.set_at(old, path, payload))
+
+    def overwrite_payload(self, request: Request) -> Result:
+        """The whole payload replaced; upstream ignores ``key`` here."""
+        body = request.json_object()
+        payload = _payload_object(body)
+        ids, flt = _selection(body)
+
+        def overwrite(old: dict[str, Any]) -> None:
+            old.clear()
+            old.update(payload)
+        return self._edit_payloads(request, ids, flt, overwrite)
+
+    def delete_payload(self, request: Request) -> Result:
+        body = request.json_object()
+        if not isinstance(body.get("keys"), list):
+            raise ApiError(400, "Json deserialize error: missing field `keys`")
+        paths = [pl.parse_path(k) for k in body["keys"]]
+        ids, flt = _selection(body)
+
+        def delete(old: dict[str, Any]) -> None:
+            for path in paths:
+                pl.remove_at(old, path)
+        return self._edit_payloads(request, ids, flt, delete)
+
+    def clear_payload(self, request: Request) -> Result:
+        body = request.json_object()
+        _no_shard_key(body)
+        if body.get("points") is not None:
+            ids, flt = _point_ids(body["points"]), None
+        elif body.get("filter") is not None:
+            ids, flt = None, body["filter"]
+        else:
+            raise ApiError(400, "Json deserialize error: data did not match any variant of untagged enum "
+                           "PointsSelector")
+        return self._edit_payloads(request, ids, flt, dict.clear)
 
     # -- points ----------------------------------------------------------------
 
     def upsert(self, request: Request) -> Result:
         body = request.json_object()
+        _no_shard_key(body)
+        # newer upstreams' conditional upserts: ignoring them would overwrite what they protect
+        if body.get("update_filter") is not None:
+            raise unsupported("Upsert update_filter")
+        if body.get("update_mode") not in (None, "upsert"):
+            raise unsupported(f"Upsert update_mode `{body['update_mode']}`")
         if "batch" in body:
             batch = body["batch"]
             if not isinstance(batch, dict) or not isinstance(batch.get("ids"), list):
@@ -225,6 +357,7 @@ class App:
 
     def delete_points(self, request: Request) -> Result:
         body = request.json_object()
+        _no_shard_key(body)
         ids = None
         if isinstance(body.get("points"), list):
             ids = {pts.parse_point_id(i) for i in body["points"]}
@@ -238,6 +371,7 @@ class App:
 
     def retrieve(self, request: Request) -> Result:
         body = request.json_object()
+        _no_shard_key(body)
         if not isinstance(body.get("ids"), list):
             raise bad_input("Validation error in JSON body: [ids: field is required]")
         ids = [pts.parse_point_id(i) for i in body["ids"]]
@@ -258,6 +392,7 @@ class App:
 
     def scroll(self, request: Request) -> Result:
         body = request.json_object()
+        _no_shard_key(body)
         if body.get("order_by") is not None:
             raise unsupported("Scroll order_by")
         limit = _limit(body, "limit", 10)
@@ -276,6 +411,7 @@ class App:
 
     def count(self, request: Request) -> Result:
         body = request.json_object()
+        _no_shard_key(body)
         with self.store.lock:
             collection = self.store.get(request.params["collection_name"])
             total = sum(1 for p in collection.points.values() if pts.matches(body.get("filter"), p))
@@ -293,16 +429,18 @@ class App:
             return [pts.scored_point(p, s, body.get("with_payload"), body.get("with_vector"))
                     for s, p in ranked[offset:offset + limit]]
 
-    def search(self, request: Request) -> Result:
-        body = request.json_object()
+    def _search_request(self, request: Request, body: dict[str, Any]) -> list[dict[str, Any]]:
+        """One SearchRequest (legacy search, alone or in a batch)."""
+        _no_shard_key(body)
         vector = body.get("vector")
         if isinstance(vector, dict) and "vector" in vector:  # NamedVector form
             body = dict(body, using=vector.get("name"))
             vector = vector["vector"]
-        return Result(self._search(request, body, vector))
+        return self._search(request, body, vector)
 
-    def query(self, request: Request) -> Result:
-        body = request.json_object()
+    def _query_request(self, request: Request, body: dict[str, Any]) -> dict[str, Any]:
+        """One QueryRequest (universal query, alone or in a batch) as a QueryResponse."""
+        _no_shard_key(body)
         if body.get("prefetch"):
             raise unsupported("Query prefetch")
         query = body.get("query")
@@ -310,37 +448,60 @@ class App:
             query = query["nearest"]
         if not isinstance(query, list):
             raise unsupported("Query without a dense vector (ids, recommend, fusion, order_by)")
-        return Result({"points": self._search(request, body, query)})
+        return {"points": self._search(request, body, query)}
+
+    def search(self, request: Request) -> Result:
+        return Result(self._search_request(request, request.json_object()))
+
+    def search_batch(self, request: Request) -> Result:
+        """All searches under one lock: one consistent view, and one failure fails the batch."""
+        searches = _searches(request.json_object())
+        with self.store.lock:
+            return Result([self._search_request(request, s) for s in searches])
+
+    def query(self, request: Request) -> Result:
+        return Result(self._query_request(request, request.json_object()))
+
+    def query_batch(self, request: Request) -> Result:
+        searches = _searches(request.json_object())
+        with self.store.lock:
+            return Result([self._query_request(request, s) for s in searches])
 
     # -- snapshots -------------------------------------------------------------
 
+    def _snapshot_collection(self, request: Request) -> str:
+        """Upstream finds snapshots through the collection, so an alias reaches its
+        collection's snapshots (and a recovery through an alias restores that collection)."""
+        with self.store.lock:
+            return self.store.resolve(request.params["collection_name"])
+
     def create_snapshot(self, request: Request) -> Result:
-        return Result(self.snapshots.create(request.params["collection_name"]))
+        return Result(self.snapshots.create(self._snapshot_collection(request)))
 
     def list_snapshots(self, request: Request) -> Result:
-        return Result(self.snapshots.list(request.params["collection_name"]))
+        return Result(self.snapshots.list(self._snapshot_collection(request)))
 
     def download_snapshot(self, request: Request) -> Response:
         """The file itself, streamed like upstream's NamedFile (and compressed like it too,
         when the request accepts gzip or deflate)."""
         name = urllib.parse.unquote(request.params["snapshot_name"])
-        handle = self.snapshots.open(request.params["collection_name"], name)
+        handle = self.snapshots.open(self._snapshot_collection(request), name)
         return Response(200, b"", "application/octet-stream",
                         {"Content-Disposition": f'attachment; filename="{name}"'}, file=handle)
 
     def delete_snapshot(self, request: Request) -> Result:
         name = urllib.parse.unquote(request.params["snapshot_name"])
-        self.snapshots.delete(request.params["collection_name"], name)
+        self.snapshots.delete(self._snapshot_collection(request), name)
         return Result(True)
 
     def recover_snapshot(self, request: Request) -> Result:
-        self.snapshots.recover_from_location(request.params["collection_name"], request.json())
+        self.snapshots.recover_from_location(self._snapshot_collection(request), request.json())
         return Result(True)
 
     def upload_snapshot(self, request: Request) -> Result:
         check_priority(request.query.get("priority"))
         data = _multipart_field(request, "snapshot")
-        self.snapshots.recover(request.params["collection_name"], data, request.query.get("checksum"))
+        self.snapshots.recover(self._snapshot_collection(request), data, request.query.get("checksum"))
         return Result(True)
 
 
@@ -368,19 +529,29 @@ ROUTES = [
     Route("GET", "/readyz", PUBLIC, App.readyz),
     Route("GET", "/metrics", READ, App.prometheus),
     Route("GET", "/collections", READ, App.list_collections),
+    Route("POST", "/collections/aliases", WRITE, App.update_aliases),
+    Route("GET", "/aliases", READ, App.list_aliases),
     Route("PUT", C, WRITE, App.create_collection),
     Route("GET", C, READ, App.get_collection),
     Route("PATCH", C, WRITE, App.update_collection),
     Route("DELETE", C, WRITE, App.delete_collection),
     Route("GET", C + "/exists", READ, App.collection_exists),
+    Route("GET", C + "/aliases", READ, App.collection_aliases),
     Route("PUT", C + "/index", WRITE, App.create_payload_index),
+    Route("DELETE", C + "/index/{field_name}", WRITE, App.delete_payload_index),
     Route("PUT", C + "/points", WRITE, App.upsert),
     Route("POST", C + "/points", READ, App.retrieve),
     Route("POST", C + "/points/delete", WRITE, App.delete_points),
     Route("POST", C + "/points/scroll", READ, App.scroll),
     Route("POST", C + "/points/count", READ, App.count),
+    Route("POST", C + "/points/payload", WRITE, App.set_payload),
+    Route("PUT", C + "/points/payload", WRITE, App.overwrite_payload),
+    Route("POST", C + "/points/payload/delete", WRITE, App.delete_payload),
+    Route("POST", C + "/points/payload/clear", WRITE, App.clear_payload),
     Route("POST", C + "/points/search", READ, App.search),
+    Route("POST", C + "/points/search/batch", READ, App.search_batch),
     Route("POST", C + "/points/query", READ, App.query),
+    Route("POST", C + "/points/query/batch", READ, App.query_batch),
     Route("GET", C + "/points/{id}", READ, App.get_point),
     Route("POST", C + "/snapshots", WRITE, App.create_snapshot),
     Route("GET", C + "/snapshots", READ, App.list_snapshots),
@@ -453,14 +624,17 @@ class RequestHandler(BaseHTTPRequestHandler):
         # negotiation and is never encoded, so the coding is only chosen after auth.
         coding = compression.IDENTITY
         try:
-            if route is not None:
-                _check_auth(self.app.settings, self.headers, route.access)
+            # upstream's auth covers every path but the open ones, routed or not
+            _check_auth(self.app.settings, self.headers, route.access if route else READ)
             negotiated = compression.negotiate(self._accept_encoding())
             if negotiated is None:
                 response = Response(406, compression.NOT_ACCEPTABLE_BODY.encode(), "text/plain; charset=utf-8",
                                     {"Vary": "Accept-Encoding"})
             elif route is None:
-                response = Response(404, b"", "text/plain")
+                # Not emulated (upstream endpoints the stand-in lacks, or no endpoint at all):
+                # a bare 404 would read like "collection not found" to a client; say what it is.
+                coding = negotiated
+                raise not_emulated(self.command, url.path)
             else:
                 coding = negotiated
                 outcome = route.handler(self.app, Request(self.command, params, query, self.headers, body))

@@ -108,7 +108,7 @@ def rank(
 # -- filters -----------------------------------------------------------------
 
 
-def _payload_values(payload: dict[str, Any], key: str) -> list[Any]:
+def payload_values(payload: dict[str, Any], key: str) -> list[Any]:
     """Values at a dotted key; arrays match if any element matches, as upstream."""
     nodes: list[Any] = [payload]
     for part in key.split("."):
@@ -167,7 +167,7 @@ def _condition(point: Point, condition: Any) -> bool:
         wanted = {parse_point_id(x) for x in condition["has_id"]}
         return point.id in wanted
     if "key" in condition:
-        values = _payload_values(point.payload, str(condition["key"]))
+        values = payload_values(point.payload, str(condition["key"]))
         if condition.get("match") is not None:
             return _match(values, condition["match"])
         if condition.get("range") is not None:

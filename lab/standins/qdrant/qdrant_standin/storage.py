@@ -19,10 +19,12 @@ import threading
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
+from . import payload as pl
 from . import points as pts
-from .errors import ApiError, bad_input, collection_not_found, unsupported
+from .aliases import AliasMap
+from .errors import ApiError, bad_input, collection_not_found, not_found, unsupported
 
 COLLECTION_FILE = "standin-collection.json"
 _INVALID_NAME = re.compile(r'[<>:"/\\|?*\x00-\x1f]')
@@ -136,13 +138,15 @@ def parse_vectors_config(raw: Any) -> tuple[int, str]:
 
 @dataclass
 class Collection:
-    """A collection's config and points; ``operation_id`` counts writes."""
+    """A collection's config and points; ``operation_id`` counts writes; ``payload_schema``
+    maps an indexed field to the PayloadFieldSchema it was created with."""
 
     name: str
     config: dict[str, Any]
     created_at: str = field(default_factory=lambda: datetime.now(timezone.utc).isoformat())
     operation_id: int = 0
     points: dict[pts.PointId, pts.Point] = field(default_factory=dict)
+    payload_schema: dict[str, Any] = field(default_factory=dict)
 
     @property
     def size(self) -> int:
@@ -161,9 +165,16 @@ class Collection:
             "points_count": len(self.points),
             "segments_count": 1,
             "config": self.config,
-            "payload_schema": {},
+            "payload_schema": {name: pl.index_info(schema, self._indexed_points(name, schema))
+                               for name, schema in sorted(self.payload_schema.items())},
             "created_at": self.created_at,
         }
+
+    def _indexed_points(self, field_name: str, schema: Any) -> int:
+        """Points holding at least one value the index type takes, as upstream counts them."""
+        kind = schema["type"] if isinstance(schema, dict) else schema
+        return sum(1 for p in self.points.values()
+                   if any(pl.indexable(v, kind) for v in pts.payload_values(p.payload, field_name)))
 
     def upsert(self, raw_points: list[dict[str, Any]]) -> int:
         """Validate everything first so a bad point leaves the collection untouched."""
@@ -193,12 +204,35 @@ class Collection:
             self.points.pop(point_id, None)
         return self.operation_id
 
+    def select(self, ids: list[pts.PointId] | None, flt: Any) -> list[pts.PointId]:
+        """The points a payload edit applies to: listed ids (all must exist) or a filter."""
+        if ids is None:
+            return [p.id for p in self.points.values() if pts.matches(flt, p)]
+        missing = next((i for i in ids if i not in self.points), None)
+        if missing is not None:
+            raise not_found(f"No point with id {missing} found")
+        return list(dict.fromkeys(ids))
+
+    def edit_payloads(self, ids: list[pts.PointId], edit: Callable[[dict[str, Any]], None]) -> int:
+        """Apply ``edit`` to a copy of each payload first, so a failure changes nothing."""
+        edited = {}
+        for point_id in ids:
+            payload = copy.deepcopy(self.points[point_id].payload)
+            edit(payload)
+            edited[point_id] = payload
+        self.operation_id += 1
+        for point_id, payload in edited.items():
+            self.points[point_id].payload = payload
+            self.points[point_id].version = self.operation_id
+        return self.operation_id
+
     def to_json(self) -> dict[str, Any]:
         return {
             "name": self.name,
             "config": self.config,
             "created_at": self.created_at,
             "operation_id": self.operation_id,
+            "payload_schema": self.payload_schema,
             "points": [
                 {"id": p.id, "vector": p.vector, "payload": p.payload, "version": p.version}
                 for p in sorted(self.points.values(), key=lambda p: pts.id_sort_key(p.id))
@@ -212,6 +246,7 @@ class Collection:
             config=data["config"],
             created_at=data.get("created_at") or datetime.now(timezone.utc).isoformat(),
             operation_id=int(data.get("operation_id", 0)),
+            payload_schema=dict(data.get("payload_schema") or {}),
         )
         for raw in data["points"]:
             point_id = pts.parse_point_id(raw["id"])
@@ -232,6 +267,7 @@ class Store:
         self.version = version
         self.lock = threading.RLock()
         self.collections: dict[str, Collection] = {}
+        self.aliases = AliasMap(storage_path, write_atomically)
         self.root.mkdir(parents=True, exist_ok=True)
         for child in sorted(self.root.iterdir()):
             data_file = child / COLLECTION_FILE
@@ -239,12 +275,21 @@ class Store:
                 data = json.loads(data_file.read_text(encoding="utf-8"))
                 self.collections[child.name] = Collection.from_json(child.name, data)
 
+    def resolve(self, name: str) -> str:
+        """The collection behind a name or alias (upstream's resolve_name: aliases first)."""
+        return self.aliases.resolve(name)
+
     def get(self, name: str) -> Collection:
+        """A collection by name or alias; the 404 names the resolved collection, as upstream."""
         validate_collection_name(name)
+        real_name = self.resolve(name)
         try:
-            return self.collections[name]
+            return self.collections[real_name]
         except KeyError:
-            raise collection_not_found(name) from None
+            raise collection_not_found(real_name) from None
+
+    def exists(self, name: str) -> bool:
+        return self.resolve(name) in self.collections
 
     def save(self, collection: Collection) -> None:
         data = dict(collection.to_json(), standin_version=self.version)
@@ -255,6 +300,8 @@ class Store:
         validate_collection_name(name)
         if name in self.collections:
             raise ApiError(409, f"Wrong input: Collection `{name}` already exists!")
+        if name in self.aliases.mapping:
+            raise bad_input(f"Can't create collection with name {name}. Alias with the same name already exists")
         size, distance = parse_vectors_config(body.get("vectors"))
         config = default_config(size, distance)
         apply_config_diff(config, body)
@@ -276,7 +323,9 @@ class Store:
         self.save(collection)
 
     def delete(self, name: str) -> bool:
+        """By its own name only: upstream does not resolve aliases here (an alias gives false)."""
         validate_collection_name(name)
+        self.aliases.drop_collection(name)
         if self.collections.pop(name, None) is None:
             return False
         shutil.rmtree(self.root / name, ignore_errors=True)
