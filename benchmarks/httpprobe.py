@@ -4,9 +4,10 @@
     httpprobe.py keepalive URL [--requests N] [--ca FILE] [--server-name NAME]
         N requests on one kept-alive connection and N on a new connection each; prints JSON
         with both latency lists (ms) and their medians.
-    httpprobe.py load URL --connections C --seconds S [--ca FILE] [--server-name NAME]
-        C connections, each a thread sending requests back to back on its own kept-alive
-        connection for S seconds; prints JSON: requests, failures, latencies (ms).
+    httpprobe.py load URL [URL ...] --connections C --seconds S [--ca FILE] [--server-name NAME]
+        C connections (spread over the URLs), each a thread sending requests back to back on
+        its own kept-alive connection for S seconds; prints JSON: requests, failures,
+        latencies (ms).
 
 HTTPS URLs are verified against --ca (the lab's roots); --server-name sets SNI and Host when
 the URL names an address. Used by tests/app, tests/lab (the keep-alive stall test) and
@@ -93,14 +94,16 @@ def keepalive(target: Target, requests: int) -> dict:
             "kept_alive_p50": statistics.median(kept), "new_connection_p50": statistics.median(fresh)}
 
 
-def load(target: Target, connections: int, seconds: float) -> dict:
-    """Closed-loop load: each connection sends its next request when the last one ends."""
+def load(targets: list[Target], connections: int, seconds: float) -> dict:
+    """Closed-loop load: each connection sends its next request when the last one ends.
+    Connections are spread round-robin over the targets (e.g. every backend, as nginx
+    spreads its upstream connections)."""
     latencies: list[float] = []
     failures = 0
     lock = threading.Lock()
     deadline = time.perf_counter() + seconds
 
-    def worker() -> None:
+    def worker(target: Target) -> None:
         nonlocal failures
         mine: list[float] = []
         bad = 0
@@ -117,7 +120,7 @@ def load(target: Target, connections: int, seconds: float) -> dict:
             latencies.extend(mine)
             failures += bad
 
-    threads = [threading.Thread(target=worker) for _ in range(connections)]
+    threads = [threading.Thread(target=worker, args=(targets[i % len(targets)],)) for i in range(connections)]
     start = time.perf_counter()
     for t in threads:
         t.start()
@@ -138,18 +141,18 @@ def percentile(values: list[float], q: float) -> float:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("mode", choices=["keepalive", "load"])
-    parser.add_argument("url")
+    parser.add_argument("url", nargs="+", help="load spreads its connections over every URL given")
     parser.add_argument("--requests", type=int, default=30)
     parser.add_argument("--connections", type=int, default=1)
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--ca")
     parser.add_argument("--server-name")
     args = parser.parse_args(argv)
-    target = Target(args.url, ca=args.ca, server_name=args.server_name)
+    targets = [Target(url, ca=args.ca, server_name=args.server_name) for url in args.url]
     if args.mode == "keepalive":
-        result = keepalive(target, args.requests)
+        result = keepalive(targets[0], args.requests)
     else:
-        result = load(target, args.connections, args.seconds)
+        result = load(targets, args.connections, args.seconds)
     json.dump(result, sys.stdout)
     print()
     return 0

@@ -7,78 +7,18 @@ before it runs them.
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO / "lab"))
-from labctl.inventory import unwrap_unsafe  # noqa: E402
-STATE = REPO / ".lab"
-VENV_BIN = Path(sys.executable).parent
-
-
-@dataclass
-class Lab:
-    """The lab as the inventory (inventories/lab/aws_ec2.yml, answered by the EC2 emulator)
-    shows it: hosts named by private IP, as in prod."""
-
-    hostvars: dict[str, dict]
-    groups: dict[str, list[str]]
-
-    def address(self, host: str) -> str:
-        """The host's private address (what its peers use)."""
-        return self.hostvars[host]["ec2_private_ip_address"]
-
-    def name(self, host: str) -> str:
-        """The instance's Name tag: also its container's name and its hostname."""
-        return self.hostvars[host]["ec2_tags"]["Name"]
-
-    def zone(self, host: str) -> str:
-        return self.hostvars[host]["ec2_placement"]["availability_zone"]
-
-    def render(self, expression: str, host: str) -> object:
-        """A variable as the playbooks see it on `host` (the wiring and the lab's group_vars)."""
-        env = dict(ansible_env(), ANSIBLE_LOAD_CALLBACK_PLUGINS="True", ANSIBLE_STDOUT_CALLBACK="ansible.builtin.json")
-        done = subprocess.run([str(VENV_BIN / "ansible"), "-i", str(REPO / "inventories/lab"), host, "-m",
-                               "ansible.builtin.debug", "-a", json.dumps({"msg": "{{ " + expression + " | to_json }}"})],
-                              cwd=REPO, env=env, capture_output=True, text=True, timeout=120, check=True)
-        start = 0 if done.stdout.startswith("{") else done.stdout.index("\n{") + 1
-        document, _ = json.JSONDecoder().raw_decode(done.stdout, start)
-        return json.loads(document["plays"][0]["tasks"][0]["hosts"][host]["msg"])
-
-    def ssh(self, host: str, command: str, *, jump: bool = True, timeout: int = 20) -> subprocess.CompletedProcess:
-        """Run a command on a lab host as an operator would: ssh through the bastion."""
-        args = ["ssh", "-F", str(STATE / "ssh_config"), "-o", "BatchMode=yes", "-o", "ConnectTimeout=5"]
-        if not jump:
-            args += ["-o", "ProxyJump=none"]
-        # where the controller reaches it: the bastion at its public address, the rest through it
-        return subprocess.run([*args, self.hostvars[host]["ansible_host"], command], capture_output=True, text=True,
-                              timeout=timeout, check=False)
-
-    def exec(self, host: str, command: str, timeout: int = 20) -> subprocess.CompletedProcess:
-        """Run a command inside a lab container (for probes that must originate on that host)."""
-        return subprocess.run(["docker", "exec", self.name(host), "bash", "-c", command],
-                              capture_output=True, text=True, timeout=timeout, check=False)
-
-
-def ansible_env() -> dict[str, str]:
-    """As an operator runs ansible against the lab: no extra settings (the vault password and
-    the inventory's EC2 emulator are found by configuration)."""
-    return dict(os.environ, PATH=f"{VENV_BIN}{os.pathsep}{os.environ['PATH']}", ANSIBLE_FORCE_COLOR="0")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from labview import REPO, Lab, ansible_env, load_lab  # noqa: E402,F401  (re-exported for the tests)
 
 
 @pytest.fixture(scope="session")
 def lab() -> Lab:
-    if not (STATE / "ssh_config").exists():
-        pytest.fail("no lab is running: run `bin/lab up` first (bin/test does)")
-    raw = subprocess.run([str(VENV_BIN / "ansible-inventory"), "-i", str(REPO / "inventories/lab"), "--list"],
-                         cwd=REPO, capture_output=True, text=True, check=True, env=ansible_env()).stdout
-    inv = unwrap_unsafe(json.loads(raw))
-    groups = {g: v.get("hosts", []) for g, v in inv.items() if g != "_meta"}
-    return Lab(inv["_meta"]["hostvars"], groups)
+    try:
+        return load_lab()
+    except RuntimeError as err:
+        pytest.fail(str(err))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 import time
 import uuid
 from pathlib import Path
@@ -17,6 +18,11 @@ import pytest
 import urllib3
 from reportlab.lib.pagesizes import A4
 from reportlab.pdfgen import canvas
+
+PROBE = Path(__file__).resolve().parents[2] / "benchmarks" / "httpprobe.py"
+sys.path.insert(0, str(PROBE.parent))
+import httpprobe  # noqa: E402  (stdlib only: also runs on the lab hosts)
+from labview import acme_root_pem  # noqa: E402
 
 SCHEMA = [
     "CREATE TABLE customers (customer_id INT PRIMARY KEY, name TEXT, country TEXT);",
@@ -42,12 +48,9 @@ def schema_pdf(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def acme_root(lab, tmp_path_factory) -> Path:
-    """Pebble's current root CA, from its management interface, as lab clients trust it."""
-    acme = lab.groups["acme"][0]
-    out = lab.exec(acme, f"curl -sfk https://{lab.address(acme)}:15000/roots/0")
-    assert out.returncode == 0 and "BEGIN CERTIFICATE" in out.stdout, out.stderr
+    """Pebble's current root CA, as lab clients trust it."""
     path = tmp_path_factory.mktemp("acme") / "pebble-root.pem"
-    path.write_text(out.stdout)
+    path.write_text(acme_root_pem(lab))
     return path
 
 
@@ -127,6 +130,28 @@ def test_a_bad_upload_gets_a_4xx_with_a_reason_through_the_edge(edges, tmp_path)
     resp = edges[0].upload(bogus, "edge_bad")
     assert 400 <= resp.status < 500, resp.status
     assert json.loads(resp.data)["detail"]
+
+
+def test_a_kept_alive_request_to_a_backend_is_as_fast_as_a_new_connection(lab):
+    """From an edge, as nginx reaches its upstreams. A Nagle/delayed-ACK stall cost ~40 ms on
+    every kept-alive request (querygpt/transport.py); a few ms of slack stays far from it."""
+    edge, backend = sorted(lab.groups["edge"])[0], sorted(lab.groups["backend"])[0]
+    subprocess.run(["docker", "cp", str(PROBE), f"{lab.name(edge)}:/var/tmp/httpprobe.py"], check=True)
+    done = lab.exec(edge, f"python3 /var/tmp/httpprobe.py keepalive http://{lab.address(backend)}:8000/health --requests 30",
+                    timeout=60)
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result["kept_alive_p50"] <= result["new_connection_p50"] + 5, result
+
+
+def test_a_kept_alive_request_through_the_edge_is_as_fast_as_a_new_connection(edges, acme_root):
+    """Through nginx's TLS and its kept-alive upstream connections, as a browser's API calls go.
+    A new connection pays a TLS handshake, so this bounds the kept-alive p50 from above; the
+    stall it guards against made kept-alive requests slower than new ones."""
+    for edge in edges:
+        target = httpprobe.Target(f"https://{edge.address}/api/health", ca=str(acme_root), server_name=edge.name)
+        result = httpprobe.keepalive(target, requests=30)
+        assert result["kept_alive_p50"] <= result["new_connection_p50"] + 5, (edge.name, result)
 
 
 def test_the_edge_fails_over_when_a_backend_stops(lab, edges):
