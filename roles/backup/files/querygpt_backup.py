@@ -207,6 +207,31 @@ class HashingReader:
         return self.digest.hexdigest()
 
 
+class HashingWriter:
+    """A write-only, non-seekable sink that hashes and counts what it writes to `raw`.
+
+    Non-seekable on purpose: given such a target, s3transfer still fetches the ranges in
+    parallel but writes them in order, so the sha256 is computed during the download
+    instead of in a second pass over the file afterwards.
+    """
+
+    def __init__(self, raw: BinaryIO) -> None:
+        self.raw = raw
+        self.digest = hashlib.sha256()
+        self.count = 0
+
+    def write(self, data: bytes) -> int:
+        self.digest.update(data)
+        self.count += len(data)
+        return self.raw.write(data)
+
+    def seekable(self) -> bool:
+        return False
+
+    def hexdigest(self) -> str:
+        return self.digest.hexdigest()
+
+
 class Qdrant:
     """The few REST calls the backups need, with the full-access key."""
 
@@ -648,7 +673,13 @@ def check_version(backup: Backup, running: str) -> None:
 
 
 def download_verified(config: Config, s3: Any, backup: Backup, dest: Path) -> None:
-    """Download to dest and refuse (delete) it unless its sha256 matches the recorded one."""
+    """Download to dest and refuse (delete) it unless its sha256 matches the recorded one.
+
+    The sha256 is computed as the bytes are written (HashingWriter), in one pass: the file
+    is not read back. What reaches the disk is still checked twice over: here against the
+    sha256 recorded at backup time, and by Qdrant, which gets that checksum with the
+    recover call and refuses a file that does not match it.
+    """
     from botocore.exceptions import BotoCoreError, ClientError
 
     if not backup.good:
@@ -656,21 +687,19 @@ def download_verified(config: Config, s3: Any, backup: Backup, dest: Path) -> No
                              f"{backup.sha256!r}, size {backup.meta_size} vs {backup.size}): not restorable")
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.with_name(dest.name + ".part")
-    digest = hashlib.sha256()
     try:
         with open(tmp, "wb") as out:
-            s3.download_fileobj(config.s3_bucket, backup.key, out, Config=transfer_config(config))
-        with open(tmp, "rb") as data:
-            for chunk in iter(lambda: data.read(1024 * 1024), b""):
-                digest.update(chunk)
+            sink = HashingWriter(out)
+            s3.download_fileobj(config.s3_bucket, backup.key, sink, Config=transfer_config(config))
     except (BotoCoreError, ClientError, OSError) as err:
         tmp.unlink(missing_ok=True)
         raise s3_error(err, f"downloading s3://{config.s3_bucket}/{backup.key}") from None
-    if digest.hexdigest() != backup.sha256:
+    if sink.hexdigest() != backup.sha256 or sink.count != backup.meta_size:
         tmp.unlink(missing_ok=True)
-        raise RestoreRefused(f"{backup.key}: checksum mismatch, the object is corrupted: sha256 "
-                             f"{digest.hexdigest()}, recorded {backup.sha256}. Not restored; pick "
-                             "another backup (querygpt-backup list).")
+        raise RestoreRefused(f"{backup.key}: checksum mismatch, the object is corrupted: "
+                             f"{sink.count} bytes with sha256 {sink.hexdigest()}, recorded "
+                             f"{backup.meta_size} bytes with sha256 {backup.sha256}. Not restored; "
+                             "pick another backup (querygpt-backup list).")
     os.replace(tmp, dest)
 
 
