@@ -62,3 +62,21 @@ def test_restore_download_that_misses_the_record_is_refused_and_removed(
                                                  s3_multipart_chunksize_mb=1), s3, backup, dest)
 
     assert list(dest.parent.iterdir()) == []  # neither the file nor its .part
+
+
+def test_one_boto3_session_serves_every_client_of_a_process(
+        qb: ModuleType, config: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    made: list[Any] = []
+
+    class Counting(boto3.session.Session):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            made.append(self)
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(qb, "_BOTO_SESSIONS", [])
+    monkeypatch.setattr(boto3.session, "Session", Counting)
+
+    first, second = qb.s3_client(config), qb.s3_client(dataclasses.replace(config, s3_connect_timeout=7))
+
+    assert len(made) == 1
+    assert first is not second and second.meta.config.connect_timeout == 7
