@@ -64,6 +64,15 @@ def test_restore_download_that_misses_the_record_is_refused_and_removed(
     assert list(dest.parent.iterdir()) == []  # neither the file nor its .part
 
 
+def test_disabled_retention_does_not_list_the_bucket(
+        qb: ModuleType, s3: Any, config: Any, collection: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    def listing(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("retention_days 0 must not list (one HEAD per object)")
+
+    monkeypatch.setattr(qb, "list_backups", listing)
+    assert qb.apply_retention(dataclasses.replace(config, retention_days=0), s3, collection, NOW) == []
+
+
 def test_one_boto3_session_serves_every_client_of_a_process(
         qb: ModuleType, config: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     made: list[Any] = []

@@ -496,6 +496,8 @@ def backup_collection(config: Config, qdrant: Qdrant, s3: Any, collection: str,
 def apply_retention(config: Config, s3: Any, collection: str, now: datetime) -> list[str]:
     from botocore.exceptions import BotoCoreError, ClientError
 
+    if config.retention_days <= 0:
+        return []  # retention disabled: not even the listing (a HEAD per object) is needed
     doomed = retention_deletions(list_backups(config, s3, collection), now, config.retention_days)
     for backup in doomed:
         try:
