@@ -64,6 +64,23 @@ def test_restore_download_that_misses_the_record_is_refused_and_removed(
     assert list(dest.parent.iterdir()) == []  # neither the file nor its .part
 
 
+def test_backup_and_restore_report_where_their_time_went(
+        qb: ModuleType, qdrant: QdrantStandin, config: Any, collection: str) -> None:
+    qdrant.make_collection(collection, 30)
+    assert qb.run_backup(config, now=NOW) == 0
+    state = json.loads((Path(config.state_dir) / "state.json").read_text())
+    backup_seconds = state["collections"][collection]["seconds"]
+    assert set(backup_seconds) == {"qdrant_snapshot", "transfer", "verify", "qdrant_cleanup", "retention"}
+    assert all(v >= 0 for v in backup_seconds.values())
+
+    result = qb.run_restore(config, collection)
+
+    seconds = result["seconds"]
+    assert set(seconds) == {"select", "download", "qdrant_recover", "qdrant_ready", "total"}
+    assert seconds["total"] >= sum(v for k, v in seconds.items() if k != "total") - 0.01
+    assert json.loads(json.dumps(result)) == result  # the CLI prints it as JSON
+
+
 def test_disabled_retention_does_not_list_the_bucket(
         qb: ModuleType, s3: Any, config: Any, collection: str, monkeypatch: pytest.MonkeyPatch) -> None:
     def listing(*args: Any, **kwargs: Any) -> Any:
