@@ -33,6 +33,7 @@ import io
 import logging
 import os
 import random
+import shutil
 import statistics
 import subprocess
 import sys
@@ -256,10 +257,17 @@ def compare(qb: ModuleType, clock: QdrantClock, config: Any, s3: Any, collection
 
 def rto(qb: ModuleType, clock: QdrantClock, base: dict[str, Any], url: str, key: str, s3: Any,
         gigabytes: float) -> None:
-    """Build a collection of about `gigabytes` GB, back it up, time one restore of it."""
+    """Build a collection of about `gigabytes` GB, back it up, time one restore of it.
+
+    With the role's own transfer settings (64 MiB parts, 4 in parallel), not --chunk-mb:
+    this is the production restore. It also matters on moto, which reads the whole object
+    for every ranged GET, so small parts make a 1 GB download quadratic there.
+    """
     collection = f"rto_{uuid.uuid4().hex[:6]}"
-    config = qb.Config.from_dict(dict(base, collections=[collection]))
-    print(f"\nRTO: building collection {collection} of about {gigabytes:g} GB ...", flush=True)
+    settings = {k: v for k, v in base.items() if not k.startswith("s3_multipart_")}
+    config = qb.Config.from_dict(dict(settings, collections=[collection]))
+    print(f"\nRTO: building collection {collection} of about {gigabytes:g} GB (restore with "
+          f"{config.s3_multipart_chunksize_mb} MiB parts, {config.s3_max_concurrency} in parallel) ...", flush=True)
     started = time.perf_counter()
     fill_bytes(url, key, collection, int(gigabytes * 1e9))
     filled = time.perf_counter() - started
@@ -285,7 +293,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--points", type=int, default=50_000)
     parser.add_argument("--dim", type=int, default=128)
-    parser.add_argument("--repeat", type=int, default=3, help="rounds of the comparison (medians)")
+    parser.add_argument("--repeat", type=int, default=3, help="rounds of the comparison (medians); 0: only the RTO")
     parser.add_argument("--rto-gb", type=float, default=1.0,
                         help="size of the RTO collection in GB (0: skip the RTO measurement)")
     parser.add_argument("--program", help="the program file to measure (default: the role's)")
@@ -335,11 +343,12 @@ def main() -> int:
         print(f"program {args.program or 'roles/backup/files/querygpt_backup.py'}; {endpoint or 'AWS'}; part size {args.chunk_mb} MiB, "
               f"concurrency {config.s3_max_concurrency}")
 
-        started = time.perf_counter()
-        fill(url, args.api_key, collection, args.points, args.dim)
-        print(f"collection {collection}: {args.points} points x {args.dim} dims indexed in "
-              f"{time.perf_counter() - started:.1f}s", flush=True)
-        compare(qb, clock, config, s3, collection, args.repeat)
+        if args.repeat > 0:
+            started = time.perf_counter()
+            fill(url, args.api_key, collection, args.points, args.dim)
+            print(f"collection {collection}: {args.points} points x {args.dim} dims indexed in "
+                  f"{time.perf_counter() - started:.1f}s", flush=True)
+            compare(qb, clock, config, s3, collection, args.repeat)
         if args.rto_gb > 0:
             rto(qb, clock, base, url, args.api_key, s3, args.rto_gb)
         print(f"\nbenchmark took {time.perf_counter() - began:.0f}s")
@@ -350,6 +359,7 @@ def main() -> int:
             stand_in.wait(timeout=10)
         if moto:
             moto.stop()
+        shutil.rmtree(work, ignore_errors=True)  # the stand-in's storage: GBs after --rto-gb
 
 
 if __name__ == "__main__":
