@@ -340,8 +340,8 @@ def main() -> int:
         s3 = qb.s3_client(config)
         if moto:
             s3.create_bucket(Bucket=args.bucket)
-        print(f"program {args.program or 'roles/backup/files/querygpt_backup.py'}; {endpoint or 'AWS'}; part size {args.chunk_mb} MiB, "
-              f"concurrency {config.s3_max_concurrency}")
+        print(f"program {args.program or 'roles/backup/files/querygpt_backup.py'}; S3 {endpoint or 'AWS'}; "
+              f"part size {args.chunk_mb} MiB, concurrency {config.s3_max_concurrency}")
 
         if args.repeat > 0:
             started = time.perf_counter()
