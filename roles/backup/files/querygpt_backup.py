@@ -199,8 +199,6 @@ class Phases:
     and gives the restore time (RTO) of a collection from a real run.
     """
 
-    QDRANT = "qdrant_"
-
     def __init__(self) -> None:
         self.seconds: dict[str, float] = {}
 
@@ -211,9 +209,6 @@ class Phases:
             yield
         finally:
             self.seconds[name] = self.seconds.get(name, 0.0) + time.monotonic() - started
-
-    def qdrant(self) -> float:
-        return sum(v for k, v in self.seconds.items() if k.startswith(self.QDRANT))
 
     def rounded(self) -> dict[str, float]:
         return {k: round(v, 3) for k, v in self.seconds.items()}
