@@ -33,7 +33,8 @@ import os
 import re
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -189,6 +190,33 @@ def backup_key(config: Config, collection: str, taken_at: datetime) -> str:
 # --------------------------------------------------------------------------- clients
 
 
+class Phases:
+    """Wall-clock seconds of each step of one backup or restore, logged with its outcome.
+
+    Names starting with "qdrant_" are time spent waiting on Qdrant (creating, deleting or
+    recovering a snapshot); the rest is this program's own work. Keeping them apart tells
+    an operator whether a slow backup or a long restore is Qdrant's doing or the transfer's,
+    and gives the restore time (RTO) of a collection from a real run.
+    """
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    @contextmanager
+    def __call__(self, name: str) -> Iterator[None]:
+        started = time.monotonic()
+        try:
+            yield
+        finally:
+            self.seconds[name] = self.seconds.get(name, 0.0) + time.monotonic() - started
+
+    def rounded(self) -> dict[str, float]:
+        return {k: round(v, 3) for k, v in self.seconds.items()}
+
+    def __str__(self) -> str:
+        return ", ".join(f"{k} {v:.2f}s" for k, v in self.seconds.items())
+
+
 class HashingReader:
     """A read-only stream that hashes and counts what passes through it (for upload_fileobj)."""
 
@@ -202,6 +230,31 @@ class HashingReader:
         self.digest.update(data)
         self.count += len(data)
         return data
+
+    def hexdigest(self) -> str:
+        return self.digest.hexdigest()
+
+
+class HashingWriter:
+    """A write-only, non-seekable sink that hashes and counts what it writes to `raw`.
+
+    Non-seekable on purpose: given such a target, s3transfer still fetches the ranges in
+    parallel but writes them in order, so the sha256 is computed during the download
+    instead of in a second pass over the file afterwards.
+    """
+
+    def __init__(self, raw: BinaryIO) -> None:
+        self.raw = raw
+        self.digest = hashlib.sha256()
+        self.count = 0
+
+    def write(self, data: bytes) -> int:
+        self.digest.update(data)
+        self.count += len(data)
+        return self.raw.write(data)
+
+    def seekable(self) -> bool:
+        return False
 
     def hexdigest(self) -> str:
         return self.digest.hexdigest()
@@ -304,9 +357,21 @@ def content_codings(header: str) -> list[str]:
     return [c for c in (part.strip().lower() for part in header.split(",")) if c and c != IDENTITY]
 
 
+_BOTO_SESSIONS: list[Any] = []
+
+
+def boto_session() -> Any:
+    """One boto3 session per process: each new session parses the S3 service model again
+    (0.3 to 1 s of CPU here), and a restore used to pay that twice (main and run_restore)."""
+    import boto3
+
+    if not _BOTO_SESSIONS:
+        _BOTO_SESSIONS.append(boto3.session.Session())
+    return _BOTO_SESSIONS[0]
+
+
 def s3_client(config: Config) -> Any:
     """boto3 S3 client: the instance profile unless keys are configured (S3-compatible stores)."""
-    import boto3
     from botocore.config import Config as BotoConfig
 
     kwargs: dict[str, Any] = {
@@ -324,7 +389,7 @@ def s3_client(config: Config) -> Any:
     if config.s3_access_key_id:
         kwargs["aws_access_key_id"] = config.s3_access_key_id
         kwargs["aws_secret_access_key"] = config.s3_secret_access_key
-    return boto3.session.Session().client("s3", **kwargs)
+    return boto_session().client("s3", **kwargs)
 
 
 def transfer_config(config: Config) -> Any:
@@ -379,6 +444,7 @@ class Outcome:
     size: int = 0
     key: str = ""
     error: str = ""
+    phases: dict[str, float] = field(default_factory=dict)
 
 
 def stable_snapshot(qdrant: Qdrant, collection: str, attempts: int = 3) -> tuple[dict[str, Any], int | None]:
@@ -402,7 +468,9 @@ def backup_collection(config: Config, qdrant: Qdrant, s3: Any, collection: str,
     """Snapshot -> stream to S3 -> verify against Qdrant's checksum -> delete local -> prune."""
     from botocore.exceptions import BotoCoreError, ClientError
 
-    snapshot, points = stable_snapshot(qdrant, collection)
+    phase = Phases()
+    with phase("qdrant_snapshot"):
+        snapshot, points = stable_snapshot(qdrant, collection)
     key = backup_key(config, collection, now)
     try:
         checksum = str(snapshot.get("checksum") or "").lower()
@@ -420,21 +488,23 @@ def backup_collection(config: Config, qdrant: Qdrant, s3: Any, collection: str,
         }
         if config.s3_kms_key_id:
             extra.update(ServerSideEncryption="aws:kms", SSEKMSKeyId=config.s3_kms_key_id)
-        response = qdrant.open_snapshot(collection, snapshot["name"])
-        reader = HashingReader(response.raw)
-        try:
-            s3.upload_fileobj(reader, config.s3_bucket, key, ExtraArgs=extra, Config=transfer_config(config))
-        except (BotoCoreError, ClientError, OSError) as err:
-            raise s3_error(err, f"uploading s3://{config.s3_bucket}/{key}") from None
-        finally:
-            response.close()
+        with phase("transfer"):
+            response = qdrant.open_snapshot(collection, snapshot["name"])
+            reader = HashingReader(response.raw)
+            try:
+                s3.upload_fileobj(reader, config.s3_bucket, key, ExtraArgs=extra, Config=transfer_config(config))
+            except (BotoCoreError, ClientError, OSError) as err:
+                raise s3_error(err, f"uploading s3://{config.s3_bucket}/{key}") from None
+            finally:
+                response.close()
         problem = ""
         if reader.hexdigest() != checksum or reader.count != size:
             problem = (f"streamed {reader.count} bytes with sha256 {reader.hexdigest()}, "
                        f"Qdrant reported {size} bytes with sha256 {checksum}")
         else:
             try:
-                head = s3.head_object(Bucket=config.s3_bucket, Key=key)
+                with phase("verify"):
+                    head = s3.head_object(Bucket=config.s3_bucket, Key=key)
             except (BotoCoreError, ClientError) as err:
                 raise s3_error(err, f"verifying s3://{config.s3_bucket}/{key}") from None
             if int(head["ContentLength"]) != size or head.get("Metadata", {}).get("sha256") != checksum:
@@ -447,18 +517,23 @@ def backup_collection(config: Config, qdrant: Qdrant, s3: Any, collection: str,
             raise BackupError(f"collection {collection}: upload verification failed: {problem}")
     finally:
         try:
-            qdrant.delete_snapshot(collection, snapshot["name"])
+            with phase("qdrant_cleanup"):
+                qdrant.delete_snapshot(collection, snapshot["name"])
         except BackupError as err:
             LOG.error("could not delete the local snapshot %s: %s", snapshot["name"], err)
     LOG.info("collection %s: uploaded s3://%s/%s (%d bytes, sha256 %s, %s points)",
              collection, config.s3_bucket, key, size, checksum, "unknown" if points is None else points)
-    apply_retention(config, s3, collection, now)
-    return Outcome(collection, True, size=size, key=key)
+    with phase("retention"):
+        apply_retention(config, s3, collection, now)
+    LOG.info("collection %s: took %s", collection, phase)
+    return Outcome(collection, True, size=size, key=key, phases=phase.rounded())
 
 
 def apply_retention(config: Config, s3: Any, collection: str, now: datetime) -> list[str]:
     from botocore.exceptions import BotoCoreError, ClientError
 
+    if config.retention_days <= 0:
+        return []  # retention disabled: not even the listing (a HEAD per object) is needed
     doomed = retention_deletions(list_backups(config, s3, collection), now, config.retention_days)
     for backup in doomed:
         try:
@@ -540,7 +615,7 @@ def record_run(config: Config, started: float, outcomes: list[Outcome], run_erro
         failures.setdefault(outcome.collection, 0)
         if outcome.ok:
             collections[outcome.collection] = {"last_success": time.time(), "bytes": outcome.size,
-                                               "key": outcome.key}
+                                               "key": outcome.key, "seconds": outcome.phases}
         else:
             failures[outcome.collection] += 1
     if run_error:
@@ -648,7 +723,13 @@ def check_version(backup: Backup, running: str) -> None:
 
 
 def download_verified(config: Config, s3: Any, backup: Backup, dest: Path) -> None:
-    """Download to dest and refuse (delete) it unless its sha256 matches the recorded one."""
+    """Download to dest and refuse (delete) it unless its sha256 matches the recorded one.
+
+    The sha256 is computed as the bytes are written (HashingWriter), in one pass: the file
+    is not read back. What reaches the disk is still checked twice over: here against the
+    sha256 recorded at backup time, and by Qdrant, which gets that checksum with the
+    recover call and refuses a file that does not match it.
+    """
     from botocore.exceptions import BotoCoreError, ClientError
 
     if not backup.good:
@@ -656,21 +737,19 @@ def download_verified(config: Config, s3: Any, backup: Backup, dest: Path) -> No
                              f"{backup.sha256!r}, size {backup.meta_size} vs {backup.size}): not restorable")
     dest.parent.mkdir(parents=True, exist_ok=True)
     tmp = dest.with_name(dest.name + ".part")
-    digest = hashlib.sha256()
     try:
         with open(tmp, "wb") as out:
-            s3.download_fileobj(config.s3_bucket, backup.key, out, Config=transfer_config(config))
-        with open(tmp, "rb") as data:
-            for chunk in iter(lambda: data.read(1024 * 1024), b""):
-                digest.update(chunk)
+            sink = HashingWriter(out)
+            s3.download_fileobj(config.s3_bucket, backup.key, sink, Config=transfer_config(config))
     except (BotoCoreError, ClientError, OSError) as err:
         tmp.unlink(missing_ok=True)
         raise s3_error(err, f"downloading s3://{config.s3_bucket}/{backup.key}") from None
-    if digest.hexdigest() != backup.sha256:
+    if sink.hexdigest() != backup.sha256 or sink.count != backup.meta_size:
         tmp.unlink(missing_ok=True)
-        raise RestoreRefused(f"{backup.key}: checksum mismatch, the object is corrupted: sha256 "
-                             f"{digest.hexdigest()}, recorded {backup.sha256}. Not restored; pick "
-                             "another backup (querygpt-backup list).")
+        raise RestoreRefused(f"{backup.key}: checksum mismatch, the object is corrupted: "
+                             f"{sink.count} bytes with sha256 {sink.hexdigest()}, recorded "
+                             f"{backup.meta_size} bytes with sha256 {backup.sha256}. Not restored; "
+                             "pick another backup (querygpt-backup list).")
     os.replace(tmp, dest)
 
 
@@ -690,30 +769,43 @@ def wait_ready(qdrant: Qdrant, collection: str, timeout: float) -> dict[str, Any
 
 
 def run_restore(config: Config, collection: str, key: str = "") -> dict[str, Any]:
-    """Download, verify, recover through the API, wait, compare the point count."""
-    qdrant = Qdrant(config)
-    s3 = s3_client(config)
-    backup = choose_backup(config, s3, collection, key)
-    running = qdrant.version()
-    check_version(backup, running)
+    """Download, verify, recover through the API, wait, compare the point count.
+
+    The result carries the seconds of each step ("qdrant_*": Qdrant's own work), so every
+    restore, drills included, measures the collection's restore time (RTO).
+    """
+    started = time.monotonic()
+    phase = Phases()
+    with phase("select"):
+        qdrant = Qdrant(config)
+        s3 = s3_client(config)
+        backup = choose_backup(config, s3, collection, key)
+        running = qdrant.version()
+        check_version(backup, running)
     snapshots = Path(config.qdrant_snapshots_dir)
     dest = snapshots / "querygpt-restore" / f"{collection}-{backup.key.rsplit('/', 1)[-1]}"
     LOG.info("restoring %s into collection %s (sha256 %s)", backup.key, collection, backup.sha256)
-    download_verified(config, s3, backup, dest)
+    with phase("download"):
+        download_verified(config, s3, backup, dest)
     try:
         owner = snapshots.stat()
         os.chown(dest.parent, owner.st_uid, owner.st_gid)
         os.chown(dest, owner.st_uid, owner.st_gid)
-        qdrant.recover(collection, dest.resolve().as_uri(), backup.sha256)
+        with phase("qdrant_recover"):
+            qdrant.recover(collection, dest.resolve().as_uri(), backup.sha256)
     finally:
         dest.unlink(missing_ok=True)
-    wait_ready(qdrant, collection, config.restore_ready_timeout)
-    count = qdrant.count(collection)
+    with phase("qdrant_ready"):
+        wait_ready(qdrant, collection, config.restore_ready_timeout)
+        count = qdrant.count(collection)
     if backup.points_count is not None and count != backup.points_count:
         raise BackupError(f"collection {collection} holds {count} points after the restore, "
                           f"the backup recorded {backup.points_count}")
-    result = dict(backup.as_dict(), restored_points=count, qdrant_running=running)
-    LOG.info("restored collection %s from %s: %d points", collection, backup.key, count)
+    total = time.monotonic() - started
+    result = dict(backup.as_dict(), restored_points=count, qdrant_running=running,
+                  seconds=dict(phase.rounded(), total=round(total, 3)))
+    LOG.info("restored collection %s from %s: %d points in %.1fs (%s)", collection, backup.key, count,
+             total, phase)
     return result
 
 
