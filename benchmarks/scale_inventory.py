@@ -235,6 +235,7 @@ def measure(size: int, moto_url: str, work: Path) -> tuple[dict[str, float], dic
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
     rehearsal = rehearsal_module.Rehearsal(tmp, moto_url, prod)
+    rehearsal.timeout = None  # preflight over 500 hosts takes longer than a test may
     rehearsal.fill_in_as_the_docs_say()
     print(f"{size} instances ({', '.join(f'{t} {n}' for t, n in counts.items())}, bastion 1, monitoring 1): "
           f"seeded in {seeded:.1f}s", flush=True)

@@ -111,10 +111,11 @@ class Rehearsal:
         self.password = tmp / "vault-pass"
         self.password.write_text("rehearsal-vault-password\n")
         self.env = aws_env(moto_url, tmp)
+        self.timeout: float | None = 600  # None for benchmarks/scale_inventory.py's large fleets
 
     def run(self, *cmd: str) -> subprocess.CompletedProcess:
         return subprocess.run([str(c) for c in cmd], cwd=REPO, env=self.env, capture_output=True, text=True,
-                              timeout=600, check=False)
+                              timeout=self.timeout, check=False)
 
     def export_outputs(self, zone: str = "") -> None:
         source = self.tmp / "outputs.json"
