@@ -287,12 +287,20 @@ def main(argv: list[str] | None = None) -> int:
             print(f"work directory kept: {work}")
         else:
             shutil.rmtree(work, ignore_errors=True)
+        report(list(seconds), seconds, cpu)
+        print(f"total time (seeding, setup and checks included): {time.perf_counter() - overall:.1f}s")
+    return 0
+
+
+def report(sizes: list[int], seconds: dict[int, dict[str, float]], cpu: dict[int, dict[str, float]]) -> None:
+    """The tables of the sizes measured so far (also when a larger size fails or is interrupted)."""
+    if len(sizes) < 2:
+        print(f"\nmeasured {sizes or 'no size'}: too few sizes for a growth exponent")
+        return
     print("\nwall-clock seconds")
     print(table(sizes, seconds))
     print("\nCPU seconds (Ansible and its forks; steady when the machine is shared)")
     print(table(sizes, cpu))
-    print(f"total time (seeding, setup and checks included): {time.perf_counter() - overall:.1f}s")
-    return 0
 
 
 if __name__ == "__main__":
