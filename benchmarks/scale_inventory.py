@@ -268,7 +268,10 @@ def main(argv: list[str] | None = None) -> int:
     if not (VENV_BIN / "ansible-playbook").exists():
         parser.error(f"{VENV_BIN} has no Ansible: create .venv with `bin/lab bootstrap`")
     for size in sizes:
-        tier_counts(size)  # fail before the emulator starts
+        try:
+            tier_counts(size)  # fail before the emulator starts
+        except ValueError as err:
+            parser.error(f"--sizes: {err}")
 
     overall = time.perf_counter()
     work = Path(tempfile.mkdtemp(prefix="scale-inventory-"))
