@@ -38,12 +38,23 @@ def _is_ip(value: object) -> bool:
     return True
 
 
-def private_address(host: str, hostvars: Mapping[str, Any]) -> str:
-    """The private IP address of `host`: `querygpt_private_address`, else its facts' address."""
+def _host_vars(host: str, hostvars: Mapping[str, Any]) -> Any:
+    """One host's variables. Each lookup in Ansible's hostvars computes all of that host's
+    variables (about as costly as a task's variables), and every host renders its peers, so
+    the filters look each peer up once per call (docs/scale.md)."""
     try:
-        hv = hostvars[host]
+        return hostvars[host]
     except KeyError as err:
         raise AnsibleFilterError(f"private_address: {host!r} is not an inventory host") from err
+
+
+def private_address(host: str, hostvars: Mapping[str, Any]) -> str:
+    """The private IP address of `host`: `querygpt_private_address`, else its facts' address."""
+    return _address(host, _host_vars(host, hostvars))
+
+
+def _address(host: str, hv: Any) -> str:
+    """`private_address` of a host whose variables `hv` were already looked up."""
     declared = _get(hv, ADDRESS_VAR)
     if declared not in (None, ""):
         if not _is_ip(declared):
@@ -79,10 +90,8 @@ def firewall_sources(
     source_cidrs: Iterable[str] = (),
 ) -> list[str]:
     """Sorted, de-duplicated source addresses: the groups' private addresses plus CIDRs."""
-    sources: set[str] = set()
-    for group in source_groups:
-        for host in groups.get(group, []) or []:
-            sources.add(private_address(host, hostvars))
+    hosts = dict.fromkeys(host for group in source_groups for host in groups.get(group, []) or [])
+    sources = {private_address(host, hostvars) for host in hosts}  # a host of two groups: one lookup
     for cidr in source_cidrs:
         try:
             sources.add(str(ipaddress.ip_network(str(cidr), strict=False)))
@@ -93,7 +102,11 @@ def firewall_sources(
 
 def host_az(host: str, hostvars: Mapping[str, Any]) -> str:
     """The host's availability zone, as the EC2 inventory places it (`unknown` without one)."""
-    zone = (_get(hostvars[host], "ec2_placement") or {}).get("availability_zone")
+    return _zone(hostvars[host])
+
+
+def _zone(hv: Any) -> str:
+    zone = (_get(hv, "ec2_placement") or {}).get("availability_zone")
     return str(zone) if zone else UNKNOWN
 
 
@@ -125,12 +138,13 @@ def prometheus_targets(
             if host in seen:
                 continue
             seen.add(host)
-            address = url_host(private_address(host, hostvars))
+            hv = _host_vars(host, hostvars)  # once: the address, the zone and the env all come from it
+            address = url_host(_address(host, hv))
             target = f"{address}:{int(port)}" if port is not None else str(url).format(address=address, host=host)
-            env = _get(hostvars[host], "querygpt_env") or UNKNOWN
+            env = _get(hv, "querygpt_env") or UNKNOWN
             configs.append({
                 "targets": [target],
-                "labels": {"instance": host, "tier": tier, "az": host_az(host, hostvars), "env": str(env)},
+                "labels": {"instance": host, "tier": tier, "az": _zone(hv), "env": str(env)},
             })
     return configs
 

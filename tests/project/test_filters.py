@@ -95,3 +95,19 @@ def test_site_roles_of_the_real_site_yml_cover_every_host_group():
     for group in ("bastion", "edge", "backend", "qdrant", "ollama", "monitoring"):
         roles = site_roles([group], str(REPO / "site.yml"))
         assert roles[0] == "common", f"{group}: common must run first, got {roles}"
+
+
+def test_a_source_host_is_looked_up_once_even_in_two_source_groups():
+    """Every host renders its openings from its peers' hostvars, and each lookup computes all
+    of a peer's variables in Ansible: one per peer, never one per (group, peer) (docs/scale.md)."""
+    lookups: list[str] = []
+
+    class Counting(dict):
+        def __getitem__(self, host):
+            lookups.append(host)
+            return super().__getitem__(host)
+
+    groups = dict(GROUPS, all=["10.40.0.10", "10.40.128.10", "10.40.144.10", "mon"])
+    got = firewall_sources(["backend", "all", "monitoring", "bastion"], groups, Counting(HOSTVARS))
+    assert got == ["10.40.0.10", "10.40.128.10", "10.40.144.10", "172.18.0.5"]
+    assert sorted(lookups) == sorted(groups["all"])

@@ -40,10 +40,11 @@ ZONE_ID = "Z0123456789ABCDEFGHIJ"
 SHA = "ab" * 32
 
 
-@pytest.fixture(scope="module")
-def prod(moto_url: str) -> dict:
-    """The emulated prod account: instances, their volumes, the Secrets Manager entries."""
-    values = lab_terraform.values(PROD_TFVARS)
+def seed_prod(moto_url: str, **overrides: object) -> dict:
+    """Emulate the prod account as Terraform would build it for prod's tfvars (overridden by
+    keyword, e.g. larger counts for benchmarks/scale_inventory.py): instances, their volumes,
+    the Secrets Manager entries."""
+    values = lab_terraform.values(PROD_TFVARS, **overrides)
     hosts = lab_ec2.plan(values, bastion_public_ip=BASTION_EIP)
     lab_ec2.seed(hosts, values, url=moto_url)
     manager = boto3.client("secretsmanager", region_name=values["region"], endpoint_url=moto_url,
@@ -51,6 +52,12 @@ def prod(moto_url: str) -> dict:
     for name in ("qdrant-api-key", "qdrant-read-only-api-key", "backend-secret-key"):
         manager.create_secret(Name=f"querygpt/prod/{name}", SecretString=f"{name.replace('-', '')}" * 3)
     return {"values": values, "hosts": hosts}
+
+
+@pytest.fixture(scope="module")
+def prod(moto_url: str) -> dict:
+    """The emulated prod account: instances, their volumes, the Secrets Manager entries."""
+    return seed_prod(moto_url)
 
 
 def aws_env(moto_url: str, tmp: Path) -> dict[str, str]:
@@ -104,10 +111,11 @@ class Rehearsal:
         self.password = tmp / "vault-pass"
         self.password.write_text("rehearsal-vault-password\n")
         self.env = aws_env(moto_url, tmp)
+        self.timeout: float | None = 600  # None for benchmarks/scale_inventory.py's large fleets
 
     def run(self, *cmd: str) -> subprocess.CompletedProcess:
         return subprocess.run([str(c) for c in cmd], cwd=REPO, env=self.env, capture_output=True, text=True,
-                              timeout=600, check=False)
+                              timeout=self.timeout, check=False)
 
     def export_outputs(self, zone: str = "") -> None:
         source = self.tmp / "outputs.json"
@@ -131,6 +139,24 @@ class Rehearsal:
         data = yaml.safe_load(path.read_text()) or {}
         data.update(values)
         path.write_text("---\n" + yaml.safe_dump(data, sort_keys=False))
+
+    def fill_in_as_the_docs_say(self) -> None:
+        """Every input docs/first-deploy.md asks for, filled in: preflight must pass."""
+        self.export_outputs(zone=ZONE_ID)
+        self.new_env()  # values from Secrets Manager, the internal CA generated
+        self.edit("group_vars/all/environment.yml", common_admin_users=[
+            {"name": "alice", "ssh_keys": ["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOFyXvWwfjxKIm/xcDYrTvQ3RKc2vyrR/KUS/biOWl2o alice"]}])
+        self.edit("group_vars/all/pins.yml", qdrant_checksum=SHA, ollama_checksum=SHA,
+                  querygpt_embed_model={"name": "all-minilm:l6-v2", "digest": SHA},
+                  querygpt_llm_model={"name": "qwen2.5-coder:1.5b", "digest": "sha256:" + SHA},
+                  querygpt_release={"version": "0.1.0",
+                                    "backend_wheelhouse": "querygpt-backend-0.1.0-py313-wheelhouse.tar.gz",
+                                    "backend_wheelhouse_sha256": SHA,
+                                    "frontend_dist": "querygpt-frontend-0.1.0-dist.tar.gz",
+                                    "frontend_dist_sha256": SHA})
+        self.edit("group_vars/edge/nginx.yml", nginx_server_name="querygpt.example.com",
+                  nginx_acme_email="ops@example.com")
+        self.edit("group_vars/monitoring/prometheus_stack.yml", prometheus_stack_public_hostname="querygpt.example.com")
 
 
 def reported(output: str) -> list[tuple[str, str]]:
@@ -186,21 +212,7 @@ def test_an_empty_vault_and_the_committed_files_fail_with_exactly_what_the_docs_
 
 def test_everything_filled_in_as_the_docs_say_passes(prod: dict, moto_url: str, tmp_path: Path) -> None:
     rehearsal = Rehearsal(tmp_path, moto_url, prod)
-    rehearsal.export_outputs(zone=ZONE_ID)
-    rehearsal.new_env()  # values from Secrets Manager, the internal CA generated
-    rehearsal.edit("group_vars/all/environment.yml", common_admin_users=[
-        {"name": "alice", "ssh_keys": ["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOFyXvWwfjxKIm/xcDYrTvQ3RKc2vyrR/KUS/biOWl2o alice"]}])
-    rehearsal.edit("group_vars/all/pins.yml", qdrant_checksum=SHA, ollama_checksum=SHA,
-                   querygpt_embed_model={"name": "all-minilm:l6-v2", "digest": SHA},
-                   querygpt_llm_model={"name": "qwen2.5-coder:1.5b", "digest": "sha256:" + SHA},
-                   querygpt_release={"version": "0.1.0",
-                                     "backend_wheelhouse": "querygpt-backend-0.1.0-py313-wheelhouse.tar.gz",
-                                     "backend_wheelhouse_sha256": SHA,
-                                     "frontend_dist": "querygpt-frontend-0.1.0-dist.tar.gz",
-                                     "frontend_dist_sha256": SHA})
-    rehearsal.edit("group_vars/edge/nginx.yml", nginx_server_name="querygpt.example.com",
-                   nginx_acme_email="ops@example.com")
-    rehearsal.edit("group_vars/monitoring/prometheus_stack.yml", prometheus_stack_public_hostname="querygpt.example.com")
+    rehearsal.fill_in_as_the_docs_say()
     done = rehearsal.preflight()
     assert done.returncode == 0, done.stdout[-6000:] + done.stderr[-2000:]
 

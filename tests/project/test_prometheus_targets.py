@@ -90,3 +90,25 @@ def test_bad_arguments_are_errors(kwargs):
 def test_a_single_group_name_is_not_split_into_letters():
     with pytest.raises(AnsibleFilterError, match="list"):
         prometheus_targets(GROUPS, HOSTVARS, "edge", port=9100)  # type: ignore[arg-type]
+
+
+class CountingHostvars(dict):
+    """hostvars that count lookups: in Ansible each one computes all of a host's variables
+    (milliseconds), and the filters run once per host over its peers (docs/scale.md)."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)
+        self.lookups: dict[str, int] = {}
+
+    def __getitem__(self, host: str) -> object:
+        self.lookups[host] = self.lookups.get(host, 0) + 1
+        return super().__getitem__(host)
+
+
+def test_each_target_host_is_looked_up_once() -> None:
+    """Address, zone and env come from one lookup (three lookups made the monitoring host's
+    configuration three times as slow to render as it need be)."""
+    hostvars = CountingHostvars(HOSTVARS)
+    got = prometheus_targets(GROUPS, hostvars, ["edge", "backend", "bastion", "monitoring", "edge"], port=9100)
+    assert len(got) == 5
+    assert hostvars.lookups == {h: 1 for h in ("10.40.144.10", "10.40.128.10", "10.40.128.11", "10.40.0.10", "mon")}
