@@ -94,9 +94,12 @@ def parse_schema(path: Path) -> Document:
     return Document(path.stem, title, tuple(tables))
 
 
+IRREGULAR_PLURALS = {"person": "people", "quiz": "quizzes"}
+
+
 def references(column: str, tables: Iterable[str]) -> str | None:
     """The table a `*_id` / `*_key` column points at: customer_id -> customers,
-    manager_employee_id -> employees, user_key -> dim_users."""
+    manager_employee_id -> employees, user_key -> dim_users, person_id -> people."""
     names = set(tables)
     stem = re.sub(r"_(id|key)$", "", column)
     if stem == column:
@@ -104,7 +107,10 @@ def references(column: str, tables: Iterable[str]) -> str | None:
     words = stem.split("_")
     for start in range(len(words)):
         base = "_".join(words[start:])
-        for candidate in (base, base + "s", base + "es", base[:-1] + "ies", "dim_" + base, "dim_" + base + "s"):
+        plurals = [base + "s", base + "es", base[:-1] + "ies"]
+        if words[-1] in IRREGULAR_PLURALS:
+            plurals.append("_".join([*words[start:-1], IRREGULAR_PLURALS[words[-1]]]))
+        for candidate in (base, *plurals, "dim_" + base, "dim_" + base + "s"):
             if candidate in names:
                 return candidate
     return None

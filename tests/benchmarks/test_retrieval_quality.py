@@ -68,9 +68,11 @@ def test_mean() -> None:
 @pytest.mark.parametrize(("column", "table"), [
     ("customer_id", "customers"), ("manager_employee_id", "employees"), ("category_id", "categories"),
     ("user_key", "dim_users"), ("product_review_id", "product_reviews"), ("email", None), ("tracking_id", None),
+    ("person_id", "people"), ("quiz_id", "quizzes"), ("branch_id", "branches"), ("beneficiary_id", "beneficiaries"),
 ])
 def test_references_resolve_foreign_keys(column: str, table: str | None) -> None:
-    tables = ["customers", "employees", "categories", "dim_users", "product_reviews", "products"]
+    tables = ["customers", "employees", "categories", "dim_users", "product_reviews", "products", "people", "quizzes",
+              "branches", "beneficiaries"]
     assert rq.references(column, tables) == table
 
 
