@@ -1,11 +1,12 @@
 #!/usr/bin/env python3
 """Retrieval quality of the backend's chunking and top-k, measured as recall@k of the sources.
 
-Six schema documents (benchmarks/data/schemas/*.txt: e-commerce, billing, HR, logistics,
-healthcare, SaaS analytics; 227 tables with their columns and comments) are rendered to PDF
-as a user would upload them, then read and chunked by the backend's own code
-(querygpt.pdf.extract_pages, querygpt.chunking.chunk_pages, the defaults of
-querygpt.config.Settings), all into one collection. Chunks and questions
+Eleven schema documents (benchmarks/data/schemas/*.txt: e-commerce, billing, HR, logistics,
+healthcare, SaaS analytics, manufacturing, banking, education, streaming, travel; 423 tables
+with their columns and comments, common names such as customers or invoices in several of
+them) are rendered to PDF as a user would upload them, then read and chunked by the
+backend's own code (querygpt.pdf.extract_pages, querygpt.chunking.chunk_pages, the defaults
+of querygpt.config.Settings), all into one collection. Chunks and questions
 (benchmarks/data/questions.tsv, each labelled with the tables answering it needs) are
 embedded by the Ollama lab stand-in's /api/embed with `all-minilm`, which is the real
 all-MiniLM-L6-v2 when requirements/ollama-standin.txt is installed (the run refuses to go

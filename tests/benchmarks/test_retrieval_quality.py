@@ -109,10 +109,13 @@ def test_evaluate_averages_recall_over_questions() -> None:
 def test_the_data_is_as_the_docs_say() -> None:
     documents = {d.name: d for d in map(rq.parse_schema, sorted((rq.DATA / "schemas").glob("*.txt")))}
     questions = rq.load_questions(rq.DATA / "questions.tsv", documents)  # refuses unknown tables
-    assert len(documents) == 6
-    assert sum(len(d.tables) for d in documents.values()) >= 200
-    assert len(questions) >= 60
+    assert len(documents) == 11
+    assert sum(len(d.tables) for d in documents.values()) >= 400
+    assert len(questions) >= 130
     assert {q.document for q in questions} == set(documents)
+    per_document = {name: sum(q.document == name for q in questions) for name in documents}
+    assert all(10 <= n <= 13 for n in per_document.values()), per_document
+    assert len({q.text for q in questions}) == len(questions)
     for doc in documents.values():
         names = [t.name for t in doc.tables]
         assert len(names) == len(set(names)), doc.name
