@@ -1,11 +1,12 @@
 #!/usr/bin/env python3
 """Retrieval quality of the backend's chunking and top-k, measured as recall@k of the sources.
 
-Six schema documents (benchmarks/data/schemas/*.txt: e-commerce, billing, HR, logistics,
-healthcare, SaaS analytics; 227 tables with their columns and comments) are rendered to PDF
-as a user would upload them, then read and chunked by the backend's own code
-(querygpt.pdf.extract_pages, querygpt.chunking.chunk_pages, the defaults of
-querygpt.config.Settings), all into one collection. Chunks and questions
+Eleven schema documents (benchmarks/data/schemas/*.txt: e-commerce, billing, HR, logistics,
+healthcare, SaaS analytics, manufacturing, banking, education, streaming, travel; 423 tables
+with their columns and comments, common names such as customers or invoices in several of
+them) are rendered to PDF as a user would upload them, then read and chunked by the
+backend's own code (querygpt.pdf.extract_pages, querygpt.chunking.chunk_pages, the defaults
+of querygpt.config.Settings), all into one collection. Chunks and questions
 (benchmarks/data/questions.tsv, each labelled with the tables answering it needs) are
 embedded by the Ollama lab stand-in's /api/embed with `all-minilm`, which is the real
 all-MiniLM-L6-v2 when requirements/ollama-standin.txt is installed (the run refuses to go
@@ -94,9 +95,12 @@ def parse_schema(path: Path) -> Document:
     return Document(path.stem, title, tuple(tables))
 
 
+IRREGULAR_PLURALS = {"person": "people", "quiz": "quizzes"}
+
+
 def references(column: str, tables: Iterable[str]) -> str | None:
     """The table a `*_id` / `*_key` column points at: customer_id -> customers,
-    manager_employee_id -> employees, user_key -> dim_users."""
+    manager_employee_id -> employees, user_key -> dim_users, person_id -> people."""
     names = set(tables)
     stem = re.sub(r"_(id|key)$", "", column)
     if stem == column:
@@ -104,7 +108,10 @@ def references(column: str, tables: Iterable[str]) -> str | None:
     words = stem.split("_")
     for start in range(len(words)):
         base = "_".join(words[start:])
-        for candidate in (base, base + "s", base + "es", base[:-1] + "ies", "dim_" + base, "dim_" + base + "s"):
+        plurals = [base + "s", base + "es", base[:-1] + "ies"]
+        if words[-1] in IRREGULAR_PLURALS:
+            plurals.append("_".join([*words[start:-1], IRREGULAR_PLURALS[words[-1]]]))
+        for candidate in (base, *plurals, "dim_" + base, "dim_" + base + "s"):
             if candidate in names:
                 return candidate
     return None

@@ -68,9 +68,11 @@ def test_mean() -> None:
 @pytest.mark.parametrize(("column", "table"), [
     ("customer_id", "customers"), ("manager_employee_id", "employees"), ("category_id", "categories"),
     ("user_key", "dim_users"), ("product_review_id", "product_reviews"), ("email", None), ("tracking_id", None),
+    ("person_id", "people"), ("quiz_id", "quizzes"), ("branch_id", "branches"), ("beneficiary_id", "beneficiaries"),
 ])
 def test_references_resolve_foreign_keys(column: str, table: str | None) -> None:
-    tables = ["customers", "employees", "categories", "dim_users", "product_reviews", "products"]
+    tables = ["customers", "employees", "categories", "dim_users", "product_reviews", "products", "people", "quizzes",
+              "branches", "beneficiaries"]
     assert rq.references(column, tables) == table
 
 
@@ -107,10 +109,13 @@ def test_evaluate_averages_recall_over_questions() -> None:
 def test_the_data_is_as_the_docs_say() -> None:
     documents = {d.name: d for d in map(rq.parse_schema, sorted((rq.DATA / "schemas").glob("*.txt")))}
     questions = rq.load_questions(rq.DATA / "questions.tsv", documents)  # refuses unknown tables
-    assert len(documents) == 6
-    assert sum(len(d.tables) for d in documents.values()) >= 200
-    assert len(questions) >= 60
+    assert len(documents) == 11
+    assert sum(len(d.tables) for d in documents.values()) >= 400
+    assert len(questions) >= 130
     assert {q.document for q in questions} == set(documents)
+    per_document = {name: sum(q.document == name for q in questions) for name in documents}
+    assert all(10 <= n <= 13 for n in per_document.values()), per_document
+    assert len({q.text for q in questions}) == len(questions)
     for doc in documents.values():
         names = [t.name for t in doc.tables]
         assert len(names) == len(set(names)), doc.name
