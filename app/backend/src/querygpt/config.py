@@ -36,7 +36,7 @@ DEFAULTS: dict[str, str] = {
     "QUERYGPT_OLLAMA_URL": "http://127.0.0.1:11434",
     "QUERYGPT_EMBED_MODEL": "all-minilm",
     "QUERYGPT_LLM_MODEL": "qwen2.5-coder:1.5b",
-    "QUERYGPT_TOP_K": "8",
+    "QUERYGPT_TOP_K": "10",
     "QUERYGPT_CHUNK_SIZE": "600",
     "QUERYGPT_CHUNK_OVERLAP": "90",
     "QUERYGPT_CHUNK_UNIT": "chars",
@@ -70,7 +70,7 @@ class Settings:
     embed_model: str = DEFAULTS["QUERYGPT_EMBED_MODEL"]
     llm_model: str = DEFAULTS["QUERYGPT_LLM_MODEL"]
     # Tuned by benchmarks/retrieval_quality.py: docs/retrieval.md has the figures.
-    top_k: int = 8
+    top_k: int = 10
     chunk_size: int = 600
     chunk_overlap: int = 90
     chunk_unit: str = "chars"
