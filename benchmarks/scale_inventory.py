@@ -39,6 +39,7 @@ import math
 import re
 import resource
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -273,6 +274,8 @@ def main(argv: list[str] | None = None) -> int:
         except ValueError as err:
             parser.error(f"--sizes: {err}")
 
+    # A stopped run (kill, timeout) still stops its emulator and prints the sizes it finished.
+    signal.signal(signal.SIGTERM, lambda signum, _frame: sys.exit(128 + signum))
     overall = time.perf_counter()
     work = Path(tempfile.mkdtemp(prefix="scale-inventory-"))
     seconds: dict[int, dict[str, float]] = {}
