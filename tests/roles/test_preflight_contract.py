@@ -170,6 +170,29 @@ def test_every_problem_is_reported_in_one_run(tmp_path, role):
         assert re.match(rf"{role}: {role}_[a-z0-9_]+: \S", problem), problem
 
 
+@pytest.mark.parametrize("role", ROLES)
+def test_the_check_is_skipped_only_for_the_role_preflight_passed_in_this_run(role):
+    """site.yml checks every role in playbooks/preflight.yml, then the role skips that second
+    check of the same values; the skip names the role itself, so one role's pass never
+    skips another's check (docs/architecture.md, preflight)."""
+    assert the_assert(role).get("when") == f"'{role}' not in (preflight_validated_roles | default([]))"
+
+
+def test_preflight_records_the_roles_it_passed_after_the_report():
+    play = yaml.safe_load((REPO / "playbooks" / "preflight.yml").read_text())[0]
+    names = [t["name"] for t in play["tasks"]]
+    record = next(t for t in play["tasks"] if "preflight_validated_roles" in t.get("ansible.builtin.set_fact", {}))
+    assert names.index(record["name"]) > names.index("Report every problem and stop before any host changes")
+    assert record["ansible.builtin.set_fact"]["preflight_validated_roles"] == "{{ _preflight_roles }}"
+
+
+def test_a_role_still_refuses_bad_values_unless_preflight_passed_it(tmp_path):
+    overrides, needles = BAD["nginx"]
+    _run(tmp_path, "nginx", {**overrides, "preflight_validated_roles": ["common", "backend"]}).assert_refused(*needles)
+    skipped = _run(tmp_path / "skipped", "nginx", {**overrides, "preflight_validated_roles": ["nginx"]})
+    assert skipped.ok and not skipped.problems, skipped.messages
+
+
 # Secrets never reach the output, whether they are fine or are the problem themselves.
 SECRETS = {
     "backend": {"backend_qdrant_api_key": "SeCrEt-backend-key", "backend_s3_secret_access_key": "SeCrEt-s3"},
