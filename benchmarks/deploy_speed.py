@@ -10,7 +10,10 @@
 The ratio is the figure docs/deploy-speed.md tracks (target: 20x or less). A measurement,
 not a test: exits non-zero only when a run fails or the no-op run changes something.
 
-    .venv/bin/python benchmarks/deploy_speed.py [--skip-release]
+    .venv/bin/python benchmarks/deploy_speed.py [--skip-release] [--mitogen]
+
+--mitogen runs every step with Mitogen's mitogen_linear strategy (`pip install mitogen`
+into .venv first), the evaluation docs/deploy-speed.md records; the project does not use it.
 """
 
 from __future__ import annotations
@@ -31,8 +34,20 @@ INVENTORY = "inventories/lab"
 RECAP = re.compile(r"^(\S+)\s+:\s+ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", re.M)
 
 
+STRATEGY: dict[str, str] = {}  # extra environment for every run (--mitogen)
+
+
 def env() -> dict[str, str]:
-    return dict(os.environ, PATH=f"{VENV_BIN}{os.pathsep}{os.environ['PATH']}", ANSIBLE_FORCE_COLOR="0")
+    return dict(os.environ, PATH=f"{VENV_BIN}{os.pathsep}{os.environ['PATH']}", ANSIBLE_FORCE_COLOR="0", **STRATEGY)
+
+
+def use_mitogen() -> None:
+    try:
+        import ansible_mitogen  # optional: only for this evaluation
+    except ImportError:
+        raise SystemExit(f"--mitogen: Mitogen is not installed: {VENV_BIN}/pip install mitogen") from None
+    STRATEGY.update(ANSIBLE_STRATEGY_PLUGINS=str(Path(ansible_mitogen.__file__).parent / "plugins" / "strategy"),
+                    ANSIBLE_STRATEGY="mitogen_linear")
 
 
 def timed(args: list[str], log: Path) -> tuple[float, str]:
@@ -71,7 +86,11 @@ def new_release(workdir: Path) -> Path:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--skip-release", action="store_true", help="only the no-op and facts figures")
+    parser.add_argument("--mitogen", action="store_true", help="every run with Mitogen's mitogen_linear strategy")
     args = parser.parse_args()
+    if args.mitogen:
+        use_mitogen()
+        print("strategy: mitogen_linear")
     logs = Path(tempfile.mkdtemp(prefix="deploy-speed-"))
     started = time.monotonic()
 
