@@ -160,7 +160,7 @@ def test_the_edge_fails_over_when_a_backend_stops(lab, edges):
     stop = lab.ssh(backend, "sudo systemctl stop querygpt-backend")
     assert stop.returncode == 0, stop.stderr
     try:
-        statuses = [edges[0].request("GET", "/api/ready").status for _ in range(8)]
+        statuses = [edges[0].request("GET", "/api/health").status for _ in range(8)]
     finally:
         start = lab.ssh(backend, "sudo systemctl start querygpt-backend")
         assert start.returncode == 0, start.stderr
@@ -171,11 +171,32 @@ def test_the_edge_fails_over_when_a_backend_stops(lab, edges):
         time.sleep(1)
 
 
+def test_the_edge_routes_only_the_public_api(lab, edges):
+    """Readiness, metrics and the OpenAPI documents answer on a backend's port from inside the
+    VPC (here from an edge host), never through the edge; errors the edge generates are JSON
+    like the API's, with no internal address."""
+    backend = lab.address(sorted(lab.groups["backend"])[0])
+    inside = lab.exec(lab.groups["edge"][0], " ; ".join(
+        f"curl -s -o /dev/null -w '%{{http_code}} ' http://{backend}:8000{path}"
+        for path in ("/ready", "/metrics", "/openapi.json", "/docs")))
+    assert inside.stdout.split() == ["200"] * 4, inside.stdout
+    for path in ("/api/ready", "/api/metrics", "/api/openapi.json", "/api/docs"):
+        response = edges[0].request("GET", path)
+        assert (response.status, response.json()) == (404, {"detail": "Not Found"}), path
+        assert response.headers["Content-Type"] == "application/json"
+    too_big = edges[0].request("POST", "/api/query", body=b"{" + b" " * (2 * 1024 * 1024) + b"}",
+                               headers={"Content-Type": "application/json"})
+    assert too_big.status == 413 and too_big.headers["Content-Type"] == "application/json"
+    assert "too large" in too_big.json()["detail"] and "10.42." not in too_big.data.decode()
+
+
 def test_the_query_endpoint_is_rate_limited(edges):
     """A burst well past the configured rate gets 429s, not a queue of work for the backend."""
-    statuses = [edges[1].request("POST", "/api/query", body=b"{}", headers={"Content-Type": "application/json"}).status
-                for _ in range(60)]
-    assert 429 in statuses, statuses
+    responses = [edges[1].request("POST", "/api/query", body=b"{}", headers={"Content-Type": "application/json"})
+                 for _ in range(60)]
+    refused = [r for r in responses if r.status == 429]
+    assert refused, [r.status for r in responses]
+    assert refused[0].json() == {"detail": "Too many requests: slow down and try again"}
 
 
 # --- the UI, in Debian's chromium ----------------------------------------------------------

@@ -113,7 +113,7 @@ def test_api_reaches_the_backend_with_the_prefix_stripped(host):
     assert answer["forwarded_proto"] == "https"
     assert "cache-control" not in headers  # the backend decides
     # a generated id when the client sends none (or a malformed one)
-    _, headers, body = curl(host, f"-k -H 'X-Request-ID: bad id!' https://{NAME}/api/ready")
+    _, headers, body = curl(host, f"-k -H 'X-Request-ID: bad id!' https://{NAME}/api/health")
     generated = json.loads(body)["request_id"]
     assert len(generated) == 32 and generated == headers["x-request-id"]
     _, _, body = curl(host, f"-k -X POST --data-binary 'q' https://{NAME}/api/upload")
@@ -123,7 +123,7 @@ def test_api_reaches_the_backend_with_the_prefix_stripped(host):
 def test_passive_failover_over_a_dead_backend(host):
     # the second upstream server (127.0.0.1:8001) refuses connections: every request still succeeds
     for _ in range(6):
-        assert curl(host, f"-k https://{NAME}/api/metrics")[0] == 200
+        assert curl(host, f"-k https://{NAME}/api/health")[0] == 200
     conf = host.file("/etc/nginx/nginx.conf").content_string
     assert "server 127.0.0.1:8000 " in conf and "server 127.0.0.1:8001 " in conf
     assert "keepalive 32;" in conf
@@ -139,19 +139,46 @@ def test_frontend_spa_and_caching(host):
     assert curl(host, f"-k https://{NAME}/assets/missing.js")[0] == 404
 
 
+def test_only_the_public_api_is_routed(host):
+    # the stub backend answers every path: a 404 here is the edge's own, in the API's shape
+    for path in ("/api/ready", "/api/metrics", "/api/docs", "/api/openapi.json", "/api/health/../ready"):
+        status, headers, body = curl(host, f"-k --path-as-is https://{NAME}{path}")
+        assert (status, json.loads(body)) == (404, {"detail": "Not Found"}), (path, body)
+        assert headers["content-type"] == "application/json" and "strict-transport-security" in headers
+
+
+def test_errors_the_edge_generates_are_json(host):
+    # every backend down (the stub stopped, 127.0.0.1:8001 never listens): 502 from nginx itself
+    host.check_output("systemctl stop stub-backend")
+    try:
+        status, headers, body = curl(host, f"-k https://{NAME}/api/health")
+    finally:
+        host.check_output("systemd-run --unit=stub-backend python3 /opt/molecule-stub/backend.py 127.0.0.1 8000")
+        # back through the edge before the next test (nginx skips a failed server for fail_timeout)
+        host.check_output(f"for i in $(seq 30); do curl -sfk -o /dev/null {RESOLVE} https://{NAME}/api/health && exit 0;"
+                          " sleep 1; done; exit 1")
+    assert status == 502 and headers["content-type"] == "application/json", body
+    assert json.loads(body) == {"detail": "The service is unavailable: try again shortly"}
+    assert "127.0.0.1" not in body and "nginx" not in body.lower()
+
+
 def test_upload_body_limit(host):
     host.check_output("head -c 2097152 /dev/zero > /tmp/two-mib")
     # 2 MiB is over the default 1m elsewhere but within nginx_client_max_body_size on /api/upload
-    assert curl(host, f"-k -X POST --data-binary @/tmp/two-mib https://{NAME}/api/health")[0] == 413
+    status, headers, body = curl(host, f"-k -X POST --data-binary @/tmp/two-mib https://{NAME}/api/health")
+    assert status == 413 and headers["content-type"] == "application/json"
+    assert "at most 25m" in json.loads(body)["detail"]
     assert curl(host, f"-k -X POST --data-binary @/tmp/two-mib https://{NAME}/api/upload")[0] in (200, 429)
 
 
 def test_rate_limit_on_query(host):
     codes = host.check_output(
-        f"for i in $(seq 20); do curl -sk -o /dev/null -w '%{{http_code}} ' {RESOLVE} "
+        f"for i in $(seq 20); do curl -sk -o /tmp/query-$i -w '%{{http_code}} ' {RESOLVE} "
         f"-X POST --data '{{}}' https://{NAME}/api/query; done"
     ).split()
     assert "200" in codes and "429" in codes, codes
+    refused = json.loads(host.check_output(f"cat /tmp/query-{codes.index('429') + 1}"))
+    assert refused == {"detail": "Too many requests: slow down and try again"}
 
 
 def test_stub_status_only_on_loopback(host, private_ip):
