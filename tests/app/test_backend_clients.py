@@ -118,5 +118,7 @@ def test_unreachable_qdrant_is_503_without_leaking_key() -> None:
     store = VectorStore.connect("http://127.0.0.1:9", "secret-key", timeout=2)
     with pytest.raises(UpstreamUnavailable) as info:
         store.collection_exists("c")
-    assert "Qdrant at http://127.0.0.1:9 is unreachable" in info.value.detail
-    assert "secret-key" not in info.value.detail
+    assert "Qdrant is unreachable" in info.value.detail
+    assert "127.0.0.1" not in info.value.detail  # the API response; operators get it below
+    assert info.value.operator_detail.endswith("(qdrant at http://127.0.0.1:9)")
+    assert "secret-key" not in info.value.operator_detail

@@ -135,7 +135,7 @@ def _add_error_handlers(app: FastAPI) -> None:
             UPLOAD_REJECTED.labels(reason=exc.reason).inc()
             log.info("upload rejected", extra={"reason": exc.reason})
         elif isinstance(exc, UpstreamError):
-            log.warning("upstream failure", extra={"service": exc.service, "error": exc.detail})
+            log.warning("upstream failure", extra={"service": exc.service, "error": exc.operator_detail})
         return JSONResponse({"detail": exc.detail}, status_code=exc.status_code)
 
     @app.exception_handler(BodyTooLarge)

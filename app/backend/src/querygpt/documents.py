@@ -230,7 +230,9 @@ class DocumentStore:
         try:
             yield
         except ClientError as exc:
-            raise UpstreamError(SERVICE, self._client_error(exc, action, where) + note) from exc
+            raise UpstreamError(
+                SERVICE, self._client_error(exc, action, where) + note, where=self._location
+            ) from exc
         except (NoCredentialsError, PartialCredentialsError) as exc:
             raise UpstreamError(
                 SERVICE,
@@ -242,8 +244,9 @@ class DocumentStore:
         except (BotoConnectionError, HTTPClientError) as exc:
             raise UpstreamUnavailable(
                 SERVICE,
-                f"S3 at {self._location} is unreachable or timed out ({type(exc).__name__}); "
+                f"S3 is unreachable or timed out ({type(exc).__name__}); "
                 f"could not {action} {where}." + note,
+                where=self._location,
             ) from exc
         except BotoCoreError as exc:
             raise UpstreamError(
@@ -259,7 +262,7 @@ class DocumentStore:
         base = f"S3 could not {action} {where}: {code}" + (f" ({message})" if message else "")
         if code in ("NoSuchBucket",):
             hint = (
-                f"create bucket '{self.bucket}' at {self._location} (versioned), or set "
+                f"create bucket '{self.bucket}' (versioned), or set "
                 "QUERYGPT_DOCUMENTS_BUCKET to the bucket Terraform created "
                 "(output documents_bucket)."
             )

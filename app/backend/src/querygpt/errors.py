@@ -26,6 +26,11 @@ class QueryGPTError(Exception):
         if status_code is not None:
             self.status_code = status_code
 
+    @property
+    def operator_detail(self) -> str:
+        """The message for logs and operator tools; may name internal addresses."""
+        return self.detail
+
 
 class UploadRejected(QueryGPTError):
     """The uploaded file cannot be indexed; ``reason`` labels the metric."""
@@ -63,9 +68,18 @@ class UpstreamError(QueryGPTError):
 
     status_code = 502
 
-    def __init__(self, service: str, detail: str, *, status_code: int | None = None) -> None:
+    def __init__(
+        self, service: str, detail: str, *, status_code: int | None = None, where: str = ""
+    ) -> None:
         super().__init__(detail, status_code=status_code)
         self.service = service
+        # The endpoint that failed: logged and shown to operators, never in an API response
+        # (clients must not learn internal addresses; docs/architecture.md).
+        self.where = where
+
+    @property
+    def operator_detail(self) -> str:
+        return f"{self.detail} ({self.service} at {self.where})" if self.where else self.detail
 
 
 class UpstreamUnavailable(UpstreamError):

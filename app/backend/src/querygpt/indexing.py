@@ -138,7 +138,7 @@ class Indexer:
         except QueryGPTError as exc:  # S3 blip: the common case is that we are current
             log.warning(
                 "could not check the current version; assuming this one",
-                extra={"s3_key": source.key, "error": exc.detail},
+                extra={"s3_key": source.key, "error": exc.operator_detail},
             )
             current = True
         try:

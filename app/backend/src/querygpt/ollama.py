@@ -105,8 +105,9 @@ class OllamaClient:
         if isinstance(exc, httpx.TimeoutException):
             return UpstreamUnavailable(
                 SERVICE,
-                f"Ollama at {self.base_url} timed out; the model may still be loading, "
+                "Ollama timed out; the model may still be loading, "
                 "try again or raise QUERYGPT_REQUEST_TIMEOUT.",
+                where=self.base_url,
             )
         if isinstance(exc, httpx.HTTPStatusError):
             return UpstreamError(
@@ -114,7 +115,7 @@ class OllamaClient:
                 f"Ollama answered HTTP {exc.response.status_code}: {_reason(exc.response)}",
             )
         return UpstreamUnavailable(
-            SERVICE, f"Ollama at {self.base_url} is unreachable ({type(exc).__name__})."
+            SERVICE, f"Ollama is unreachable ({type(exc).__name__}).", where=self.base_url
         )
 
 

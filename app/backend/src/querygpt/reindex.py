@@ -83,7 +83,7 @@ class Reindexer:
             try:
                 collections = self._all_collections(summary)
             except QueryGPTError as exc:
-                summary.failures.append(Failure("*", None, exc.detail))
+                summary.failures.append(Failure("*", None, exc.operator_detail))
                 return summary
         for collection in collections:
             if summary.stopped_early:
@@ -112,7 +112,7 @@ class Reindexer:
         try:
             keys = self._documents.keys(collection)
         except QueryGPTError as exc:
-            summary.failures.append(Failure(collection, None, exc.detail))
+            summary.failures.append(Failure(collection, None, exc.operator_detail))
             return
         if not keys:
             summary.failures.append(
@@ -145,7 +145,7 @@ class Reindexer:
             pages = extract_pages(fetched.data)
             result = self._indexer.index(collection, fetched.stored, pages)
         except (QueryGPTError, _Refused) as exc:
-            detail = exc.detail if isinstance(exc, QueryGPTError) else str(exc)
+            detail = exc.operator_detail if isinstance(exc, QueryGPTError) else str(exc)
             log.warning(
                 "document not reindexed",
                 extra={"collection": collection, "s3_key": key, "error": detail},

@@ -263,8 +263,8 @@ class VectorStore:
         except (ApiException, httpx.HTTPError, OSError) as exc:
             raise UpstreamUnavailable(
                 SERVICE,
-                f"Qdrant at {self._location} is unreachable ({_cause_name(exc)}); "
-                f"could not {action}.",
+                f"Qdrant is unreachable ({_cause_name(exc)}); could not {action}.",
+                where=self._location,
             ) from exc
 
 
