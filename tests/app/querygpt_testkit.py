@@ -10,6 +10,7 @@ import io
 import json
 import math
 import re
+import threading
 from typing import TYPE_CHECKING, Any
 
 import httpx
@@ -94,6 +95,13 @@ class FakeOllama:
     ``fail_embed_call=n`` makes the n-th embed call (1-based) fail with
     ``embed_failure`` ("http" -> 500 with an Ollama-style error, "down" ->
     connection refused).
+
+    ``delays`` ({"/api/chat": seconds}, ``math.inf`` for "until released") makes
+    a call slow the way a busy server is: it answers after that long, unless
+    ``release`` is set first, and it honours the read timeout the client sent
+    as httpx would (ReadTimeout once it passes). MockTransport applies no
+    timeouts itself, so this is what makes the client's timeouts observable;
+    ``timeouts`` records the read timeout of every delayed call.
     """
 
     def __init__(self) -> None:
@@ -105,9 +113,25 @@ class FakeOllama:
         self.ollama_up = True
         self.qdrant_ready = True
         self.requests: list[httpx.Request] = []
+        self.delays: dict[str, float] = {}
+        self.release = threading.Event()
+        self.timeouts: dict[str, list[float | None]] = {}
+
+    def _stall(self, request: httpx.Request) -> None:
+        path = request.url.path
+        delay = self.delays.get(path)
+        if delay is None:
+            return
+        timeout = (request.extensions.get("timeout") or {}).get("read")
+        self.timeouts.setdefault(path, []).append(timeout)
+        wait = delay if timeout is None else min(delay, timeout)
+        released = self.release.wait(None if math.isinf(wait) else wait)
+        if not released and timeout is not None and delay > timeout:
+            raise httpx.ReadTimeout("timed out (fake Ollama)", request=request)
 
     def __call__(self, request: httpx.Request) -> httpx.Response:
         self.requests.append(request)
+        self._stall(request)
         path = request.url.path
         if request.url.port == 6333 or path == "/readyz":
             if not self.qdrant_ready:

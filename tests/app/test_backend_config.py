@@ -52,6 +52,32 @@ def test_defaults_match_documented_values() -> None:
     assert settings.s3_kms_key_id is None
 
 
+def test_pdf_bounds_have_production_defaults_and_are_read() -> None:
+    settings = Settings.from_env(BUCKET)
+    assert (settings.pdf_max_pages, settings.pdf_max_chars, settings.pdf_max_chunks) == (
+        1000,
+        2_000_000,
+        5000,
+    )
+    assert settings.pdf_max_stream_bytes == 4 * 1024 * 1024
+    assert settings.pdf_memory_bytes == 512 * 1024 * 1024
+    assert settings.pdf_cpu_seconds == 30
+    custom = Settings.from_env(
+        {
+            **BUCKET,
+            "QUERYGPT_PDF_MAX_PAGES": "50",
+            "QUERYGPT_PDF_MAX_CHARS": "100000",
+            "QUERYGPT_PDF_MAX_CHUNKS": "300",
+            "QUERYGPT_PDF_MAX_STREAM_BYTES": "1048576",
+            "QUERYGPT_PDF_MEMORY_BYTES": "268435456",
+            "QUERYGPT_PDF_CPU_SECONDS": "10",
+        }
+    )
+    assert (custom.pdf_max_pages, custom.pdf_max_chars, custom.pdf_max_chunks) == (50, 100_000, 300)
+    assert (custom.pdf_max_stream_bytes, custom.pdf_memory_bytes) == (1048576, 268435456)
+    assert custom.pdf_cpu_seconds == 10
+
+
 def test_values_are_read_and_normalised() -> None:
     settings = Settings.from_env(
         {
@@ -120,6 +146,12 @@ def test_values_are_read_and_normalised() -> None:
         ("QUERYGPT_S3_ENDPOINT_URL", "minio:9000"),
         ("QUERYGPT_S3_REGION", "eu central"),
         ("QUERYGPT_S3_KMS_KEY_ID", "alias/my key"),
+        ("QUERYGPT_PDF_MAX_PAGES", "0"),
+        ("QUERYGPT_PDF_MAX_CHARS", "999"),
+        ("QUERYGPT_PDF_MAX_CHUNKS", "many"),
+        ("QUERYGPT_PDF_MAX_STREAM_BYTES", "1024"),
+        ("QUERYGPT_PDF_MEMORY_BYTES", str(64 * 1024 * 1024)),
+        ("QUERYGPT_PDF_CPU_SECONDS", "0"),
     ],
 )
 def test_invalid_value_names_the_variable(variable: str, value: str) -> None:

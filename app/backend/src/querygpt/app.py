@@ -24,9 +24,16 @@ from . import __version__
 from .answering import Answerer
 from .config import Settings
 from .documents import DocumentStore
-from .errors import QueryGPTError, UploadRejected, UpstreamError
+from .errors import QueryGPTError, TooManyRequests, UploadRejected, UpstreamError
 from .index_stats import IndexStats
 from .indexing import Indexer
+from .limits import (
+    EndpointLimiter,
+    EndpointPolicy,
+    GpuQueue,
+    LimitsMiddleware,
+    too_many_requests_response,
+)
 from .logs import setup_logging
 from .metrics import UPLOAD_REJECTED
 from .middleware import BodyTooLarge, RequestContextMiddleware
@@ -79,11 +86,14 @@ def create_app(
         timeout=settings.request_timeout,
         transport=http_transport,
     )
+    gpu = GpuQueue(
+        settings.gpu_concurrency, settings.gpu_queue, retry_ceiling=settings.query_deadline_seconds
+    )
     services = Services(
         settings=settings,
         documents=documents,
         indexer=Indexer(settings, store, ollama, documents),
-        answerer=Answerer(settings, store, ollama),
+        answerer=Answerer(settings, store, ollama, gpu),
         probe=probe,
         stats=IndexStats(store),
     )
@@ -117,6 +127,9 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.services = services
+    app.state.gpu = gpu  # its running/waiting counts, for tests and debugging
+    # Added first, so it runs inside RequestContextMiddleware (request id, logs, metrics).
+    app.add_middleware(LimitsMiddleware, limiters=endpoint_limiters(settings), gpu=gpu)
     app.add_middleware(
         RequestContextMiddleware,
         max_body_bytes=settings.max_upload_bytes + MULTIPART_OVERHEAD_BYTES,
@@ -126,11 +139,35 @@ def create_app(
     return app
 
 
+def endpoint_limiters(settings: Settings) -> dict[str, EndpointLimiter]:
+    """The admission limits of the two expensive endpoints, by path (limits.py)."""
+    query = EndpointPolicy(
+        endpoint="query",
+        rate=settings.query_rate,
+        burst=settings.query_burst,
+        concurrency=settings.query_concurrency,
+        deadline_seconds=settings.query_deadline_seconds,
+        deadline_variable="QUERYGPT_QUERY_DEADLINE_SECONDS",
+        uses_gpu=True,
+    )
+    upload = EndpointPolicy(
+        endpoint="upload",
+        rate=settings.upload_rate,
+        burst=settings.upload_burst,
+        concurrency=settings.upload_concurrency,
+        deadline_seconds=settings.upload_deadline_seconds,
+        deadline_variable="QUERYGPT_UPLOAD_DEADLINE_SECONDS",
+    )
+    return {"/query": EndpointLimiter(query), "/upload": EndpointLimiter(upload)}
+
+
 def _add_error_handlers(app: FastAPI) -> None:
     """Every error body is ``{"detail": "<sentence>"}``."""
 
     @app.exception_handler(QueryGPTError)
     async def domain_error(_: Request, exc: QueryGPTError) -> JSONResponse:
+        if isinstance(exc, TooManyRequests):  # counted where it was refused (limits.py)
+            return too_many_requests_response(exc)
         if isinstance(exc, UploadRejected):
             UPLOAD_REJECTED.labels(reason=exc.reason).inc()
             log.info("upload rejected", extra={"reason": exc.reason})

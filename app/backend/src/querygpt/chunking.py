@@ -41,6 +41,12 @@ def chunk_pages(
     return chunks
 
 
+def count_chunks(text: str, size: int, overlap: int, unit: str = "chars") -> int:
+    """How many chunks ``chunk_pages`` makes of one page's ``text``."""
+    splitter = split_chars if unit == "chars" else split_words
+    return sum(1 for _ in splitter(text, size, overlap))
+
+
 def split_words(text: str, size: int, overlap: int) -> Iterator[str]:
     """Windows of ``size`` words, each starting ``size - overlap`` words later."""
     words = text.split()

@@ -56,7 +56,34 @@ DEFAULTS: dict[str, str] = {
     "QUERYGPT_S3_ACCESS_KEY_ID": "",
     "QUERYGPT_S3_SECRET_ACCESS_KEY": "",
     "QUERYGPT_S3_KMS_KEY_ID": "",
+    # Bounds on one PDF's text extraction (pdf.py), run in a child process with memory
+    # and CPU limits (pdf_worker.py). Passing a count bound is a 413, a resource limit 422.
+    "QUERYGPT_PDF_MAX_PAGES": "1000",
+    "QUERYGPT_PDF_MAX_CHARS": "2000000",
+    "QUERYGPT_PDF_MAX_CHUNKS": "5000",
+    "QUERYGPT_PDF_MAX_STREAM_BYTES": str(4 * 1024 * 1024),
+    "QUERYGPT_PDF_MEMORY_BYTES": str(512 * 1024 * 1024),
+    "QUERYGPT_PDF_CPU_SECONDS": "30",
+    # --- limits (limits.py): per backend process; the role's README has the host and fleet sums.
+    # One deadline per request, shared by all its upstream calls; it must end before the edge's
+    # proxy_read_timeout (300 s), which the Ansible role checks.
+    "QUERYGPT_QUERY_DEADLINE_SECONDS": "240",
+    "QUERYGPT_UPLOAD_DEADLINE_SECONDS": "240",
+    # Generation (chat) calls running at once, and waiting for a slot; one more is a 429.
+    "QUERYGPT_GPU_CONCURRENCY": "1",
+    "QUERYGPT_GPU_QUEUE": "4",
+    # Admission per endpoint: requests per second (token bucket), burst, requests in flight.
+    "QUERYGPT_QUERY_RATE": "5",
+    "QUERYGPT_QUERY_BURST": "10",
+    "QUERYGPT_QUERY_CONCURRENCY": "8",
+    "QUERYGPT_UPLOAD_RATE": "1",
+    "QUERYGPT_UPLOAD_BURST": "5",
+    "QUERYGPT_UPLOAD_CONCURRENCY": "2",
 }
+
+#: Requests in flight (query + upload) a process may admit: each holds one of the threadpool's
+#: 40 threads (anyio's default), and /health, /ready and /metrics need a few left.
+MAX_ADMITTED = 32
 
 
 @dataclass(frozen=True)
@@ -95,6 +122,24 @@ class Settings:
     s3_secret_access_key: str | None = field(default=None, repr=False)
     # None means the bucket's default encryption.
     s3_kms_key_id: str | None = None
+    # PDF extraction bounds (QUERYGPT_PDF_*; see DEFAULTS and pdf.py / pdf_worker.py).
+    pdf_max_pages: int = 1000
+    pdf_max_chars: int = 2_000_000
+    pdf_max_chunks: int = 5000
+    pdf_max_stream_bytes: int = 4 * 1024 * 1024
+    pdf_memory_bytes: int = 512 * 1024 * 1024
+    pdf_cpu_seconds: int = 30
+    # --- limits (limits.py), per process; QUERYGPT_* names in DEFAULTS.
+    query_deadline_seconds: float = 240.0
+    upload_deadline_seconds: float = 240.0
+    gpu_concurrency: int = 1
+    gpu_queue: int = 4
+    query_rate: float = 5.0
+    query_burst: int = 10
+    query_concurrency: int = 8
+    upload_rate: float = 1.0
+    upload_burst: int = 5
+    upload_concurrency: int = 2
 
     def secrets(self) -> tuple[str, ...]:
         """Values the log formatter scrubs from every line."""
@@ -164,10 +209,53 @@ class Settings:
             s3_access_key_id=access_key_id or None,
             s3_secret_access_key=secret_access_key or None,
             s3_kms_key_id=_parse("QUERYGPT_S3_KMS_KEY_ID", raw, _optional(_token)) or None,
+            pdf_max_pages=_parse("QUERYGPT_PDF_MAX_PAGES", raw, _int_between(1, 100_000)),
+            pdf_max_chars=_parse(
+                "QUERYGPT_PDF_MAX_CHARS", raw, _int_between(1000, 100_000_000)
+            ),
+            pdf_max_chunks=_parse("QUERYGPT_PDF_MAX_CHUNKS", raw, _int_between(1, 1_000_000)),
+            pdf_max_stream_bytes=_parse(
+                "QUERYGPT_PDF_MAX_STREAM_BYTES", raw, _int_between(64 * 1024, 1024**3)
+            ),
+            pdf_memory_bytes=_parse(
+                "QUERYGPT_PDF_MEMORY_BYTES", raw, _int_between(128 * 1024 * 1024, 64 * 1024**3)
+            ),
+            pdf_cpu_seconds=_parse("QUERYGPT_PDF_CPU_SECONDS", raw, _int_between(1, 600)),
+            **_limits(raw),
         )
         # Checked last so that a malformed variable is reported before a missing one.
         require_documents_bucket(settings)
         return settings
+
+
+def _limits(raw: Callable[[str], str]) -> dict[str, float | int]:
+    """The limits block of Settings (limits.py), parsed and checked together."""
+    limits: dict[str, float | int] = {
+        "query_deadline_seconds": _parse("QUERYGPT_QUERY_DEADLINE_SECONDS", raw, _positive_float),
+        "upload_deadline_seconds": _parse(
+            "QUERYGPT_UPLOAD_DEADLINE_SECONDS", raw, _positive_float
+        ),
+        "gpu_concurrency": _parse("QUERYGPT_GPU_CONCURRENCY", raw, _int_between(1, 64)),
+        "gpu_queue": _parse("QUERYGPT_GPU_QUEUE", raw, _int_between(0, 1024)),
+        "query_rate": _parse("QUERYGPT_QUERY_RATE", raw, _rate),
+        "query_burst": _parse("QUERYGPT_QUERY_BURST", raw, _int_between(1, 10_000)),
+        "query_concurrency": _parse(
+            "QUERYGPT_QUERY_CONCURRENCY", raw, _int_between(1, MAX_ADMITTED)
+        ),
+        "upload_rate": _parse("QUERYGPT_UPLOAD_RATE", raw, _rate),
+        "upload_burst": _parse("QUERYGPT_UPLOAD_BURST", raw, _int_between(1, 10_000)),
+        "upload_concurrency": _parse(
+            "QUERYGPT_UPLOAD_CONCURRENCY", raw, _int_between(1, MAX_ADMITTED)
+        ),
+    }
+    admitted = int(limits["query_concurrency"]) + int(limits["upload_concurrency"])
+    if admitted > MAX_ADMITTED:
+        raise ConfigError(
+            "QUERYGPT_UPLOAD_CONCURRENCY",
+            f"plus QUERYGPT_QUERY_CONCURRENCY is {admitted}, more than the {MAX_ADMITTED} "
+            "requests a process can run at once (its threadpool has 40 threads); lower one of them",
+        )
+    return limits
 
 
 def require_documents_bucket(settings: Settings) -> None:
@@ -222,14 +310,23 @@ def _int_between(low: int, high: int) -> Callable[[str], int]:
     return parse
 
 
-def _positive_float(value: str) -> float:
-    try:
-        number = float(value)
-    except ValueError:
-        raise ValueError(f"must be a number of seconds, got {value!r}") from None
-    if not 0 < number <= 3600:
-        raise ValueError(f"must be greater than 0 and at most 3600, got {value}")
-    return number
+def _above_zero(high: float, unit: str) -> Callable[[str], float]:
+    """A number in (0, high]; ``unit`` names it in the error ("seconds", ...)."""
+
+    def parse(value: str) -> float:
+        try:
+            number = float(value)
+        except ValueError:
+            raise ValueError(f"must be a number of {unit}, got {value!r}") from None
+        if not 0 < number <= high:
+            raise ValueError(f"must be greater than 0 and at most {high:g}, got {value}")
+        return number
+
+    return parse
+
+
+_positive_float = _above_zero(3600, "seconds")
+_rate = _above_zero(10_000, "requests per second")
 
 
 def _choice(options: tuple[str, ...], *, lower: bool) -> Callable[[str], str]:

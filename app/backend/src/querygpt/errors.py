@@ -86,3 +86,29 @@ class UpstreamUnavailable(UpstreamError):
     """Qdrant or Ollama could not be reached or timed out (503)."""
 
     status_code = 503
+
+
+class DeadlineExceeded(QueryGPTError):
+    """The request's deadline ran out; the work was stopped (504).
+
+    ``endpoint`` and ``stage`` (where it stopped) label querygpt_deadline_exceeded_total.
+    """
+
+    status_code = 504
+
+    def __init__(self, detail: str, *, endpoint: str, stage: str) -> None:
+        super().__init__(detail)
+        self.endpoint = endpoint
+        self.stage = stage
+
+
+class TooManyRequests(QueryGPTError):
+    """Refused by a limit (429); ``reason`` labels querygpt_requests_rejected_total and
+    ``retry_after`` (whole seconds) becomes the Retry-After header."""
+
+    status_code = 429
+
+    def __init__(self, detail: str, *, reason: str, retry_after: int) -> None:
+        super().__init__(detail)
+        self.reason = reason
+        self.retry_after = retry_after

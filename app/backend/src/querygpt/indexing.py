@@ -21,6 +21,7 @@ from .chunking import Chunk, chunk_pages
 from .config import Settings
 from .documents import DocumentStore, StoredDocument
 from .errors import QueryGPTError, UpstreamError
+from .limits import Deadline
 from .metrics import stage_timer
 from .ollama import OllamaClient
 from .pdf import PageText
@@ -55,10 +56,22 @@ class Indexer:
         self._ollama = ollama
         self._documents = documents
 
+    @property
+    def settings(self) -> Settings:
+        return self._settings
+
     def index(
-        self, collection: str, source: StoredDocument, pages: Sequence[PageText]
+        self,
+        collection: str,
+        source: StoredDocument,
+        pages: Sequence[PageText],
+        deadline: Deadline | None = None,
     ) -> IndexResult:
-        """Index ``pages`` of the original ``source`` (already in the bucket)."""
+        """Index ``pages`` of the original ``source`` (already in the bucket).
+
+        With a ``deadline`` (an upload's), every embedding call gets the time that is left;
+        running out rolls the document back like any other failure (a reindex has none).
+        """
         s = self._settings
         filename = source.filename
         chunks = chunk_pages(pages, s.chunk_size, s.chunk_overlap, s.chunk_unit)
@@ -68,7 +81,7 @@ class Indexer:
         ]
         # The first batch is embedded before touching Qdrant: its vectors
         # tell the dimension a new collection must be created with.
-        first_vectors = self._embed(batches[0])
+        first_vectors = self._embed(batches[0], deadline)
         dimension = len(first_vectors[0])
         created = self._store.ensure_collection(collection, dimension)
         # Reindexing a document that is already searchable rewrites its points with the
@@ -76,7 +89,7 @@ class Indexer:
         keep = not created and self._store.count_document(collection, document_id) > 0
         try:
             for number, batch in enumerate(batches):
-                vectors = first_vectors if number == 0 else self._embed(batch)
+                vectors = first_vectors if number == 0 else self._embed(batch, deadline)
                 if any(len(v) != dimension for v in vectors):
                     raise UpstreamError(
                         "ollama",
@@ -155,9 +168,11 @@ class Indexer:
             raise
         return not current
 
-    def _embed(self, batch: Sequence[Chunk]) -> list[list[float]]:
+    def _embed(self, batch: Sequence[Chunk], deadline: Deadline | None) -> list[list[float]]:
         with stage_timer("embed"):
-            return self._ollama.embed(self._settings.embed_model, [c.text for c in batch])
+            return self._ollama.embed(
+                self._settings.embed_model, [c.text for c in batch], deadline=deadline
+            )
 
     def _rollback(self, collection: str, document_id: str, keep: bool) -> str:
         """Delete the document's points (unless it was indexed before this attempt);

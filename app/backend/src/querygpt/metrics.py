@@ -62,8 +62,55 @@ UPLOAD_REJECTED = Counter(
     ["reason"],
 )
 
+# Limits (limits.py): every refusal and every request that ran out of time, with its reason.
+REQUESTS_REJECTED = Counter(
+    "querygpt_requests_rejected_total",
+    "Requests refused with 429 by a limit, by endpoint and reason "
+    "(rate, concurrency, gpu_queue_full).",
+    ["endpoint", "reason"],
+)
+DEADLINE_EXCEEDED = Counter(
+    "querygpt_deadline_exceeded_total",
+    "Requests stopped with 504 because their deadline ran out, by endpoint and the stage "
+    "they were in.",
+    ["endpoint", "stage"],
+)
+# "livesum": the host's total over its live worker processes.
+GPU_RUNNING = Gauge(
+    "querygpt_gpu_running",
+    "Generation (chat) calls holding a GPU queue slot.",
+    multiprocess_mode="livesum",
+)
+GPU_WAITING = Gauge(
+    "querygpt_gpu_waiting",
+    "Requests waiting in the GPU queue for a generation slot.",
+    multiprocess_mode="livesum",
+)
+
 STAGES = ("extract", "embed", "search", "generate")
-REJECT_REASONS = ("empty", "not_pdf", "corrupt", "encrypted", "no_text", "too_large")
+REJECT_REASONS = (
+    "empty",
+    "not_pdf",
+    "corrupt",
+    "encrypted",
+    "no_text",
+    "too_large",
+    # PDF extraction bounds (pdf.py, pdf_worker.py)
+    "too_many_pages",
+    "too_much_text",
+    "too_many_chunks",
+    "parser_limit",
+    "extract_memory",
+    "extract_time",
+)
+LIMIT_REASONS = {
+    "query": ("rate", "concurrency", "gpu_queue_full"),
+    "upload": ("rate", "concurrency"),
+}
+DEADLINE_STAGES = {
+    "query": ("embed", "search", "queue", "generate"),
+    "upload": ("extract", "embed"),
+}
 
 # Export every known series from the start (as 0) so that rate() and alert
 # expressions work before the first event of each kind.
@@ -71,6 +118,12 @@ for _stage in STAGES:
     RAG_STAGE_DURATION.labels(stage=_stage)
 for _reason in REJECT_REASONS:
     UPLOAD_REJECTED.labels(reason=_reason)
+for _endpoint, _reasons in LIMIT_REASONS.items():
+    for _reason in _reasons:
+        REQUESTS_REJECTED.labels(endpoint=_endpoint, reason=_reason)
+for _endpoint, _stages in DEADLINE_STAGES.items():
+    for _stage in _stages:
+        DEADLINE_EXCEEDED.labels(endpoint=_endpoint, stage=_stage)
 
 
 def multiprocess_dir() -> str | None:

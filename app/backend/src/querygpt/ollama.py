@@ -10,13 +10,18 @@ Ollama says why (e.g. "model not found"), its own words.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
 from .errors import UpstreamError, UpstreamUnavailable
 
+if TYPE_CHECKING:
+    from .limits import Deadline
+
 SERVICE = "ollama"
+#: The stage each call is, in querygpt_deadline_exceeded_total.
+_STAGES = {"/api/embed": "embed", "/api/chat": "generate"}
 
 
 class OllamaClient:
@@ -31,13 +36,16 @@ class OllamaClient:
     ) -> None:
         self._http = httpx.Client(base_url=base_url, timeout=timeout, transport=transport)
         self.base_url = base_url
+        self.timeout = timeout
 
     def close(self) -> None:
         self._http.close()
 
-    def embed(self, model: str, texts: Sequence[str]) -> list[list[float]]:
+    def embed(
+        self, model: str, texts: Sequence[str], *, deadline: Deadline | None = None
+    ) -> list[list[float]]:
         """Embed ``texts`` in one ``POST /api/embed`` call, preserving order."""
-        body = self._post("/api/embed", {"model": model, "input": list(texts)})
+        body = self._post("/api/embed", {"model": model, "input": list(texts)}, deadline)
         vectors = body.get("embeddings")
         if (
             not isinstance(vectors, list)
@@ -51,7 +59,9 @@ class OllamaClient:
             )
         return [[float(x) for x in v] for v in vectors]
 
-    def chat(self, model: str, system: str, user: str) -> str:
+    def chat(
+        self, model: str, system: str, user: str, *, deadline: Deadline | None = None
+    ) -> str:
         """One non-streaming ``POST /api/chat`` turn; returns the reply text."""
         body = self._post(
             "/api/chat",
@@ -65,6 +75,7 @@ class OllamaClient:
                 # SQL should be reproducible, not creative.
                 "options": {"temperature": 0},
             },
+            deadline,
         )
         message = body.get("message")
         content = message.get("content") if isinstance(message, dict) else None
@@ -83,9 +94,25 @@ class OllamaClient:
         except ValueError as exc:
             raise UpstreamError(SERVICE, "Ollama /api/version did not return JSON.") from exc
 
-    def _post(self, path: str, payload: dict[str, Any]) -> dict[str, Any]:
+    def _post(
+        self, path: str, payload: dict[str, Any], deadline: Deadline | None = None
+    ) -> dict[str, Any]:
+        """POST with the request's remaining time as the timeout (at most the per-call one).
+
+        httpx's timeout bounds each network wait (connect, write, the wait for the response);
+        Ollama sends a non-streamed answer in one piece once it is done, so the wait for the
+        response is the call's duration and the deadline bounds it.
+        """
+        stage = _STAGES.get(path, path)
+        timeout, by_deadline = (
+            deadline.timeout(stage, self.timeout) if deadline else (self.timeout, False)
+        )
         try:
-            response = self._http.post(path, json=payload)
+            response = self._http.post(path, json=payload, timeout=timeout)
+        except httpx.TimeoutException as exc:
+            if deadline is not None and by_deadline:
+                raise deadline.exceeded(stage) from exc
+            raise self._translate(exc) from exc
         except httpx.HTTPError as exc:
             raise self._translate(exc) from exc
         if response.status_code >= 400:

@@ -25,7 +25,7 @@ from .documents import DocumentStore
 from .errors import QueryGPTError, UpstreamUnavailable
 from .indexing import Indexer
 from .ollama import OllamaClient
-from .pdf import extract_pages
+from .pdf_worker import extract_pages_isolated
 from .vectorstore import VectorStore
 
 log = logging.getLogger(__name__)
@@ -142,7 +142,9 @@ class Reindexer:
                     f"(aws s3api list-object-versions --bucket {self._documents.bucket} "
                     f"--prefix '{key}') or upload the document again."
                 )
-            pages = extract_pages(fetched.data)
+            # The same bounds and child process as an upload: a stored original is no
+            # more trusted than the upload it came from.
+            pages = extract_pages_isolated(fetched.data, self._indexer.settings)
             result = self._indexer.index(collection, fetched.stored, pages)
         except (QueryGPTError, _Refused) as exc:
             detail = exc.operator_detail if isinstance(exc, QueryGPTError) else str(exc)

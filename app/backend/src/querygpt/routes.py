@@ -21,8 +21,10 @@ from .documents import DocumentStore
 from .errors import InvalidCollectionName, InvalidRequest
 from .index_stats import IndexStats
 from .indexing import Indexer
+from .limits import Deadline
 from .metrics import render, stage_timer
-from .pdf import extract_pages, read_limited
+from .pdf import read_limited
+from .pdf_worker import extract_pages_isolated
 from .readiness import ReadinessProbe
 
 EXCERPT_CHARS = 500
@@ -111,6 +113,7 @@ def metrics(services: ServicesDep) -> Response:
 
 @router.post("/upload", response_model=UploadResponse)
 def upload(
+    request: Request,
     services: ServicesDep,
     pdf_file: Annotated[UploadFile, File(description="Schema documentation as PDF.")],
     collection_name: Annotated[str | None, Form()] = None,
@@ -121,13 +124,15 @@ def upload(
     indexed unless its original is safely in the bucket (an S3 failure is a 502/503).
     """
     settings = services.settings
+    deadline = request_deadline(request)
     collection = resolve_collection(collection_name, settings.default_collection)
     data = read_limited(pdf_file.file, settings.max_upload_bytes)
     with stage_timer("extract"):
-        pages = extract_pages(data)
+        pages = extract_pages_isolated(data, settings)
+    deadline.check("extract")
     filename = clean_filename(pdf_file.filename)
     stored = services.documents.put(collection, filename, data)
-    result = services.indexer.index(collection, stored, pages)
+    result = services.indexer.index(collection, stored, pages, deadline)
     services.stats.refresh()
     message = (
         f"Indexed {result.chunks} chunks from {result.pages} pages of '{filename}' "
@@ -149,12 +154,12 @@ def upload(
 
 
 @router.post("/query", response_model=QueryResponse)
-def query(body: QueryRequest, services: ServicesDep) -> QueryResponse:
+def query(request: Request, body: QueryRequest, services: ServicesDep) -> QueryResponse:
     collection = resolve_collection(body.collection_name, services.settings.default_collection)
     question = body.query.strip()
     if not question:
         raise InvalidRequest("query must not be blank; ask a question about the uploaded schema.")
-    answer = services.answerer.answer(collection, question)
+    answer = services.answerer.answer(collection, question, request_deadline(request))
     return QueryResponse(
         result=answer.result,
         sources=[
@@ -169,6 +174,14 @@ def query(body: QueryRequest, services: ServicesDep) -> QueryResponse:
             for hit in answer.sources
         ],
     )
+
+
+def request_deadline(request: Request) -> Deadline:
+    """The deadline LimitsMiddleware started when the request arrived (limits.py)."""
+    deadline = getattr(request.state, "deadline", None)
+    if not isinstance(deadline, Deadline):  # only if the middleware is not installed
+        raise RuntimeError("LimitsMiddleware did not run for this request")
+    return deadline
 
 
 def resolve_collection(requested: str | None, default: str) -> str:

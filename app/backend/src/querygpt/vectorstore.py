@@ -180,10 +180,17 @@ class VectorStore:
                 collection_name=name, count_filter=_document_filter(document_id), exact=True
             ).count
 
-    def search(self, name: str, vector: list[float], limit: int) -> list[Hit]:
+    def search(
+        self, name: str, vector: list[float], limit: int, *, timeout: float | None = None
+    ) -> list[Hit]:
+        """``timeout``: seconds Qdrant may spend on the search (whole seconds, at least 1)."""
         with self._errors("search"):
             response = self._client.query_points(
-                collection_name=name, query=vector, limit=limit, with_payload=True
+                collection_name=name,
+                query=vector,
+                limit=limit,
+                with_payload=True,
+                timeout=None if timeout is None else max(1, math.ceil(timeout)),
             )
         hits = []
         for point in response.points:
