@@ -43,11 +43,55 @@ def test_data_tier_is_closed_to_other_tiers(lab, group):
 
 
 def test_services_bind_only_the_private_address(lab):
-    for group, port in (("qdrant", 6333), ("ollama", 11434)):
-        host = lab.groups[group][0]
-        listeners = lab.ssh(host, f"ss -Hltn 'sport = :{port}'").stdout.split()
-        local = [field for field in listeners if field.endswith(f":{port}")]
-        assert local == [f"{lab.address(host)}:{port}"], f"{host}: {listeners}"
+    host = lab.groups["qdrant"][0]
+    listeners = lab.ssh(host, "ss -Hltn 'sport = :6333'").stdout.split()
+    local = [field for field in listeners if field.endswith(":6333")]
+    assert local == [f"{lab.address(host)}:6333"], f"{host}: {listeners}"
+
+
+def test_ollama_listens_on_loopback_behind_its_proxy(lab):
+    """Ollama itself on 127.0.0.1 only; the allow-list proxy on the private address (it refuses
+    /api/tags, which Ollama itself answers)."""
+    for host in lab.groups["ollama"]:
+        listeners = lab.ssh(host, "ss -Hltn 'sport = :11434'").stdout.split()
+        local = sorted(field for field in listeners if field.endswith(":11434"))
+        assert local == sorted(["127.0.0.1:11434", f"{lab.address(host)}:11434"]), f"{host}: {listeners}"
+        status = "curl -s -o /dev/null -w '%{{http_code}}' --max-time 10 http://{address}:11434/api/tags"
+        assert lab.exec(host, status.format(address="127.0.0.1")).stdout == "200", host
+        assert lab.exec(host, status.format(address=lab.address(host))).stdout == "403", host
+
+
+def _ollama_call(lab, source: str, ollama: str, method: str, path: str, body: str = "") -> tuple[str, str]:
+    """(HTTP status, body) of one call from `source` to the ollama host's private address."""
+    data = f"-H 'Content-Type: application/json' -d '{body}'" if body else ""
+    done = lab.exec(source, f"curl -s --max-time 60 -o /tmp/ollama-call.out -w '%{{http_code}}' -X {method} {data}"
+                            f" http://{lab.address(ollama)}:11434{path}; echo; cat /tmp/ollama-call.out", timeout=90)
+    status, _, text = done.stdout.partition("\n")
+    return status, text
+
+
+def test_backends_reach_only_the_calls_they_need_on_ollama(lab):
+    ollama = lab.groups["ollama"][0]
+    for backend in lab.groups["backend"]:
+        status, text = _ollama_call(lab, backend, ollama, "POST", "/api/embed",
+                                    '{"model": "all-minilm:l6-v2", "input": ["lab probe"]}')
+        assert status == "200" and len(json.loads(text)["embeddings"]) == 1, (backend, status, text)
+        status, text = _ollama_call(lab, backend, ollama, "GET", "/api/version")
+        assert status == "200", (backend, status, text)
+
+
+@pytest.mark.parametrize(("method", "path", "body"), [
+    ("POST", "/api/pull", '{"model": "all-minilm:l6-v2"}'),
+    ("DELETE", "/api/delete", '{"model": "all-minilm:l6-v2"}'),
+    ("POST", "/api/create", '{"model": "mine", "from": "all-minilm:l6-v2"}'),
+    ("GET", "/api/tags", ""),
+    ("GET", "/api/ps", ""),
+])
+def test_ollama_model_management_is_refused_to_the_backends(lab, method, path, body):
+    backend, ollama = lab.groups["backend"][0], lab.groups["ollama"][0]
+    status, text = _ollama_call(lab, backend, ollama, method, path, body)
+    assert status == "403", (status, text)
+    assert "model management runs on the Ollama host" in json.loads(text)["error"]
 
 
 def test_qdrant_enforces_its_api_keys(lab, vault):
@@ -64,9 +108,9 @@ def test_qdrant_enforces_its_api_keys(lab, vault):
 
 
 def test_ollama_serves_the_pinned_models_at_their_pinned_digests(lab):
-    backend = lab.groups["backend"][0]
     ollama = lab.groups["ollama"][0]
-    tags = json.loads(lab.exec(backend, f"curl -sf http://{lab.address(ollama)}:11434/api/tags").stdout)
+    # /api/tags is model management: the backends get 403 for it, the host itself lists them
+    tags = json.loads(lab.exec(ollama, "curl -sf http://127.0.0.1:11434/api/tags").stdout)
     served = {m["name"]: m["digest"] for m in tags["models"]}
     pinned = lab.render("ollama_models", ollama)
     assert {m["name"] for m in pinned} == {"all-minilm:l6-v2", "qwen2.5-coder:1.5b"}

@@ -73,10 +73,20 @@ def download(tmp_path: Path, variables: dict):
         ({"ollama_data_volume_id": "/dev/sdf"}, ["ollama_data_volume_id: got", "vol-0123456789abcdef0"]),
         ({"ollama_data_volume_id": "vol-0123456789abcdef0", "ollama_data_device": "/dev/xvdf"},
          ["ollama_data_device: is set together with ollama_data_volume_id"]),
+        ({"ollama_bind_address": "127.0.0.1"}, ["ollama_bind_address:", "loopback address is where Ollama itself"]),
+        ({"ollama_proxy_allowed_calls": ["POST /api/embed", "DELETE /api/delete"]},
+         ['ollama_proxy_allowed_calls: expected a non-empty list of calls like "POST /api/embed"']),
+        ({"ollama_proxy_allowed_calls": ["POST /api/embed", "POST /api/pull"]},
+         ["ollama_proxy_allowed_calls: opens model management", "/api/pull"]),
+        ({"ollama_proxy_allowed_calls": []}, ["ollama_proxy_allowed_calls: expected a non-empty list"]),
+        ({"ollama_proxy_max_body_size": "0"}, ["ollama_proxy_max_body_size: expected an nginx size", '"0"']),
+        ({"ollama_proxy_read_timeout": 0}, ["ollama_proxy_read_timeout: expected at least 1 second"]),
+        ({"ollama_proxy_upstream_keepalive": "many"}, ["ollama_proxy_upstream_keepalive: expected at least 1"]),
     ],
     ids=["space-in-name", "two-tags", "bad-digest", "no-digest", "no-tag", "latest-tag", "duplicate", "port",
          "any-address", "no-checksum", "checksum-format", "version", "keep-alive", "managed-env",
-         "driver-without-gpu", "volume-id", "volume-id-and-device"],
+         "driver-without-gpu", "volume-id", "volume-id-and-device", "loopback-bind", "proxy-bad-call",
+         "proxy-management-call", "proxy-no-calls", "proxy-body-size", "proxy-read-timeout", "proxy-keepalive"],
 )
 def test_preflight_rejects_bad_input(tmp_path: Path, variables: dict, fragments: list[str]) -> None:
     preflight(tmp_path, variables).assert_refused(*fragments)

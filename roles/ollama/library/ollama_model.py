@@ -64,19 +64,19 @@ EXAMPLES = r"""
 - name: Pull the embedding model (any digest)
   ollama_model:
     name: all-minilm:l6-v2
-    api_url: http://10.0.2.30:11434
+    api_url: http://127.0.0.1:11434
 
 - name: Pin the generation model to a manifest digest
   ollama_model:
     name: qwen2.5-coder:1.5b
     digest: sha256:6a0b1c2d3e4f5a6b7c8d9e0f1a2b3c4d5e6f7a8b9c0d1e2f3a4b5c6d7e8f9a0b
-    api_url: http://10.0.2.30:11434
+    api_url: http://127.0.0.1:11434
 
 - name: Remove a model nobody uses any more
   ollama_model:
     name: nomic-embed-text
     state: absent
-    api_url: http://10.0.2.30:11434
+    api_url: http://127.0.0.1:11434
 """
 
 RETURN = r"""
