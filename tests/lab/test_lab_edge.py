@@ -190,6 +190,37 @@ def test_the_edge_routes_only_the_public_api(lab, edges):
     assert "too large" in too_big.json()["detail"] and "10.42." not in too_big.data.decode()
 
 
+def test_the_waf_blocks_attacks_and_passes_sql_questions(lab, edges, schema_pdf):
+    """ModSecurity + CRS on the edge (roles/nginx, "WAF"): CRS test payloads get the JSON 403 and
+    land in the edge's journal under the request's id; a question full of SQL and a PDF whose
+    name holds a quote (the two narrow exclusions) still reach the backend."""
+    edge = edges[0]
+    request_id = f"waf-{uuid.uuid4().hex}"
+    blocked = {
+        "SQL injection in a query string": edge.request(
+            "GET", "/?id=1%27%20OR%20%271%27=%271", headers={"X-Request-ID": request_id}),
+        "XSS in a query string": edge.request("GET", "/api/health?q=%3Cscript%3Ealert(1)%3C/script%3E"),
+        "SQL injection in a form field": edge.request("POST", "/api/upload", fields={
+            "pdf_file": (schema_pdf.name, schema_pdf.read_bytes(), "application/pdf"),
+            "collection_name": "1' OR '1'='1"}),
+        "XSS in the question": edge.query("<script>alert(document.cookie)</script>", "edge_waf"),
+    }
+    for what, response in blocked.items():
+        assert response.status == 403, (what, response.status, response.data[:200])
+        assert response.headers["Content-Type"] == "application/json", what
+        assert "X-Request-ID" in response.json()["detail"], what
+    collection = f"edge_waf_{uuid.uuid4().hex[:6]}"
+    quoted = schema_pdf.parent / "O'Brien's schema.pdf"
+    quoted.write_bytes(schema_pdf.read_bytes())
+    upload = edge.upload(quoted, collection)
+    assert upload.status == 200, upload.data
+    answer = edge.query("Which customers placed orders? SELECT name FROM customers JOIN orders "
+                        "ON orders.customer_id = customers.customer_id; DROP TABLE orders", collection)
+    assert answer.status == 200, answer.data
+    journal = lab.exec(sorted(lab.groups["edge"])[0], "journalctl -q -o cat -t querygpt-waf-audit --since=-10min")
+    assert request_id in journal.stdout, journal.stdout[-2000:]
+
+
 def test_the_query_endpoint_is_rate_limited(edges):
     """A burst well past the configured rate gets 429s, not a queue of work for the backend."""
     responses = [edges[1].request("POST", "/api/query", body=b"{}", headers={"Content-Type": "application/json"})

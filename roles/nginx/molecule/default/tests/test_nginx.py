@@ -1,6 +1,11 @@
 """Verify the nginx role on a converged instance: what a user, an operator and Prometheus see."""
 
+import io
 import json
+import os
+import re
+import shlex
+from pathlib import Path
 
 import pytest
 
@@ -9,6 +14,8 @@ testinfra_hosts = ["edge"]
 NAME = "edge.querygpt.test"
 RESOLVE = f"--resolve {NAME}:443:127.0.0.1 --resolve {NAME}:80:127.0.0.1"
 ROOT = "/var/tmp/pebble-root.pem"
+WAF_REFUSAL = {"detail": "Forbidden: the edge refused this request. If it is legitimate, report it with its X-Request-ID"}
+AUDIT = "querygpt-waf-audit"
 
 
 @pytest.fixture(scope="module")
@@ -168,7 +175,13 @@ def test_upload_body_limit(host):
     status, headers, body = curl(host, f"-k -X POST --data-binary @/tmp/two-mib https://{NAME}/api/health")
     assert status == 413 and headers["content-type"] == "application/json"
     assert "at most 25m" in json.loads(body)["detail"]
-    assert curl(host, f"-k -X POST --data-binary @/tmp/two-mib https://{NAME}/api/upload")[0] in (200, 429)
+    # as a file part: the WAF holds a body without files to nginx_default_max_body_size as well
+    assert curl(host, f"-k -F 'pdf_file=@/tmp/two-mib;type=application/pdf' https://{NAME}/api/upload")[0] in (200, 429)
+    # without: refused by the WAF (REQBODY_ERROR), as is a body it cannot parse
+    status, _, body = curl(host, f"-k -X POST --data-binary @/tmp/two-mib https://{NAME}/api/upload")
+    assert (status, json.loads(body)) == (403, WAF_REFUSAL)
+    status, _, body = curl(host, f"-k -H 'Content-Type: application/json' --data '{{\"query\": ' https://{NAME}/api/query")
+    assert (status, json.loads(body)) == (403, WAF_REFUSAL)
 
 
 def test_rate_limit_on_query(host):
@@ -206,3 +219,180 @@ def test_exporter_on_the_private_address(host, private_ip):
     assert "nginx_connections_accepted" in metrics
     assert host.run("curl -sf --max-time 3 http://127.0.0.1:9113/metrics").rc != 0
     assert f"{private_ip}:9113" in host.check_output("ss -Htln")
+
+
+def _unit_security():
+    """molecule/shared/unit_security.py, imported here so the module's head stays as it was."""
+    import importlib
+    import sys
+    from pathlib import Path
+
+    shared = str(Path(__file__).resolve().parents[5] / "molecule" / "shared")
+    if shared not in sys.path:
+        sys.path.insert(0, shared)
+    return importlib.import_module("unit_security")
+
+
+@pytest.mark.parametrize("unit", ["nginx", "prometheus-nginx-exporter"])
+def test_unit_exposure_at_most_the_ceiling(host, unit):
+    # Debian's units scored 9.6 and 9.2; the drop-ins bring both under the ceiling while the
+    # tests above (TLS, renewal with a reload, routing, logs, metrics) still pass.
+    security = _unit_security()
+    assert host.file(f"/etc/systemd/system/{unit}.service.d/hardening.conf").exists
+    assert security.exposure(host, unit) <= security.CEILING, security.failed_checks(host, unit)
+
+
+def test_nginx_master_keeps_only_the_capabilities_it_uses(host):
+    pid = host.check_output("systemctl show nginx -p MainPID --value").strip()
+    status = host.file(f"/proc/{pid}/status").content_string
+    bounding = int(next(line.split()[1] for line in status.splitlines() if line.startswith("CapBnd:")), 16)
+    # CAP_CHOWN 0, CAP_DAC_OVERRIDE 1, CAP_SETGID 6, CAP_SETUID 7, CAP_NET_BIND_SERVICE 10
+    assert bounding == sum(1 << bit for bit in (0, 1, 6, 7, 10))
+    # reload (the certbot hook's and the role's handler's way) still works under the sandbox
+    assert host.run("systemctl reload nginx").rc == 0
+    assert host.service("nginx").is_running
+# --- the web application firewall (ModSecurity + OWASP CRS, blocking at paranoia level 1) ---------
+
+
+
+def audit_entry(host, request_id, timeout=60):
+    """The audit log entry (journal, one JSON line) whose unique_id is the request's X-Request-ID.
+
+    The reader service starts on the FIFO's first line, which takes seconds on a busy machine.
+    """
+    for _ in range(timeout):
+        for line in host.check_output(f"journalctl -t {AUDIT} -o cat --no-pager").splitlines():
+            if f'"unique_id":"{request_id}"' in line:
+                return json.loads(line)["transaction"], line
+        host.check_output("sleep 1")
+    raise AssertionError(f"no audit log entry for {request_id} in the journal within {timeout}s")
+
+
+def retry_429(host, args, tries=15):
+    """curl() until the rate limit (1r/s on /api/query, 10r/m on /api/upload) lets it through."""
+    for _ in range(tries):
+        result = curl(host, args)
+        if result[0] != 429:
+            return result
+        host.check_output("sleep 2")
+    return result
+
+
+ATTACKS = {
+    # CRS test payloads: SQL injection and XSS in a query string, a form field and a JSON field.
+    "sqli-query-string": f"'https://{NAME}/?id=1%27%20OR%20%271%27=%271'",
+    "xss-query-string": f"'https://{NAME}/api/health?q=%3Cscript%3Ealert(1)%3C/script%3E'",
+    "sqli-form-field": "-X POST --data-urlencode " + shlex.quote("collection_name=1' OR '1'='1")
+                       + f" https://{NAME}/api/upload",
+    "xss-multipart-field": f"--form-string {shlex.quote('collection_name=<script>alert(document.cookie)</script>')}"
+                           f" https://{NAME}/api/upload",
+    "xss-json-question": f"-X POST -H 'Content-Type: application/json'"
+                         f" --data {shlex.quote(json.dumps({'query': '<script>alert(document.cookie)</script>'}))}"
+                         f" https://{NAME}/api/query",
+    # The question's exclusion is for SQL injection only, and only in the question.
+    "sqli-json-collection": f"-X POST -H 'Content-Type: application/json' --data "
+                            + shlex.quote(json.dumps({"query": "Which customers ordered?",
+                                                      "collection_name": "x' UNION SELECT password FROM users--"}))
+                            + f" https://{NAME}/api/query",
+}
+
+
+@pytest.mark.parametrize("attack", ATTACKS)
+def test_waf_blocks_attacks_with_a_json_403(host, attack):
+    status, headers, body = curl(host, f"-k -H 'X-Request-ID: waf-{attack}' {ATTACKS[attack]}")
+    assert status == 403, (attack, body)
+    assert headers["content-type"] == "application/json" and json.loads(body) == WAF_REFUSAL
+    assert headers["x-request-id"] == f"waf-{attack}" and "strict-transport-security" in headers
+    # the audit log names what matched (the transaction ModSecurity restarts in @error_403)
+    entry, _ = audit_entry(host, f"waf-{attack}")
+    rules = {m["details"]["ruleId"] for m in entry["messages"]}
+    assert entry["response"]["http_code"] == 403 and "949110" in rules, rules
+    assert rules & {"942100", "941100", "941110"}, rules
+
+
+SQL_QUESTIONS = [
+    # each was blocked before exclusion 10001 (SQL injection rules, and 932130, on the question)
+    "Which customers placed orders? SELECT name FROM customers JOIN orders ON orders.customer_id = customers.id;"
+    " DROP TABLE orders",
+    "What does HAVING COUNT(*) > 1 mean in: SELECT customer_id FROM orders GROUP BY customer_id HAVING COUNT(*) > 1",
+    "SELECT id FROM products UNION ALL SELECT id FROM archived_products",
+    "select id from users where email like '%@example.com'",
+    "Which employees have salary > (select avg(salary) from employees)?",
+]
+
+
+@pytest.mark.parametrize("number", range(len(SQL_QUESTIONS)))
+def test_waf_passes_questions_that_are_sql(host, number):
+    request_id = f"waf-sql-question-{number}"
+    payload = shlex.quote(json.dumps({"query": SQL_QUESTIONS[number], "collection_name": "ecommerce"}))
+    status, _, body = retry_429(host, f"-k -H 'X-Request-ID: {request_id}' -H 'Content-Type: application/json'"
+                                      f" -X POST --data {payload} https://{NAME}/api/query")
+    assert status == 200, body
+    answer = json.loads(body)
+    assert answer["stub"] and answer["path"] == "/query" and answer["body_bytes"] > 0
+
+
+@pytest.fixture(scope="module")
+def schema_pdf(host, tmp_path_factory):
+    """A real binary PDF: a schema's text and a noise image (compressed streams), on the instance."""
+    from reportlab.lib.pagesizes import A4
+    from reportlab.lib.utils import ImageReader
+    from reportlab.pdfgen import canvas
+    from PIL import Image
+
+    noise = io.BytesIO()
+    Image.frombytes("RGB", (400, 300), os.urandom(400 * 300 * 3)).save(noise, "PNG")
+    noise.seek(0)
+    path = tmp_path_factory.mktemp("pdf") / "schema.pdf"
+    pdf = canvas.Canvas(str(path), pagesize=A4)
+    y = 800
+    for line in (Path(__file__).resolve().parents[5] / "benchmarks/data/schemas/ecommerce.txt").read_text().splitlines():
+        pdf.drawString(30, y, line[:120])
+        y -= 12
+        if y < 40:
+            pdf.showPage()
+            y = 800
+    pdf.drawImage(ImageReader(noise), 30, 100, 400, 300)
+    pdf.showPage()
+    pdf.save()
+    host.ansible("copy", f"src={path} dest=/var/tmp/waf-schema.pdf mode=0644", check=False)
+    return "/var/tmp/waf-schema.pdf", path.stat().st_size
+
+
+def test_waf_passes_a_pdf_upload(host, schema_pdf):
+    path, size = schema_pdf
+    # an apostrophe in the file name was blocked before exclusion 10002 (920120 on FILES:pdf_file)
+    form = shlex.quote(f'pdf_file=@{path};type=application/pdf;filename="O\'Brien\'s schema.pdf"')
+    status, _, body = retry_429(host, f"-k -H 'X-Request-ID: waf-pdf-upload' -F {form}"
+                                      f" -F collection_name=ecommerce https://{NAME}/api/upload")
+    assert status == 200, body
+    answer = json.loads(body)
+    assert answer["stub"] and answer["path"] == "/upload" and answer["body_bytes"] > size
+
+
+def test_waf_audit_log_in_the_journal_without_secrets(host):
+    secret = "waf-secret-token-4711"
+    # a passing request matches no rule: nothing is logged for it
+    status, _, _ = curl(host, f"-k -H 'X-Request-ID: waf-clean' https://{NAME}/api/health")
+    assert status == 200
+    status, _, _ = curl(host, f"-k -H 'X-Request-ID: waf-audit-probe' -H 'Authorization: Bearer {secret}'"
+                              f" -H 'Cookie: session={secret}' 'https://{NAME}/api/health?id=1%27%20OR%20%271%27=%271'")
+    assert status == 403
+    entry, line = audit_entry(host, "waf-audit-probe")
+    assert entry["request"]["uri"] == "/api/health?id=1%27%20OR%20%271%27=%271"
+    assert entry["producer"]["secrules_engine"] == "Enabled"
+    assert any(m["details"]["ruleId"] == "942100" and "ARGS:id" in m["details"]["data"] for m in entry["messages"])
+    assert secret not in line and "headers" not in entry["request"]  # parts A and H only
+    # the FIFO is ordered: the clean request's line would have come before the probe's
+    assert '"unique_id":"waf-clean"' not in host.check_output(f"journalctl -t {AUDIT} -o cat --no-pager")
+    journal = json.loads(host.check_output(f"journalctl -t {AUDIT} -o json --no-pager -n 1"))
+    assert journal["_SYSTEMD_UNIT"] == "querygpt-waf-audit.service" and journal["PRIORITY"] == "5"
+
+
+def test_waf_audit_units(host):
+    assert host.service("querygpt-waf-audit.socket").is_enabled
+    assert host.service("querygpt-waf-audit.socket").is_running
+    fifo = host.file("/run/querygpt-waf/audit.fifo")
+    assert fifo.is_pipe and fifo.user == "root" and fifo.mode == 0o600
+    exposure = host.check_output("systemd-analyze security --no-pager querygpt-waf-audit.service | tail -n 1")
+    assert float(re.search(r"level for \S+: ([0-9.]+)", exposure).group(1)) <= 3.0, exposure

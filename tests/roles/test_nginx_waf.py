@@ -1,0 +1,121 @@
+"""The nginx role's web application firewall settings, without a host.
+
+Bad WAF input fails in preflight naming the variable (tests/roles/preflight_harness.py, as
+playbooks/preflight.yml runs it). The ModSecurity configuration is rendered with Ansible from
+the role's defaults and vars: detection mode, paranoia level and thresholds reach it, its body
+limits follow nginx's, and every exclusion stays narrow and documented. Molecule
+(roles/nginx/molecule/default) runs the rendered blocking configuration for real: attacks
+get 403, SQL questions and PDF uploads pass, the audit log is in the journal.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from preflight_harness import ANSIBLE_PLAYBOOK, REPO, run_role
+
+ROLE = REPO / "roles" / "nginx"
+
+
+def render(tmp_path: Path, **overrides: object) -> str:
+    """roles/nginx/templates/waf-modsecurity.conf.j2 rendered by Ansible over the role's defaults and vars."""
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    out = tmp_path / "modsecurity.conf"
+    playbook = [{
+        "name": "Render", "hosts": "localhost", "connection": "local", "gather_facts": False,
+        "vars_files": [str(ROLE / "defaults" / "main.yml"), str(ROLE / "vars" / "main.yml")],
+        "tasks": [{"name": "Render", "ansible.builtin.template": {
+            "src": str(ROLE / "templates" / "waf-modsecurity.conf.j2"), "dest": str(out), "mode": "0644"}}],
+    }]
+    (tmp_path / "render.yml").write_text(json.dumps(playbook))
+    (tmp_path / "overrides.json").write_text(json.dumps({"ansible_python_interpreter": sys.executable, **overrides}))
+    env = {**os.environ, "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"), "ANSIBLE_LOCALHOST_WARNING": "0",
+           "ANSIBLE_CACHE_PLUGIN": "ansible.builtin.memory", "ANSIBLE_LOCAL_TEMP": str(tmp_path / "tmp")}
+    proc = subprocess.run([str(ANSIBLE_PLAYBOOK), "-i", "localhost,", "-e", f"@{tmp_path / 'overrides.json'}",
+                           str(tmp_path / "render.yml")], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=120, check=False)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return out.read_text()
+
+
+def directives(conf: str) -> list[str]:
+    """Each directive on one line (continuations joined), comments dropped."""
+    joined = re.sub(r"\\\n\s*", "", conf)
+    return [line.strip() for line in joined.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+
+
+def test_detection_mode_changes_only_the_engine(tmp_path):
+    blocking = directives(render(tmp_path / "blocking"))
+    detection = directives(render(tmp_path / "detection", nginx_waf_mode="detection"))
+    assert "SecRuleEngine On" in blocking
+    assert "SecRuleEngine DetectionOnly" in detection and "SecRuleEngine On" not in detection
+    # the same rules, exclusions and audit log: detection is a rehearsal of blocking
+    assert [d for d in blocking if not d.startswith("SecRuleEngine")] == [
+        d for d in detection if not d.startswith("SecRuleEngine")]
+
+
+def test_paranoia_level_and_thresholds_reach_the_configuration(tmp_path):
+    default = directives(render(tmp_path / "default"))
+    assert any("setvar:tx.paranoia_level=1" in d for d in default)
+    conf = directives(render(tmp_path / "tuned", nginx_waf_paranoia_level=2, nginx_waf_inbound_anomaly_threshold=10,
+                             nginx_waf_outbound_anomaly_threshold=8))
+    assert any("setvar:tx.paranoia_level=2" in d for d in conf)
+    assert any("setvar:tx.inbound_anomaly_score_threshold=10" in d
+               and "setvar:tx.outbound_anomaly_score_threshold=8" in d for d in conf)
+
+
+def test_body_limits_follow_nginx(tmp_path):
+    conf = directives(render(tmp_path, nginx_client_max_body_size="30m", nginx_default_max_body_size="512k"))
+    assert "SecRequestBodyLimit 31457280" in conf
+    assert "SecRequestBodyNoFilesLimit 524288" in conf
+    assert "SecRequestBodyLimitAction Reject" in conf
+
+
+def test_audit_log_goes_to_the_fifo_without_headers(tmp_path):
+    conf = directives(render(tmp_path))
+    assert "SecAuditLog /run/querygpt-waf/audit.fifo" in conf
+    assert "SecAuditLogParts AHZ" in conf  # B and F would carry Authorization, Cookie, Set-Cookie
+    assert "SecAuditEngine RelevantOnly" in conf
+    assert not any(d.startswith("SecAuditLogRelevantStatus") for d in conf)
+
+
+def test_exclusions_are_narrow_and_documented(tmp_path):
+    """Each exclusion removes rules from named fields on one exact path, and the README explains it."""
+    exclusions = [d for d in directives(render(tmp_path)) if "ctl:ruleRemove" in d]
+    assert exclusions, "no exclusion found: the test reads the wrong file"
+    readme = (ROLE / "README.md").read_text()
+    for rule in exclusions:
+        assert re.match(r'SecRule REQUEST_FILENAME "@streq /api/[a-z]+" ', rule), rule
+        rule_id = re.search(r"id:(\d+)", rule).group(1)
+        assert f"| {rule_id} |" in readme, f"exclusion {rule_id} is not in the README's table"
+        for ctl in re.findall(r"ctl:(\w+)=([^,\"]+)", rule):
+            # a target on every removal: never a whole rule, never every field
+            assert ctl[0] in ("ruleRemoveTargetById", "ruleRemoveTargetByTag"), rule
+            assert re.fullmatch(r"[\w-]+;(ARGS|FILES):[\w.]+", ctl[1]), rule
+
+
+@pytest.mark.parametrize(
+    ("overrides", "needle"),
+    [
+        ({"nginx_waf_mode": "audit"}, "nginx_waf_mode: expected detection"),
+        ({"nginx_waf_paranoia_level": 5}, "nginx_waf_paranoia_level: expected a CRS paranoia level 1-4"),
+        ({"nginx_waf_inbound_anomaly_threshold": 0}, "nginx_waf_inbound_anomaly_threshold: expected an anomaly score"),
+        ({"nginx_waf_outbound_anomaly_threshold": "high"}, "nginx_waf_outbound_anomaly_threshold: expected"),
+    ],
+    ids=["mode", "paranoia", "inbound-0", "outbound-text"],
+)
+def test_bad_waf_input_fails_in_preflight(tmp_path, overrides, needle):
+    run_role(tmp_path, "nginx", overrides).assert_refused(needle)
+
+
+def test_good_waf_input_passes_preflight(tmp_path):
+    run_role(tmp_path, "nginx", {"nginx_waf_mode": "detection", "nginx_waf_paranoia_level": 4,
+                                 "nginx_waf_inbound_anomaly_threshold": 10,
+                                 "nginx_waf_outbound_anomaly_threshold": 1000}).assert_ok()
