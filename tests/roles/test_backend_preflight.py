@@ -47,6 +47,12 @@ def test_good_input_passes_and_the_release_paths_are_computed(tmp_path):
         ({"backend_documents_bucket": ""}, "backend_documents_bucket: is empty"),
         ({"backend_s3_access_key_id": "AKIAEXAMPLE"}, "backend_s3_secret_access_key: backend_s3_access_key_id and"),
         ({"backend_rollback_to": "a/b"}, "backend_rollback_to: expected a kept release"),
+        ({"backend_pdf_max_pages": 0}, "backend_pdf_max_pages: expected 1-100000"),
+        ({"backend_pdf_max_chars": 10}, "backend_pdf_max_chars: expected 1000-"),
+        ({"backend_pdf_max_chunks": "lots"}, "backend_pdf_max_chunks: expected 1-1000000"),
+        ({"backend_pdf_max_stream_bytes": 1024}, "backend_pdf_max_stream_bytes: expected 65536"),
+        ({"backend_pdf_memory_bytes": 1048576}, "backend_pdf_memory_bytes: expected 134217728"),
+        ({"backend_pdf_cpu_seconds": 0}, "backend_pdf_cpu_seconds: expected 1-600"),
     ],
     ids=lambda v: next(iter(v)) if isinstance(v, dict) else None,
 )
@@ -72,6 +78,59 @@ def test_a_url_the_wiring_cannot_compute_is_named(tmp_path, missing):
     result = run(tmp_path, WIRED_URLS, groups=groups)
     result.assert_refused(f"backend_{missing}_url: cannot be computed")
     assert not result.failures, "the other checks still ran"
+
+
+# The edge's timeout as the wiring passes it (group_vars/all/services.yml), with its value there.
+WIRED_EDGE = {"backend_edge_timeout": SERVICES["backend_edge_timeout"],
+              "nginx_proxy_read_timeout": SERVICES["nginx_proxy_read_timeout"]}
+
+
+def test_the_role_defaults_end_before_the_wired_edge_timeout(tmp_path):
+    run(tmp_path, WIRED_EDGE, show={"edge": "{{ backend_edge_timeout }}"}).assert_ok()
+
+
+@pytest.mark.parametrize(
+    ("overrides", "variable"),
+    [
+        # the edge's timeout lowered below the default deadline (240) + margin (15)
+        ({"nginx_proxy_read_timeout": 255}, "backend_query_deadline_seconds"),
+        ({"nginx_proxy_read_timeout": 255}, "backend_upload_deadline_seconds"),
+        # a deadline raised to the edge's timeout minus less than the margin
+        ({"backend_upload_deadline_seconds": 290}, "backend_upload_deadline_seconds"),
+        ({"backend_query_deadline_seconds": 300}, "backend_query_deadline_seconds"),
+        ({"backend_deadline_margin": 61}, "backend_query_deadline_seconds"),
+    ],
+    ids=["edge-lowered-query", "edge-lowered-upload", "upload-too-long", "query-equals-edge", "margin"],
+)
+def test_a_deadline_the_edge_would_cut_is_refused_naming_both(tmp_path, overrides, variable):
+    result = run(tmp_path, {**WIRED_EDGE, **overrides})
+    result.assert_refused(f"{variable}: got", "nginx_proxy_read_timeout (")
+    problem = next(p for p in result.problems if f"{variable}: got" in p)
+    assert "nginx_proxy_read_timeout" in problem and "backend_deadline_margin" in problem
+
+
+def test_the_deadline_boundary(tmp_path):
+    # 284 + 15 = 299 < 300 passes; 285 + 15 = 300 does not (the edge would cut at the same moment)
+    run(tmp_path, {**WIRED_EDGE, "backend_query_deadline_seconds": 284}).assert_ok()
+    run(tmp_path, {**WIRED_EDGE, "backend_query_deadline_seconds": 285}).assert_refused(
+        "backend_query_deadline_seconds: got 285")
+
+
+@pytest.mark.parametrize(
+    ("overrides", "needle"),
+    [
+        ({"backend_gpu_concurrency": 0}, "backend_gpu_concurrency: expected 1-64"),
+        ({"backend_gpu_queue": -1}, "backend_gpu_queue: expected 0-1024"),
+        ({"backend_query_rate": 0}, "backend_query_rate: expected requests per second above 0"),
+        ({"backend_upload_rate": "fast"}, "backend_upload_rate: expected"),
+        ({"backend_query_burst": 0}, "backend_query_burst: expected 1-10000"),
+        ({"backend_upload_concurrency": 25}, "backend_upload_concurrency: expected at least 1, and at most 32"),
+        ({"backend_query_deadline_seconds": 0}, "backend_query_deadline_seconds: got 0"),
+    ],
+    ids=lambda v: next(iter(v)) if isinstance(v, dict) else None,
+)
+def test_bad_limits_fail_naming_the_variable(tmp_path, overrides, needle):
+    run(tmp_path, {**WIRED_EDGE, **overrides}).assert_refused(needle)
 
 
 def test_rollback_only_to_a_kept_release(tmp_path):

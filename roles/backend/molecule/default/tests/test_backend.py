@@ -1,8 +1,14 @@
 """Verify the backend role on a converged instance: read back what an operator relies on."""
 
 import json
+import sys
+from pathlib import Path
 
 import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[5] / "molecule" / "shared"))
+
+from unit_security import CEILING, cpu_quota_percent, exposure, failed_checks, memory_total, vcpus  # noqa: E402
 
 testinfra_hosts = ["backend"]
 
@@ -74,6 +80,18 @@ def test_unit_is_sandboxed(host, props):
     assert props["EnvironmentFiles"].startswith(ENV_FILE)
 
 
+def test_unit_exposure_at_most_the_ceiling(host):
+    # The score as this host's systemd computes it, with the API still answering
+    # (test_health_and_ready, test_upload_and_query_end_to_end, test_metrics_in_multiprocess_mode).
+    assert exposure(host, "querygpt-backend") <= CEILING, failed_checks(host, "querygpt-backend")
+
+
+def test_memory_and_cpu_limits(host, props):
+    # The role's defaults: 80% of the RAM, 90% of all the CPUs.
+    assert int(props["MemoryMax"]) == pytest.approx(0.80 * memory_total(host), rel=0.01)
+    assert cpu_quota_percent(host, "querygpt-backend") == pytest.approx(90 * vcpus(host))
+
+
 def test_env_file_is_root_only_and_holds_the_settings(host, private_ip):
     env_file = host.file(ENV_FILE)
     assert env_file.user == "root" and env_file.group == "root"
@@ -135,3 +153,55 @@ def test_metrics_in_multiprocess_mode(host, private_ip):
     assert status == 200
     assert "querygpt_http_requests_total" in text
     assert host.run("ls /run/querygpt-backend/*.db").rc == 0
+
+
+def _upload(host, private_ip, path):
+    return http(
+        host, "POST", f"http://{private_ip}:8000/upload",
+        f"-F 'pdf_file=@{path};type=application/pdf' -F collection_name=molecule", "multipart",
+    )
+
+
+def test_pdf_bomb_is_refused_by_the_extraction_bounds(host, private_ip):
+    """The 10-page bomb of issue 16 (one stream inflating to 70 MiB): a 413 naming the bound,
+    from the extraction child, and the service is still up."""
+    pid = host.service("querygpt-backend").systemd_properties["MainPID"]
+    status, body = _upload(host, private_ip, "/var/tmp/bomb.pdf")
+    assert status == 413, body
+    assert "QUERYGPT_PDF_MAX_STREAM_BYTES" in body["detail"]
+    assert host.service("querygpt-backend").systemd_properties["MainPID"] == pid
+    assert http(host, "GET", f"http://{private_ip}:8000/health")[0] == 200
+
+
+def test_encrypted_pdfs_need_the_cryptography_dependency_on_the_host(host, private_ip):
+    """AES needs cryptography in the release's virtualenv: an owner-password-only copy is
+    indexed, a password-protected one is refused as encrypted (not "damaged")."""
+    status, body = _upload(host, private_ip, "/var/tmp/aes-open.pdf")
+    assert status == 200, body
+    status, body = _upload(host, private_ip, "/var/tmp/aes-locked.pdf")
+    assert status == 422, body
+    assert body["detail"] == "The PDF is encrypted; upload a copy without a password."
+
+
+def test_env_file_passes_the_pdf_bounds(host):
+    env = host.check_output(f"cat {ENV_FILE}").splitlines()
+    for line in ("QUERYGPT_PDF_MAX_PAGES=1000", "QUERYGPT_PDF_MAX_CHARS=2000000",
+                 "QUERYGPT_PDF_MAX_CHUNKS=5000", "QUERYGPT_PDF_MAX_STREAM_BYTES=4194304",
+                 "QUERYGPT_PDF_MEMORY_BYTES=536870912", "QUERYGPT_PDF_CPU_SECONDS=30"):
+        assert line in env
+def test_limits_reach_the_service(host, private_ip):
+    env = dict(
+        line.split("=", 1) for line in host.check_output(f"cat {ENV_FILE}").splitlines() if "=" in line and not line.startswith("#")
+    )
+    # the role's defaults, per worker process (roles/backend/README.md, "Limits")
+    assert {k: env[k] for k in env if k.endswith(("_DEADLINE_SECONDS", "_RATE", "_BURST", "_CONCURRENCY", "_GPU_QUEUE"))} == {
+        "QUERYGPT_QUERY_DEADLINE_SECONDS": "240", "QUERYGPT_UPLOAD_DEADLINE_SECONDS": "240",
+        "QUERYGPT_GPU_CONCURRENCY": "1", "QUERYGPT_GPU_QUEUE": "4",
+        "QUERYGPT_QUERY_RATE": "5.0", "QUERYGPT_QUERY_BURST": "10", "QUERYGPT_QUERY_CONCURRENCY": "8",
+        "QUERYGPT_UPLOAD_RATE": "1.0", "QUERYGPT_UPLOAD_BURST": "5", "QUERYGPT_UPLOAD_CONCURRENCY": "2",
+    }
+    # the service accepted them (it refuses to start on an invalid one) and counts refusals
+    status, text = http(host, "GET", f"http://{private_ip}:8000/metrics")
+    assert status == 200
+    assert 'querygpt_requests_rejected_total{endpoint="query",reason="gpu_queue_full"}' in text
+    assert 'querygpt_deadline_exceeded_total{endpoint="query",stage="generate"}' in text
