@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import sys
 import time
 import uuid
+from pathlib import Path
 
 import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[5] / "molecule" / "shared"))
+
+from unit_security import CEILING, exposure, failed_checks  # noqa: E402
 
 testinfra_hosts = ["backend"]
 TLS = "/etc/journal-tls"
@@ -42,6 +48,11 @@ def test_runs_unprivileged_with_the_key_group_and_restarts_patiently(host):
     assert "journal-tls" in props["SupplementaryGroups"].split()
     assert props["Restart"] == "always"
     assert props["RestartUSec"] == "2s"  # journal_upload_restart_sec of the scenario
+
+
+def test_unit_exposure_at_most_the_ceiling(host):
+    # Debian's unit scored 4.9; lines still arrive over mutual TLS (the test below).
+    assert exposure(host, "systemd-journal-upload") <= CEILING, failed_checks(host, "systemd-journal-upload")
 
 
 def test_a_line_logged_while_the_receiver_is_down_arrives_when_it_is_back(host):

@@ -13,6 +13,8 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[5] / "molecule" / "shared"))
 
+from unit_security import CEILING, cpu_quota_percent, exposure, failed_checks, memory_total, vcpus  # noqa: E402
+
 # The inventory also holds backend-fake and monitoring-fake: firewall sources, never created.
 testinfra_hosts = ["qdrant"]
 
@@ -70,6 +72,18 @@ def test_no_capabilities(host, props):
     assert re.search(r"^CapBnd:\s+0+$", status, re.M), status
     assert re.search(r"^CapEff:\s+0+$", status, re.M), status
     assert re.search(r"^NoNewPrivs:\s+1$", status, re.M), status
+
+
+def test_unit_exposure_at_most_the_ceiling(host):
+    # The score as this host's systemd computes it, with the service still answering
+    # (test_api_keys_enforced, test_config_change_restarted_then_idempotence_did_not).
+    assert exposure(host, "qdrant") <= CEILING, failed_checks(host, "qdrant")
+
+
+def test_memory_and_cpu_limits(host, props):
+    # The role's defaults: 85% of the RAM, 90% of all the CPUs.
+    assert int(props["MemoryMax"]) == pytest.approx(0.85 * memory_total(host), rel=0.01)
+    assert cpu_quota_percent(host, "qdrant") == pytest.approx(90 * vcpus(host))
 
 
 def _open_files(limits_text):
