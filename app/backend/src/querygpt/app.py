@@ -141,24 +141,23 @@ def create_app(
 
 def endpoint_limiters(settings: Settings) -> dict[str, EndpointLimiter]:
     """The admission limits of the two expensive endpoints, by path (limits.py)."""
-    query = EndpointPolicy(
-        endpoint="query",
-        rate=settings.query_rate,
-        burst=settings.query_burst,
-        concurrency=settings.query_concurrency,
-        deadline_seconds=settings.query_deadline_seconds,
-        deadline_variable="QUERYGPT_QUERY_DEADLINE_SECONDS",
-        uses_gpu=True,
+    return {
+        f"/{endpoint}": EndpointLimiter(_endpoint_policy(settings, endpoint, uses_gpu=endpoint == "query"))
+        for endpoint in ("query", "upload")
+    }
+
+
+def _endpoint_policy(settings: Settings, endpoint: str, *, uses_gpu: bool) -> EndpointPolicy:
+    """One endpoint's figures, read from its ``<endpoint>_*`` settings."""
+    return EndpointPolicy(
+        endpoint=endpoint,
+        rate=getattr(settings, f"{endpoint}_rate"),
+        burst=getattr(settings, f"{endpoint}_burst"),
+        concurrency=getattr(settings, f"{endpoint}_concurrency"),
+        deadline_seconds=getattr(settings, f"{endpoint}_deadline_seconds"),
+        deadline_variable=f"QUERYGPT_{endpoint.upper()}_DEADLINE_SECONDS",
+        uses_gpu=uses_gpu,
     )
-    upload = EndpointPolicy(
-        endpoint="upload",
-        rate=settings.upload_rate,
-        burst=settings.upload_burst,
-        concurrency=settings.upload_concurrency,
-        deadline_seconds=settings.upload_deadline_seconds,
-        deadline_variable="QUERYGPT_UPLOAD_DEADLINE_SECONDS",
-    )
-    return {"/query": EndpointLimiter(query), "/upload": EndpointLimiter(upload)}
 
 
 def _add_error_handlers(app: FastAPI) -> None:
