@@ -38,3 +38,11 @@ def test_keyless_and_malformed_users_are_named(tmp_path):
     result.assert_refused('common_admin_users: user(s) "bob" have no ssh_keys',
                           'common_admin_users: user(s) "carol" have an entry in ssh_keys that is not an OpenSSH public key')
     assert "dave" not in result.messages, "a user declared absent needs no key"
+
+
+
+def test_max_startups_out_of_shape_is_named(tmp_path):
+    """A value sshd would refuse (here full below start) is named before sshd sees it."""
+    run_role(tmp_path, "common", {"common_ssh_max_startups": "64:30:32"}).assert_refused(
+        "common_ssh_max_startups: expected start:rate:full with 1 <= start < full and rate a percentage")
+
