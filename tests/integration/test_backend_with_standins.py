@@ -52,7 +52,9 @@ S3_REGION = "us-east-1"
 DOCUMENTS_BUCKET = "querygpt-integration-documents"
 EMBED_MODEL = "all-minilm:latest"
 LLM_MODEL = "qwen2.5-coder:1.5b"
-START_TIMEOUT = 20.0
+# Two backend workers each import the app (about 3 s of CPU, most of it qdrant_client):
+# on a busy two-core machine that alone has taken 28 s. A bound, not a performance figure.
+START_TIMEOUT = 60.0
 
 # One page per table, each a CREATE TABLE statement with its columns.
 SCHEMA_PAGES: list[list[str]] = [
