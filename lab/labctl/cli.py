@@ -102,9 +102,9 @@ def cmd_up(args: argparse.Namespace) -> None:
         # Lab-only helpers first (stand-in model mirror, ACME server, S3 endpoint): what AWS
         # and the internet provide in production.
         prepared = converge([], playbook="lab/playbooks/prepare.yml")
-        recap = converge(args.ansible_args)
+        recap = converge(site_args(args))
         changed = sum(c.get("changed", 0) for c in [*recap.values(), *prepared.values()])
-        print(f"\nlab converged: {len(recap)} hosts, changed={changed}")
+        print(f"\nlab converged{' (site.yml in check mode)' if args.check else ''}: {len(recap)} hosts, changed={changed}")
         if args.assert_idempotent and changed:
             raise LabError(f"not idempotent: `lab up` on a converged lab changed {changed} things")
     print("\nThe lab stack answers at:")
@@ -112,8 +112,16 @@ def cmd_up(args: argparse.Namespace) -> None:
         print("  " + line)
 
 
+def site_args(args: argparse.Namespace) -> list[str]:
+    """ansible-playbook's arguments for site.yml: `--check --diff` with --check, then the rest."""
+    extra = list(args.ansible_args)
+    if extra[:1] == ["--"]:
+        extra = extra[1:]
+    return (["--check", "--diff"] if args.check else []) + extra
+
+
 def cmd_converge(args: argparse.Namespace) -> None:
-    recap = converge(args.ansible_args)
+    recap = converge(site_args(args))
     changed = sum(c.get("changed", 0) for c in recap.values())
     if args.assert_idempotent and changed:
         raise LabError(f"not idempotent: changed={changed} on a converged lab: {recap}")
@@ -146,9 +154,12 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("up", help="bootstrap, image, fleet, then converge site.yml (idempotent)")
     p.add_argument("--no-converge", action="store_true")
     p.add_argument("--assert-idempotent", action="store_true", help="fail when anything changed")
+    p.add_argument("--check", action="store_true",
+                   help="site.yml with --check --diff (the lab playbooks still run for real)")
     p.add_argument("ansible_args", nargs=argparse.REMAINDER, help="passed to ansible-playbook")
     p = sub.add_parser("converge", help="run site.yml against the lab")
     p.add_argument("--assert-idempotent", action="store_true", help="fail when anything changed")
+    p.add_argument("--check", action="store_true", help="with --check --diff")
     p.add_argument("ansible_args", nargs=argparse.REMAINDER)
     p = sub.add_parser("down", help="remove the lab's containers, networks and routing rules")
     p.add_argument("--purge", action="store_true",
