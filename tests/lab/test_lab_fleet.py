@@ -52,7 +52,6 @@ def test_the_bastion_takes_a_new_connection_to_every_host_at_once(lab):
     bastion = lab.groups["bastion"][0]
     effective = lab.ssh(bastion, "sudo sshd -T").stdout.splitlines()
     assert "maxstartups 64:30:256" in effective, [line for line in effective if line.startswith("maxstartups")]
-    assert len(lab.hostvars) > 10
     env = dict(ansible_env(), ANSIBLE_SSH_ARGS="-o ControlMaster=no -o ControlPath=none")
     run = subprocess.run(
         ["ansible", "all", "-i", "inventories/lab", "-f", str(len(lab.hostvars)), "-m", "ansible.builtin.ping"],
