@@ -15,12 +15,15 @@ import yaml
 from ansible.errors import AnsibleFilterError
 
 
-def _play_groups(hosts: Any) -> set[str]:
+def _play_groups(hosts: Any) -> tuple[set[str], set[str]]:
+    """A play's `hosts` as (groups it targets, groups it excludes with `!`)."""
     if isinstance(hosts, list):
         names = hosts
     else:
         names = str(hosts).replace(",", ":").split(":")
-    return {name.strip() for name in names if name.strip()}
+    names = [str(name).strip() for name in names if str(name).strip()]
+    return ({n for n in names if not n.startswith("!")},
+            {n[1:] for n in names if n.startswith("!")})
 
 
 def _role_name(entry: Any) -> str:
@@ -41,7 +44,8 @@ def site_roles(group_names: Iterable[str], site_file: str) -> list[str]:
         if not target:
             continue
         for play in yaml.safe_load((site.parent / target).read_text()) or []:
-            if not _play_groups(play.get("hosts", "")) & groups:
+            targets, excluded = _play_groups(play.get("hosts", ""))
+            if not targets & groups or excluded & groups:
                 continue
             for role in play.get("roles", []):
                 name = _role_name(role)

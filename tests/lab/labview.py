@@ -74,8 +74,17 @@ def load_lab() -> Lab:
     raw = subprocess.run([str(VENV_BIN / "ansible-inventory"), "-i", str(REPO / "inventories/lab"), "--list"],
                          cwd=REPO, capture_output=True, text=True, check=True, env=ansible_env()).stdout
     inv = unwrap_unsafe(json.loads(raw))
-    groups = {g: v.get("hosts", []) for g, v in inv.items() if g != "_meta"}
+    groups = {g: members(inv, g) for g in inv if g != "_meta"}
     return Lab(inv["_meta"]["hostvars"], groups)
+
+
+def members(inv: dict, group: str) -> list[str]:
+    """A group's hosts, its child groups' included (as Ansible's `groups` has them)."""
+    entry = inv.get(group, {})
+    hosts = list(entry.get("hosts", []))
+    for child in entry.get("children", []):
+        hosts += [h for h in members(inv, child) if h not in hosts]
+    return hosts
 
 
 def acme_root_pem(lab: Lab) -> str:

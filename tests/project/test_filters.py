@@ -91,6 +91,22 @@ def test_site_roles_follow_the_tier_playbooks(tmp_path):
     assert site_roles(["bastion"], site) == ["common"]
 
 
+def test_site_roles_leave_out_a_host_in_an_excluded_group(tmp_path):
+    (tmp_path / "playbooks").mkdir()
+    (tmp_path / "site.yml").write_text("- ansible.builtin.import_playbook: playbooks/a.yml\n")
+    (tmp_path / "playbooks" / "a.yml").write_text(
+        "- hosts: all:!external_services\n  roles: [common]\n- hosts: [qdrant]\n  roles: [qdrant]\n")
+    site = str(tmp_path / "site.yml")
+    assert site_roles(["qdrant"], site) == ["common", "qdrant"]
+    assert site_roles(["s3", "external_services"], site) == []
+
+
+def test_site_yml_runs_nothing_on_the_stand_ins_for_external_services():
+    """The lab's acme and s3 hosts stand for Let's Encrypt and S3: no role of site.yml."""
+    for groups in (["acme", "external_services"], ["s3", "external_services"]):
+        assert site_roles(groups, str(REPO / "site.yml")) == [], groups
+
+
 def test_site_roles_of_the_real_site_yml_cover_every_host_group():
     for group in ("bastion", "edge", "backend", "qdrant", "ollama", "monitoring"):
         roles = site_roles([group], str(REPO / "site.yml"))
