@@ -13,7 +13,9 @@ not a test: exits non-zero only when a run fails or the no-op run changes someth
     .venv/bin/python benchmarks/deploy_speed.py [--skip-release] [--mitogen]
 
 --mitogen runs every step with Mitogen's mitogen_linear strategy (`pip install mitogen`
-into .venv first), the evaluation docs/deploy-speed.md records; the project does not use it.
+into .venv first) on an already converged lab, the evaluation docs/deploy-speed.md records.
+The project does not use Mitogen: it refuses a new host's key at a first deploy, and
+ansible-core deprecates third-party strategies (see there).
 """
 
 from __future__ import annotations
