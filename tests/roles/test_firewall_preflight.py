@@ -26,6 +26,13 @@ def test_ssh_from_groups_without_hosts_would_lock_everyone_out(tmp_path):
     result.assert_refused('firewall_ssh_source_groups: the groups ["bastion"] have no host in the inventory')
 
 
+def test_no_ssh_source_at_all_would_lock_everyone_out(tmp_path):
+    """The role's defaults (no group, no CIDR) close SSH: refused, naming the variables."""
+    result = run_role(tmp_path, "firewall", {"firewall_ssh_source_groups": [], "firewall_ssh_source_cidrs": []},
+                      groups=BASTION)
+    result.assert_refused("firewall_ssh_source_groups: the groups [] have no host in the inventory and no CIDR")
+
+
 @pytest.mark.parametrize(("opening", "needle"), [
     ({"name": "a b", "ports": [80], "source_cidrs": ["10.0.0.0/8"]}, 'opening(s) "a b" need a name'),
     ({"name": "x", "ports": [], "source_groups": ["backend"]}, 'opening(s) "x" need a non-empty list of ports'),
