@@ -131,3 +131,18 @@ def test_playbooks_and_runbooks_read_the_wiring():
         assert link.resolve() == (REPO / "group_vars").resolve(), f"{link} must link to group_vars/"
     cfg = (REPO / "ansible.cfg").read_text()
     assert "playbook_dir = ." in cfg, "ad-hoc ansible and ansible-inventory must read the wiring too"
+
+
+def test_only_the_lab_helpers_are_external_services():
+    """site.yml skips the hosts of external_services (no baseline, no firewall, no monitoring
+    from it): a production role's group in it would silently leave those hosts unmanaged. Every
+    environment declares the group, so `all:!external_services` resolves without a warning;
+    only the lab fills it, and only with its helper roles."""
+    lab_only = set(aws_ec2("lab")["filters"]["tag:Role"]) - set(aws_ec2("prod")["filters"]["tag:Role"])
+    for env in ENVIRONMENTS:
+        group = yaml.safe_load((INVENTORIES / env / "external_services.yml").read_text())["external_services"]
+        members = set(group.get("hosts") or {}) | set(group.get("children") or {})
+        if env == "lab":
+            assert members and members <= lab_only, f"lab external_services {members}: only {lab_only} may be"
+        else:
+            assert not members, f"{env} has external services {members}: production runs none"
