@@ -116,7 +116,7 @@ class Result:
         assert self.ok, f"{self.messages}\n{self.output[-4000:]}"
 
 
-def _playbook(role: str, entries: Iterable[str], facts: bool, show: Mapping[str, str] | None) -> list[dict[str, Any]]:
+def _tasks(role: str, entries: Iterable[str], facts: bool, show: Mapping[str, str] | None) -> list[dict[str, Any]]:
     tasks: list[dict[str, Any]] = []
     if facts:
         tasks.append({"name": "Gather facts", "ansible.builtin.setup": {"gather_subset": ["min", "network"]}})
@@ -132,13 +132,18 @@ def _playbook(role: str, entries: Iterable[str], facts: bool, show: Mapping[str,
             "name": role, "tasks_from": entry, "public": True}})
     if show:
         tasks.append({"name": "HARNESS show", "ansible.builtin.debug": {"msg": dict(show)}})
-    return [{"name": "Harness", "hosts": HOST, "gather_facts": False, "tasks": tasks}]
+    return tasks
 
 
-def run_role(
+def run_role(tmp_path: Path, role: str, variables: Mapping[str, Any] | None = None, **kwargs: Any) -> Result:
+    """Run `role`'s preflight (then `entries`) against the host `target`; see the module docstring
+    and `run_batch` for the keyword arguments."""
+    return run_batch(tmp_path, {HOST: (role, variables)}, **kwargs)[HOST]
+
+
+def run_batch(
     tmp_path: Path,
-    role: str,
-    variables: Mapping[str, Any] | None = None,
+    cases: Mapping[str, tuple[str, Mapping[str, Any] | None]],
     *,
     entries: Iterable[str] = (),
     groups: Mapping[str, Mapping[str, Mapping[str, Any]]] | None = None,
@@ -148,15 +153,19 @@ def run_role(
     good: bool = True,
     check: bool = True,
     show: Mapping[str, str] | None = None,
-) -> Result:
-    """Run `role`'s preflight (then `entries`) against the host `target`; see the module docstring.
+) -> dict[str, Result]:
+    """Several cases ({name: (role, variables)}) in ONE ansible-playbook run: each case is a
+    host of its own (named after the case) with its variables as host variables, and each
+    role a play over its cases' hosts. One run instead of one per case: most of a run's cost
+    is starting ansible-playbook. Every case gets its own Result (`output` is the whole run's).
 
-    `variables` are extra vars over GOOD_VARS[role] (good=False starts from the role's
-    defaults); `groups` adds inventory-only hosts ({group: {host: hostvars}}) and
-    `host_groups` puts the target itself into groups. `show` ({name: Jinja expression}) is
-    templated after the entries into `Result.shown`.
+    `variables` go over GOOD_VARS[role] (good=False starts from the role's defaults); `groups`
+    adds inventory-only hosts ({group: {host: hostvars}}) and `host_groups` puts every case
+    host into groups. `show` ({name: Jinja expression}) is templated after the entries into
+    `Result.shown`.
     """
-    work = tmp_path / f"harness-{role}"
+    entries = list(entries)
+    work = tmp_path / ("harness-" + "-".join(sorted({role for role, _ in cases.values()}))[:80])
     work.mkdir(parents=True, exist_ok=True)
     connection = (
         {"ansible_connection": "local", "ansible_python_interpreter": sys.executable}
@@ -166,11 +175,21 @@ def run_role(
     )
     children: dict[str, Any] = {name: {"hosts": dict(hosts)} for name, hosts in (groups or {}).items()}
     for name in host_groups:
-        children.setdefault(name, {"hosts": {}})["hosts"][HOST] = {}
-    inventory = {"all": {"hosts": {HOST: connection}, "children": children}}
+        children.setdefault(name, {"hosts": {}})["hosts"].update({case: {} for case in cases})
+    hosts: dict[str, Any] = {}
+    plays: dict[str, list[str]] = {}
+    for case, (role, variables) in cases.items():
+        # Host variables, not extra vars: extra vars are one set for the whole run. The roles'
+        # vars/main.yml hold only internal (_-prefixed) names, which no case overrides.
+        hosts[case] = {**connection, **(GOOD_VARS[role] if good else {}), **(variables or {})}
+        plays.setdefault(role, []).append(case)
+    for role, members in plays.items():
+        children[f"harness_{role}"] = {"hosts": {case: {} for case in members}}
+    inventory = {"all": {"hosts": hosts, "children": children}}
+    playbook = [{"name": f"Harness {role}", "hosts": f"harness_{role}", "gather_facts": False,
+                 "tasks": _tasks(role, entries, facts, show)} for role in plays]
     (work / "inventory.json").write_text(json.dumps(inventory))
-    (work / "playbook.yml").write_text(yaml.safe_dump(_playbook(role, entries, facts, show), sort_keys=False))
-    (work / "vars.json").write_text(json.dumps({**(GOOD_VARS[role] if good else {}), **(variables or {})}))
+    (work / "playbook.yml").write_text(yaml.safe_dump(playbook, sort_keys=False))
     roles_path = str(REPO / "roles")
     env = {
         **{k: v for k, v in os.environ.items() if "proxy" not in k.lower()},
@@ -185,31 +204,41 @@ def run_role(
         "ANSIBLE_LOCAL_TEMP": str(work / "ansible-local"),
         "ANSIBLE_SSH_CONTROL_PATH_DIR": str(work / "cp"),
     }
-    cmd = [str(ANSIBLE_PLAYBOOK), "-i", str(work / "inventory.json"), "-e", f"@{work / 'vars.json'}",
-           str(work / "playbook.yml")] + (["--check"] if check else [])
-    proc = subprocess.run(cmd, cwd=work, env=env, capture_output=True, text=True, timeout=180, check=False)
-    result = Result(proc.returncode, proc.stdout + proc.stderr)
+    cmd = [str(ANSIBLE_PLAYBOOK), "-i", str(work / "inventory.json"), str(work / "playbook.yml")]
+    cmd += ["--check"] if check else []
+    proc = subprocess.run(cmd, cwd=work, env=env, capture_output=True, text=True, timeout=300, check=False)
+    results = {case: Result(proc.returncode, proc.stdout + proc.stderr) for case in cases}
     try:
         document, _ = json.JSONDecoder().raw_decode(proc.stdout[proc.stdout.index("{"):])
     except ValueError:
-        result.failures.append(f"unreadable ansible-playbook output (rc {proc.returncode})")
-        return result
+        for result in results.values():
+            result.failures.append(f"unreadable ansible-playbook output (rc {proc.returncode})")
+        return results
     for play in document.get("plays", []):
         for task in play.get("tasks", []):
-            outcome = task.get("hosts", {}).get(HOST)
-            if outcome is None:
-                continue
-            if outcome.get("unreachable"):
-                result.unreachable = True
-            if task["task"]["name"] == "HARNESS collect problems":
-                result.problems = list(outcome.get("msg") or [])
-            elif task["task"]["name"] == "HARNESS show":
-                result.shown = dict(outcome.get("msg") or {})
-            elif outcome.get("failed") and not _is_the_preflight_assert(outcome):
-                result.failures += _failure_messages(outcome)
-    stats = document.get("stats", {}).get(HOST, {})
-    result.unreachable = result.unreachable or bool(stats.get("unreachable"))
-    return result
+            for case, outcome in task.get("hosts", {}).items():
+                result = results.get(case)
+                if result is None:
+                    continue
+                if outcome.get("unreachable"):
+                    result.unreachable = True
+                if task["task"]["name"] == "HARNESS collect problems":
+                    result.problems = list(outcome.get("msg") or [])
+                elif task["task"]["name"] == "HARNESS show":
+                    result.shown = dict(outcome.get("msg") or {})
+                elif outcome.get("failed") and not _is_the_preflight_assert(outcome):
+                    result.failures += _failure_messages(outcome)
+    for case, result in results.items():
+        stats = document.get("stats", {}).get(case)
+        if stats is None:  # the run never got to this case: it counts as failed
+            result.rc = proc.returncode or 1
+            result.failures.append(f"no outcome for {case} (ansible-playbook exited {proc.returncode})")
+            continue
+        result.unreachable = result.unreachable or bool(stats.get("unreachable"))
+        # A case that stopped (a failed task that was not ignored) fails for that case alone,
+        # as ansible-playbook's exit status would in a run of its own.
+        result.rc = 2 if stats.get("failures") or stats.get("unreachable") else 0
+    return results
 
 
 def _is_the_preflight_assert(outcome: Mapping[str, Any]) -> bool:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from preflight_harness import REPO, run_role
+from preflight_harness import REPO, run_batch, run_role
 
 VERSION = (REPO / "app/backend/src/querygpt/__init__.py").read_text().split('__version__ = "')[1].split('"')[0]
 # The wiring layer's URLs, computed from the inventory groups exactly as in production.
@@ -34,30 +34,38 @@ def test_good_input_passes_and_the_release_paths_are_computed(tmp_path):
                             "active": f"{tmp_path}/prefix/releases/{VERSION}"}
 
 
-@pytest.mark.parametrize(
-    ("overrides", "needle"),
-    [
-        ({"backend_qdrant_api_key": ""}, "backend_qdrant_api_key: is empty"),
-        ({"backend_bind_address": "0.0.0.0"}, 'backend_bind_address: got "0.0.0.0"'),
-        ({"backend_top_k": 0}, "backend_top_k: expected 1-100"),
-        ({"backend_workers": 65}, "backend_workers: expected 1-64"),
-        ({"backend_ollama_url": "ftp://x"}, 'backend_ollama_url: got "ftp://x"'),
-        ({"backend_qdrant_url": ""}, 'backend_qdrant_url: got ""'),
-        ({"backend_wheelhouse_archive": "relative/wheels.zip"}, "backend_wheelhouse_archive: got"),
-        ({"backend_documents_bucket": ""}, "backend_documents_bucket: is empty"),
-        ({"backend_s3_access_key_id": "AKIAEXAMPLE"}, "backend_s3_secret_access_key: backend_s3_access_key_id and"),
-        ({"backend_rollback_to": "a/b"}, "backend_rollback_to: expected a kept release"),
-        ({"backend_pdf_max_pages": 0}, "backend_pdf_max_pages: expected 1-100000"),
-        ({"backend_pdf_max_chars": 10}, "backend_pdf_max_chars: expected 1000-"),
-        ({"backend_pdf_max_chunks": "lots"}, "backend_pdf_max_chunks: expected 1-1000000"),
-        ({"backend_pdf_max_stream_bytes": 1024}, "backend_pdf_max_stream_bytes: expected 65536"),
-        ({"backend_pdf_memory_bytes": 1048576}, "backend_pdf_memory_bytes: expected 134217728"),
-        ({"backend_pdf_cpu_seconds": 0}, "backend_pdf_cpu_seconds: expected 1-600"),
-    ],
-    ids=lambda v: next(iter(v)) if isinstance(v, dict) else None,
-)
-def test_bad_input_fails_naming_the_variable(tmp_path, overrides, needle):
-    run(tmp_path, overrides).assert_refused(needle)
+BAD_INPUT = [
+    ({"backend_qdrant_api_key": ""}, "backend_qdrant_api_key: is empty"),
+    ({"backend_bind_address": "0.0.0.0"}, 'backend_bind_address: got "0.0.0.0"'),
+    ({"backend_top_k": 0}, "backend_top_k: expected 1-100"),
+    ({"backend_workers": 65}, "backend_workers: expected 1-64"),
+    ({"backend_ollama_url": "ftp://x"}, 'backend_ollama_url: got "ftp://x"'),
+    ({"backend_qdrant_url": ""}, 'backend_qdrant_url: got ""'),
+    ({"backend_wheelhouse_archive": "relative/wheels.zip"}, "backend_wheelhouse_archive: got"),
+    ({"backend_documents_bucket": ""}, "backend_documents_bucket: is empty"),
+    ({"backend_s3_access_key_id": "AKIAEXAMPLE"}, "backend_s3_secret_access_key: backend_s3_access_key_id and"),
+    ({"backend_rollback_to": "a/b"}, "backend_rollback_to: expected a kept release"),
+    ({"backend_pdf_max_pages": 0}, "backend_pdf_max_pages: expected 1-100000"),
+    ({"backend_pdf_max_chars": 10}, "backend_pdf_max_chars: expected 1000-"),
+    ({"backend_pdf_max_chunks": "lots"}, "backend_pdf_max_chunks: expected 1-1000000"),
+    ({"backend_pdf_max_stream_bytes": 1024}, "backend_pdf_max_stream_bytes: expected 65536"),
+    ({"backend_pdf_memory_bytes": 1048576}, "backend_pdf_memory_bytes: expected 134217728"),
+    ({"backend_pdf_cpu_seconds": 0}, "backend_pdf_cpu_seconds: expected 1-600"),
+]
+
+
+@pytest.fixture(scope="module")
+def bad_input_runs(tmp_path_factory):
+    """Every bad case of the test below in one ansible-playbook run (a host per case)."""
+    tmp = tmp_path_factory.mktemp("backend-bad")
+    prefix = {"backend_install_prefix": str(tmp / "prefix")}
+    return run_batch(tmp, {next(iter(overrides)): ("backend", {**prefix, **overrides}) for overrides, _ in BAD_INPUT})
+
+
+@pytest.mark.parametrize(("case", "needle"), [(next(iter(overrides)), needle) for overrides, needle in BAD_INPUT],
+                         ids=[next(iter(overrides)) for overrides, _ in BAD_INPUT])
+def test_bad_input_fails_naming_the_variable(bad_input_runs, case, needle):
+    bad_input_runs[case].assert_refused(needle)
 
 
 def test_every_problem_is_reported_in_one_run(tmp_path):

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from preflight_harness import SHA, run_role
+from preflight_harness import SHA, run_batch, run_role
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGE = ROOT / "lab" / "standins" / "ollama" / "package.py"
@@ -45,51 +45,62 @@ def download(tmp_path: Path, variables: dict):
                      entries=("download",), connect=True)
 
 
-@pytest.mark.parametrize(
-    ("variables", "fragments"),
-    [
-        ({"ollama_models": [{"name": "all minilm:v1", "digest": SHA}]},
-         ['ollama_models: "all minilm:v1": not a model name']),
-        ({"ollama_models": [{"name": "qwen2.5-coder:1.5b:q4", "digest": SHA}]},
-         ['ollama_models: "qwen2.5-coder:1.5b:q4": not a model name']),
-        ({"ollama_models": [{"name": "all-minilm:l6-v2", "digest": "sha256:abc"}]},
-         ['ollama_models: "all-minilm:l6-v2": digest missing or not a sha256', "/api/tags"]),
-        ({"ollama_models": [{"name": "all-minilm:l6-v2"}]},
-         ['ollama_models: "all-minilm:l6-v2": digest missing']),
-        ({"ollama_models": [{"name": "all-minilm", "digest": SHA}]},
-         ['ollama_models: "all-minilm": no explicit tag, or :latest', "pin a tag"]),
-        ({"ollama_models": [{"name": "library/all-minilm:Latest", "digest": SHA}]},
-         ['ollama_models: "library/all-minilm:Latest": no explicit tag, or :latest']),
-        ({"ollama_models": PINNED + [{"name": "All-MiniLM:l6-v2", "digest": SHA}]},
-         ["ollama_models: declared more than once: all-minilm:l6-v2"]),
-        ({"ollama_port": 70000}, ["ollama_port: expected a TCP port 1-65535, got 70000"]),
-        ({"ollama_bind_address": "0.0.0.0"}, ["ollama_bind_address:", "never listens on every interface"]),
-        ({"ollama_checksum": ""}, ["ollama_checksum: is empty", "sha256sum.txt", "second download", "pins.yml"]),
-        ({"ollama_checksum": "md5:1234"}, ["ollama_checksum: is not a sha256"]),
-        ({"ollama_version": "latest"}, ['ollama_version: expected a release number like 0.20.0 (never latest), got "latest"']),
-        ({"ollama_keep_alive": "five minutes"}, ["ollama_keep_alive:", "five minutes"]),
-        ({"ollama_environment_extra": {"OLLAMA_HOST": "0.0.0.0"}}, ["ollama_environment_extra:", "OLLAMA_HOST"]),
-        ({"ollama_install_nvidia_driver": True}, ["ollama_install_nvidia_driver: true needs ollama_gpu: true"]),
-        ({"ollama_data_volume_id": "/dev/sdf"}, ["ollama_data_volume_id: got", "vol-0123456789abcdef0"]),
-        ({"ollama_data_volume_id": "vol-0123456789abcdef0", "ollama_data_device": "/dev/xvdf"},
-         ["ollama_data_device: is set together with ollama_data_volume_id"]),
-        ({"ollama_bind_address": "127.0.0.1"}, ["ollama_bind_address:", "loopback address is where Ollama itself"]),
-        ({"ollama_proxy_allowed_calls": ["POST /api/embed", "DELETE /api/delete"]},
-         ['ollama_proxy_allowed_calls: expected a non-empty list of calls like "POST /api/embed"']),
-        ({"ollama_proxy_allowed_calls": ["POST /api/embed", "POST /api/pull"]},
-         ["ollama_proxy_allowed_calls: opens model management", "/api/pull"]),
-        ({"ollama_proxy_allowed_calls": []}, ["ollama_proxy_allowed_calls: expected a non-empty list"]),
-        ({"ollama_proxy_max_body_size": "0"}, ["ollama_proxy_max_body_size: expected an nginx size", '"0"']),
-        ({"ollama_proxy_read_timeout": 0}, ["ollama_proxy_read_timeout: expected at least 1 second"]),
-        ({"ollama_proxy_upstream_keepalive": "many"}, ["ollama_proxy_upstream_keepalive: expected at least 1"]),
-    ],
-    ids=["space-in-name", "two-tags", "bad-digest", "no-digest", "no-tag", "latest-tag", "duplicate", "port",
-         "any-address", "no-checksum", "checksum-format", "version", "keep-alive", "managed-env",
-         "driver-without-gpu", "volume-id", "volume-id-and-device", "loopback-bind", "proxy-bad-call",
-         "proxy-management-call", "proxy-no-calls", "proxy-body-size", "proxy-read-timeout", "proxy-keepalive"],
-)
-def test_preflight_rejects_bad_input(tmp_path: Path, variables: dict, fragments: list[str]) -> None:
-    preflight(tmp_path, variables).assert_refused(*fragments)
+BAD_INPUT = [
+    ({"ollama_models": [{"name": "all minilm:v1", "digest": SHA}]},
+     ['ollama_models: "all minilm:v1": not a model name']),
+    ({"ollama_models": [{"name": "qwen2.5-coder:1.5b:q4", "digest": SHA}]},
+     ['ollama_models: "qwen2.5-coder:1.5b:q4": not a model name']),
+    ({"ollama_models": [{"name": "all-minilm:l6-v2", "digest": "sha256:abc"}]},
+     ['ollama_models: "all-minilm:l6-v2": digest missing or not a sha256', "/api/tags"]),
+    ({"ollama_models": [{"name": "all-minilm:l6-v2"}]},
+     ['ollama_models: "all-minilm:l6-v2": digest missing']),
+    ({"ollama_models": [{"name": "all-minilm", "digest": SHA}]},
+     ['ollama_models: "all-minilm": no explicit tag, or :latest', "pin a tag"]),
+    ({"ollama_models": [{"name": "library/all-minilm:Latest", "digest": SHA}]},
+     ['ollama_models: "library/all-minilm:Latest": no explicit tag, or :latest']),
+    ({"ollama_models": PINNED + [{"name": "All-MiniLM:l6-v2", "digest": SHA}]},
+     ["ollama_models: declared more than once: all-minilm:l6-v2"]),
+    ({"ollama_port": 70000}, ["ollama_port: expected a TCP port 1-65535, got 70000"]),
+    ({"ollama_bind_address": "0.0.0.0"}, ["ollama_bind_address:", "never listens on every interface"]),
+    ({"ollama_checksum": ""}, ["ollama_checksum: is empty", "sha256sum.txt", "second download", "pins.yml"]),
+    ({"ollama_checksum": "md5:1234"}, ["ollama_checksum: is not a sha256"]),
+    ({"ollama_version": "latest"}, ['ollama_version: expected a release number like 0.20.0 (never latest), got "latest"']),
+    ({"ollama_keep_alive": "five minutes"}, ["ollama_keep_alive:", "five minutes"]),
+    ({"ollama_environment_extra": {"OLLAMA_HOST": "0.0.0.0"}}, ["ollama_environment_extra:", "OLLAMA_HOST"]),
+    ({"ollama_install_nvidia_driver": True}, ["ollama_install_nvidia_driver: true needs ollama_gpu: true"]),
+    ({"ollama_data_volume_id": "/dev/sdf"}, ["ollama_data_volume_id: got", "vol-0123456789abcdef0"]),
+    ({"ollama_data_volume_id": "vol-0123456789abcdef0", "ollama_data_device": "/dev/xvdf"},
+     ["ollama_data_device: is set together with ollama_data_volume_id"]),
+    ({"ollama_bind_address": "127.0.0.1"}, ["ollama_bind_address:", "loopback address is where Ollama itself"]),
+    ({"ollama_proxy_allowed_calls": ["POST /api/embed", "DELETE /api/delete"]},
+     ['ollama_proxy_allowed_calls: expected a non-empty list of calls like "POST /api/embed"']),
+    ({"ollama_proxy_allowed_calls": ["POST /api/embed", "POST /api/pull"]},
+     ["ollama_proxy_allowed_calls: opens model management", "/api/pull"]),
+    ({"ollama_proxy_allowed_calls": []}, ["ollama_proxy_allowed_calls: expected a non-empty list"]),
+    ({"ollama_proxy_max_body_size": "0"}, ["ollama_proxy_max_body_size: expected an nginx size", '"0"']),
+    ({"ollama_proxy_read_timeout": 0}, ["ollama_proxy_read_timeout: expected at least 1 second"]),
+    ({"ollama_proxy_upstream_keepalive": "many"}, ["ollama_proxy_upstream_keepalive: expected at least 1"]),
+]
+BAD_INPUT_IDS = ["space-in-name", "two-tags", "bad-digest", "no-digest", "no-tag", "latest-tag", "duplicate",
+                 "port", "any-address", "no-checksum", "checksum-format", "version", "keep-alive", "managed-env",
+                 "driver-without-gpu", "volume-id", "volume-id-and-device", "loopback-bind", "proxy-bad-call",
+                 "proxy-management-call", "proxy-no-calls", "proxy-body-size", "proxy-read-timeout",
+                 "proxy-keepalive"]
+
+
+@pytest.fixture(scope="module")
+def bad_input_runs(tmp_path_factory):
+    """Every bad case of the test below in one ansible-playbook run (a host per case)."""
+    return run_batch(tmp_path_factory.mktemp("ollama-bad"),
+                     {case: ("ollama", {"ollama_models": PINNED, **variables})
+                      for case, (variables, _) in zip(BAD_INPUT_IDS, BAD_INPUT, strict=True)})
+
+
+@pytest.mark.parametrize(("case", "fragments"), [(case, fragments) for case, (_, fragments)
+                                                  in zip(BAD_INPUT_IDS, BAD_INPUT, strict=True)],
+                         ids=BAD_INPUT_IDS)
+def test_preflight_rejects_bad_input(bad_input_runs, case: str, fragments: list[str]) -> None:
+    bad_input_runs[case].assert_refused(*fragments)
 
 
 def test_good_input_passes_preflight(tmp_path: Path) -> None:

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from preflight_harness import GOOD_VARS, REPO, ROLES, run_role
+from preflight_harness import GOOD_VARS, REPO, ROLES, run_batch, run_role
 
 ROLES_DIR = REPO / "roles"
 
@@ -89,10 +89,29 @@ def _run(tmp_path: Path, role: str, variables: dict | None = None, **kwargs):
     return run_role(tmp_path, role, variables, **kwargs)
 
 
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """The no-facts cases of the tests below, all in one ansible-playbook run (a host per
+    case): good-<role>, bad-<role>, secret-<role>."""
+    cases = {f"good-{role}": (role, None) for role in ROLES}
+    cases |= {f"bad-{role}": (role, BAD[role][0]) for role in ROLES}
+    cases |= {f"secret-{role}": (role, {**BAD[role][0], **SECRETS[role]}) for role in SECRETS}
+    return run_batch(tmp_path_factory.mktemp("contract"), cases)
+
+
+@pytest.fixture(scope="module")
+def fact_runs(tmp_path_factory):
+    """The with-facts cases, in one run: facts-<role> and uncomputable-<role>."""
+    cases = {f"facts-{role}": (role, None) for role in FACT_DEFAULTS}
+    cases |= {f"uncomputable-{role}": (role, {var: "{{ querygpt_no_such_variable }}"})
+              for role, var in FACT_DEFAULTS.items()}
+    return run_batch(tmp_path_factory.mktemp("contract-facts"), cases, facts=True)
+
+
 @pytest.mark.parametrize("role", ROLES)
-def test_good_input_passes_without_connection_or_facts(tmp_path, role):
+def test_good_input_passes_without_connection_or_facts(runs, role):
     # GOOD_VARS leave the fact-based defaults (bind addresses) alone: they must not trip it
-    result = _run(tmp_path, role)
+    result = runs[f"good-{role}"]
     result.assert_ok()
     assert not result.unreachable
 
@@ -100,7 +119,8 @@ def test_good_input_passes_without_connection_or_facts(tmp_path, role):
 @pytest.mark.parametrize("role", ["journal_remote", "journal_upload"])
 def test_preflight_of_a_role_that_needs_another_needs_no_connection(tmp_path, role):
     """journal_remote and journal_upload need journal_tls's certificate: the playbooks list it
-    before them, so no meta dependency runs (and touches the host) ahead of their preflight."""
+    before them, so no meta dependency runs (and touches the host) ahead of their preflight.
+    (A run of its own: in a run with other roles, a dependency would touch its own host only.)"""
     result = run_role(tmp_path, role)
     assert not result.unreachable and result.ok, result.messages
 
@@ -160,9 +180,9 @@ def test_every_role_has_a_bad_input_case():
 
 
 @pytest.mark.parametrize("role", ROLES)
-def test_every_problem_is_reported_in_one_run(tmp_path, role):
-    overrides, needles = BAD[role]
-    result = _run(tmp_path, role, overrides)
+def test_every_problem_is_reported_in_one_run(runs, role):
+    _, needles = BAD[role]
+    result = runs[f"bad-{role}"]
     result.assert_refused(*needles)
     assert not result.failures, "only the assert may fail: a task that errors hides the other problems"
     assert len(result.problems) >= len(needles), result.problems
@@ -206,8 +226,8 @@ SECRETS = {
 
 
 @pytest.mark.parametrize("role", sorted(SECRETS))
-def test_no_secret_in_the_output(tmp_path, role):
-    result = _run(tmp_path, role, {**BAD[role][0], **SECRETS[role]})
+def test_no_secret_in_the_output(runs, role):
+    result = runs[f"secret-{role}"]  # its output is the whole run's: no case may print one
     assert not result.ok
     assert "SeCrEt" not in result.output, [line for line in result.output.splitlines() if "SeCrEt" in line][:3]
 
@@ -221,15 +241,15 @@ FACT_DEFAULTS = {
 
 
 @pytest.mark.parametrize("role", sorted(FACT_DEFAULTS))
-def test_fact_based_defaults_pass_with_facts(tmp_path, role):
-    _run(tmp_path, role, facts=True).assert_ok()
+def test_fact_based_defaults_pass_with_facts(fact_runs, role):
+    fact_runs[f"facts-{role}"].assert_ok()
 
 
 @pytest.mark.parametrize("role", sorted(FACT_DEFAULTS))
-def test_a_fact_based_default_that_cannot_be_computed_is_reported(tmp_path, role):
+def test_a_fact_based_default_that_cannot_be_computed_is_reported(fact_runs, role):
     # an inventory value built from a variable that is missing: named, not a crash of the task
     var = FACT_DEFAULTS[role]
-    result = _run(tmp_path, role, {var: "{{ querygpt_no_such_variable }}"}, facts=True)
+    result = fact_runs[f"uncomputable-{role}"]
     result.assert_refused(f"{var}: cannot be computed")
     assert not result.failures, result.failures
 
