@@ -14,6 +14,7 @@ import shutil
 import socket
 import subprocess
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from . import promtools
@@ -123,13 +124,24 @@ def check_node() -> None:
         )
 
 
-def bootstrap() -> None:
+def _lab_image() -> None:
+    from . import aptcache, image  # noqa: PLC0415 - only when asked for
+
+    aptcache.ensure()
+    image.build()
+
+
+def bootstrap(with_image: bool = False) -> None:
+    """Host packages and dockerd first; then, side by side (network and CPU, no shared state),
+    the virtualenvs, promtool/amtool and, when asked, the lab image (debootstrap)."""
     install_packages()
     ensure_docker()
-    ensure_venvs()
     # promtool/amtool for the alert-rule tests, unpacked from Debian's packages (installing
     # them would start daemons on the controller).
-    promtools.ensure_promtools()
+    steps = [ensure_venvs, promtools.ensure_promtools] + ([_lab_image] if with_image else [])
+    with ThreadPoolExecutor(max_workers=len(steps)) as pool:
+        for future in [pool.submit(step) for step in steps]:
+            future.result()
 
 
 def port_open(host: str, port: int) -> bool:
