@@ -45,6 +45,8 @@ BAD_INPUT = [
     ({"backend_documents_bucket": ""}, "backend_documents_bucket: is empty"),
     ({"backend_s3_access_key_id": "AKIAEXAMPLE"}, "backend_s3_secret_access_key: backend_s3_access_key_id and"),
     ({"backend_rollback_to": "a/b"}, "backend_rollback_to: expected a kept release"),
+    ({"backend_keep_releases": 1, "backend_rollback_to": "0.1.0"},
+     "backend_keep_releases: expected 1-100 kept releases, at least 2"),
     ({"backend_pdf_max_pages": 0}, "backend_pdf_max_pages: expected 1-100000"),
     ({"backend_pdf_max_chars": 10}, "backend_pdf_max_chars: expected 1000-"),
     ({"backend_pdf_max_chunks": "lots"}, "backend_pdf_max_chunks: expected 1-1000000"),
