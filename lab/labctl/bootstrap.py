@@ -100,10 +100,14 @@ def _venv(path: Path, requirements: list[Path]) -> None:
 
 
 def ensure_venvs() -> None:
+    """Both virtualenvs at once: pip installs on one core, and each spends minutes on a fresh machine."""
     req = REPO / "requirements"
-    # ollama-standin.txt: the stand-in's real all-minilm embeddings, which the tests run.
-    _venv(VENV, [req / "controller.txt", req / "app.txt", req / "ollama-standin.txt"])
-    _venv(CHECKOV_VENV, [req / "checkov.txt"])
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        # ollama-standin.txt: the stand-in's real all-minilm embeddings, which the tests run.
+        jobs = [pool.submit(_venv, VENV, [req / "controller.txt", req / "app.txt", req / "ollama-standin.txt"]),
+                pool.submit(_venv, CHECKOV_VENV, [req / "checkov.txt"])]
+        for job in jobs:
+            job.result()
 
 
 NODE_MIN = (20, 19)
