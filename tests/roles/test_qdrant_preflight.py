@@ -1,7 +1,8 @@
 """Bad input to the qdrant role fails before anything changes, naming the variable.
 
-Each case runs the role's `preflight` entry point (and, for the checksum, its `download`
-entry point) with ansible-playbook against localhost in check mode. Preflight only asserts,
+The preflight-only cases run together through preflight_harness.run_batch (one
+ansible-playbook run, a host per case); the host checks (installed version) and the checksum
+(the `download` entry point) run the role with ansible-playbook against localhost in check mode. Preflight only asserts,
 so nothing on this machine changes; the download writes only into a temporary cache.
 Facts are stubbed: no gathering, the installed version comes from a fact file in a
 temporary directory read with `setup: fact_path=...`. Every bad case has a passing twin,
@@ -101,73 +102,97 @@ def assert_refused(result: tuple[int, str], *needles: str) -> None:
         assert needle in output, f"{needle!r} not in output:\n{output}"
 
 
-def test_good_input_passes(tmp_path):
-    code, output = run_role(tmp_path, {})
-    assert code == 0, output
+# The preflight-only cases, all in one ansible-playbook run (a host per case; most of a
+# run's cost is starting Ansible). Each bad case has a passing twin here.
+CASES: dict[str, dict[str, object]] = {
+    "good": {},
+    "no-api-key": {"qdrant_api_key": ""},
+    "no-read-only-key": {"qdrant_read_only_api_key": ""},
+    "equal-keys": {"qdrant_read_only_api_key": GOOD_VARS["qdrant_api_key"]},
+    "no-checksum": {"qdrant_checksum": ""},
+    "sha1-checksum": {"qdrant_checksum": "sha1:abc"},
+    "http-port-range": {"qdrant_http_port": 70000},
+    "grpc-port-range": {"qdrant_grpc_port": 70000},
+    "http-port-text": {"qdrant_http_port": "abc"},
+    "grpc-port-text": {"qdrant_grpc_port": "abc"},
+    "bind-all": {"qdrant_bind_address": "0.0.0.0"},
+    "bind-all-allowed": {"qdrant_bind_address": "0.0.0.0", "qdrant_allow_bind_all": True},
+    "low-nofile": {"qdrant_limit_nofile": 1024},
+    "three-problems": {"qdrant_api_key": "", "qdrant_checksum": "", "qdrant_limit_nofile": 1024},
+    "device-path-as-volume-id": {"qdrant_data_volume_id": "/dev/sdf"},
+    "volume-id": {"qdrant_data_volume_id": "vol-0123456789abcdef0"},
+    "volume-id-and-device": {"qdrant_data_volume_id": "vol-0123456789abcdef0", "qdrant_data_device": "/dev/xvdf"},
+    "device": {"qdrant_data_device": "/dev/xvdf"},
+}
 
 
-@pytest.mark.parametrize("var", ["qdrant_api_key", "qdrant_read_only_api_key"])
-def test_missing_api_key(tmp_path, var):
-    assert_refused(run_role(tmp_path, {var: ""}), var, "is empty")
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("qdrant")
+    base = {**GOOD_VARS, "qdrant_download_cache_dir": str(tmp / "cache")}
+    return harness.run_batch(tmp, {case: ("qdrant", {**base, **overrides}) for case, overrides in CASES.items()},
+                             good=False)
 
 
-def test_equal_api_keys(tmp_path):
-    result = run_role(tmp_path, {"qdrant_read_only_api_key": GOOD_VARS["qdrant_api_key"]})
-    assert_refused(result, "qdrant_read_only_api_key: is empty or equals qdrant_api_key")
+@pytest.mark.parametrize("case", ["good", "bind-all-allowed", "volume-id", "device"])
+def test_the_passing_twins_pass(runs, case):
+    runs[case].assert_ok()
 
 
-def test_api_key_never_printed(tmp_path):
-    _, output = run_role(tmp_path, {"qdrant_read_only_api_key": ""})
-    assert GOOD_VARS["qdrant_api_key"] not in output
+@pytest.mark.parametrize(("case", "var"), [("no-api-key", "qdrant_api_key"),
+                                           ("no-read-only-key", "qdrant_read_only_api_key")])
+def test_missing_api_key(runs, case, var):
+    runs[case].assert_refused(f"{var}: is empty")
 
 
-def test_missing_checksum_explains_how_to_pin(tmp_path):
-    assert_refused(run_role(tmp_path, {"qdrant_checksum": ""}), "qdrant_checksum: is empty", "sha256sum")
+def test_equal_api_keys(runs):
+    runs["equal-keys"].assert_refused("qdrant_read_only_api_key: is empty or equals qdrant_api_key")
 
 
-def test_malformed_checksum(tmp_path):
-    assert_refused(run_role(tmp_path, {"qdrant_checksum": "sha1:abc"}), "qdrant_checksum: is not a sha256")
+def test_api_key_never_printed(runs):
+    # the whole run's output: no case, failing or passing, prints the key
+    assert GOOD_VARS["qdrant_api_key"] not in runs["no-read-only-key"].output
+
+
+def test_missing_checksum_explains_how_to_pin(runs):
+    runs["no-checksum"].assert_refused("qdrant_checksum: is empty", "sha256sum")
+
+
+def test_malformed_checksum(runs):
+    runs["sha1-checksum"].assert_refused("qdrant_checksum: is not a sha256")
 
 
 @pytest.mark.parametrize("var", ["qdrant_http_port", "qdrant_grpc_port"])
-def test_port_out_of_range(tmp_path, var):
-    assert_refused(run_role(tmp_path, {var: 70000}), var, "1-65535")
+def test_port_out_of_range(runs, var):
+    runs[f"{var.split('_')[1]}-port-range"].assert_refused(var, "1-65535")
 
 
 @pytest.mark.parametrize("var", ["qdrant_http_port", "qdrant_grpc_port"])
-def test_port_not_a_number(tmp_path, var):
-    assert_refused(run_role(tmp_path, {var: "abc"}), f"{var}: expected a TCP port")
+def test_port_not_a_number(runs, var):
+    runs[f"{var.split('_')[1]}-port-text"].assert_refused(f"{var}: expected a TCP port")
 
 
-def test_bind_all_refused_unless_allowed(tmp_path):
-    assert_refused(run_role(tmp_path, {"qdrant_bind_address": "0.0.0.0"}), "qdrant_bind_address", "qdrant_allow_bind_all")
-    code, output = run_role(tmp_path, {"qdrant_bind_address": "0.0.0.0", "qdrant_allow_bind_all": True})
-    assert code == 0, output
+def test_bind_all_refused_unless_allowed(runs):
+    runs["bind-all"].assert_refused("qdrant_bind_address", "qdrant_allow_bind_all")
 
 
-def test_low_nofile_limit(tmp_path):
-    assert_refused(run_role(tmp_path, {"qdrant_limit_nofile": 1024}), "qdrant_limit_nofile")
+def test_low_nofile_limit(runs):
+    runs["low-nofile"].assert_refused("qdrant_limit_nofile")
 
 
 HOST_CHECKS = ("preflight", "host_checks")
 
 
-def test_every_problem_is_reported_in_one_run(tmp_path):
-    result = run_role(tmp_path, {"qdrant_api_key": "", "qdrant_checksum": "", "qdrant_limit_nofile": 1024})
-    assert_refused(result, "qdrant_api_key: is empty", "qdrant_checksum: is empty", "qdrant_limit_nofile:")
+def test_every_problem_is_reported_in_one_run(runs):
+    runs["three-problems"].assert_refused("qdrant_api_key: is empty", "qdrant_checksum: is empty", "qdrant_limit_nofile:")
 
 
-def test_data_volume_id_must_be_an_ebs_volume_id(tmp_path):
-    assert_refused(run_role(tmp_path, {"qdrant_data_volume_id": "/dev/sdf"}), "qdrant_data_volume_id: got", "vol-")
-    code, output = run_role(tmp_path, {"qdrant_data_volume_id": "vol-0123456789abcdef0"})
-    assert code == 0, output
+def test_data_volume_id_must_be_an_ebs_volume_id(runs):
+    runs["device-path-as-volume-id"].assert_refused("qdrant_data_volume_id: got", "vol-")
 
 
-def test_data_volume_id_and_device_are_exclusive(tmp_path):
-    result = run_role(tmp_path, {"qdrant_data_volume_id": "vol-0123456789abcdef0", "qdrant_data_device": "/dev/xvdf"})
-    assert_refused(result, "qdrant_data_device: is set together with qdrant_data_volume_id")
-    code, output = run_role(tmp_path, {"qdrant_data_device": "/dev/xvdf"})
-    assert code == 0, output
+def test_data_volume_id_and_device_are_exclusive(runs):
+    runs["volume-id-and-device"].assert_refused("qdrant_data_device: is set together with qdrant_data_volume_id")
 
 
 def test_bind_address_default_needs_no_facts(tmp_path):
