@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from preflight_harness import run_role
+from preflight_harness import run_batch, run_role
 
 
 def run(tmp_path: Path, overrides: dict, **kwargs):
@@ -22,25 +22,36 @@ def run(tmp_path: Path, overrides: dict, **kwargs):
                                            "frontend_build_cache_dir": str(tmp_path / "cache"), **overrides}, **kwargs)
 
 
-@pytest.mark.parametrize(
-    ("overrides", "needle"),
-    [
-        ({"frontend_keep_releases": 0}, "frontend_keep_releases: expected 1-100"),
-        ({"frontend_version": "../etc"}, "frontend_version: got"),
-        ({"frontend_rollback_to": "a/b"}, "frontend_rollback_to: expected a kept release"),
-        ({"frontend_install_prefix": "/"}, "frontend_install_prefix: expected an absolute path other than /"),
-        ({"frontend_dist_archive": "dist.zip"}, "frontend_dist_archive: got"),
-        ({"frontend_source_dir": "/nonexistent"}, "frontend_source_dir:"),
-        ({"frontend_dist_archive_checksum": "sha256:https://ci.example/sum"}, "frontend_dist_archive_checksum:"),
-        # a given archive needs no sources, but then no package.json gives the version
-        ({"frontend_dist_archive": "/srv/dist.tar.gz", "frontend_source_dir": "/nonexistent"}, "frontend_version:"),
-    ],
-    ids=["keep-0", "version-path", "rollback-path", "prefix-root", "archive-zip", "no-sources", "checksum-url",
-         "archive-without-version"],
-)
-def test_bad_input_fails_in_preflight_naming_the_variable(tmp_path, overrides, needle):
-    run(tmp_path, overrides).assert_refused(needle)
-    assert not (tmp_path / "prefix").exists()
+BAD_INPUT = {
+    "keep-0": ({"frontend_keep_releases": 0}, "frontend_keep_releases: expected 1-100"),
+    "version-path": ({"frontend_version": "../etc"}, "frontend_version: got"),
+    "rollback-path": ({"frontend_rollback_to": "a/b"}, "frontend_rollback_to: expected a kept release"),
+    "prefix-root": ({"frontend_install_prefix": "/"}, "frontend_install_prefix: expected an absolute path other than /"),
+    "archive-zip": ({"frontend_dist_archive": "dist.zip"}, "frontend_dist_archive: got"),
+    "no-sources": ({"frontend_source_dir": "/nonexistent"}, "frontend_source_dir:"),
+    "checksum-url": ({"frontend_dist_archive_checksum": "sha256:https://ci.example/sum"}, "frontend_dist_archive_checksum:"),
+    # a given archive needs no sources, but then no package.json gives the version
+    "archive-without-version": ({"frontend_dist_archive": "/srv/dist.tar.gz", "frontend_source_dir": "/nonexistent"},
+                                "frontend_version:"),
+}
+
+
+@pytest.fixture(scope="module")
+def bad_input(tmp_path_factory):
+    """Every case below in one ansible-playbook run (a host per case, each its own prefix)."""
+    tmp = tmp_path_factory.mktemp("frontend-bad")
+    cases = {case: ("frontend", {"frontend_install_prefix": str(tmp / case / "prefix"),
+                                 "frontend_build_cache_dir": str(tmp / case / "cache"), **overrides})
+             for case, (overrides, _) in BAD_INPUT.items()}
+    return tmp, run_batch(tmp, cases)
+
+
+@pytest.mark.parametrize(("case", "needle"), [(case, needle) for case, (_, needle) in BAD_INPUT.items()],
+                         ids=list(BAD_INPUT))
+def test_bad_input_fails_in_preflight_naming_the_variable(bad_input, case, needle):
+    tmp, runs = bad_input
+    runs[case].assert_refused(needle)
+    assert not (tmp / case / "prefix").exists()
 
 
 def test_every_problem_is_reported_in_one_run(tmp_path):
