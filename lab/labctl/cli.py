@@ -123,6 +123,9 @@ def site_args(args: argparse.Namespace) -> list[str]:
 def cmd_converge(args: argparse.Namespace) -> None:
     recap = converge(site_args(args))
     changed = sum(c.get("changed", 0) for c in recap.values())
+    print(f"\nsite.yml{' in check mode' if args.check else ''}: {len(recap)} hosts, changed={changed}")
+    if args.assert_idempotent and not recap:
+        raise LabError("no PLAY RECAP: site.yml ran against no host")
     if args.assert_idempotent and changed:
         raise LabError(f"not idempotent: changed={changed} on a converged lab: {recap}")
 

@@ -90,9 +90,6 @@ def _remove_routing(nets: dict[str, ipaddress.IPv4Network]) -> None:
             run(["iptables", "-t", table, "-D", chain, *spec])
 
 
-LAB_CPU_SHARES = 2048
-
-
 def container_args(image: str) -> list[str]:
     """What makes systemd run as PID 1 in a container here (see ENVIRONMENT.md)."""
     return [
@@ -112,11 +109,9 @@ def ensure_containers(image: str, public_key: str) -> list[LabHost]:
             if state != "true":
                 run(["docker", "start", name])
             continue
-        # A fleet host weighs twice a default container when the CPU is contended (bin/test
-        # runs molecule's containers beside the lab, whose steps are the run's longest chain).
         run(["docker", "run", "-d", "--name", name, "--hostname", host.name,
              "--label", f"{LABEL}=host", "--network", PREFIX + host.network, "--ip", host.address,
-             "--cpu-shares", str(LAB_CPU_SHARES), *container_args(image)])
+             *container_args(image)])
         if host.public_ip:
             run(["docker", "network", "connect", "--ip", host.public_ip, PREFIX + INTERNET, name])
     for host in fleet:

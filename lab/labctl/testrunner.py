@@ -2,13 +2,9 @@
 
 A stage that fails does not stop the later ones, so one run shows every failure; the exit
 status is non-zero when any stage failed. Output of each command streams as it runs, except
-for the lab stage when it runs beside the others: it is the longest chain of steps (converge,
-check-mode pass, lab tests) and uses a little over one core on its own, so it starts first,
-in the background, with its output in a log printed whole when it ends, and every other
-stage fills the second core around it. Lint and molecule run at a lower CPU priority (nice),
-and the lab's containers weigh more than molecule's (fleet.LAB_CPU_SHARES), so the lab's
-chain, which nothing can shorten, keeps its pace while the flexible work fills in around it.
-QGPT_SERIAL_STAGES=1 runs the stages one after the other instead.
+where stages run side by side: the molecule and lab stages do (the lab's converge leaves a
+core idle for long stretches, and molecule fills it), each printing its log whole as it ends.
+QGPT_SERIAL_STAGES=1 runs them one after the other.
 """
 
 from __future__ import annotations
@@ -38,11 +34,6 @@ LOGS = REPO / ".cache" / "test-logs"
 
 STAGES = ["lint", "pytest", "frontend", "molecule", "lab"]
 
-# Prepended to lint's and molecule's commands when they run beside the lab (see the module
-# docstring). Not to pytest's or vitest's: some of their tests time a server (a 0.3 s request
-# timeout, a 3 s upload deadline) and must not be starved into failing.
-FILLER: list[str] = []
-
 
 @dataclass
 class Result:
@@ -62,11 +53,8 @@ def _env() -> dict[str, str]:
     return env
 
 
-def sh(cmd: list[str], cwd: Path = REPO, out: TextIO | None = None, niced: bool = False) -> bool:
-    """Run a command, its output to this process's stdout, or to `out` (a log) when given;
-    `niced`: at FILLER's lower CPU priority when the lab runs beside it."""
-    if niced:
-        cmd = [*FILLER, *cmd]
+def sh(cmd: list[str], cwd: Path = REPO, out: TextIO | None = None) -> bool:
+    """Run a command, its output to this process's stdout, or to `out` (a log) when given."""
     header = f"\n$ {' '.join(cmd)}   (in {cwd.relative_to(REPO) if cwd != REPO else '.'})\n"
     if out is None:
         print(header, end="", flush=True)
@@ -88,8 +76,8 @@ def timed_steps(steps: list[tuple[str, Callable[[], bool]]]) -> tuple[bool, list
 
 def stage_lint() -> tuple[bool, list]:
     return timed_steps([
-        ("yamllint", lambda: sh(["yamllint", "--strict", "."], niced=True)),
-        ("ansible-lint", lambda: sh(["ansible-lint", "--profile", "production"], niced=True)),
+        ("yamllint", lambda: sh(["yamllint", "--strict", "."])),
+        ("ansible-lint", lambda: sh(["ansible-lint", "--profile", "production"])),
     ])
 
 
@@ -160,7 +148,7 @@ class ScenarioRun:
     def sh(self, cmd: list[str]) -> tuple[bool, str]:
         self.log.write(f"\n$ {' '.join(cmd)}   (in {self.role_dir.relative_to(REPO)})\n")
         self.log.flush()
-        proc = subprocess.run([*FILLER, *cmd], cwd=self.role_dir, env=self.env, stdout=subprocess.PIPE,
+        proc = subprocess.run(cmd, cwd=self.role_dir, env=self.env, stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, text=True, check=False)
         self.log.write(proc.stdout)
         self.log.flush()
@@ -245,13 +233,12 @@ def stage_molecule(roles: list[str] | None = None, jobs: int = 2, check_mode: bo
 def stage_lab(keep: bool, out: TextIO | None = None) -> tuple[bool, list]:
     lab = str(REPO / "bin" / "lab")
     steps = [
-        ("lab up (fresh fleet, converge)",
-         lambda: sh([lab, "down"], out=out) and sh([lab, "up"], out=out)),
+        ("lab up (fresh fleet, converge)", lambda: sh([lab, "down"], out=out) and sh([lab, "up"], out=out)),
         # site.yml again in check mode on the converged lab: --check --diff must be clean for
         # every role at once, as wired for production (molecule checks each role's real
-        # second run, idempotence); the lab's own playbooks run again for real.
-        ("lab up again, --check --diff: changed=0",
-         lambda: sh([lab, "up", "--assert-idempotent", "--check"], out=out)),
+        # second run, idempotence). Only site.yml: the lab's own prepare playbook is tooling.
+        ("site.yml --check --diff: changed=0",
+         lambda: sh([lab, "converge", "--assert-idempotent", "--check"], out=out)),
         ("lab tests", lambda: sh(["pytest", "-q", "-p", "no:cacheprovider", "--durations=15", "tests/lab"],
                                  out=out)),
     ]
@@ -284,7 +271,7 @@ def stage_lab_beside(keep: bool) -> Callable[[], tuple[bool, list]]:
 
     def finish() -> tuple[bool, list]:
         thread.join()
-        print(f"\n{'-' * 72}\n# lab (ran beside the other stages; log: {log_path.relative_to(REPO)})\n{'-' * 72}",
+        print(f"\n{'-' * 72}\n# lab (ran beside molecule; log: {log_path.relative_to(REPO)})\n{'-' * 72}",
               flush=True)
         sys.stdout.write(log_path.read_text())
         sys.stdout.flush()
@@ -335,23 +322,18 @@ def main(argv: list[str] | None = None) -> int:
                                            check_mode="lab" not in wanted),
         "lab": lambda: stage_lab(args.keep_lab),
     }
-    beside = "lab" in wanted and len(wanted) > 1 and os.environ.get("QGPT_SERIAL_STAGES", "") in ("", "0")
-    if beside:
-        others = ", ".join(name for name in STAGES if name in wanted and name != "lab")
-        print(f"\n{'#' * 72}\n# stage: lab, started in the background; {others} run beside it\n{'#' * 72}",
-              flush=True)
-        runners["lab"] = stage_lab_beside(args.keep_lab)
-        FILLER[:] = ["nice", "-n", "10"]
+    beside = {"molecule", "lab"} <= set(wanted) and os.environ.get("QGPT_SERIAL_STAGES", "") in ("", "0")
     for name in STAGES:
         if name not in wanted:
             continue
-        if beside and name == "lab":
-            print(f"\n{'#' * 72}\n# stage: lab (waiting for it to finish)\n{'#' * 72}", flush=True)
+        if beside and name == "molecule":
+            print(f"\n{'#' * 72}\n# stages: molecule and lab, side by side\n{'#' * 72}", flush=True)
+            runners["lab"] = stage_lab_beside(args.keep_lab)
         else:
             print(f"\n{'#' * 72}\n# stage: {name}\n{'#' * 72}", flush=True)
         t0 = time.monotonic()
         ok, steps = runners[name]()
-        # beside the others, the lab's own time is its steps' (joining it waits for the rest too)
+        # beside molecule, the lab's own time is its steps' (joining it waits for molecule too)
         seconds = sum(secs for _, _, secs in steps) if beside and name == "lab" else time.monotonic() - t0
         results.append(Result(name, ok, seconds, steps=steps))
     summary(results, time.monotonic() - started + float(os.environ.get("QGPT_BOOTSTRAP_SECONDS", "0")))
