@@ -1,11 +1,9 @@
 """Verify the prometheus_stack role on a converged monitoring host, read back live.
 
-A second container, the node (group backend, 10.43.77.140), runs node_exporter: it must be
-found through the inventory and scraped up with its labels (the firewall matrix between them
-is the wiring's, checked in the lab). The other
-groups hold inventory-only hosts (TEST-NET-1 addresses that never answer), so their targets
-are listed but down, and their alerts really fire and reach the lab webhook receiver that
-prepare.yml installed.
+The other groups hold inventory-only hosts (TEST-NET-1 addresses that never answer), so their
+targets are listed but down, and their alerts really fire and reach the lab webhook receiver
+that prepare.yml installed. Another real host found through the inventory and scraped up with
+its labels is the lab's test (tests/lab/test_lab_monitoring.py).
 """
 
 from __future__ import annotations
@@ -18,7 +16,6 @@ import time
 from pathlib import Path
 
 import pytest
-import testinfra
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[5] / "molecule" / "shared"))
 
@@ -27,9 +24,8 @@ from unit_security import CEILING, exposure, failed_checks  # noqa: E402
 testinfra_hosts = ["monitoring"]
 # The monitoring host's inventory name (bin/test gives each scenario its own container).
 ME = os.environ.get("QGPT_MOLECULE_INSTANCE", "instance")
-# The second container: scenario network addresses from molecule.yml.
-NODE = f"{ME}-node"
-MONITORING_IP, NODE_IP = "10.43.77.10", "10.43.77.140"
+# The monitoring host's address on the scenario network (molecule.yml).
+MONITORING_IP = "10.43.77.10"
 
 SERVICES = ("prometheus", "prometheus-alertmanager", "prometheus-blackbox-exporter")
 ALERTS = {"InstanceDown", "ServiceDown", "EdgeHigh5xxRatio", "QueryLatencyP95High", "DiskWillFillIn24Hours",
@@ -113,15 +109,16 @@ def test_targets_come_from_the_inventory_with_tier_az_env(host, private_address)
     by_job: dict[str, dict[str, dict]] = {}
     for t in targets:
         by_job.setdefault(t["labels"]["job"], {})[t["labels"]["instance"]] = t
-    assert set(by_job["node"]) == {ME, NODE, "bastion-fake", "edge-fake-a", "edge-fake-b",
+    assert set(by_job["node"]) == {ME, "backend-fake", "bastion-fake", "edge-fake-a", "edge-fake-b",
                                    "qdrant-fake", "ollama-fake"}
     edge_b = by_job["node"]["edge-fake-b"]
     assert edge_b["scrapeUrl"] == "http://192.0.2.80:9100/metrics"
     assert {k: edge_b["labels"][k] for k in ("tier", "az", "env")} == {"tier": "edge", "az": "az-b", "env": "molecule"}
     assert by_job["node"]["qdrant-fake"]["labels"]["az"] == "eu-central-1a"
     assert set(by_job["nginx"]) == {"edge-fake-a", "edge-fake-b"}
-    assert set(by_job["backend"]) == {NODE}
-    assert by_job["backend"][NODE]["scrapeUrl"] == f"http://{NODE_IP}:8000/metrics"
+    assert set(by_job["backend"]) == {"backend-fake"}
+    assert by_job["backend"]["backend-fake"]["scrapeUrl"] == "http://192.0.2.40:8000/metrics"
+    assert by_job["backend"]["backend-fake"]["labels"]["az"] == "az-c"
     assert by_job["qdrant"]["qdrant-fake"]["scrapeUrl"] == "http://192.0.2.30:6333/metrics"
     probe = by_job["probe_ollama"]["ollama-fake"]
     assert probe["scrapeUrl"].startswith("http://127.0.0.1:9115/probe?")
@@ -134,31 +131,6 @@ def test_self_monitoring_targets_are_up(host, private_address):
     up = {t["labels"]["job"]: t["health"] for t in _targets(host, private_address)
           if t["labels"]["instance"] == ME}
     assert {up[j] for j in ("prometheus", "alertmanager", "blackbox_exporter", "node")} == {"up"}, up
-
-
-@pytest.fixture(scope="module")
-def node(request):
-    return testinfra.get_host(f"ansible://{NODE}", ansible_inventory=request.config.option.ansible_inventory)
-
-
-def test_the_other_host_is_scraped_up_with_its_inventory_labels(host):
-    # Found through its group (backend) and its facts (the address), with no other edit.
-    deadline = time.time() + 60
-    while True:
-        found = [t for t in _targets(host, MONITORING_IP)
-                 if t["labels"]["job"] == "node" and t["labels"]["instance"] == NODE]
-        if (found and found[0]["health"] == "up") or time.time() > deadline:
-            break
-        time.sleep(3)
-    assert found and found[0]["health"] == "up", found
-    target = found[0]
-    assert target["scrapeUrl"] == f"http://{NODE_IP}:9100/metrics"
-    assert {k: target["labels"][k] for k in ("tier", "az", "env")} == {
-        "tier": "backend", "az": "az-c", "env": "molecule"}
-    # and its series are queryable under those labels
-    result = get_json(host, f"http://{MONITORING_IP}:9090/api/v1/query?query=node_boot_time_seconds"
-                            f"%7Binstance%3D%22{NODE}%22%2Ctier%3D%22backend%22%7D")["data"]["result"]
-    assert len(result) == 1, result
 
 
 def test_alertmanager_loaded_the_receivers(host, private_address):
