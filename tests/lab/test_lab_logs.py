@@ -18,15 +18,18 @@ def _monitoring(lab) -> str:
 
 
 def test_a_line_logged_on_a_backend_reaches_the_monitoring_host(lab):
+    """...under the backend's own hostname (journal-remote keeps each sender's fields)."""
     backend = sorted(lab.groups["backend"])[0]
+    hostname = lab.exec(backend, "hostname").stdout.strip()
+    assert hostname, "the backend has no hostname"
     marker = f"qgpt-lab-{uuid.uuid4().hex}"
     logged = lab.exec(backend, f"logger -t qgpt-test {marker}")
     assert logged.returncode == 0, logged.stderr
     monitoring = _monitoring(lab)
     deadline = time.monotonic() + LOG_TIMEOUT
     while time.monotonic() < deadline:
-        found = lab.exec(monitoring, f"journalctl --directory={REMOTE_DIR} --no-pager -o cat -t qgpt-test --since -10min"
-                                     f" | grep -c {marker}")
+        found = lab.exec(monitoring, f"journalctl --directory={REMOTE_DIR} --no-pager -o cat -t qgpt-test"
+                                     f" _HOSTNAME={hostname} --since -10min | grep -c {marker}")
         if found.stdout.strip() not in ("", "0"):
             return
         time.sleep(2)

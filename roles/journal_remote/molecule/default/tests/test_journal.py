@@ -1,20 +1,18 @@
 """Central logs: journal-upload ships to journal-remote over mutual TLS, nothing else gets in.
 
-Two hosts (molecule.yml): the monitoring host runs both ends; the node (group backend) ships
-its journal to the monitoring host, where its lines must arrive under its own hostname.
+One host (molecule.yml): the monitoring host runs both ends. Another host's lines arriving
+under its own hostname is the lab's test (tests/lab/test_lab_logs.py).
 """
 
 from __future__ import annotations
 
 import base64
-import os
 import sys
 import time
 import uuid
 from pathlib import Path
 
 import pytest
-import testinfra
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[5] / "molecule" / "shared"))
 
@@ -25,16 +23,6 @@ testinfra_hosts = ["monitoring"]
 PORT = 19532
 TLS = "/etc/journal-tls"
 REMOTE_DIR = "/var/log/journal/remote"
-# The node container (molecule.yml) and its fixed address on the scenario network.
-NODE = os.environ.get("QGPT_MOLECULE_INSTANCE", "instance") + "-node"
-NODE_IP = "10.43.78.140"
-
-
-@pytest.fixture(scope="module")
-def node(request):
-    return testinfra.get_host(f"ansible://{NODE}", ansible_inventory=request.config.option.ansible_inventory)
-
-
 @pytest.fixture(scope="module")
 def address(host) -> str:
     return host.ansible("setup", "filter=ansible_default_ipv4")["ansible_facts"]["ansible_default_ipv4"]["address"]
@@ -101,7 +89,7 @@ def test_tls_front_is_sandboxed_and_unprivileged(host):
 @pytest.mark.parametrize("unit", ["stunnel@journal-remote", "systemd-journal-remote", "systemd-journal-upload"])
 def test_unit_exposure_at_most_the_ceiling(host, unit):
     # Debian's stunnel@ scored 9.2, journal-remote 4.2, journal-upload 4.9; the tests around
-    # (mutual TLS, lines arriving from both hosts) still pass under the sandboxes.
+    # (mutual TLS, lines arriving) still pass under the sandboxes.
     assert exposure(host, unit) <= CEILING, failed_checks(host, unit)
 
 
@@ -124,23 +112,6 @@ def test_a_logged_line_reaches_the_remote_journal(host):
     marker = f"qgpt-molecule-{uuid.uuid4().hex}"
     host.run_expect([0], f"logger -t qgpt-test {marker}")
     assert in_remote_journal(host, marker, fields="_HOSTNAME=instance"), f"{marker} never reached {REMOTE_DIR}"
-
-
-def test_the_other_hosts_uploader_points_at_the_monitoring_host(node, address):
-    assert node.service("systemd-journal-upload.service").is_running
-    conf = node.file("/etc/systemd/journal-upload.conf.d/querygpt.conf").content_string
-    assert f"URL=https://{address}:{PORT}" in conf
-    node.run_expect([0], f"openssl verify -CAfile {TLS}/ca.pem {TLS}/host.pem")
-    assert f"IP Address:{NODE_IP}" in node.check_output(f"openssl x509 -in {TLS}/host.pem -noout -text")
-    # only the monitoring host receives
-    assert not node.socket(f"tcp://{NODE_IP}:{PORT}").is_listening
-
-
-def test_a_line_logged_on_the_other_host_arrives_under_its_name(host, node):
-    marker = f"qgpt-node-{uuid.uuid4().hex}"
-    node.run_expect([0], f"logger -t qgpt-test {marker}")
-    assert in_remote_journal(host, marker, fields="_HOSTNAME=node SYSLOG_IDENTIFIER=qgpt-test"), (
-        f"{marker} from the node never reached {REMOTE_DIR}")
 
 
 def test_the_receiver_is_verified_by_the_ca(host, address):
