@@ -18,7 +18,7 @@ def _monitoring(lab) -> str:
 
 
 def test_a_line_logged_on_a_backend_reaches_the_monitoring_host(lab):
-    """...under the backend's own hostname (journal-remote keeps each sender's fields)."""
+    """The line arrives under the backend's own hostname (journal-remote keeps each sender's fields)."""
     backend = sorted(lab.groups["backend"])[0]
     hostname = lab.exec(backend, "hostname").stdout.strip()
     assert hostname, "the backend has no hostname"
