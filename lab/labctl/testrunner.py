@@ -13,6 +13,7 @@ import argparse
 import fcntl
 import os
 import re
+import shutil
 import threading
 import subprocess
 import sys
@@ -140,7 +141,12 @@ class ScenarioRun:
         self.scenario = scenario
         self.check_mode = check_mode
         self.role_dir, self.name = scenario.parent.parent, scenario.name
-        self.env = dict(_env(), QGPT_MOLECULE_INSTANCE=instance_name(scenario))
+        self.instance = instance_name(scenario)
+        # Molecule's state for this scenario lives where this run can see it: a container
+        # that does not exist then means a fresh start (no state to clear with a destroy).
+        self.ephemeral = REPO / ".cache" / "molecule" / f"{self.role_dir.name}-{self.name}"
+        self.env = dict(_env(), QGPT_MOLECULE_INSTANCE=self.instance,
+                        MOLECULE_EPHEMERAL_DIRECTORY=str(self.ephemeral))
         LOGS.mkdir(parents=True, exist_ok=True)
         self.log_path = LOGS / f"molecule-{self.role_dir.name}-{self.name}.log"
         self.log = self.log_path.open("w")
@@ -153,6 +159,10 @@ class ScenarioRun:
         self.log.write(proc.stdout)
         self.log.flush()
         return proc.returncode == 0, proc.stdout
+
+    def container_exists(self) -> bool:
+        return subprocess.run(["docker", "container", "inspect", self.instance], stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL, check=False).returncode == 0
 
     def check_mode_clean(self) -> bool:
         """`--check --diff` on the converged instance must report changed=0 on every host."""
@@ -178,9 +188,13 @@ class ScenarioRun:
 
     def _sequence(self) -> bool:
         ok = True
-        # A leading destroy clears what an interrupted run left (molecule's state would
-        # otherwise take a removed container for a created one).
-        self.sh(["molecule", "destroy", "-s", self.name])
+        # What an interrupted run left: its container is destroyed through molecule; without
+        # a container, clearing molecule's state is enough (it would otherwise take the
+        # removed container for a created one). A fresh machine skips a whole playbook run.
+        if self.container_exists():
+            self.sh(["molecule", "destroy", "-s", self.name])
+        else:
+            shutil.rmtree(self.ephemeral, ignore_errors=True)
         for action in scenario_sequence(self.scenario):
             # `molecule converge` itself creates and prepares; destroy runs at the end anyway.
             if action in ("destroy", "create", "prepare"):
@@ -230,8 +244,10 @@ def stage_molecule(roles: list[str] | None = None, jobs: int = 2, check_mode: bo
     return all(ok for _, ok, _ in done), done
 
 
-# The lab's check-mode pass: every host but the second edge and the second backend.
-CHECK_LIMIT = "all:!edge[1:]:!backend[1:]"
+# The lab's check-mode pass: one host of each tier. Not the second edge and backend (the same
+# roles and variables as the first, zone and address aside), not the bastion (nothing but the
+# baseline roles, which every checked host runs too).
+CHECK_LIMIT = "all:!edge[1:]:!backend[1:]:!bastion"
 
 
 def stage_lab(keep: bool, out: TextIO | None = None) -> tuple[bool, list]:
