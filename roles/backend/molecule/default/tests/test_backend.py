@@ -115,7 +115,7 @@ def test_env_file_is_root_only_and_holds_the_settings(host, private_ip):
 def test_side_effect_restarted_the_service(host, props):
     restart = json.loads(host.file("/var/tmp/molecule-backend-restart.json").content_string)
     assert restart["before"] != restart["after"]
-    # The release switches after it restarted the service again; idempotence must not have.
+    # That restart was the side effect's last; idempotence and check mode must not restart it.
     settled = json.loads(host.file("/var/tmp/molecule-backend-settled.json").content_string)
     assert props["InvocationID"] == settled["invocation"]
 
