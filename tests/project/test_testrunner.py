@@ -1,0 +1,69 @@
+"""bin/test's own logic that decides what runs: molecule's fresh start, the lab's check passes."""
+import importlib.util
+import re
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "lab"))
+from labctl import testrunner  # noqa: E402
+
+spec = importlib.util.spec_from_file_location("site_roles", REPO / "plugins" / "filter" / "site_roles.py")
+site_roles_module = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(site_roles_module)
+site_roles = site_roles_module.site_roles
+
+SCENARIO = REPO / "roles" / "qdrant" / "molecule" / "default"
+
+
+@pytest.fixture
+def scenario_run(tmp_path, monkeypatch):
+    monkeypatch.setattr(testrunner, "LOGS", tmp_path / "logs")
+    monkeypatch.setattr(testrunner, "scenario_sequence", lambda _: ["destroy", "create", "converge", "destroy"])
+    run = testrunner.ScenarioRun(SCENARIO, check_mode=False)
+    run.ephemeral = tmp_path / "ephemeral"
+    commands = []
+    monkeypatch.setattr(run, "sh", lambda cmd: commands.append(cmd[1]) or (True, ""))
+    return run, commands
+
+
+def test_a_fresh_start_clears_molecule_state_instead_of_running_destroy(scenario_run, monkeypatch):
+    run, commands = scenario_run
+    (run.ephemeral / "state.yml").parent.mkdir(parents=True)
+    (run.ephemeral / "state.yml").write_text("created: true\n")
+    monkeypatch.setattr(run, "container_exists", lambda: False)
+    assert run._sequence()
+    assert commands == ["converge"]
+    assert not run.ephemeral.exists(), "a stale 'created: true' would make molecule skip create"
+
+
+def test_a_leftover_container_is_destroyed_first(scenario_run, monkeypatch):
+    run, commands = scenario_run
+    monkeypatch.setattr(run, "container_exists", lambda: True)
+    assert run._sequence()
+    assert commands == ["destroy", "converge"]
+
+
+def test_molecule_state_lives_where_the_runner_looks_for_it():
+    run = testrunner.ScenarioRun(SCENARIO, check_mode=False)
+    assert run.env["MOLECULE_EPHEMERAL_DIRECTORY"] == str(run.ephemeral)
+    assert run.ephemeral.is_relative_to(REPO / ".cache")
+
+
+def test_the_check_passes_cover_every_role_of_site_yml():
+    """The two check-mode runs together reach every role site.yml runs (each with the
+    production wiring), and each run names only groups and tags that exist."""
+    site = str(REPO / "site.yml")
+    groups = ["bastion", "edge", "backend", "qdrant", "ollama", "monitoring"]
+    every_role = {role for group in groups for role in site_roles([group], site)}
+    covered = set()
+    for _, extra in testrunner.CHECK_PASSES:
+        args = dict(zip(extra[::2], extra[1::2]))
+        skipped = set(args.get("--skip-tags", "").split(",")) - {""}
+        assert skipped <= every_role, skipped - every_role
+        limited = {re.sub(r"\[\d+\]$", "", g) for g in args["--limit"].split(":")}
+        assert limited <= set(groups), limited - set(groups)
+        covered |= {role for group in limited for role in site_roles([group], site)} - skipped
+    assert covered == every_role, every_role - covered
