@@ -92,7 +92,10 @@ def _venv(path: Path, requirements: list[Path]) -> None:
         return
     if not (path / "bin" / "python").exists():
         run(["python3", "-m", "venv", str(path)])
-    args = [str(path / "bin" / "pip"), "install", "-q", "--disable-pip-version-check"]
+    # --no-compile: pip would byte-compile all 36,000 files (the `ansible` package's bundled
+    # collections are most of them) on one core for minutes; Python compiles the few
+    # thousand that are ever imported on first use and caches them in the venv.
+    args = [str(path / "bin" / "pip"), "install", "-q", "--disable-pip-version-check", "--no-compile"]
     for req in requirements:
         args += ["-r", str(req)]
     run(args)
