@@ -19,10 +19,19 @@ SCENARIO = REPO / "roles" / "qdrant" / "molecule" / "default"
 
 
 @pytest.fixture
-def scenario_run(tmp_path, monkeypatch):
+def new_run(tmp_path, monkeypatch):
+    """A ScenarioRun whose log goes to tmp_path, never over bin/test's real molecule logs."""
     monkeypatch.setattr(testrunner, "LOGS", tmp_path / "logs")
+    runs = []
+    yield lambda: runs.append(testrunner.ScenarioRun(SCENARIO, check_mode=False)) or runs[-1]
+    for run in runs:
+        run.log.close()
+
+
+@pytest.fixture
+def scenario_run(new_run, tmp_path, monkeypatch):
     monkeypatch.setattr(testrunner, "scenario_sequence", lambda _: ["destroy", "create", "converge", "destroy"])
-    run = testrunner.ScenarioRun(SCENARIO, check_mode=False)
+    run = new_run()
     run.ephemeral = tmp_path / "ephemeral"
     commands = []
     monkeypatch.setattr(run, "sh", lambda cmd: commands.append(cmd[1]) or (True, ""))
@@ -46,8 +55,8 @@ def test_a_leftover_container_is_destroyed_first(scenario_run, monkeypatch):
     assert commands == ["destroy", "converge"]
 
 
-def test_molecule_state_lives_where_the_runner_looks_for_it():
-    run = testrunner.ScenarioRun(SCENARIO, check_mode=False)
+def test_molecule_state_lives_where_the_runner_looks_for_it(new_run):
+    run = new_run()
     assert run.env["MOLECULE_EPHEMERAL_DIRECTORY"] == str(run.ephemeral)
     assert run.ephemeral.is_relative_to(REPO / ".cache")
 
