@@ -2,9 +2,11 @@
 
 A stage that fails does not stop the later ones, so one run shows every failure; the exit
 status is non-zero when any stage failed. Output of each command streams as it runs, except
-where stages run side by side: the molecule and lab stages do (the lab's converge leaves a
-core idle for long stretches, and molecule fills it), each printing its log whole as it ends.
-QGPT_SERIAL_STAGES=1 runs them one after the other.
+where stages run side by side, each then printing its log whole as it ends:
+- the lab stage starts as soon as bootstrap is done, and the other stages run beside it
+  (its converge leaves a core idle for long stretches; the others fill it);
+- lint runs beside pytest (one core, while pytest's workers wait on their subprocesses).
+QGPT_SERIAL_STAGES=1 runs every stage one after the other.
 """
 
 from __future__ import annotations
@@ -75,10 +77,10 @@ def timed_steps(steps: list[tuple[str, Callable[[], bool]]]) -> tuple[bool, list
     return all(ok for _, ok, _ in done), done
 
 
-def stage_lint() -> tuple[bool, list]:
+def stage_lint(out: TextIO | None = None) -> tuple[bool, list]:
     return timed_steps([
-        ("yamllint", lambda: sh(["yamllint", "--strict", "."])),
-        ("ansible-lint", lambda: sh(["ansible-lint", "--profile", "production"])),
+        ("yamllint", lambda: sh(["yamllint", "--strict", "."], out=out)),
+        ("ansible-lint", lambda: sh(["ansible-lint", "--profile", "production"], out=out)),
     ])
 
 
@@ -279,36 +281,36 @@ def stage_lab(keep: bool, out: TextIO | None = None) -> tuple[bool, list]:
     return ok, done
 
 
-def stage_lab_beside(keep: bool) -> Callable[[], tuple[bool, list]]:
-    """Start the lab stage in a thread, its output in a log; the returned call waits for it
-    and prints the log whole."""
+def beside(name: str, stage: Callable[[TextIO], tuple[bool, list]]) -> Callable[[], tuple[bool, list]]:
+    """Start a stage in a thread, its output in `.cache/test-logs/<name>.log`; the returned
+    call waits for it and prints the log whole."""
     LOGS.mkdir(parents=True, exist_ok=True)
-    log_path = LOGS / "lab.log"
+    log_path = LOGS / f"{name}.log"
     outcome: dict[str, tuple[bool, list]] = {}
 
     def work() -> None:
         with log_path.open("w") as out:
             try:
-                outcome["lab"] = stage_lab(keep, out)
+                outcome[name] = stage(out)
             except Exception as err:  # noqa: BLE001 - reported as the stage's failure below
-                out.write(f"\nlab stage crashed: {err!r}\n")
-                outcome["lab"] = (False, [])
+                out.write(f"\n{name} stage crashed: {err!r}\n")
+                outcome[name] = (False, [])
 
-    thread = threading.Thread(target=work, name="lab-stage")
+    thread = threading.Thread(target=work, name=f"{name}-stage")
     thread.start()
 
     def finish() -> tuple[bool, list]:
         thread.join()
-        print(f"\n{'-' * 72}\n# lab (ran beside molecule; log: {log_path.relative_to(REPO)})\n{'-' * 72}",
+        print(f"\n{'-' * 72}\n# {name} (ran beside other stages; log: {os.path.relpath(log_path, REPO)})\n{'-' * 72}",
               flush=True)
         sys.stdout.write(log_path.read_text())
         sys.stdout.flush()
-        return outcome["lab"]
+        return outcome[name]
 
     return finish
 
 
-def summary(results: list[Result], total: float) -> None:
+def summary(results: list[Result], total: float, overlapped: list[str]) -> None:
     print("\n" + "=" * 72)
     print("Timing summary")
     for res in results:
@@ -316,6 +318,8 @@ def summary(results: list[Result], total: float) -> None:
         for name, ok, secs in res.steps:
             print(f"         {'ok  ' if ok else 'FAIL'} {name:39} {secs:7.1f}s")
     print(f"  total{'':45} {total:7.1f}s")
+    if overlapped:
+        print(f"  ({', '.join(overlapped)} ran beside other stages: stage times overlap)")
     passed = sum(r.ok for r in results)
     print(f"stages: {passed} passed, {len(results) - passed} failed")
 
@@ -350,19 +354,39 @@ def main(argv: list[str] | None = None) -> int:
                                            check_mode="lab" not in wanted),
         "lab": lambda: stage_lab(args.keep_lab),
     }
-    beside = {"molecule", "lab"} <= set(wanted) and os.environ.get("QGPT_SERIAL_STAGES", "") in ("", "0")
+    serial = os.environ.get("QGPT_SERIAL_STAGES", "") not in ("", "0")
+    # Stages started in a thread: the stage's result comes from joining it, its time is the
+    # sum of its own steps (joining waits for the others too).
+    running: dict[str, Callable[[], tuple[bool, list]]] = {}
+    overlapped: set[str] = set()
+    if not serial and "lab" in wanted and len(wanted) > 1:
+        # The critical path: a fresh fleet's converge, then check mode and tests/lab.
+        print(f"\n{'#' * 72}\n# stage: lab, beside the other stages\n{'#' * 72}", flush=True)
+        running["lab"] = beside("lab", lambda out: stage_lab(args.keep_lab, out))
+        overlapped.add("lab")
+    lint_beside = not serial and {"lint", "pytest"} <= set(wanted)
+    by_name: dict[str, Result] = {}
+
+    def joined(name: str) -> None:
+        ok, steps = running.pop(name)()
+        by_name[name] = Result(name, ok, sum(secs for _, _, secs in steps), steps=steps)
+
     for name in STAGES:
-        if name not in wanted:
+        if name not in wanted or name in running or (name == "lint" and lint_beside):
             continue
-        if beside and name == "molecule":
-            print(f"\n{'#' * 72}\n# stages: molecule and lab, side by side\n{'#' * 72}", flush=True)
-            runners["lab"] = stage_lab_beside(args.keep_lab)
-        else:
-            print(f"\n{'#' * 72}\n# stage: {name}\n{'#' * 72}", flush=True)
+        if name == "pytest" and lint_beside:
+            print(f"\n{'#' * 72}\n# stage: lint, beside pytest\n{'#' * 72}", flush=True)
+            running["lint"] = beside("lint", stage_lint)
+            overlapped.add("lint")
+        print(f"\n{'#' * 72}\n# stage: {name}\n{'#' * 72}", flush=True)
         t0 = time.monotonic()
         ok, steps = runners[name]()
-        # beside molecule, the lab's own time is its steps' (joining it waits for molecule too)
-        seconds = sum(secs for _, _, secs in steps) if beside and name == "lab" else time.monotonic() - t0
-        results.append(Result(name, ok, seconds, steps=steps))
-    summary(results, time.monotonic() - started + float(os.environ.get("QGPT_BOOTSTRAP_SECONDS", "0")))
+        by_name[name] = Result(name, ok, time.monotonic() - t0, steps=steps)
+        if name == "pytest" and lint_beside:
+            joined("lint")
+    for name in list(running):
+        joined(name)
+    results += [by_name[name] for name in STAGES if name in by_name]
+    summary(results, time.monotonic() - started + float(os.environ.get("QGPT_BOOTSTRAP_SECONDS", "0")),
+            [name for name in STAGES if name in overlapped])
     return 0 if all(r.ok for r in results) else 1

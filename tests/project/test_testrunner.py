@@ -76,3 +76,58 @@ def test_the_check_passes_cover_every_role_of_site_yml():
         assert limited <= set(groups), limited - set(groups)
         covered |= {role for group in limited for role in site_roles([group], site)} - skipped
     assert covered == every_role, every_role - covered
+
+
+@pytest.fixture
+def fake_stages(tmp_path, monkeypatch):
+    """bin/test's main() with every stage replaced by one that records when it ran; a stage
+    named in `waits_for` returns only once that stage has started (or fails after 10 s)."""
+    import threading
+    import time
+
+    monkeypatch.setattr(testrunner, "LOGS", tmp_path / "logs")
+    monkeypatch.delenv("QGPT_SERIAL_STAGES", raising=False)
+    for module, name in ((testrunner.bootstrap, "bootstrap"), (testrunner.aptcache, "ensure"),
+                         (testrunner.image, "build")):
+        monkeypatch.setattr(module, name, lambda *a, **k: None)
+    started = {name: threading.Event() for name in testrunner.STAGES}
+    spans: dict[str, tuple[float, float]] = {}
+    waits_for: dict[str, str] = {}
+
+    def fake(name):
+        def stage(*args, **kwargs):
+            begin = time.monotonic()
+            started[name].set()
+            ok = started[waits_for[name]].wait(10) if name in waits_for else True
+            spans[name] = (begin, time.monotonic())
+            return ok, [(name, ok, 0.01)]
+        return stage
+
+    for name in testrunner.STAGES:
+        monkeypatch.setattr(testrunner, f"stage_{name}", fake(name))
+    return spans, waits_for
+
+
+def test_the_lab_starts_first_and_lint_runs_beside_pytest(fake_stages, capsys):
+    spans, waits_for = fake_stages
+    # Each of these returns only if the other stage started while it ran.
+    waits_for.update(lab="molecule", lint="pytest", pytest="lint")
+
+    assert testrunner.main([]) == 0
+
+    assert spans["lab"][0] <= min(begin for begin, _ in spans.values())
+    out = capsys.readouterr().out
+    summary = out[out.index("Timing summary"):]
+    assert [line.split()[1] for line in summary.splitlines()[2:] if line.startswith("  ok")] == testrunner.STAGES
+    assert "lint, lab ran beside other stages" in summary
+
+
+def test_serial_stages_run_one_after_the_other(fake_stages, monkeypatch):
+    spans, _ = fake_stages
+    monkeypatch.setenv("QGPT_SERIAL_STAGES", "1")
+
+    assert testrunner.main([]) == 0
+
+    ordered = sorted(spans.items(), key=lambda item: item[1][0])
+    assert [name for name, _ in ordered] == testrunner.STAGES
+    assert all(earlier[1][1] <= later[1][0] for earlier, later in zip(ordered, ordered[1:]))
