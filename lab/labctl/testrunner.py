@@ -121,7 +121,12 @@ def molecule_scenarios() -> list[Path]:
         role = scenario.parent.parent.name
         rank = LONGEST_FIRST.index(role) if role in LONGEST_FIRST else len(LONGEST_FIRST)
         return rank, str(scenario)
-    return sorted((p.parent for p in REPO.glob("roles/*/molecule/*/molecule.yml")), key=order)
+    # A role may share another's scenario by a link (journal_upload's is journal_remote's):
+    # each directory runs once, under the name of the first role that holds it.
+    unique: dict[Path, Path] = {}
+    for scenario in sorted((p.parent for p in REPO.glob("roles/*/molecule/*/molecule.yml")), key=order):
+        unique.setdefault(scenario.resolve(), scenario)
+    return list(unique.values())
 
 
 def instance_name(scenario: Path) -> str:

@@ -131,3 +131,14 @@ def test_serial_stages_run_one_after_the_other(fake_stages, monkeypatch):
     ordered = sorted(spans.items(), key=lambda item: item[1][0])
     assert [name for name, _ in ordered] == testrunner.STAGES
     assert all(earlier[1][1] <= later[1][0] for earlier, later in zip(ordered, ordered[1:]))
+
+
+def test_a_scenario_shared_by_a_link_runs_once_and_every_role_is_covered():
+    scenarios = testrunner.molecule_scenarios()
+    assert len({s.resolve() for s in scenarios}) == len(scenarios)
+    covered = {s.resolve() for s in scenarios}
+    for role in sorted((REPO / "roles").iterdir()):
+        if (role / "molecule" / "default").exists():
+            assert (role / "molecule" / "default").resolve() in covered, role.name
+    shared = REPO / "roles" / "journal_upload" / "molecule" / "default"
+    assert shared.is_symlink() and shared.resolve() == (REPO / "roles" / "journal_remote" / "molecule" / "default")

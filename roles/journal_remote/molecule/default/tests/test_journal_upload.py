@@ -1,4 +1,10 @@
-"""The uploader: configured for the monitoring host, sandboxed, and patient when it is down."""
+"""journal_upload's tests: the uploader configured for the monitoring host, sandboxed, and
+patient when the receiver is down.
+
+The scenario is journal_remote's (roles/journal_upload/molecule/default links to it): one
+instance running both ends, as every host ships its journal and the monitoring host also
+receives. Both roles' scenarios used to converge the same three roles on one instance.
+"""
 
 from __future__ import annotations
 
@@ -13,7 +19,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[5] / "molecule" / "share
 
 from unit_security import CEILING, exposure, failed_checks  # noqa: E402
 
-testinfra_hosts = ["backend"]
+testinfra_hosts = ["monitoring"]
 TLS = "/etc/journal-tls"
 REMOTE_DIR = "/var/log/journal/remote"
 
