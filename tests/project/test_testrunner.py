@@ -81,7 +81,7 @@ def test_the_check_passes_cover_every_role_of_site_yml():
 @pytest.fixture
 def fake_stages(tmp_path, monkeypatch):
     """bin/test's main() with every stage replaced by one that records when it ran; a stage
-    named in `waits_for` returns only once that stage has started (or fails after 10 s)."""
+    named in `waits_for` returns only once the stages it lists have started (or fails after 10 s)."""
     import threading
     import time
 
@@ -92,13 +92,13 @@ def fake_stages(tmp_path, monkeypatch):
         monkeypatch.setattr(module, name, lambda *a, **k: None)
     started = {name: threading.Event() for name in testrunner.STAGES}
     spans: dict[str, tuple[float, float]] = {}
-    waits_for: dict[str, str] = {}
+    waits_for: dict[str, list[str]] = {}
 
     def fake(name):
         def stage(*args, **kwargs):
             begin = time.monotonic()
             started[name].set()
-            ok = started[waits_for[name]].wait(10) if name in waits_for else True
+            ok = all(started[other].wait(10) for other in waits_for.get(name, []))
             spans[name] = (begin, time.monotonic())
             return ok, [(name, ok, 0.01)]
         return stage
@@ -110,12 +110,13 @@ def fake_stages(tmp_path, monkeypatch):
 
 def test_the_lab_starts_first_and_lint_runs_beside_pytest(fake_stages, capsys):
     spans, waits_for = fake_stages
-    # Each of these returns only if the other stage started while it ran.
-    waits_for.update(lab="molecule", lint="pytest", pytest="lint")
+    # Each of these returns only if the stages it names started while it ran: the lab runs
+    # from before pytest until molecule, and lint beside pytest.
+    waits_for.update(pytest=["lab", "lint"], lab=["molecule"], lint=["pytest"])
 
     assert testrunner.main([]) == 0
 
-    assert spans["lab"][0] <= min(begin for begin, _ in spans.values())
+    assert set(spans) == set(testrunner.STAGES)
     out = capsys.readouterr().out
     summary = out[out.index("Timing summary"):]
     assert [line.split()[1] for line in summary.splitlines()[2:] if line.startswith("  ok")] == testrunner.STAGES
@@ -140,5 +141,7 @@ def test_a_scenario_shared_by_a_link_runs_once_and_every_role_is_covered():
     for role in sorted((REPO / "roles").iterdir()):
         if (role / "molecule" / "default").exists():
             assert (role / "molecule" / "default").resolve() in covered, role.name
-    shared = REPO / "roles" / "journal_upload" / "molecule" / "default"
-    assert shared.is_symlink() and shared.resolve() == (REPO / "roles" / "journal_remote" / "molecule" / "default")
+    for role, host in (("journal_upload", "journal_remote"), ("node_exporter", "prometheus_stack")):
+        shared = REPO / "roles" / role / "molecule" / "default"
+        assert shared.is_symlink() and shared.resolve() == REPO / "roles" / host / "molecule" / "default"
+        assert (shared / "tests" / f"test_{role}.py").is_file(), f"{role}'s own tests run in {host}'s scenario"

@@ -1,4 +1,9 @@
-"""node_exporter: Debian's package, on the private address only, with the textfile collector."""
+"""node_exporter's tests: Debian's package, on the private address only, with the textfile collector.
+
+The scenario is prometheus_stack's (roles/node_exporter/molecule/default links to it): the
+monitoring host gets node_exporter first, as every host does, and then scrapes it. The
+exporter's own scenario converged the same role on an instance of its own.
+"""
 
 from __future__ import annotations
 
@@ -13,7 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[5] / "molecule" / "share
 
 from unit_security import CEILING, exposure, failed_checks  # noqa: E402
 
-testinfra_hosts = ["backend"]
+testinfra_hosts = ["monitoring"]
 
 PORT = 9100
 TEXTFILE_DIR = "/var/lib/prometheus/node-exporter"
