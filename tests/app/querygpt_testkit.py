@@ -101,7 +101,9 @@ class FakeOllama:
     ``release`` is set first, and it honours the read timeout the client sent
     as httpx would (ReadTimeout once it passes). MockTransport applies no
     timeouts itself, so this is what makes the client's timeouts observable;
-    ``timeouts`` records the read timeout of every delayed call.
+    ``timeouts`` records the read timeout of every delayed call. ``delay_from``
+    ({"/api/embed": 3}) delays only from that call (1-based) on: the earlier
+    ones answer at once.
     """
 
     def __init__(self) -> None:
@@ -114,13 +116,16 @@ class FakeOllama:
         self.qdrant_ready = True
         self.requests: list[httpx.Request] = []
         self.delays: dict[str, float] = {}
+        self.delay_from: dict[str, int] = {}
+        self._calls: dict[str, int] = {}
         self.release = threading.Event()
         self.timeouts: dict[str, list[float | None]] = {}
 
     def _stall(self, request: httpx.Request) -> None:
         path = request.url.path
+        self._calls[path] = self._calls.get(path, 0) + 1
         delay = self.delays.get(path)
-        if delay is None:
+        if delay is None or self._calls[path] < self.delay_from.get(path, 1):
             return
         timeout = (request.extensions.get("timeout") or {}).get("read")
         self.timeouts.setdefault(path, []).append(timeout)
