@@ -3,9 +3,10 @@
 A stage that fails does not stop the later ones, so one run shows every failure; the exit
 status is non-zero when any stage failed. Output of each command streams as it runs, except
 where stages run side by side, each then printing its log whole as it ends:
-- the lab stage starts as soon as bootstrap is done, and the other stages run beside it
-  (its converge leaves a core idle for long stretches; the others fill it);
-- lint runs beside pytest (one core, while pytest's workers wait on their subprocesses).
+- the lab stage runs beside molecule (the lab's converge leaves a core idle for long
+  stretches, and molecule fills it);
+- lint runs beside pytest (one core, while pytest's workers wait on their subprocesses;
+  pytest at a higher priority, so its tests see the machine they would see alone).
 QGPT_SERIAL_STAGES=1 runs every stage one after the other.
 """
 
@@ -86,10 +87,10 @@ def stage_lint(out: TextIO | None = None) -> tuple[bool, list]:
     ])
 
 
-# pytest runs beside the lab's converge. Its app and stand-in tests hold real deadlines of a
-# few seconds (a PDF's extraction child, a stand-in's start): at a higher priority they get
-# the cores they would get alone, and the lab takes what they leave (as root; elsewhere the
-# priority stays as it is).
+# pytest runs beside lint. Its app and stand-in tests hold real deadlines of a few seconds
+# (a PDF's extraction child, a stand-in's start): at a higher priority they get the cores
+# they would get alone, and lint takes what they leave (as root; elsewhere the priority
+# stays as it is).
 PYTEST_NICE = -5
 
 
@@ -373,11 +374,7 @@ def main(argv: list[str] | None = None) -> int:
     # sum of its own steps (joining waits for the others too).
     running: dict[str, Callable[[], tuple[bool, list]]] = {}
     overlapped: set[str] = set()
-    if not serial and "lab" in wanted and len(wanted) > 1:
-        # The critical path: a fresh fleet's converge, then check mode and tests/lab.
-        print(f"\n{'#' * 72}\n# stage: lab, beside the other stages\n{'#' * 72}", flush=True)
-        running["lab"] = beside("lab", lambda out: stage_lab(args.keep_lab, out))
-        overlapped.add("lab")
+    lab_beside = not serial and {"molecule", "lab"} <= set(wanted)
     lint_beside = not serial and {"lint", "pytest"} <= set(wanted)
     by_name: dict[str, Result] = {}
 
@@ -392,6 +389,11 @@ def main(argv: list[str] | None = None) -> int:
             print(f"\n{'#' * 72}\n# stage: lint, beside pytest\n{'#' * 72}", flush=True)
             running["lint"] = beside("lint", stage_lint)
             overlapped.add("lint")
+        if name == "molecule" and lab_beside:
+            # The lab's converge and molecule's scenarios fill each other's idle stretches.
+            print(f"\n{'#' * 72}\n# stage: lab, beside molecule\n{'#' * 72}", flush=True)
+            running["lab"] = beside("lab", lambda out: stage_lab(args.keep_lab, out))
+            overlapped.add("lab")
         print(f"\n{'#' * 72}\n# stage: {name}\n{'#' * 72}", flush=True)
         t0 = time.monotonic()
         ok, steps = runners[name]()
