@@ -60,15 +60,17 @@ def _env() -> dict[str, str]:
 def sh(cmd: list[str], cwd: Path = REPO, out: TextIO | None = None, nice: int = 0) -> bool:
     """Run a command, its output to this process's stdout, or to `out` (a log) when given;
     `nice` below 0 raises its priority (and its children's) where this process may."""
+    if nice and (nice > 0 or os.geteuid() == 0):
+        # nice(1), not preexec_fn: other stages' threads run beside this one.
+        cmd = ["nice", "-n", str(nice), *cmd]
     header = f"\n$ {' '.join(cmd)}   (in {cwd.relative_to(REPO) if cwd != REPO else '.'})\n"
-    kwargs = {"preexec_fn": lambda: os.nice(nice)} if nice and (nice > 0 or os.geteuid() == 0) else {}
     if out is None:
         print(header, end="", flush=True)
-        return subprocess.run(cmd, cwd=cwd, env=_env(), check=False, **kwargs).returncode == 0
+        return subprocess.run(cmd, cwd=cwd, env=_env(), check=False).returncode == 0
     out.write(header)
     out.flush()
     return subprocess.run(cmd, cwd=cwd, env=_env(), stdout=out, stderr=subprocess.STDOUT,
-                          check=False, **kwargs).returncode == 0
+                          check=False).returncode == 0
 
 
 def timed_steps(steps: list[tuple[str, Callable[[], bool]]]) -> tuple[bool, list[tuple[str, bool, float]]]:
