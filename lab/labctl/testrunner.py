@@ -2,12 +2,9 @@
 
 A stage that fails does not stop the later ones, so one run shows every failure; the exit
 status is non-zero when any stage failed. Output of each command streams as it runs, except
-where stages run side by side, each then printing its log whole as it ends:
-- the lab stage runs beside molecule (the lab's converge leaves a core idle for long
-  stretches, and molecule fills it);
-- lint runs beside pytest (one core, while pytest's workers wait on their subprocesses;
-  pytest at a higher priority, so its tests see the machine they would see alone).
-QGPT_SERIAL_STAGES=1 runs every stage one after the other.
+where stages run side by side: the molecule and lab stages do (the lab's converge leaves a
+core idle for long stretches, and molecule fills it), each printing its log whole as it ends.
+QGPT_SERIAL_STAGES=1 runs them one after the other.
 """
 
 from __future__ import annotations
@@ -57,12 +54,8 @@ def _env() -> dict[str, str]:
     return env
 
 
-def sh(cmd: list[str], cwd: Path = REPO, out: TextIO | None = None, nice: int = 0) -> bool:
-    """Run a command, its output to this process's stdout, or to `out` (a log) when given;
-    `nice` below 0 raises its priority (and its children's) where this process may."""
-    if nice and (nice > 0 or os.geteuid() == 0):
-        # nice(1), not preexec_fn: other stages' threads run beside this one.
-        cmd = ["nice", "-n", str(nice), *cmd]
+def sh(cmd: list[str], cwd: Path = REPO, out: TextIO | None = None) -> bool:
+    """Run a command, its output to this process's stdout, or to `out` (a log) when given."""
     header = f"\n$ {' '.join(cmd)}   (in {cwd.relative_to(REPO) if cwd != REPO else '.'})\n"
     if out is None:
         print(header, end="", flush=True)
@@ -82,24 +75,17 @@ def timed_steps(steps: list[tuple[str, Callable[[], bool]]]) -> tuple[bool, list
     return all(ok for _, ok, _ in done), done
 
 
-def stage_lint(out: TextIO | None = None) -> tuple[bool, list]:
+def stage_lint() -> tuple[bool, list]:
     return timed_steps([
-        ("yamllint", lambda: sh(["yamllint", "--strict", "."], out=out)),
-        ("ansible-lint", lambda: sh(["ansible-lint", "--profile", "production"], out=out)),
+        ("yamllint", lambda: sh(["yamllint", "--strict", "."])),
+        ("ansible-lint", lambda: sh(["ansible-lint", "--profile", "production"])),
     ])
-
-
-# pytest runs beside lint. Its app and stand-in tests hold real deadlines of a few seconds
-# (a PDF's extraction child, a stand-in's start): at a higher priority they get the cores
-# they would get alone, and lint takes what they leave (as root; elsewhere the priority
-# stays as it is).
-PYTEST_NICE = -5
 
 
 def stage_pytest() -> tuple[bool, list]:
     return timed_steps([
         ("pytest", lambda: sh(["pytest", "-q", "-n", "2", "-p", "no:cacheprovider", "--durations=15",
-                               "tests", "--ignore=tests/lab"], nice=PYTEST_NICE)),
+                               "tests", "--ignore=tests/lab"])),
     ])
 
 
@@ -298,36 +284,36 @@ def stage_lab(keep: bool, out: TextIO | None = None) -> tuple[bool, list]:
     return ok, done
 
 
-def beside(name: str, stage: Callable[[TextIO], tuple[bool, list]]) -> Callable[[], tuple[bool, list]]:
-    """Start a stage in a thread, its output in `.cache/test-logs/<name>.log`; the returned
-    call waits for it and prints the log whole."""
+def stage_lab_beside(keep: bool) -> Callable[[], tuple[bool, list]]:
+    """Start the lab stage in a thread, its output in a log; the returned call waits for it
+    and prints the log whole."""
     LOGS.mkdir(parents=True, exist_ok=True)
-    log_path = LOGS / f"{name}.log"
+    log_path = LOGS / "lab.log"
     outcome: dict[str, tuple[bool, list]] = {}
 
     def work() -> None:
         with log_path.open("w") as out:
             try:
-                outcome[name] = stage(out)
+                outcome["lab"] = stage_lab(keep, out)
             except Exception as err:  # noqa: BLE001 - reported as the stage's failure below
-                out.write(f"\n{name} stage crashed: {err!r}\n")
-                outcome[name] = (False, [])
+                out.write(f"\nlab stage crashed: {err!r}\n")
+                outcome["lab"] = (False, [])
 
-    thread = threading.Thread(target=work, name=f"{name}-stage")
+    thread = threading.Thread(target=work, name="lab-stage")
     thread.start()
 
     def finish() -> tuple[bool, list]:
         thread.join()
-        print(f"\n{'-' * 72}\n# {name} (ran beside other stages; log: {os.path.relpath(log_path, REPO)})\n{'-' * 72}",
+        print(f"\n{'-' * 72}\n# lab (ran beside molecule; log: {os.path.relpath(log_path, REPO)})\n{'-' * 72}",
               flush=True)
         sys.stdout.write(log_path.read_text())
         sys.stdout.flush()
-        return outcome[name]
+        return outcome["lab"]
 
     return finish
 
 
-def summary(results: list[Result], total: float, overlapped: list[str]) -> None:
+def summary(results: list[Result], total: float) -> None:
     print("\n" + "=" * 72)
     print("Timing summary")
     for res in results:
@@ -335,8 +321,6 @@ def summary(results: list[Result], total: float, overlapped: list[str]) -> None:
         for name, ok, secs in res.steps:
             print(f"         {'ok  ' if ok else 'FAIL'} {name:39} {secs:7.1f}s")
     print(f"  total{'':45} {total:7.1f}s")
-    if overlapped:
-        print(f"  ({', '.join(overlapped)} ran beside other stages: stage times overlap)")
     passed = sum(r.ok for r in results)
     print(f"stages: {passed} passed, {len(results) - passed} failed")
 
@@ -371,40 +355,19 @@ def main(argv: list[str] | None = None) -> int:
                                            check_mode="lab" not in wanted),
         "lab": lambda: stage_lab(args.keep_lab),
     }
-    serial = os.environ.get("QGPT_SERIAL_STAGES", "") not in ("", "0")
-    # Stages started in a thread: the stage's result comes from joining it, its time is the
-    # sum of its own steps (joining waits for the others too).
-    running: dict[str, Callable[[], tuple[bool, list]]] = {}
-    overlapped: set[str] = set()
-    lab_beside = not serial and {"molecule", "lab"} <= set(wanted)
-    lint_beside = not serial and {"lint", "pytest"} <= set(wanted)
-    by_name: dict[str, Result] = {}
-
-    def joined(name: str) -> None:
-        ok, steps = running.pop(name)()
-        by_name[name] = Result(name, ok, sum(secs for _, _, secs in steps), steps=steps)
-
+    beside = {"molecule", "lab"} <= set(wanted) and os.environ.get("QGPT_SERIAL_STAGES", "") in ("", "0")
     for name in STAGES:
-        if name not in wanted or name in running or (name == "lint" and lint_beside):
+        if name not in wanted:
             continue
-        if name == "pytest" and lint_beside:
-            print(f"\n{'#' * 72}\n# stage: lint, beside pytest\n{'#' * 72}", flush=True)
-            running["lint"] = beside("lint", stage_lint)
-            overlapped.add("lint")
-        if name == "molecule" and lab_beside:
-            # The lab's converge and molecule's scenarios fill each other's idle stretches.
-            print(f"\n{'#' * 72}\n# stage: lab, beside molecule\n{'#' * 72}", flush=True)
-            running["lab"] = beside("lab", lambda out: stage_lab(args.keep_lab, out))
-            overlapped.add("lab")
-        print(f"\n{'#' * 72}\n# stage: {name}\n{'#' * 72}", flush=True)
+        if beside and name == "molecule":
+            print(f"\n{'#' * 72}\n# stages: molecule and lab, side by side\n{'#' * 72}", flush=True)
+            runners["lab"] = stage_lab_beside(args.keep_lab)
+        else:
+            print(f"\n{'#' * 72}\n# stage: {name}\n{'#' * 72}", flush=True)
         t0 = time.monotonic()
         ok, steps = runners[name]()
-        by_name[name] = Result(name, ok, time.monotonic() - t0, steps=steps)
-        if name == "pytest" and lint_beside:
-            joined("lint")
-    for name in list(running):
-        joined(name)
-    results += [by_name[name] for name in STAGES if name in by_name]
-    summary(results, time.monotonic() - started + float(os.environ.get("QGPT_BOOTSTRAP_SECONDS", "0")),
-            [name for name in STAGES if name in overlapped])
+        # beside molecule, the lab's own time is its steps' (joining it waits for molecule too)
+        seconds = sum(secs for _, _, secs in steps) if beside and name == "lab" else time.monotonic() - t0
+        results.append(Result(name, ok, seconds, steps=steps))
+    summary(results, time.monotonic() - started + float(os.environ.get("QGPT_BOOTSTRAP_SECONDS", "0")))
     return 0 if all(r.ok for r in results) else 1

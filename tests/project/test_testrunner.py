@@ -108,20 +108,20 @@ def fake_stages(tmp_path, monkeypatch):
     return spans, waits_for
 
 
-def test_the_lab_runs_beside_molecule_and_lint_beside_pytest(fake_stages, capsys):
+def test_the_lab_runs_beside_molecule_and_every_other_stage_alone(fake_stages, capsys):
     spans, waits_for = fake_stages
-    # Each of these returns only if the stages it names started while it ran.
-    waits_for.update(pytest=["lint"], lint=["pytest"], molecule=["lab"], lab=["molecule"])
+    # Each of these returns only if the other started while it ran.
+    waits_for.update(molecule=["lab"], lab=["molecule"])
 
     assert testrunner.main([]) == 0
 
-    assert set(spans) == set(testrunner.STAGES)
     out = capsys.readouterr().out
     summary = out[out.index("Timing summary"):]
     assert [line.split()[1] for line in summary.splitlines()[2:] if line.startswith("  ok")] == testrunner.STAGES
-    assert "lint, lab ran beside other stages" in summary
-    # the lab does not start before pytest has ended (beside it, pytest's deadlines would share the cores)
-    assert spans["lab"][0] >= spans["pytest"][1]
+    # Measured: lint, pytest and frontend beside anything else ran far longer than their share.
+    alone = sorted((spans[name] for name in ("lint", "pytest", "frontend")), key=lambda span: span[0])
+    assert all(earlier[1] <= later[0] for earlier, later in zip(alone, alone[1:]))
+    assert alone[-1][1] <= min(spans["molecule"][0], spans["lab"][0])
 
 
 def test_serial_stages_run_one_after_the_other(fake_stages, monkeypatch):
@@ -146,17 +146,3 @@ def test_a_scenario_shared_by_a_link_runs_once_and_every_role_is_covered():
         shared = REPO / "roles" / role / "molecule" / "default"
         assert shared.is_symlink() and shared.resolve() == REPO / "roles" / host / "molecule" / "default"
         assert (shared / "tests" / f"test_{role}.py").is_file(), f"{role}'s own tests run in {host}'s scenario"
-
-
-def test_pytest_runs_at_a_higher_priority_where_it_may(tmp_path):
-    """pytest's real deadlines of a few seconds get the CPU first beside the lab's converge."""
-    import os
-
-    seen = tmp_path / "nice"
-    with (tmp_path / "log").open("w") as log:
-        assert testrunner.sh(["sh", "-c", f"cut -d' ' -f19 /proc/self/stat > {seen}"], out=log,
-                             nice=testrunner.PYTEST_NICE)
-    own = os.getpriority(os.PRIO_PROCESS, 0)
-    expected = own + testrunner.PYTEST_NICE if os.geteuid() == 0 else own
-    assert int(seen.read_text()) == expected
-    assert testrunner.PYTEST_NICE < 0
