@@ -127,6 +127,12 @@ def molecule_scenarios() -> list[Path]:
     return list(unique.values())
 
 
+def roles_holding(scenario: Path) -> set[str]:
+    """The roles whose scenario this is, its own and those that link to it."""
+    return {p.parent.parent.parent.name for p in REPO.glob(f"roles/*/molecule/{scenario.name}/molecule.yml")
+            if p.parent.resolve() == scenario.resolve()}
+
+
 def instance_name(scenario: Path) -> str:
     """The scenario's container name: its own, so scenarios can run side by side.
 
@@ -225,7 +231,7 @@ def stage_molecule(roles: list[str] | None = None, jobs: int = 2, check_mode: bo
     leaves it to the lab stage, whose check-mode pass of site.yml covers every role with the
     production wiring: a behaviour is tested in one place, not in both.
     """
-    scenarios = [s for s in molecule_scenarios() if not roles or s.parent.parent.name in roles]
+    scenarios = [s for s in molecule_scenarios() if not roles or roles_holding(s) & set(roles)]
     if roles and not scenarios:
         print(f"molecule: no scenario for roles {', '.join(roles)}", flush=True)
         return False, []

@@ -146,3 +146,11 @@ def test_a_scenario_shared_by_a_link_runs_once_and_every_role_is_covered():
         shared = REPO / "roles" / role / "molecule" / "default"
         assert shared.is_symlink() and shared.resolve() == REPO / "roles" / host / "molecule" / "default"
         assert (shared / "tests" / f"test_{role}.py").is_file(), f"{role}'s own tests run in {host}'s scenario"
+
+
+def test_a_role_whose_scenario_is_a_link_selects_the_shared_scenario():
+    """`bin/test --stages molecule --roles node_exporter` runs prometheus_stack's scenario."""
+    holding = {s.parent.parent.name: testrunner.roles_holding(s) for s in testrunner.molecule_scenarios()}
+    assert holding["prometheus_stack"] == {"prometheus_stack", "node_exporter"}
+    assert holding["journal_remote"] == {"journal_remote", "journal_upload"}
+    assert holding["qdrant"] == {"qdrant"}
