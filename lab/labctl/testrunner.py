@@ -122,15 +122,19 @@ def molecule_scenarios() -> list[Path]:
     # A role may share another's scenario by a link (journal_upload's is journal_remote's):
     # each directory runs once, under the name of the first role that holds it.
     unique: dict[Path, Path] = {}
-    for scenario in sorted((p.parent for p in REPO.glob("roles/*/molecule/*/molecule.yml")), key=order):
+    for scenario in sorted(scenario_dirs(), key=order):
         unique.setdefault(scenario.resolve(), scenario)
     return list(unique.values())
 
 
+def scenario_dirs() -> list[Path]:
+    """Every roles/<role>/molecule/<scenario> directory, links included."""
+    return [p.parent for p in REPO.glob("roles/*/molecule/*/molecule.yml")]
+
+
 def roles_holding(scenario: Path) -> set[str]:
     """The roles whose scenario this is, its own and those that link to it."""
-    return {p.parent.parent.parent.name for p in REPO.glob(f"roles/*/molecule/{scenario.name}/molecule.yml")
-            if p.parent.resolve() == scenario.resolve()}
+    return {d.parent.parent.name for d in scenario_dirs() if d.resolve() == scenario.resolve()}
 
 
 def instance_name(scenario: Path) -> str:

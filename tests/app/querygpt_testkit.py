@@ -117,15 +117,14 @@ class FakeOllama:
         self.requests: list[httpx.Request] = []
         self.delays: dict[str, float] = {}
         self.delay_from: dict[str, int] = {}
-        self._calls: dict[str, int] = {}
         self.release = threading.Event()
         self.timeouts: dict[str, list[float | None]] = {}
 
     def _stall(self, request: httpx.Request) -> None:
         path = request.url.path
-        self._calls[path] = self._calls.get(path, 0) + 1
         delay = self.delays.get(path)
-        if delay is None or self._calls[path] < self.delay_from.get(path, 1):
+        # `requests` already holds this call: its count is this call's number.
+        if delay is None or sum(r.url.path == path for r in self.requests) < self.delay_from.get(path, 1):
             return
         timeout = (request.extensions.get("timeout") or {}).get("read")
         self.timeouts.setdefault(path, []).append(timeout)
