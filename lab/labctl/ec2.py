@@ -6,7 +6,8 @@ prod's. `seed` creates what terraform/ would create for lab/fleet.tfvars: the VP
 subnets, one instance per aws_instance (Project, Environment, ManagedBy, Role and Name tags;
 the private IP is the lab container's address), the bastion's Elastic IP and the data
 volumes attached where Terraform attaches them. The lab-only helpers (the ACME and S3 hosts
-that stand in for what AWS and the internet provide) are added with Role tags of their own.
+and the load balancer, standing in for what AWS and the internet provide) are added with Role
+tags of their own.
 The emulator keeps its state in memory: `ensure` reseeds it whenever it (re)starts.
 """
 
@@ -41,9 +42,13 @@ OUTPUTS_FILE = REPO / "inventories" / "lab" / "group_vars" / "all" / "terraform_
 # TEST-NET-2 (RFC 5737): never routed anywhere real.
 INTERNET = ipaddress.ip_network("198.51.100.0/24")
 BASTION_PUBLIC_IP = "198.51.100.10"
+# The lab's load balancer (HAProxy, standing in for the NLB) answers clients here.
+LB_PUBLIC_IP = "198.51.100.20"
 
-# Lab-only helpers: (role, subnet kind, zone position). Never in prod.
-LAB_ONLY = (("acme", "private", 1), ("s3", "private", 1))
+# Lab-only helpers: (role, subnet kind, zone position). Never in prod. The `lb` sits in a
+# public subnet with an address on the lab's "internet", as the NLB does.
+LAB_ONLY = (("acme", "private", 1), ("s3", "private", 1), ("lb", "public", 0))
+LAB_PUBLIC_IPS = {"lb": LB_PUBLIC_IP}
 LAB_BUCKETS = ("backups", "documents")
 
 
@@ -91,8 +96,8 @@ def plan(vals: dict[str, Any] | None = None, helpers: tuple[tuple[str, str, int]
         offset = next_host.get(subnet.cidr.exploded, 10)
         next_host[subnet.cidr.exploded] = offset + 1
         address = str(subnet.cidr.network_address + offset)
-        hosts.append(LabHost(name, role, address, subnet, devices,
-                             bastion_public_ip if role == "bastion" else None, instance_type))
+        public_ip = bastion_public_ip if role == "bastion" else LAB_PUBLIC_IPS.get(role)
+        hosts.append(LabHost(name, role, address, subnet, devices, public_ip, instance_type))
     return hosts
 
 

@@ -27,8 +27,10 @@ def test_every_inventory_host_is_a_container_on_its_subnet_at_its_private_ip(lab
         zone = lab.zone(host)
         assert next(iter(vpc)).endswith("-" + zone[-1]), f"{host} sits on {vpc} but the emulator places it in {zone}"
         zones.add(zone)
-        if host in lab.groups["bastion"]:
-            assert str(legs["internet"].ip) == hv["ansible_host"] == hv["ec2_public_ip_address"]
+        if host in lab.groups["bastion"] + lab.groups["lb"]:
+            assert str(legs["internet"].ip) == hv["ec2_public_ip_address"]
+            # the controller reaches the bastion at its public address, the lb through the bastion
+            assert hv["ansible_host"] == (hv["ec2_public_ip_address"] if host in lab.groups["bastion"] else host)
             # inside the VPC its traffic leaves from its private address, as through an EIP's NAT
             route = lab.exec(host, "ip -4 route show default").stdout
             assert f"via {next(ipaddress.ip_network(f'{host}/20', strict=False).hosts())}" in route, route

@@ -102,8 +102,8 @@ def test_site_roles_leave_out_a_host_in_an_excluded_group(tmp_path):
 
 
 def test_site_yml_runs_nothing_on_the_stand_ins_for_external_services():
-    """The lab's acme and s3 hosts stand for Let's Encrypt and S3: no role of site.yml."""
-    for groups in (["acme", "external_services"], ["s3", "external_services"]):
+    """The lab's acme, s3 and lb hosts stand for Let's Encrypt, S3 and the NLB: no role of site.yml."""
+    for groups in (["acme", "external_services"], ["s3", "external_services"], ["lb", "external_services"]):
         assert site_roles(groups, str(REPO / "site.yml")) == [], groups
 
 

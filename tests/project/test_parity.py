@@ -122,7 +122,7 @@ def test_the_dynamic_inventory_is_prods_but_for_names_and_allowed_keys(env):
 
 def test_the_lab_helpers_are_the_only_extra_roles():
     extra = set(aws_ec2("lab")["filters"]["tag:Role"]) - set(aws_ec2("prod")["filters"]["tag:Role"])
-    assert extra == {"acme", "s3"}
+    assert extra == {"acme", "s3", "lb"}
 
 
 def test_playbooks_and_runbooks_read_the_wiring():
