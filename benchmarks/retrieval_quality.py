@@ -236,7 +236,8 @@ class StandinEmbedder:
             port = sock.getsockname()[1]
         env = {k: v for k, v in os.environ.items() if not k.startswith("OLLAMA_")}
         env.update(PYTHONPATH=str(STANDIN), OLLAMA_HOST=f"127.0.0.1:{port}", OLLAMA_MODELS=str(work / "models"),
-                   OLLAMA_STANDIN_MIRROR=str(mirror))
+                   OLLAMA_STANDIN_MIRROR=str(mirror),
+                   OLLAMA_STANDIN_EMBED_SECONDS="0")  # recall, not latency: no GPU-like pacing
         self.log = work / "ollama-standin.log"
         with open(self.log, "wb") as log:
             self._proc = subprocess.Popen([sys.executable, "-m", "ollama_standin", "serve"], env=env,

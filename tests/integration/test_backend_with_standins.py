@@ -298,6 +298,10 @@ def ollama(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OllamaStandin]:
         OLLAMA_HOST=f"127.0.0.1:{port}",
         OLLAMA_MODELS=str(work / "models"),
         OLLAMA_STANDIN_MIRROR=str(mirror),
+        # The stand-in's GPU-like pacing off: these tests check the backend's behaviour, not latency.
+        OLLAMA_STANDIN_TOKEN_SECONDS="0",
+        OLLAMA_STANDIN_PROMPT_TOKEN_SECONDS="0",
+        OLLAMA_STANDIN_EMBED_SECONDS="0",
     )
     log = work / "ollama.log"
     proc = spawn([sys.executable, "-m", "ollama_standin", "serve"], env, log)

@@ -123,7 +123,7 @@ class Served:
         self.log = work / f"serve-{self.port}.log"
         env = {k: v for k, v in env.items() if not k.startswith("OLLAMA_") and "proxy" not in k.lower()}
         env.update(OLLAMA_HOST=f"127.0.0.1:{self.port}", OLLAMA_MODELS=str(work / "models"),
-                   OLLAMA_STANDIN_MIRROR=str(mirror))
+                   OLLAMA_STANDIN_MIRROR=str(mirror), OLLAMA_STANDIN_EMBED_SECONDS="0")  # vectors, not timing
         with open(self.log, "wb") as log:
             self.proc = subprocess.Popen([*cmd, "serve"], env=env, stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 30

@@ -42,6 +42,10 @@ SCHEMA = (
     "CREATE TABLE orders (order_id INT, customer_id INT REFERENCES customers(id), total NUMERIC(10,2));"
 )
 NO_PROXY = {"http": None, "https": None}
+# The stand-in's pacing off (it would make every answer take a GPU's time): these tests check
+# what it answers; test_ollama_timing.py checks how long it takes.
+NO_PACING = {"OLLAMA_STANDIN_TOKEN_SECONDS": "0", "OLLAMA_STANDIN_PROMPT_TOKEN_SECONDS": "0",
+             "OLLAMA_STANDIN_EMBED_SECONDS": "0"}
 
 
 def free_port() -> int:
@@ -53,6 +57,7 @@ def free_port() -> int:
 def base_env() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("OLLAMA_") and "proxy" not in k.lower()}
     env["PYTHONPATH"] = str(STANDIN)
+    env.update(NO_PACING)
     return env
 
 
@@ -73,7 +78,11 @@ class Server:
 
 
 def start_server(
-    models: Path, mirror: Path, argv0: list[str] | None = None, host_value: str | None = None
+    models: Path,
+    mirror: Path,
+    argv0: list[str] | None = None,
+    host_value: str | None = None,
+    extra_env: dict[str, str] | None = None,
 ) -> Server:
     port = free_port()
     env = base_env()
@@ -86,6 +95,7 @@ def start_server(
         OLLAMA_MAX_LOADED_MODELS="2",
         OLLAMA_MAX_QUEUE="16",
     )
+    env.update(extra_env or {})
     if host_value:
         port = parse_host(host_value).port
     if argv0:

@@ -533,7 +533,10 @@ def ollama_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ollama]:
     port = _free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("OLLAMA_") and "proxy" not in k.lower()}
     env.update(PYTHONPATH=str(OLLAMA_SRC), OLLAMA_HOST=f"127.0.0.1:{port}", OLLAMA_MODELS=str(work / "models"),
-               OLLAMA_STANDIN_MIRROR=str(mirror), OLLAMA_KEEP_ALIVE="5m")
+               OLLAMA_STANDIN_MIRROR=str(mirror), OLLAMA_KEEP_ALIVE="5m",
+               # shapes, not timing: the stand-in's pacing off
+               OLLAMA_STANDIN_TOKEN_SECONDS="0", OLLAMA_STANDIN_PROMPT_TOKEN_SECONDS="0",
+               OLLAMA_STANDIN_EMBED_SECONDS="0")
     log = work / "serve.log"
     with open(log, "wb") as out:
         proc = subprocess.Popen([sys.executable, "-m", "ollama_standin", "serve"], env=env,

@@ -14,7 +14,7 @@ import sys
 from typing import Any
 
 from ollama_standin.client import Client, ClientError
-from ollama_standin.config import Settings, parse_host
+from ollama_standin.config import ConfigError, Settings, parse_host
 from ollama_standin.version import MARKER, VERSION
 
 
@@ -137,6 +137,6 @@ def main(argv: list[str]) -> int:
         return 0
     try:
         return int(args.func(args))
-    except ClientError as exc:
+    except (ClientError, ConfigError) as exc:
         print(f"Error: {exc}", file=sys.stderr)
         return 1

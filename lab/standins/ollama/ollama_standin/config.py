@@ -2,14 +2,23 @@
 
 The ollama Ansible role writes the same OLLAMA_* variables for the stand-in as
 for real Ollama, so they are parsed here with upstream's rules (notably
-OLLAMA_HOST's defaults). OLLAMA_STANDIN_MIRROR is the one stand-in-only
-variable: the directory /api/pull copies models from, because the lab has no
-registry.ollama.ai.
+OLLAMA_HOST's defaults). Stand-in-only variables:
+* OLLAMA_STANDIN_MIRROR: the directory /api/pull copies models from, because
+  the lab has no registry.ollama.ai;
+* OLLAMA_STANDIN_TOKEN_SECONDS (default 0.015), OLLAMA_STANDIN_PROMPT_TOKEN_SECONDS
+  (0.0002) and OLLAMA_STANDIN_EMBED_SECONDS (0.002): how long a generated token,
+  a prompt token and an embedding input take (pacing.py), so a query lasts
+  about as long as on a small model on a GPU and rollouts under load meet
+  requests in flight. Plain seconds (a float >= 0); 0 turns the delay off
+  (what unit tests want); unset or empty means the default; anything else
+  stops `serve` with an error naming the variable.
+(OLLAMA_STANDIN_EMBEDDINGS, the embedding backend, is read in embedding.py.)
 """
 
 from __future__ import annotations
 
 import ipaddress
+import math
 import os
 import re
 from collections.abc import Mapping
@@ -25,8 +34,39 @@ DEFAULT_KEEP_ALIVE = 300.0
 FOREVER = float(2**31)
 RECORDED_ONLY = ("OLLAMA_NUM_PARALLEL", "OLLAMA_MAX_LOADED_MODELS", "OLLAMA_MAX_QUEUE")
 
+# Default pacing, near qwen2.5-coder:1.5b (the lab's generation model; 1.5-3B models are
+# similar) at Q4 on one consumer or datacenter GPU (RTX 3060/4060, T4, L4): decoding is
+# memory-bound at roughly 60-150 tokens/s, so ~65 tokens/s (0.015 s a token) is the
+# cautious end; prompt evaluation is batched, thousands of tokens/s (0.0002 s a token,
+# 5000/s); an embedding model (all-minilm, nomic-embed-text) takes a few ms per input
+# through Ollama's HTTP path, 0.002 s. A RAG query (~2000 prompt tokens, ~60 answer
+# tokens) thus takes ~1.3 s, as on such a GPU, instead of milliseconds.
+TIMING_DEFAULTS = {
+    "OLLAMA_STANDIN_TOKEN_SECONDS": 0.015,
+    "OLLAMA_STANDIN_PROMPT_TOKEN_SECONDS": 0.0002,
+    "OLLAMA_STANDIN_EMBED_SECONDS": 0.002,
+}
+
 _DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|ms|s|m|h)")
 _UNIT_SECONDS = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+class ConfigError(ValueError):
+    """An environment variable `serve` cannot start with; the message names it."""
+
+
+def parse_seconds(env: Mapping[str, str], name: str) -> float:
+    """A stand-in pacing variable: plain seconds >= 0, TIMING_DEFAULTS[name] when unset or empty."""
+    text = env.get(name, "").strip()
+    if not text:
+        return TIMING_DEFAULTS[name]
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value < 0:
+        raise ConfigError(f"invalid {name}={text!r}: expected seconds as a number >= 0 (0 disables the delay)")
+    return value
 
 
 @dataclass(frozen=True)
@@ -128,10 +168,17 @@ class Settings:
     keep_alive: float
     recorded: Mapping[str, str] = field(default_factory=dict)
     context_length: int = 4096  # default num_ctx (OLLAMA_CONTEXT_LENGTH or the release's default)
+    # Pacing (pacing.py): seconds per generated token, per prompt token, per embedding input.
+    token_seconds: float = TIMING_DEFAULTS["OLLAMA_STANDIN_TOKEN_SECONDS"]
+    prompt_token_seconds: float = TIMING_DEFAULTS["OLLAMA_STANDIN_PROMPT_TOKEN_SECONDS"]
+    embed_seconds: float = TIMING_DEFAULTS["OLLAMA_STANDIN_EMBED_SECONDS"]
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
-        """Read settings the way upstream does; tunables without meaning here are only recorded."""
+        """Read settings the way upstream does; tunables without meaning here are only recorded.
+
+        Raises ConfigError for an unusable stand-in pacing variable.
+        """
         models = env.get("OLLAMA_MODELS") or os.path.join(os.path.expanduser("~"), ".ollama", "models")
         mirror = env.get("OLLAMA_STANDIN_MIRROR")
         return cls(
@@ -141,4 +188,7 @@ class Settings:
             keep_alive=parse_duration(env.get("OLLAMA_KEEP_ALIVE"), DEFAULT_KEEP_ALIVE),
             recorded={k: env[k] for k in RECORDED_ONLY if k in env},
             context_length=default_num_ctx(VERSION, env),
+            token_seconds=parse_seconds(env, "OLLAMA_STANDIN_TOKEN_SECONDS"),
+            prompt_token_seconds=parse_seconds(env, "OLLAMA_STANDIN_PROMPT_TOKEN_SECONDS"),
+            embed_seconds=parse_seconds(env, "OLLAMA_STANDIN_EMBED_SECONDS"),
         )

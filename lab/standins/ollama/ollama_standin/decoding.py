@@ -13,11 +13,15 @@ rules (runner/ollamarunner/runner.go, runner/common/stop.go in v0.14):
   answer with done_reason "stop"; text that could be the start of a stop
   string is held back until it is decided, so a stop never leaks into a
   streamed chunk.
+
+Each token takes time: pace() is called once per token (the end-of-sequence
+token too), before it is produced, so a streamed answer trickles out and
+fewer tokens (num_predict) take less time; see pacing.py.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 
@@ -48,8 +52,17 @@ def effective_num_predict(num_predict: int, num_ctx: int) -> int:
     return num_predict
 
 
-def decode(pieces: Sequence[str], num_predict: int, stops: Sequence[str], outcome: Outcome) -> Iterator[str]:
-    """Yield the chunks a client receives; outcome holds the final statistics afterwards."""
+def decode(
+    pieces: Sequence[str],
+    num_predict: int,
+    stops: Sequence[str],
+    outcome: Outcome,
+    pace: Callable[[], None] | None = None,
+) -> Iterator[str]:
+    """Yield the chunks a client receives; outcome holds the final statistics afterwards.
+
+    pace, if given, is called as each token is generated (it sleeps the token's time).
+    """
     pending = ""
     tokens = iter(pieces)
     while True:
@@ -57,6 +70,8 @@ def decode(pieces: Sequence[str], num_predict: int, stops: Sequence[str], outcom
             outcome.done_reason = "length"
             break
         outcome.eval_count += 1
+        if pace is not None:
+            pace()
         piece = next(tokens, None)
         if piece is None:  # the end-of-sequence token
             outcome.done_reason = "stop"

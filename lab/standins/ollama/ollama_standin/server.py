@@ -4,7 +4,9 @@ Routes, JSON shapes, status codes and error strings follow upstream's
 server/routes.go and docs/api.md closely enough for the official clients and
 the ollama Ansible role. Every response carries `X-Lab-Standin: true` so a
 probe can tell the fixture from real Ollama without breaking clients that
-parse /api/version.
+parse /api/version. Answers take about as long as a small model's on a GPU
+(pacing.py); each request sleeps in its own thread, holding no lock, so
+concurrent requests overlap.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from ollama_standin.hostcheck import local_addresses, request_allowed
 from ollama_standin.httpbody import BodyError, RequestBody
 from ollama_standin.names import InvalidName, parse_name
 from ollama_standin.options import OptionError, Options, parse_options
+from ollama_standin.pacing import Pacer
 from ollama_standin.runtime import Runtime, rfc3339
 from ollama_standin.store import LocalModel, Store, StoreError
 from ollama_standin.version import MARKER, VERSION
@@ -352,7 +355,11 @@ class Handler(BaseHTTPRequestHandler):
             raise ApiError(400, window.TOO_LONG)
         dim = int(model.spec["embedding_length"])
         wanted = int(body.get("dimensions") or 0)
-        vectors = [embedding.embed(c.text, dim, model.name.model) for c in cut]
+        pacer = Pacer(self.server.settings.embed_seconds)
+        vectors: list[list[float]] = []
+        for c in cut:
+            vectors.append(embedding.embed(c.text, dim, model.name.model))
+            pacer.step()
         if 0 < wanted < dim:
             vectors = [embedding.renormalise(v[:wanted]) for v in vectors]
         self.send_json(
@@ -374,9 +381,11 @@ class Handler(BaseHTTPRequestHandler):
         prompt = str(body.get("prompt") or "")
         if window.head(prompt, num_ctx).truncated:
             raise ApiError(500, window.TOO_LONG)  # the legacy endpoint never truncates
-        vector = (
-            embedding.embed(prompt, int(model.spec["embedding_length"]), model.name.model) if prompt else []
-        )
+        vector: list[float] = []
+        if prompt:
+            pacer = Pacer(self.server.settings.embed_seconds)
+            vector = embedding.embed(prompt, int(model.spec["embedding_length"]), model.name.model)
+            pacer.step()
         self.send_json(200, {"embedding": vector})
 
     def _complete(self, body: dict[str, Any], verb: str, messages: list[window.Message], select: bool) -> None:
@@ -392,6 +401,7 @@ class Handler(BaseHTTPRequestHandler):
         keep_alive = self._keep_alive(body)
         loaded = self.server.runtime.touch(model, keep_alive, num_ctx)
         load_ns = _ns(start) if loaded else 0
+        prompt_pacer = Pacer(self.server.settings.prompt_token_seconds)
         is_chat = verb == "chat"
         label = str(body.get("model") or body.get("name"))
 
@@ -422,6 +432,7 @@ class Handler(BaseHTTPRequestHandler):
         prompt = window.truncate_prompt(window.render(kept), num_ctx, options.num_keep)
         if prompt.truncated and not truncate:
             raise ApiError(400, window.TOO_LONG)
+        prompt_pacer.step(prompt.tokens)  # prompt evaluation: what the runner was given
 
         users = [m.content for m in kept if m.role == "user"]
         question = sqlgen.question_of(users[-1] if users else prompt.text)
@@ -431,20 +442,23 @@ class Handler(BaseHTTPRequestHandler):
             text = sqlgen.answer(prompt.text, question, json_format=fmt == "json")
         num_predict = effective_num_predict(options.num_predict, num_ctx)
         outcome = Outcome()
-        chunks = decode(sqlgen.chunks(text), num_predict, options.stop, outcome)
         eval_start = time.perf_counter_ns()
+        # Lazy: each token's time passes as it is produced, between streamed chunks.
+        pacer = Pacer(self.server.settings.token_seconds)
+        chunks = decode(sqlgen.chunks(text), num_predict, options.stop, outcome, pacer.step)
 
         def stats(final: dict[str, Any]) -> dict[str, Any]:
+            end = time.perf_counter_ns()  # one reading, so the parts add up to total_duration
             final["done_reason"] = outcome.done_reason
             if not is_chat:
                 final["context"] = _token_ids([window.render(messages), "".join(outcome.text)])
             final.update(
-                total_duration=_ns(start),
+                total_duration=max(end - start, 1),
                 load_duration=load_ns,
                 prompt_eval_count=prompt.tokens,
                 prompt_eval_duration=max(eval_start - start - load_ns, 1),
                 eval_count=outcome.eval_count,
-                eval_duration=_ns(eval_start),
+                eval_duration=max(end - eval_start, 1),
             )
             return final
 
@@ -508,6 +522,9 @@ def serve(settings: Settings) -> int:
         "OLLAMA_KEEP_ALIVE": f"{settings.keep_alive:g}s",
         "OLLAMA_CONTEXT_LENGTH": str(settings.context_length),
         "OLLAMA_STANDIN_MIRROR": str(settings.mirror_dir or ""),
+        "OLLAMA_STANDIN_TOKEN_SECONDS": f"{settings.token_seconds:g}",
+        "OLLAMA_STANDIN_PROMPT_TOKEN_SECONDS": f"{settings.prompt_token_seconds:g}",
+        "OLLAMA_STANDIN_EMBED_SECONDS": f"{settings.embed_seconds:g}",
         **settings.recorded,
     }
     host, port = str(server.server_address[0]), server.server_address[1]
