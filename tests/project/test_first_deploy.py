@@ -262,3 +262,18 @@ def test_the_walk_through_names_only_commands_and_files_that_exist() -> None:
     assert {"bin/new-env", "bin/build", "terraform/bin/export-outputs", "playbooks/preflight.yml"} <= named
     missing = sorted(path for path in named if not (REPO / path).exists() and not (REPO / "docs" / path).exists())
     assert not missing, f"docs/first-deploy.md names what does not exist: {missing}"
+
+
+def test_a_rollout_batch_of_a_whole_tier_fails_preflight_naming_the_variable(
+        prod: dict, moto_url: str, tmp_path: Path) -> None:
+    """serial of 100% drains every edge (or backend) at once: refused before anything changes."""
+    rehearsal = Rehearsal(tmp_path, moto_url, prod)
+    rehearsal.fill_in_as_the_docs_say()
+    done = rehearsal.run(VENV_BIN / "ansible-playbook", "playbooks/preflight.yml", "-i", rehearsal.inventory,
+                         "--tags", "preflight_variables", "--vault-id", f"prod@{rehearsal.password}",
+                         "-e", json.dumps({"querygpt_edge_serial": "100%", "querygpt_backend_serial": ["100%"]}))
+    assert done.returncode != 0
+    problems = reported(done.stdout + done.stderr)
+    assert ("inputs", "querygpt_edge_serial") in problems and ("inputs", "querygpt_backend_serial") in problems, problems
+    assert "take all" in done.stdout and "playbooks/vars/rollout.yml" in done.stdout
+    # what the playbooks ship passes (test_everything_filled_in_as_the_docs_say_passes runs them)

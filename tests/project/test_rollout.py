@@ -1,0 +1,66 @@
+"""Rollout batches (plugins/filter/rollout.py) and the drain's wiring in the tier playbooks."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "plugins" / "filter"))
+from rollout import serial_batches, serial_problem  # noqa: E402
+
+
+@pytest.mark.parametrize(("serial", "hosts", "batches"), [
+    (1, 2, [1, 1]),
+    (["1", "100%"], 2, [1, 1]),
+    (["1", "100%"], 4, [1, 3]),
+    (["1", "50%"], 4, [1, 2, 1]),
+    (["1", "50%"], 2, [1, 1]),
+    ("100%", 2, [2]),
+    ("30%", 10, [3, 3, 3, 1]),
+    ("10%", 3, [1, 1, 1]),  # rounded down, at least one
+    (0, 3, [3]),  # 0: every host at once
+    ([], 3, [3]),
+    (5, 3, [3]),
+])
+def test_batches_follow_ansible_core(serial, hosts, batches):
+    assert serial_batches(serial, hosts) == batches
+
+
+@pytest.mark.parametrize(("serial", "hosts"), [
+    ("100%", 2), (2, 2), (0, 2), ("100%", 3), (["2"], 2), ([], 2)])
+def test_a_batch_of_the_whole_tier_is_a_problem(serial, hosts):
+    assert "take all" in serial_problem(serial, hosts)
+
+
+@pytest.mark.parametrize(("serial", "hosts"), [(1, 2), (["1", "50%"], 4), (["1", "100%"], 3), ("100%", 1)])
+def test_batches_that_leave_a_host_serving_pass(serial, hosts):
+    assert serial_problem(serial, hosts) == ""
+
+
+@pytest.mark.parametrize("serial", ["half", ["1", "x%"], None])
+def test_a_value_that_is_no_batch_size_is_named(serial):
+    assert "neither a host count nor a percentage" in serial_problem(serial, 2)
+
+
+def test_the_shipped_rollout_values_leave_a_host_serving_at_every_size():
+    values = yaml.safe_load((REPO / "playbooks" / "vars" / "rollout.yml").read_text())
+    for name in ("querygpt_edge_serial", "querygpt_backend_serial"):
+        for hosts in range(1, 12):
+            assert serial_problem(values[name], hosts) == "", (name, hosts)
+
+
+@pytest.mark.parametrize(("playbook", "hook", "serial"), [
+    ("edge.yml", "nginx_drain_tasks", "querygpt_edge_serial"),
+    ("app.yml", "backend_drain_tasks", "querygpt_backend_serial"),
+])
+def test_the_tier_playbooks_drain_and_take_serial_from_the_variable(playbook, hook, serial):
+    play = yaml.safe_load((REPO / "playbooks" / playbook).read_text())[0]
+    assert play["serial"] == "{{ " + serial + " }}"
+    assert "vars/rollout.yml" in play["vars_files"]
+    assert play["vars"][hook] == "{{ playbook_dir }}/tasks/drain.yml"
+    assert play["max_fail_percentage"] == 0
+    assert (REPO / "playbooks" / "tasks" / "drain.yml").is_file()
