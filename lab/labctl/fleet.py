@@ -109,7 +109,8 @@ def ensure_containers(image: str, public_key: str) -> list[LabHost]:
             if state != "true":
                 run(["docker", "start", name])
             continue
-        run(["docker", "run", "-d", "--name", name, "--hostname", host.name,
+        # A reboot inside a container ends its systemd; docker starts it again, as a VM boots.
+        run(["docker", "run", "-d", "--name", name, "--hostname", host.name, "--restart", "unless-stopped",
              "--label", f"{LABEL}=host", "--network", PREFIX + host.network, "--ip", host.address,
              *container_args(image)])
         if host.public_ip:
