@@ -1,0 +1,129 @@
+"""Rollouts under steady load, through the lab's load balancer (HAProxy on the `lb` host, the
+NLB's stand-in): a rolling backend release, an nginx configuration change and a rolling reboot
+of the edges and of the backends must each fail no request (docs/architecture.md, "Rollouts
+and drain"). The load is benchmarks/load.py's: kept-alive clients, health checks and
+questions; the Ollama stand-in takes a small GPU model's time, so questions are in flight
+when a host leaves its pool.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import uuid
+from pathlib import Path
+
+import httpx
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
+sys.path.insert(0, str(BENCHMARKS))
+from load import LoadRun, tls_context  # noqa: E402
+from labview import REPO, acme_root_pem, ansible_env  # noqa: E402
+from test_lab_edge import SCHEMA, write_pdf  # noqa: E402
+
+# Two clients asking questions and two checking health: below the edges' per-client query
+# rate (nginx_query_rate, 2 r/s) even while one edge takes all of it, since the load balancer
+# hides every client behind its own address.
+LOAD = {"concurrency": 4, "query_share": 0.5, "timeout": 60.0}
+
+
+class Site:
+    """The site as clients reach it: the load balancer's public address; each edge's certificate
+    carries its own name (the lab has no shared one), so either edge's name is accepted."""
+
+    def __init__(self, address: str, ca_pem: str, names: list[str], collection: str) -> None:
+        self.url, self.ca_pem, self.names, self.collection = f"https://{address}", ca_pem, names, collection
+
+    def load(self) -> LoadRun:
+        return LoadRun(self.url, ca_data=self.ca_pem, server_name=self.names[0], accept_names=self.names,
+                       collection=self.collection, **LOAD)
+
+    def request(self, method: str, path: str, **kw) -> httpx.Response:
+        """One request on a new connection (so the load balancer picks an edge for it)."""
+        context = tls_context(ca_data=self.ca_pem, accept_names=self.names)
+        with httpx.Client(verify=context, headers={"Host": self.names[0]}, trust_env=False) as client:
+            return client.request(method, self.url + path, extensions={"sni_hostname": self.names[0]}, **kw)
+
+
+@pytest.fixture(scope="module")
+def site(lab, tmp_path_factory) -> Site:
+    lb = lab.groups["lb"][0]
+    names = sorted(lab.render("nginx_server_name", h) for h in lab.groups["edge"])
+    site = Site(lab.hostvars[lb]["ec2_public_ip_address"], acme_root_pem(lab), names, f"rollout_{uuid.uuid4().hex[:8]}")
+    pdf = write_pdf(tmp_path_factory.mktemp("pdf") / "rollout-schema.pdf", ["Sales database schema", *SCHEMA])
+    resp = site.request("POST", "/api/upload", files={"pdf_file": (pdf.name, pdf.read_bytes(), "application/pdf")},
+                        data={"collection_name": site.collection}, timeout=120)
+    assert resp.status_code == 200, resp.text
+    return site
+
+
+def playbook(path: str, *args: str) -> subprocess.CompletedProcess:
+    done = subprocess.run([str(REPO / ".venv/bin/ansible-playbook"), path, "-i", "inventories/lab", *args],
+                          cwd=REPO, env=ansible_env(), capture_output=True, text=True, timeout=1200, check=False)
+    assert done.returncode == 0, done.stdout[-6000:] + done.stderr[-2000:]
+    return done
+
+
+def assert_no_failure(run: LoadRun) -> None:
+    result = run.result
+    assert result is not None
+    assert not result.failures, result.describe_failures()
+    queries = result.stats("/api/query")
+    assert queries["requests"] >= 10, result.report()  # questions really were in flight
+
+
+def haproxy(lab, command: str) -> str:
+    done = lab.exec(lab.groups["lb"][0], f"echo '{command}' | socat stdio /run/haproxy/admin.sock")
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def test_the_load_balancer_spreads_new_connections_over_both_edges(lab, site):
+    def servers() -> dict[str, tuple[int, str]]:
+        """HTTPS listener's servers: name -> (sessions so far, status), from HAProxy's stats."""
+        rows = [line.split(",") for line in haproxy(lab, "show stat").splitlines() if line.startswith("edge_https,")]
+        return {row[1]: (int(row[7]), row[17]) for row in rows if row[1] not in ("FRONTEND", "BACKEND")}
+
+    before = servers()
+    assert set(before) == set(lab.groups["edge"]), before
+    assert {status for _, status in before.values()} == {"UP"}, before
+    for _ in range(8):  # a new connection each: round robin
+        assert site.request("GET", "/api/health").status_code == 200
+    after = servers()
+    assert all(after[edge][0] - before[edge][0] >= 2 for edge in before), (before, after)
+
+
+def test_a_backend_release_rolls_out_under_load_without_a_failed_request(site):
+    """Each backend restarts (a changed environment file): it leaves the edges' upstreams,
+    finishes what is in flight, restarts, and rejoins once ready; then back again."""
+    with site.load() as run:
+        changed = playbook("playbooks/app.yml", "-e", "backend_request_timeout=119")
+        restored = playbook("playbooks/app.yml")
+    for done in (changed, restored):
+        # one batch per backend (the canary, then the other): each drained, restarted, put back
+        assert done.stdout.count("RUNNING HANDLER [backend : Restart querygpt-backend]") == 2
+        assert done.stdout.count("[Out - wait until no request from an edge is in flight]") == 2
+        assert done.stdout.count("[Mark this backend down, or up again, on every edge]") == 4
+    assert_no_failure(run)
+
+
+def test_an_nginx_configuration_change_under_load_fails_no_request(site):
+    """A reload: nginx answers the requests in flight on its old workers."""
+    with site.load() as run:
+        changed = playbook("playbooks/edge.yml", "-e", "nginx_backend_fail_timeout=11")
+        restored = playbook("playbooks/edge.yml")
+    for done in (changed, restored):
+        assert done.stdout.count("RUNNING HANDLER [nginx : Reload the nginx service]") == 2
+        assert "Take the edge out of the load balancer" not in done.stdout  # a reload drains nothing
+    assert_no_failure(run)
+
+
+@pytest.mark.parametrize("tier", ["edge", "backend"])
+def test_a_rolling_reboot_under_load_fails_no_request(lab, site, tier):
+    boots = {h: lab.exec(h, "cut -d ' ' -f 22 /proc/1/stat").stdout.strip() for h in lab.groups[tier]}
+    with site.load() as run:
+        playbook("playbooks/runbooks/rolling_reboot.yml", "-e", f"reboot_hosts={tier}")
+    assert_no_failure(run)
+    for host, before in boots.items():
+        assert lab.exec(host, "cut -d ' ' -f 22 /proc/1/stat").stdout.strip() != before, f"{host} did not reboot"
