@@ -79,6 +79,8 @@ def endpoints() -> list[str]:
                 peer = "edge" if group == "backend" else "backend"
                 lines.append(f"{'':18} {'':24} from {peer}: ssh -F {config} "
                              f"{groups[peer][0].address} curl -s {url.format(address=host.address)}")
+    for lb in groups.get("lb", []):  # the NLB's stand-in: what users would reach
+        lines.append(f"{'Load balancer':18} {lb.name:24} https://{lb.public_ip}/  (either edge's certificate)")
     lines.append(f"{'Bastion':18} {bastion.name:24} ssh -F {config} {bastion.public_ip}")
     lines.append(f"{'Inventory':18} {'':24} ansible-inventory -i inventories/lab --graph  (EC2 emulator {ec2.URL})")
     return lines
