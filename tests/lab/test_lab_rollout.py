@@ -103,8 +103,8 @@ def test_a_backend_release_rolls_out_under_load_without_a_failed_request(site):
     for done in (changed, restored):
         # one batch per backend (the canary, then the other): each drained, restarted, put back
         assert done.stdout.count("RUNNING HANDLER [backend : Restart querygpt-backend]") == 2
-        assert done.stdout.count("[Out - wait until no request from an edge is in flight]") == 2
-        assert done.stdout.count("[Mark this backend down, or up again, on every edge]") == 4
+        assert done.stdout.count("Out - wait until no request from an edge is in flight]") == 2
+        assert done.stdout.count("Mark this backend down, or up again, on every edge]") == 4
     assert_no_failure(run)
 
 
