@@ -101,12 +101,12 @@ def test_a_backend_release_rolls_out_under_load_without_a_failed_request(site):
     with site.load() as run:
         changed = playbook("playbooks/app.yml", "-e", "backend_request_timeout=119")
         restored = playbook("playbooks/app.yml")
+    assert_no_failure(run)
     for done in (changed, restored):
         # one batch per backend (the canary, then the other): each drained, restarted, put back
         assert done.stdout.count("RUNNING HANDLER [backend : Restart querygpt-backend]") == 2
-        assert done.stdout.count("Out - wait until no request from an edge is in flight]") == 2
-        assert done.stdout.count("Mark this backend down, or up again, on every edge]") == 4
-    assert_no_failure(run)
+        assert done.stdout.count("RUNNING HANDLER [backend : Out - wait until no request from an edge is in flight]") == 2
+        assert done.stdout.count("backend : Mark this backend down, or up again, on every edge]") == 4
 
 
 def test_an_nginx_configuration_change_under_load_fails_no_request(site):
@@ -114,10 +114,10 @@ def test_an_nginx_configuration_change_under_load_fails_no_request(site):
     with site.load() as run:
         changed = playbook("playbooks/edge.yml", "-e", "nginx_backend_fail_timeout=11")
         restored = playbook("playbooks/edge.yml")
+    assert_no_failure(run)
     for done in (changed, restored):
         assert done.stdout.count("RUNNING HANDLER [nginx : Reload the nginx service]") == 2
         assert "Take the edge out of the load balancer" not in done.stdout  # a reload drains nothing
-    assert_no_failure(run)
 
 
 @pytest.mark.parametrize("tier", ["edge", "backend"])
