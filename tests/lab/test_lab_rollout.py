@@ -95,29 +95,36 @@ def test_the_load_balancer_spreads_new_connections_over_both_edges(lab, site):
     assert all(after[edge][0] - before[edge][0] >= 2 for edge in before), (before, after)
 
 
-def test_a_backend_release_rolls_out_under_load_without_a_failed_request(site):
-    """Each backend restarts (a changed environment file): it leaves the edges' upstreams,
-    finishes what is in flight, restarts, and rejoins once ready; then back again."""
-    with site.load() as run:
-        changed = playbook("playbooks/app.yml", "-e", "backend_request_timeout=119")
-        restored = playbook("playbooks/app.yml")
-    assert_no_failure(run)
-    for done in (changed, restored):
-        # one batch per backend (the canary, then the other): each drained, restarted, put back
-        assert done.stdout.count("RUNNING HANDLER [backend : Restart querygpt-backend]") == 2
-        assert done.stdout.count("RUNNING HANDLER [backend : Out - wait until no request from an edge is in flight]") == 2
-        assert done.stdout.count("backend : Mark this backend down, or up again, on every edge]") == 4
+def other(lab, host: str, command: str, values: tuple[int, int]) -> int:
+    """Whichever of two values `command` (run on host) does not print: each run changes it."""
+    current = lab.exec(host, command).stdout.strip()
+    return values[1] if current == str(values[0]) else values[0]
 
 
-def test_an_nginx_configuration_change_under_load_fails_no_request(site):
-    """A reload: nginx answers the requests in flight on its old workers."""
+def test_a_backend_release_rolls_out_under_load_without_a_failed_request(lab, site):
+    """Each backend restarts (its environment file changes): it leaves the edges' upstreams,
+    finishes what is in flight, restarts and rejoins once ready. The new value stays until the
+    next converge (the lab tests run last in CI; another run of this test picks the other)."""
+    timeout = other(lab, lab.groups["backend"][0],
+                    "sed -n 's/^QUERYGPT_REQUEST_TIMEOUT=//p' /etc/querygpt/backend.env", (118, 119))
     with site.load() as run:
-        changed = playbook("playbooks/edge.yml", "-e", "nginx_backend_fail_timeout=11")
-        restored = playbook("playbooks/edge.yml")
+        done = playbook("playbooks/app.yml", "-e", f"backend_request_timeout={timeout}")
     assert_no_failure(run)
-    for done in (changed, restored):
-        assert done.stdout.count("RUNNING HANDLER [nginx : Reload the nginx service]") == 2
-        assert "Take the edge out of the load balancer" not in done.stdout  # a reload drains nothing
+    # one batch per backend (the canary, then the other): each drained, restarted, put back
+    assert done.stdout.count("RUNNING HANDLER [backend : Restart querygpt-backend]") == 2
+    assert done.stdout.count("RUNNING HANDLER [backend : Out - wait until no request from an edge is in flight]") == 2
+    assert done.stdout.count("backend : Mark this backend down, or up again, on every edge]") == 4
+
+
+def test_an_nginx_configuration_change_under_load_fails_no_request(lab, site):
+    """A reload: nginx answers the requests in flight on its old workers; nothing is drained."""
+    fail_timeout = other(lab, lab.groups["edge"][0],
+                         r"grep -o -m1 'fail_timeout=[0-9]*' /etc/nginx/nginx.conf | cut -d= -f2", (11, 12))
+    with site.load() as run:
+        done = playbook("playbooks/edge.yml", "-e", f"nginx_backend_fail_timeout={fail_timeout}")
+    assert_no_failure(run)
+    assert done.stdout.count("RUNNING HANDLER [nginx : Reload the nginx service]") == 2
+    assert "RUNNING HANDLER [nginx : Take the edge out of the load balancer]" not in done.stdout
 
 
 @pytest.mark.parametrize("tier", ["edge", "backend"])
