@@ -260,11 +260,13 @@ class LoadRun:
                  server_name: str | None = None, accept_names: Sequence[str] | None = None,
                  collection: str | None = None, concurrency: int = 4, seconds: float | None = None,
                  timeout: float = 60.0, query_share: float = 0.5, pause: float = 0.0,
-                 questions: Sequence[str] = QUESTIONS, seed: int | None = None) -> None:
+                 questions: Sequence[str] = QUESTIONS, seed: int | None = None, new_connections: int = 0) -> None:
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
         if not 0.0 <= query_share <= 1.0:
             raise ValueError("query_share must be between 0 and 1")
+        if not 0 <= new_connections <= concurrency:
+            raise ValueError("new_connections must be between 0 and concurrency")
         self.base_url = base_url.rstrip("/")
         self.server_name = server_name
         self.collection = collection
@@ -275,6 +277,10 @@ class LoadRun:
         self.pause = pause
         self.questions = tuple(questions)
         self.seed = seed
+        # Workers that open a new connection for every request ("Connection: close"), as many
+        # different clients do: they meet a host that stopped accepting, which kept-alive
+        # clients (reconnecting only when a connection closes) rarely do.
+        self.new_connections = new_connections
         self._context = (tls_context(ca, ca_data, accept_names)
                          if self.base_url.startswith("https://") else None)
         self._stop = threading.Event()
@@ -346,6 +352,7 @@ class LoadRun:
     def _work(self, worker: int, client: httpx.Client) -> None:
         rng = random.Random(None if self.seed is None else self.seed + worker)
         extensions = {"sni_hostname": self.server_name} if self.server_name else None
+        headers = {"Connection": "close"} if worker < self.new_connections else None
         self._running.release()
         self._go.wait()
         end = None if self.seconds is None else self._t0 + self.seconds
@@ -359,7 +366,8 @@ class LoadRun:
                 sent = time.monotonic()
                 failure: tuple[str, str, int | None] | None = None
                 try:
-                    resp = client.request(method, self.base_url + path, json=body, extensions=extensions)
+                    resp = client.request(method, self.base_url + path, json=body, headers=headers,
+                                          extensions=extensions)
                     if resp.status_code != 200:
                         text = resp.text[:200].replace("\n", " ")
                         failure = ("http", f"HTTP {resp.status_code}: {text}", resp.status_code)
@@ -398,12 +406,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--accept-names", nargs="+", metavar="NAME",
                         help="the certificate must match one of these names (not --server-name)")
     parser.add_argument("--seed", type=int, help="seed the request mix (per worker)")
+    parser.add_argument("--new-connections", type=int, default=0, metavar="N",
+                        help="N of the workers open a new connection for every request (default 0)")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
     args = parser.parse_args(argv)
 
     run = LoadRun(args.url, ca=args.ca, server_name=args.server_name, accept_names=args.accept_names,
                   collection=args.collection, concurrency=args.concurrency, seconds=args.seconds,
-                  timeout=args.timeout, query_share=args.query_share, pause=args.pause, seed=args.seed)
+                  timeout=args.timeout, query_share=args.query_share, pause=args.pause, seed=args.seed,
+                  new_connections=args.new_connections)
     on_main = threading.current_thread() is threading.main_thread()
     previous = {}
     if on_main:  # Ctrl-C and SIGTERM end the run early, with its summary

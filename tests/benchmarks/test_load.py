@@ -232,6 +232,17 @@ def test_counts_and_percentiles_are_those_of_the_requests_the_site_answered(site
     assert s.handshakes == {EDGE1: 1, EDGE2: 1}
 
 
+def test_new_connection_workers_open_a_connection_per_request(site, certs) -> None:
+    s = site()
+    result = run_for(s.url, certs, 0.6, concurrency=2, query_share=0.0, pause=0.05, new_connections=1)
+    assert result.failures == [], result.describe_failures()
+    # kept alive, two workers shake hands twice in all (the test above); here the second worker
+    # shook hands for each of its requests
+    assert 4 <= sum(s.handshakes.values()) <= result.requests
+    with pytest.raises(ValueError, match="new_connections"):
+        LoadRun(s.url, concurrency=1, new_connections=2)
+
+
 def test_query_share_sets_the_mix(site, certs) -> None:
     s = site()
     run_for(s.url, certs, 0.5, concurrency=1, query_share=0.0)
