@@ -49,7 +49,6 @@ timeout); each failure record has its own elapsed time. Throughput counts every 
 from __future__ import annotations
 
 import argparse
-import ipaddress
 import json
 import random
 import signal
@@ -63,6 +62,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import httpx
+from urllib3.util.ssl_match_hostname import CertificateError, match_hostname
 
 HERE = str(Path(__file__).resolve().parent)
 if HERE not in sys.path:  # imported as benchmarks.load rather than with benchmarks/ on sys.path
@@ -89,27 +89,17 @@ def certificate_names(cert: dict) -> list[str]:
     return [value for kind, value in cert.get("subjectAltName", ()) if kind in ("DNS", "IP Address")]
 
 
-def name_matches(pattern: str, name: str) -> bool:
-    """Whether a certificate's name (pattern) covers `name`: case-insensitive, a wildcard only as
-    the whole leftmost label and covering exactly one label; IP addresses compared as addresses."""
-    try:
-        return ipaddress.ip_address(pattern) == ipaddress.ip_address(name)
-    except ValueError:
-        pass
-    pattern, name = pattern.lower().rstrip("."), name.lower().rstrip(".")
-    if pattern.startswith("*."):
-        head, _, tail = name.partition(".")
-        return bool(head) and tail == pattern[2:]
-    return "*" not in pattern and pattern == name
-
-
 def check_accepted(cert: dict, accept_names: Sequence[str]) -> None:
     """Raise ssl.SSLCertVerificationError unless one of the certificate's names matches one of
     accept_names."""
-    names = certificate_names(cert)
-    if not any(name_matches(n, want) for n in names for want in accept_names):
-        raise ssl.SSLCertVerificationError(
-            f"certificate names {names} match none of the accepted names {list(accept_names)}")
+    for want in accept_names:
+        try:
+            match_hostname(cert, want)  # urllib3's copy of CPython's ssl.match_hostname (RFC 6125)
+            return
+        except CertificateError:
+            continue
+    raise ssl.SSLCertVerificationError(
+        f"certificate names {certificate_names(cert)} match none of the accepted names {list(accept_names)}")
 
 
 def tls_context(ca: str | Path | None = None, ca_data: str | None = None,

@@ -312,15 +312,21 @@ def test_without_accept_names_the_server_name_is_checked(site, certs) -> None:
     assert bad.failures and {f.kind for f in bad.failures} == {"tls"}
 
 
-def test_name_matching_follows_rfc_6125() -> None:
-    assert load.name_matches("edge-1.querygpt.test", "EDGE-1.querygpt.test.")
-    assert load.name_matches("*.querygpt.test", "edge-1.querygpt.test")
-    assert not load.name_matches("*.querygpt.test", "a.edge-1.querygpt.test")
-    assert not load.name_matches("*.querygpt.test", "querygpt.test")
-    assert not load.name_matches("edge-*.querygpt.test", "edge-1.querygpt.test")
-    assert not load.name_matches("edge-1.querygpt.test", "edge-2.querygpt.test")
-    assert load.name_matches("198.51.100.20", "198.51.100.20")
-    assert not load.name_matches("198.51.100.20", "198.51.100.21")
+def test_a_certificate_matches_when_one_of_its_names_covers_one_accepted_name() -> None:
+    def accepted(sans: list[tuple[str, str]], names: list[str]) -> bool:
+        try:
+            load.check_accepted({"subjectAltName": tuple(sans)}, names)
+            return True
+        except ssl.SSLCertVerificationError:
+            return False
+
+    assert accepted([("DNS", "edge-2.querygpt.test")], ["edge-1.querygpt.test", "EDGE-2.querygpt.test"])
+    assert accepted([("DNS", "*.querygpt.test")], ["edge-1.querygpt.test"])
+    assert not accepted([("DNS", "*.querygpt.test")], ["a.edge-1.querygpt.test", "querygpt.test"])
+    assert not accepted([("DNS", "edge-1.querygpt.test")], ["edge-2.querygpt.test"])
+    assert accepted([("IP Address", "198.51.100.20")], ["198.51.100.20"])
+    assert not accepted([("IP Address", "198.51.100.20")], ["198.51.100.21"])
+    assert not accepted([], ["edge-1.querygpt.test"])
 
 
 def test_the_run_ends_within_its_duration_and_the_timeout(site, certs) -> None:
