@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 import uuid
 from pathlib import Path
 
@@ -128,6 +129,27 @@ def test_an_nginx_configuration_change_under_load_fails_no_request(lab, site):
     assert_no_failure(run)
     assert done.stdout.count("RUNNING HANDLER [nginx : Reload the nginx service]") == 2
     assert "RUNNING HANDLER [nginx : Take the edge out of the load balancer]" not in done.stdout
+
+
+@pytest.mark.parametrize(("group", "unit", "probe"), [
+    ("edge", "nginx", "curl -sfk -o /dev/null https://127.0.0.1/"),
+    ("backend", "querygpt-backend", "curl -sf -o /dev/null http://{address}:8000/health"),
+    ("qdrant", "qdrant", "curl -sf -o /dev/null http://{address}:6333/healthz"),
+    ("ollama", "ollama", "curl -sf -o /dev/null http://127.0.0.1:11434/api/version"),
+])
+def test_a_service_killed_with_sigkill_answers_again_within_10_s(lab, group, unit, probe):
+    """kill -9 of every process of the service: systemd starts it again (Restart=on-failure)."""
+    host = lab.groups[group][0]
+    probe = probe.format(address=lab.address(host))
+    assert lab.exec(host, probe).returncode == 0, f"{unit} does not answer before the kill"
+    assert lab.exec(host, f"systemctl kill --signal=KILL {unit}").returncode == 0
+    killed = time.monotonic()
+    time.sleep(0.5)  # the processes are gone before the first probe
+    while lab.exec(host, probe).returncode != 0:
+        assert time.monotonic() - killed < 30, f"{unit} did not answer again within 30 s"
+        time.sleep(0.2)
+    back = time.monotonic() - killed
+    assert back <= 10, f"{unit} answered again only after {back:.1f} s"
 
 
 @pytest.mark.parametrize("tier", ["edge", "backend"])
