@@ -1,9 +1,10 @@
 """Rollouts under steady load, through the lab's load balancer (HAProxy on the `lb` host, the
 NLB's stand-in): a rolling backend release, an nginx configuration change and a rolling reboot
 of the edges and of the backends must each fail no request (docs/architecture.md, "Rollouts
-and drain"). The load is benchmarks/load.py's: kept-alive clients, health checks and
-questions; the Ollama stand-in takes a small GPU model's time, so questions are in flight
-when a host leaves its pool.
+and drain"). The load is benchmarks/load.py's: kept-alive clients and clients on new
+connections, health checks and questions; the Ollama stand-in takes a small GPU model's time,
+so questions are in flight when a host leaves its pool. And every service killed with SIGKILL
+answers again within 10 s.
 """
 
 from __future__ import annotations
