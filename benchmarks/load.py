@@ -42,6 +42,12 @@ A request fails when (kind, in the failure records):
     read      the connection broke or closed before the whole response arrived
     http      the response status was not 200 (both paths answer 200 when healthy)
     other     anything else the client raised
+A request sent on a kept-alive connection that the server closed before any byte of a response
+came back (it closed the idle connection as the request went out: a drain's reload, a
+keep-alive timeout) is sent once more on a new connection, as browsers and HTTP libraries do
+(RFC 9112, 9.3.1: the server cannot have answered it). Such a retry is not a failure; the run
+counts them ("stale retries") and records each. The retry's own failure is a failure; so is the
+same error on a new connection, or after response bytes arrived.
 Latency percentiles are of the requests that succeeded (a timed-out request's latency is the
 timeout); each failure record has its own elapsed time. Throughput counts every completed request.
 """
@@ -154,6 +160,9 @@ class Result:
     concurrency: int
     latencies_ms: dict[str, list[float]] = field(default_factory=dict)  # successful requests, per path
     failures: list[Failure] = field(default_factory=list)
+    # Requests sent again after a kept-alive connection closed under them (module docstring);
+    # what the first attempt met, recorded like a failure (kind "read" or "write").
+    stale_retries: list[Failure] = field(default_factory=list)
 
     @property
     def ok(self) -> int:
@@ -187,7 +196,7 @@ class Result:
             return {k: round(v, 2) if isinstance(v, float) else v for k, v in stats.items()}
         return {"base_url": self.base_url, "started": self.started, "seconds": round(self.seconds, 3),
                 "concurrency": self.concurrency, **rounded(self.stats()),
-                "failures_by_kind": self.failures_by_kind(),
+                "failures_by_kind": self.failures_by_kind(), "stale_retries": len(self.stale_retries),
                 "paths": {p: rounded(self.stats(p)) for p in PATHS},
                 "failure_records": [asdict(f) for f in self.failures]}
 
@@ -212,6 +221,10 @@ class Result:
             lines.append(f"{name:<12} {s['requests']:>8} {s['failures']:>6} {s['rps']:>8.1f} "
                          f"{ms(s['p50_ms'])} {ms(s['p95_ms'])} {ms(s['p99_ms'])}")
         lines.append(self.describe_failures())
+        if self.stale_retries:
+            lines.append(f"{len(self.stale_retries)} requests sent again after their kept-alive "
+                         "connection closed before any response byte:")
+            lines += [f"  {f}" for f in self.stale_retries[:20]]
         return "\n".join(lines)
 
 
@@ -236,6 +249,18 @@ def classify(exc: Exception) -> tuple[str, str]:
     text = root.args[0] if len(root.args) == 1 and isinstance(root.args[0], str) else str(root)
     message = f"{type(root).__name__}: {text}" if text else type(root).__name__
     return kind, message[:300]
+
+
+def stale_connection(exc: Exception, events: Sequence[str]) -> bool:
+    """Whether a request failed on a kept-alive connection the server had closed, before any response.
+
+    `events` are the request's httpcore trace events: no "connect_tcp" means the connection was
+    reused; no completed "receive_response_headers" means no response arrived. Only a closed or
+    reset connection qualifies (not a timeout, nor a TLS or HTTP error).
+    """
+    reused = not any(e.startswith("connection.connect_tcp.") for e in events)
+    answered = any(e.endswith("receive_response_headers.complete") for e in events)
+    return reused and not answered and isinstance(exc, (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError))
 
 
 class LoadRun:
@@ -280,6 +305,7 @@ class LoadRun:
         self._threads: list[threading.Thread] = []
         self._latencies: dict[str, list[float]] = {p: [] for p in PATHS}
         self._failures: list[Failure] = []
+        self._retries: list[Failure] = []
         self._t0 = 0.0
         self._ended: list[float] = []  # when each worker ended
         self._started = ""
@@ -326,7 +352,8 @@ class LoadRun:
             end = max(self._ended) if done else time.monotonic() if self._t0 else 0.0
             return Result(self.base_url, self._started, end - self._t0, self.concurrency,
                           {p: list(v) for p, v in self._latencies.items()},
-                          sorted(self._failures, key=lambda f: f.at))
+                          sorted(self._failures, key=lambda f: f.at),
+                          sorted(self._retries, key=lambda f: f.at))
 
     def _client(self) -> httpx.Client:
         return httpx.Client(
@@ -338,6 +365,28 @@ class LoadRun:
             trust_env=False,  # no proxy from the environment between the client and the site
             follow_redirects=False,
         )
+
+    def _send(self, client: httpx.Client, method: str, path: str, body: Any, headers: dict | None,
+              extensions: dict | None, worker: int, sent: float) -> tuple[str, str, int | None] | None:
+        """Send one request (again, once, if a kept-alive connection closed under it); the failure, if any."""
+        for attempt in (1, 2):
+            events: list[str] = []
+            try:
+                resp = client.request(method, self.base_url + path, json=body, headers=headers,
+                                      extensions={**(extensions or {}), "trace": lambda name, _: events.append(name)})
+            except Exception as exc:  # every failure is a record; a worker never dies of one
+                kind, message = classify(exc)
+                if attempt == 1 and stale_connection(exc, events):
+                    with self._lock:
+                        self._retries.append(Failure(round(sent - self._t0, 3), kind, path, message, None,
+                                                     round((time.monotonic() - sent) * 1000, 1), worker))
+                    continue
+                return kind, message, None
+            if resp.status_code != 200:
+                text = resp.text[:200].replace("\n", " ")
+                return "http", f"HTTP {resp.status_code}: {text}", resp.status_code
+            return None
+        raise AssertionError("unreachable: the second attempt returns")
 
     def _work(self, worker: int, client: httpx.Client) -> None:
         rng = random.Random(None if self.seed is None else self.seed + worker)
@@ -354,16 +403,7 @@ class LoadRun:
                 else:
                     path, method, body = HEALTH, "GET", None
                 sent = time.monotonic()
-                failure: tuple[str, str, int | None] | None = None
-                try:
-                    resp = client.request(method, self.base_url + path, json=body, headers=headers,
-                                          extensions=extensions)
-                    if resp.status_code != 200:
-                        text = resp.text[:200].replace("\n", " ")
-                        failure = ("http", f"HTTP {resp.status_code}: {text}", resp.status_code)
-                except Exception as exc:  # every failure is a record; a worker never dies of one
-                    kind, message = classify(exc)
-                    failure = (kind, message, None)
+                failure = self._send(client, method, path, body, headers, extensions, worker, sent)
                 elapsed = (time.monotonic() - sent) * 1000
                 with self._lock:
                     if failure is None:

@@ -5,7 +5,7 @@ The site is a threaded HTTP/1.1 server on loopback with certificates from a CA m
 the lab's load balancer in front of edges with names of their own, it answers each new
 connection with the next of its certificates in turn (edge-1.querygpt.test, edge-2...), so a
 client cannot know which name it will see. Each path can be told to answer a status, drop the
-connection, hang, or wait before answering; the site counts what it received and answered, so
+connection, drop it only when it was kept alive ("stale"), hang, or wait before answering; the site counts what it received and answered, so
 the load generator's figures are checked against the server's, not against the clock.
 """
 
@@ -122,6 +122,10 @@ class Handler(BaseHTTPRequestHandler):
             if body is not None:
                 site.bodies.append(body)
         action = site.actions.get(self.path, 200 if self.path in (HEALTH, QUERY) else 404)
+        served = getattr(self, "served", 0)  # requests answered on this connection (one handler each)
+        if action == "stale":  # a kept-alive connection closes as the next request arrives on it
+            action = "drop" if served else 200
+        self.served = served + 1
         if action in ("drop", "hang"):
             if action == "hang":
                 site.release.wait(60)
@@ -271,6 +275,23 @@ def test_a_dropped_connection_is_a_read_failure(site, certs) -> None:
     assert len(result.failures) == s.received[HEALTH] > 0
     assert {f.kind for f in result.failures} == {"read"}
     assert all(f.message for f in result.failures)
+    # each was a new connection, so none was sent again
+    assert result.stale_retries == []
+
+
+def test_a_kept_alive_connection_closed_under_a_request_is_retried_once_on_a_new_one(site, certs) -> None:
+    s = site()
+    s.actions[HEALTH] = s.actions[QUERY] = "stale"
+    result = run_for(s.url, certs, 0.6, concurrency=2, seed=3, pause=0.01, collection="shop")
+    assert result.failures == [], result.describe_failures()
+    # every request but a worker's first met a closing kept-alive connection, and was answered
+    # on a new one: the site received each of those twice
+    assert result.ok == sum(s.answered.values()) > 4
+    assert len(result.stale_retries) == sum(s.received.values()) - result.ok >= result.ok - 2
+    assert {f.kind for f in result.stale_retries} == {"read"}
+    assert len(s.bodies) == s.received[QUERY]  # a query sent again carried its body again
+    assert "sent again" in result.report()
+    assert result.summary()["stale_retries"] == len(result.stale_retries)
 
 
 def test_a_refused_connection_is_a_connect_failure(certs) -> None:
