@@ -21,7 +21,7 @@ instance_types = {
 edge_count    = 2
 backend_count = 2
 qdrant_count  = 1
-ollama_count  = 1
+ollama_count  = 2
 
 # Operators reach the bastion from the controller, the gateway of the lab's "internet"
 # network (lab/labctl/fleet.py).

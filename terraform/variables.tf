@@ -241,9 +241,9 @@ variable "qdrant_count" {
 }
 
 variable "ollama_count" {
-  description = "Number of Ollama GPU instances."
+  description = "Number of Ollama GPU instances: a pool spread over the zones (instance i in zone i mod az_count); the backend spreads its calls over all of them and retries on another. 1 = no failover."
   type        = number
-  default     = 1
+  default     = 2
 
   validation {
     condition     = var.ollama_count >= 1 && floor(var.ollama_count) == var.ollama_count

@@ -27,10 +27,12 @@ def test_qdrant_is_open_to_every_backend_across_azs(lab, port):
         assert lab.exec(backend, PROBE.format(address=qdrant, port=port)).stdout.strip() == "open", backend
 
 
-def test_ollama_is_open_to_every_backend(lab):
-    ollama = lab.address(lab.groups["ollama"][0])
-    for backend in lab.groups["backend"]:
-        assert lab.exec(backend, PROBE.format(address=ollama, port=11434)).stdout.strip() == "open", backend
+def test_every_ollama_host_is_open_to_every_backend(lab):
+    assert len(lab.groups["ollama"]) >= 2, "the lab runs an Ollama pool"
+    for host in lab.groups["ollama"]:
+        ollama = lab.address(host)
+        for backend in lab.groups["backend"]:
+            assert lab.exec(backend, PROBE.format(address=ollama, port=11434)).stdout.strip() == "open", (backend, host)
 
 
 @pytest.mark.parametrize("group", ["edge", "bastion"])
@@ -70,8 +72,9 @@ def _ollama_call(lab, source: str, ollama: str, method: str, path: str, body: st
     return status, text
 
 
-def test_backends_reach_only_the_calls_they_need_on_ollama(lab):
-    ollama = lab.groups["ollama"][0]
+@pytest.mark.parametrize("index", [0, 1])
+def test_backends_reach_only_the_calls_they_need_on_ollama(lab, index):
+    ollama = lab.groups["ollama"][index]
     for backend in lab.groups["backend"]:
         status, text = _ollama_call(lab, backend, ollama, "POST", "/api/embed",
                                     '{"model": "all-minilm:l6-v2", "input": ["lab probe"]}')
@@ -107,8 +110,9 @@ def test_qdrant_enforces_its_api_keys(lab, vault):
     assert lab.exec(backend, create).stdout == "403"
 
 
-def test_ollama_serves_the_pinned_models_at_their_pinned_digests(lab):
-    ollama = lab.groups["ollama"][0]
+@pytest.mark.parametrize("index", [0, 1])
+def test_every_ollama_host_serves_the_pinned_models_at_their_pinned_digests(lab, index):
+    ollama = lab.groups["ollama"][index]
     # /api/tags is model management: the backends get 403 for it, the host itself lists them
     tags = json.loads(lab.exec(ollama, "curl -sf http://127.0.0.1:11434/api/tags").stdout)
     served = {m["name"]: m["digest"] for m in tags["models"]}

@@ -101,11 +101,11 @@ def test_every_dashboard_query_returns_series(lab, mon, backup_metrics, expr):
 def test_alert_rules_are_loaded(lab, mon):
     groups = curl_json(lab, mon, f"{prom(lab, mon)}/api/v1/rules?type=alert")["data"]["groups"]
     rules = {r["name"]: r for g in groups for r in g["rules"]}
-    assert len(rules) == 11
+    assert len(rules) == 12
     assert all(r["health"] == "ok" for r in rules.values()), {n: r.get("lastError") for n, r in rules.items()}
 
 
-def test_stopping_ollama_raises_ollamadown_at_the_webhook_receiver(lab, mon):
+def test_stopping_one_ollama_host_raises_ollamadown_and_the_pool_still_serves(lab, mon):
     ollama = lab.groups["ollama"][0]
     receiver = "http://127.0.0.1:9099/alerts"
     curl_json(lab, mon, receiver, method="DELETE")
@@ -122,8 +122,14 @@ def test_stopping_ollama_raises_ollamadown_at_the_webhook_receiver(lab, mon):
         assert alerts, "OllamaDown did not reach the webhook receiver within 3 minutes"
         labels = alerts[0]["labels"]
         assert labels["instance"] == ollama and labels["tier"] == "ollama" and labels["env"] == "lab"
-        assert labels["severity"] == "critical"
+        # one host of the pool: a warning, and the pool still serves (every backend is ready)
+        assert labels["severity"] == "warning"
         assert alerts[0]["annotations"]["runbook_url"].endswith("docs/runbooks/alerts.md#ollamadown")
+        for backend in lab.groups["backend"]:
+            ready = lab.exec(backend, f"curl -s -o /dev/null -w '%{{http_code}}' http://{lab.address(backend)}:8000/ready")
+            assert ready.stdout == "200", (backend, ready.stdout, ready.stderr)
+        pool = query(lab, mon, 'ALERTS{alertname="OllamaPoolDown"}')["data"]["result"]
+        assert pool == [], pool
     finally:
         start = lab.ssh(ollama, "sudo systemctl start ollama")
         assert start.returncode == 0, start.stderr

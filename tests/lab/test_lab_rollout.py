@@ -3,8 +3,10 @@ NLB's stand-in): a rolling backend release, an nginx configuration change and a 
 of the edges and of the backends must each fail no request (docs/architecture.md, "Rollouts
 and drain"). The load is benchmarks/load.py's: kept-alive clients and clients on new
 connections, health checks and questions; the Ollama stand-in takes a small GPU model's time,
-so questions are in flight when a host leaves its pool. And every service killed with SIGKILL
-answers again within 10 s.
+so questions are in flight when a host leaves its pool. A request that meets a kept-alive
+connection closing under it is sent again, as browsers do, and counted apart (load.py). Every
+service killed with SIGKILL answers again within 10 s, and a rolling reboot of a tier of one
+host is refused before anything changes.
 """
 
 from __future__ import annotations
@@ -161,3 +163,16 @@ def test_a_rolling_reboot_under_load_fails_no_request(lab, site, tier):
     assert_no_failure(run)
     for host, before in boots.items():
         assert lab.exec(host, "cut -d ' ' -f 22 /proc/1/stat").stdout.strip() != before, f"{host} did not reboot"
+
+
+def test_a_rolling_reboot_of_a_one_host_tier_is_refused_before_any_change(lab):
+    host = lab.groups["monitoring"][0]
+    assert len(lab.groups["monitoring"]) == 1
+    before = lab.exec(host, "cut -d ' ' -f 22 /proc/1/stat").stdout.strip()
+    done = subprocess.run([str(REPO / ".venv/bin/ansible-playbook"), "playbooks/runbooks/rolling_reboot.yml",
+                           "-i", "inventories/lab", "-e", "reboot_hosts=monitoring"],
+                          cwd=REPO, env=ansible_env(), capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode != 0, done.stdout[-3000:]
+    assert "reboot_allow_outage:" in done.stdout and "has no peer to serve while it" in done.stdout, done.stdout[-3000:]
+    assert "TASK [Reboot]" not in done.stdout
+    assert lab.exec(host, "cut -d ' ' -f 22 /proc/1/stat").stdout.strip() == before

@@ -47,7 +47,7 @@ def test_the_lab_fleet_is_what_terraform_would_create():
     roles = [h.role for h in hosts]
     # terraform/*.tf with lab/fleet.tfvars, plus the lab-only helpers
     assert sorted(roles) == sorted(["bastion", "edge", "edge", "backend", "backend", "qdrant", "ollama",
-                                    "monitoring", "acme", "s3", "lb"])
+                                    "ollama", "monitoring", "acme", "s3", "lb"])
     assert len({h.address for h in hosts}) == len(hosts), "two lab hosts share an address"
     for host in hosts:
         assert ipaddress.ip_address(host.address) in host.subnet.cidr, host
@@ -57,9 +57,11 @@ def test_the_lab_fleet_is_what_terraform_would_create():
     lb = next(h for h in hosts if h.role == "lb")
     assert lb.subnet.kind == "public" and lb.public_ip == ec2.LB_PUBLIC_IP
     assert all(h.subnet.kind == "private" and not h.public_ip for h in hosts if h.role not in ("bastion", "lb"))
-    # one edge and one backend per zone, as terraform places instance i in zone i % az_count
-    assert len({h.subnet.zone for h in hosts if h.role == "edge"}) == 2
-    assert [h.data_devices for h in hosts if h.role in ("qdrant", "ollama")] == [("/dev/sdf",), ("/dev/sdf",)]
+    # one edge, one backend and one Ollama host per zone, as terraform places instance i in zone
+    # i % az_count
+    for role in ("edge", "backend", "ollama"):
+        assert len({h.subnet.zone for h in hosts if h.role == role}) == 2, role
+    assert [h.data_devices for h in hosts if h.role in ("qdrant", "ollama")] == [("/dev/sdf",)] * 3
     assert {h.name for h in hosts} >= {"querygpt-lab-bastion", "querygpt-lab-edge-1", "querygpt-lab-acme-1"}
 
 

@@ -8,6 +8,8 @@ failure here means the input was refused, not that the harness is broken.
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import yaml
 
@@ -16,10 +18,11 @@ from preflight_harness import REPO, run_batch, run_role
 VERSION = (REPO / "app/backend/src/querygpt/__init__.py").read_text().split('__version__ = "')[1].split('"')[0]
 # The wiring layer's URLs, computed from the inventory groups exactly as in production.
 SERVICES = yaml.safe_load((REPO / "group_vars" / "all" / "services.yml").read_text())
-WIRED_URLS = {"backend_qdrant_url": SERVICES["backend_qdrant_url"], "backend_ollama_url": SERVICES["backend_ollama_url"],
+WIRED_URLS = {"backend_qdrant_url": SERVICES["backend_qdrant_url"], "backend_ollama_urls": SERVICES["backend_ollama_urls"],
               "qdrant_http_port": 6333, "ollama_port": 11434}
 UPSTREAMS = {"qdrant": {"qdrant-1": {"querygpt_private_address": "10.0.2.10"}},
-             "ollama": {"ollama-1": {"querygpt_private_address": "10.0.3.10"}}}
+             "ollama": {"ollama-1": {"querygpt_private_address": "10.0.3.10"},
+                        "ollama-2": {"querygpt_private_address": "10.0.4.10"}}}
 
 
 def run(tmp_path, overrides=None, **kwargs):
@@ -39,7 +42,7 @@ BAD_INPUT = [
     ({"backend_bind_address": "0.0.0.0"}, 'backend_bind_address: got "0.0.0.0"'),
     ({"backend_top_k": 0}, "backend_top_k: expected 1-100"),
     ({"backend_workers": 65}, "backend_workers: expected 1-64"),
-    ({"backend_ollama_url": "ftp://x"}, 'backend_ollama_url: got "ftp://x"'),
+    ({"backend_ollama_urls": ["http://10.0.3.10:11434", "ftp://x"]}, 'backend_ollama_urls: got ["http://10.0.3.10:11434", "ftp://x"]'),
     ({"backend_qdrant_url": ""}, 'backend_qdrant_url: got ""'),
     ({"backend_wheelhouse_archive": "relative/wheels.zip"}, "backend_wheelhouse_archive: got"),
     ({"backend_documents_bucket": ""}, "backend_documents_bucket: is empty"),
@@ -70,6 +73,12 @@ def test_bad_input_fails_naming_the_variable(bad_input_runs, case, needle):
     bad_input_runs[case].assert_refused(needle)
 
 
+@pytest.mark.parametrize("urls", [[], ["http://10.0.3.10:11434", "http://10.0.3.10:11434"], "http://10.0.3.10:11434"],
+                         ids=["empty", "duplicate", "a string"])
+def test_the_ollama_pool_is_a_list_of_distinct_urls(tmp_path, urls):
+    run(tmp_path, {"backend_ollama_urls": urls}).assert_refused(f"backend_ollama_urls: got {json.dumps(urls)}")
+
+
 def test_every_problem_is_reported_in_one_run(tmp_path):
     result = run(tmp_path, {"backend_qdrant_api_key": "", "backend_top_k": 0, "backend_port": 70000,
                             "backend_wheelhouse_archive": "wheels.zip"})
@@ -79,14 +88,19 @@ def test_every_problem_is_reported_in_one_run(tmp_path):
 
 
 def test_upstream_urls_come_from_the_groups(tmp_path):
-    run(tmp_path, WIRED_URLS, groups=UPSTREAMS).assert_ok()
+    result = run(tmp_path, WIRED_URLS, groups=UPSTREAMS,
+                 show={"qdrant": "{{ backend_qdrant_url }}", "ollama": "{{ backend_ollama_urls }}"})
+    result.assert_ok()
+    # the pool is every ollama host, in inventory order
+    assert result.shown == {"qdrant": "http://10.0.2.10:6333",
+                            "ollama": ["http://10.0.3.10:11434", "http://10.0.4.10:11434"]}
 
 
-@pytest.mark.parametrize("missing", ["qdrant", "ollama"])
-def test_a_url_the_wiring_cannot_compute_is_named(tmp_path, missing):
+@pytest.mark.parametrize(("missing", "var"), [("qdrant", "backend_qdrant_url"), ("ollama", "backend_ollama_urls")])
+def test_a_url_the_wiring_cannot_compute_is_named(tmp_path, missing, var):
     groups = {name: hosts for name, hosts in UPSTREAMS.items() if name != missing}
     result = run(tmp_path, WIRED_URLS, groups=groups)
-    result.assert_refused(f"backend_{missing}_url: cannot be computed")
+    result.assert_refused(f"{var}: cannot be computed")
     assert not result.failures, "the other checks still ran"
 
 

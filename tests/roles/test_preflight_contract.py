@@ -135,8 +135,8 @@ def test_no_role_hides_another_in_its_dependencies(role):
 
 # Several bad variables per role: ALL are reported in ONE run, each naming its variable.
 BAD = {
-    "backend": ({"backend_top_k": 0, "backend_qdrant_api_key": "", "backend_ollama_url": "ftp://x"},
-                ["backend_top_k: expected 1-100", "backend_qdrant_api_key: is empty", "backend_ollama_url: got"]),
+    "backend": ({"backend_top_k": 0, "backend_qdrant_api_key": "", "backend_ollama_urls": ["ftp://x"]},
+                ["backend_top_k: expected 1-100", "backend_qdrant_api_key: is empty", "backend_ollama_urls: got"]),
     "backup": ({"backup_cron_hour": "two", "backup_s3_bucket": "", "backup_s3_prefix": "/prod/"},
                ["backup_cron_hour: expected a cron field", "backup_s3_bucket: is empty", "backup_s3_prefix: got"]),
     "common": ({"common_admin_users": [], "common_ssh_port": 0, "common_supported_os": ["Debian"]},

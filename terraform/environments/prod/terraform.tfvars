@@ -29,7 +29,7 @@ instance_types = {
 edge_count    = 2
 backend_count = 2
 qdrant_count  = 1
-ollama_count  = 1
+ollama_count  = 2
 
 ollama_models_volume_size_gb  = 200
 qdrant_data_volume_size_gb    = 100

@@ -26,7 +26,7 @@ instance_types = {
 edge_count    = 2
 backend_count = 2
 qdrant_count  = 1
-ollama_count  = 1
+ollama_count  = 2
 
 ollama_models_volume_size_gb  = 100
 qdrant_data_volume_size_gb    = 30
