@@ -546,11 +546,15 @@ class Cluster:
                 self.pending.pop(key, None)
                 self.applied.pop(key, None)
                 shutil.rmtree(self._shard_dir(key), ignore_errors=True)
-        names = {key[0] for key in wanted}
         base = self.root / "collections"
-        for directory in base.iterdir() if base.is_dir() else []:
-            if directory.name not in names:
-                shutil.rmtree(directory, ignore_errors=True)
+        for data_file in list(base.glob(f"*/*/{SHARD_FILE}")) if base.is_dir() else []:
+            name, shard_id = data_file.parent.parent.name, data_file.parent.name
+            if not shard_id.isdigit() or (name, int(shard_id)) not in wanted:
+                shutil.rmtree(data_file.parent, ignore_errors=True)
+                try:
+                    data_file.parent.parent.rmdir()  # only when nothing else is left in it
+                except OSError:
+                    pass
         for key, coll in wanted.items():
             shard = self.shards.get(key)
             if shard is None:
