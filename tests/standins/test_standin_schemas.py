@@ -478,8 +478,16 @@ def test_qdrant_parameters_the_standin_cannot_honour_are_400(
     assert qdrant.ok(qm.InlineResponse20020, "POST", f"/collections/{collection}/points/count", {}) == {"count": 4}
 
 
+def test_qdrant_cluster_routes_on_a_single_node_answer_like_upstream_standalone(qdrant: Qdrant, collection: str) -> None:
+    """cluster.enabled is false: GET /cluster says disabled, cluster changes are upstream's 405."""
+    assert qdrant.ok(qm.InlineResponse2003, "GET", "/cluster") == {"status": "disabled"}
+    assert qdrant.error(405, "DELETE", "/cluster/peer/42") == "Qdrant is running in standalone mode"
+    assert qdrant.error(405, "POST", f"/collections/{collection}/cluster",
+                        {"drop_replica": {"shard_id": 0, "peer_id": 42}}) == "Qdrant is running in standalone mode"
+
+
 @pytest.mark.parametrize(("method", "path"), [
-    ("GET", "/telemetry"), ("GET", "/cluster"), ("POST", "/collections/{c}/points/batch"),
+    ("GET", "/telemetry"), ("GET", "/cluster/telemetry"), ("POST", "/collections/{c}/points/batch"),
     ("POST", "/collections/{c}/facet"), ("PUT", "/collections/{c}/points/vectors"), ("GET", "/nonsense"),
 ])
 def test_qdrant_unemulated_routes_are_400_error_responses(

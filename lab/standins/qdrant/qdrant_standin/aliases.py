@@ -44,6 +44,34 @@ def parse_actions(body: Any) -> list[tuple[str, dict[str, str]]]:
     return parsed
 
 
+def apply_actions(mapping: dict[str, str], actions: list[tuple[str, dict[str, str]]],
+                  collection_exists: Callable[[str], bool]) -> dict[str, str]:
+    """The alias map after ``actions`` (a new dict; ``mapping`` is left alone). Cluster mode
+    applies the same rules to the replicated metadata."""
+    mapping = dict(mapping)
+    for kind, fields in actions:
+        if kind == "create_alias":
+            if not collection_exists(fields["collection_name"]):
+                raise not_found(f"Collection `{fields['collection_name']}` doesn't exist!")
+            if collection_exists(fields["alias_name"]):
+                raise ApiError(409, f"Wrong input: Collection `{fields['alias_name']}` already exists!")
+            mapping[fields["alias_name"]] = fields["collection_name"]
+        elif kind == "delete_alias":
+            mapping.pop(fields["alias_name"], None)
+        else:
+            old = fields["old_alias_name"]
+            if old not in mapping:
+                raise not_found(f"Alias {old} does not exists!")
+            mapping[fields["new_alias_name"]] = mapping.pop(old)
+    return mapping
+
+
+def listing(mapping: dict[str, str], collection_names: list[str]) -> list[dict[str, str]]:
+    """Upstream's GET /aliases: per collection (in name order), the aliases pointing at it."""
+    return [{"alias_name": a, "collection_name": c} for c in sorted(collection_names)
+            for a in sorted(a for a, t in mapping.items() if t == c)]
+
+
 class AliasMap:
     """All aliases of the node; callers hold the store's lock."""
 
@@ -68,22 +96,7 @@ class AliasMap:
 
     def apply(self, actions: list[tuple[str, dict[str, str]]], collection_exists: Callable[[str], bool]) -> None:
         """Apply every action to a copy; persist and switch only when all succeeded."""
-        mapping = dict(self.mapping)
-        for kind, fields in actions:
-            if kind == "create_alias":
-                if not collection_exists(fields["collection_name"]):
-                    raise not_found(f"Collection `{fields['collection_name']}` doesn't exist!")
-                if collection_exists(fields["alias_name"]):
-                    raise ApiError(409, f"Wrong input: Collection `{fields['alias_name']}` already exists!")
-                mapping[fields["alias_name"]] = fields["collection_name"]
-            elif kind == "delete_alias":
-                mapping.pop(fields["alias_name"], None)
-            else:
-                old = fields["old_alias_name"]
-                if old not in mapping:
-                    raise not_found(f"Alias {old} does not exists!")
-                mapping[fields["new_alias_name"]] = mapping.pop(old)
-        self._save(mapping)
+        self._save(apply_actions(self.mapping, actions, collection_exists))
 
     def drop_collection(self, collection_name: str) -> None:
         mapping = {a: c for a, c in self.mapping.items() if c != collection_name}

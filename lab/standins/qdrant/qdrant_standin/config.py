@@ -19,6 +19,7 @@ from . import yaml_subset
 
 ENV_PREFIX = "QDRANT__"
 DEFAULT_CONFIG_PATH = Path("config/config.yaml")
+MAX_PEER_ID = (1 << 53) - 1  # upstream keeps peer ids JSON-safe
 
 
 class ConfigError(ValueError):
@@ -41,6 +42,13 @@ class Settings:
     tls_cert: Path = Path("./tls/cert.pem")
     tls_key: Path = Path("./tls/key.pem")
     telemetry_disabled: bool = False
+    # distributed mode (cluster.py): upstream's keys, an HTTP/JSON p2p port instead of gRPC
+    cluster_enabled: bool = False
+    p2p_port: int = 6335
+    tick_period_ms: int = 100
+    bootstrap_timeout_sec: int = 15
+    cluster_peer_id: int | None = None
+    standin_transfer_delay_ms: int = 0  # stand-in only: a pause before each shard copy, for tests
 
 
 def _set_path(tree: dict[str, Any], path: list[str], value: Any) -> None:
@@ -79,6 +87,12 @@ def _port(value: Any, key: str) -> int:
     return value
 
 
+def _positive(value: Any, key: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"{key} must be a positive integer, got {value!r}")
+    return value
+
+
 def _non_empty(value: Any) -> str | None:
     """Upstream treats an empty key as 'no key configured'."""
     if value is None or value == "":
@@ -93,6 +107,14 @@ def from_tree(tree: Mapping[str, Any]) -> Settings:
     service = _section(tree, "service")
     tls = _section(tree, "tls")
     grpc_port = service.get("grpc_port", defaults.grpc_port)
+    cluster = _section(tree, "cluster")
+    p2p = _section(cluster, "p2p")
+    consensus = _section(cluster, "consensus")
+    p2p_port = p2p.get("port")
+    peer_id = cluster.get("peer_id")
+    if peer_id is not None and (isinstance(peer_id, bool) or not isinstance(peer_id, int)
+                                or not 1 <= peer_id <= MAX_PEER_ID):
+        raise ConfigError(f"cluster.peer_id must be an integer between 1 and {MAX_PEER_ID}, got {peer_id!r}")
     return Settings(
         log_level=str(tree.get("log_level") or defaults.log_level),
         storage_path=Path(str(storage.get("storage_path") or defaults.storage_path)),
@@ -106,6 +128,14 @@ def from_tree(tree: Mapping[str, Any]) -> Settings:
         tls_cert=Path(str(tls.get("cert") or defaults.tls_cert)),
         tls_key=Path(str(tls.get("key") or defaults.tls_key)),
         telemetry_disabled=bool(tree.get("telemetry_disabled", False)),
+        cluster_enabled=bool(cluster.get("enabled", False)),
+        p2p_port=defaults.p2p_port if p2p_port is None else _port(p2p_port, "cluster.p2p.port"),
+        tick_period_ms=_positive(consensus.get("tick_period_ms", defaults.tick_period_ms),
+                                 "cluster.consensus.tick_period_ms"),
+        bootstrap_timeout_sec=_positive(consensus.get("bootstrap_timeout_sec", defaults.bootstrap_timeout_sec),
+                                        "cluster.consensus.bootstrap_timeout_sec"),
+        cluster_peer_id=peer_id,
+        standin_transfer_delay_ms=int(cluster.get("standin_transfer_delay_ms") or 0),
     )
 
 

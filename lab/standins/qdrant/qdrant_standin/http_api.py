@@ -32,6 +32,7 @@ from .aliases import parse_actions
 from .config import Settings
 from .errors import ApiError, bad_input, forbidden, not_emulated, not_found, unsupported
 from .metrics import RequestMetrics
+from .shard_ops import apply_write
 from .snapshots import SnapshotManager, check_priority
 from .storage import Store
 
@@ -40,6 +41,7 @@ FILE_CHUNK = 64 * 1024  # actix-files' ChunkedReadFile reads at most 64 KiB at a
 PUBLIC, READ, WRITE = "public", "read", "write"
 MISSING_KEY = "Must provide an API key or an Authorization bearer token"
 INVALID_KEY = "Invalid API key or JWT"
+STANDALONE = "Qdrant is running in standalone mode"  # upstream's StorageError::StandaloneMode (405)
 
 
 @dataclass
@@ -49,6 +51,7 @@ class Request:
     query: dict[str, str]
     headers: Any
     body: bytes
+    path: str = ""
 
     def json(self) -> Any:
         if not self.body.strip():
@@ -275,43 +278,41 @@ class App:
 
     # -- payloads --------------------------------------------------------------
 
-    def _edit_payloads(self, request: Request, ids: list[pts.PointId] | None, flt: Any,
-                       edit: Callable[[dict[str, Any]], None]) -> Result:
+    def _write(self, request: Request, op: dict[str, Any]) -> Result:
+        """Apply a write operation (shard_ops); cluster mode sends it to the shard replicas."""
         with self.store.lock:
             collection = self.store.get(request.params["collection_name"])
-            operation_id = collection.edit_payloads(collection.select(ids, flt), edit)
+            operation_id = apply_write(collection, op)
             self.store.save(collection)
         return _update_result(request, operation_id)
+
+    def _edit_payloads(self, request: Request, ids: list[pts.PointId] | None, flt: Any,
+                       op: dict[str, Any]) -> Result:
+        return self._write(request, dict(op, type="payload", ids=ids, filter=flt))
 
     def set_payload(self, request: Request) -> Result:
         body = request.json_object()
         payload = _payload_object(body)
         ids, flt = _selection(body)
-        path = None if body.get("key") is None else pl.parse_path(body["key"])
-        return self._edit_payloads(request, ids, flt, lambda old: pl.set_at(old, path, payload))
+        if body.get("key") is not None:
+            pl.parse_path(body["key"])
+        return self._edit_payloads(request, ids, flt, {"mode": "set", "payload": payload, "key": body.get("key")})
 
     def overwrite_payload(self, request: Request) -> Result:
         """The whole payload replaced; upstream ignores ``key`` here."""
         body = request.json_object()
         payload = _payload_object(body)
         ids, flt = _selection(body)
-
-        def overwrite(old: dict[str, Any]) -> None:
-            old.clear()
-            old.update(payload)
-        return self._edit_payloads(request, ids, flt, overwrite)
+        return self._edit_payloads(request, ids, flt, {"mode": "overwrite", "payload": payload})
 
     def delete_payload(self, request: Request) -> Result:
         body = request.json_object()
         if not isinstance(body.get("keys"), list):
             raise ApiError(400, "Json deserialize error: missing field `keys`")
-        paths = [pl.parse_path(k) for k in body["keys"]]
+        for key in body["keys"]:
+            pl.parse_path(key)
         ids, flt = _selection(body)
-
-        def delete(old: dict[str, Any]) -> None:
-            for path in paths:
-                pl.remove_at(old, path)
-        return self._edit_payloads(request, ids, flt, delete)
+        return self._edit_payloads(request, ids, flt, {"mode": "delete", "keys": body["keys"]})
 
     def clear_payload(self, request: Request) -> Result:
         body = request.json_object()
@@ -323,7 +324,7 @@ class App:
         else:
             raise ApiError(400, "Json deserialize error: data did not match any variant of untagged enum "
                            "PointsSelector")
-        return self._edit_payloads(request, ids, flt, dict.clear)
+        return self._edit_payloads(request, ids, flt, {"mode": "clear"})
 
     # -- points ----------------------------------------------------------------
 
@@ -349,25 +350,17 @@ class App:
             raw_points = body["points"]
         else:
             raise bad_input("Validation error in JSON body: [points: field is required]")
-        with self.store.lock:
-            collection = self.store.get(request.params["collection_name"])
-            operation_id = collection.upsert(raw_points)
-            self.store.save(collection)
-        return _update_result(request, operation_id)
+        return self._write(request, {"type": "upsert", "points": raw_points})
 
     def delete_points(self, request: Request) -> Result:
         body = request.json_object()
         _no_shard_key(body)
         ids = None
         if isinstance(body.get("points"), list):
-            ids = {pts.parse_point_id(i) for i in body["points"]}
+            ids = list(dict.fromkeys(pts.parse_point_id(i) for i in body["points"]))
         elif body.get("filter") is None:
             raise bad_input("Validation error in JSON body: [points or filter is required]")
-        with self.store.lock:
-            collection = self.store.get(request.params["collection_name"])
-            operation_id = collection.delete(ids, body.get("filter"))
-            self.store.save(collection)
-        return _update_result(request, operation_id)
+        return self._write(request, {"type": "delete", "ids": ids, "filter": body.get("filter")})
 
     def retrieve(self, request: Request) -> Result:
         body = request.json_object()
@@ -505,6 +498,42 @@ class App:
         return Result(True)
 
 
+    # -- distributed mode (cluster_api.ClusterApp serves these when cluster.enabled) ------
+
+    def cluster_status(self, request: Request) -> Result:
+        """Upstream's answer on a peer that is not in distributed mode."""
+        return Result({"status": "disabled"})
+
+    def remove_peer(self, request: Request) -> Result:
+        raise ApiError(405, STANDALONE)
+
+    def update_collection_cluster(self, request: Request) -> Result:
+        raise ApiError(405, STANDALONE)
+
+    def collection_cluster(self, request: Request) -> Result:
+        raise not_emulated(request.method, request.path)
+
+    # Shard snapshots are served in cluster mode only (each its own method: routes are
+    # dispatched by method name).
+    def list_shard_snapshots(self, request: Request) -> Result:
+        raise not_emulated(request.method, request.path)
+
+    def create_shard_snapshot(self, request: Request) -> Result:
+        raise not_emulated(request.method, request.path)
+
+    def recover_shard_snapshot(self, request: Request) -> Result:
+        raise not_emulated(request.method, request.path)
+
+    def upload_shard_snapshot(self, request: Request) -> Result:
+        raise not_emulated(request.method, request.path)
+
+    def download_shard_snapshot(self, request: Request) -> Response:
+        raise not_emulated(request.method, request.path)
+
+    def delete_shard_snapshot(self, request: Request) -> Result:
+        raise not_emulated(request.method, request.path)
+
+
 def _multipart_field(request: Request, name: str) -> bytes:
     """Extract one file field from a multipart/form-data body (stdlib has no parser left)."""
     content_type = request.headers.get("Content-Type", "")
@@ -559,6 +588,16 @@ ROUTES = [
     Route("POST", C + "/snapshots/upload", WRITE, App.upload_snapshot),
     Route("GET", C + "/snapshots/{snapshot_name}", READ, App.download_snapshot),
     Route("DELETE", C + "/snapshots/{snapshot_name}", WRITE, App.delete_snapshot),
+    Route("GET", "/cluster", READ, App.cluster_status),
+    Route("DELETE", "/cluster/peer/{peer_id}", WRITE, App.remove_peer),
+    Route("GET", C + "/cluster", READ, App.collection_cluster),
+    Route("POST", C + "/cluster", WRITE, App.update_collection_cluster),
+    Route("GET", C + "/shards/{shard_id}/snapshots", READ, App.list_shard_snapshots),
+    Route("POST", C + "/shards/{shard_id}/snapshots", WRITE, App.create_shard_snapshot),
+    Route("PUT", C + "/shards/{shard_id}/snapshots/recover", WRITE, App.recover_shard_snapshot),
+    Route("POST", C + "/shards/{shard_id}/snapshots/upload", WRITE, App.upload_shard_snapshot),
+    Route("GET", C + "/shards/{shard_id}/snapshots/{snapshot_name}", READ, App.download_shard_snapshot),
+    Route("DELETE", C + "/shards/{shard_id}/snapshots/{snapshot_name}", WRITE, App.delete_shard_snapshot),
 ]
 
 
@@ -637,7 +676,9 @@ class RequestHandler(BaseHTTPRequestHandler):
                 raise not_emulated(self.command, url.path)
             else:
                 coding = negotiated
-                outcome = route.handler(self.app, Request(self.command, params, query, self.headers, body))
+                # by name, so that cluster mode's App subclass serves the same routes
+                handler = getattr(self.app, route.handler.__name__)
+                outcome = handler(Request(self.command, params, query, self.headers, body, url.path))
                 response = outcome if isinstance(outcome, Response) else Response(
                     200, self._envelope({"result": outcome.value, "status": "ok"}, started))
         except ApiError as err:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
+from typing import Any
 
 from .storage import Store
 
@@ -33,6 +34,11 @@ def _labels(pairs: dict[str, str]) -> str:
     return "{" + ",".join(f'{k}="{_escape(v)}"' for k, v in pairs.items()) + "}"
 
 
+def _number(value: float) -> str:
+    """Whole numbers in full (timestamps, counts), others as ``%g``."""
+    return str(int(value)) if float(value).is_integer() else f"{value:g}"
+
+
 class RequestMetrics:
     """Per (method, route pattern, status) counters of REST responses."""
 
@@ -47,11 +53,18 @@ class RequestMetrics:
             stats.fail_count += status >= 500
             stats.total_seconds += seconds
 
-    def render(self, store: Store, version: str) -> str:
-        with store.lock:
-            collections = len(store.collections)
-            vectors = sum(len(c.points) for c in store.collections.values())
-            per_collection = {name: len(c.points) for name, c in store.collections.items()}
+    def render(self, store: Store, version: str, cluster: dict[str, Any] | None = None) -> str:
+        """``cluster`` (cluster mode): collection names, this peer's local point counts and
+        the raft_info numbers of GET /cluster, rendered under upstream's metric names."""
+        if cluster is None:
+            with store.lock:
+                collections = len(store.collections)
+                vectors = sum(len(c.points) for c in store.collections.values())
+                per_collection = {name: len(c.points) for name, c in store.collections.items()}
+        else:
+            collections = len(cluster["collections"])
+            per_collection = dict(cluster["collections"])
+            vectors = sum(per_collection.values())
         with self._lock:
             snapshot = sorted(self._stats.items())
         families: list[tuple[str, str, str, list[tuple[dict[str, str], float]]]] = [
@@ -63,8 +76,23 @@ class RequestMetrics:
              [({}, vectors)]),
             ("collection_points", "approximate amount of points per collection", "gauge",
              [({"id": name}, count) for name, count in sorted(per_collection.items())]),
-            ("cluster_enabled", "is cluster support enabled", "gauge", [({}, 0)]),
+            ("cluster_enabled", "is cluster support enabled", "gauge", [({}, 0 if cluster is None else 1)]),
         ]
+        if cluster is not None:
+            peer = {"peer_id": str(cluster["peer_id"])}
+            families += [
+                ("cluster_peers_total", "total number of cluster peers", "gauge", [({}, cluster["peers"])]),
+                ("cluster_term", "current cluster term", "counter", [({}, cluster["term"])]),
+                ("cluster_commit", "index of last committed (finalized) operation cluster peer is aware of",
+                 "counter", [(peer, cluster["commit"])]),
+                ("cluster_pending_operations_total", "total number of pending operations for cluster peer",
+                 "gauge", [({}, 0)]),
+                ("cluster_voter", "is cluster peer a voter or learner", "gauge", [({}, 1)]),
+                ("cluster_last_update_timestamp_seconds", "unix timestamp of last update", "counter",
+                 [({}, cluster["last_update"])]),
+                ("cluster_working_state", "working state of the cluster", "gauge",
+                 [({"state": "working"}, 1), ({"state": "stopped"}, 0)]),
+            ]
         labels = [
             ({"method": m, "endpoint": e, "status": str(s)}, stats) for (m, e, s), stats in snapshot
         ]
@@ -81,5 +109,5 @@ class RequestMetrics:
             if not samples:
                 continue
             lines += [f"# HELP {name} {help_text}", f"# TYPE {name} {kind}"]
-            lines += [f"{name}{_labels(lbl)} {value:g}" for lbl, value in samples]
+            lines += [f"{name}{_labels(lbl)} {_number(value)}" for lbl, value in samples]
         return "\n".join(lines) + "\n"

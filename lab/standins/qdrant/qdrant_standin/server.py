@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import socket
 import ssl
@@ -22,6 +23,8 @@ from http.server import ThreadingHTTPServer
 from pathlib import Path
 from types import FrameType
 
+from .cluster import Cluster
+from .cluster_api import ClusterApp
 from .config import ConfigError, Settings, load_settings
 from .http_api import App, RequestHandler
 from .snapshots import SnapshotManager
@@ -63,10 +66,11 @@ def _grpc_placeholder(host: str, port: int) -> socket.socket:
     return listener
 
 
-def build_http_server(settings: Settings) -> ThreadingHTTPServer:
+def build_http_server(settings: Settings, cluster: Cluster | None = None) -> ThreadingHTTPServer:
     """Bind the REST server (optionally TLS, from ``service.enable_tls`` and ``tls.*``)."""
     store = Store(settings.storage_path, VERSION)
-    app = App(settings, store, SnapshotManager(settings.snapshots_path, store))
+    app: App = (App(settings, store, SnapshotManager(settings.snapshots_path, store)) if cluster is None
+                else ClusterApp(settings, store, cluster))
     handler = type("BoundHandler", (RequestHandler,), {"app": app})
     server_class = type("Server", (_HttpServer,), {"address_family": _family(settings.host)})
     server: ThreadingHTTPServer = server_class((settings.host, settings.http_port), handler)
@@ -81,7 +85,28 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="qdrant", description=f"Qdrant API stand-in ({BANNER})")
     parser.add_argument("--config-path", type=Path, help="path to the YAML config file")
     parser.add_argument("--version", action="version", version=f"qdrant {VERSION} ({BANNER})")
+    # upstream's distributed-mode flags (and their environment variables)
+    parser.add_argument("--bootstrap", metavar="URI", default=os.environ.get("QDRANT_BOOTSTRAP") or None,
+                        help="p2p URI of a peer of the cluster to join (env QDRANT_BOOTSTRAP)")
+    parser.add_argument("--uri", metavar="URI", default=os.environ.get("QDRANT_URI") or None,
+                        help="this peer's p2p URI, required on the first peer (env QDRANT_URI)")
     return parser.parse_args(argv)
+
+
+def start_cluster(settings: Settings, args: argparse.Namespace) -> tuple[Cluster, ThreadingHTTPServer]:
+    """Listen on the p2p port, then bootstrap, join or rejoin (cluster.enabled only)."""
+    cluster = Cluster(settings.storage_path, VERSION, settings.p2p_port, settings.cluster_peer_id,
+                      settings.bootstrap_timeout_sec, settings.standin_transfer_delay_ms)
+    p2p = cluster.build_p2p_server(settings.host)
+    threading.Thread(target=p2p.serve_forever, name="p2p", daemon=True).start()
+    try:
+        cluster.start(args.uri, args.bootstrap)
+    except BaseException:
+        p2p.shutdown()
+        p2p.server_close()
+        raise
+    LOG.info("Qdrant p2p (HTTP/JSON, not gRPC) listening on %s as peer %d", settings.p2p_port, cluster.peer_id)
+    return cluster, p2p
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -98,11 +123,18 @@ def main(argv: list[str] | None = None) -> int:
     )
     LOG.warning("This is NOT Qdrant: %s reporting version %s, a REST API subset for tests only.",
                 BANNER, VERSION)
+    cluster = p2p = None
     try:
-        server = build_http_server(settings)
+        if settings.cluster_enabled:
+            cluster, p2p = start_cluster(settings, args)
+        elif args.bootstrap or args.uri:
+            LOG.warning("--bootstrap/--uri are ignored: cluster.enabled is false")
+        server = build_http_server(settings, cluster)
         grpc = None if settings.grpc_port is None else _grpc_placeholder(settings.host, settings.grpc_port)
     except (OSError, ssl.SSLError, ValueError) as err:
         LOG.error("cannot start: %s", err)
+        if p2p is not None:
+            p2p.shutdown()
         return 1
 
     def stop(signum: int, _frame: FrameType | None) -> None:
@@ -122,4 +154,8 @@ def main(argv: list[str] | None = None) -> int:
         server.server_close()
         if grpc is not None:
             grpc.close()
+        if cluster is not None and p2p is not None:
+            cluster.stop()
+            p2p.shutdown()
+            p2p.server_close()
     return 0

@@ -23,7 +23,7 @@ import urllib.parse
 import urllib.request
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Callable
 
 from .errors import ApiError, bad_input, bad_request, forbidden, not_found
 from .storage import Collection, Store, validate_collection_name, write_atomically
@@ -43,12 +43,14 @@ def _minor(version: str) -> tuple[str, str]:
     return major, rest.partition(".")[0]
 
 
-def encode_snapshot(collection: Collection, version: str) -> bytes:
-    """A tar with one JSON member carrying config, points and the writer's version."""
+def encode_snapshot(collection: Collection, version: str, extra: dict[str, Any] | None = None) -> bytes:
+    """A tar with one JSON member carrying config, points and the writer's version (cluster
+    mode adds the peer's local shards under ``shards``)."""
     document = {
         "format": SNAPSHOT_FORMAT,
         "standin_version": version,
         "collection": collection.to_json(),
+        **(extra or {}),
     }
     payload = json.dumps(document, separators=(",", ":")).encode("utf-8")
     buffer = io.BytesIO()
@@ -63,6 +65,11 @@ def encode_snapshot(collection: Collection, version: str) -> bytes:
 
 def decode_snapshot(data: bytes, target_name: str, running_version: str) -> Collection:
     """Parse a snapshot and enforce upstream's "same minor version" restore rule."""
+    return Collection.from_json(target_name, decode_document(data, running_version)["collection"])
+
+
+def decode_document(data: bytes, running_version: str) -> dict[str, Any]:
+    """The snapshot's JSON document, after the format and version checks."""
     try:
         with tarfile.open(fileobj=io.BytesIO(data), mode="r:*") as tar:
             member = tar.extractfile(SNAPSHOT_MEMBER)
@@ -80,25 +87,34 @@ def decode_snapshot(data: bytes, target_name: str, running_version: str) -> Coll
             f"by version {running_version}: snapshots only restore onto the same minor "
             "version (upgrade one minor version at a time)"
         )
-    return Collection.from_json(target_name, document["collection"])
+    return dict(document)
 
 
 class SnapshotManager:
     """Snapshot files of every collection under ``snapshots_path``."""
 
-    def __init__(self, snapshots_path: Path, store: Store) -> None:
+    def __init__(self, snapshots_path: Path, store: Store,
+                 check: Callable[[str], Any] | None = None) -> None:
         self.root = snapshots_path
         self.store = store
+        self._check = check or self._check_store
         self.root.mkdir(parents=True, exist_ok=True)
 
-    def _collection_dir(self, collection: str) -> Path:
-        validate_collection_name(collection)
-        return self.root / collection
+    def _check_store(self, collection_name: str) -> None:
+        """404 unless the collection exists (cluster mode passes its own check)."""
+        with self.store.lock:
+            self.store.get(collection_name)
 
-    def _snapshot_path(self, collection: str, name: str) -> Path:
+    def _collection_dir(self, collection: str, shard_id: int | None = None) -> Path:
+        """Upstream's layout: ``<collection>/`` and, per shard, ``<collection>/shards/<id>/``."""
+        validate_collection_name(collection)
+        base = self.root / collection
+        return base if shard_id is None else base / "shards" / str(shard_id)
+
+    def _snapshot_path(self, collection: str, name: str, shard_id: int | None = None) -> Path:
         if not name or name in (".", "..") or "/" in name or "\\" in name or "\0" in name:
             raise bad_input(f"Invalid snapshot name {name!r}")
-        path = self._collection_dir(collection) / name
+        path = self._collection_dir(collection, shard_id) / name
         if not name.endswith(".snapshot") or not path.is_file():
             raise not_found(f"Snapshot {name} not found")
         return path
@@ -121,36 +137,36 @@ class SnapshotManager:
         with self.store.lock:
             collection = self.store.get(collection_name)
             data = encode_snapshot(collection, self.store.version)
-        directory = self._collection_dir(collection_name)
+        return self.write(self._collection_dir(collection_name), f"{collection_name}-{PEER_ID}", data)
+
+    def write(self, directory: Path, prefix: str, data: bytes) -> dict[str, Any]:
+        """Store ``<prefix>-<UTC timestamp>.snapshot`` and its checksum sidecar."""
         stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d-%H-%M-%S")
-        path = directory / f"{collection_name}-{PEER_ID}-{stamp}.snapshot"
+        path = directory / f"{prefix}-{stamp}.snapshot"
         suffix = 1
         while path.exists():  # two snapshots in one second: keep both
-            path = directory / f"{collection_name}-{PEER_ID}-{stamp}-{suffix}.snapshot"
+            path = directory / f"{prefix}-{stamp}-{suffix}.snapshot"
             suffix += 1
         write_atomically(path.with_name(path.name + ".checksum"), sha256_hex(data).encode())
         write_atomically(path, data)
         return self._describe(path)
 
-    def list(self, collection_name: str) -> list[dict[str, Any]]:
-        with self.store.lock:
-            self.store.get(collection_name)
-        directory = self._collection_dir(collection_name)
+    def list(self, collection_name: str, shard_id: int | None = None) -> list[dict[str, Any]]:
+        self._check(collection_name)
+        directory = self._collection_dir(collection_name, shard_id)
         if not directory.is_dir():
             return []
         return [self._describe(p) for p in sorted(directory.glob("*.snapshot")) if p.is_file()]
 
-    def open(self, collection_name: str, name: str) -> BinaryIO:
+    def open(self, collection_name: str, name: str, shard_id: int | None = None) -> BinaryIO:
         """The snapshot file opened for streaming: a delete during the download unlinks the
         name but the open file still reads to its end, as on upstream."""
-        with self.store.lock:
-            self.store.get(collection_name)
-        return self._snapshot_path(collection_name, name).open("rb")
+        self._check(collection_name)
+        return self._snapshot_path(collection_name, name, shard_id).open("rb")
 
-    def delete(self, collection_name: str, name: str) -> None:
-        with self.store.lock:
-            self.store.get(collection_name)
-        path = self._snapshot_path(collection_name, name)
+    def delete(self, collection_name: str, name: str, shard_id: int | None = None) -> None:
+        self._check(collection_name)
+        path = self._snapshot_path(collection_name, name, shard_id)
         path.unlink()
         path.with_name(path.name + ".checksum").unlink(missing_ok=True)
 
@@ -184,13 +200,26 @@ class SnapshotManager:
                 raise bad_request(f"Failed to download snapshot from {location}: {err}") from None
         raise bad_request(f"URL {location} with scheme {url.scheme} is not supported")
 
-    def recover(self, collection_name: str, data: bytes, checksum: str | None) -> None:
-        """Replace the collection's contents with the snapshot's (creating it if missing)."""
-        validate_collection_name(collection_name)
+    @staticmethod
+    def verify_checksum(data: bytes, checksum: str | None) -> None:
         if checksum is not None:
             actual = sha256_hex(data)
             if not hmac.compare_digest(actual, checksum.strip().lower()):
                 raise bad_input(f"Snapshot checksum mismatch: expected {checksum}, got {actual}")
+
+    def fetch(self, body: Any) -> bytes:
+        """The snapshot a ``SnapshotRecover`` body points at, checksum verified."""
+        if not isinstance(body, dict) or not isinstance(body.get("location"), str):
+            raise bad_input("Validation error in JSON body: [location: field is required]")
+        check_priority(body.get("priority"))
+        data = self._fetch(body["location"], body.get("api_key"))
+        self.verify_checksum(data, body.get("checksum"))
+        return data
+
+    def recover(self, collection_name: str, data: bytes, checksum: str | None) -> None:
+        """Replace the collection's contents with the snapshot's (creating it if missing)."""
+        validate_collection_name(collection_name)
+        self.verify_checksum(data, checksum)
         collection = decode_snapshot(data, collection_name, self.store.version)
         with self.store.lock:
             self.store.replace(collection)
