@@ -5,7 +5,9 @@ Runs on the controller. A fixed number of workers (--concurrency), each a thread
 httpx client and kept-alive connection (as real clients, and the load balancer's, keep theirs),
 send requests back to back (closed loop, optional --pause between them) for --seconds, or until
 stopped: GET /api/health and POST /api/query {"query": <one of QUESTIONS>, "collection_name":
---collection}, mixed by --query-share. At the end it prints requests, failures (by kind, and each
+--collection}, and with --page-share the app's page as a browser loads it (GET /, then each
+/assets/ file its index.html names, on the same connection; one request in the counts, failing
+when any part fails), mixed by --query-share and --page-share (health takes the rest). At the end it prints requests, failures (by kind, and each
 one: when, which path, what), throughput and p50/p95/p99 latency per path; --json prints the same
 as JSON. Exits 1 when any request failed, so it can gate a script; 0 otherwise.
 
@@ -40,7 +42,7 @@ A request fails when (kind, in the failure records):
               to each of these, not to the request as a whole)
     write     the connection broke while the request was sent
     read      the connection broke or closed before the whole response arrived
-    http      the response status was not 200 (both paths answer 200 when healthy)
+    http      the response status was not 200 (every path answers 200 when healthy)
     other     anything else the client raised
 A request sent on a kept-alive connection that the server closed before any byte of a response
 came back (it closed the idle connection as the request went out: a drain's reload, a
@@ -57,6 +59,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import re
 import signal
 import ssl
 import sys
@@ -77,7 +80,9 @@ from httpprobe import percentile  # noqa: E402
 
 HEALTH = "/api/health"
 QUERY = "/api/query"
-PATHS = (HEALTH, QUERY)
+PAGE = "/"  # the app's page as a browser loads it: index.html, then every asset it names
+PATHS = (HEALTH, QUERY, PAGE)
+ASSET = re.compile(r'(?:src|href)="(/assets/[^"]+)"')
 QUESTIONS = (
     "How many orders did each customer place?",
     "Which tables reference the customers table?",
@@ -275,11 +280,14 @@ class LoadRun:
                  server_name: str | None = None, accept_names: Sequence[str] | None = None,
                  collection: str | None = None, concurrency: int = 4, seconds: float | None = None,
                  timeout: float = 60.0, query_share: float = 0.5, pause: float = 0.0,
-                 questions: Sequence[str] = QUESTIONS, seed: int | None = None, new_connections: int = 0) -> None:
+                 questions: Sequence[str] = QUESTIONS, seed: int | None = None, new_connections: int = 0,
+                 page_share: float = 0.0) -> None:
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
         if not 0.0 <= query_share <= 1.0:
             raise ValueError("query_share must be between 0 and 1")
+        if not 0.0 <= page_share <= 1.0 - query_share:
+            raise ValueError("page_share must be between 0 and 1 - query_share")
         if not 0 <= new_connections <= concurrency:
             raise ValueError("new_connections must be between 0 and concurrency")
         self.base_url = base_url.rstrip("/")
@@ -289,6 +297,7 @@ class LoadRun:
         self.seconds = seconds if seconds else None
         self.timeout = timeout
         self.query_share = query_share
+        self.page_share = page_share
         self.pause = pause
         self.questions = tuple(questions)
         self.seed = seed
@@ -367,8 +376,11 @@ class LoadRun:
         )
 
     def _send(self, client: httpx.Client, method: str, path: str, body: Any, headers: dict | None,
-              extensions: dict | None, worker: int, sent: float) -> tuple[str, str, int | None] | None:
-        """Send one request (again, once, if a kept-alive connection closed under it); the failure, if any."""
+              extensions: dict | None, worker: int, sent: float,
+              assets: list[str] | None = None) -> tuple[str, str, int | None] | None:
+        """Send one request (again, once, if a kept-alive connection closed under it); the failure, if any.
+
+        `assets`, when given, receives the /assets/ paths a 200 response's HTML names."""
         for attempt in (1, 2):
             events: list[str] = []
             try:
@@ -385,6 +397,8 @@ class LoadRun:
             if resp.status_code != 200:
                 text = resp.text[:200].replace("\n", " ")
                 return "http", f"HTTP {resp.status_code}: {text}", resp.status_code
+            if assets is not None:
+                assets.extend(dict.fromkeys(ASSET.findall(resp.text)))
             return None
         raise AssertionError("unreachable: the second attempt returns")
 
@@ -397,13 +411,25 @@ class LoadRun:
         end = None if self.seconds is None else self._t0 + self.seconds
         try:
             while not self._stop.is_set() and (end is None or time.monotonic() < end):
-                if rng.random() < self.query_share:
+                draw = rng.random()
+                if draw < self.query_share:
                     path, method = QUERY, "POST"
                     body: Any = {"query": rng.choice(self.questions), "collection_name": self.collection}
+                elif draw < self.query_share + self.page_share:
+                    path, method, body = PAGE, "GET", None
                 else:
                     path, method, body = HEALTH, "GET", None
                 sent = time.monotonic()
-                failure = self._send(client, method, path, body, headers, extensions, worker, sent)
+                page: list[str] = []
+                failure = self._send(client, method, path, body, headers, extensions, worker, sent,
+                                     page if path == PAGE else None)
+                for asset in page:  # a browser fetches what the page names, after the page
+                    if failure is not None:
+                        break
+                    failure = self._send(client, "GET", asset, None, headers, extensions, worker, sent)
+                    if failure is not None:
+                        kind, message, status = failure
+                        failure = (kind, f"{asset}: {message}", status)
                 elapsed = (time.monotonic() - sent) * 1000
                 with self._lock:
                     if failure is None:
@@ -429,6 +455,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, default=4)
     parser.add_argument("--timeout", type=float, default=60.0, help="seconds, for connect and each read or write")
     parser.add_argument("--query-share", type=float, default=0.5, help="share of POST /api/query, 0..1")
+    parser.add_argument("--page-share", type=float, default=0.0,
+                        help="share of page loads (GET / and its assets), 0..1-query-share")
     parser.add_argument("--collection", help="collection_name of the queries (none: the default collection)")
     parser.add_argument("--pause", type=float, default=0.0, help="seconds each worker waits between requests")
     parser.add_argument("--ca", help="CA bundle (PEM) to verify the site against; default: the system's")
@@ -444,7 +472,7 @@ def main(argv: list[str] | None = None) -> int:
     run = LoadRun(args.url, ca=args.ca, server_name=args.server_name, accept_names=args.accept_names,
                   collection=args.collection, concurrency=args.concurrency, seconds=args.seconds,
                   timeout=args.timeout, query_share=args.query_share, pause=args.pause, seed=args.seed,
-                  new_connections=args.new_connections)
+                  new_connections=args.new_connections, page_share=args.page_share)
     on_main = threading.current_thread() is threading.main_thread()
     previous = {}
     if on_main:  # Ctrl-C and SIGTERM end the run early, with its summary

@@ -37,7 +37,13 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import load  # noqa: E402
-from load import HEALTH, QUERY, LoadRun  # noqa: E402
+from load import HEALTH, PAGE, QUERY, LoadRun  # noqa: E402
+
+# The app's page as the site serves it: index.html naming its hashed assets (one named twice).
+PAGE_ASSETS = ("/assets/index-4f2a.js", "/assets/index-9c1d.css")
+PAGE_HTML = ('<!doctype html><html><head><script type="module" src="/assets/index-4f2a.js"></script>'
+             '<link rel="stylesheet" href="/assets/index-9c1d.css"><link rel="modulepreload" '
+             'href="/assets/index-4f2a.js"></head><body><div id="root"></div></body></html>')
 
 EDGE1, EDGE2 = "edge-1.querygpt.test", "edge-2.querygpt.test"
 SITE_NAME = "querygpt.test"  # SNI and Host, as a client of the load balancer sends them
@@ -121,7 +127,8 @@ class Handler(BaseHTTPRequestHandler):
             site.hosts.add(self.headers["Host"])
             if body is not None:
                 site.bodies.append(body)
-        action = site.actions.get(self.path, 200 if self.path in (HEALTH, QUERY) else 404)
+        known = self.path in (HEALTH, QUERY, PAGE) or self.path in PAGE_ASSETS
+        action = site.actions.get(self.path, 200 if known else 404)
         served = getattr(self, "served", 0)  # requests answered on this connection (one handler each)
         if action == "stale":  # a kept-alive connection closes as the next request arrives on it
             action = "drop" if served else 200
@@ -132,7 +139,7 @@ class Handler(BaseHTTPRequestHandler):
             self.close_connection = True  # no response: the connection closes
             return
         time.sleep(site.delay.get(self.path, 0.0))
-        payload = json.dumps({"status": "ok"}).encode()
+        payload = (PAGE_HTML if self.path == PAGE else json.dumps({"status": "ok"})).encode()
         with site.lock:
             site.answered[self.path] += 1
         self.send_response(int(action))
@@ -383,7 +390,7 @@ def test_the_command_exits_non_zero_on_failures(site, certs, capsys) -> None:
     summary = json.loads(capsys.readouterr().out)
     assert summary["requests"] == sum(s.answered.values()) > 0
     assert summary["failures"] == 0 and summary["failure_records"] == []
-    assert set(summary["paths"]) == {HEALTH, QUERY}
+    assert set(summary["paths"]) == {HEALTH, QUERY, PAGE}
 
     s.actions[QUERY] = 503
     assert load.main([*args, "--query-share", "1"]) == 1
@@ -408,3 +415,24 @@ def test_the_command_without_a_duration_runs_until_sigterm(site, certs) -> None:
     assert proc.returncode == 0, out
     summary = json.loads(out)
     assert summary["requests"] == sum(s.answered.values()) >= 5 and summary["failures"] == 0
+
+
+def test_a_page_load_fetches_the_page_then_each_asset_it_names(site, certs) -> None:
+    s = site()
+    result = run_for(s.url, certs, 0.6, concurrency=2, query_share=0.0, page_share=1.0, pause=0.01)
+    assert result.failures == [], result.describe_failures()
+    pages = result.stats(PAGE)["ok"]
+    assert pages == s.answered[PAGE] > 0 and result.requests == pages
+    # each asset once per page, though the page names one of them twice
+    assert all(s.answered[a] == pages for a in PAGE_ASSETS), s.answered
+
+
+def test_a_page_whose_asset_is_missing_fails_naming_the_asset(site, certs) -> None:
+    s = site()
+    s.actions[PAGE_ASSETS[1]] = 404
+    result = run_for(s.url, certs, 0.5, concurrency=1, query_share=0.0, page_share=1.0, pause=0.01)
+    assert len(result.failures) == s.answered[PAGE] > 0
+    assert {(f.path, f.status) for f in result.failures} == {(PAGE, 404)}
+    assert all(f.message.startswith(PAGE_ASSETS[1] + ": HTTP 404") for f in result.failures)
+    with pytest.raises(ValueError, match="page_share"):
+        LoadRun(s.url, query_share=0.6, page_share=0.5)

@@ -11,7 +11,12 @@ host is refused before anything changes.
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import io
+import re
 import subprocess
+import tarfile
 import sys
 import time
 import uuid
@@ -43,9 +48,9 @@ class Site:
     def __init__(self, address: str, ca_pem: str, names: list[str], collection: str) -> None:
         self.url, self.ca_pem, self.names, self.collection = f"https://{address}", ca_pem, names, collection
 
-    def load(self) -> LoadRun:
+    def load(self, **kw) -> LoadRun:
         return LoadRun(self.url, ca_data=self.ca_pem, server_name=self.names[0], accept_names=self.names,
-                       collection=self.collection, **LOAD)
+                       collection=self.collection, **{**LOAD, **kw})
 
     def request(self, method: str, path: str, **kw) -> httpx.Response:
         """One request on a new connection (so the load balancer picks an edge for it)."""
@@ -176,3 +181,68 @@ def test_a_rolling_reboot_of_a_one_host_tier_is_refused_before_any_change(lab):
     assert "reboot_allow_outage:" in done.stdout and "has no peer to serve while it" in done.stdout, done.stdout[-3000:]
     assert "TASK [Reboot]" not in done.stdout
     assert lab.exec(host, "cut -d ' ' -f 22 /proc/1/stat").stdout.strip() == before
+
+
+FRONTEND = "/opt/querygpt/frontend"
+
+
+def renamed_release(lab, edge: str, where: Path) -> tuple[Path, dict[str, str]]:
+    """The served frontend with every asset renamed (a new build's hashed names), as a dist
+    archive; and which old asset path became which new one."""
+    served = lab.exec(edge, f"tar -C {FRONTEND}/current -czf - . | base64 -w0", timeout=60).stdout
+    renames: dict[str, str] = {}
+    out = io.BytesIO()
+    with tarfile.open(fileobj=io.BytesIO(base64.b64decode(served))) as src, \
+            tarfile.open(fileobj=out, mode="w:gz") as dst:
+        members = [(m, src.extractfile(m).read() if m.isfile() else None) for m in src.getmembers()]
+        for m, _ in members:
+            name = m.name.removeprefix("./")
+            if m.isfile() and name.startswith("assets/"):
+                stem, dot, ext = name.rpartition(".")
+                renames["/" + name] = f"/{stem}-r2{dot}{ext}"
+        for m, data in members:
+            name = m.name.removeprefix("./")
+            if data is not None and name == "index.html":
+                text = data.decode()
+                for old, new in renames.items():
+                    text = text.replace(f'"{old}"', f'"{new}"')
+                data = text.encode()
+            if "/" + name in renames:
+                m.name = "." + renames["/" + name]
+            if data is not None:
+                m.size = len(data)
+            dst.addfile(m, io.BytesIO(data) if data is not None else None)
+    archive = where / "frontend-r2.tar.gz"
+    archive.write_bytes(out.getvalue())
+    return archive, renames
+
+
+def test_a_frontend_release_under_load_fails_no_page_and_keeps_open_pages_loading(lab, site, tmp_path):
+    """A release switches `current` on each edge at once: a browser that fetched the old
+    index.html just before still gets the old assets it names (from `previous`), and page
+    loads during the release all succeed."""
+    edges = lab.groups["edge"]
+    before = {e: lab.exec(e, f"readlink {FRONTEND}/current").stdout.strip() for e in edges}
+    old_index = site.request("GET", "/").text
+    old_assets = re.findall(r'(?:src|href)="(/assets/[^"]+)"', old_index)
+    assert old_assets, old_index
+    archive, renames = renamed_release(lab, edges[0], tmp_path)
+    assert set(old_assets) <= set(renames)
+    checksum = "sha256:" + hashlib.sha256(archive.read_bytes()).hexdigest()
+    try:
+        with site.load(query_share=0.0, page_share=0.5) as run:
+            playbook("playbooks/edge.yml", "--tags", "frontend", "-e", "frontend_version=rollout-test",
+                     "-e", f"frontend_dist_archive={archive}", "-e", f"frontend_dist_archive_checksum={checksum}")
+        assert run.result is not None and not run.result.failures, run.result.describe_failures()
+        assert run.result.stats("/")["ok"] >= 10, run.result.report()
+        new_index = site.request("GET", "/").text
+        assert new_index != old_index and renames[old_assets[0]] in new_index
+        # the page opened before the release: its assets still load, from the previous release
+        for path in old_assets:
+            assert site.request("GET", path).status_code == 200, path
+        for e in edges:
+            assert lab.exec(e, f"readlink {FRONTEND}/previous").stdout.strip() == before[e], e
+    finally:  # back to the release the converge deploys
+        for release in set(before.values()):
+            playbook("playbooks/edge.yml", "--tags", "frontend", "-e",
+                     f"frontend_rollback_to={release.rsplit('/', 1)[-1]}")

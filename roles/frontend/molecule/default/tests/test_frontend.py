@@ -42,6 +42,13 @@ def test_current_points_at_the_rolled_back_release(host, record):
     assert not host.file(f"{PREFIX}/.current.tmp").exists
 
 
+def test_previous_points_at_the_release_current_replaced(host, record):
+    """C was current when the rollback switched to B: C's assets serve pages opened before."""
+    previous = host.file(f"{PREFIX}/previous")
+    assert previous.is_symlink and previous.linked_to == f"{PREFIX}/releases/{record['c']}"
+    assert not host.file(f"{PREFIX}/.previous.tmp").exists
+
+
 def test_pruning_kept_two_releases(record, releases):
     assert releases == {record["b"], record["c"]}  # A, the oldest, was pruned
 
