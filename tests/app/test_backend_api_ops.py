@@ -31,6 +31,7 @@ def test_ready_when_both_reachable(client, fake_ollama) -> None:
     response = client.get("/ready")
     assert response.status_code == 200
     assert response.json()["checks"] == {"qdrant": "ok", "ollama": "ok"}
+    assert response.json()["ollama_hosts"] == {"ollama-1": "ok"}  # positions, not addresses
     paths = [r.url.path for r in fake_ollama.requests]
     assert "/readyz" in paths and "/api/version" in paths
 

@@ -23,7 +23,7 @@ from prometheus_client import REGISTRY
 from querygpt.errors import DeadlineExceeded, UpstreamError, UpstreamUnavailable
 from querygpt.limits import Deadline
 from querygpt.ollama import CONNECT_TIMEOUT_SECONDS, OllamaClient, host_label
-from querygpt_testkit import fake_embedding
+from querygpt_testkit import fake_embedding, upload
 
 A = "http://10.20.0.1:11434"
 B = "http://ollama-b.internal:11434"
@@ -354,3 +354,72 @@ def test_a_timeout_set_by_the_deadline_is_a_504_and_not_retried() -> None:
     assert info.value.stage == "generate"
     assert hosts.calls == [A]
 
+
+# --- through the API ----------------------------------------------------------------------
+
+
+@pytest.fixture
+def two_hosts(make_client, fake_ollama, schema_pdf):
+    """The app with two Ollama hosts (the fake answers for both), a schema uploaded."""
+    client = make_client(ollama_urls=(A, B))
+    assert upload(client, schema_pdf).status_code == 200
+    return client
+
+
+def _ollama_hosts_called(fake_ollama) -> Counter[str]:
+    return Counter(
+        f"{r.url.host}:{r.url.port}" for r in fake_ollama.requests if r.url.path.startswith("/api/")
+        and r.url.path != "/api/version"
+    )
+
+
+def test_the_app_spreads_its_calls_over_the_pool(two_hosts, fake_ollama) -> None:
+    for _ in range(2):
+        assert two_hosts.post("/query", json={"query": "customers"}).status_code == 200
+    called = _ollama_hosts_called(fake_ollama)
+    assert called[host_label(A)] >= 2 and called[host_label(B)] >= 2, called
+
+
+def test_every_host_down_is_the_usual_503_without_addresses(two_hosts, fake_ollama) -> None:
+    fake_ollama.ollama_up = False
+    response = two_hosts.post("/query", json={"query": "customers"})
+    assert response.status_code == 503
+    detail = response.json()["detail"]
+    assert "Ollama is unreachable" in detail and "2 Ollama hosts tried" in detail
+    for address in ("10.20.0.1", "ollama-b", "11434", "http"):
+        assert address not in response.text
+
+
+def test_ready_while_one_host_answers_and_each_host_is_reported(make_client, fake_ollama) -> None:
+    client = make_client(ollama_urls=(A, B))
+    fake_ollama.down_hosts.add("ollama-b.internal")
+    response = client.get("/ready")
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["checks"] == {"qdrant": "ok", "ollama": "ok"}
+    assert body["ollama_hosts"] == {
+        "ollama-1": "ok",
+        "ollama-2": "not ready: Ollama is unreachable (ConnectError).",
+    }
+    assert "ollama-b.internal" not in response.text and "10.20.0.1" not in response.text
+
+    fake_ollama.ollama_up = False
+    response = client.get("/ready")
+    assert response.status_code == 503
+    body = response.json()
+    assert body["failed"] == ["ollama"]
+    assert body["checks"]["ollama"] == "not ready: none of the 2 Ollama hosts answered (see ollama_hosts)"
+    assert set(body["ollama_hosts"]) == {"ollama-1", "ollama-2"}
+    assert "ollama-b.internal" not in response.text and "10.20.0.1" not in response.text
+
+
+def test_pool_metrics_are_exported_per_host_from_the_start(make_client) -> None:
+    client = make_client(ollama_urls=(A, C))
+    text = client.get("/metrics").text
+    for url in (A, C):
+        for outcome in ("ok", "connect_error", "http_5xx", "http_4xx", "timeout"):
+            assert (
+                f'querygpt_ollama_requests_total{{host="{host_label(url)}",outcome="{outcome}"}}'
+                in text
+            )
+    assert "querygpt_ollama_retries_total" in text

@@ -572,7 +572,11 @@ def test_health_and_ready_with_both_standins_up(backend: Backend) -> None:
     assert health.status_code == 200
     assert health.json()["status"] == "ok"
     assert ready.status_code == 200, ready.text
-    assert ready.json() == {"status": "ready", "checks": {"qdrant": "ok", "ollama": "ok"}}
+    assert ready.json() == {
+        "status": "ready",
+        "checks": {"qdrant": "ok", "ollama": "ok"},
+        "ollama_hosts": {"ollama-1": "ok"},
+    }
 
 
 def test_ready_503_names_qdrant_when_it_is_down(start_backend: BackendFactory) -> None:
