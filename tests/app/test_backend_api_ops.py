@@ -16,6 +16,8 @@ CONTRACT_METRICS = [
     "querygpt_documents_indexed",
     "querygpt_chunks_indexed",
     "querygpt_upload_rejected_total",
+    "querygpt_ollama_requests_total",
+    "querygpt_ollama_retries_total",
 ]
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import logging
 import threading
-import time
 from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -155,7 +154,7 @@ def test_concurrent_calls_keep_the_books_straight() -> None:
     assert len(results) == 200
     assert [h.in_flight for h in client.hosts] == [0, 0, 0]
     calls = Counter(hosts.calls)
-    assert calls[A] + calls[B] >= 200 and calls[A] > 50 and calls[B] > 50
+    assert calls[A] + calls[B] >= 200 and calls[A] > 20 and calls[B] > 20
 
 
 # --- what is retried, what is not ---------------------------------------------------------
@@ -237,7 +236,7 @@ def test_each_host_is_tried_once_then_the_error_says_how_many() -> None:
     assert sorted(hosts.calls) == sorted([A, B, C])
     assert info.value.status_code == 503
     assert "Ollama is unreachable" in info.value.detail
-    assert "3 Ollama hosts tried" in info.value.detail
+    assert "Tried 3 Ollama hosts" in info.value.detail
     for url in (A, B, C):
         assert host_label(url).split(":")[0] not in info.value.detail
         assert url in info.value.operator_detail  # for the log, not the client
@@ -250,7 +249,7 @@ def test_when_a_host_answered_5xx_the_error_is_a_502_with_its_reason(behaviour) 
     with pytest.raises(UpstreamError) as info:
         client.embed("m", ["x"])
     assert info.value.status_code == 502
-    assert "HTTP 503: injected 503" in info.value.detail and "2 Ollama hosts tried" in info.value.detail
+    assert "HTTP 503: injected 503" in info.value.detail and "Tried 2 Ollama hosts" in info.value.detail
 
 
 # --- cool-down ----------------------------------------------------------------------------
@@ -304,14 +303,25 @@ def test_a_cooling_host_is_still_a_retry_target_when_nothing_else_is_left() -> N
 # --- the deadline ---------------------------------------------------------------------------
 
 
-def test_no_attempt_starts_after_the_deadline() -> None:
-    def slow_refusal(request: httpx.Request) -> httpx.Response:
-        time.sleep(0.3)
+def refusal_after(deadline: Deadline, seconds: float) -> Behaviour:
+    """A host that refuses after ``seconds`` have passed on ``deadline``'s clock (moved, not
+    slept: the tests do not depend on the machine's speed)."""
+
+    def refuse(request: httpx.Request) -> httpx.Response:
+        deadline.start -= seconds
         raise httpx.ConnectError("refused", request=request)
 
-    hosts = Hosts(a=slow_refusal)
+    return refuse
+
+
+def query_deadline(seconds: float) -> Deadline:
+    return Deadline("query", seconds, "QUERYGPT_QUERY_DEADLINE_SECONDS")
+
+
+def test_no_attempt_starts_after_the_deadline() -> None:
+    deadline = query_deadline(60)
+    hosts = Hosts(a=refusal_after(deadline, 61))
     client = pool(hosts)
-    deadline = Deadline("query", 0.2, "QUERYGPT_QUERY_DEADLINE_SECONDS")
     with pytest.raises(DeadlineExceeded) as info:
         client.embed("m", ["x"], deadline=deadline)
     assert info.value.stage == "embed"
@@ -320,35 +330,27 @@ def test_no_attempt_starts_after_the_deadline() -> None:
 
 def test_a_deadline_passed_during_the_last_attempt_is_not_a_504() -> None:
     # Every host was tried: the outage is the answer, not the deadline.
-    def slow_refusal(request: httpx.Request) -> httpx.Response:
-        time.sleep(0.3)
-        raise httpx.ConnectError("refused", request=request)
-
-    hosts = Hosts(a="refused", b=slow_refusal)
+    deadline = query_deadline(60)
+    hosts = Hosts(a="refused", b=refusal_after(deadline, 61))
     client = pool(hosts)
-    deadline = Deadline("query", 0.2, "QUERYGPT_QUERY_DEADLINE_SECONDS")
-    with pytest.raises(UpstreamUnavailable, match="2 Ollama hosts tried"):
+    with pytest.raises(UpstreamUnavailable, match="Tried 2 Ollama hosts"):
         client.embed("m", ["x"], deadline=deadline)
 
 
 def test_every_attempt_gets_what_is_left_of_the_deadline() -> None:
-    def slow_refusal(request: httpx.Request) -> httpx.Response:
-        time.sleep(0.3)
-        raise httpx.ConnectError("refused", request=request)
-
-    hosts = Hosts(a=slow_refusal)
+    deadline = query_deadline(20)
+    hosts = Hosts(a=refusal_after(deadline, 8))
     client = pool(hosts)
-    deadline = Deadline("query", 5.0, "QUERYGPT_QUERY_DEADLINE_SECONDS")
     client.chat("m", "s", "u", deadline=deadline)
     first, second = (t["read"] for t in hosts.timeouts)
     assert first is not None and second is not None
-    assert first <= 5.0 and second <= first - 0.3, (first, second)
+    assert 19 < first <= 20 and 11 < second <= 12, (first, second)
 
 
 def test_a_timeout_set_by_the_deadline_is_a_504_and_not_retried() -> None:
     hosts = Hosts(a="timeout")
     client = pool(hosts)
-    deadline = Deadline("query", 5.0, "QUERYGPT_QUERY_DEADLINE_SECONDS")
+    deadline = query_deadline(5)
     with pytest.raises(DeadlineExceeded) as info:
         client.chat("m", "s", "u", deadline=deadline)
     assert info.value.stage == "generate"
@@ -385,7 +387,7 @@ def test_every_host_down_is_the_usual_503_without_addresses(two_hosts, fake_olla
     response = two_hosts.post("/query", json={"query": "customers"})
     assert response.status_code == 503
     detail = response.json()["detail"]
-    assert "Ollama is unreachable" in detail and "2 Ollama hosts tried" in detail
+    assert "Ollama is unreachable" in detail and "Tried 2 Ollama hosts" in detail
     for address in ("10.20.0.1", "ollama-b", "11434", "http"):
         assert address not in response.text
 

@@ -376,7 +376,7 @@ def _with_tries(error: UpstreamError, tried: int, where: list[str]) -> UpstreamE
     """``error`` saying how many hosts the call tried (no address: the detail reaches API
     clients), with every address tried in ``where`` (logs only)."""
     hosts = "1 Ollama host" if tried == 1 else f"{tried} Ollama hosts"
-    error.detail = f"{error.detail.rstrip('.')} ({hosts} tried)."
+    error.detail = f"{error.detail.rstrip('.')}. Tried {hosts}."
     error.args = (error.detail,)
     error.where = ", ".join(where)
     return error
