@@ -77,17 +77,17 @@ class OllamaHost:
     http: httpx.Client = field(repr=False)
     in_flight: int = 0
     cooldown_until: float = 0.0  # monotonic time; 0 when the host is not cooling down
+    #: ``host:port``: the metrics label and what logs name.
+    label: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.label = host_label(self.base_url)
 
     @property
     def name(self) -> str:
         """``ollama-1``, ``ollama-2``, ...: the host's name where no address may appear
         (``/ready``'s body); the order is QUERYGPT_OLLAMA_URLS's."""
         return f"ollama-{self.index + 1}"
-
-    @property
-    def label(self) -> str:
-        """``host:port``: the metrics label and what logs name."""
-        return host_label(self.base_url)
 
 
 def host_label(url: str) -> str:
