@@ -92,6 +92,9 @@ def fake_embedding(text: str) -> list[float]:
 class FakeOllama:
     """Answers /api/embed, /api/chat, /api/version; records what it saw.
 
+    It answers for every Ollama host of a pool (QUERYGPT_OLLAMA_URLS); ``down_hosts`` holds the
+    host names that refuse connections, ``ollama_up = False`` makes every host refuse.
+
     ``fail_embed_call=n`` makes the n-th embed call (1-based) fail with
     ``embed_failure`` ("http" -> 500 with an Ollama-style error, "down" ->
     connection refused).
@@ -113,6 +116,7 @@ class FakeOllama:
         self.embed_failure = "http"
         self.chat_reply = "```sql\nSELECT c.name FROM customers c;\n```"
         self.ollama_up = True
+        self.down_hosts: set[str] = set()
         self.qdrant_ready = True
         self.requests: list[httpx.Request] = []
         self.delays: dict[str, float] = {}
@@ -141,7 +145,7 @@ class FakeOllama:
             if not self.qdrant_ready:
                 raise httpx.ConnectError("connection refused", request=request)
             return httpx.Response(200, text="all shards are ready")
-        if not self.ollama_up:
+        if not self.ollama_up or request.url.host in self.down_hosts:
             raise httpx.ConnectError("connection refused", request=request)
         if path == "/api/version":
             return httpx.Response(200, json={"version": "0.0.0-fake"})

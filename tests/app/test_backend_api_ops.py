@@ -16,6 +16,8 @@ CONTRACT_METRICS = [
     "querygpt_documents_indexed",
     "querygpt_chunks_indexed",
     "querygpt_upload_rejected_total",
+    "querygpt_ollama_requests_total",
+    "querygpt_ollama_retries_total",
 ]
 
 
@@ -31,6 +33,7 @@ def test_ready_when_both_reachable(client, fake_ollama) -> None:
     response = client.get("/ready")
     assert response.status_code == 200
     assert response.json()["checks"] == {"qdrant": "ok", "ollama": "ok"}
+    assert response.json()["ollama_hosts"] == {"ollama-1": "ok"}  # positions, not addresses
     paths = [r.url.path for r in fake_ollama.requests]
     assert "/readyz" in paths and "/api/version" in paths
 

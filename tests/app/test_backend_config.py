@@ -19,12 +19,15 @@ def test_defaults_match_documented_values() -> None:
     assert settings.embed_model == "all-minilm"
     assert settings.llm_model == "qwen2.5-coder:1.5b"
     assert settings.port == 8000
+    assert settings.ollama_urls == ("http://127.0.0.1:11434",)
+    assert settings.ollama_cooldown_seconds == 10.0
     assert settings.max_upload_bytes == 20 * 1024 * 1024
     # Every default is parseable by the same code that parses the environment.
     assert set(DEFAULTS) >= {
         "QUERYGPT_QDRANT_URL",
         "QUERYGPT_QDRANT_API_KEY",
-        "QUERYGPT_OLLAMA_URL",
+        "QUERYGPT_OLLAMA_URLS",
+        "QUERYGPT_OLLAMA_COOLDOWN_SECONDS",
         "QUERYGPT_EMBED_MODEL",
         "QUERYGPT_LLM_MODEL",
         "QUERYGPT_TOP_K",
@@ -83,7 +86,8 @@ def test_values_are_read_and_normalised() -> None:
         {
             "QUERYGPT_QDRANT_URL": "https://qdrant.internal:6333/",
             "QUERYGPT_QDRANT_API_KEY": " key ",
-            "QUERYGPT_OLLAMA_URL": "http://10.0.0.5:11434",
+            "QUERYGPT_OLLAMA_URLS": " http://10.0.0.5:11434/ ,https://ollama-b.internal ",
+            "QUERYGPT_OLLAMA_COOLDOWN_SECONDS": "2.5",
             "QUERYGPT_TOP_K": "12",
             "QUERYGPT_CHUNK_SIZE": "300",
             "QUERYGPT_CHUNK_OVERLAP": "0",
@@ -104,6 +108,8 @@ def test_values_are_read_and_normalised() -> None:
     )
     assert settings.qdrant_url == "https://qdrant.internal:6333"
     assert settings.qdrant_api_key == "key"
+    assert settings.ollama_urls == ("http://10.0.0.5:11434", "https://ollama-b.internal")
+    assert settings.ollama_cooldown_seconds == 2.5
     assert settings.top_k == 12
     assert (settings.chunk_size, settings.chunk_overlap, settings.chunk_unit) == (300, 0, "words")
     assert settings.log_level == "DEBUG"
@@ -125,7 +131,15 @@ def test_values_are_read_and_normalised() -> None:
     [
         ("QUERYGPT_QDRANT_URL", "localhost:6333"),
         ("QUERYGPT_QDRANT_URL", "ftp://qdrant"),
-        ("QUERYGPT_OLLAMA_URL", "http://host:notaport"),
+        ("QUERYGPT_OLLAMA_URLS", "http://host:notaport"),
+        ("QUERYGPT_OLLAMA_URLS", "http://10.0.0.5:11434,localhost:11434"),
+        ("QUERYGPT_OLLAMA_URLS", " , "),
+        ("QUERYGPT_OLLAMA_URLS", "http://10.0.0.5:11434,"),
+        ("QUERYGPT_OLLAMA_URLS", "http://10.0.0.5:11434,,http://10.0.0.6:11434"),
+        ("QUERYGPT_OLLAMA_URLS", "http://10.0.0.5:11434, http://10.0.0.5:11434/"),
+        ("QUERYGPT_OLLAMA_URLS", "http://ollama, http://OLLAMA:80"),
+        ("QUERYGPT_OLLAMA_COOLDOWN_SECONDS", "0"),
+        ("QUERYGPT_OLLAMA_COOLDOWN_SECONDS", "soon"),
         ("QUERYGPT_EMBED_MODEL", "all minilm"),
         ("QUERYGPT_TOP_K", "0"),
         ("QUERYGPT_TOP_K", "five"),
@@ -159,6 +173,29 @@ def test_invalid_value_names_the_variable(variable: str, value: str) -> None:
         Settings.from_env({**BUCKET, variable: value})
     assert info.value.variable == variable
     assert str(info.value).startswith(variable)
+
+
+@pytest.mark.parametrize(
+    ("value", "problem"),
+    [
+        (",", "must list at least one http(s) URL"),
+        ("http://10.0.0.5:11434, ,http://10.0.0.6:11434", "has an empty item"),
+        ("http://10.0.0.5:11434,ftp://10.0.0.6", "item 2 must be an http(s) URL"),
+        ("http://10.0.0.5:11434,http://10.0.0.5:11434/", "lists the same URL twice"),
+    ],
+)
+def test_ollama_urls_errors_say_what_is_wrong(value: str, problem: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        Settings.from_env({**BUCKET, "QUERYGPT_OLLAMA_URLS": value})
+    assert str(info.value).startswith(f"QUERYGPT_OLLAMA_URLS {problem}"), str(info.value)
+
+
+def test_the_replaced_single_ollama_url_is_refused_not_ignored() -> None:
+    # Ignored, it would send every call to the default 127.0.0.1:11434 without a word.
+    with pytest.raises(ConfigError) as info:
+        Settings.from_env({**BUCKET, "QUERYGPT_OLLAMA_URL": "http://10.0.0.5:11434"})
+    assert info.value.variable == "QUERYGPT_OLLAMA_URL"
+    assert "rename it to QUERYGPT_OLLAMA_URLS" in str(info.value)
 
 
 def test_overlap_must_be_smaller_than_size() -> None:

@@ -1,6 +1,7 @@
 """End to end: the real QueryGPT backend (``python -m querygpt``, uvicorn,
 two workers) over HTTP against the Qdrant and Ollama lab stand-ins, with
 moto's S3 server (the lab's S3-compatible endpoint) as the documents bucket.
+Two Ollama stand-ins make the backends' Ollama pool (QUERYGPT_OLLAMA_URLS).
 
 Stand-ins and backends run as subprocesses bound to 127.0.0.1 on free
 ports, with state in tmp_path_factory directories (per xdist worker, so
@@ -15,13 +16,14 @@ import hashlib
 import io
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -282,15 +284,19 @@ class OllamaStandin:
     proc: subprocess.Popen[bytes]
     log: Path
 
+    @property
+    def host(self) -> str:
+        """``host:port``, the backend's label for this host in its metrics and logs."""
+        return self.url.removeprefix("http://")
 
-@pytest.fixture(scope="session")
-def ollama(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OllamaStandin]:
-    work = tmp_path_factory.mktemp("ollama")
-    mirror = work / "mirror"
-    subprocess.run(
-        [sys.executable, str(OLLAMA_STANDIN / "make_mirror.py"), "--out", str(mirror)],
-        check=True, capture_output=True, timeout=60,
-    )
+    def api_calls(self) -> int:
+        """The embed and chat calls it answered, counted in its access log (stderr)."""
+        return len(re.findall(r'"POST /api/(?:embed|chat) HTTP/1\.1" 200', self.log.read_text()))
+
+
+def start_ollama_standin(work: Path, mirror: Path) -> OllamaStandin:
+    """An Ollama stand-in on a free port with both models pulled from ``mirror``."""
+    work.mkdir(parents=True, exist_ok=True)
     port = free_port()
     env = dict(
         clean_env(),
@@ -315,9 +321,46 @@ def ollama(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OllamaStandin]:
                 assert pulled.json()["status"] == "success", pulled.text
             names = {m["name"] for m in client.get("/api/tags").json()["models"]}
             assert {EMBED_MODEL, LLM_MODEL} <= names
-        yield OllamaStandin(url, proc, log)
-    finally:
+    except BaseException:
         stop_process(proc)
+        raise
+    return OllamaStandin(url, proc, log)
+
+
+@pytest.fixture(scope="session")
+def ollama_mirror(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The model mirror every stand-in pulls from (read-only for them)."""
+    mirror = tmp_path_factory.mktemp("ollama-mirror") / "mirror"
+    subprocess.run(
+        [sys.executable, str(OLLAMA_STANDIN / "make_mirror.py"), "--out", str(mirror)],
+        check=True, capture_output=True, timeout=60,
+    )
+    return mirror
+
+
+@pytest.fixture(scope="session")
+def ollama(tmp_path_factory: pytest.TempPathFactory, ollama_mirror: Path) -> Iterator[OllamaStandin]:
+    """The first Ollama host of the backends' pool."""
+    standin = start_ollama_standin(tmp_path_factory.mktemp("ollama"), ollama_mirror)
+    try:
+        yield standin
+    finally:
+        stop_process(standin.proc)
+
+
+@pytest.fixture(scope="session")
+def ollama_b(tmp_path_factory: pytest.TempPathFactory, ollama_mirror: Path) -> Iterator[OllamaStandin]:
+    """The second Ollama host of the backends' pool (QUERYGPT_OLLAMA_URLS lists both)."""
+    standin = start_ollama_standin(tmp_path_factory.mktemp("ollama-b"), ollama_mirror)
+    try:
+        yield standin
+    finally:
+        stop_process(standin.proc)
+
+
+@pytest.fixture(scope="session")
+def ollamas(ollama: OllamaStandin, ollama_b: OllamaStandin) -> tuple[OllamaStandin, ...]:
+    return (ollama, ollama_b)
 
 
 # -------------------------------------------------------------------- backend
@@ -338,13 +381,13 @@ BackendFactory = Callable[..., Backend]
 
 
 def backend_settings(
-    qdrant: QdrantStandin, ollama: OllamaStandin, s3: S3Standin, port: int
+    qdrant: QdrantStandin, ollamas: Sequence[OllamaStandin], s3: S3Standin, port: int
 ) -> dict[str, str]:
     """The QUERYGPT_* variables of a backend on the stand-ins (what backend.env holds)."""
     return {
         "QUERYGPT_QDRANT_URL": qdrant.url,
         "QUERYGPT_QDRANT_API_KEY": QDRANT_KEY,
-        "QUERYGPT_OLLAMA_URL": ollama.url,
+        "QUERYGPT_OLLAMA_URLS": ",".join(o.url for o in ollamas),
         "QUERYGPT_EMBED_MODEL": "all-minilm",
         "QUERYGPT_LLM_MODEL": LLM_MODEL,
         "QUERYGPT_HOST": "127.0.0.1",
@@ -363,7 +406,7 @@ def backend_settings(
 def launch_backend(
     work: Path,
     qdrant: QdrantStandin,
-    ollama: OllamaStandin,
+    ollamas: Sequence[OllamaStandin],
     s3: S3Standin,
     *,
     precreate_metrics_dir: bool = True,
@@ -371,11 +414,11 @@ def launch_backend(
 ) -> Backend:
     """Start ``python -m querygpt``; keyword args become/override QUERYGPT_* variables.
 
-    Defaults point at the stand-ins; ``workers=2`` also sets PROMETHEUS_MULTIPROC_DIR
+    Defaults point at the stand-ins (every Ollama stand-in of ``ollamas`` in the pool); ``workers=2`` also sets PROMETHEUS_MULTIPROC_DIR
     (an empty directory in ``work``, created first unless ``precreate_metrics_dir=False``).
     """
     port = free_port()
-    settings = backend_settings(qdrant, ollama, s3, port)
+    settings = backend_settings(qdrant, ollamas, s3, port)
     settings.update({f"QUERYGPT_{k.upper()}": str(v) for k, v in overrides.items()})
     env = dict(clean_env(), PYTHONPATH=str(BACKEND_SRC), **settings)
     if int(settings["QUERYGPT_WORKERS"]) > 1:
@@ -397,11 +440,11 @@ def launch_backend(
 def backend(
     tmp_path_factory: pytest.TempPathFactory,
     qdrant: QdrantStandin,
-    ollama: OllamaStandin,
+    ollamas: tuple[OllamaStandin, ...],
     s3: S3Standin,
 ) -> Iterator[Backend]:
-    """The shared backend: two workers, multiprocess metrics."""
-    shared = launch_backend(tmp_path_factory.mktemp("backend"), qdrant, ollama, s3, workers=2)
+    """The shared backend: two workers, multiprocess metrics, two Ollama hosts."""
+    shared = launch_backend(tmp_path_factory.mktemp("backend"), qdrant, ollamas, s3, workers=2)
     try:
         yield shared
     finally:
@@ -410,7 +453,7 @@ def backend(
 
 @pytest.fixture
 def start_backend(
-    tmp_path: Path, qdrant: QdrantStandin, ollama: OllamaStandin, s3: S3Standin
+    tmp_path: Path, qdrant: QdrantStandin, ollamas: tuple[OllamaStandin, ...], s3: S3Standin
 ) -> Iterator[BackendFactory]:
     """Extra backends for one test (same stand-ins), stopped when it ends."""
     started: list[Backend] = []
@@ -418,7 +461,7 @@ def start_backend(
     def factory(**kwargs: Any) -> Backend:
         work = tmp_path / f"backend{len(started)}"
         work.mkdir()
-        started.append(launch_backend(work, qdrant, ollama, s3, **kwargs))
+        started.append(launch_backend(work, qdrant, ollamas, s3, **kwargs))
         return started[-1]
 
     try:
@@ -572,7 +615,11 @@ def test_health_and_ready_with_both_standins_up(backend: Backend) -> None:
     assert health.status_code == 200
     assert health.json()["status"] == "ok"
     assert ready.status_code == 200, ready.text
-    assert ready.json() == {"status": "ready", "checks": {"qdrant": "ok", "ollama": "ok"}}
+    assert ready.json() == {
+        "status": "ready",
+        "checks": {"qdrant": "ok", "ollama": "ok"},
+        "ollama_hosts": {"ollama-1": "ok", "ollama-2": "ok"},
+    }
 
 
 def test_ready_503_names_qdrant_when_it_is_down(start_backend: BackendFactory) -> None:
@@ -588,6 +635,83 @@ def test_ready_503_names_qdrant_when_it_is_down(start_backend: BackendFactory) -
     assert body["checks"]["ollama"] == "ok"
     assert body["checks"]["qdrant"].startswith("unreachable")
     assert body["detail"].startswith("qdrant:")
+
+
+# --------------------------------------------------------------- Ollama pool
+
+POOL_QUESTIONS = (
+    "How many orders did each customer place?",
+    "Which products were sold in order 7?",
+    "List the email of every customer.",
+)
+
+
+def ask(client: httpx.Client, question: str) -> httpx.Response:
+    return client.post("/query", json={"query": question, "collection_name": UPLOAD_COLLECTION})
+
+
+def test_queries_are_spread_over_both_ollama_hosts(
+    backend: Backend, uploaded: dict[str, Any], ollamas: tuple[OllamaStandin, ...]
+) -> None:
+    before = scrape(backend)
+    calls_before = [o.api_calls() for o in ollamas]
+    with backend.client() as client:
+        for question in POOL_QUESTIONS * 2:
+            response = ask(client, question)
+            assert response.status_code == 200, response.text
+            assert "SELECT" in response.json()["result"].upper()
+    after = scrape(backend)
+    # Each query is an embed and a chat call: 12 calls over two hosts, each got some (the
+    # backend's two workers each alternate on their own, so not necessarily 6 and 6).
+    for standin, calls in zip(ollamas, calls_before, strict=True):
+        assert standin.api_calls() > calls, f"{standin.host} received no call"
+        ok = value(after, "querygpt_ollama_requests_total", host=standin.host, outcome="ok")
+        assert ok > value(before, "querygpt_ollama_requests_total", host=standin.host, outcome="ok")
+    assert sum(o.api_calls() - c for o, c in zip(ollamas, calls_before, strict=True)) == 12
+
+
+def test_queries_still_succeed_after_an_ollama_host_is_killed(
+    tmp_path: Path,
+    start_backend: BackendFactory,
+    ollama: OllamaStandin,
+    ollama_mirror: Path,
+    uploaded: dict[str, Any],
+) -> None:
+    # A stand-in of its own, so killing it disturbs no other test.
+    doomed = start_ollama_standin(tmp_path / "doomed-ollama", ollama_mirror)
+    try:
+        pooled = start_backend(ollama_urls=f"{doomed.url},{ollama.url}")
+        with pooled.client() as client:
+            for question in POOL_QUESTIONS[:2]:
+                assert ask(client, question).status_code == 200
+            assert doomed.api_calls() > 0, "both hosts were in use before the kill"
+
+            os.killpg(doomed.proc.pid, signal.SIGKILL)
+            doomed.proc.wait(timeout=10)
+            for question in POOL_QUESTIONS * 2:
+                response = ask(client, question)
+                assert response.status_code == 200, response.text
+                assert "SELECT" in response.json()["result"].upper()
+
+            ready = client.get("/ready")
+        assert ready.status_code == 200, ready.text
+        hosts = ready.json()["ollama_hosts"]
+        assert hosts["ollama-1"].startswith("not ready: Ollama is unreachable"), hosts
+        assert hosts["ollama-2"] == "ok"
+        assert "127.0.0.1" not in ready.text
+    finally:
+        stop_process(doomed.proc)
+    samples = scrape(pooled)
+    assert value(samples, "querygpt_ollama_requests_total", host=doomed.host, outcome="connect_error") >= 1
+    assert value(samples, "querygpt_ollama_retries_total") >= 1
+    # The move to the other host is logged with the host that failed.
+    failures = [
+        json.loads(line)
+        for line in pooled.log.read_text().splitlines()
+        if '"ollama call failed"' in line
+    ]
+    assert failures and failures[0]["ollama_host"] == doomed.host, failures
+    assert failures[0]["outcome"] == "connect_error" and failures[0]["retrying"] is True
 
 
 # -------------------------------------------------------------------- upload
@@ -708,7 +832,7 @@ def test_failed_upload_leaves_no_partial_points(
 ) -> None:
     collection = "rollback_check"
     filename = "half-indexed.pdf"
-    flaky = start_backend(ollama_url=flaky_ollama.url, embed_batch_size=1)
+    flaky = start_backend(ollama_urls=flaky_ollama.url, embed_batch_size=1)
     with flaky.client() as client:
         response = client.post(
             "/upload",
@@ -801,9 +925,9 @@ def test_upload_keeps_the_original_in_the_documents_bucket(
 
 
 def test_backend_refuses_to_start_without_a_documents_bucket(
-    tmp_path: Path, qdrant: QdrantStandin, ollama: OllamaStandin, s3: S3Standin
+    tmp_path: Path, qdrant: QdrantStandin, ollamas: tuple[OllamaStandin, ...], s3: S3Standin
 ) -> None:
-    settings = backend_settings(qdrant, ollama, s3, free_port())
+    settings = backend_settings(qdrant, ollamas, s3, free_port())
     del settings["QUERYGPT_DOCUMENTS_BUCKET"]
     env = dict(clean_env(), PYTHONPATH=str(BACKEND_SRC), **settings)
     result = subprocess.run(

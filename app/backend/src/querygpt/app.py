@@ -60,7 +60,8 @@ def create_app(
 
     ``qdrant_client`` replaces the REST client built from QUERYGPT_QDRANT_URL
     (e.g. ``QdrantClient(":memory:")``); ``http_transport`` is used for every
-    plain HTTP call (Ollama, and Qdrant's /readyz probe); ``s3_client`` replaces
+    plain HTTP call (every Ollama host of QUERYGPT_OLLAMA_URLS, and Qdrant's /readyz
+    probe); ``s3_client`` replaces
     the boto3 S3 client built from the QUERYGPT_S3_* settings.
 
     Raises ConfigError if ``settings`` names no documents bucket: uploads must
@@ -77,7 +78,10 @@ def create_app(
             settings.qdrant_url, settings.qdrant_api_key, settings.request_timeout
         )
     ollama = OllamaClient(
-        settings.ollama_url, timeout=settings.request_timeout, transport=http_transport
+        settings.ollama_urls,
+        timeout=settings.request_timeout,
+        cooldown=settings.ollama_cooldown_seconds,
+        transport=http_transport,
     )
     probe = ReadinessProbe(
         settings.qdrant_url,
@@ -105,7 +109,7 @@ def create_app(
             extra={
                 "version": __version__,
                 "qdrant_url": settings.qdrant_url,
-                "ollama_url": settings.ollama_url,
+                "ollama_urls": list(settings.ollama_urls),
                 "embed_model": settings.embed_model,
                 "llm_model": settings.llm_model,
                 "documents": documents.uri(documents.prefix + "/"),

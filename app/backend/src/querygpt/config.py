@@ -33,7 +33,10 @@ CHUNK_UNITS = ("chars", "words")
 DEFAULTS: dict[str, str] = {
     "QUERYGPT_QDRANT_URL": "http://127.0.0.1:6333",
     "QUERYGPT_QDRANT_API_KEY": "",
-    "QUERYGPT_OLLAMA_URL": "http://127.0.0.1:11434",
+    # One or more Ollama hosts, comma-separated; calls are spread over them (ollama.py).
+    "QUERYGPT_OLLAMA_URLS": "http://127.0.0.1:11434",
+    # Seconds a host that failed (connection failure, 5xx) is passed over.
+    "QUERYGPT_OLLAMA_COOLDOWN_SECONDS": "10",
     "QUERYGPT_EMBED_MODEL": "all-minilm",
     "QUERYGPT_LLM_MODEL": "qwen2.5-coder:1.5b",
     "QUERYGPT_TOP_K": "10",
@@ -93,7 +96,9 @@ class Settings:
     qdrant_url: str = DEFAULTS["QUERYGPT_QDRANT_URL"]
     # repr=False: the key must never end up in a log line or a traceback.
     qdrant_api_key: str | None = field(default=None, repr=False)
-    ollama_url: str = DEFAULTS["QUERYGPT_OLLAMA_URL"]
+    # The Ollama pool: every call goes to one of these hosts (ollama.py).
+    ollama_urls: tuple[str, ...] = (DEFAULTS["QUERYGPT_OLLAMA_URLS"],)
+    ollama_cooldown_seconds: float = 10.0
     embed_model: str = DEFAULTS["QUERYGPT_EMBED_MODEL"]
     llm_model: str = DEFAULTS["QUERYGPT_LLM_MODEL"]
     # Tuned by benchmarks/retrieval_quality.py: docs/retrieval.md has the figures.
@@ -182,10 +187,21 @@ class Settings:
                 "must be set together with its pair (QUERYGPT_S3_ACCESS_KEY_ID and "
                 "QUERYGPT_S3_SECRET_ACCESS_KEY), or leave both empty to use the instance profile",
             )
+        if environ.get("QUERYGPT_OLLAMA_URL", "").strip():
+            # The single-host variable was replaced: ignoring it would silently send every
+            # call to the default 127.0.0.1:11434.
+            raise ConfigError(
+                "QUERYGPT_OLLAMA_URL",
+                "is no longer read; rename it to QUERYGPT_OLLAMA_URLS (a comma-separated list "
+                "of one or more Ollama URLs)",
+            )
         settings = cls(
             qdrant_url=_parse("QUERYGPT_QDRANT_URL", raw, _http_url),
             qdrant_api_key=api_key,
-            ollama_url=_parse("QUERYGPT_OLLAMA_URL", raw, _http_url),
+            ollama_urls=_parse("QUERYGPT_OLLAMA_URLS", raw, _http_urls),
+            ollama_cooldown_seconds=_parse(
+                "QUERYGPT_OLLAMA_COOLDOWN_SECONDS", raw, _positive_float
+            ),
             embed_model=_parse("QUERYGPT_EMBED_MODEL", raw, _model_name),
             llm_model=_parse("QUERYGPT_LLM_MODEL", raw, _model_name),
             top_k=_parse("QUERYGPT_TOP_K", raw, _int_between(1, 100)),
@@ -350,6 +366,36 @@ def _http_url(value: str) -> str:
     if parts.query or parts.fragment:
         raise ValueError(f"must not contain a query string or fragment, got {value!r}")
     return value.rstrip("/")
+
+
+def _http_urls(value: str) -> tuple[str, ...]:
+    """A comma-separated list of one or more distinct http(s) URLs; spaces around items are
+    ignored, an empty item (",," or a trailing comma) is an error."""
+    items = [item.strip() for item in value.split(",")]
+    if not any(items):
+        raise ValueError(
+            "must list at least one http(s) URL (comma-separated) such as "
+            f"http://10.0.0.5:11434, got {value!r}"
+        )
+    if "" in items:
+        raise ValueError(f"has an empty item (a stray comma?), got {value!r}")
+    urls: list[str] = []
+    seen: dict[tuple[str, str, int | None, str], str] = {}
+    for number, item in enumerate(items, start=1):
+        try:
+            url = _http_url(item)
+        except ValueError as exc:
+            if len(items) == 1:
+                raise
+            raise ValueError(f"item {number} {exc}") from None
+        parts = urlsplit(url)
+        port = parts.port or (443 if parts.scheme.lower() == "https" else 80)
+        key = (parts.scheme.lower(), (parts.hostname or "").lower(), port, parts.path)
+        if key in seen:
+            raise ValueError(f"lists the same URL twice ({seen[key]!r} and {item!r})")
+        seen[key] = item
+        urls.append(url)
+    return tuple(urls)
 
 
 def _model_name(value: str) -> str:

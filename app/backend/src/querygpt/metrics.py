@@ -87,6 +87,19 @@ GPU_WAITING = Gauge(
     multiprocess_mode="livesum",
 )
 
+# The Ollama pool (ollama.py): every embed/chat attempt by host ("host:port") and outcome, and
+# every time a call moved on to another host. Readiness probes are not counted.
+OLLAMA_REQUESTS = Counter(
+    "querygpt_ollama_requests_total",
+    "Ollama embed and chat attempts, by host (host:port) and outcome "
+    "(ok, connect_error, http_5xx, http_4xx, timeout).",
+    ["host", "outcome"],
+)
+OLLAMA_RETRIES = Counter(
+    "querygpt_ollama_retries_total",
+    "Ollama calls tried again on another host after a connection failure or a 5xx.",
+)
+
 STAGES = ("extract", "embed", "search", "generate")
 REJECT_REASONS = (
     "empty",
@@ -107,6 +120,7 @@ LIMIT_REASONS = {
     "query": ("rate", "concurrency", "gpu_queue_full"),
     "upload": ("rate", "concurrency"),
 }
+OLLAMA_OUTCOMES = ("ok", "connect_error", "http_5xx", "http_4xx", "timeout")
 DEADLINE_STAGES = {
     "query": ("embed", "search", "queue", "generate"),
     "upload": ("extract", "embed"),
@@ -124,6 +138,12 @@ for _endpoint, _reasons in LIMIT_REASONS.items():
 for _endpoint, _stages in DEADLINE_STAGES.items():
     for _stage in _stages:
         DEADLINE_EXCEEDED.labels(endpoint=_endpoint, stage=_stage)
+
+
+def export_ollama_host(host: str) -> None:
+    """Export a pool host's series (as 0) from the start, like the fixed series above."""
+    for outcome in OLLAMA_OUTCOMES:
+        OLLAMA_REQUESTS.labels(host=host, outcome=outcome)
 
 
 def multiprocess_dir() -> str | None:

@@ -3,11 +3,17 @@
 Kept separate from ``/health`` (liveness): a load balancer should stop
 sending traffic while Qdrant or Ollama is down, but systemd should not
 restart a healthy process because a dependency is.
+
+Ollama is a pool (QUERYGPT_OLLAMA_URLS): the backend is ready when Qdrant and at least one
+Ollama host answer. Every host is asked (in parallel, so a hung host costs one probe timeout,
+not one per host), and its answer is reported under its position in the list (``ollama-1``,
+``ollama-2``, ...), never its address: the body names no internal address, as before.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 
 import httpx
 
@@ -20,7 +26,10 @@ PROBE_TIMEOUT_SECONDS = 3.0
 
 @dataclass(frozen=True)
 class Readiness:
+    #: "qdrant" and "ollama" (the pool: "ok" when at least one host answers): "ok" or why not.
     checks: dict[str, str]
+    #: Each Ollama host by name (``ollama-1``, ...), in the same form as the checks.
+    ollama_hosts: dict[str, str] = field(default_factory=dict)
 
     @property
     def ready(self) -> bool:
@@ -52,7 +61,9 @@ class ReadinessProbe:
         self._qdrant.close()
 
     def check(self) -> Readiness:
-        return Readiness({"qdrant": self._check_qdrant(), "ollama": self._check_ollama()})
+        qdrant = self._check_qdrant()
+        hosts = self._check_ollama_hosts()
+        return Readiness({"qdrant": qdrant, "ollama": _pool_state(hosts)}, hosts)
 
     def _check_qdrant(self) -> str:
         try:
@@ -63,9 +74,29 @@ class ReadinessProbe:
             return f"not ready: /readyz answered HTTP {response.status_code}"
         return "ok"
 
-    def _check_ollama(self) -> str:
+    def _check_ollama_hosts(self) -> dict[str, str]:
+        hosts = self._ollama.hosts
+        if len(hosts) == 1:
+            states = [self._check_ollama(0)]
+        else:
+            # Threads of this probe only: concurrent probes never queue behind a hung host.
+            with ThreadPoolExecutor(len(hosts), thread_name_prefix="ollama-probe") as pool:
+                states = list(pool.map(self._check_ollama, range(len(hosts))))
+        return {host.name: state for host, state in zip(hosts, states, strict=True)}
+
+    def _check_ollama(self, host: int) -> str:
         try:
-            self._ollama.version(timeout=self._timeout)
+            self._ollama.version(timeout=self._timeout, host=host)
         except UpstreamError as exc:
             return f"not ready: {exc.detail}"
         return "ok"
+
+
+def _pool_state(hosts: dict[str, str]) -> str:
+    """"ok" when at least one host answers; else, with one host, its own state."""
+    states = list(hosts.values())
+    if "ok" in states:
+        return "ok"
+    if len(states) == 1:
+        return states[0]
+    return f"not ready: none of the {len(hosts)} Ollama hosts answered (see ollama_hosts)"

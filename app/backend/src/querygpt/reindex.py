@@ -185,7 +185,10 @@ def run(
             settings.qdrant_url, settings.qdrant_api_key, settings.request_timeout
         )
     ollama = OllamaClient(
-        settings.ollama_url, timeout=settings.request_timeout, transport=http_transport
+        settings.ollama_urls,
+        timeout=settings.request_timeout,
+        cooldown=settings.ollama_cooldown_seconds,
+        transport=http_transport,
     )
     try:
         indexer = Indexer(settings, store, ollama, documents)

@@ -97,6 +97,8 @@ def ready(services: ServicesDep) -> JSONResponse:
     body: dict[str, object] = {
         "status": "ready" if result.ready else "not ready",
         "checks": result.checks,
+        # Each Ollama host of the pool by its position (ollama-1, ...): no addresses here.
+        "ollama_hosts": result.ollama_hosts,
     }
     if not result.ready:
         body["failed"] = result.failed
