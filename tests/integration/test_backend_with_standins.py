@@ -338,24 +338,24 @@ def ollama_mirror(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return mirror
 
 
-@pytest.fixture(scope="session")
-def ollama(tmp_path_factory: pytest.TempPathFactory, ollama_mirror: Path) -> Iterator[OllamaStandin]:
-    """The first Ollama host of the backends' pool."""
-    standin = start_ollama_standin(tmp_path_factory.mktemp("ollama"), ollama_mirror)
+def _ollama_host(tmp_path_factory: pytest.TempPathFactory, mirror: Path, name: str) -> Iterator[OllamaStandin]:
+    standin = start_ollama_standin(tmp_path_factory.mktemp(name), mirror)
     try:
         yield standin
     finally:
         stop_process(standin.proc)
+
+
+@pytest.fixture(scope="session")
+def ollama(tmp_path_factory: pytest.TempPathFactory, ollama_mirror: Path) -> Iterator[OllamaStandin]:
+    """The first Ollama host of the backends' pool."""
+    yield from _ollama_host(tmp_path_factory, ollama_mirror, "ollama")
 
 
 @pytest.fixture(scope="session")
 def ollama_b(tmp_path_factory: pytest.TempPathFactory, ollama_mirror: Path) -> Iterator[OllamaStandin]:
     """The second Ollama host of the backends' pool (QUERYGPT_OLLAMA_URLS lists both)."""
-    standin = start_ollama_standin(tmp_path_factory.mktemp("ollama-b"), ollama_mirror)
-    try:
-        yield standin
-    finally:
-        stop_process(standin.proc)
+    yield from _ollama_host(tmp_path_factory, ollama_mirror, "ollama-b")
 
 
 @pytest.fixture(scope="session")

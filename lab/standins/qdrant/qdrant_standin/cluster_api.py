@@ -25,8 +25,8 @@ from .aliases import listing, parse_actions
 from .cluster import UPDATABLE, Cluster, PeerUnavailable, p2p_call, shard_for
 from .config import Settings
 from .errors import ApiError, bad_input, bad_request, collection_not_found, not_found, unsupported
-from .http_api import (App, Request, Response, Result, _limit, _multipart_field, _no_shard_key, _searches,
-                       _text, _update_result)
+from .http_api import (App, Request, Response, Result, _limit, _multipart_field, _no_shard_key, _retrieve_ids,
+                       _searches, _text, _update_result)
 from .snapshots import SnapshotManager, check_priority, decode_document, encode_snapshot
 from .storage import (Collection, Store, apply_config_diff, default_config, parse_vectors_config,
                       validate_collection_name)
@@ -359,10 +359,7 @@ class ClusterApp(App):
 
     def retrieve(self, request: Request) -> Result:
         body = request.json_object()
-        _no_shard_key(body)
-        if not isinstance(body.get("ids"), list):
-            raise bad_input("Validation error in JSON body: [ids: field is required]")
-        ids = [pts.parse_point_id(i) for i in body["ids"]]
+        ids = _retrieve_ids(body)
         name, coll = self._resolve(request.params["collection_name"])
         op = {"type": "retrieve", "ids": ids, "with_payload": body.get("with_payload", True),
               "with_vector": body.get("with_vector", False)}

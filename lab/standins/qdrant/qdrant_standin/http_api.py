@@ -134,6 +134,14 @@ def _no_shard_key(body: dict[str, Any]) -> None:
         raise unsupported("shard_key (custom sharding)")
 
 
+def _retrieve_ids(body: dict[str, Any]) -> list[pts.PointId]:
+    """The ids of a POST /points (retrieve) body, checked as upstream checks them."""
+    _no_shard_key(body)
+    if not isinstance(body.get("ids"), list):
+        raise bad_input("Validation error in JSON body: [ids: field is required]")
+    return [pts.parse_point_id(i) for i in body["ids"]]
+
+
 def _point_ids(raw: Any) -> list[pts.PointId]:
     if not isinstance(raw, list):
         raise ApiError(400, "Json deserialize error: points must be a list of point ids")
@@ -364,10 +372,7 @@ class App:
 
     def retrieve(self, request: Request) -> Result:
         body = request.json_object()
-        _no_shard_key(body)
-        if not isinstance(body.get("ids"), list):
-            raise bad_input("Validation error in JSON body: [ids: field is required]")
-        ids = [pts.parse_point_id(i) for i in body["ids"]]
+        ids = _retrieve_ids(body)
         with_payload = body.get("with_payload", True)
         with self.store.lock:
             collection = self.store.get(request.params["collection_name"])
