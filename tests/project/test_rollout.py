@@ -58,9 +58,20 @@ def test_the_shipped_rollout_values_leave_a_host_serving_at_every_size():
     ("app.yml", "backend_drain_tasks", "querygpt_backend_serial"),
 ])
 def test_the_tier_playbooks_drain_and_take_serial_from_the_variable(playbook, hook, serial):
-    play = yaml.safe_load((REPO / "playbooks" / playbook).read_text())[0]
+    # the play that restarts (the edge's frontend play has nothing to drain and no serial)
+    play = next(p for p in yaml.safe_load((REPO / "playbooks" / playbook).read_text()) if "serial" in p)
     assert play["serial"] == "{{ " + serial + " }}"
     assert "vars/rollout.yml" in play["vars_files"]
     assert play["vars"][hook] == "{{ playbook_dir }}/tasks/drain.yml"
     assert play["max_fail_percentage"] == 0
     assert (REPO / "playbooks" / "tasks" / "drain.yml").is_file()
+
+
+def test_the_frontend_reaches_every_edge_before_nginx_rolls():
+    """Every edge holds a new frontend release's assets before any edge serves its index.html:
+    the frontend runs in a play of its own, on every edge at once, before the serial nginx play."""
+    plays = yaml.safe_load((REPO / "playbooks" / "edge.yml").read_text())
+    roles = [[r["role"] for r in p["roles"]] for p in plays]
+    assert roles == [["firewall", "frontend"], ["nginx"]]
+    assert "serial" not in plays[0] and plays[0]["hosts"] == plays[1]["hosts"] == "edge"
+    assert plays[0]["max_fail_percentage"] == 0

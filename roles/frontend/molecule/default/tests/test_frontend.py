@@ -42,11 +42,21 @@ def test_current_points_at_the_rolled_back_release(host, record):
     assert not host.file(f"{PREFIX}/.current.tmp").exists
 
 
-def test_previous_points_at_the_release_current_replaced(host, record):
-    """C was current when the rollback switched to B: C's assets serve pages opened before."""
-    previous = host.file(f"{PREFIX}/previous")
-    assert previous.is_symlink and previous.linked_to == f"{PREFIX}/releases/{record['c']}"
-    assert not host.file(f"{PREFIX}/.previous.tmp").exists
+def test_the_asset_pool_holds_exactly_the_kept_releases_assets(host, record):
+    """nginx serves /assets/ from the pool when current lacks a file: every kept release's
+    assets are there as hard links, and nothing else (A's unique ones went with A)."""
+    def files(where):
+        out = host.check_output(f"cd {where} && find . -type f -printf '%P %i\\n'")
+        return dict(line.split() for line in out.splitlines())
+
+    pool = files(f"{PREFIX}/pool/assets")
+    kept = {}
+    for key in ("b", "c"):
+        kept.update(files(f"{PREFIX}/releases/{record[key]}/assets"))
+    assert set(pool) == set(kept) and pool
+    # the same inode as a kept release's file: a link, not a copy
+    inodes = {key: files(f"{PREFIX}/releases/{record[key]}/assets") for key in ("b", "c")}
+    assert all(pool[name] in (inodes["b"].get(name), inodes["c"].get(name)) for name in pool)
 
 
 def test_pruning_kept_two_releases(record, releases):
