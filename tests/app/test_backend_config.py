@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 from querygpt.config import DEFAULTS, Settings
 from querygpt.errors import ConfigError
+from querygpt.vectorstore import CollectionLayout
 
 
 #: The one variable without a usable default.
@@ -166,6 +167,11 @@ def test_values_are_read_and_normalised() -> None:
         ("QUERYGPT_PDF_MAX_STREAM_BYTES", "1024"),
         ("QUERYGPT_PDF_MEMORY_BYTES", str(64 * 1024 * 1024)),
         ("QUERYGPT_PDF_CPU_SECONDS", "0"),
+        ("QUERYGPT_QDRANT_SHARD_NUMBER", "0"),
+        ("QUERYGPT_QDRANT_SHARD_NUMBER", "3000"),
+        ("QUERYGPT_QDRANT_REPLICATION_FACTOR", "two"),
+        ("QUERYGPT_QDRANT_REPLICATION_FACTOR", "0"),
+        ("QUERYGPT_QDRANT_WRITE_CONSISTENCY_FACTOR", "0"),
     ],
 )
 def test_invalid_value_names_the_variable(variable: str, value: str) -> None:
@@ -188,6 +194,33 @@ def test_ollama_urls_errors_say_what_is_wrong(value: str, problem: str) -> None:
     with pytest.raises(ConfigError) as info:
         Settings.from_env({**BUCKET, "QUERYGPT_OLLAMA_URLS": value})
     assert str(info.value).startswith(f"QUERYGPT_OLLAMA_URLS {problem}"), str(info.value)
+
+
+def test_collection_layout_is_read_and_defaults_to_one_copy() -> None:
+    assert CollectionLayout.from_settings(Settings.from_env(BUCKET)) == CollectionLayout(1, 1, 1)
+    settings = Settings.from_env(
+        {
+            **BUCKET,
+            "QUERYGPT_QDRANT_SHARD_NUMBER": "6",
+            "QUERYGPT_QDRANT_REPLICATION_FACTOR": "2",
+            "QUERYGPT_QDRANT_WRITE_CONSISTENCY_FACTOR": "2",
+        }
+    )
+    assert CollectionLayout.from_settings(settings) == CollectionLayout(6, 2, 2)
+
+
+def test_write_consistency_above_the_replication_factor_is_refused() -> None:
+    # Every write would need more acknowledgements than there are copies.
+    with pytest.raises(ConfigError) as info:
+        Settings.from_env(
+            {
+                **BUCKET,
+                "QUERYGPT_QDRANT_REPLICATION_FACTOR": "2",
+                "QUERYGPT_QDRANT_WRITE_CONSISTENCY_FACTOR": "3",
+            }
+        )
+    assert info.value.variable == "QUERYGPT_QDRANT_WRITE_CONSISTENCY_FACTOR"
+    assert "must not exceed QUERYGPT_QDRANT_REPLICATION_FACTOR (2), got 3" in str(info.value)
 
 
 def test_the_replaced_single_ollama_url_is_refused_not_ignored() -> None:

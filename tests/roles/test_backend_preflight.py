@@ -56,6 +56,13 @@ BAD_INPUT = [
     ({"backend_pdf_max_stream_bytes": 1024}, "backend_pdf_max_stream_bytes: expected 65536"),
     ({"backend_pdf_memory_bytes": 1048576}, "backend_pdf_memory_bytes: expected 134217728"),
     ({"backend_pdf_cpu_seconds": 0}, "backend_pdf_cpu_seconds: expected 1-600"),
+    # more copies than the (default) one Qdrant peer can hold
+    ({"backend_qdrant_replication_factor": 2},
+     "backend_qdrant_replication_factor: got 2: expected 1-16 copies of each shard, and no more than"),
+    ({"backend_qdrant_shard_number": 0}, "backend_qdrant_shard_number: expected 1-256"),
+    ({"backend_qdrant_write_consistency_factor": 2},
+     "backend_qdrant_write_consistency_factor: expected 1 to backend_qdrant_replication_factor (1)"),
+    ({"backend_qdrant_peer_count": 0}, "backend_qdrant_peer_count: expected the number of Qdrant peers"),
 ]
 
 
@@ -102,6 +109,36 @@ def test_a_url_the_wiring_cannot_compute_is_named(tmp_path, missing, var):
     result = run(tmp_path, WIRED_URLS, groups=groups)
     result.assert_refused(f"{var}: cannot be computed")
     assert not result.failures, "the other checks still ran"
+
+
+# The collection layout as the wiring computes it from group qdrant.
+WIRED_LAYOUT = {key: SERVICES[key] for key in ("backend_qdrant_peer_count", "backend_qdrant_shard_number",
+                                               "backend_qdrant_replication_factor",
+                                               "backend_qdrant_write_consistency_factor")}
+SHOW_LAYOUT = {"peers": "{{ backend_qdrant_peer_count | int }}", "shards": "{{ backend_qdrant_shard_number | int }}",
+               "copies": "{{ backend_qdrant_replication_factor | int }}",
+               "acks": "{{ backend_qdrant_write_consistency_factor | int }}"}
+
+
+def _qdrant_group(size):
+    return {**UPSTREAMS, "qdrant": {f"qdrant-{i}": {"querygpt_private_address": f"10.0.{2 + 16 * i}.10"}
+                                    for i in range(1, size + 1)}}
+
+
+@pytest.mark.parametrize(("size", "layout"), [(1, (1, 1, 1, 1)), (3, (3, 3, 2, 1)), (5, (5, 5, 2, 1))],
+                         ids=["one node (every environment today)", "three nodes", "five nodes"])
+def test_the_collection_layout_follows_the_qdrant_group(tmp_path, size, layout):
+    result = run(tmp_path, {**WIRED_URLS, **WIRED_LAYOUT}, groups=_qdrant_group(size), show=SHOW_LAYOUT)
+    result.assert_ok()
+    assert tuple(int(result.shown[k]) for k in ("peers", "shards", "copies", "acks")) == layout
+
+
+def test_a_replication_factor_above_the_qdrant_group_is_refused_naming_both(tmp_path):
+    result = run(tmp_path, {**WIRED_URLS, **WIRED_LAYOUT, "backend_qdrant_replication_factor": 3},
+                 groups=_qdrant_group(2))
+    result.assert_refused("backend_qdrant_replication_factor: got 3: expected 1-16 copies of each shard, and no "
+                          "more than the Qdrant peers that can hold them (backend_qdrant_peer_count: 2,")
+    assert len(result.problems) == 1, result.problems
 
 
 # The edge's timeout as the wiring passes it (group_vars/all/services.yml), with its value there.

@@ -234,6 +234,27 @@ def test_sharded_replicated_collection_answers_the_same_through_every_peer(peers
     assert sum(sum(peer.local_counts("docs").values()) for peer in peers) == 60
 
 
+def test_the_backends_store_creates_collections_with_its_layout(peers: list[Peer]) -> None:
+    # The backend's own code path (QUERYGPT_QDRANT_* -> CollectionLayout -> create_collection),
+    # through a peer that is not the first. The package comes from the source tree.
+    sys.path.insert(0, str(REPO / "app" / "backend" / "src"))
+    try:
+        from querygpt.vectorstore import CollectionLayout, VectorStore
+    finally:
+        sys.path.remove(str(REPO / "app" / "backend" / "src"))
+
+    store = VectorStore.connect(peers[1].url, KEY, 20, layout=CollectionLayout(3, 2, 1))
+    try:
+        assert store.ensure_collection("backend_docs", DIM) is True
+        assert store.ensure_collection("backend_docs", DIM) is False
+    finally:
+        store.close()
+    params = peers[2].client().get_collection("backend_docs").config.params
+    assert (params.shard_number, params.replication_factor, params.write_consistency_factor) == (3, 2, 1)
+    wait_for(lambda: _all_active(peers[0], "backend_docs", 2), what="every replica of backend_docs Active")
+    assert peers[0].client().delete_collection("backend_docs")
+
+
 def test_replication_factor_above_the_peer_count_is_capped_like_upstream(peers: list[Peer]) -> None:
     client = peers[2].client()
     assert client.create_collection("wide", vectors_config=models.VectorParams(size=DIM, distance=models.Distance.COSINE),

@@ -71,12 +71,7 @@ def create_app(
     setup_logging(settings.log_level, secrets=settings.secrets())
     documents = DocumentStore.connect(settings, s3_client)
 
-    if qdrant_client is not None:
-        store = VectorStore(qdrant_client, location=settings.qdrant_url)
-    else:
-        store = VectorStore.connect(
-            settings.qdrant_url, settings.qdrant_api_key, settings.request_timeout
-        )
+    store = VectorStore.from_settings(settings, qdrant_client)
     ollama = OllamaClient(
         settings.ollama_urls,
         timeout=settings.request_timeout,
@@ -109,6 +104,12 @@ def create_app(
             extra={
                 "version": __version__,
                 "qdrant_url": settings.qdrant_url,
+                # The layout of collections this process creates (existing ones keep theirs).
+                "qdrant_layout": {
+                    "shard_number": settings.qdrant_shard_number,
+                    "replication_factor": settings.qdrant_replication_factor,
+                    "write_consistency_factor": settings.qdrant_write_consistency_factor,
+                },
                 "ollama_urls": list(settings.ollama_urls),
                 "embed_model": settings.embed_model,
                 "llm_model": settings.llm_model,

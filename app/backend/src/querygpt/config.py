@@ -33,6 +33,12 @@ CHUNK_UNITS = ("chars", "words")
 DEFAULTS: dict[str, str] = {
     "QUERYGPT_QDRANT_URL": "http://127.0.0.1:6333",
     "QUERYGPT_QDRANT_API_KEY": "",
+    # How a NEW collection is laid out over Qdrant's cluster (vectorstore.CollectionLayout):
+    # shards, copies of each shard, and copies that must acknowledge a write. An existing
+    # collection keeps the layout it was created with.
+    "QUERYGPT_QDRANT_SHARD_NUMBER": "1",
+    "QUERYGPT_QDRANT_REPLICATION_FACTOR": "1",
+    "QUERYGPT_QDRANT_WRITE_CONSISTENCY_FACTOR": "1",
     # One or more Ollama hosts, comma-separated; calls are spread over them (ollama.py).
     "QUERYGPT_OLLAMA_URLS": "http://127.0.0.1:11434",
     # Seconds a host that failed (connection failure, 5xx) is passed over.
@@ -84,6 +90,11 @@ DEFAULTS: dict[str, str] = {
     "QUERYGPT_UPLOAD_CONCURRENCY": "2",
 }
 
+#: Bounds on a collection's layout: far above any cluster this project runs, low enough that a
+#: typo (an extra digit) is refused instead of creating thousands of shards.
+MAX_QDRANT_SHARDS = 256
+MAX_QDRANT_COPIES = 16
+
 #: Requests in flight (query + upload) a process may admit: each holds one of the threadpool's
 #: 40 threads (anyio's default), and /health, /ready and /metrics need a few left.
 MAX_ADMITTED = 32
@@ -96,6 +107,9 @@ class Settings:
     qdrant_url: str = DEFAULTS["QUERYGPT_QDRANT_URL"]
     # repr=False: the key must never end up in a log line or a traceback.
     qdrant_api_key: str | None = field(default=None, repr=False)
+    qdrant_shard_number: int = 1
+    qdrant_replication_factor: int = 1
+    qdrant_write_consistency_factor: int = 1
     # The Ollama pool: every call goes to one of these hosts (ollama.py).
     ollama_urls: tuple[str, ...] = (DEFAULTS["QUERYGPT_OLLAMA_URLS"],)
     ollama_cooldown_seconds: float = 10.0
@@ -187,6 +201,20 @@ class Settings:
                 "must be set together with its pair (QUERYGPT_S3_ACCESS_KEY_ID and "
                 "QUERYGPT_S3_SECRET_ACCESS_KEY), or leave both empty to use the instance profile",
             )
+        replication_factor = _parse(
+            "QUERYGPT_QDRANT_REPLICATION_FACTOR", raw, _int_between(1, MAX_QDRANT_COPIES)
+        )
+        write_consistency_factor = _parse(
+            "QUERYGPT_QDRANT_WRITE_CONSISTENCY_FACTOR", raw, _int_between(1, MAX_QDRANT_COPIES)
+        )
+        if write_consistency_factor > replication_factor:
+            # Qdrant would accept it and then fail every write that cannot reach that many
+            # copies, which is every write.
+            raise ConfigError(
+                "QUERYGPT_QDRANT_WRITE_CONSISTENCY_FACTOR",
+                "must not exceed QUERYGPT_QDRANT_REPLICATION_FACTOR "
+                f"({replication_factor}), got {write_consistency_factor}",
+            )
         if environ.get("QUERYGPT_OLLAMA_URL", "").strip():
             # The single-host variable was replaced: ignoring it would silently send every
             # call to the default 127.0.0.1:11434.
@@ -198,6 +226,11 @@ class Settings:
         settings = cls(
             qdrant_url=_parse("QUERYGPT_QDRANT_URL", raw, _http_url),
             qdrant_api_key=api_key,
+            qdrant_shard_number=_parse(
+                "QUERYGPT_QDRANT_SHARD_NUMBER", raw, _int_between(1, MAX_QDRANT_SHARDS)
+            ),
+            qdrant_replication_factor=replication_factor,
+            qdrant_write_consistency_factor=write_consistency_factor,
             ollama_urls=_parse("QUERYGPT_OLLAMA_URLS", raw, _http_urls),
             ollama_cooldown_seconds=_parse(
                 "QUERYGPT_OLLAMA_COOLDOWN_SECONDS", raw, _positive_float

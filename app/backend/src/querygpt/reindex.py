@@ -178,12 +178,7 @@ def run(
     The keyword arguments are the same seams ``create_app`` has, for tests.
     """
     documents = DocumentStore.connect(settings, s3_client)
-    if qdrant_client is not None:
-        store = VectorStore(qdrant_client, location=settings.qdrant_url)
-    else:
-        store = VectorStore.connect(
-            settings.qdrant_url, settings.qdrant_api_key, settings.request_timeout
-        )
+    store = VectorStore.from_settings(settings, qdrant_client)
     ollama = OllamaClient(
         settings.ollama_urls,
         timeout=settings.request_timeout,

@@ -13,13 +13,16 @@ import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import httpx
 from qdrant_client import QdrantClient, models
 from qdrant_client.http.exceptions import ApiException, UnexpectedResponse
 
 from .errors import DimensionMismatch, UpstreamError, UpstreamUnavailable
+
+if TYPE_CHECKING:
+    from .config import Settings
 
 log = logging.getLogger(__name__)
 
@@ -63,15 +66,67 @@ class Hit:
     score: float
 
 
+@dataclass(frozen=True)
+class CollectionLayout:
+    """How a new collection is spread over Qdrant's peers (upstream's collection parameters).
+
+    ``shard_number`` shards, each kept on ``replication_factor`` peers; a write is
+    acknowledged once ``write_consistency_factor`` copies have it. Qdrant fixes the shard
+    count at creation; an existing collection keeps its layout (the runbooks change it).
+    On a single node every value but 1 shard is accepted and has nothing to act on.
+    """
+
+    shard_number: int = 1
+    replication_factor: int = 1
+    write_consistency_factor: int = 1
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> CollectionLayout:
+        return cls(
+            shard_number=settings.qdrant_shard_number,
+            replication_factor=settings.qdrant_replication_factor,
+            write_consistency_factor=settings.qdrant_write_consistency_factor,
+        )
+
+
 class VectorStore:
     """The handful of Qdrant operations QueryGPT needs."""
 
-    def __init__(self, client: QdrantClient, *, location: str = "qdrant") -> None:
+    def __init__(
+        self,
+        client: QdrantClient,
+        *,
+        location: str = "qdrant",
+        layout: CollectionLayout = CollectionLayout(),
+    ) -> None:
         self._client = client
         self._location = location
+        self._layout = layout
 
     @classmethod
-    def connect(cls, url: str, api_key: str | None, timeout: float) -> VectorStore:
+    def from_settings(
+        cls, settings: Settings, client: QdrantClient | None = None
+    ) -> VectorStore:
+        """The store the service uses: ``client`` (tests) or a REST client to QUERYGPT_QDRANT_URL."""
+        layout = CollectionLayout.from_settings(settings)
+        if client is None:
+            return cls.connect(
+                settings.qdrant_url,
+                settings.qdrant_api_key,
+                settings.request_timeout,
+                layout=layout,
+            )
+        return cls(client, location=settings.qdrant_url, layout=layout)
+
+    @classmethod
+    def connect(
+        cls,
+        url: str,
+        api_key: str | None,
+        timeout: float,
+        *,
+        layout: CollectionLayout = CollectionLayout(),
+    ) -> VectorStore:
         """Build a REST client. No network traffic happens here.
 
         ``check_compatibility=False`` avoids a version call at construction,
@@ -83,7 +138,7 @@ class VectorStore:
             timeout=max(1, math.ceil(timeout)),
             check_compatibility=False,
         )
-        return cls(client, location=url)
+        return cls(client, location=url, layout=layout)
 
     def close(self) -> None:
         self._client.close()
@@ -108,6 +163,9 @@ class VectorStore:
                     vectors_config=models.VectorParams(
                         size=dimension, distance=models.Distance.COSINE
                     ),
+                    shard_number=self._layout.shard_number,
+                    replication_factor=self._layout.replication_factor,
+                    write_consistency_factor=self._layout.write_consistency_factor,
                 )
             except UnexpectedResponse as exc:
                 # Another worker may have created it a moment ago.
@@ -116,7 +174,16 @@ class VectorStore:
                     return False
                 raise
         self._create_indexes(name)
-        log.info("created collection", extra={"collection": name, "dimension": dimension})
+        log.info(
+            "created collection",
+            extra={
+                "collection": name,
+                "dimension": dimension,
+                "shard_number": self._layout.shard_number,
+                "replication_factor": self._layout.replication_factor,
+                "write_consistency_factor": self._layout.write_consistency_factor,
+            },
+        )
         return True
 
     def upsert(self, name: str, chunks: Sequence[StoredChunk]) -> None:
