@@ -1,0 +1,328 @@
+#!/usr/bin/env python3
+"""What each rollout costs the users, on the running lab (`bin/lab up` first): prints, for
+every rollout run under steady load through the lab's load balancer (HAProxy on `lb`, the
+NLB's stand-in), its wall time, the requests sent, the failed ones, the requests sent again
+after a kept-alive connection closed under them, and p50/p95/p99 of the questions; then how
+long each service took to answer again after kill -9.
+
+  backend release   playbooks/app.yml with a changed environment: each backend drained,
+                    restarted, put back (the canary, then the rest)
+  nginx change      playbooks/edge.yml with a changed nginx.conf: a reload per edge
+  frontend release  a release with renamed assets on every edge at once, under page loads
+                    (then rolled back to the release served before)
+  reboot edge       playbooks/runbooks/rolling_reboot.yml reboot_hosts=edge
+  reboot backend    the same for the backends
+  kill -9           every process of nginx, the backend, Qdrant and Ollama on one host
+
+The target for every rollout is 0 failed requests, and 10 s for a service to answer again;
+tests/lab/test_lab_rollout.py runs the same scenarios (this module's functions) and asserts
+them. A measurement, not a test: it exits 1 only when a playbook fails.
+
+    .venv/bin/python benchmarks/rollouts.py [--only backend_release,kill] [--json FILE]
+
+Each rollout changes a value to the one the lab does not run (and back on the next run), so
+the lab keeps a changed value until its next converge, as after the lab tests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import gzip
+import hashlib
+import io
+import json
+import subprocess
+import sys
+import tarfile
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests" / "lab"))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from load import LoadRun, Result, tls_context  # noqa: E402
+from labview import REPO, Lab, acme_root_pem, ansible_env, load_lab  # noqa: E402
+from test_lab_edge import SCHEMA, write_pdf  # noqa: E402  (the lab tests' schema document)
+
+# Four kept-alive clients, a quarter of their requests questions, half a second between two:
+# about 1.6 questions a second, below the edges' per-client query rate (nginx_query_rate,
+# 2 r/s) even while one edge takes all of them (the load balancer hides every client behind
+# its own address), and light enough that the lab's two cores still run the rollout. Two of
+# the clients open a new connection per request, as an NLB's many clients do: they meet an
+# edge the load balancer still sends to after it went away (a reboot without a drain fails
+# some of them).
+LOAD = {"concurrency": 4, "query_share": 0.25, "timeout": 60.0, "pause": 0.5, "new_connections": 2}
+
+FRONTEND = "/opt/querygpt/frontend"
+
+
+class Site:
+    """The site as clients reach it: the load balancer's public address; each edge's certificate
+    carries its own name (the lab has no shared one), so either edge's name is accepted."""
+
+    def __init__(self, address: str, ca_pem: str, names: list[str], collection: str) -> None:
+        self.url, self.ca_pem, self.names, self.collection = f"https://{address}", ca_pem, names, collection
+
+    def load(self, **kw: Any) -> LoadRun:
+        return LoadRun(self.url, ca_data=self.ca_pem, server_name=self.names[0], accept_names=self.names,
+                       collection=self.collection, **{**LOAD, **kw})
+
+    def request(self, method: str, path: str, **kw: Any) -> httpx.Response:
+        """One request on a new connection (so the load balancer picks an edge for it)."""
+        context = tls_context(ca_data=self.ca_pem, accept_names=self.names)
+        with httpx.Client(verify=context, headers={"Host": self.names[0]}, trust_env=False) as client:
+            return client.request(method, self.url + path, extensions={"sni_hostname": self.names[0]}, **kw)
+
+
+def open_site(lab: Lab, workdir: Path) -> Site:
+    """The site, with a fresh collection holding the schema document the load asks about."""
+    names = sorted(str(lab.render("nginx_server_name", h)) for h in lab.groups["edge"])
+    site = Site(lab.hostvars[lab.groups["lb"][0]]["ec2_public_ip_address"], acme_root_pem(lab), names,
+                f"rollout_{uuid.uuid4().hex[:8]}")
+    pdf = write_pdf(workdir / "rollout-schema.pdf", ["Sales database schema", *SCHEMA])
+    resp = site.request("POST", "/api/upload", files={"pdf_file": (pdf.name, pdf.read_bytes(), "application/pdf")},
+                        data={"collection_name": site.collection}, timeout=120)
+    if resp.status_code != 200:
+        raise RuntimeError(f"upload of the schema document failed: {resp.status_code} {resp.text}")
+    return site
+
+
+class PlaybookFailed(RuntimeError):
+    pass
+
+
+def playbook(path: str, *args: str, timeout: int = 1200) -> subprocess.CompletedProcess:
+    """ansible-playbook against the lab, as an operator runs it; PlaybookFailed with its output's end."""
+    done = subprocess.run([str(REPO / ".venv/bin/ansible-playbook"), path, "-i", "inventories/lab", *args],
+                          cwd=REPO, env=ansible_env(), capture_output=True, text=True, timeout=timeout, check=False)
+    if done.returncode != 0:
+        raise PlaybookFailed(f"{path} exited {done.returncode}:\n{done.stdout[-6000:]}{done.stderr[-2000:]}")
+    return done
+
+
+def other(lab: Lab, host: str, command: str, values: tuple[int, int]) -> int:
+    """Whichever of two values `command` (run on host) does not print: each run changes it."""
+    current = lab.exec(host, command).stdout.strip()
+    return values[1] if current == str(values[0]) else values[0]
+
+
+@dataclass
+class Rollout:
+    """One rollout under load: what the clients saw and what the playbook printed."""
+
+    name: str
+    seconds: float
+    result: Result
+    output: str
+
+
+@contextmanager
+def under_load(site: Site, name: str, **load: Any) -> Iterator[dict[str, Any]]:
+    """Load on the site while the body runs; the body puts its playbook's output in the dict."""
+    captured: dict[str, Any] = {"output": ""}
+    started = time.monotonic()
+    with site.load(**load) as run:
+        yield captured
+    assert run.result is not None
+    captured["rollout"] = Rollout(name, time.monotonic() - started, run.result, captured["output"])
+
+
+def backend_release(lab: Lab, site: Site) -> Rollout:
+    """Each backend restarts (its environment file changes): it leaves the edges' upstreams,
+    finishes what is in flight, restarts and rejoins once ready."""
+    timeout = other(lab, lab.groups["backend"][0],
+                    "sed -n 's/^QUERYGPT_REQUEST_TIMEOUT=//p' /etc/querygpt/backend.env", (118, 119))
+    with under_load(site, "backend release") as run:
+        run["output"] = playbook("playbooks/app.yml", "-e", f"backend_request_timeout={timeout}").stdout
+    return run["rollout"]
+
+
+def nginx_change(lab: Lab, site: Site) -> Rollout:
+    """A reload of each edge's nginx: it answers the requests in flight on its old workers."""
+    fail_timeout = other(lab, lab.groups["edge"][0],
+                         r"grep -o -m1 'fail_timeout=[0-9]*' /etc/nginx/nginx.conf | cut -d= -f2", (11, 12))
+    with under_load(site, "nginx change") as run:
+        run["output"] = playbook("playbooks/edge.yml", "-e", f"nginx_backend_fail_timeout={fail_timeout}").stdout
+    return run["rollout"]
+
+
+def boot_ids(lab: Lab, tier: str) -> dict[str, str]:
+    """Each host's boot: the start time of its PID 1, which a reboot changes."""
+    return {h: lab.exec(h, "cut -d ' ' -f 22 /proc/1/stat").stdout.strip() for h in lab.groups[tier]}
+
+
+def rolling_reboot(lab: Lab, site: Site, tier: str) -> Rollout:
+    before = boot_ids(lab, tier)
+    with under_load(site, f"reboot {tier}") as run:
+        run["output"] = playbook("playbooks/runbooks/rolling_reboot.yml", "-e", f"reboot_hosts={tier}").stdout
+    after = boot_ids(lab, tier)
+    not_rebooted = [h for h in before if after[h] == before[h]]
+    if not_rebooted:
+        raise PlaybookFailed(f"rolling_reboot.yml ran, but {not_rebooted} did not reboot")
+    return run["rollout"]
+
+
+def renamed_release(lab: Lab, edge: str, where: Path) -> tuple[Path, dict[str, str]]:
+    """The served frontend with every asset renamed (a new build's hashed names), as a dist
+    archive; and which old asset path became which new one."""
+    served = lab.exec(edge, f"tar -C {FRONTEND}/current -czf - . | base64 -w0", timeout=60).stdout
+    renames: dict[str, str] = {}
+    out = io.BytesIO()
+    # gzip without a timestamp: the same served release gives the same archive, so the same
+    # release name, and a second run deploys no new release
+    with tarfile.open(fileobj=io.BytesIO(base64.b64decode(served))) as src, \
+            gzip.GzipFile(fileobj=out, mode="wb", mtime=0) as gz, tarfile.open(fileobj=gz, mode="w") as dst:
+        members = [(m, src.extractfile(m).read() if m.isfile() else None) for m in src.getmembers()]  # type: ignore[union-attr]
+        for m, _ in members:
+            name = m.name.removeprefix("./")
+            if m.isfile() and name.startswith("assets/"):
+                stem, dot, ext = name.rpartition(".")
+                renames["/" + name] = f"/{stem}-r2{dot}{ext}"
+        for m, data in members:
+            name = m.name.removeprefix("./")
+            if data is not None and name == "index.html":
+                text = data.decode()
+                for old, new in renames.items():
+                    text = text.replace(f'"{old}"', f'"{new}"')
+                data = text.encode()
+            if "/" + name in renames:
+                m.name = "." + renames["/" + name]
+            if data is not None:
+                m.size = len(data)
+            dst.addfile(m, io.BytesIO(data) if data is not None else None)
+    archive = where / "frontend-r2.tar.gz"
+    archive.write_bytes(out.getvalue())
+    return archive, renames
+
+
+def frontend_release(lab: Lab, site: Site, workdir: Path,
+                     while_released: Callable[[dict[str, str]], None] | None = None) -> Rollout:
+    """A release with renamed assets on every edge at once, under page loads (GET / and every
+    asset it names, as a browser); `while_released(renames)` runs before the rollback to the
+    release served before (kept: it is the one the release switched away from)."""
+    edges = lab.groups["edge"]
+    before = {e: lab.exec(e, f"readlink {FRONTEND}/current").stdout.strip() for e in edges}
+    if len(set(before.values())) != 1:
+        raise PlaybookFailed(f"the edges serve different releases: {before}")
+    archive, renames = renamed_release(lab, edges[0], workdir)
+    checksum = "sha256:" + hashlib.sha256(archive.read_bytes()).hexdigest()
+    try:
+        with under_load(site, "frontend release", query_share=0.0, page_share=0.5) as run:
+            run["output"] = playbook(
+                "playbooks/edge.yml", "--tags", "frontend", "-e", "frontend_version=rollout-test",
+                "-e", f"frontend_dist_archive={archive}", "-e", f"frontend_dist_archive_checksum={checksum}").stdout
+        if while_released is not None:
+            while_released(renames)
+    finally:
+        playbook("playbooks/edge.yml", "--tags", "frontend", "-e",
+                 f"frontend_rollback_to={before[edges[0]].rsplit('/', 1)[-1]}")
+    return run["rollout"]
+
+
+# Each service's probe, run on its host: what answering again means.
+KILLS = {
+    "nginx": ("edge", "curl -sfk -o /dev/null https://127.0.0.1/"),
+    "querygpt-backend": ("backend", "curl -sf -o /dev/null http://{address}:8000/health"),
+    "qdrant": ("qdrant", "curl -sf -o /dev/null http://{address}:6333/healthz"),
+    "ollama": ("ollama", "curl -sf -o /dev/null http://127.0.0.1:11434/api/version"),
+}
+
+
+def kill_recovery(lab: Lab, unit: str, give_up: float = 30.0) -> float:
+    """kill -9 of every process of `unit` on the first host of its group; seconds until its
+    probe answers again (systemd's Restart=on-failure), or RuntimeError after `give_up`."""
+    group, probe = KILLS[unit]
+    host = lab.groups[group][0]
+    probe = probe.format(address=lab.address(host))
+    if lab.exec(host, probe).returncode != 0:
+        raise RuntimeError(f"{unit} does not answer before the kill")
+    if lab.exec(host, f"systemctl kill --signal=KILL {unit}").returncode != 0:
+        raise RuntimeError(f"systemctl kill {unit} failed")
+    killed = time.monotonic()
+    time.sleep(0.5)  # the processes are gone before the first probe
+    while lab.exec(host, probe).returncode != 0:
+        if time.monotonic() - killed > give_up:
+            raise RuntimeError(f"{unit} did not answer again within {give_up:.0f} s")
+        time.sleep(0.2)
+    return time.monotonic() - killed
+
+
+def _row(r: Rollout) -> str:
+    def ms(value: float | None) -> str:
+        return f"{value:>7.0f}" if value is not None else f"{'-':>7}"
+
+    everything = r.result.stats()
+    measured = "/api/query" if r.result.stats("/api/query")["requests"] else "/"
+    part = r.result.stats(measured)
+    return (f"{r.name:<18} {r.seconds:>7.1f} {everything['requests']:>8} {everything['failures']:>6} "
+            f"{len(r.result.stale_retries):>5}  {measured:<10} {ms(part['p50_ms'])} {ms(part['p95_ms'])} "
+            f"{ms(part['p99_ms'])}")
+
+
+SCENARIOS = ("backend_release", "nginx_change", "frontend_release", "reboot_edge", "reboot_backend", "kill")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--only", default=",".join(SCENARIOS),
+                        help=f"comma-separated subset of {','.join(SCENARIOS)} (default: all, in this order)")
+    parser.add_argument("--json", type=Path, help="also write every figure, failures included, to this file")
+    args = parser.parse_args()
+    chosen = [s.strip() for s in args.only.split(",") if s.strip()]
+    unknown = set(chosen) - set(SCENARIOS)
+    if unknown:
+        parser.error(f"--only: unknown {sorted(unknown)}; choose from {','.join(SCENARIOS)}")
+
+    import tempfile
+
+    lab = load_lab()
+    rollouts: list[Rollout] = []
+    recoveries: dict[str, float] = {}
+    with tempfile.TemporaryDirectory(prefix="rollouts-") as tmp:
+        site = open_site(lab, Path(tmp))
+        steps: dict[str, Callable[[], Any]] = {
+            "backend_release": lambda: rollouts.append(backend_release(lab, site)),
+            "nginx_change": lambda: rollouts.append(nginx_change(lab, site)),
+            "frontend_release": lambda: rollouts.append(frontend_release(lab, site, Path(tmp))),
+            "reboot_edge": lambda: rollouts.append(rolling_reboot(lab, site, "edge")),
+            "reboot_backend": lambda: rollouts.append(rolling_reboot(lab, site, "backend")),
+            "kill": lambda: recoveries.update({unit: kill_recovery(lab, unit) for unit in KILLS}),
+        }
+        for name in chosen:
+            print(f"... {name}", file=sys.stderr, flush=True)
+            try:
+                steps[name]()
+            except PlaybookFailed as err:
+                print(err, file=sys.stderr)
+                return 1
+
+    print(f"Rollouts under load through the lab load balancer ({site.url}); target: 0 failed")
+    print(f"{'rollout':<18} {'seconds':>7} {'requests':>8} {'failed':>6} {'stale':>5}  "
+          f"{'latency of':<10} {'p50 ms':>7} {'p95 ms':>7} {'p99 ms':>7}")
+    for rollout in rollouts:
+        print(_row(rollout))
+    for rollout in rollouts:
+        if rollout.result.failures:
+            print(f"\n{rollout.name}: {rollout.result.describe_failures()}")
+    if recoveries:
+        print("\nkill -9, seconds until the service answers again (target: 10):")
+        for unit, seconds in recoveries.items():
+            print(f"  {unit:<18} {seconds:>5.1f}")
+    if args.json:
+        args.json.write_text(json.dumps({
+            "rollouts": {r.name: {"seconds": round(r.seconds, 1), **r.result.summary()} for r in rollouts},
+            "kill_recovery_seconds": {u: round(s, 1) for u, s in recoveries.items()},
+        }, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
