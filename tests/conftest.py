@@ -14,6 +14,28 @@ import pytest
 VENV_BIN = Path(__file__).resolve().parents[1] / ".venv" / "bin"
 
 
+#: Test files whose tests share one fixture and build on each other in file order: under
+#: pytest-xdist (``-n``) each must run whole, on one worker. ``--dist load`` (xdist's default)
+#: would hand its tests to whichever worker is free, and a worker would then start its own
+#: fixture (another Qdrant cluster) without the earlier steps.
+IN_FILE_ORDER = frozenset({"tests/standins/test_qdrant_cluster.py"})
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
+    """``--dist load``, except that each file of IN_FILE_ORDER is one unit of work."""
+    if config.getvalue("dist") != "load":
+        return None
+    from xdist.scheduler import LoadScopeScheduling
+
+    class LoadKeepingOrderedFiles(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            path = nodeid.split("::", 1)[0]
+            return path if path in IN_FILE_ORDER else nodeid
+
+    return LoadKeepingOrderedFiles(config, log)
+
+
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))

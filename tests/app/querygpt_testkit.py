@@ -118,6 +118,8 @@ class FakeOllama:
         self.ollama_up = True
         self.down_hosts: set[str] = set()
         self.qdrant_ready = True
+        #: Host names of Qdrant peers (QUERYGPT_QDRANT_URLS) whose /readyz refuses connections.
+        self.qdrant_down_hosts: set[str] = set()
         self.requests: list[httpx.Request] = []
         self.delays: dict[str, float] = {}
         self.delay_from: dict[str, int] = {}
@@ -142,7 +144,7 @@ class FakeOllama:
         self._stall(request)
         path = request.url.path
         if request.url.port == 6333 or path == "/readyz":
-            if not self.qdrant_ready:
+            if not self.qdrant_ready or request.url.host in self.qdrant_down_hosts:
                 raise httpx.ConnectError("connection refused", request=request)
             return httpx.Response(200, text="all shards are ready")
         if not self.ollama_up or request.url.host in self.down_hosts:

@@ -18,6 +18,8 @@ CONTRACT_METRICS = [
     "querygpt_upload_rejected_total",
     "querygpt_ollama_requests_total",
     "querygpt_ollama_retries_total",
+    "querygpt_qdrant_requests_total",
+    "querygpt_qdrant_retries_total",
 ]
 
 
@@ -34,6 +36,7 @@ def test_ready_when_both_reachable(client, fake_ollama) -> None:
     assert response.status_code == 200
     assert response.json()["checks"] == {"qdrant": "ok", "ollama": "ok"}
     assert response.json()["ollama_hosts"] == {"ollama-1": "ok"}  # positions, not addresses
+    assert response.json()["qdrant_peers"] == {"qdrant-1": "ok"}
     paths = [r.url.path for r in fake_ollama.requests]
     assert "/readyz" in paths and "/api/version" in paths
 

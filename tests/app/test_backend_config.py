@@ -22,10 +22,13 @@ def test_defaults_match_documented_values() -> None:
     assert settings.port == 8000
     assert settings.ollama_urls == ("http://127.0.0.1:11434",)
     assert settings.ollama_cooldown_seconds == 10.0
+    assert settings.qdrant_urls == ("http://127.0.0.1:6333",)
+    assert settings.qdrant_cooldown_seconds == 10.0
     assert settings.max_upload_bytes == 20 * 1024 * 1024
     # Every default is parseable by the same code that parses the environment.
     assert set(DEFAULTS) >= {
-        "QUERYGPT_QDRANT_URL",
+        "QUERYGPT_QDRANT_URLS",
+        "QUERYGPT_QDRANT_COOLDOWN_SECONDS",
         "QUERYGPT_QDRANT_API_KEY",
         "QUERYGPT_OLLAMA_URLS",
         "QUERYGPT_OLLAMA_COOLDOWN_SECONDS",
@@ -85,7 +88,8 @@ def test_pdf_bounds_have_production_defaults_and_are_read() -> None:
 def test_values_are_read_and_normalised() -> None:
     settings = Settings.from_env(
         {
-            "QUERYGPT_QDRANT_URL": "https://qdrant.internal:6333/",
+            "QUERYGPT_QDRANT_URLS": "https://qdrant.internal:6333/, http://10.0.2.11:6333",
+            "QUERYGPT_QDRANT_COOLDOWN_SECONDS": "4",
             "QUERYGPT_QDRANT_API_KEY": " key ",
             "QUERYGPT_OLLAMA_URLS": " http://10.0.0.5:11434/ ,https://ollama-b.internal ",
             "QUERYGPT_OLLAMA_COOLDOWN_SECONDS": "2.5",
@@ -107,7 +111,8 @@ def test_values_are_read_and_normalised() -> None:
             "QUERYGPT_S3_KMS_KEY_ID": "arn:aws:kms:eu-central-1:123456789012:key/abcd-ef",
         }
     )
-    assert settings.qdrant_url == "https://qdrant.internal:6333"
+    assert settings.qdrant_urls == ("https://qdrant.internal:6333", "http://10.0.2.11:6333")
+    assert settings.qdrant_cooldown_seconds == 4
     assert settings.qdrant_api_key == "key"
     assert settings.ollama_urls == ("http://10.0.0.5:11434", "https://ollama-b.internal")
     assert settings.ollama_cooldown_seconds == 2.5
@@ -130,8 +135,14 @@ def test_values_are_read_and_normalised() -> None:
 @pytest.mark.parametrize(
     ("variable", "value"),
     [
-        ("QUERYGPT_QDRANT_URL", "localhost:6333"),
-        ("QUERYGPT_QDRANT_URL", "ftp://qdrant"),
+        ("QUERYGPT_QDRANT_URLS", "localhost:6333"),
+        ("QUERYGPT_QDRANT_URLS", "ftp://qdrant"),
+        ("QUERYGPT_QDRANT_URLS", "http://10.0.2.10:6333,localhost:6333"),
+        ("QUERYGPT_QDRANT_URLS", " , "),
+        ("QUERYGPT_QDRANT_URLS", "http://10.0.2.10:6333,"),
+        ("QUERYGPT_QDRANT_URLS", "http://10.0.2.10:6333, http://10.0.2.10:6333/"),
+        ("QUERYGPT_QDRANT_COOLDOWN_SECONDS", "0"),
+        ("QUERYGPT_QDRANT_COOLDOWN_SECONDS", "soon"),
         ("QUERYGPT_OLLAMA_URLS", "http://host:notaport"),
         ("QUERYGPT_OLLAMA_URLS", "http://10.0.0.5:11434,localhost:11434"),
         ("QUERYGPT_OLLAMA_URLS", " , "),
@@ -190,10 +201,12 @@ def test_invalid_value_names_the_variable(variable: str, value: str) -> None:
         ("http://10.0.0.5:11434,http://10.0.0.5:11434/", "lists the same URL twice"),
     ],
 )
-def test_ollama_urls_errors_say_what_is_wrong(value: str, problem: str) -> None:
+@pytest.mark.parametrize("variable", ["QUERYGPT_OLLAMA_URLS", "QUERYGPT_QDRANT_URLS"])
+def test_url_lists_errors_say_what_is_wrong(variable: str, value: str, problem: str) -> None:
+    # Both lists are parsed alike, with the same messages.
     with pytest.raises(ConfigError) as info:
-        Settings.from_env({**BUCKET, "QUERYGPT_OLLAMA_URLS": value})
-    assert str(info.value).startswith(f"QUERYGPT_OLLAMA_URLS {problem}"), str(info.value)
+        Settings.from_env({**BUCKET, variable: value})
+    assert str(info.value).startswith(f"{variable} {problem}"), str(info.value)
 
 
 def test_collection_layout_is_read_and_defaults_to_one_copy() -> None:
@@ -229,6 +242,24 @@ def test_the_replaced_single_ollama_url_is_refused_not_ignored() -> None:
         Settings.from_env({**BUCKET, "QUERYGPT_OLLAMA_URL": "http://10.0.0.5:11434"})
     assert info.value.variable == "QUERYGPT_OLLAMA_URL"
     assert "rename it to QUERYGPT_OLLAMA_URLS" in str(info.value)
+
+
+def test_the_replaced_single_qdrant_url_is_refused_not_ignored() -> None:
+    # Ignored, it would send every operation to the default 127.0.0.1:6333 without a word.
+    with pytest.raises(ConfigError) as info:
+        Settings.from_env({**BUCKET, "QUERYGPT_QDRANT_URL": "http://10.0.2.10:6333"})
+    assert info.value.variable == "QUERYGPT_QDRANT_URL"
+    assert "rename it to QUERYGPT_QDRANT_URLS" in str(info.value)
+    assert "one per peer" in str(info.value)
+    # Refused even next to the new variable: a half-renamed file is a mistake to point out.
+    with pytest.raises(ConfigError):
+        Settings.from_env(
+            {
+                **BUCKET,
+                "QUERYGPT_QDRANT_URL": "http://10.0.2.10:6333",
+                "QUERYGPT_QDRANT_URLS": "http://10.0.2.10:6333",
+            }
+        )
 
 
 def test_overlap_must_be_smaller_than_size() -> None:

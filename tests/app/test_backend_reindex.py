@@ -254,7 +254,7 @@ def test_cli_usage_errors_exit_2(args, message, env_file, capsys) -> None:
 
 def test_cli_without_a_bucket_exits_2_naming_the_variable(tmp_path, env_file, capsys) -> None:
     bare = tmp_path / "bare.env"
-    bare.write_text("QUERYGPT_QDRANT_URL=http://127.0.0.1:6333\n")
+    bare.write_text("QUERYGPT_QDRANT_URLS=http://127.0.0.1:6333\n")
     assert cli.main(["reindex", "--all", "--env-file", str(bare)]) == 2
     err = capsys.readouterr().err
     assert "QUERYGPT_DOCUMENTS_BUCKET is empty" in err and str(bare) in err

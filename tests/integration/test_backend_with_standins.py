@@ -385,7 +385,7 @@ def backend_settings(
 ) -> dict[str, str]:
     """The QUERYGPT_* variables of a backend on the stand-ins (what backend.env holds)."""
     return {
-        "QUERYGPT_QDRANT_URL": qdrant.url,
+        "QUERYGPT_QDRANT_URLS": qdrant.url,
         "QUERYGPT_QDRANT_API_KEY": QDRANT_KEY,
         "QUERYGPT_OLLAMA_URLS": ",".join(o.url for o in ollamas),
         "QUERYGPT_EMBED_MODEL": "all-minilm",
@@ -619,11 +619,12 @@ def test_health_and_ready_with_both_standins_up(backend: Backend) -> None:
         "status": "ready",
         "checks": {"qdrant": "ok", "ollama": "ok"},
         "ollama_hosts": {"ollama-1": "ok", "ollama-2": "ok"},
+        "qdrant_peers": {"qdrant-1": "ok"},
     }
 
 
 def test_ready_503_names_qdrant_when_it_is_down(start_backend: BackendFactory) -> None:
-    dead = start_backend(qdrant_url=f"http://127.0.0.1:{free_port()}")
+    dead = start_backend(qdrant_urls=f"http://127.0.0.1:{free_port()}")
     with dead.client() as client:
         health = client.get("/health")
         ready = client.get("/ready")

@@ -224,7 +224,7 @@ def test_the_wiring_gives_peers_private_addresses_never_the_bastions_public_one(
     hosts = prod["hosts"]
     private = {h.address for h in hosts}
     message = {"msg": "{{ {'ssh': firewall_ssh_source_groups | firewall_sources(groups, hostvars, firewall_ssh_source_cidrs),"
-               " 'upstreams': nginx_backend_servers, 'qdrant': backend_qdrant_url, 'journal': journal_upload_url,"
+               " 'upstreams': nginx_backend_servers, 'qdrant': backend_qdrant_urls, 'journal': journal_upload_url,"
                " 'bind': backend_bind_address, 'targets': groups | prometheus_targets(hostvars,"
                " ['bastion', 'edge', 'backend', 'qdrant', 'ollama', 'monitoring'], port=9100),"
                " 'volume': qdrant_data_volume_id, 'env': querygpt_env} | to_json }}"}
@@ -248,6 +248,8 @@ def test_the_wiring_gives_peers_private_addresses_never_the_bastions_public_one(
         assert BASTION_EIP not in json.dumps(got)
         assert sorted(u.split(":")[0] for u in got["upstreams"]) == sorted(
             h.address for h in hosts if h.role == "backend")
+        assert sorted(u.split("//")[1].split(":")[0] for u in got["qdrant"]) == sorted(
+            h.address for h in hosts if h.role == "qdrant"), "every Qdrant peer, by its private address"
         assert got["journal"].startswith("https://" + next(h.address for h in hosts if h.role == "monitoring"))
         if host.role == "qdrant":
             assert got["volume"].startswith("vol-"), "the data volume is found by its id"

@@ -18,7 +18,7 @@ from preflight_harness import REPO, run_batch, run_role
 VERSION = (REPO / "app/backend/src/querygpt/__init__.py").read_text().split('__version__ = "')[1].split('"')[0]
 # The wiring layer's URLs, computed from the inventory groups exactly as in production.
 SERVICES = yaml.safe_load((REPO / "group_vars" / "all" / "services.yml").read_text())
-WIRED_URLS = {"backend_qdrant_url": SERVICES["backend_qdrant_url"], "backend_ollama_urls": SERVICES["backend_ollama_urls"],
+WIRED_URLS = {"backend_qdrant_urls": SERVICES["backend_qdrant_urls"], "backend_ollama_urls": SERVICES["backend_ollama_urls"],
               "qdrant_http_port": 6333, "ollama_port": 11434}
 UPSTREAMS = {"qdrant": {"qdrant-1": {"querygpt_private_address": "10.0.2.10"}},
              "ollama": {"ollama-1": {"querygpt_private_address": "10.0.3.10"},
@@ -43,7 +43,7 @@ BAD_INPUT = [
     ({"backend_top_k": 0}, "backend_top_k: expected 1-100"),
     ({"backend_workers": 65}, "backend_workers: expected 1-64"),
     ({"backend_ollama_urls": ["http://10.0.3.10:11434", "ftp://x"]}, 'backend_ollama_urls: got ["http://10.0.3.10:11434", "ftp://x"]'),
-    ({"backend_qdrant_url": ""}, 'backend_qdrant_url: got ""'),
+    ({"backend_qdrant_urls": ""}, 'backend_qdrant_urls: got ""'),
     ({"backend_wheelhouse_archive": "relative/wheels.zip"}, "backend_wheelhouse_archive: got"),
     ({"backend_documents_bucket": ""}, "backend_documents_bucket: is empty"),
     ({"backend_s3_access_key_id": "AKIAEXAMPLE"}, "backend_s3_secret_access_key: backend_s3_access_key_id and"),
@@ -86,6 +86,14 @@ def test_the_ollama_pool_is_a_list_of_distinct_urls(tmp_path, urls):
     run(tmp_path, {"backend_ollama_urls": urls}).assert_refused(f"backend_ollama_urls: got {json.dumps(urls)}")
 
 
+@pytest.mark.parametrize("urls", [[], ["http://10.0.2.10:6333", "http://10.0.2.10:6333"], "http://10.0.2.10:6333",
+                                  ["http://10.0.2.10:6333", "10.0.18.10:6333"]],
+                         ids=["empty", "duplicate", "a string", "not a URL"])
+def test_the_qdrant_peers_are_a_list_of_distinct_urls(tmp_path, urls):
+    run(tmp_path, {"backend_qdrant_urls": urls}).assert_refused(
+        f"backend_qdrant_urls: got {json.dumps(urls)}: expected a list of one or more distinct http(s) URLs")
+
+
 def test_every_problem_is_reported_in_one_run(tmp_path):
     result = run(tmp_path, {"backend_qdrant_api_key": "", "backend_top_k": 0, "backend_port": 70000,
                             "backend_wheelhouse_archive": "wheels.zip"})
@@ -96,14 +104,14 @@ def test_every_problem_is_reported_in_one_run(tmp_path):
 
 def test_upstream_urls_come_from_the_groups(tmp_path):
     result = run(tmp_path, WIRED_URLS, groups=UPSTREAMS,
-                 show={"qdrant": "{{ backend_qdrant_url }}", "ollama": "{{ backend_ollama_urls }}"})
+                 show={"qdrant": "{{ backend_qdrant_urls }}", "ollama": "{{ backend_ollama_urls }}"})
     result.assert_ok()
-    # the pool is every ollama host, in inventory order
-    assert result.shown == {"qdrant": "http://10.0.2.10:6333",
+    # the pool is every ollama host, the Qdrant peers every qdrant host, in inventory order
+    assert result.shown == {"qdrant": ["http://10.0.2.10:6333"],
                             "ollama": ["http://10.0.3.10:11434", "http://10.0.4.10:11434"]}
 
 
-@pytest.mark.parametrize(("missing", "var"), [("qdrant", "backend_qdrant_url"), ("ollama", "backend_ollama_urls")])
+@pytest.mark.parametrize(("missing", "var"), [("qdrant", "backend_qdrant_urls"), ("ollama", "backend_ollama_urls")])
 def test_a_url_the_wiring_cannot_compute_is_named(tmp_path, missing, var):
     groups = {name: hosts for name, hosts in UPSTREAMS.items() if name != missing}
     result = run(tmp_path, WIRED_URLS, groups=groups)
@@ -131,6 +139,12 @@ def test_the_collection_layout_follows_the_qdrant_group(tmp_path, size, layout):
     result = run(tmp_path, {**WIRED_URLS, **WIRED_LAYOUT}, groups=_qdrant_group(size), show=SHOW_LAYOUT)
     result.assert_ok()
     assert tuple(int(result.shown[k]) for k in ("peers", "shards", "copies", "acks")) == layout
+
+
+def test_the_qdrant_urls_are_every_peer_of_the_qdrant_group(tmp_path):
+    result = run(tmp_path, WIRED_URLS, groups=_qdrant_group(3), show={"qdrant": "{{ backend_qdrant_urls }}"})
+    result.assert_ok()
+    assert result.shown == {"qdrant": ["http://10.0.18.10:6333", "http://10.0.34.10:6333", "http://10.0.50.10:6333"]}
 
 
 def test_a_replication_factor_above_the_qdrant_group_is_refused_naming_both(tmp_path):

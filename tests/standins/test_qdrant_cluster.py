@@ -234,14 +234,21 @@ def test_sharded_replicated_collection_answers_the_same_through_every_peer(peers
     assert sum(sum(peer.local_counts("docs").values()) for peer in peers) == 60
 
 
+def _backend() -> Any:
+    """The backend's vectorstore module, imported from the source tree."""
+    sys.path.insert(0, str(REPO / "app" / "backend" / "src"))
+    try:
+        from querygpt import vectorstore
+    finally:
+        sys.path.remove(str(REPO / "app" / "backend" / "src"))
+    return vectorstore
+
+
 def test_the_backends_store_creates_collections_with_its_layout(peers: list[Peer]) -> None:
     # The backend's own code path (QUERYGPT_QDRANT_* -> CollectionLayout -> create_collection),
     # through a peer that is not the first. The package comes from the source tree.
-    sys.path.insert(0, str(REPO / "app" / "backend" / "src"))
-    try:
-        from querygpt.vectorstore import CollectionLayout, VectorStore
-    finally:
-        sys.path.remove(str(REPO / "app" / "backend" / "src"))
+    backend = _backend()
+    CollectionLayout, VectorStore = backend.CollectionLayout, backend.VectorStore
 
     store = VectorStore.connect(peers[1].url, KEY, 20, layout=CollectionLayout(3, 2, 1))
     try:
@@ -253,6 +260,65 @@ def test_the_backends_store_creates_collections_with_its_layout(peers: list[Peer
     assert (params.shard_number, params.replication_factor, params.write_consistency_factor) == (3, 2, 1)
     wait_for(lambda: _all_active(peers[0], "backend_docs", 2), what="every replica of backend_docs Active")
     assert peers[0].client().delete_collection("backend_docs")
+
+
+def _retries() -> float:
+    from prometheus_client import REGISTRY
+
+    return REGISTRY.get_sample_value("querygpt_qdrant_retries_total") or 0.0
+
+
+def test_the_backends_store_survives_the_kill_of_the_peer_it_talks_to(peers: list[Peer]) -> None:
+    # The backend over every peer (QUERYGPT_QDRANT_URLS), as deployed: kill -9 of the first
+    # peer costs no operation, and the answers stay the same. The peer is restarted at the end
+    # (its replicas recover) so the following tests still see the three peers.
+    backend = _backend()
+    doc = "00000000-0000-0000-0000-0000000000b1"
+
+    def chunks(ids: range) -> list[Any]:
+        return [backend.StoredChunk(document_id=doc, filename="schema.pdf", page=1, chunk=i, text=f"chunk {i}",
+                                    vector=_vector(i), s3_key="documents/schema.pdf", s3_version_id=None,
+                                    sha256="0" * 64) for i in ids]
+
+    def search() -> list[tuple[int, float]]:
+        return [(h.chunk, round(h.score, 6)) for h in store.search("pool_docs", [1.0, 2.0, 3.0, 4.0], 7, timeout=10)]
+
+    store = backend.VectorStore.connect([p.url for p in peers], KEY, 20,
+                                        layout=backend.CollectionLayout(3, 2, 1), cooldown=30)
+    victim = peers[0]
+    try:
+        assert store.ensure_collection("pool_docs", DIM) is True
+        wait_for(lambda: _all_active(peers[1], "pool_docs", 2), what="every replica of pool_docs Active")
+        store.upsert("pool_docs", chunks(range(30)))
+        before = search()
+        assert len(before) == 7 and store.count_document("pool_docs", doc) == 30
+
+        retries_before = _retries()
+        victim.kill()
+        # Every operation, whichever peer round-robin gives it, succeeds with the same answer;
+        # the dead peer is tried once and then passed over while it cools down.
+        for _ in range(6):
+            assert search() == before
+            assert store.count_document("pool_docs", doc) == 30
+        store.upsert("pool_docs", chunks(range(30, 40)))
+        assert store.count_document("pool_docs", doc) == 40
+        store.delete_replaced("pool_docs", "documents/schema.pdf", doc, 30)
+        assert store.count_document("pool_docs", doc) == 30
+        assert search() == before
+        assert store.collection_exists("pool_docs") and store.ensure_collection("pool_docs", DIM) is False
+        first = store.peers[0]
+        assert first.cooldown_until > 0  # found dead and cooling down
+        assert _retries() == retries_before + 1  # tried once, then passed over
+    finally:
+        store.close()
+        if victim.process is not None and victim.process.poll() is not None:
+            victim.start()  # no --bootstrap: rejoins from its persisted peer list
+    for collection in ("docs", "strict", "pool_docs"):
+        assert wait_for(lambda c=collection: _all_active(victim, c, 2), 20, f"replicas of {collection} Active again")
+    wait_for(lambda: victim.http("GET", "/readyz").status_code == 200, 5, "/readyz")
+    assert victim.client().count("pool_docs").count == 30
+    assert peers[1].client().delete_collection("pool_docs")
+    assert wait_for(lambda: not victim.client().collection_exists("pool_docs"), 5, "pool_docs gone")
 
 
 def test_replication_factor_above_the_peer_count_is_capped_like_upstream(peers: list[Peer]) -> None:

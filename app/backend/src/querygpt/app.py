@@ -9,7 +9,7 @@ the whole app without network services.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -52,16 +52,16 @@ MULTIPART_OVERHEAD_BYTES = 64 * 1024
 def create_app(
     settings: Settings | None = None,
     *,
-    qdrant_client: QdrantClient | None = None,
+    qdrant_client: QdrantClient | Sequence[QdrantClient] | None = None,
     http_transport: httpx.BaseTransport | None = None,
     s3_client: Any | None = None,
 ) -> FastAPI:
     """Build the QueryGPT API.
 
-    ``qdrant_client`` replaces the REST client built from QUERYGPT_QDRANT_URL
-    (e.g. ``QdrantClient(":memory:")``); ``http_transport`` is used for every
-    plain HTTP call (every Ollama host of QUERYGPT_OLLAMA_URLS, and Qdrant's /readyz
-    probe); ``s3_client`` replaces
+    ``qdrant_client`` replaces the REST clients built from QUERYGPT_QDRANT_URLS
+    (e.g. ``QdrantClient(":memory:")``, standing for the first peer, or one client per peer); ``http_transport`` is
+    used for every plain HTTP call (every Ollama host of QUERYGPT_OLLAMA_URLS, and each Qdrant
+    peer's /readyz probe); ``s3_client`` replaces
     the boto3 S3 client built from the QUERYGPT_S3_* settings.
 
     Raises ConfigError if ``settings`` names no documents bucket: uploads must
@@ -79,7 +79,7 @@ def create_app(
         transport=http_transport,
     )
     probe = ReadinessProbe(
-        settings.qdrant_url,
+        settings.qdrant_urls,
         settings.qdrant_api_key,
         ollama,
         timeout=settings.request_timeout,
@@ -103,7 +103,7 @@ def create_app(
             "starting",
             extra={
                 "version": __version__,
-                "qdrant_url": settings.qdrant_url,
+                "qdrant_urls": list(settings.qdrant_urls),
                 # The layout of collections this process creates (existing ones keep theirs).
                 "qdrant_layout": {
                     "shard_number": settings.qdrant_shard_number,

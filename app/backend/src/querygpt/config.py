@@ -31,7 +31,11 @@ CHUNK_UNITS = ("chars", "words")
 # Defaults, kept as strings so they go through exactly the same parsing as
 # values from the environment (and so the README can quote them verbatim).
 DEFAULTS: dict[str, str] = {
-    "QUERYGPT_QDRANT_URL": "http://127.0.0.1:6333",
+    # One URL per Qdrant peer, comma-separated; every operation goes to one of them and moves
+    # to the next after a connection failure or a 5xx (vectorstore.py).
+    "QUERYGPT_QDRANT_URLS": "http://127.0.0.1:6333",
+    # Seconds a peer that failed (connection failure, 5xx) is passed over.
+    "QUERYGPT_QDRANT_COOLDOWN_SECONDS": "10",
     "QUERYGPT_QDRANT_API_KEY": "",
     # How a NEW collection is laid out over Qdrant's cluster (vectorstore.CollectionLayout):
     # shards, copies of each shard, and copies that must acknowledge a write. An existing
@@ -104,7 +108,9 @@ MAX_ADMITTED = 32
 class Settings:
     """Validated runtime configuration (see README.md for each variable)."""
 
-    qdrant_url: str = DEFAULTS["QUERYGPT_QDRANT_URL"]
+    # The Qdrant peers: every operation goes to one of them (vectorstore.py).
+    qdrant_urls: tuple[str, ...] = (DEFAULTS["QUERYGPT_QDRANT_URLS"],)
+    qdrant_cooldown_seconds: float = 10.0
     # repr=False: the key must never end up in a log line or a traceback.
     qdrant_api_key: str | None = field(default=None, repr=False)
     qdrant_shard_number: int = 1
@@ -215,16 +221,23 @@ class Settings:
                 "must not exceed QUERYGPT_QDRANT_REPLICATION_FACTOR "
                 f"({replication_factor}), got {write_consistency_factor}",
             )
-        if environ.get("QUERYGPT_OLLAMA_URL", "").strip():
-            # The single-host variable was replaced: ignoring it would silently send every
-            # call to the default 127.0.0.1:11434.
-            raise ConfigError(
-                "QUERYGPT_OLLAMA_URL",
-                "is no longer read; rename it to QUERYGPT_OLLAMA_URLS (a comma-separated list "
-                "of one or more Ollama URLs)",
-            )
+        for old, new, what in (
+            ("QUERYGPT_QDRANT_URL", "QUERYGPT_QDRANT_URLS", "Qdrant URLs, one per peer"),
+            ("QUERYGPT_OLLAMA_URL", "QUERYGPT_OLLAMA_URLS", "Ollama URLs"),
+        ):
+            if environ.get(old, "").strip():
+                # The single-URL variable was replaced: ignoring it would silently send every
+                # call to the default on 127.0.0.1.
+                raise ConfigError(
+                    old,
+                    f"is no longer read; rename it to {new} (a comma-separated list "
+                    f"of one or more {what})",
+                )
         settings = cls(
-            qdrant_url=_parse("QUERYGPT_QDRANT_URL", raw, _http_url),
+            qdrant_urls=_parse("QUERYGPT_QDRANT_URLS", raw, _http_urls),
+            qdrant_cooldown_seconds=_parse(
+                "QUERYGPT_QDRANT_COOLDOWN_SECONDS", raw, _positive_float
+            ),
             qdrant_api_key=api_key,
             qdrant_shard_number=_parse(
                 "QUERYGPT_QDRANT_SHARD_NUMBER", raw, _int_between(1, MAX_QDRANT_SHARDS)

@@ -52,7 +52,7 @@ def merged_environment(path: Path, environ: Mapping[str, str]) -> dict[str, str]
     """The file's variables, overridden by those already set in ``environ``.
 
     Letting the shell win means one value can be changed for a single run
-    (``QUERYGPT_QDRANT_URL=... querygpt-backend reindex``) without editing the file.
+    (``QUERYGPT_QDRANT_URLS=... querygpt-backend reindex``) without editing the file.
     """
     return {**parse_env_file(path), **{k: v for k, v in environ.items() if v != ""}}
 

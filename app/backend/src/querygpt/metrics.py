@@ -99,6 +99,18 @@ OLLAMA_RETRIES = Counter(
     "querygpt_ollama_retries_total",
     "Ollama calls tried again on another host after a connection failure or a 5xx.",
 )
+# The Qdrant peers (vectorstore.py): every operation attempt by peer ("host:port") and outcome,
+# and every time an operation moved on to another peer. Readiness probes are not counted.
+QDRANT_REQUESTS = Counter(
+    "querygpt_qdrant_requests_total",
+    "Qdrant operation attempts, by peer (host:port) and outcome "
+    "(ok, connect_error, http_5xx, http_4xx, timeout).",
+    ["peer", "outcome"],
+)
+QDRANT_RETRIES = Counter(
+    "querygpt_qdrant_retries_total",
+    "Qdrant operations tried again on another peer after a connection failure or a 5xx.",
+)
 
 STAGES = ("extract", "embed", "search", "generate")
 REJECT_REASONS = (
@@ -121,6 +133,7 @@ LIMIT_REASONS = {
     "upload": ("rate", "concurrency"),
 }
 OLLAMA_OUTCOMES = ("ok", "connect_error", "http_5xx", "http_4xx", "timeout")
+QDRANT_OUTCOMES = OLLAMA_OUTCOMES
 DEADLINE_STAGES = {
     "query": ("embed", "search", "queue", "generate"),
     "upload": ("extract", "embed"),
@@ -144,6 +157,12 @@ def export_ollama_host(host: str) -> None:
     """Export a pool host's series (as 0) from the start, like the fixed series above."""
     for outcome in OLLAMA_OUTCOMES:
         OLLAMA_REQUESTS.labels(host=host, outcome=outcome)
+
+
+def export_qdrant_peer(peer: str) -> None:
+    """Export a Qdrant peer's series (as 0) from the start, like the Ollama hosts'."""
+    for outcome in QDRANT_OUTCOMES:
+        QDRANT_REQUESTS.labels(peer=peer, outcome=outcome)
 
 
 def multiprocess_dir() -> str | None:

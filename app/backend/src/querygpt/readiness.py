@@ -4,14 +4,17 @@ Kept separate from ``/health`` (liveness): a load balancer should stop
 sending traffic while Qdrant or Ollama is down, but systemd should not
 restart a healthy process because a dependency is.
 
-Ollama is a pool (QUERYGPT_OLLAMA_URLS): the backend is ready when Qdrant and at least one
-Ollama host answer. Every host is asked (in parallel, so a hung host costs one probe timeout,
-not one per host), and its answer is reported under its position in the list (``ollama-1``,
-``ollama-2``, ...), never its address: the body names no internal address, as before.
+Ollama is a pool (QUERYGPT_OLLAMA_URLS) and Qdrant a cluster (QUERYGPT_QDRANT_URLS, one URL
+per peer): the backend is ready when at least one Qdrant peer answers ``/readyz`` and at least
+one Ollama host answers, since an operation moves on to the next peer or host when one fails.
+Every peer and host is asked (in parallel, so a hung one costs one probe timeout, not one
+each), and its answer is reported under its position in its list (``qdrant-1``, ...,
+``ollama-1``, ...), never its address: the body names no internal address, as before.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -26,10 +29,12 @@ PROBE_TIMEOUT_SECONDS = 3.0
 
 @dataclass(frozen=True)
 class Readiness:
-    #: "qdrant" and "ollama" (the pool: "ok" when at least one host answers): "ok" or why not.
+    #: "qdrant" and "ollama" ("ok" when at least one peer / host answers): "ok" or why not.
     checks: dict[str, str]
     #: Each Ollama host by name (``ollama-1``, ...), in the same form as the checks.
     ollama_hosts: dict[str, str] = field(default_factory=dict)
+    #: Each Qdrant peer by name (``qdrant-1``, ...), in the same form as the checks.
+    qdrant_peers: dict[str, str] = field(default_factory=dict)
 
     @property
     def ready(self) -> bool:
@@ -43,7 +48,7 @@ class Readiness:
 class ReadinessProbe:
     def __init__(
         self,
-        qdrant_url: str,
+        qdrant_urls: str | Sequence[str],
         qdrant_api_key: str | None,
         ollama: OllamaClient,
         *,
@@ -52,22 +57,36 @@ class ReadinessProbe:
     ) -> None:
         headers = {"api-key": qdrant_api_key} if qdrant_api_key else {}
         self._timeout = min(timeout, PROBE_TIMEOUT_SECONDS)
-        self._qdrant = httpx.Client(
-            base_url=qdrant_url, headers=headers, timeout=self._timeout, transport=transport
+        urls = (qdrant_urls,) if isinstance(qdrant_urls, str) else tuple(qdrant_urls)
+        self._qdrant = tuple(
+            httpx.Client(base_url=url, headers=headers, timeout=self._timeout, transport=transport)
+            for url in urls
         )
         self._ollama = ollama
 
     def close(self) -> None:
-        self._qdrant.close()
+        for client in self._qdrant:
+            client.close()
 
     def check(self) -> Readiness:
-        qdrant = self._check_qdrant()
+        peers = self._check_qdrant_peers()
         hosts = self._check_ollama_hosts()
-        return Readiness({"qdrant": qdrant, "ollama": _pool_state(hosts)}, hosts)
+        return Readiness(
+            {
+                "qdrant": _pool_state(peers, "none of the {} Qdrant peers answered (see qdrant_peers)"),
+                "ollama": _pool_state(hosts, "none of the {} Ollama hosts answered (see ollama_hosts)"),
+            },
+            hosts,
+            peers,
+        )
 
-    def _check_qdrant(self) -> str:
+    def _check_qdrant_peers(self) -> dict[str, str]:
+        states = _each(self._check_qdrant, len(self._qdrant), "qdrant-probe")
+        return {f"qdrant-{index + 1}": state for index, state in enumerate(states)}
+
+    def _check_qdrant(self, peer: int) -> str:
         try:
-            response = self._qdrant.get("/readyz")
+            response = self._qdrant[peer].get("/readyz")
         except httpx.HTTPError as exc:
             return f"unreachable: {type(exc).__name__}"
         if response.status_code != 200:
@@ -76,12 +95,7 @@ class ReadinessProbe:
 
     def _check_ollama_hosts(self) -> dict[str, str]:
         hosts = self._ollama.hosts
-        if len(hosts) == 1:
-            states = [self._check_ollama(0)]
-        else:
-            # Threads of this probe only: concurrent probes never queue behind a hung host.
-            with ThreadPoolExecutor(len(hosts), thread_name_prefix="ollama-probe") as pool:
-                states = list(pool.map(self._check_ollama, range(len(hosts))))
+        states = _each(self._check_ollama, len(hosts), "ollama-probe")
         return {host.name: state for host, state in zip(hosts, states, strict=True)}
 
     def _check_ollama(self, host: int) -> str:
@@ -92,11 +106,20 @@ class ReadinessProbe:
         return "ok"
 
 
-def _pool_state(hosts: dict[str, str]) -> str:
-    """"ok" when at least one host answers; else, with one host, its own state."""
-    states = list(hosts.values())
+def _each(check: Callable[[int], str], count: int, name: str) -> list[str]:
+    """``check`` of each of ``count`` members, in parallel when there are several."""
+    if count == 1:
+        return [check(0)]
+    # Threads of this probe only: concurrent probes never queue behind a hung member.
+    with ThreadPoolExecutor(count, thread_name_prefix=name) as pool:
+        return list(pool.map(check, range(count)))
+
+
+def _pool_state(members: dict[str, str], none_answered: str) -> str:
+    """"ok" when at least one member answers; else, with one member, its own state."""
+    states = list(members.values())
     if "ok" in states:
         return "ok"
     if len(states) == 1:
         return states[0]
-    return f"not ready: none of the {len(hosts)} Ollama hosts answered (see ollama_hosts)"
+    return "not ready: " + none_answered.format(len(states))

@@ -99,6 +99,8 @@ def ready(services: ServicesDep) -> JSONResponse:
         "checks": result.checks,
         # Each Ollama host of the pool by its position (ollama-1, ...): no addresses here.
         "ollama_hosts": result.ollama_hosts,
+        # Each Qdrant peer by its position (qdrant-1, ...): no addresses here either.
+        "qdrant_peers": result.qdrant_peers,
     }
     if not result.ready:
         body["failed"] = result.failed

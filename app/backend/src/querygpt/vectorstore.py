@@ -1,25 +1,60 @@
-"""Qdrant access through the official qdrant-client (REST).
+"""Qdrant access through the official qdrant-client (REST), over every peer of the cluster.
 
 Only this module knows Qdrant's data model. It turns client exceptions into
 UpstreamError/UpstreamUnavailable so the API can answer 502/503 with a reason,
-and it never logs the API key (the client is built here and kept private).
+and it never logs the API key (the clients are built here and kept private).
+
+**The peers** (QUERYGPT_QDRANT_URLS, issue 14). In distributed mode every Qdrant peer serves
+any request (it forwards to the peers holding the shards), so the backend may talk to any of
+them; it must survive the one it talks to dying. One ``VectorStore`` holds one QdrantClient per
+peer, and follows the Ollama pool's design (ollama.py) and vocabulary:
+
+* **Pick**: round-robin over the peers that are not cooling down. Every peer can coordinate any
+  operation, so there is nothing to choose between them but load: round-robin spreads the
+  coordinating work (a search's fan-out to the shards and the merge of their answers) over the
+  cluster instead of putting every backend's traffic on the first peer, and it needs no
+  in-flight bookkeeping (a Qdrant call is short, unlike a generation).
+* **Cool-down**: a peer that failed (a connection failure or a 5xx) is passed over for
+  ``cooldown`` seconds (QUERYGPT_QDRANT_COOLDOWN_SECONDS). When every peer an operation may
+  still try is cooling down, the one whose cool-down ends first is tried anyway: an operation
+  is never refused without trying. A success ends a peer's cool-down.
+* **Retry**: an operation tries each peer at most once. It moves on to the next peer after a
+  connection failure (refused, connect timeout, reset or closed before an answer; qdrant-client
+  wraps these in ResponseHandlingException) or a 5xx. It does **not** retry a 4xx (the request
+  is wrong: every peer would say the same), nor a read timeout (the peer may still be working;
+  the request's time is spent). **Retrying is safe**: every operation is idempotent. Upserts
+  use deterministic point ids (StoredChunk.point_id), so a write repeated after a failure that
+  may have applied it overwrites the same points; deletes are by filter; creating a collection
+  that a failed attempt did create is the 409 ``ensure_collection`` already accepts.
+* **Errors**: when every peer failed, the same types as with one peer: UpstreamUnavailable
+  (503) when no peer answered, UpstreamError (502) when one answered with a 5xx; the message
+  says how many peers were tried and names no address (it reaches API clients); the addresses
+  are in ``where``, which only logs and operator tools show.
+* **Observability**: every attempt counts in ``querygpt_qdrant_requests_total{peer, outcome}``
+  (peer = ``host:port``), every move to another peer in ``querygpt_qdrant_retries_total``, and
+  each failed attempt is logged (``qdrant call failed``) with the peer and the reason.
+
+Thread-safe: the bookkeeping is under one lock; qdrant-client's REST clients are thread-safe.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import threading
 import uuid
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from time import monotonic
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import httpx
 from qdrant_client import QdrantClient, models
 from qdrant_client.http.exceptions import ApiException, UnexpectedResponse
 
 from .errors import DimensionMismatch, UpstreamError, UpstreamUnavailable
+from .metrics import QDRANT_REQUESTS, QDRANT_RETRIES, export_qdrant_peer
+from .ollama import host_label
 
 if TYPE_CHECKING:
     from .config import Settings
@@ -27,6 +62,11 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 SERVICE = "qdrant"
+
+#: Seconds a failed peer is passed over (QUERYGPT_QDRANT_COOLDOWN_SECONDS).
+DEFAULT_COOLDOWN_SECONDS = 10.0
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -89,63 +129,120 @@ class CollectionLayout:
         )
 
 
+@dataclass(eq=False)
+class QdrantPeer:
+    """One peer of the cluster and its bookkeeping (guarded by the store's lock)."""
+
+    index: int  # position in QUERYGPT_QDRANT_URLS, from 0
+    url: str
+    client: QdrantClient = field(repr=False)
+    cooldown_until: float = 0.0  # monotonic time; 0 when the peer is not cooling down
+    #: ``host:port``: the metrics label and what logs name.
+    label: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.label = host_label(self.url)
+
+    @property
+    def name(self) -> str:
+        """``qdrant-1``, ``qdrant-2``, ...: the peer's name where no address may appear
+        (``/ready``'s body); the order is QUERYGPT_QDRANT_URLS's."""
+        return f"qdrant-{self.index + 1}"
+
+
 class VectorStore:
-    """The handful of Qdrant operations QueryGPT needs."""
+    """The handful of Qdrant operations QueryGPT needs, over the cluster's peers.
+
+    ``clients`` is one QdrantClient or one per peer, ``location`` their URLs in the same
+    order (metrics labels and ``where``); ``cooldown`` is the seconds a failed peer is passed
+    over; ``clock`` is for tests.
+    """
 
     def __init__(
         self,
-        client: QdrantClient,
+        clients: QdrantClient | Sequence[QdrantClient],
         *,
-        location: str = "qdrant",
+        location: str | Sequence[str] = "http://qdrant:6333",
         layout: CollectionLayout = CollectionLayout(),
+        cooldown: float = DEFAULT_COOLDOWN_SECONDS,
+        clock: Callable[[], float] = monotonic,
     ) -> None:
-        self._client = client
-        self._location = location
+        clients = (clients,) if isinstance(clients, QdrantClient) else tuple(clients)
+        locations = (location,) if isinstance(location, str) else tuple(location)
+        if not clients or len(clients) != len(locations):
+            raise ValueError("VectorStore needs one location per client, and at least one")
         self._layout = layout
+        self.cooldown = cooldown
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._next = 0  # round-robin position
+        self.peers: tuple[QdrantPeer, ...] = tuple(
+            QdrantPeer(index, url, client)
+            for index, (url, client) in enumerate(zip(locations, clients, strict=True))
+        )
+        for peer in self.peers:
+            export_qdrant_peer(peer.label)
 
     @classmethod
     def from_settings(
-        cls, settings: Settings, client: QdrantClient | None = None
+        cls, settings: Settings, client: QdrantClient | Sequence[QdrantClient] | None = None
     ) -> VectorStore:
-        """The store the service uses: ``client`` (tests) or a REST client to QUERYGPT_QDRANT_URL."""
+        """The store the service uses: a REST client to each peer of QUERYGPT_QDRANT_URLS, or
+        ``client`` (tests): one client standing for the first URL, or one per URL."""
         layout = CollectionLayout.from_settings(settings)
         if client is None:
             return cls.connect(
-                settings.qdrant_url,
+                settings.qdrant_urls,
                 settings.qdrant_api_key,
                 settings.request_timeout,
                 layout=layout,
+                cooldown=settings.qdrant_cooldown_seconds,
             )
-        return cls(client, location=settings.qdrant_url, layout=layout)
+        clients = (client,) if isinstance(client, QdrantClient) else tuple(client)
+        return cls(
+            clients,
+            location=settings.qdrant_urls[: len(clients)],
+            layout=layout,
+            cooldown=settings.qdrant_cooldown_seconds,
+        )
 
     @classmethod
     def connect(
         cls,
-        url: str,
+        urls: str | Sequence[str],
         api_key: str | None,
         timeout: float,
         *,
         layout: CollectionLayout = CollectionLayout(),
+        cooldown: float = DEFAULT_COOLDOWN_SECONDS,
     ) -> VectorStore:
-        """Build a REST client. No network traffic happens here.
+        """Build one REST client per peer URL. No network traffic happens here.
 
         ``check_compatibility=False`` avoids a version call at construction,
         so the app starts (and reports not-ready) while Qdrant is down.
         """
-        client = QdrantClient(
-            url=url,
-            api_key=api_key,
-            timeout=max(1, math.ceil(timeout)),
-            check_compatibility=False,
-        )
-        return cls(client, location=url, layout=layout)
+        locations = (urls,) if isinstance(urls, str) else tuple(urls)
+        clients = [
+            QdrantClient(
+                url=url,
+                api_key=api_key,
+                timeout=max(1, math.ceil(timeout)),
+                check_compatibility=False,
+            )
+            for url in locations
+        ]
+        return cls(clients, location=locations, layout=layout, cooldown=cooldown)
+
+    @property
+    def urls(self) -> tuple[str, ...]:
+        return tuple(peer.url for peer in self.peers)
 
     def close(self) -> None:
-        self._client.close()
+        for peer in self.peers:
+            peer.client.close()
 
     def collection_exists(self, name: str) -> bool:
-        with self._errors("check collection"):
-            return bool(self._client.collection_exists(name))
+        return self._run("check collection", lambda c: bool(c.collection_exists(name)))
 
     def ensure_collection(self, name: str, dimension: int) -> bool:
         """Create ``name`` (Cosine, ``dimension``) if missing; True if created.
@@ -153,26 +250,9 @@ class VectorStore:
         An existing collection must have the same dimension, otherwise the
         embedding model was changed and mixing vectors would be meaningless.
         """
-        with self._errors("prepare collection"):
-            if self._client.collection_exists(name):
-                self._check_dimension(name, dimension)
-                return False
-            try:
-                self._client.create_collection(
-                    collection_name=name,
-                    vectors_config=models.VectorParams(
-                        size=dimension, distance=models.Distance.COSINE
-                    ),
-                    shard_number=self._layout.shard_number,
-                    replication_factor=self._layout.replication_factor,
-                    write_consistency_factor=self._layout.write_consistency_factor,
-                )
-            except UnexpectedResponse as exc:
-                # Another worker may have created it a moment ago.
-                if exc.status_code == 409 or self._client.collection_exists(name):
-                    self._check_dimension(name, dimension)
-                    return False
-                raise
+        created = self._run("prepare collection", lambda c: self._prepare(c, name, dimension))
+        if not created:
+            return False
         self._create_indexes(name)
         log.info(
             "created collection",
@@ -184,6 +264,28 @@ class VectorStore:
                 "write_consistency_factor": self._layout.write_consistency_factor,
             },
         )
+        return True
+
+    def _prepare(self, client: QdrantClient, name: str, dimension: int) -> bool:
+        """One attempt of ensure_collection on one peer: True if it created ``name``.
+        A retry after a failed create that did create it finds it (409 or exists)."""
+        if client.collection_exists(name):
+            self._check_dimension(client, name, dimension)
+            return False
+        try:
+            client.create_collection(
+                collection_name=name,
+                vectors_config=models.VectorParams(size=dimension, distance=models.Distance.COSINE),
+                shard_number=self._layout.shard_number,
+                replication_factor=self._layout.replication_factor,
+                write_consistency_factor=self._layout.write_consistency_factor,
+            )
+        except UnexpectedResponse as exc:
+            # Another worker (or an earlier attempt) may have created it a moment ago.
+            if exc.status_code == 409 or client.collection_exists(name):
+                self._check_dimension(client, name, dimension)
+                return False
+            raise
         return True
 
     def upsert(self, name: str, chunks: Sequence[StoredChunk]) -> None:
@@ -204,17 +306,21 @@ class VectorStore:
             )
             for c in chunks
         ]
-        with self._errors("store chunks"):
-            self._client.upsert(collection_name=name, points=points, wait=True)
+        # Deterministic ids: repeating the upsert on another peer overwrites, never duplicates.
+        self._run(
+            "store chunks", lambda c: c.upsert(collection_name=name, points=points, wait=True)
+        )
 
     def delete_document(self, name: str, document_id: str) -> None:
         """Remove every point of one document (rollback of a failed upload)."""
-        with self._errors("delete document"):
-            self._client.delete(
+        self._run(
+            "delete document",
+            lambda c: c.delete(
                 collection_name=name,
                 points_selector=models.FilterSelector(filter=_document_filter(document_id)),
                 wait=True,
-            )
+            ),
+        )
 
     def delete_replaced(self, name: str, s3_key: str, document_id: str, chunks: int) -> None:
         """Keep only ``document_id``'s first ``chunks`` points among those of ``s3_key``.
@@ -233,32 +339,38 @@ class VectorStore:
         leftover_chunks = models.Filter(
             must=[this_document, models.FieldCondition(key="chunk", range=models.Range(gte=chunks))]
         )
-        with self._errors("remove replaced points"):
-            for selector in (earlier_versions, leftover_chunks):
-                self._client.delete(
+        for selector in (earlier_versions, leftover_chunks):
+            self._run(
+                "remove replaced points",
+                lambda c, selector=selector: c.delete(
                     collection_name=name,
                     points_selector=models.FilterSelector(filter=selector),
                     wait=True,
-                )
+                ),
+            )
 
     def count_document(self, name: str, document_id: str) -> int:
-        with self._errors("count document"):
-            return self._client.count(
+        return self._run(
+            "count document",
+            lambda c: c.count(
                 collection_name=name, count_filter=_document_filter(document_id), exact=True
-            ).count
+            ).count,
+        )
 
     def search(
         self, name: str, vector: list[float], limit: int, *, timeout: float | None = None
     ) -> list[Hit]:
         """``timeout``: seconds Qdrant may spend on the search (whole seconds, at least 1)."""
-        with self._errors("search"):
-            response = self._client.query_points(
+        response = self._run(
+            "search",
+            lambda c: c.query_points(
                 collection_name=name,
                 query=vector,
                 limit=limit,
                 with_payload=True,
                 timeout=None if timeout is None else max(1, math.ceil(timeout)),
-            )
+            ),
+        )
         hits = []
         for point in response.points:
             payload: dict[str, Any] = point.payload or {}
@@ -280,22 +392,25 @@ class VectorStore:
         Cheap: one count per collection for points, and one filtered count
         for ``chunk == 0`` (every document has exactly one first chunk).
         """
-        documents = chunks = 0
         first_chunk = models.Filter(
             must=[models.FieldCondition(key="chunk", match=models.MatchValue(value=0))]
         )
-        with self._errors("count points"):
-            for collection in self._client.get_collections().collections:
-                chunks += self._client.count(collection.name, exact=True).count
-                documents += self._client.count(
+
+        def count(client: QdrantClient) -> tuple[int, int]:
+            documents = chunks = 0
+            for collection in client.get_collections().collections:
+                chunks += client.count(collection.name, exact=True).count
+                documents += client.count(
                     collection.name, count_filter=first_chunk, exact=True
                 ).count
-        return documents, chunks
+            return documents, chunks
+
+        return self._run("count points", count)
 
     # -- helpers -------------------------------------------------------------
 
-    def _check_dimension(self, name: str, dimension: int) -> None:
-        info = self._client.get_collection(name)
+    def _check_dimension(self, client: QdrantClient, name: str, dimension: int) -> None:
+        info = client.get_collection(name)
         vectors = info.config.params.vectors
         size = vectors.size if isinstance(vectors, models.VectorParams) else None
         if size != dimension:
@@ -316,8 +431,11 @@ class VectorStore:
             ("s3_key", models.PayloadSchemaType.KEYWORD),
         ):
             try:
-                self._client.create_payload_index(
-                    collection_name=name, field_name=field_name, field_schema=schema, wait=True
+                self._run(
+                    "create payload index",
+                    lambda c, field_name=field_name, schema=schema: c.create_payload_index(
+                        collection_name=name, field_name=field_name, field_schema=schema, wait=True
+                    ),
                 )
             except Exception as exc:  # noqa: BLE001 - optional optimisation
                 log.warning(
@@ -325,21 +443,125 @@ class VectorStore:
                     extra={"collection": name, "field": field_name, "error": repr(exc)[:200]},
                 )
 
-    @contextmanager
-    def _errors(self, action: str) -> Iterator[None]:
-        try:
-            yield
-        except UnexpectedResponse as exc:
-            raise UpstreamError(
-                SERVICE,
-                f"Qdrant could not {action}: HTTP {exc.status_code} {_qdrant_reason(exc)}",
-            ) from exc
-        except (ApiException, httpx.HTTPError, OSError) as exc:
-            raise UpstreamUnavailable(
-                SERVICE,
-                f"Qdrant is unreachable ({_cause_name(exc)}); could not {action}.",
-                where=self._location,
-            ) from exc
+    # --- the peers -----------------------------------------------------------------------
+
+    def _pick(self, tried: set[int]) -> QdrantPeer:
+        """The next peer for an operation that already tried ``tried`` (not every peer)."""
+        with self._lock:
+            untried = [p for p in self.peers if p.index not in tried]
+            now = self._clock()
+            ready = [p for p in untried if p.cooldown_until <= now]
+            if ready:
+                count = len(self.peers)
+                peer = min(ready, key=lambda p: (p.index - self._next) % count)
+                self._next = (peer.index + 1) % count
+            else:  # every candidate is cooling down: try the one that recovers first
+                peer = min(untried, key=lambda p: p.cooldown_until)
+            return peer
+
+    def _settle(self, peer: QdrantPeer, outcome: str) -> None:
+        """Count the attempt; a connection failure or a 5xx starts the peer's cool-down, a
+        success ends it, anything else says nothing about the peer's health."""
+        failed = _PEER_FAILED.get(outcome)
+        with self._lock:
+            if failed:
+                peer.cooldown_until = self._clock() + self.cooldown
+            elif failed is False:
+                peer.cooldown_until = 0.0
+        QDRANT_REQUESTS.labels(peer=peer.label, outcome=outcome).inc()
+
+    def _run(self, action: str, operation: Callable[[QdrantClient], T]) -> T:
+        """Run ``operation`` (idempotent: see the module's docstring) on a peer; on a
+        connection failure or a 5xx run it again on the next peer, each peer at most once."""
+        tried: set[int] = set()
+        where: list[str] = []
+        # The error to raise once every peer failed: a peer's 5xx (it answered: 502) rather
+        # than a connection failure (503), as with one peer.
+        unreachable: UpstreamError | None = None
+        answered: UpstreamError | None = None
+        while len(tried) < len(self.peers):
+            peer = self._pick(tried)
+            if tried:
+                QDRANT_RETRIES.inc()
+            tried.add(peer.index)
+            where.append(peer.url)
+            try:
+                result = operation(peer.client)
+            except UnexpectedResponse as exc:
+                error: UpstreamError = UpstreamError(
+                    SERVICE,
+                    f"Qdrant could not {action}: HTTP {exc.status_code} {_qdrant_reason(exc)}",
+                    where=peer.url,
+                )
+                error.__cause__ = exc
+                if exc.status_code < 500:
+                    self._settle(peer, "http_4xx")
+                    raise error from exc
+                self._settle(peer, "http_5xx")
+                answered, outcome, detail = error, "http_5xx", error.detail
+            except (ApiException, httpx.HTTPError, OSError) as exc:
+                outcome = _failure_outcome(exc)
+                self._settle(peer, outcome)
+                failure = UpstreamUnavailable(
+                    SERVICE,
+                    f"Qdrant is unreachable ({_cause_name(exc)}); could not {action}.",
+                    where=peer.url,
+                )
+                failure.__cause__ = exc
+                if outcome != "connect_error":  # a read timeout or an unusable answer
+                    raise _with_tries(failure, len(tried), where) from exc
+                unreachable, detail = failure, failure.detail
+            else:
+                self._settle(peer, "ok")
+                return result
+            log.warning(
+                "qdrant call failed",
+                extra={
+                    "qdrant_peer": peer.label,
+                    "action": action,
+                    "outcome": outcome,
+                    "error": detail,
+                    "attempt": len(tried),
+                    "peers": len(self.peers),
+                    "retrying": len(tried) < len(self.peers),
+                },
+            )
+        failed = answered or unreachable
+        assert failed is not None
+        raise _with_tries(failed, len(tried), where) from failed.__cause__
+
+
+#: What an attempt's outcome says about its peer: True failed, False healthy, None nothing.
+_PEER_FAILED: dict[str, bool | None] = {
+    "ok": False,
+    "connect_error": True,
+    "http_5xx": True,
+    "http_4xx": None,
+    "timeout": None,
+}
+
+
+def _failure_outcome(exc: BaseException) -> str:
+    """``connect_error`` when nothing was answered (refused, connect timeout, reset or
+    closed before an answer), ``timeout`` for a read timeout; ``ok`` for an answer that came
+    but could not be used (qdrant-client could not parse it): the peer answered, as the Ollama
+    pool counts a 200 whose body it cannot use."""
+    source = getattr(exc, "source", None) or exc
+    if isinstance(source, httpx.TimeoutException):
+        return "connect_error" if isinstance(source, httpx.ConnectTimeout) else "timeout"
+    if isinstance(source, (httpx.TransportError, OSError)):
+        return "connect_error"
+    return "ok"
+
+
+def _with_tries(error: UpstreamError, tried: int, where: list[str]) -> UpstreamError:
+    """``error`` saying how many peers the operation tried (no address: the detail reaches
+    API clients), with every address tried in ``where`` (logs only)."""
+    peers = "1 Qdrant peer" if tried == 1 else f"{tried} Qdrant peers"
+    error.detail = f"{error.detail.rstrip('.')}. Tried {peers}."
+    error.args = (error.detail,)
+    error.where = ", ".join(where)
+    return error
 
 
 def _document_filter(document_id: str) -> models.Filter:

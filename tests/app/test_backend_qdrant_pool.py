@@ -1,0 +1,302 @@
+"""The Qdrant peers (QUERYGPT_QDRANT_URLS, issue 14), designed like the Ollama pool: an
+operation moves on to the next peer after a connection failure or a 5xx (never after a 4xx or
+a read timeout), a failed peer cools down, and a failure of every peer is the same 503/502 as
+with one peer, naming no address; /ready is ready while one peer answers.
+
+Each peer is an in-memory qdrant-client (local mode) behind a wrapper that can fail the way a
+peer does over REST (qdrant-client's own exceptions), or a real REST client to a closed port
+(connection refused); time for cool-downs is a fake clock, so nothing here sleeps for it.
+"""
+
+from __future__ import annotations
+
+import socket
+import uuid
+from typing import Any
+
+import httpx
+import pytest
+from prometheus_client import REGISTRY
+from qdrant_client import QdrantClient
+from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
+from querygpt.errors import UpstreamError, UpstreamUnavailable
+from querygpt.ollama import host_label
+from querygpt.vectorstore import StoredChunk, VectorStore
+from querygpt_testkit import upload
+
+A = "http://10.30.0.1:6333"
+B = "http://qdrant-b.internal:6333"
+C = "http://10.30.0.3:6333"
+DIM = 4
+DOC = str(uuid.UUID(int=7))
+
+
+class Peer:
+    """One peer: an in-memory Qdrant holding the cluster's data (shared by every peer, as a
+    cluster's peers serve the same collections), failing on demand with ``failure``:
+    "refused" or "reset" (qdrant-client's ResponseHandlingException around httpx's error),
+    "timeout" (a read timeout), or an HTTP status (UnexpectedResponse)."""
+
+    def __init__(self, data: QdrantClient) -> None:
+        self.data = data
+        self.failure: str | int | None = None
+        self.calls = 0
+
+    def __getattr__(self, name: str) -> Any:
+        method = getattr(self.data, name)
+        if name == "close":
+            return method
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            self.calls += 1
+            request = httpx.Request("POST", "http://peer/collections")
+            if self.failure == "refused":
+                cause = httpx.ConnectError("[Errno 111] Connection refused", request=request)
+                raise ResponseHandlingException(cause)
+            if self.failure == "reset":
+                cause = httpx.ReadError("[Errno 104] Connection reset by peer", request=request)
+                raise ResponseHandlingException(cause)
+            if self.failure == "timeout":
+                raise ResponseHandlingException(httpx.ReadTimeout("timed out", request=request))
+            if isinstance(self.failure, int):
+                raise UnexpectedResponse(
+                    status_code=self.failure,
+                    reason_phrase="Injected",
+                    content=b'{"status": {"error": "injected failure"}, "time": 0}',
+                    headers=httpx.Headers(),
+                )
+            return method(*args, **kwargs)
+
+        return call
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def cluster(*urls: str, clock: Clock | None = None) -> tuple[VectorStore, list[Peer]]:
+    data = QdrantClient(":memory:")
+    peers = [Peer(data) for _ in urls]
+    store = VectorStore(peers, location=list(urls), cooldown=10.0, clock=clock or Clock())  # type: ignore[arg-type]
+    store.ensure_collection("docs", DIM)
+    for peer in peers:
+        peer.calls = 0
+    return store, peers
+
+
+def chunk(n: int) -> StoredChunk:
+    return StoredChunk(
+        document_id=DOC,
+        filename="schema.pdf",
+        page=1,
+        chunk=n,
+        text=f"chunk {n}",
+        vector=[float(n + 1), 1.0, 0.5, 0.25],
+        s3_key="documents/schema.pdf",
+        s3_version_id=None,
+        sha256="0" * 64,
+    )
+
+
+def count(url: str, outcome: str) -> float:
+    value = REGISTRY.get_sample_value(
+        "querygpt_qdrant_requests_total", {"peer": host_label(url), "outcome": outcome}
+    )
+    return value or 0.0
+
+
+def retries() -> float:
+    return REGISTRY.get_sample_value("querygpt_qdrant_retries_total") or 0.0
+
+
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+# --- moving on to the next peer ---------------------------------------------------------------
+
+
+def test_operations_go_round_robin_over_the_peers() -> None:
+    store, peers = cluster(A, B, C)
+    for _ in range(3):
+        store.collection_exists("docs")
+    assert [p.calls for p in peers] == [1, 1, 1]
+
+
+@pytest.mark.parametrize("failure", ["refused", "reset"])
+def test_a_dead_first_peer_costs_nothing_and_cools_down(failure: str) -> None:
+    clock = Clock()
+    store, (a, b) = cluster(A, B, clock=clock)
+    a.failure = failure
+    before_retries, before_failed = retries(), count(A, "connect_error")
+    store.upsert("docs", [chunk(0), chunk(1)])  # tried on A, done on B
+    assert store.count_document("docs", DOC) == 2
+    assert (a.calls, b.calls) == (1, 2)
+    assert retries() == before_retries + 1
+    assert count(A, "connect_error") == before_failed + 1
+    # During the cool-down A is passed over: no more retries.
+    for _ in range(4):
+        assert len(store.search("docs", [1.0, 1.0, 0.5, 0.25], 5)) == 2
+    assert a.calls == 1 and retries() == before_retries + 1
+    # Once it is over, A is tried again; back, it ends its cool-down and takes its share.
+    clock.now += 10.5
+    a.failure = None
+    for _ in range(4):
+        store.collection_exists("docs")
+    assert a.calls == 3 and b.calls == 8
+
+
+def test_a_real_refused_connection_moves_on_to_the_next_peer() -> None:
+    # qdrant-client's own REST client to a closed port, as after kill -9 of the peer.
+    dead = QdrantClient(url=f"http://127.0.0.1:{_closed_port()}", check_compatibility=False, timeout=5)
+    alive = QdrantClient(":memory:")
+    dead_url = str(dead._client.rest_uri)  # noqa: SLF001 - the URL the client was built with
+    store = VectorStore([dead, alive], location=[dead_url, B])
+    before = count(dead_url, "connect_error")
+    assert store.ensure_collection("docs", DIM) is True
+    store.upsert("docs", [chunk(0)])
+    assert [h.chunk for h in store.search("docs", [1.0, 1.0, 0.5, 0.25], 3)] == [0]
+    assert count(dead_url, "connect_error") == before + 1  # then cooling down
+    store.close()
+
+
+def test_a_5xx_is_tried_again_on_another_peer() -> None:
+    store, (a, b) = cluster(A, B)
+    a.failure = 500
+    before = retries()
+    before_5xx = count(A, "http_5xx")
+    store.upsert("docs", [chunk(0)])
+    assert (a.calls, b.calls) == (1, 1)
+    assert retries() == before + 1 and count(A, "http_5xx") == before_5xx + 1
+    assert store.count_document("docs", DOC) == 1
+
+
+def test_a_4xx_is_not_tried_again() -> None:
+    store, (a, b) = cluster(A, B)
+    a.failure = b.failure = 400
+    before = retries()
+    before_4xx = count(A, "http_4xx")
+    with pytest.raises(UpstreamError) as failed:
+        store.upsert("docs", [chunk(0)])
+    assert not isinstance(failed.value, UpstreamUnavailable)
+    assert failed.value.status_code == 502
+    assert (a.calls, b.calls) == (1, 0) and retries() == before
+    assert count(A, "http_4xx") == before_4xx + 1
+    assert "HTTP 400 injected failure" in failed.value.detail
+    assert "Tried" not in failed.value.detail or "1 Qdrant peer" in failed.value.detail
+    # A 4xx says nothing about the peer's health: no cool-down.
+    a.failure = b.failure = None
+    store.collection_exists("docs")
+    store.collection_exists("docs")
+    assert a.calls == 2
+
+
+def test_a_read_timeout_is_not_tried_again() -> None:
+    store, (a, b) = cluster(A, B)
+    a.failure = "timeout"
+    with pytest.raises(UpstreamUnavailable) as failed:
+        store.search("docs", [1.0, 0, 0, 0], 3)
+    assert (a.calls, b.calls) == (1, 0)
+    assert failed.value.status_code == 503
+    assert "Tried 1 Qdrant peer." in failed.value.detail
+
+
+def test_every_peer_down_is_a_503_without_addresses() -> None:
+    store, peers = cluster(A, B, C)
+    for peer in peers:
+        peer.failure = "refused"
+    before = retries()
+    with pytest.raises(UpstreamUnavailable) as failed:
+        store.search("docs", [1.0, 0, 0, 0], 3)
+    error = failed.value
+    assert error.status_code == 503
+    assert error.detail == (
+        "Qdrant is unreachable (ConnectError); could not search. Tried 3 Qdrant peers."
+    )
+    for address in ("10.30.0", "qdrant-b", "6333", "http"):
+        assert address not in error.detail
+    assert sorted(error.where.split(", ")) == sorted((A, B, C))  # for operators' logs only
+    assert [p.calls for p in peers] == [1, 1, 1] and retries() == before + 2
+    # Every peer cooling down: an operation still tries them (the first to recover first).
+    peers[1].failure = None
+    assert store.collection_exists("docs") is True
+
+
+def test_a_5xx_wins_over_a_connection_failure_when_every_peer_failed() -> None:
+    store, (a, b) = cluster(A, B)
+    a.failure, b.failure = 503, "refused"
+    with pytest.raises(UpstreamError) as failed:
+        store.delete_document("docs", DOC)
+    assert not isinstance(failed.value, UpstreamUnavailable)
+    assert failed.value.status_code == 502
+    assert failed.value.detail.endswith("Tried 2 Qdrant peers.")
+
+
+# --- through the API -------------------------------------------------------------------------
+
+
+def test_the_app_survives_a_dead_first_peer(make_client, schema_pdf) -> None:
+    data = QdrantClient(":memory:")
+    dead, alive = Peer(data), Peer(data)
+    dead.failure = "refused"
+    before = retries()
+    client = make_client(qdrant=[dead, alive], qdrant_urls=(A, B))  # its first count retries
+    assert upload(client, schema_pdf).status_code == 200
+    for _ in range(3):
+        response = client.post("/query", json={"query": "customers"})
+        assert response.status_code == 200, response.text
+    assert dead.calls == 1 and alive.calls > 3  # passed over while it cools down
+    assert retries() == before + 1
+
+
+def test_every_peer_down_through_the_api_is_the_usual_503(make_client, schema_pdf) -> None:
+    data = QdrantClient(":memory:")
+    peers = [Peer(data), Peer(data)]
+    client = make_client(qdrant=peers, qdrant_urls=(A, B))
+    assert upload(client, schema_pdf).status_code == 200
+    for peer in peers:
+        peer.failure = "refused"
+    response = client.post("/query", json={"query": "customers"})
+    assert response.status_code == 503
+    assert "Tried 2 Qdrant peers" in response.json()["detail"]
+    for address in ("10.30.0.1", "qdrant-b", "6333", "http"):
+        assert address not in response.text
+
+
+def test_ready_while_one_peer_answers_and_each_peer_is_reported(make_client, fake_ollama) -> None:
+    client = make_client(qdrant_urls=(A, B, C))
+    fake_ollama.qdrant_down_hosts.update({"10.30.0.1", "10.30.0.3"})
+    response = client.get("/ready")
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["checks"] == {"qdrant": "ok", "ollama": "ok"}
+    assert body["qdrant_peers"] == {
+        "qdrant-1": "unreachable: ConnectError",
+        "qdrant-2": "ok",
+        "qdrant-3": "unreachable: ConnectError",
+    }
+    assert "qdrant-b.internal" not in response.text and "10.30.0" not in response.text
+
+    fake_ollama.qdrant_down_hosts.add("qdrant-b.internal")
+    response = client.get("/ready")
+    assert response.status_code == 503
+    body = response.json()
+    assert body["failed"] == ["qdrant"]
+    assert body["checks"]["qdrant"] == "not ready: none of the 3 Qdrant peers answered (see qdrant_peers)"
+    assert set(body["qdrant_peers"]) == {"qdrant-1", "qdrant-2", "qdrant-3"}
+    assert "qdrant-b.internal" not in response.text and "10.30.0" not in response.text
+
+
+def test_peer_metrics_are_exported_per_peer_from_the_start(make_client) -> None:
+    client = make_client(qdrant_urls=(C,))
+    text = client.get("/metrics").text
+    for outcome in ("ok", "connect_error", "http_5xx", "http_4xx", "timeout"):
+        assert f'querygpt_qdrant_requests_total{{outcome="{outcome}",peer="{host_label(C)}"}}' in text \
+            or f'querygpt_qdrant_requests_total{{peer="{host_label(C)}",outcome="{outcome}"}}' in text
+    assert "querygpt_qdrant_retries_total" in text
