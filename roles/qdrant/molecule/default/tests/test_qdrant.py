@@ -208,6 +208,9 @@ def test_unit_and_config_run_distributed_mode(host, props, private_address, clus
         assert "--bootstrap" not in exec_start
     else:
         assert re.search(rf"--bootstrap http://[0-9.]+:{P2P_PORT}", exec_start), exec_start
+    # side_effect.yml restarted the joined peer: it rejoined from its storage, ignoring the flags
+    journal = host.check_output("journalctl -u qdrant --no-pager -o cat")
+    assert "Local raft state found - bootstrap and uri cli arguments were ignored" in journal
 
 
 def test_replicated_collection_active_on_both_peers(host, private_address):
