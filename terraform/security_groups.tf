@@ -7,6 +7,7 @@
 #   edge        80, 443        anywhere
 #   backend     8000           edge, monitoring
 #   qdrant      6333, 6334     backend, monitoring
+#   qdrant      6335           qdrant (p2p between the peers)
 #   ollama      11434          backend, monitoring
 #   monitoring  9090, 9093     bastion
 #   monitoring  19532          every host
@@ -73,6 +74,17 @@ resource "aws_vpc_security_group_ingress_rule" "qdrant_from_backend_monitoring" 
   from_port                    = 6333
   to_port                      = 6334
   description                  = "qdrant HTTP 6333 and gRPC 6334 from ${each.key}"
+}
+
+# qdrant 6335 (distributed mode's p2p) between the qdrant hosts only: the group's own
+# security group as the source (self-referencing).
+resource "aws_vpc_security_group_ingress_rule" "qdrant_p2p_from_qdrant" {
+  security_group_id            = aws_security_group.tier["qdrant"].id
+  referenced_security_group_id = aws_security_group.tier["qdrant"].id
+  ip_protocol                  = "tcp"
+  from_port                    = 6335
+  to_port                      = 6335
+  description                  = "qdrant p2p 6335 from qdrant"
 }
 
 # ollama 11434 from backend, monitoring (health probe only).

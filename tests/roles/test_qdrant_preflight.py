@@ -102,6 +102,15 @@ def assert_refused(result: tuple[int, str], *needles: str) -> None:
         assert needle in output, f"{needle!r} not in output:\n{output}"
 
 
+PEERS = ["10.0.11.20", "10.0.12.20", "10.0.13.20"]
+ZONES = ["eu-central-1a", "eu-central-1b", "eu-central-1c"]
+CLUSTER: dict[str, object] = {
+    "qdrant_cluster_enabled": True,
+    "qdrant_cluster_peers": PEERS,
+    "qdrant_cluster_peer_zones": ZONES,
+    "qdrant_bind_address": PEERS[0],
+}
+
 # The preflight-only cases, all in one ansible-playbook run (a host per case; most of a
 # run's cost is starting Ansible). Each bad case has a passing twin here.
 CASES: dict[str, dict[str, object]] = {
@@ -123,6 +132,30 @@ CASES: dict[str, dict[str, object]] = {
     "volume-id": {"qdrant_data_volume_id": "vol-0123456789abcdef0"},
     "volume-id-and-device": {"qdrant_data_volume_id": "vol-0123456789abcdef0", "qdrant_data_device": "/dev/xvdf"},
     "device": {"qdrant_data_device": "/dev/xvdf"},
+    # Distributed mode, production-shaped: three peers in three zones, as the wiring layer
+    # passes them (private addresses of groups['qdrant'], zones from the EC2 inventory).
+    "cluster": CLUSTER,
+    "cluster-joining-peer": {**CLUSTER, "qdrant_bind_address": PEERS[2]},
+    "cluster-bind-all-own-address": {**CLUSTER, "qdrant_bind_address": "0.0.0.0", "qdrant_allow_bind_all": True,
+                                     "qdrant_cluster_address": PEERS[1]},
+    "cluster-zones-unknown-spread-not-required": {**CLUSTER, "qdrant_cluster_peer_zones": [],
+                                                  "qdrant_cluster_require_zone_spread": False},
+    "cluster-off-ignores-bad-cluster-input": {"qdrant_cluster_peers": "10.0.1.10", "qdrant_p2p_port": 6333},
+    "cluster-host-not-a-peer": {**CLUSTER, "qdrant_bind_address": "10.0.1.99"},
+    "cluster-duplicate-peer": {**CLUSTER, "qdrant_cluster_peers": [PEERS[0], PEERS[1], PEERS[0]]},
+    "cluster-two-peers": {**CLUSTER, "qdrant_cluster_peers": PEERS[:2], "qdrant_cluster_peer_zones": ZONES[:2]},
+    "cluster-two-peers-allowed": {**CLUSTER, "qdrant_cluster_peers": PEERS[:2], "qdrant_cluster_peer_zones": ZONES[:2],
+                                  "qdrant_cluster_min_peers": 2},
+    "cluster-min-peers-one": {**CLUSTER, "qdrant_cluster_min_peers": 1},
+    "cluster-no-peers": {**CLUSTER, "qdrant_cluster_peers": [], "qdrant_cluster_peer_zones": []},
+    "cluster-peers-a-string": {**CLUSTER, "qdrant_cluster_peers": ",".join(PEERS)},
+    "cluster-p2p-equals-http": {**CLUSTER, "qdrant_p2p_port": 6333},
+    "cluster-one-zone": {**CLUSTER, "qdrant_cluster_peer_zones": ["eu-central-1a"] * 3},
+    "cluster-one-zone-accepted": {**CLUSTER, "qdrant_cluster_peer_zones": ["eu-central-1a"] * 3,
+                                  "qdrant_cluster_require_zone_spread": False},
+    "cluster-zones-unknown": {**CLUSTER, "qdrant_cluster_peer_zones": ["eu-central-1a", "unknown", "eu-central-1c"]},
+    "cluster-zones-missing": {**CLUSTER, "qdrant_cluster_peer_zones": []},
+    "cluster-zones-short": {**CLUSTER, "qdrant_cluster_peer_zones": ZONES[:2], "qdrant_cluster_require_zone_spread": False},
 }
 
 
@@ -181,6 +214,38 @@ def test_low_nofile_limit(runs):
 
 
 HOST_CHECKS = ("preflight", "host_checks")
+
+
+@pytest.mark.parametrize("case", ["cluster", "cluster-joining-peer", "cluster-bind-all-own-address",
+                                  "cluster-zones-unknown-spread-not-required", "cluster-off-ignores-bad-cluster-input",
+                                  "cluster-two-peers-allowed", "cluster-one-zone-accepted"])
+def test_cluster_passing_twins_pass(runs, case):
+    runs[case].assert_ok()
+
+
+@pytest.mark.parametrize(("case", "needles"), [
+    ("cluster-host-not-a-peer", ["qdrant_cluster_address: is \"10.0.1.99\", which is not in qdrant_cluster_peers"]),
+    ("cluster-duplicate-peer", ["qdrant_cluster_peers: lists a peer more than once"]),
+    ("cluster-two-peers", ["qdrant_cluster_peers: has 2 peer(s), fewer than qdrant_cluster_min_peers (3)"]),
+    ("cluster-min-peers-one", ["qdrant_cluster_min_peers: expected a number of peers, at least 2"]),
+    ("cluster-no-peers", ["qdrant_cluster_peers: expected the peers' private addresses",
+                          "qdrant_cluster_address: is \"10.0.11.20\", which is not in qdrant_cluster_peers"]),
+    ("cluster-peers-a-string", ["qdrant_cluster_peers: expected the peers' private addresses"]),
+    ("cluster-p2p-equals-http", ["qdrant_p2p_port: expected a TCP port 1-65535 other than qdrant_http_port"]),
+    ("cluster-one-zone", ["qdrant_cluster_require_zone_spread: every peer sits in eu-central-1a"]),
+    ("cluster-zones-unknown", ["qdrant_cluster_require_zone_spread: the zones of the peers are not known"]),
+    ("cluster-zones-missing", ["qdrant_cluster_require_zone_spread: the zones of the peers are not known"]),
+    ("cluster-zones-short", ["qdrant_cluster_peer_zones: has 2 zone(s) for 3 peer(s)"]),
+])
+def test_bad_cluster_input_refused_naming_the_variable(runs, case, needles):
+    runs[case].assert_refused(*needles)
+
+
+def test_cluster_address_default_needs_no_facts(tmp_path):
+    # playbooks/preflight.yml runs without facts: the announced address then defaults to the
+    # fact-based bind address, which is left alone; the rest of the cluster input is checked
+    overrides = {k: v for k, v in CLUSTER.items() if k != "qdrant_bind_address"}
+    harness.run_role(tmp_path, "qdrant", overrides).assert_ok()
 
 
 def test_every_problem_is_reported_in_one_run(runs):

@@ -7,6 +7,7 @@ tests check what the role controls: install layout, sandbox, binding, keys, fire
 import json
 import re
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -161,3 +162,86 @@ def test_config_change_restarted_then_idempotence_did_not(host, props):
     assert record["before"] != record["after"]
     # the idempotence run that followed left the restarted service alone
     assert props["InvocationID"] == record["after"]
+
+
+# --- distributed mode: the two peers of this scenario form one cluster ---------------------
+
+P2P_PORT = 6335
+
+
+def api(host, method, url, body=None):
+    cmd = f"curl -sf --max-time 10 -X {method} -H 'api-key: {FULL_KEY}'"
+    if body:
+        cmd += f" -H 'Content-Type: application/json' -d '{body}'"
+    return json.loads(host.check_output(f"{cmd} {url}"))["result"]
+
+
+@pytest.fixture(scope="module")
+def cluster(host, private_address):
+    return api(host, "GET", f"http://{private_address}:6333/cluster")
+
+
+@pytest.fixture(scope="module")
+def other_peer(cluster, private_address):
+    """The other peer's address, as this peer's /cluster lists it."""
+    others = [p["uri"] for p in cluster["peers"].values() if f"//{private_address}:" not in p["uri"]]
+    assert len(others) == 1, cluster["peers"]
+    return re.match(r"http://([0-9.]+):", others[0]).group(1)
+
+
+def test_cluster_lists_every_peer_at_its_uri(host, cluster, private_address, other_peer):
+    assert cluster["status"] == "enabled"
+    uris = sorted(p["uri"].rstrip("/") for p in cluster["peers"].values())
+    assert uris == sorted(f"http://{a}:{P2P_PORT}" for a in (private_address, other_peer))
+    assert cluster["peers"][str(cluster["peer_id"])]["uri"].rstrip("/") == f"http://{private_address}:{P2P_PORT}"
+    # the other peer's own run of this test checks its side (its 6333 is firewalled from here)
+
+
+def test_unit_and_config_run_distributed_mode(host, props, private_address, cluster):
+    exec_start = props["ExecStart"]
+    assert f"--uri http://{private_address}:{P2P_PORT}" in exec_start
+    text = host.file("/etc/qdrant/config.yaml").content_string
+    assert re.search(rf"^cluster:\n  enabled: true\n  p2p:\n    port: {P2P_PORT}\n", text, re.M), text
+    # the first peer bootstraps (no --bootstrap); the other joins through it
+    first = host.ansible.get_variables()["groups"]["qdrant"][0]
+    if host.ansible.get_variables()["inventory_hostname"] == first:
+        assert "--bootstrap" not in exec_start
+    else:
+        assert re.search(rf"--bootstrap http://[0-9.]+:{P2P_PORT}", exec_start), exec_start
+    # side_effect.yml restarted the joined peer: it rejoined from its storage, ignoring the flags
+    journal = host.check_output("journalctl -u qdrant --no-pager -o cat")
+    assert "Local raft state found - bootstrap and uri cli arguments were ignored" in journal
+
+
+def test_replicated_collection_active_on_both_peers(host, private_address):
+    base = f"http://{private_address}:6333/collections/molecule_replicated"
+    # created once, by whichever peer's tests run first (the other finds it there)
+    if not host.run(f"curl -sf --max-time 10 -H 'api-key: {FULL_KEY}' {base}").succeeded:
+        api(host, "PUT", base, '{"vectors": {"size": 4, "distance": "Cosine"}, "shard_number": 1, "replication_factor": 2}')
+    for _ in range(20):
+        info = api(host, "GET", f"{base}/cluster")
+        states = [s["state"] for s in info["local_shards"] + info["remote_shards"]]
+        if states == ["Active", "Active"]:
+            break
+        time.sleep(0.5)
+    assert [s["shard_id"] for s in info["local_shards"]] == [0], info
+    assert [(s["shard_id"], s["state"]) for s in info["remote_shards"]] == [(0, "Active")], info
+    assert states == ["Active", "Active"], info
+
+
+def test_p2p_port_open_to_the_peer_only(host, private_address, other_peer):
+    # p2p: listening on the private address, reachable from the other peer (any HTTP answer)
+    assert host.socket(f"tcp://{private_address}:{P2P_PORT}").is_listening
+    code = host.run(f"curl -s -o /dev/null -w '%{{http_code}}' --max-time 5 http://{other_peer}:{P2P_PORT}/").stdout
+    assert code != "000", code
+    # the peers' HTTP API is not part of that opening (only backend and monitoring)
+    code = host.run(f"curl -s -o /dev/null -w '%{{http_code}}' --max-time 3 http://{other_peer}:6333/readyz").stdout
+    assert code == "000", code
+
+
+def test_nftables_opens_p2p_to_the_qdrant_group(host, private_address, other_peer):
+    openings = host.check_output("nft list chain inet host_firewall openings")
+    rule = [line for line in openings.splitlines() if re.search(rf"dport (\{{ )?{P2P_PORT}\b", line)]
+    assert rule, openings
+    assert all(a in " ".join(rule) for a in (private_address, other_peer)), rule
+    assert not any(a in " ".join(rule) for a in FAKE_SOURCES), rule
