@@ -608,6 +608,7 @@ def upload_verified(config: Config, s3: Any, what: str, key: str, snapshot: dict
     """
     from botocore.exceptions import BotoCoreError, ClientError
 
+    uploaded = False
     try:
         checksum = str(snapshot.get("checksum") or "").lower()
         if not SHA256_RE.match(checksum):
@@ -625,6 +626,7 @@ def upload_verified(config: Config, s3: Any, what: str, key: str, snapshot: dict
             reader = HashingReader(response.raw)
             try:
                 s3.upload_fileobj(reader, config.s3_bucket, key, ExtraArgs=extra, Config=transfer_config(config))
+                uploaded = True  # from here on, anything but a verified object is deleted
             except (BotoCoreError, ClientError, OSError) as err:
                 raise s3_error(err, f"uploading s3://{config.s3_bucket}/{key}") from None
             finally:
@@ -642,11 +644,15 @@ def upload_verified(config: Config, s3: Any, what: str, key: str, snapshot: dict
             if int(head["ContentLength"]) != size or head.get("Metadata", {}).get("sha256") != checksum:
                 problem = f"S3 holds {head['ContentLength']} bytes, metadata {head.get('Metadata')}"
         if problem:
+            raise BackupError(f"{what}: upload verification failed: {problem}")
+        uploaded = False  # verified: it stays
+    except BaseException:
+        if uploaded:  # an unverified object must not look like a backup
             try:
                 s3.delete_object(Bucket=config.s3_bucket, Key=key)
             except (BotoCoreError, ClientError) as err:
                 LOG.error("could not delete the bad upload s3://%s/%s: %s", config.s3_bucket, key, err)
-            raise BackupError(f"{what}: upload verification failed: {problem}")
+        raise
     finally:
         try:
             with phase("qdrant_cleanup"):
