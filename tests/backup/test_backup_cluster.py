@@ -137,6 +137,10 @@ def test_every_holder_backs_up_each_of_its_shards_with_shard_metadata(
     layout = holders(peers, collection)
     assert sorted(layout) == list(range(SHARDS)) and all(len(p) == REPLICAS for p in layout.values())
 
+    for config in configs:  # as if each host had backed up the collection whole before the switch
+        state = Path(config.state_dir)
+        state.mkdir(parents=True)
+        (state / "state.json").write_text(json.dumps({"collections": {collection: {"last_success": 1.0, "bytes": 5}}}))
     for config in configs:
         assert qb.run_backup(config, now=NOW) == 0
 
@@ -161,7 +165,8 @@ def test_every_holder_backs_up_each_of_its_shards_with_shard_metadata(
         for s in local:
             assert m[f'querygpt_backup_last_success_timestamp_seconds{{collection="{collection}",shard="{s}"}}'] > 0
             assert m[f'querygpt_backup_failures_total{{collection="{collection}",shard="{s}"}}'] == 0
-        assert f'querygpt_backup_bytes{{collection="{collection}"}}' not in m  # no whole-collection series
+        # the whole-collection series of single-node days is gone: no stale BackupStale for it
+        assert f'querygpt_backup_bytes{{collection="{collection}"}}' not in m
 
     path = write_config(configs[0], tmp_path / "c.json")
     capsys.readouterr()

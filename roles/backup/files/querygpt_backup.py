@@ -945,7 +945,9 @@ def run_backup(config: Config, only: Sequence[str] = (), now: datetime | None = 
     except Exception as err:  # noqa: BLE001 - still record the failure for the alerts
         LOG.error("backup run failed: %s", err)
         run_error = True
-    record_run(config, started, outcomes, run_error, units if present is not None and not only else None, kept)
+    # forget units only after a complete run over every collection: a partial one did not see them all
+    complete = present is not None and not only and not run_error
+    record_run(config, started, outcomes, run_error, units if complete else None, kept)
     failed = [o.label for o in outcomes if not o.ok]
     if run_error or failed:
         LOG.error("backup run FAILED (collections failed: %s)", failed or "-")
