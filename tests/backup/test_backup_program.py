@@ -154,6 +154,27 @@ def test_foreign_objects_are_never_touched(qb: ModuleType, s3: Any, config: Any,
     assert keys(s3, config) == [foreign]
 
 
+def test_single_node_ignores_shard_backups_of_the_same_collection(
+        qb: ModuleType, qdrant: QdrantStandin, s3: Any, config: Any, collection: str) -> None:
+    # e.g. left by the time the collection lived on a cluster: another unit, never pruned or
+    # restored by the single-node path, and a single-node Qdrant refuses --shard
+    qdrant.make_collection(collection, 6)
+    shard_key = f"{config.s3_prefix}/{collection}/shards/0/{NOW + timedelta(days=1):%Y%m%dT%H%M%SZ}-peer7.snapshot"
+    s3.put_object(Bucket=BUCKET, Key=shard_key, Body=b"x", Metadata={"sha256": "a" * 64, "size": "1"})
+    old = f"{config.s3_prefix}/{collection}/shards/0/{NOW - timedelta(days=30):%Y%m%dT%H%M%SZ}-peer7.snapshot"
+    s3.put_object(Bucket=BUCKET, Key=old, Body=b"x", Metadata={"sha256": "a" * 64, "size": "1"})
+    assert qb.run_backup(config, now=NOW - timedelta(days=20)) == 0
+    assert qb.run_backup(config, now=NOW) == 0
+    whole = f"{config.s3_prefix}/{collection}/{NOW:%Y%m%dT%H%M%SZ}.snapshot"
+    assert keys(s3, config) == sorted([whole, old, shard_key])  # the 20-day-old whole one pruned only
+    assert qb.choose_backup(config, s3, collection).key == whole  # not the newer shard object
+    assert qb.run_restore(config, collection)["key"] == whole
+    with pytest.raises(qb.BackupError, match="runs single-node"):
+        qb.run_restore(config, collection, shard_id=0)
+    with pytest.raises(qb.BackupError, match="shard backup"):
+        qb.run_restore(config, collection, key=shard_key)
+
+
 # --------------------------------------------------------------------------- restore
 
 
@@ -215,6 +236,7 @@ def test_list_and_describe_change_nothing(
     listed = json.loads(capsys.readouterr().out)
     assert [b["key"] for b in listed] == before
     assert all(b["good"] and b["points_count"] == 4 for b in listed)
+    assert all(b["shard"] is None and b["peer"] is None and b["shard_count"] is None for b in listed)
     assert qb.main(["--config", path, "describe", "--collection", collection]) == 0
     assert json.loads(capsys.readouterr().out)["key"] == before[-1]
     assert qb.main(["--config", path, "list"]) == 0

@@ -1,25 +1,46 @@
 #!/usr/bin/python3
-"""querygpt-backup: Qdrant collection snapshots to S3, their retention, listing and restore.
+"""querygpt-backup: Qdrant snapshots to S3, per collection or per shard, their retention, listing and restore.
 
 Installed by the backup role on the qdrant hosts as /usr/local/bin/querygpt-backup and run
 daily by cron. It needs only Debian's python3-boto3 and python3-requests (the hosts sit in
 a private subnet without PyPI).
 
     querygpt-backup [--config FILE] backup [--collection C ...]   # snapshot, upload, verify, prune
-    querygpt-backup [--config FILE] list [--collection C] [--json]
-    querygpt-backup [--config FILE] describe --collection C [--key KEY]
-    querygpt-backup [--config FILE] restore --collection C [--key KEY]
+    querygpt-backup [--config FILE] list [--collection C [--shard N]] [--json]
+    querygpt-backup [--config FILE] describe --collection C [--shard N] [--key KEY]
+    querygpt-backup [--config FILE] restore --collection C [--shard N] [--key KEY]
     querygpt-backup --config FILE check-config
 
-Objects: s3://<bucket>/<prefix>/<collection>/<YYYYmmddTHHMMSSZ>.snapshot with metadata
-sha256, size, collection, qdrant-version, points-count, snapshot-name. An object is "good"
-when its metadata carries a sha256 and a size equal to the object's length; the upload is
-only left in place when the streamed bytes hash to Qdrant's own checksum. The snapshot is
-downloaded with Accept-Encoding: identity: Qdrant compresses any response the client
-accepts compressed, and the hash of a gzip stream is not the hash of the file.
+The mode comes from Qdrant itself (GET /cluster: "disabled" or "enabled").
+
+Single node: one snapshot per collection,
+s3://<bucket>/<prefix>/<collection>/<YYYYmmddTHHMMSSZ>.snapshot with metadata sha256, size,
+collection, qdrant-version, points-count, snapshot-name.
+
+Distributed (cluster) mode: a collection snapshot on a peer holds only that peer's shards,
+so each peer backs up every shard replica it holds that is Active, through the shard
+snapshot API, to
+s3://<bucket>/<prefix>/<collection>/shards/<shard id>/<YYYYmmddTHHMMSSZ>-peer<peer id>.snapshot
+with the same metadata plus shard-id, peer-id and shard-count. Every replica holder uploads:
+storage times the replication factor, but a shard's backup survives the loss of any peer and
+any single failed upload. A replica that is not Active, or any failed step, fails that shard
+(exit 1) while the other shards are still backed up. Retention works per (collection, shard),
+whichever peer uploaded: each shard keeps its newest good copy, however old.
+`restore` in cluster mode recovers each shard of the collection (or --shard N) on this peer
+(PUT .../shards/{id}/snapshots/recover, priority snapshot: Qdrant then re-syncs the shard's
+other replicas from it); a shard with no replica here is refused with exit 4 and nothing
+is restored. Whole-collection objects are only restored on single-node Qdrant and shard
+objects only in cluster mode; neither is ever deleted by the other mode's retention.
+
+An object is "good" when its metadata carries a sha256 and a size equal to the object's
+length; the upload is only left in place when the streamed bytes hash to Qdrant's own
+checksum. The snapshot is downloaded with Accept-Encoding: identity: Qdrant compresses any
+response the client accepts compressed, and the hash of a gzip stream is not the hash of
+the file. Keys are parsed strictly: anything else under the prefix is never touched.
 
 Exit codes: 0 success, 1 a backup/restore step failed, 2 bad usage or config,
-3 restore refused (version or checksum), 75 another run holds the lock.
+3 restore refused (version, checksum, shard count), 4 restore refused: shard not local to
+this peer, 75 another run holds the lock.
 """
 
 from __future__ import annotations
@@ -44,9 +65,13 @@ LOG = logging.getLogger("querygpt-backup")
 DEFAULT_CONFIG = "/etc/querygpt/backup.json"
 KEY_TIME_FORMAT = "%Y%m%dT%H%M%SZ"
 KEY_RE = re.compile(r"^(?P<stamp>\d{8}T\d{6}Z)\.snapshot$")
+# cluster mode: <prefix>/<collection>/shards/<shard id>/<stamp>-peer<peer id>.snapshot
+SHARD_DIR = "shards"
+SHARD_ID_RE = re.compile(r"^(?:0|[1-9][0-9]{0,9})$")
+SHARD_KEY_RE = re.compile(r"^(?P<stamp>\d{8}T\d{6}Z)-peer(?P<peer>[1-9][0-9]{0,19})\.snapshot$")
 SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 IDENTITY = "identity"
-EXIT_FAILED, EXIT_USAGE, EXIT_REFUSED, EXIT_LOCKED = 1, 2, 3, 75
+EXIT_FAILED, EXIT_USAGE, EXIT_REFUSED, EXIT_NOT_LOCAL, EXIT_LOCKED = 1, 2, 3, 4, 75
 METRICS_FILE = "querygpt_backup.prom"
 RUN_LABEL = "_run"  # failures before any collection was attempted (Qdrant down, bad config)
 
@@ -57,6 +82,10 @@ class BackupError(Exception):
 
 class RestoreRefused(BackupError):
     """The snapshot must not be restored (other minor version, checksum mismatch)."""
+
+
+class ShardNotLocal(BackupError):
+    """Cluster mode: a shard to restore has no replica on this peer (run it on a holder)."""
 
 
 # --------------------------------------------------------------------------- config
@@ -139,6 +168,9 @@ class Backup:
     meta_size: int = -1
     qdrant_version: str = ""
     points_count: int | None = None
+    shard_id: int | None = None  # None: a whole-collection (single-node) snapshot
+    peer_id: int | None = None  # cluster mode: the peer whose replica was snapshotted
+    shard_count: int | None = None  # cluster mode: shards of the collection at backup time
 
     @property
     def good(self) -> bool:
@@ -151,11 +183,19 @@ class Backup:
             "time": self.taken_at.strftime("%Y-%m-%dT%H:%M:%SZ"), "size": self.size,
             "sha256": self.sha256, "qdrant_version": self.qdrant_version,
             "points_count": self.points_count, "good": self.good,
+            "shard": self.shard_id, "peer": self.peer_id, "shard_count": self.shard_count,
         }
 
 
 def retention_deletions(backups: Sequence[Backup], now: datetime, retention_days: int) -> list[Backup]:
-    """Backups past the retention period, never including the newest good one.
+    """Backups past the retention period, never including the newest good one of a unit.
+
+    A unit is a collection's whole-collection backups (single node), or one shard of a
+    collection (cluster mode), whichever peer uploaded it: every shard keeps its own newest
+    good copy, so a shard whose backups fail is never stripped of its last good copy because
+    other shards, or another peer's replica of another shard, were uploaded since. Within a
+    shard, any peer's copy serves a restore (replicas hold the same points), so the newest
+    good one of the shard is enough.
 
     Pure: `now` is injected so the rule is tested without sleeping. retention_days 0 keeps
     everything. The newest good copy survives however old it is, so a host whose backups
@@ -164,27 +204,70 @@ def retention_deletions(backups: Sequence[Backup], now: datetime, retention_days
     if retention_days <= 0:
         return []
     cutoff = now - timedelta(days=retention_days)
-    good = [b for b in backups if b.good]
-    newest_good = max(good, key=lambda b: (b.taken_at, b.key)) if good else None
-    return sorted(
-        (b for b in backups if b.taken_at < cutoff and b is not newest_good),
-        key=lambda b: b.key,
-    )
+    newest_good: dict[tuple[str, int | None], Backup] = {}
+    for b in backups:
+        unit = (b.collection, b.shard_id)
+        if b.good and (unit not in newest_good or (b.taken_at, b.key) > (newest_good[unit].taken_at,
+                                                                          newest_good[unit].key)):
+            newest_good[unit] = b
+    keep = {id(b) for b in newest_good.values()}
+    return sorted((b for b in backups if b.taken_at < cutoff and id(b) not in keep), key=lambda b: b.key)
+
+
+@dataclass(frozen=True)
+class KeyParts:
+    """What an object key says: its collection, time and, for a shard backup, shard and peer."""
+
+    collection: str
+    taken_at: datetime
+    shard_id: int | None = None
+    peer_id: int | None = None
+
+
+def parse_key(config: Config, key: str) -> KeyParts | None:
+    """The parts of one of our keys, or None for anything else (never touched).
+
+    Strict on purpose: retention deletes what this accepts, so only the two layouts the
+    program writes qualify, exactly:
+    <prefix>/<collection>/<YYYYmmddTHHMMSSZ>.snapshot and
+    <prefix>/<collection>/shards/<shard id>/<YYYYmmddTHHMMSSZ>-peer<peer id>.snapshot.
+    """
+    if not key.startswith(config.s3_prefix + "/"):
+        return None
+    rest = key[len(config.s3_prefix) + 1:].split("/")
+    if len(rest) == 2 and rest[0] and (match := KEY_RE.match(rest[1])):
+        return KeyParts(rest[0], _stamp_time(match["stamp"]))
+    if (len(rest) == 4 and rest[0] and rest[1] == SHARD_DIR and SHARD_ID_RE.match(rest[2])
+            and (match := SHARD_KEY_RE.match(rest[3]))):
+        return KeyParts(rest[0], _stamp_time(match["stamp"]), int(rest[2]), int(match["peer"]))
+    return None
+
+
+def _stamp_time(stamp: str) -> datetime:
+    return datetime.strptime(stamp, KEY_TIME_FORMAT).replace(tzinfo=timezone.utc)
 
 
 def key_time(key: str) -> datetime | None:
-    match = KEY_RE.match(key.rsplit("/", 1)[-1])
+    match = KEY_RE.match(key.rsplit("/", 1)[-1]) or SHARD_KEY_RE.match(key.rsplit("/", 1)[-1])
     if not match:
         return None
-    return datetime.strptime(match["stamp"], KEY_TIME_FORMAT).replace(tzinfo=timezone.utc)
+    return _stamp_time(match["stamp"])
 
 
 def collection_prefix(config: Config, collection: str) -> str:
     return f"{config.s3_prefix}/{collection}/"
 
 
+def shard_prefix(config: Config, collection: str, shard_id: int) -> str:
+    return f"{collection_prefix(config, collection)}{SHARD_DIR}/{shard_id}/"
+
+
 def backup_key(config: Config, collection: str, taken_at: datetime) -> str:
     return f"{collection_prefix(config, collection)}{taken_at.strftime(KEY_TIME_FORMAT)}.snapshot"
+
+
+def shard_backup_key(config: Config, collection: str, shard_id: int, peer_id: int, taken_at: datetime) -> str:
+    return f"{shard_prefix(config, collection, shard_id)}{taken_at.strftime(KEY_TIME_FORMAT)}-peer{peer_id}.snapshot"
 
 
 # --------------------------------------------------------------------------- clients
@@ -313,7 +396,7 @@ class Qdrant:
     def delete_snapshot(self, collection: str, name: str) -> None:
         self._call("DELETE", f"/collections/{collection}/snapshots/{name}", params={"wait": "true"})
 
-    def open_snapshot(self, collection: str, name: str) -> Any:
+    def open_snapshot(self, collection: str, name: str, shard_id: int | None = None) -> Any:
         """The streamed download of the snapshot file, whose raw body is the file's own bytes.
 
         Qdrant's HTTP server (actix-web's Compress middleware) encodes every response in
@@ -325,7 +408,7 @@ class Qdrant:
         """
         import requests
 
-        url = f"{self.base}/collections/{collection}/snapshots/{name}"
+        url = f"{self.base}{self._snapshots_path(collection, shard_id)}/{name}"
         try:
             response = self.session.get(url, stream=True, timeout=self.timeout,
                                         headers={"Accept-Encoding": IDENTITY})
@@ -349,6 +432,39 @@ class Qdrant:
 
     def recover(self, collection: str, location: str, checksum: str) -> None:
         self._call("PUT", f"/collections/{collection}/snapshots/recover", params={"wait": "true"},
+                   json={"location": location, "priority": "snapshot", "checksum": checksum})
+
+    # -- distributed mode -------------------------------------------------------------------
+
+    @staticmethod
+    def _snapshots_path(collection: str, shard_id: int | None) -> str:
+        if shard_id is None:
+            return f"/collections/{collection}/snapshots"
+        return f"/collections/{collection}/shards/{shard_id}/snapshots"
+
+    def cluster_enabled(self) -> bool:
+        """Distributed mode, as Qdrant itself reports it (GET /cluster: "enabled"/"disabled")."""
+        status = str((self._call("GET", "/cluster") or {}).get("status", ""))
+        if status not in ("enabled", "disabled"):
+            raise BackupError(f"Qdrant GET {self.base}/cluster: unexpected status {status!r} "
+                              "(expected enabled or disabled)")
+        return status == "enabled"
+
+    def collection_cluster(self, collection: str) -> dict[str, Any]:
+        """This peer's view of the collection's shards: peer_id, shard_count, local_shards
+        [{shard_id, points_count, state}], remote_shards [{shard_id, peer_id, state}]."""
+        return dict(self._call("GET", f"/collections/{collection}/cluster"))
+
+    def create_shard_snapshot(self, collection: str, shard_id: int) -> dict[str, Any]:
+        return dict(self._call("POST", self._snapshots_path(collection, shard_id), params={"wait": "true"}))
+
+    def delete_shard_snapshot(self, collection: str, shard_id: int, name: str) -> None:
+        self._call("DELETE", f"{self._snapshots_path(collection, shard_id)}/{name}", params={"wait": "true"})
+
+    def recover_shard(self, collection: str, shard_id: int, location: str, checksum: str) -> None:
+        """Priority "snapshot": the recovered replica becomes the shard's source of truth and
+        Qdrant re-syncs the shard's other replicas from it."""
+        self._call("PUT", f"{self._snapshots_path(collection, shard_id)}/recover", params={"wait": "true"},
                    json={"location": location, "priority": "snapshot", "checksum": checksum})
 
 
@@ -407,31 +523,40 @@ def s3_error(err: Exception, what: str) -> BackupError:
     return BackupError(f"S3: {what} failed: {err}")
 
 
-def list_backups(config: Config, s3: Any, collection: str | None = None) -> list[Backup]:
-    """Every snapshot object under the prefix (or one collection), with its metadata."""
+def list_backups(config: Config, s3: Any, collection: str | None = None,
+                 shard_id: int | None = None) -> list[Backup]:
+    """Every snapshot object under the prefix (or one collection, or one of its shards),
+    with its metadata: whole-collection and shard backups alike (Backup.shard_id tells)."""
     from botocore.exceptions import BotoCoreError, ClientError
 
-    prefix = collection_prefix(config, collection) if collection else f"{config.s3_prefix}/"
+    if collection and shard_id is not None:
+        prefix = shard_prefix(config, collection, shard_id)
+    else:
+        prefix = collection_prefix(config, collection) if collection else f"{config.s3_prefix}/"
     found: list[Backup] = []
     try:
         for page in s3.get_paginator("list_objects_v2").paginate(Bucket=config.s3_bucket, Prefix=prefix):
             for obj in page.get("Contents", []):
-                rest = obj["Key"][len(config.s3_prefix) + 1:].split("/")
-                taken_at = key_time(obj["Key"])
-                if len(rest) != 2 or taken_at is None:
+                parts = parse_key(config, obj["Key"])
+                if parts is None:
                     continue  # not ours: never touched
                 meta = s3.head_object(Bucket=config.s3_bucket, Key=obj["Key"]).get("Metadata", {})
-                points = meta.get("points-count", "")
                 found.append(Backup(
-                    key=obj["Key"], collection=rest[0], taken_at=taken_at, size=int(obj["Size"]),
+                    key=obj["Key"], collection=parts.collection, taken_at=parts.taken_at, size=int(obj["Size"]),
                     sha256=meta.get("sha256", ""),
-                    meta_size=int(meta["size"]) if meta.get("size", "").isdigit() else -1,
+                    meta_size=_number(meta.get("size", ""), -1),
                     qdrant_version=meta.get("qdrant-version", ""),
-                    points_count=int(points) if points.isdigit() else None,
+                    points_count=_number(meta.get("points-count", ""), None),
+                    shard_id=parts.shard_id, peer_id=parts.peer_id,
+                    shard_count=_number(meta.get("shard-count", ""), None) if parts.shard_id is not None else None,
                 ))
     except (BotoCoreError, ClientError) as err:
         raise s3_error(err, f"listing s3://{config.s3_bucket}/{prefix}") from None
-    return sorted(found, key=lambda b: (b.collection, b.taken_at, b.key))
+    return sorted(found, key=lambda b: (b.collection, -1 if b.shard_id is None else b.shard_id, b.taken_at, b.key))
+
+
+def _number(text: str, default: Any) -> Any:
+    return int(text) if text.isdigit() else default
 
 
 # --------------------------------------------------------------------------- backup
@@ -445,6 +570,16 @@ class Outcome:
     key: str = ""
     error: str = ""
     phases: dict[str, float] = field(default_factory=dict)
+    shard_id: int | None = None
+
+    @property
+    def label(self) -> str:
+        """Its key in state.json and its metrics labels: `c`, or `c/shards/<id>` (cluster)."""
+        return unit_label(self.collection, self.shard_id)
+
+
+def unit_label(collection: str, shard_id: int | None) -> str:
+    return collection if shard_id is None else f"{collection}/{SHARD_DIR}/{shard_id}"
 
 
 def stable_snapshot(qdrant: Qdrant, collection: str, attempts: int = 3) -> tuple[dict[str, Any], int | None]:
@@ -463,36 +598,35 @@ def stable_snapshot(qdrant: Qdrant, collection: str, attempts: int = 3) -> tuple
     raise AssertionError("unreachable")
 
 
-def backup_collection(config: Config, qdrant: Qdrant, s3: Any, collection: str,
-                      version: str, now: datetime) -> Outcome:
-    """Snapshot -> stream to S3 -> verify against Qdrant's checksum -> delete local -> prune."""
+def upload_verified(config: Config, s3: Any, what: str, key: str, snapshot: dict[str, Any],
+                    metadata: dict[str, str], phase: Phases, open_snapshot: Any, delete_snapshot: Any) -> int:
+    """Stream a Qdrant snapshot into S3, verify it, always delete the local snapshot.
+
+    Shared by whole-collection and shard backups: the upload is only left in place when the
+    streamed bytes hash to Qdrant's own checksum and the object's length and metadata match;
+    otherwise it is deleted and BackupError names `what`. Returns the size.
+    """
     from botocore.exceptions import BotoCoreError, ClientError
 
-    phase = Phases()
-    with phase("qdrant_snapshot"):
-        snapshot, points = stable_snapshot(qdrant, collection)
-    key = backup_key(config, collection, now)
+    uploaded = False
     try:
         checksum = str(snapshot.get("checksum") or "").lower()
         if not SHA256_RE.match(checksum):
-            raise BackupError(f"collection {collection}: Qdrant returned no sha256 checksum for "
+            raise BackupError(f"{what}: Qdrant returned no sha256 checksum for "
                               f"snapshot {snapshot.get('name')} (Qdrant >= 1.8 does)")
         size = int(snapshot["size"])
         extra: dict[str, Any] = {
             "ContentType": "application/octet-stream",
-            "Metadata": {
-                "sha256": checksum, "size": str(size), "collection": collection,
-                "qdrant-version": version, "snapshot-name": snapshot["name"],
-                "points-count": "" if points is None else str(points),
-            },
+            "Metadata": {"sha256": checksum, "size": str(size), **metadata, "snapshot-name": snapshot["name"]},
         }
         if config.s3_kms_key_id:
             extra.update(ServerSideEncryption="aws:kms", SSEKMSKeyId=config.s3_kms_key_id)
         with phase("transfer"):
-            response = qdrant.open_snapshot(collection, snapshot["name"])
+            response = open_snapshot()
             reader = HashingReader(response.raw)
             try:
                 s3.upload_fileobj(reader, config.s3_bucket, key, ExtraArgs=extra, Config=transfer_config(config))
+                uploaded = True  # from here on, anything but a verified object is deleted
             except (BotoCoreError, ClientError, OSError) as err:
                 raise s3_error(err, f"uploading s3://{config.s3_bucket}/{key}") from None
             finally:
@@ -510,31 +644,135 @@ def backup_collection(config: Config, qdrant: Qdrant, s3: Any, collection: str,
             if int(head["ContentLength"]) != size or head.get("Metadata", {}).get("sha256") != checksum:
                 problem = f"S3 holds {head['ContentLength']} bytes, metadata {head.get('Metadata')}"
         if problem:
+            raise BackupError(f"{what}: upload verification failed: {problem}")
+        uploaded = False  # verified: it stays
+    except BaseException:
+        if uploaded:  # an unverified object must not look like a backup
             try:
                 s3.delete_object(Bucket=config.s3_bucket, Key=key)
             except (BotoCoreError, ClientError) as err:
                 LOG.error("could not delete the bad upload s3://%s/%s: %s", config.s3_bucket, key, err)
-            raise BackupError(f"collection {collection}: upload verification failed: {problem}")
+        raise
     finally:
         try:
             with phase("qdrant_cleanup"):
-                qdrant.delete_snapshot(collection, snapshot["name"])
+                delete_snapshot()
         except BackupError as err:
-            LOG.error("could not delete the local snapshot %s: %s", snapshot["name"], err)
-    LOG.info("collection %s: uploaded s3://%s/%s (%d bytes, sha256 %s, %s points)",
-             collection, config.s3_bucket, key, size, checksum, "unknown" if points is None else points)
+            LOG.error("could not delete the local snapshot %s: %s", snapshot.get("name"), err)
+    LOG.info("%s: uploaded s3://%s/%s (%d bytes, sha256 %s, %s points)", what, config.s3_bucket, key, size,
+             checksum, metadata.get("points-count") or "unknown")
+    return size
+
+
+def backup_collection(config: Config, qdrant: Qdrant, s3: Any, collection: str,
+                      version: str, now: datetime) -> Outcome:
+    """Snapshot -> stream to S3 -> verify against Qdrant's checksum -> delete local -> prune."""
+    phase = Phases()
+    with phase("qdrant_snapshot"):
+        snapshot, points = stable_snapshot(qdrant, collection)
+    key = backup_key(config, collection, now)
+    metadata = {"collection": collection, "qdrant-version": version,
+                "points-count": "" if points is None else str(points)}
+    size = upload_verified(config, s3, f"collection {collection}", key, snapshot, metadata, phase,
+                           lambda: qdrant.open_snapshot(collection, snapshot["name"]),
+                           lambda: qdrant.delete_snapshot(collection, snapshot["name"]))
     with phase("retention"):
         apply_retention(config, s3, collection, now)
     LOG.info("collection %s: took %s", collection, phase)
     return Outcome(collection, True, size=size, key=key, phases=phase.rounded())
 
 
-def apply_retention(config: Config, s3: Any, collection: str, now: datetime) -> list[str]:
+def local_shard_points(qdrant: Qdrant, collection: str, shard_id: int) -> int | None:
+    for local in qdrant.collection_cluster(collection).get("local_shards", []):
+        if int(local["shard_id"]) == shard_id and local.get("points_count") is not None:
+            return int(local["points_count"])
+    return None
+
+
+def stable_shard_snapshot(qdrant: Qdrant, collection: str, shard_id: int,
+                          attempts: int = 3) -> tuple[dict[str, Any], int | None]:
+    """A shard snapshot and the point count of this replica, counted before and after
+    (GET .../cluster reports each local shard's count), retried when writes raced it."""
+    for attempt in range(1, attempts + 1):
+        before = local_shard_points(qdrant, collection, shard_id)
+        snapshot = qdrant.create_shard_snapshot(collection, shard_id)
+        after = local_shard_points(qdrant, collection, shard_id)
+        if before == after:
+            return snapshot, after
+        if attempt == attempts:
+            LOG.warning("collection %s shard %d: points changed during every snapshot (%s -> %s); "
+                        "recording the count as unknown", collection, shard_id, before, after)
+            return snapshot, None
+        qdrant.delete_shard_snapshot(collection, shard_id, snapshot["name"])
+    raise AssertionError("unreachable")
+
+
+def backup_shard(config: Config, qdrant: Qdrant, s3: Any, collection: str, shard_id: int, peer_id: int,
+                 shard_count: int, version: str, now: datetime) -> Outcome:
+    """One local replica of one shard: the same steps as a collection, through the shard API.
+    Retention then applies to that shard's objects only, whichever peer uploaded them."""
+    phase = Phases()
+    what = f"collection {collection} shard {shard_id} (peer {peer_id})"
+    with phase("qdrant_snapshot"):
+        snapshot, points = stable_shard_snapshot(qdrant, collection, shard_id)
+    key = shard_backup_key(config, collection, shard_id, peer_id, now)
+    metadata = {"collection": collection, "qdrant-version": version,
+                "points-count": "" if points is None else str(points),
+                "shard-id": str(shard_id), "peer-id": str(peer_id), "shard-count": str(shard_count)}
+    size = upload_verified(config, s3, what, key, snapshot, metadata, phase,
+                           lambda: qdrant.open_snapshot(collection, snapshot["name"], shard_id),
+                           lambda: qdrant.delete_shard_snapshot(collection, shard_id, snapshot["name"]))
+    with phase("retention"):
+        apply_retention(config, s3, collection, now, shard_id)
+    LOG.info("%s: took %s", what, phase)
+    return Outcome(collection, True, size=size, key=key, phases=phase.rounded(), shard_id=shard_id)
+
+
+def backup_collection_shards(config: Config, qdrant: Qdrant, s3: Any, collection: str,
+                             version: str, now: datetime) -> list[Outcome]:
+    """Cluster mode: every shard replica local to this peer, each on its own.
+
+    A collection snapshot on a peer holds only that peer's shards, so each peer backs up
+    the shards it holds, through the shard snapshot API. Every holder of a replica uploads
+    it (the shard survives the loss of any peer and of any one upload); a replica that is
+    not Active (Dead, Partial: its data may be stale or half-copied) fails that shard on
+    this peer without stopping the others.
+    """
+    info = qdrant.collection_cluster(collection)
+    peer_id = int(info["peer_id"])
+    shard_ids = {int(s["shard_id"]) for s in info.get("local_shards", []) + info.get("remote_shards", [])}
+    shard_count = int(info.get("shard_count") or len(shard_ids))
+    local = sorted(info.get("local_shards", []), key=lambda s: int(s["shard_id"]))
+    if not local:
+        LOG.info("collection %s: no shard of it on this peer (%d): nothing to back up here", collection, peer_id)
+    outcomes: list[Outcome] = []
+    for shard in local:
+        shard_id = int(shard["shard_id"])
+        if shard.get("state") != "Active":
+            LOG.error("collection %s shard %d: the replica on this peer (%d) is %s, not Active: not backed "
+                      "up here (its data may be stale); the shard's other holders back it up, and its older "
+                      "backups are kept", collection, shard_id, peer_id, shard.get("state"))
+            outcomes.append(Outcome(collection, False, error=f"replica {shard.get('state')}", shard_id=shard_id))
+            continue
+        try:
+            outcomes.append(backup_shard(config, qdrant, s3, collection, shard_id, peer_id, shard_count,
+                                         version, now))
+        except Exception as err:  # noqa: BLE001 - one shard's failure never stops the others
+            LOG.error("collection %s shard %d: backup failed: %s", collection, shard_id, err)
+            outcomes.append(Outcome(collection, False, error=str(err), shard_id=shard_id))
+    return outcomes
+
+
+def apply_retention(config: Config, s3: Any, collection: str, now: datetime,
+                    shard_id: int | None = None) -> list[str]:
+    """Prune one unit: the collection's whole-collection backups, or one shard's backups
+    (shard_id). The units never touch each other's objects."""
     from botocore.exceptions import BotoCoreError, ClientError
 
     if config.retention_days <= 0:
         return []  # retention disabled: not even the listing (a HEAD per object) is needed
-    doomed = retention_deletions(list_backups(config, s3, collection), now, config.retention_days)
+    unit = [b for b in list_backups(config, s3, collection, shard_id) if b.shard_id == shard_id]
+    doomed = retention_deletions(unit, now, config.retention_days)
     for backup in doomed:
         try:
             s3.delete_object(Bucket=config.s3_bucket, Key=backup.key)
@@ -573,6 +811,11 @@ def render_metrics(state: dict[str, Any]) -> str:
     def esc(value: str) -> str:
         return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
 
+    def labels(unit: str) -> str:
+        """`c` -> collection="c"; `c/shards/3` (cluster mode) -> collection="c",shard="3"."""
+        collection, _, shard = unit.partition(f"/{SHARD_DIR}/")
+        return f'{{collection="{esc(collection)}"' + (f',shard="{esc(shard)}"' if shard else "") + "}"
+
     lines: list[str] = []
 
     def family(name: str, kind: str, text: str, samples: list[tuple[str, float]]) -> None:
@@ -588,36 +831,43 @@ def render_metrics(state: dict[str, Any]) -> str:
     family("querygpt_backup_duration_seconds", "gauge",
            "Duration of the last backup run.", [("", state.get("duration", 0.0))])
     family("querygpt_backup_last_success_timestamp_seconds", "gauge",
-           "Unix time of the last verified upload of each collection.",
-           [(f'{{collection="{esc(c)}"}}', v["last_success"]) for c, v in sorted(collections.items())
+           "Unix time of the last verified upload of each collection (cluster mode: of each shard, from this peer).",
+           [(labels(c), v["last_success"]) for c, v in sorted(collections.items())
             if v.get("last_success")])
     family("querygpt_backup_bytes", "gauge", "Size of the last verified upload of each collection.",
-           [(f'{{collection="{esc(c)}"}}', v.get("bytes", 0)) for c, v in sorted(collections.items())
+           [(labels(c), v.get("bytes", 0)) for c, v in sorted(collections.items())
             if v.get("last_success")])
     failures = dict(state.get("failures", {}))
     family("querygpt_backup_failures_total", "counter",
            f"Failed backups per collection (collection=\"{RUN_LABEL}\": the run failed before any collection).",
-           [(f'{{collection="{esc(c)}"}}', n) for c, n in sorted(failures.items())])
+           [(labels(c), n) for c, n in sorted(failures.items())])
     return "\n".join(lines) + "\n"
 
 
 def record_run(config: Config, started: float, outcomes: list[Outcome], run_error: bool,
-               present: list[str] | None) -> None:
-    """Persist the state and rewrite the textfile metrics (tmp + rename)."""
+               present: Sequence[str] | None, kept: Sequence[str] = ()) -> None:
+    """Persist the state and rewrite the textfile metrics (tmp + rename).
+
+    `present`: the units (collections, or `c/shards/<id>` in cluster mode) this host backs
+    up now; others are forgotten (a dropped collection, a shard moved to another peer, the
+    whole-collection entry after a switch to cluster mode), so no stale alert stays behind.
+    `kept`: collections whose units could not be read this run (left as they were).
+    """
     state = load_state(config)
     collections: dict[str, Any] = state.setdefault("collections", {})
     failures: dict[str, float] = state.setdefault("failures", {})
     failures.setdefault(RUN_LABEL, 0)
-    if present is not None:  # forget collections that no longer exist (no stale alerts for them)
+    if present is not None:
         for gone in set(collections) - set(present):
-            collections.pop(gone)
+            if gone.partition("/")[0] not in kept:
+                collections.pop(gone)
     for outcome in outcomes:
-        failures.setdefault(outcome.collection, 0)
+        failures.setdefault(outcome.label, 0)
         if outcome.ok:
-            collections[outcome.collection] = {"last_success": time.time(), "bytes": outcome.size,
-                                               "key": outcome.key, "seconds": outcome.phases}
+            collections[outcome.label] = {"last_success": time.time(), "bytes": outcome.size,
+                                          "key": outcome.key, "seconds": outcome.phases}
         else:
-            failures[outcome.collection] += 1
+            failures[outcome.label] += 1
     if run_error:
         failures[RUN_LABEL] += 1
     state["last_run"] = time.time()
@@ -652,14 +902,22 @@ class Lock:
 
 
 def run_backup(config: Config, only: Sequence[str] = (), now: datetime | None = None) -> int:
-    """One backup run over every (or the configured, or the given) collection."""
+    """One backup run over every (or the configured, or the given) collection.
+
+    The mode comes from Qdrant itself (GET /cluster): single node, one snapshot per
+    collection; distributed, one per shard replica held by this peer.
+    """
     started = time.monotonic()
     outcomes: list[Outcome] = []
     present: list[str] | None = None
+    units: list[str] = []
+    kept: list[str] = []
+    cluster = False
     run_error = False
     try:
         qdrant = Qdrant(config)
         version = qdrant.version()
+        cluster = qdrant.cluster_enabled()
         present = qdrant.collections()
         wanted = list(only) or config.collections or present
         missing = sorted(set(wanted) - set(present))
@@ -670,21 +928,32 @@ def run_backup(config: Config, only: Sequence[str] = (), now: datetime | None = 
         for collection in [c for c in wanted if c in present]:
             stamp = (now or datetime.now(timezone.utc)).replace(microsecond=0)
             try:
-                outcomes.append(backup_collection(config, qdrant, s3, collection, version, stamp))
+                if cluster:
+                    shards = backup_collection_shards(config, qdrant, s3, collection, version, stamp)
+                    outcomes.extend(shards)
+                    units.extend(o.label for o in shards)
+                else:
+                    units.append(collection)
+                    outcomes.append(backup_collection(config, qdrant, s3, collection, version, stamp))
             except Exception as err:  # noqa: BLE001 - any failure fails the collection, never the metrics
                 LOG.error("collection %s: backup failed: %s", collection, err)
                 outcomes.append(Outcome(collection, False, error=str(err)))
+                units.append(collection)
+                kept.append(collection)
         if not wanted:
             LOG.warning("no collections to back up")
     except Exception as err:  # noqa: BLE001 - still record the failure for the alerts
         LOG.error("backup run failed: %s", err)
         run_error = True
-    record_run(config, started, outcomes, run_error, present if not only else None)
-    failed = [o.collection for o in outcomes if not o.ok]
+    # forget units only after a complete run over every collection: a partial one did not see them all
+    complete = present is not None and not only and not run_error
+    record_run(config, started, outcomes, run_error, units if complete else None, kept)
+    failed = [o.label for o in outcomes if not o.ok]
     if run_error or failed:
         LOG.error("backup run FAILED (collections failed: %s)", failed or "-")
         return EXIT_FAILED
-    LOG.info("backup run ok: %d collection(s) in %.1fs", len(outcomes), time.monotonic() - started)
+    LOG.info("backup run ok: %d %s in %.1fs", len(outcomes), "shard replica(s)" if cluster else "collection(s)",
+             time.monotonic() - started)
     return 0
 
 
@@ -695,20 +964,26 @@ def minor(version: str) -> str:
     return ".".join(version.split(".")[:2])
 
 
-def choose_backup(config: Config, s3: Any, collection: str, key: str = "") -> Backup:
-    """The named object, or the newest good one of the collection."""
-    backups = list_backups(config, s3, collection)
+def choose_backup(config: Config, s3: Any, collection: str, key: str = "", shard_id: int | None = None) -> Backup:
+    """The named object, or the newest good one of the collection (shard_id None: its
+    whole-collection backups) or of one of its shards (any peer's copy)."""
+    backups = list_backups(config, s3, collection, shard_id)
+    where = (f"s3://{config.s3_bucket}/"
+             f"{collection_prefix(config, collection) if shard_id is None else shard_prefix(config, collection, shard_id)}")
     if key:
-        for backup in backups:
-            if backup.key == key or backup.key.rsplit("/", 1)[-1] == key:
-                return backup
-        raise BackupError(f"no backup {key!r} of collection {collection} under "
-                          f"s3://{config.s3_bucket}/{collection_prefix(config, collection)} "
+        named = [b for b in backups if (b.key == key or b.key.rsplit("/", 1)[-1] == key)
+                 and (shard_id is None or b.shard_id == shard_id)]
+        if len(named) > 1:  # one stamp and peer in several shards: the file name alone is ambiguous
+            raise BackupError(f"{key!r} names {len(named)} backups of collection {collection} "
+                              f"({', '.join(b.key for b in named)}): give the whole key or the shard")
+        if named:
+            return named[0]
+        raise BackupError(f"no backup {key!r} of collection {collection} under {where} "
                           f"(list them: querygpt-backup list --collection {collection})")
-    good = [b for b in backups if b.good]
+    good = [b for b in backups if b.good and b.shard_id == shard_id]
     if not good:
-        raise BackupError(f"no good backup of collection {collection} under "
-                          f"s3://{config.s3_bucket}/{collection_prefix(config, collection)}")
+        raise BackupError(f"no good backup of collection {collection}"
+                          f"{'' if shard_id is None else f' shard {shard_id}'} under {where}")
     return good[-1]
 
 
@@ -768,33 +1043,34 @@ def wait_ready(qdrant: Qdrant, collection: str, timeout: float) -> dict[str, Any
         time.sleep(1)
 
 
-def run_restore(config: Config, collection: str, key: str = "") -> dict[str, Any]:
+def run_restore(config: Config, collection: str, key: str = "", shard_id: int | None = None) -> dict[str, Any]:
     """Download, verify, recover through the API, wait, compare the point count.
 
     The result carries the seconds of each step ("qdrant_*": Qdrant's own work), so every
-    restore, drills included, measures the collection's restore time (RTO).
+    restore, drills included, measures the collection's restore time (RTO). In cluster
+    mode (GET /cluster) it restores shard by shard instead: run_restore_shards.
     """
     started = time.monotonic()
     phase = Phases()
     with phase("select"):
         qdrant = Qdrant(config)
+        cluster = qdrant.cluster_enabled()
+    if cluster:
+        return run_restore_shards(config, qdrant, collection, key, shard_id, started, phase)
+    with phase("select"):
+        if shard_id is not None:
+            raise BackupError(f"--shard {shard_id}: Qdrant at {config.qdrant_url} runs single-node "
+                              "(GET /cluster: disabled); restore the whole collection without --shard")
         s3 = s3_client(config)
         backup = choose_backup(config, s3, collection, key)
+        if backup.shard_id is not None:
+            raise BackupError(f"{backup.key} is a shard backup (cluster mode); Qdrant at {config.qdrant_url} "
+                              "runs single-node: restore a whole-collection backup here")
         running = qdrant.version()
         check_version(backup, running)
-    snapshots = Path(config.qdrant_snapshots_dir)
-    dest = snapshots / "querygpt-restore" / f"{collection}-{backup.key.rsplit('/', 1)[-1]}"
     LOG.info("restoring %s into collection %s (sha256 %s)", backup.key, collection, backup.sha256)
-    with phase("download"):
-        download_verified(config, s3, backup, dest)
-    try:
-        owner = snapshots.stat()
-        os.chown(dest.parent, owner.st_uid, owner.st_gid)
-        os.chown(dest, owner.st_uid, owner.st_gid)
-        with phase("qdrant_recover"):
-            qdrant.recover(collection, dest.resolve().as_uri(), backup.sha256)
-    finally:
-        dest.unlink(missing_ok=True)
+    stage_and_recover(config, backup, s3, phase, collection,
+                      lambda location, checksum: qdrant.recover(collection, location, checksum))
     with phase("qdrant_ready"):
         wait_ready(qdrant, collection, config.restore_ready_timeout)
         count = qdrant.count(collection)
@@ -807,6 +1083,131 @@ def run_restore(config: Config, collection: str, key: str = "") -> dict[str, Any
     LOG.info("restored collection %s from %s: %d points in %.1fs (%s)", collection, backup.key, count,
              total, phase)
     return result
+
+
+def stage_and_recover(config: Config, backup: Backup, s3: Any, phase: Phases, stem: str, recover: Any) -> None:
+    """Download into Qdrant's snapshots directory (verified), hand it to Qdrant as file://
+    with the checksum, remove it whatever happens."""
+    snapshots = Path(config.qdrant_snapshots_dir)
+    dest = snapshots / "querygpt-restore" / f"{stem}-{backup.key.rsplit('/', 1)[-1]}"
+    with phase("download"):
+        download_verified(config, s3, backup, dest)
+    try:
+        owner = snapshots.stat()
+        os.chown(dest.parent, owner.st_uid, owner.st_gid)
+        os.chown(dest, owner.st_uid, owner.st_gid)
+        with phase("qdrant_recover"):
+            recover(dest.resolve().as_uri(), backup.sha256)
+    finally:
+        dest.unlink(missing_ok=True)
+
+
+def shard_holders(info: dict[str, Any]) -> dict[int, dict[int, str]]:
+    """shard id -> {peer id: replica state}, from one peer's GET /collections/{c}/cluster."""
+    holders: dict[int, dict[int, str]] = {}
+    for local in info.get("local_shards", []):
+        holders.setdefault(int(local["shard_id"]), {})[int(info["peer_id"])] = str(local.get("state"))
+    for remote in info.get("remote_shards", []):
+        holders.setdefault(int(remote["shard_id"]), {})[int(remote["peer_id"])] = str(remote.get("state"))
+    return holders
+
+
+def wait_shard_settled(qdrant: Qdrant, collection: str, shard_id: int, timeout: float) -> int:
+    """Wait until every replica of the shard is Active and no transfer of it runs (Qdrant
+    re-syncs the other replicas from the restored one); the local point count then."""
+    deadline = time.monotonic() + timeout
+    seen: Any = None
+    while True:
+        try:
+            info = qdrant.collection_cluster(collection)
+            seen = shard_holders(info).get(shard_id, {})
+            moving = [t for t in info.get("shard_transfers", []) if int(t.get("shard_id", -1)) == shard_id]
+            if seen and all(state == "Active" for state in seen.values()) and not moving:
+                count = local_shard_points(qdrant, collection, shard_id)
+                if count is not None:
+                    return count
+        except BackupError:
+            if time.monotonic() > deadline:
+                raise
+        if time.monotonic() > deadline:
+            raise BackupError(f"collection {collection} shard {shard_id}: replicas not all Active "
+                              f"{timeout}s after the restore (last seen: {seen})")
+        time.sleep(0.5)
+
+
+def select_shard_backups(config: Config, qdrant: Qdrant, collection: str, key: str,
+                         shard_id: int | None) -> tuple[list[Backup], dict[str, Any], str]:
+    """The backup of each shard to restore here, every refusal checked before any change."""
+    s3 = s3_client(config)
+    try:
+        info = qdrant.collection_cluster(collection)
+    except BackupError as err:
+        raise BackupError(f"{err}. In cluster mode a shard is restored into the existing collection: "
+                          f"create {collection} first with the shard_number of the backup (its shard_count: "
+                          f"querygpt-backup list --collection {collection}), then restore") from None
+    peer_id = int(info["peer_id"])
+    holders = shard_holders(info)
+    shard_count = int(info.get("shard_count") or len(holders))
+    if key and shard_id is None:
+        shard_id = choose_backup(config, s3, collection, key).shard_id
+        if shard_id is None:
+            raise BackupError(f"{key} is a whole-collection (single-node) backup; Qdrant at {config.qdrant_url} "
+                              "runs in cluster mode, where only shard backups can be restored")
+    wanted = sorted(holders) if shard_id is None else [shard_id]
+    unknown = [s for s in wanted if s not in holders]
+    if unknown:
+        raise BackupError(f"collection {collection} has no shard {unknown} (shards: {sorted(holders)})")
+    remote = [s for s in wanted if peer_id not in holders[s]]
+    if remote:
+        where = "; ".join(f"shard {s} on peer(s) {sorted(holders[s])}" for s in remote)
+        raise ShardNotLocal(f"collection {collection}: {where}, not on this peer ({peer_id}): Qdrant recovers a "
+                            "shard snapshot only into a local replica. Run the restore on a peer holding it "
+                            "(playbooks/runbooks/restore_qdrant.yml does that per shard), or pass --shard with a "
+                            "shard local here. Nothing was restored.")
+    running = qdrant.version()
+    chosen = [choose_backup(config, s3, collection, key, s) for s in wanted]
+    for backup in chosen:
+        check_version(backup, running)
+        if backup.shard_count is not None and backup.shard_count != shard_count:
+            raise RestoreRefused(f"{backup.key} was taken from {collection} with {backup.shard_count} shards, it "
+                                 f"has {shard_count} now: points would sit in the wrong shard. Recreate the "
+                                 f"collection with shard_number {backup.shard_count}, then restore.")
+    return chosen, info, running
+
+
+def run_restore_shards(config: Config, qdrant: Qdrant, collection: str, key: str, shard_id: int | None,
+                       started: float, phase: Phases) -> dict[str, Any]:
+    """Cluster mode: recover each shard (or one) on this peer from its newest good backup.
+
+    Every shard to restore must have a replica here (Qdrant recovers a shard snapshot only
+    into a local replica); otherwise nothing is restored and ShardNotLocal names the peers
+    holding it. Every backup is chosen and checked (minor version, shard count) before the
+    first shard is touched. Priority "snapshot": the restored replica becomes the source of
+    truth and Qdrant re-syncs the shard's other replicas from it; the restore waits for that.
+    """
+    with phase("select"):
+        chosen, info, running = select_shard_backups(config, qdrant, collection, key, shard_id)
+    peer_id = int(info["peer_id"])
+    s3 = s3_client(config)
+    restored: list[dict[str, Any]] = []
+    for backup in chosen:
+        sid = int(backup.shard_id)  # type: ignore[arg-type] - chosen per shard
+        LOG.info("restoring %s into collection %s shard %d on peer %d (sha256 %s)", backup.key, collection, sid,
+                 peer_id, backup.sha256)
+        stage_and_recover(config, backup, s3, phase, f"{collection}-shard{sid}",
+                          lambda location, checksum, sid=sid: qdrant.recover_shard(collection, sid, location, checksum))
+        with phase("qdrant_ready"):
+            count = wait_shard_settled(qdrant, collection, sid, config.restore_ready_timeout)
+        if backup.points_count is not None and count != backup.points_count:
+            raise BackupError(f"collection {collection} shard {sid} holds {count} points on peer {peer_id} after "
+                              f"the restore, the backup recorded {backup.points_count}")
+        restored.append(dict(backup.as_dict(), restored_points=count))
+        LOG.info("restored collection %s shard %d from %s: %d points", collection, sid, backup.key, count)
+    total = time.monotonic() - started
+    LOG.info("restored %d shard(s) of collection %s on peer %d in %.1fs (%s)", len(restored), collection, peer_id,
+             total, phase)
+    return {"collection": collection, "mode": "cluster", "peer": peer_id, "qdrant_running": running,
+            "shards": restored, "seconds": dict(phase.rounded(), total=round(total, 3))}
 
 
 # --------------------------------------------------------------------------- CLI
@@ -830,14 +1231,22 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     backup.add_argument("--collection", action="append", default=[])
     listing = sub.add_parser("list", help="list the backups in S3 (changes nothing)")
     listing.add_argument("--collection")
+    listing.add_argument("--shard", type=shard_arg, help="only this shard's backups (needs --collection)")
     listing.add_argument("--json", action="store_true")
-    for name, text in (("describe", "print the backup a restore would use (JSON)"),
-                       ("restore", "restore a collection from S3")):
+    for name, text in (("describe", "print the backup a restore would use (JSON; --shard: that shard's)"),
+                       ("restore", "restore a collection from S3 (cluster mode: its shards local here)")):
         cmd = sub.add_parser(name, help=text)
         cmd.add_argument("--collection", required=True)
         cmd.add_argument("--key", default="", help="object key or file name; default: the newest good one")
+        cmd.add_argument("--shard", type=shard_arg, help="cluster mode: this shard only")
     sub.add_parser("check-config", help="validate the config file and exit")
     return parser.parse_args(argv)
+
+
+def shard_arg(text: str) -> int:
+    if not SHARD_ID_RE.match(text):
+        raise argparse.ArgumentTypeError(f"a shard id is a whole number >= 0, got {text!r}")
+    return int(text)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -867,30 +1276,38 @@ def main(argv: Sequence[str] | None = None) -> int:
                 lock.release()
         s3 = s3_client(config)
         if args.command == "list":
-            backups = list_backups(config, s3, args.collection)
+            if args.shard is not None and not args.collection:
+                LOG.error("list --shard needs --collection")
+                return EXIT_USAGE
+            backups = [b for b in list_backups(config, s3, args.collection, args.shard)
+                       if args.shard is None or b.shard_id == args.shard]
             if args.json:
                 print(json.dumps([b.as_dict() for b in backups], indent=2))
             else:
                 print_table(backups)
             return 0
         if args.command == "describe":
-            print(json.dumps(choose_backup(config, s3, args.collection, args.key).as_dict(), indent=2))
+            print(json.dumps(choose_backup(config, s3, args.collection, args.key, args.shard).as_dict(), indent=2))
             return 0
-        print(json.dumps(run_restore(config, args.collection, args.key), indent=2))
+        print(json.dumps(run_restore(config, args.collection, args.key, args.shard), indent=2))
         return 0
     except RestoreRefused as err:
         LOG.error("REFUSED: %s", err)
         return EXIT_REFUSED
+    except ShardNotLocal as err:
+        LOG.error("NOT LOCAL: %s", err)
+        return EXIT_NOT_LOCAL
     except BackupError as err:
         LOG.error("%s", err)
         return EXIT_FAILED
 
 
 def print_table(backups: Sequence[Backup]) -> None:
-    rows = [("COLLECTION", "TIME (UTC)", "SIZE", "SHA256", "POINTS", "QDRANT", "STATE", "KEY")]
+    rows = [("COLLECTION", "SHARD", "PEER", "TIME (UTC)", "SIZE", "SHA256", "POINTS", "QDRANT", "STATE", "KEY")]
     for b in backups:
         d = b.as_dict()
-        rows.append((b.collection, d["time"], str(b.size), b.sha256 or "MISSING",
+        rows.append((b.collection, "-" if b.shard_id is None else f"{b.shard_id}/{b.shard_count or '?'}",
+                     "-" if b.peer_id is None else str(b.peer_id), d["time"], str(b.size), b.sha256 or "MISSING",
                      "?" if b.points_count is None else str(b.points_count), b.qdrant_version,
                      "GOOD" if b.good else "INCOMPLETE", b.key))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
