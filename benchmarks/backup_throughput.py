@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import functools
-import importlib.util
 import io
 import logging
 import os
@@ -51,7 +50,7 @@ import requests
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "backup"))
-from backup_testkit import free_port, load_program  # noqa: E402  (the tests' helpers)
+from backup_testkit import free_port, load_file, load_program  # noqa: E402  (the tests' helpers)
 
 STANDIN = ROOT / "lab" / "standins" / "qdrant"
 KEY = "benchmark-key"
@@ -154,14 +153,7 @@ class QdrantClock:
 
 
 def load(path: str | None) -> ModuleType:
-    if not path:
-        return load_program()
-    spec = importlib.util.spec_from_file_location("querygpt_backup", path)
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["querygpt_backup"] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_file("querygpt_backup", path) if path else load_program()
 
 
 def rate(size: int, seconds: float) -> str:

@@ -38,14 +38,20 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def load_program() -> ModuleType:
-    """The backup program, imported from the file the role installs (benchmarks use it too)."""
-    spec = importlib.util.spec_from_file_location("querygpt_backup", PROGRAM)
+def load_file(name: str, path: Path | str) -> ModuleType:
+    """The module at path, imported as name (registered in sys.modules, so dataclasses and
+    pickling resolve it): for files that are not on sys.path, such as what a role installs."""
+    spec = importlib.util.spec_from_file_location(name, path)
     assert spec and spec.loader
     module = importlib.util.module_from_spec(spec)
-    sys.modules["querygpt_backup"] = module
+    sys.modules[name] = module
     spec.loader.exec_module(module)
     return module
+
+
+def load_program() -> ModuleType:
+    """The backup program, imported from the file the role installs (benchmarks use it too)."""
+    return load_file("querygpt_backup", PROGRAM)
 
 
 @pytest.fixture(scope="session")

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import importlib.util
 import json
 import sys
 import uuid
@@ -23,7 +22,7 @@ from typing import Any, Iterator
 import pytest
 from qdrant_client import models
 
-from backup_testkit import BUCKET, CREDENTIALS
+from backup_testkit import BUCKET, CREDENTIALS, load_file
 
 NOW = datetime(2026, 11, 26, 2, 17, 0, tzinfo=timezone.utc)
 STAMP = f"{NOW:%Y%m%dT%H%M%SZ}"
@@ -33,20 +32,9 @@ TRANSFER_DELAY_MS = 3000  # long enough to catch a replica Partial during a copy
 pytestmark = pytest.mark.filterwarnings("ignore:Api key is used with an insecure connection")
 
 
-def _load_cluster_testkit() -> ModuleType:
-    """tests/standins/qdrant_cluster_testkit.py, by path (not on this directory's sys.path)."""
-    path = Path(__file__).resolve().parents[1] / "standins" / "qdrant_cluster_testkit.py"
-    if "qdrant_cluster_testkit" in sys.modules:
-        return sys.modules["qdrant_cluster_testkit"]
-    spec = importlib.util.spec_from_file_location("qdrant_cluster_testkit", path)
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["qdrant_cluster_testkit"] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-kit = _load_cluster_testkit()
+# tests/standins/qdrant_cluster_testkit.py, by path (not on this directory's sys.path).
+kit = sys.modules.get("qdrant_cluster_testkit") or load_file(
+    "qdrant_cluster_testkit", Path(__file__).resolve().parents[1] / "standins" / "qdrant_cluster_testkit.py")
 
 
 @pytest.fixture(scope="module")
