@@ -6,7 +6,7 @@ env    = "lab"
 region = "eu-central-1"
 
 vpc_cidr = "10.42.0.0/16"
-az_count = 2
+az_count = 3
 
 # The instance types only label the emulated instances (containers have no size).
 instance_types = {
@@ -20,7 +20,7 @@ instance_types = {
 
 edge_count    = 2
 backend_count = 2
-qdrant_count  = 1
+qdrant_count  = 3
 ollama_count  = 2
 
 # Operators reach the bastion from the controller, the gateway of the lab's "internet"

@@ -13,6 +13,7 @@ through `private_address`.
 from __future__ import annotations
 
 import ipaddress
+import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -110,6 +111,32 @@ def _zone(hv: Any) -> str:
     return str(zone) if zone else UNKNOWN
 
 
+def host_azs(hosts: Iterable[str], hostvars: Mapping[str, Any]) -> list[str]:
+    """The availability zone of each host, in order; [] when any is not known (no EC2
+    inventory, as in molecule), so a check of zone spread cannot mistake "unknown" for a zone."""
+    zones = [_zone(_host_vars(host, hostvars)) for host in _host_list(hosts, "host_azs")]
+    return [] if UNKNOWN in zones else zones
+
+
+def launch_order(hosts: Iterable[str], hostvars: Mapping[str, Any]) -> list[str]:
+    """The hosts ordered by their EC2 Name tag, numbers compared as numbers (qdrant-2 before
+    qdrant-10), then by inventory name. The inventory's own order follows the private IPs,
+    which a replaced instance changes; the Name (`<env>-qdrant-<n>`) stays, so an order that
+    matters (the peer that bootstraps a cluster) survives a replacement."""
+    def key(host: str) -> tuple:
+        name = (_get(_host_vars(host, hostvars), "ec2_tags") or {}).get("Name") or ""
+        parts = re.split(r"(\d+)", str(name))
+        return (tuple((0, int(p), "") if p.isdigit() else (1, 0, p) for p in parts if p), host)
+
+    return sorted(_host_list(hosts, "launch_order"), key=key)
+
+
+def _host_list(hosts: Iterable[str], name: str) -> list[str]:
+    if isinstance(hosts, str):
+        raise AnsibleFilterError(f"{name}: expected a list of hosts, not the string {hosts!r}")
+    return list(hosts)
+
+
 def prometheus_targets(
     groups: Mapping[str, Iterable[str]],
     hostvars: Mapping[str, Any],
@@ -159,4 +186,6 @@ class FilterModule:
             "url_host": url_host,
             "firewall_sources": firewall_sources,
             "prometheus_targets": prometheus_targets,
+            "host_azs": host_azs,
+            "launch_order": launch_order,
         }

@@ -16,7 +16,7 @@ from ansible.errors import AnsibleFilterError
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "plugins" / "filter"))
 
-from inventory import firewall_sources, private_address, private_addresses  # noqa: E402
+from inventory import firewall_sources, host_azs, launch_order, private_address, private_addresses  # noqa: E402
 from site_roles import site_roles  # noqa: E402
 
 # What inventories/prod gives after group_vars/all/addresses.yml: ansible_host is how the
@@ -127,3 +127,30 @@ def test_a_source_host_is_looked_up_once_even_in_two_source_groups():
     got = firewall_sources(["backend", "all", "monitoring", "bastion"], groups, Counting(HOSTVARS))
     assert got == ["10.40.0.10", "10.40.128.10", "10.40.144.10", "172.18.0.5"]
     assert sorted(lookups) == sorted(groups["all"])
+
+
+# qdrant peers as the EC2 inventory names them in prod: hostnames are private IPs, whose order
+# a replaced instance changes; the Name tag (and the zone) stay.
+PEERS = {
+    "10.40.160.7": {"ec2_tags": {"Name": "querygpt-prod-qdrant-3"}, "ec2_placement": {"availability_zone": "eu-central-1c"}},
+    "10.40.128.99": {"ec2_tags": {"Name": "querygpt-prod-qdrant-10"}, "ec2_placement": {"availability_zone": "eu-central-1a"}},
+    "10.40.144.3": {"ec2_tags": {"Name": "querygpt-prod-qdrant-2"}, "ec2_placement": {"availability_zone": "eu-central-1b"}},
+    # a replacement of qdrant-1 that came up at a higher address than the others
+    "10.40.128.200": {"ec2_tags": {"Name": "querygpt-prod-qdrant-1"}, "ec2_placement": {"availability_zone": "eu-central-1a"}},
+}
+
+
+def test_launch_order_follows_the_name_tag_numbers_not_the_addresses():
+    assert launch_order(sorted(PEERS), PEERS) == ["10.40.128.200", "10.40.144.3", "10.40.160.7", "10.40.128.99"]
+
+
+def test_launch_order_without_ec2_tags_keeps_a_stable_order_by_host_name():
+    assert launch_order(["q2", "q1"], {"q1": {}, "q2": {}}) == ["q1", "q2"]
+    with pytest.raises(AnsibleFilterError, match="expected a list of hosts"):
+        launch_order("q1", {"q1": {}})  # type: ignore[arg-type]
+
+
+def test_zones_are_given_per_host_in_order_and_none_when_any_is_unknown():
+    assert host_azs(["10.40.144.3", "10.40.160.7"], PEERS) == ["eu-central-1b", "eu-central-1c"]
+    # molecule: no EC2 placement; "unknown" must not count as a zone of its own
+    assert host_azs(["10.40.144.3", "mon"], {**PEERS, **HOSTVARS}) == []

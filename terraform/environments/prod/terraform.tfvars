@@ -28,7 +28,7 @@ instance_types = {
 
 edge_count    = 2
 backend_count = 2
-qdrant_count  = 1
+qdrant_count  = 3
 ollama_count  = 2
 
 ollama_models_volume_size_gb  = 200

@@ -1,6 +1,7 @@
 # terraform apply -var-file=environments/staging/terraform.tfvars
 # Same shape as prod, smaller: two AZs, one NAT gateway, one instance per tier except
-# edge and backend (two each, so the NLB and the rolling deploys are exercised).
+# edge and backend (two each, so the NLB and the rolling deploys are exercised), ollama (a
+# pool of two) and qdrant (three peers: distributed mode needs a majority to survive one).
 env            = "staging"
 region         = "eu-central-1"
 replica_region = "eu-west-1"
@@ -25,7 +26,7 @@ instance_types = {
 
 edge_count    = 2
 backend_count = 2
-qdrant_count  = 1
+qdrant_count  = 3
 ollama_count  = 2
 
 ollama_models_volume_size_gb  = 100
