@@ -13,8 +13,14 @@ long each service took to answer again after kill -9.
   reboot edge       playbooks/runbooks/rolling_reboot.yml reboot_hosts=edge
   reboot backend    the same for the backends
   kill -9           every process of nginx, the backend, Qdrant and Ollama on one host
+  qdrant kill       kill -9 of Qdrant on one peer of the cluster, under questions
+  qdrant upgrade    playbooks/data.yml with the next Qdrant patch release: one peer at a
+                    time, each waiting until every shard replica is Active (then back)
+  zone outage       every container of one zone killed, then started again: how soon the
+                    questions are answered again, the points kept, how soon the cluster heals
 
-The target for every rollout is 0 failed requests, and 10 s for a service to answer again;
+The target for every rollout is 0 failed requests (the Qdrant kill included), 10 s for a
+service to answer again, and for a zone outage: answering within 30 s, no point lost;
 tests/lab/test_lab_rollout.py runs the same scenarios (this module's functions) and asserts
 them. A measurement, not a test: it exits 1 only when a playbook fails.
 
@@ -28,10 +34,12 @@ from __future__ import annotations
 
 import argparse
 import base64
+import functools
 import gzip
 import hashlib
 import io
 import json
+import shlex
 import subprocess
 import sys
 import tarfile
@@ -44,6 +52,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "lab"))
@@ -255,6 +264,155 @@ def kill_recovery(lab: Lab, unit: str, give_up: float = 30.0) -> float:
     return time.monotonic() - killed
 
 
+# --- Qdrant in distributed mode ------------------------------------------------------------
+
+@functools.cache
+def qdrant_api_key() -> str:
+    """The lab's Qdrant API key, from the lab's vault (as the playbooks read it)."""
+    out = subprocess.run([str(REPO / ".venv/bin/ansible-vault"), "view", "inventories/lab/group_vars/all/vault.yml"],
+                         cwd=REPO, env=ansible_env(), capture_output=True, text=True, check=True).stdout
+    return str(yaml.safe_load(out)["vault_qdrant_api_key"])
+
+
+def qdrant(lab: Lab, host: str, method: str, path: str, body: Any = None, timeout: int = 20) -> Any:
+    """`result` of a call to Qdrant's REST API on `host`, made on that host; RuntimeError when
+    it does not answer 200."""
+    data = f" -H 'Content-Type: application/json' --data {shlex.quote(json.dumps(body))}" if body is not None else ""
+    done = lab.exec(host, f"curl -sS -m {timeout} -w '\\n%{{http_code}}' -X {method} -H 'api-key: {qdrant_api_key()}'"
+                          f"{data} http://{lab.address(host)}:6333{path}", timeout=timeout + 10)
+    text, _, status = done.stdout.rpartition("\n")
+    if done.returncode != 0 or status != "200":
+        raise RuntimeError(f"{method} {path} on {host}: {status or done.returncode} {text[:300]} {done.stderr[:300]}")
+    return json.loads(text)["result"]
+
+
+def qdrant_points(lab: Lab, collection: str, hosts: list[str]) -> int:
+    """Exact point count of `collection`, asked of the first of `hosts` that answers."""
+    for host in hosts:
+        try:
+            return int(qdrant(lab, host, "POST", f"/collections/{collection}/points/count", {"exact": True})["count"])
+        except RuntimeError:
+            continue
+    raise RuntimeError(f"no Qdrant peer of {hosts} answers a count of {collection}")
+
+
+def qdrant_unsettled(lab: Lab, host: str) -> list[str]:
+    """What keeps the cluster from being whole, as `host` sees it: peers missing, replicas not
+    Active, transfers running ([] = every replica of every collection Active)."""
+    out = []
+    peers = qdrant(lab, host, "GET", "/cluster")["peers"]
+    if len(peers) != len(lab.groups["qdrant"]):
+        out.append(f"{len(peers)} peers")
+    for name in sorted(c["name"] for c in qdrant(lab, host, "GET", "/collections")["collections"]):
+        state = qdrant(lab, host, "GET", f"/collections/{name}/cluster")
+        replicas = [dict(r, peer_id=state["peer_id"]) for r in state["local_shards"]] + state["remote_shards"]
+        out += [f"{name} shard {r['shard_id']} {r['state']} on peer {r['peer_id']}"
+                for r in replicas if r["state"] != "Active"]
+        out += [f"{name} shard {t['shard_id']} in transfer" for t in state["shard_transfers"]]
+    return out
+
+
+def wait_qdrant_settled(lab: Lab, host: str, give_up: float = 120.0) -> float:
+    """Seconds until every replica of every collection is Active on `host`'s view."""
+    started, last = time.monotonic(), ["not asked yet"]
+    while time.monotonic() - started < give_up:
+        try:
+            last = qdrant_unsettled(lab, host)
+        except RuntimeError as err:
+            last = [str(err)]
+        if not last:
+            return time.monotonic() - started
+        time.sleep(1)
+    raise RuntimeError(f"the Qdrant cluster did not settle within {give_up:.0f} s: {last[:10]}")
+
+
+def qdrant_kill(lab: Lab, site: Site) -> tuple[float, Rollout]:
+    """kill -9 of Qdrant on its first peer under questions: the backend moves on to the next
+    peer, the peer serves every shard from a live replica; (seconds until it answered again,
+    the rollout), once its replicas caught up with the writes it missed."""
+    with under_load(site, "kill -9 qdrant") as run:
+        time.sleep(3)  # questions in flight
+        back = kill_recovery(lab, "qdrant")
+        settled = wait_qdrant_settled(lab, lab.groups["qdrant"][0])
+        time.sleep(3)  # and afterwards
+        run["output"] = f"qdrant answered again after {back:.1f} s, its replicas Active {settled:.1f} s later"
+    return back, run["rollout"]
+
+
+def qdrant_upgrade(lab: Lab, site: Site, workdir: Path) -> Rollout:
+    """A rolling Qdrant upgrade under questions (playbooks/data.yml, one peer at a time, each
+    waiting until every replica is Active): the lab's stand-in packaged as the next patch
+    release, then the pinned release again (not measured)."""
+    pinned = str(lab.render("qdrant_version", lab.groups["qdrant"][0]))
+    major, minor, patch = pinned.split(".")
+    version = f"{major}.{minor}.{int(patch) + 1}"
+    built = subprocess.run([sys.executable, str(REPO / "lab/standins/qdrant/package.py"), "--version", version,
+                            "--out", str(workdir)], capture_output=True, text=True, check=True)
+    checksum = built.stdout.split()[-1]
+    archive = workdir / "qdrant-x86_64-unknown-linux-gnu.tar.gz"
+    try:
+        with under_load(site, "qdrant upgrade") as run:
+            run["output"] = playbook("playbooks/data.yml", "--limit", "qdrant", "--tags", "qdrant",
+                                     "-e", f"qdrant_version={version}", "-e", f"qdrant_checksum={checksum}",
+                                     "-e", f"qdrant_download_url=file://{archive}").stdout
+        running = {h: _qdrant_version(lab, h) for h in lab.groups["qdrant"]}
+        if set(running.values()) != {version}:
+            raise PlaybookFailed(f"data.yml ran, but the peers run {running}, not {version}")
+    finally:
+        playbook("playbooks/data.yml", "--limit", "qdrant", "--tags", "qdrant")
+    return run["rollout"]
+
+
+def _qdrant_version(lab: Lab, host: str) -> str:
+    """The version Qdrant on `host` reports at GET / (open, no key)."""
+    done = lab.exec(host, f"curl -sS -m 10 http://{lab.address(host)}:6333/")
+    return str(json.loads(done.stdout)["version"])
+
+
+@dataclass
+class Outage:
+    """Every container of one zone killed under load, then started again."""
+
+    zone: str
+    hosts: list[str]
+    result: Result
+    down_at: float  # seconds into the load run when the zone went down
+    answering_after: float  # seconds from the outage to the last failed request (0: none failed)
+    points: tuple[int, int]  # the collection's points before and during the outage
+    healed_after: float  # seconds from the zone's return until every replica was Active again
+
+
+def zone_outage(lab: Lab, site: Site, hold: float = 45.0) -> Outage:
+    """`docker kill` of every container of the second zone (it holds an edge, a backend, a
+    Qdrant peer and an Ollama host, but neither the load balancer, which stands in for the
+    NLB, a regional service, nor the bastion) under questions; `hold` seconds later the zone
+    returns (`docker start`, as after a power cut) and nothing else is done to heal it."""
+    zones = sorted({lab.zone(h) for h in lab.groups["qdrant"]})
+    zone = zones[1]
+    hosts = sorted(h for h in lab.hostvars if lab.zone(h) == zone)
+    survivors = [h for h in lab.groups["qdrant"] if h not in hosts]
+    if {"lb", "bastion"} & {g for g in lab.groups if any(h in lab.groups[g] for h in hosts)}:
+        raise RuntimeError(f"zone {zone} holds the load balancer or the bastion: {hosts}")
+    wait_qdrant_settled(lab, survivors[0])
+    before = qdrant_points(lab, site.collection, survivors)
+    with site.load(**LOAD) as load:
+        time.sleep(3)
+        down_at = load.snapshot().seconds
+        for host in hosts:
+            subprocess.run(["docker", "kill", lab.name(host)], capture_output=True, check=True, timeout=60)
+        time.sleep(hold)
+        during = qdrant_points(lab, site.collection, survivors)
+    result = load.result
+    assert result is not None
+    returned = time.monotonic()
+    for host in hosts:
+        subprocess.run(["docker", "start", lab.name(host)], capture_output=True, check=True, timeout=60)
+    wait_qdrant_settled(lab, next(h for h in lab.groups["qdrant"] if h in hosts), give_up=180)
+    last_failure = max((f.at for f in result.failures), default=down_at)
+    return Outage(zone, hosts, result, down_at, max(0.0, last_failure - down_at), (before, during),
+                  time.monotonic() - returned)
+
+
 def _row(r: Rollout) -> str:
     def ms(value: float | None) -> str:
         return f"{value:>7.0f}" if value is not None else f"{'-':>7}"
@@ -267,7 +425,8 @@ def _row(r: Rollout) -> str:
             f"{ms(part['p99_ms'])}")
 
 
-SCENARIOS = ("backend_release", "nginx_change", "frontend_release", "reboot_edge", "reboot_backend", "kill")
+SCENARIOS = ("backend_release", "nginx_change", "frontend_release", "reboot_edge", "reboot_backend", "kill",
+             "qdrant_kill", "qdrant_upgrade", "zone_outage")
 
 
 def main() -> int:
@@ -286,6 +445,13 @@ def main() -> int:
     lab = load_lab()
     rollouts: list[Rollout] = []
     recoveries: dict[str, float] = {}
+    outages: list[Outage] = []
+
+    def kill_qdrant() -> None:
+        back, rollout = qdrant_kill(lab, site)
+        recoveries["qdrant (under load)"] = back
+        rollouts.append(rollout)
+
     with tempfile.TemporaryDirectory(prefix="rollouts-") as tmp:
         site = open_site(lab, Path(tmp))
         steps: dict[str, Callable[[], Any]] = {
@@ -295,6 +461,9 @@ def main() -> int:
             "reboot_edge": lambda: rollouts.append(rolling_reboot(lab, site, "edge")),
             "reboot_backend": lambda: rollouts.append(rolling_reboot(lab, site, "backend")),
             "kill": lambda: recoveries.update({unit: kill_recovery(lab, unit) for unit in KILLS}),
+            "qdrant_kill": kill_qdrant,
+            "qdrant_upgrade": lambda: rollouts.append(qdrant_upgrade(lab, site, Path(tmp))),
+            "zone_outage": lambda: outages.append(zone_outage(lab, site)),
         }
         for name in chosen:
             print(f"... {name}", file=sys.stderr, flush=True)
@@ -316,10 +485,18 @@ def main() -> int:
         print("\nkill -9, seconds until the service answers again (target: 10):")
         for unit, seconds in recoveries.items():
             print(f"  {unit:<18} {seconds:>5.1f}")
+    for o in outages:
+        stats = o.result.stats("/api/query")
+        print(f"\nzone {o.zone} down ({len(o.hosts)} containers killed, targets: answering within 30 s, no point lost):\n"
+              f"  questions {stats['requests']}, failed {stats['failures']}, answering again after "
+              f"{o.answering_after:.1f} s; points {o.points[0]} before, {o.points[1]} during; "
+              f"cluster whole again {o.healed_after:.1f} s after the zone returned")
     if args.json:
         args.json.write_text(json.dumps({
             "rollouts": {r.name: {"seconds": round(r.seconds, 1), **r.result.summary()} for r in rollouts},
             "kill_recovery_seconds": {u: round(s, 1) for u, s in recoveries.items()},
+            "zone_outages": [{"zone": o.zone, "answering_after": round(o.answering_after, 1), "points": o.points,
+                              "healed_after": round(o.healed_after, 1), **o.result.summary()} for o in outages],
         }, indent=2))
     return 0
 

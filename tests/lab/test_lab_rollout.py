@@ -15,6 +15,7 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -24,7 +25,7 @@ sys.path.insert(0, str(BENCHMARKS))
 from labview import REPO, ansible_env  # noqa: E402
 from rollouts import (  # noqa: E402
     FRONTEND, KILLS, Rollout, Site, backend_release, frontend_release, kill_recovery, nginx_change, open_site,
-    rolling_reboot,
+    qdrant_kill, qdrant_upgrade, rolling_reboot, zone_outage,
 )
 
 
@@ -81,11 +82,30 @@ def test_an_nginx_configuration_change_under_load_fails_no_request(lab, site):
     assert "RUNNING HANDLER [nginx : Take the edge out of the load balancer]" not in rollout.output
 
 
-@pytest.mark.parametrize("unit", list(KILLS))
+@pytest.mark.parametrize("unit", [u for u in KILLS if u != "qdrant"])  # qdrant: under load, below
 def test_a_service_killed_with_sigkill_answers_again_within_10_s(lab, unit):
     """kill -9 of every process of the service: systemd starts it again (Restart=on-failure)."""
     back = kill_recovery(lab, unit)
     assert back <= 10, f"{unit} answered again only after {back:.1f} s"
+
+
+def test_qdrant_killed_with_sigkill_under_questions_fails_no_query_and_answers_within_10_s(lab, site):
+    """One peer of the cluster killed: the backend asks the next peer, which reads every shard
+    from a live replica; the killed peer answers again and catches up with the writes it missed."""
+    assert len(lab.groups["qdrant"]) >= 3, "the lab runs Qdrant in distributed mode"
+    back, rollout = qdrant_kill(lab, site)
+    assert_no_failure(rollout)
+    assert back <= 10, f"qdrant answered again only after {back:.1f} s"
+
+
+def test_a_rolling_qdrant_upgrade_under_load_fails_no_request(lab, site, tmp_path):
+    """playbooks/data.yml with a new release: one peer at a time, each restarted and then waited
+    for until every shard replica of every collection is Active again (roles/qdrant)."""
+    rollout = qdrant_upgrade(lab, site, tmp_path)  # checks every peer runs the new release
+    assert_no_failure(rollout)
+    peers = len(lab.groups["qdrant"])
+    assert rollout.output.count("RUNNING HANDLER [qdrant : Restart qdrant]") == peers
+    assert rollout.output.count("TASK [qdrant : Check every shard replica of each collection is Active]") == peers
 
 
 @pytest.mark.parametrize("tier", ["edge", "backend"])
@@ -129,3 +149,32 @@ def test_a_frontend_release_under_load_fails_no_page_and_keeps_open_pages_loadin
 
     assert_no_failure(frontend_release(lab, site, tmp_path, while_released), path="/")
     assert site.request("GET", "/").text == old_index, "not rolled back to the release served before"
+
+
+def test_a_zone_outage_answers_again_within_30_s_loses_no_point_and_heals_by_itself(lab, site):
+    """Every container of one zone killed under questions (last: it restarts a zone's hosts):
+    the load balancer, the edges and the backend move on to the hosts left, Qdrant serves every
+    shard from the replica outside the zone; when the zone returns, its peer's replicas recover
+    and its edge rejoins the load balancer without any step from an operator."""
+    outage = zone_outage(lab, site)
+    questions = outage.result.stats("/api/query")
+    assert {"edge", "backend", "qdrant", "ollama"} <= {g for g in lab.groups for h in outage.hosts if h in lab.groups[g]}
+    assert outage.answering_after <= 30, outage.result.describe_failures()
+    answered_late = [f for f in outage.result.failures if f.at > outage.down_at + 30]
+    assert not answered_late, outage.result.describe_failures()
+    assert questions["ok"] >= 10, outage.result.report()
+    before, during = outage.points
+    assert before > 0 and during == before, f"points before the outage {before}, during it {during}"
+    assert outage.healed_after <= 180
+    # the zone's edge is back in the load balancer, and every edge serves
+    deadline = time.monotonic() + 60
+    while True:
+        rows = [line.split(",") for line in haproxy(lab, "show stat").splitlines() if line.startswith("edge_https,")]
+        down = [row[1] for row in rows if row[1] not in ("FRONTEND", "BACKEND") and row[17] != "UP"]
+        if not down:
+            break
+        assert time.monotonic() < deadline, f"still out of the load balancer a minute after the zone returned: {down}"
+        time.sleep(2)
+    for _ in range(4):
+        assert site.request("POST", "/api/query", json={"query": "Which customer spent the most?",
+                                                        "collection_name": site.collection}, timeout=120).status_code == 200

@@ -323,3 +323,28 @@ def test_matching_checksum_downloads(tmp_path):
     assert code == 0, output
     cached = list((tmp_path / "cache").glob("*.tar.gz"))
     assert [p.read_bytes() for p in cached] == [archive.read_bytes()]
+
+
+def _host_with(tmp_path: Path, cluster_in_config: bool, collections: list[str]) -> dict[str, object]:
+    """A host whose current config runs in the given mode, with these collections stored."""
+    data = tmp_path / "data"
+    for name in collections:
+        (data / "storage" / "collections" / name).mkdir(parents=True)
+    (data / "storage").mkdir(parents=True, exist_ok=True)
+    config = tmp_path / "config.yaml"
+    config.write_text("storage:\n  storage_path: x\n" + ("cluster:\n  enabled: true\n" if cluster_in_config else ""))
+    return {**CLUSTER, "qdrant_bind_address": PEERS[0], "qdrant_data_dir": str(data), "_qdrant_config_file": str(config)}
+
+
+def test_turning_a_single_node_holding_collections_into_a_peer_is_refused(tmp_path):
+    result = run_role(tmp_path, _host_with(tmp_path, False, ["docs", "sales"]), installed="1.19.0", entries=HOST_CHECKS)
+    assert_refused(result, "qdrant_cluster_enabled", "single-node Qdrant that holds", "docs, sales",
+                   "restore_qdrant.yml")
+
+
+@pytest.mark.parametrize(("cluster_in_config", "collections"), [(False, []), (True, ["docs"])],
+                         ids=["empty-single-node", "already-a-peer"])
+def test_a_peer_or_an_empty_single_node_may_run_in_cluster_mode(tmp_path, cluster_in_config, collections):
+    code, output = run_role(tmp_path, _host_with(tmp_path, cluster_in_config, collections), installed="1.19.0",
+                            entries=HOST_CHECKS)
+    assert code == 0, output
