@@ -1,13 +1,15 @@
 """Backups on the lab: the drill and the failure cases, against the running lab.
 
-The qdrant host backs up to the lab's S3 endpoint (moto on s3-1, lab/playbooks/prepare_s3.yml).
-The drill indexes documents through the backend, backs up, then (1) deletes the collection and
-(2), separately, wipes the whole Qdrant host (service data, backup program, config, state,
-schedule) and re-applies only the qdrant role, as for a fresh host; each time it restores with
-playbooks/runbooks/restore_qdrant.yml and compares the point count and the top-k of fixed
-queries with what they were before. Failure cases: S3 unreachable (exit 1, failure metric,
-older backups untouched), a corrupted object (the runbook refuses it), retention with an
-injected clock. The module leaves the lab converged (playbooks/backup.yml at the end).
+The lab's Qdrant is a cluster of three peers; each backs up the shard replicas it holds to the
+lab's S3 endpoint (moto on s3-1, lab/playbooks/prepare_s3.yml). The drill indexes documents
+through the backend, backs up on every peer, then (1) deletes the collection and (2),
+separately, loses every collection while one peer has also lost the backup program, its config,
+state and schedule; each time the collections are created again with their layout and
+playbooks/runbooks/restore_qdrant.yml restores every shard, and the point count and the top-k of
+fixed queries must be what they were before. Failure cases: S3 unreachable (exit 1, failure
+metric, older backups untouched), a corrupted object (the runbook refuses it), retention with an
+injected clock. Losing a peer's Qdrant data is the drill of replace_qdrant_node.yml
+(test_lab_qdrant_replace.py). The module leaves the lab converged (playbooks/backup.yml at the end).
 """
 
 from __future__ import annotations
@@ -63,11 +65,25 @@ class Qdrant:
         self.url = f"http://{lab.address(self.host)}:6333"
         self.key = key
 
-    def call(self, method: str, path: str, body: Any = None, timeout: int = 60) -> Any:
+    def call(self, method: str, path: str, body: Any = None, timeout: int = 60, host: str = "") -> Any:
+        host = host or self.host
         data = f"-H 'Content-Type: application/json' -d '{json.dumps(body)}'" if body is not None else ""
-        out = self.lab.ssh(self.host, f"curl -s -X {method} -H 'api-key: {self.key}' {data} {self.url}{path}",
-                           timeout=timeout)
+        out = self.lab.ssh(host, f"curl -s -X {method} -H 'api-key: {self.key}' {data} "
+                                 f"http://{self.lab.address(host)}:6333{path}", timeout=timeout)
         return json.loads(out.stdout)
+
+    def layout(self, collection: str) -> dict[str, Any]:
+        """What creating the collection again takes: its vectors and shard layout."""
+        params = self.call("GET", f"/collections/{collection}")["result"]["config"]["params"]
+        return {k: params[k] for k in ("vectors", "shard_number", "replication_factor", "write_consistency_factor")}
+
+    def create(self, collection: str, layout: dict[str, Any]) -> None:
+        """The collection, empty, with the layout it had (as the backend creates it)."""
+        assert self.call("PUT", f"/collections/{collection}", layout).get("result") is True
+
+    def local_shards(self, host: str, collection: str) -> list[int]:
+        info = self.call("GET", f"/collections/{collection}/cluster", host=host)["result"]
+        return sorted(int(s["shard_id"]) for s in info["local_shards"])
 
     def collections(self) -> list[str]:
         return sorted(c["name"] for c in self.call("GET", "/collections")["result"]["collections"])
@@ -114,8 +130,14 @@ def upload_schema(lab: Lab, collection: str, tmp_path_factory: pytest.TempPathFa
     assert json.loads(upload.stdout).get("chunks", 0) > 0, upload.stdout
 
 
-def backup_now(lab: Lab, *args: str) -> subprocess.CompletedProcess:
-    return lab.ssh(lab.groups["qdrant"][0], f"sudo {PROGRAM} {' '.join(args)} backup", timeout=300)
+def backup_now(lab: Lab) -> list[str]:
+    """A backup run on every peer, as each one's schedule does: the errors ([] = all good)."""
+    errors = []
+    for host in lab.groups["qdrant"]:
+        run = lab.ssh(host, f"sudo {PROGRAM} backup", timeout=300)
+        if run.returncode != 0:
+            errors.append(f"{host}: exit {run.returncode}: {run.stderr[-2000:]}")
+    return errors
 
 
 def list_backups(lab: Lab, collection: str | None = None) -> list[dict[str, Any]]:
@@ -125,15 +147,17 @@ def list_backups(lab: Lab, collection: str | None = None) -> list[dict[str, Any]
     return json.loads(out.stdout)
 
 
-def metrics(lab: Lab) -> dict[str, float]:
-    text = lab.ssh(lab.groups["qdrant"][0], f"cat {METRICS}").stdout
+def metrics(lab: Lab, host: str = "") -> dict[str, float]:
+    text = lab.ssh(host or lab.groups["qdrant"][0], f"cat {METRICS}").stdout
     return {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
             for line in text.splitlines() if line and not line.startswith("#")}
 
 
-def restore(lab: Lab, collection: str, snapshot: str = "") -> subprocess.CompletedProcess:
-    return playbook("playbooks/runbooks/restore_qdrant.yml", "-e", f"restore_host={lab.groups['qdrant'][0]}",
-                    "-e", f"restore_collection={collection}", "-e", f"restore_snapshot={snapshot}")
+def restore(lab: Lab, collection: str, snapshot: str = "", shard: int | None = None) -> subprocess.CompletedProcess:
+    """The runbook as an operator runs it on the cluster: every peer in the play, each shard
+    restored on a peer that holds it (a given snapshot is one shard's)."""
+    extra = ["-e", f"restore_snapshot={snapshot}", "-e", f"restore_shard={shard}"] if snapshot else []
+    return playbook("playbooks/runbooks/restore_qdrant.yml", "-e", f"restore_collection={collection}", *extra)
 
 
 @pytest.fixture(scope="module")
@@ -143,31 +167,45 @@ def indexed(lab: Lab, qdrant: Qdrant, tmp_path_factory: pytest.TempPathFactory) 
     upload_schema(lab, collection, tmp_path_factory)
     before = qdrant.fingerprint(collection)
     assert before["count"] > 0
-    run = backup_now(lab)
-    assert run.returncode == 0, run.stderr
-    yield {"collection": collection, "before": before}
+    layout = qdrant.layout(collection)
+    assert layout["shard_number"] == len(lab.groups["qdrant"]) and layout["replication_factor"] == 2, layout
+    assert not backup_now(lab)
+    yield {"collection": collection, "before": before, "layout": layout}
     # leave the lab as converged: the schedule, program and config of the backup role
     playbook("playbooks/backup.yml", "--limit", lab.groups["qdrant"][0])
     qdrant.call("DELETE", f"/collections/{collection}")
 
 
-def test_backup_objects_and_metrics(lab: Lab, indexed: dict[str, Any]) -> None:
-    backups = list_backups(lab, indexed["collection"])
-    assert backups and backups[-1]["good"]
-    newest = backups[-1]
-    assert newest["key"].startswith(f"lab/qdrant/{indexed['collection']}/")
-    assert newest["points_count"] == indexed["before"]["count"]
-    m = metrics(lab)
-    assert m["querygpt_backup_last_run_success"] == 1
-    assert m[f'querygpt_backup_last_success_timestamp_seconds{{collection="{indexed["collection"]}"}}'] > 0
-    cron = lab.ssh(lab.groups["qdrant"][0], "cat /etc/cron.d/querygpt-backup").stdout
-    assert "querygpt-backup --log-format journal backup" in cron
+def test_backup_objects_and_metrics(lab: Lab, qdrant: Qdrant, indexed: dict[str, Any]) -> None:
+    """Every shard is backed up by each of its two holders; the newest copies of the shards
+    add up to the collection; each peer's metrics name the shards it holds."""
+    collection, layout = indexed["collection"], indexed["layout"]
+    by_shard: dict[int, list[dict[str, Any]]] = {}
+    for backup in list_backups(lab, collection):
+        assert backup["good"], backup
+        assert backup["key"].startswith(f"lab/qdrant/{collection}/shards/{backup['shard']}/"), backup
+        assert backup["shard_count"] == layout["shard_number"], backup
+        by_shard.setdefault(backup["shard"], []).append(backup)
+    assert sorted(by_shard) == list(range(layout["shard_number"]))
+    for shard, backups in by_shard.items():
+        assert len({b["peer"] for b in backups}) == layout["replication_factor"], (shard, backups)
+        assert len({b["points_count"] for b in backups}) == 1, f"the replicas of shard {shard} differ: {backups}"
+    assert sum(backups[0]["points_count"] for backups in by_shard.values()) == indexed["before"]["count"]
+    for host in lab.groups["qdrant"]:
+        m = metrics(lab, host)
+        assert m["querygpt_backup_last_run_success"] == 1, host
+        for shard in qdrant.local_shards(host, collection):
+            key = f'querygpt_backup_last_success_timestamp_seconds{{collection="{collection}",shard="{shard}"}}'
+            assert m[key] > 0, (host, key)
+        cron = lab.ssh(host, "cat /etc/cron.d/querygpt-backup").stdout
+        assert "querygpt-backup --log-format journal backup" in cron
 
 
 def test_drill_delete_the_collection_and_restore(lab: Lab, qdrant: Qdrant, indexed: dict[str, Any]) -> None:
     collection = indexed["collection"]
     qdrant.call("DELETE", f"/collections/{collection}")
     assert collection not in qdrant.collections()
+    qdrant.create(collection, indexed["layout"])
     run = restore(lab, collection)
     assert run.returncode == 0, run.stdout[-3000:]
     assert qdrant.fingerprint(collection) == indexed["before"]
@@ -176,7 +214,7 @@ def test_drill_delete_the_collection_and_restore(lab: Lab, qdrant: Qdrant, index
 def test_restore_refuses_a_corrupted_object(lab: Lab, qdrant: Qdrant, indexed: dict[str, Any]) -> None:
     collection = indexed["collection"]
     good = list_backups(lab, collection)[-1]
-    corrupt_key = good["key"].rsplit("/", 1)[0] + "/20000101T000000Z.snapshot"
+    corrupt_key = good["key"].rsplit("/", 1)[0] + f"/20000101T000000Z-peer{good['peer']}.snapshot"
     # same metadata (sha256, size), one byte flipped; dated long ago so "latest" stays the good one
     copy = sudo_python(lab, lab.groups["qdrant"][0], f"""
         from importlib.machinery import SourceFileLoader
@@ -195,7 +233,7 @@ def test_restore_refuses_a_corrupted_object(lab: Lab, qdrant: Qdrant, indexed: d
                         "POST", f"/collections/{collection}/points/scroll",
                         {"limit": 1, "with_vector": True})["result"]["points"][0]["vector"], "payload": {}}]})
         count = qdrant.count(collection)
-        run = restore(lab, collection, corrupt_key)
+        run = restore(lab, collection, corrupt_key, good["shard"])
         assert run.returncode != 0
         assert "checksum mismatch" in run.stdout + run.stderr
         assert qdrant.count(collection) == count  # untouched
@@ -212,8 +250,13 @@ def test_restore_refuses_a_corrupted_object(lab: Lab, qdrant: Qdrant, indexed: d
 def test_s3_unreachable_fails_and_keeps_older_backups(lab: Lab, indexed: dict[str, Any]) -> None:
     host = lab.groups["qdrant"][0]
     before = list_backups(lab)
-    failures_key = f'querygpt_backup_failures_total{{collection="{indexed["collection"]}"}}'
-    failures = metrics(lab).get(failures_key, 0)
+
+    def failures() -> float:
+        """Failures counted for the collection's shards here, or for the run as a whole."""
+        return sum(v for k, v in metrics(lab).items() if k.startswith("querygpt_backup_failures_total{")
+                   and (f'collection="{indexed["collection"]}"' in k or 'collection="_run"' in k))
+
+    failed_before = failures()
     # the same config with the endpoint pointing at a closed port
     make = sudo_python(lab, host, """
         import json
@@ -228,13 +271,13 @@ def test_s3_unreachable_fails_and_keeps_older_backups(lab: Lab, indexed: dict[st
         assert run.returncode == 1, run.stderr
         m = metrics(lab)
         assert m["querygpt_backup_last_run_success"] == 0
-        assert m[failures_key] == failures + 1
+        assert failures() > failed_before
         assert list_backups(lab) == before
         # no local snapshot left behind
         assert lab.ssh(host, "sudo find /var/lib/qdrant/snapshots -name '*.snapshot'").stdout.strip() == ""
     finally:
         lab.ssh(host, "sudo rm -f /root/backup-unreachable.json")
-        assert backup_now(lab).returncode == 0  # BackupFailed clears again
+        assert not backup_now(lab)  # BackupFailed clears again
 
 
 def test_retention_with_an_injected_clock(lab: Lab) -> None:
@@ -269,24 +312,26 @@ def test_retention_with_an_injected_clock(lab: Lab) -> None:
     assert result["final"] == [result["left"][-1]]  # the newest good copy, 40 days old
 
 
-def test_drill_wipe_the_qdrant_host_and_restore_everything(
+def test_drill_lose_every_collection_and_a_peers_backup_program_and_restore_everything(
         lab: Lab, qdrant: Qdrant, indexed: dict[str, Any]) -> None:
-    host = lab.groups["qdrant"][0]
-    assert backup_now(lab).returncode == 0
+    host = lab.groups["qdrant"][-1]
+    assert not backup_now(lab)
     collections = qdrant.collections()
     fingerprints = {c: qdrant.fingerprint(c) for c in collections}
-    # Wipe: the service's data, and everything the backup role put there.
-    wipe = lab.ssh(host, "sudo systemctl stop qdrant && sudo rm -rf /var/lib/qdrant/storage /var/lib/qdrant/snapshots "
-                   f"{PROGRAM} /etc/querygpt /var/lib/querygpt-backup /etc/cron.d/querygpt-backup {METRICS}",
-                   timeout=120)
+    layouts = {c: qdrant.layout(c) for c in collections}
+    # One peer loses what the backup role put there; the cluster loses every collection.
+    wipe = lab.ssh(host, f"sudo rm -rf {PROGRAM} /etc/querygpt /var/lib/querygpt-backup /etc/cron.d/querygpt-backup "
+                   f"{METRICS}", timeout=120)
     assert wipe.returncode == 0, wipe.stderr
-    # A fresh host: only the qdrant role (the data tier playbook) before the restore.
-    data = playbook("playbooks/data.yml", "--limit", host)
-    assert data.returncode == 0, data.stdout[-3000:]
+    for collection in collections:
+        qdrant.call("DELETE", f"/collections/{collection}")
     assert qdrant.collections() == []
     for collection in collections:
+        qdrant.create(collection, layouts[collection])
         run = restore(lab, collection)
         assert run.returncode == 0, f"{collection}: {run.stdout[-3000:]}"
+    assert lab.ssh(host, f"test -x {PROGRAM} && sudo test -f /etc/querygpt/backup.json").returncode == 0, \
+        "the runbook installs the backup program where it is missing"
     assert qdrant.collections() == collections
     assert {c: qdrant.fingerprint(c) for c in collections} == fingerprints
 
