@@ -227,7 +227,8 @@ def test_the_wiring_gives_peers_private_addresses_never_the_bastions_public_one(
                " 'upstreams': nginx_backend_servers, 'qdrant': backend_qdrant_urls, 'journal': journal_upload_url,"
                " 'bind': backend_bind_address, 'targets': groups | prometheus_targets(hostvars,"
                " ['bastion', 'edge', 'backend', 'qdrant', 'ollama', 'monitoring'], port=9100),"
-               " 'volume': qdrant_data_volume_id, 'env': querygpt_env} | to_json }}"}
+               " 'volume': qdrant_data_volume_id, 'env': querygpt_env, 'cluster': qdrant_cluster_enabled | bool,"
+               " 'peers': qdrant_cluster_peers, 'zones': qdrant_cluster_peer_zones} | to_json }}"}
     rehearsal.env.update({"ANSIBLE_LOAD_CALLBACK_PLUGINS": "True", "ANSIBLE_STDOUT_CALLBACK": "ansible.builtin.json"})
     done = rehearsal.run(VENV_BIN / "ansible", "-i", rehearsal.inventory, "all", "-m", "ansible.builtin.debug",
                          "-a", json.dumps(message), "--vault-id", f"prod@{rehearsal.password}")
@@ -253,6 +254,11 @@ def test_the_wiring_gives_peers_private_addresses_never_the_bastions_public_one(
         assert got["journal"].startswith("https://" + next(h.address for h in hosts if h.role == "monitoring"))
         if host.role == "qdrant":
             assert got["volume"].startswith("vol-"), "the data volume is found by its id"
+        # Qdrant's distributed mode: every peer in launch order (the Name tag's number), one per zone
+        qdrant = sorted((h for h in hosts if h.role == "qdrant"), key=lambda h: int(h.name.rsplit("-", 1)[1]))
+        assert len(qdrant) == 3 and got["cluster"] is True
+        assert got["peers"] == [h.address for h in qdrant]
+        assert got["zones"] == [h.subnet.zone for h in qdrant] and len(set(got["zones"])) == 3
 
 
 def test_the_walk_through_names_only_commands_and_files_that_exist() -> None:
