@@ -46,8 +46,8 @@ def test_the_lab_fleet_is_what_terraform_would_create():
     hosts = ec2.plan()
     roles = [h.role for h in hosts]
     # terraform/*.tf with lab/fleet.tfvars, plus the lab-only helpers
-    assert sorted(roles) == sorted(["bastion", "edge", "edge", "backend", "backend", "qdrant", "ollama",
-                                    "ollama", "monitoring", "acme", "s3", "lb"])
+    assert sorted(roles) == sorted(["bastion", "edge", "edge", "backend", "backend", "qdrant", "qdrant", "qdrant",
+                                    "ollama", "ollama", "monitoring", "acme", "s3", "lb"])
     assert len({h.address for h in hosts}) == len(hosts), "two lab hosts share an address"
     for host in hosts:
         assert ipaddress.ip_address(host.address) in host.subnet.cidr, host
@@ -61,7 +61,9 @@ def test_the_lab_fleet_is_what_terraform_would_create():
     # i % az_count
     for role in ("edge", "backend", "ollama"):
         assert len({h.subnet.zone for h in hosts if h.role == role}) == 2, role
-    assert [h.data_devices for h in hosts if h.role in ("qdrant", "ollama")] == [("/dev/sdf",)] * 3
+    # the three Qdrant peers, one per zone (a zone's loss leaves a copy of every shard)
+    assert len({h.subnet.zone for h in hosts if h.role == "qdrant"}) == 3
+    assert [h.data_devices for h in hosts if h.role in ("qdrant", "ollama")] == [("/dev/sdf",)] * 5
     assert {h.name for h in hosts} >= {"querygpt-lab-bastion", "querygpt-lab-edge-1", "querygpt-lab-acme-1"}
 
 
@@ -70,6 +72,7 @@ def test_the_lab_networks_are_its_subnets_and_the_internet():
     assert nets == {"internet": ipaddress.ip_network("198.51.100.0/24"),
                     "private-a": ipaddress.ip_network("10.42.128.0/20"),
                     "private-b": ipaddress.ip_network("10.42.144.0/20"),
+                    "private-c": ipaddress.ip_network("10.42.160.0/20"),
                     "public-a": ipaddress.ip_network("10.42.0.0/20")}
     assert "internet" not in fleet.vpc_networks(ec2.plan()), "the internet is not routed into the VPC"
 
