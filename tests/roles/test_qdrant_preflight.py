@@ -156,6 +156,10 @@ CASES: dict[str, dict[str, object]] = {
     "cluster-zones-unknown": {**CLUSTER, "qdrant_cluster_peer_zones": ["eu-central-1a", "unknown", "eu-central-1c"]},
     "cluster-zones-missing": {**CLUSTER, "qdrant_cluster_peer_zones": []},
     "cluster-zones-short": {**CLUSTER, "qdrant_cluster_peer_zones": ZONES[:2], "qdrant_cluster_require_zone_spread": False},
+    # the first peer rebuilt on empty storage joins the others (replace_qdrant_node.yml)
+    "cluster-first-peer-joins-another": {**CLUSTER, "qdrant_cluster_bootstrap_peer": PEERS[1]},
+    "cluster-bootstrap-through-itself": {**CLUSTER, "qdrant_cluster_bootstrap_peer": PEERS[0]},
+    "cluster-bootstrap-not-a-peer": {**CLUSTER, "qdrant_cluster_bootstrap_peer": "10.0.1.99"},
 }
 
 
@@ -218,7 +222,8 @@ HOST_CHECKS = ("preflight", "host_checks")
 
 @pytest.mark.parametrize("case", ["cluster", "cluster-joining-peer", "cluster-bind-all-own-address",
                                   "cluster-zones-unknown-spread-not-required", "cluster-off-ignores-bad-cluster-input",
-                                  "cluster-two-peers-allowed", "cluster-one-zone-accepted"])
+                                  "cluster-two-peers-allowed", "cluster-one-zone-accepted",
+                                  "cluster-first-peer-joins-another"])
 def test_cluster_passing_twins_pass(runs, case):
     runs[case].assert_ok()
 
@@ -236,6 +241,8 @@ def test_cluster_passing_twins_pass(runs, case):
     ("cluster-zones-unknown", ["qdrant_cluster_require_zone_spread: the zones of the peers are not known"]),
     ("cluster-zones-missing", ["qdrant_cluster_require_zone_spread: the zones of the peers are not known"]),
     ("cluster-zones-short", ["qdrant_cluster_peer_zones: has 2 zone(s) for 3 peer(s)"]),
+    ("cluster-bootstrap-through-itself", ["qdrant_cluster_bootstrap_peer: is \"10.0.11.20\"", "other than this host's"]),
+    ("cluster-bootstrap-not-a-peer", ["qdrant_cluster_bootstrap_peer: is \"10.0.1.99\"", "one of qdrant_cluster_peers"]),
 ])
 def test_bad_cluster_input_refused_naming_the_variable(runs, case, needles):
     runs[case].assert_refused(*needles)
