@@ -24,11 +24,13 @@ def test_defaults_match_documented_values() -> None:
     assert settings.ollama_cooldown_seconds == 10.0
     assert settings.qdrant_urls == ("http://127.0.0.1:6333",)
     assert settings.qdrant_cooldown_seconds == 10.0
+    assert settings.qdrant_connect_timeout_seconds == 2.0
     assert settings.max_upload_bytes == 20 * 1024 * 1024
     # Every default is parseable by the same code that parses the environment.
     assert set(DEFAULTS) >= {
         "QUERYGPT_QDRANT_URLS",
         "QUERYGPT_QDRANT_COOLDOWN_SECONDS",
+        "QUERYGPT_QDRANT_CONNECT_TIMEOUT_SECONDS",
         "QUERYGPT_QDRANT_API_KEY",
         "QUERYGPT_OLLAMA_URLS",
         "QUERYGPT_OLLAMA_COOLDOWN_SECONDS",
@@ -90,6 +92,7 @@ def test_values_are_read_and_normalised() -> None:
         {
             "QUERYGPT_QDRANT_URLS": "https://qdrant.internal:6333/, http://10.0.2.11:6333",
             "QUERYGPT_QDRANT_COOLDOWN_SECONDS": "4",
+            "QUERYGPT_QDRANT_CONNECT_TIMEOUT_SECONDS": "0.5",
             "QUERYGPT_QDRANT_API_KEY": " key ",
             "QUERYGPT_OLLAMA_URLS": " http://10.0.0.5:11434/ ,https://ollama-b.internal ",
             "QUERYGPT_OLLAMA_COOLDOWN_SECONDS": "2.5",
@@ -113,6 +116,7 @@ def test_values_are_read_and_normalised() -> None:
     )
     assert settings.qdrant_urls == ("https://qdrant.internal:6333", "http://10.0.2.11:6333")
     assert settings.qdrant_cooldown_seconds == 4
+    assert settings.qdrant_connect_timeout_seconds == 0.5
     assert settings.qdrant_api_key == "key"
     assert settings.ollama_urls == ("http://10.0.0.5:11434", "https://ollama-b.internal")
     assert settings.ollama_cooldown_seconds == 2.5
@@ -143,6 +147,9 @@ def test_values_are_read_and_normalised() -> None:
         ("QUERYGPT_QDRANT_URLS", "http://10.0.2.10:6333, http://10.0.2.10:6333/"),
         ("QUERYGPT_QDRANT_COOLDOWN_SECONDS", "0"),
         ("QUERYGPT_QDRANT_COOLDOWN_SECONDS", "soon"),
+        ("QUERYGPT_QDRANT_CONNECT_TIMEOUT_SECONDS", "0"),
+        ("QUERYGPT_QDRANT_CONNECT_TIMEOUT_SECONDS", "61"),
+        ("QUERYGPT_QDRANT_CONNECT_TIMEOUT_SECONDS", "-1"),
         ("QUERYGPT_OLLAMA_URLS", "http://host:notaport"),
         ("QUERYGPT_OLLAMA_URLS", "http://10.0.0.5:11434,localhost:11434"),
         ("QUERYGPT_OLLAMA_URLS", " , "),

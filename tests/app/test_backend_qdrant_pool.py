@@ -6,12 +6,23 @@ with one peer, naming no address; /ready is ready while one peer answers.
 Each peer is an in-memory qdrant-client (local mode) behind a wrapper that can fail the way a
 peer does over REST (qdrant-client's own exceptions), or a real REST client to a closed port
 (connection refused); time for cool-downs is a fake clock, so nothing here sleeps for it.
+
+The connect timeout and the deadline are tested over real sockets on 127.0.0.1, each test in
+well under 5 s: a *blackhole* peer is a listening socket whose accept queue is full, so the
+kernel drops further SYNs as a stopped host does (no refusal comes back); a *silent* peer
+accepts connections (the kernel does, into the queue) and never answers; a *stub* peer is a
+tiny HTTP server that answers like Qdrant.
 """
 
 from __future__ import annotations
 
+import json
 import socket
+import threading
+import time
 import uuid
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import httpx
@@ -19,9 +30,10 @@ import pytest
 from prometheus_client import REGISTRY
 from qdrant_client import QdrantClient
 from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedResponse
-from querygpt.errors import UpstreamError, UpstreamUnavailable
+from querygpt.errors import DeadlineExceeded, UpstreamError, UpstreamUnavailable
+from querygpt.limits import Deadline
 from querygpt.ollama import host_label
-from querygpt.vectorstore import StoredChunk, VectorStore
+from querygpt.vectorstore import ConnectTimeoutCap, StoredChunk, VectorStore
 from querygpt_testkit import upload
 
 A = "http://10.30.0.1:6333"
@@ -41,6 +53,7 @@ class Peer:
         self.data = data
         self.failure: str | int | None = None
         self.calls = 0
+        self.on_call: Callable[[], None] = lambda: None  # runs before each call (time passing)
 
     def __getattr__(self, name: str) -> Any:
         method = getattr(self.data, name)
@@ -49,6 +62,7 @@ class Peer:
 
         def call(*args: Any, **kwargs: Any) -> Any:
             self.calls += 1
+            self.on_call()
             request = httpx.Request("POST", "http://peer/collections")
             if self.failure == "refused":
                 cause = httpx.ConnectError("[Errno 111] Connection refused", request=request)
@@ -300,3 +314,234 @@ def test_peer_metrics_are_exported_per_peer_from_the_start(make_client) -> None:
         assert f'querygpt_qdrant_requests_total{{outcome="{outcome}",peer="{host_label(C)}"}}' in text \
             or f'querygpt_qdrant_requests_total{{peer="{host_label(C)}",outcome="{outcome}"}}' in text
     assert "querygpt_qdrant_retries_total" in text
+
+
+# --- a peer that does not answer, and the request's deadline ---------------------------------
+
+#: The read timeout in these tests: what a try would cost without a connect timeout of its own.
+READ_TIMEOUT = 30.0
+CONNECT_TIMEOUT = 0.5
+
+
+def _deadline(seconds: float) -> Deadline:
+    return Deadline("query", seconds, "QUERYGPT_QUERY_DEADLINE_SECONDS")
+
+
+def _deadline_exceeded(stage: str) -> float:
+    return REGISTRY.get_sample_value(
+        "querygpt_deadline_exceeded_total", {"endpoint": "query", "stage": stage}
+    ) or 0.0
+
+
+@pytest.fixture
+def sockets() -> Iterator[list[socket.socket]]:
+    """Sockets the test opens, closed after it."""
+    opened: list[socket.socket] = []
+    yield opened
+    for sock in opened:
+        sock.close()
+
+
+def _listener(sockets: list[socket.socket], backlog: int) -> tuple[socket.socket, str]:
+    server = socket.socket()
+    sockets.append(server)
+    server.bind(("127.0.0.1", 0))
+    server.listen(backlog)
+    return server, f"http://127.0.0.1:{server.getsockname()[1]}"
+
+
+@pytest.fixture
+def blackhole(sockets: list[socket.socket]) -> Callable[[], str]:
+    """Makes peers that drop SYNs: a listener with backlog 0 that never accepts, its queue
+    filled, so Linux drops every further SYN (a stopped host: no RST, connect just waits)."""
+
+    def make() -> str:
+        server, url = _listener(sockets, 0)
+        for _ in range(4):
+            filler = socket.socket()
+            sockets.append(filler)
+            filler.settimeout(0.2)
+            try:
+                filler.connect(server.getsockname())
+            except TimeoutError:
+                return url  # this SYN was dropped: so will the client's be
+        pytest.skip("this kernel does not drop SYNs to a full accept queue")
+
+    return make
+
+
+@pytest.fixture
+def silent(sockets: list[socket.socket]) -> str:
+    """A peer that accepts the connection (the kernel does) and never answers."""
+    return _listener(sockets, 16)[1]
+
+
+class _StubServer(ThreadingHTTPServer):
+    requests = 0
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+
+class _QdrantStub(BaseHTTPRequestHandler):
+    """Answers like a Qdrant peer holding an empty collection "docs"; counts requests."""
+
+    server: _StubServer
+
+    def _reply(self) -> None:
+        self.server.requests += 1
+        length = int(self.headers.get("Content-Length") or 0)
+        self.rfile.read(length)
+        result: Any = {"points": []} if self.path.split("?")[0].endswith("/points/query") else {
+            "exists": True
+        }
+        body = json.dumps({"result": result, "status": "ok", "time": 0}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    do_GET = do_POST = _reply
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def stub() -> Iterator[_StubServer]:
+    server = _StubServer(("127.0.0.1", 0), _QdrantStub)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+def _store(*urls: str, connect_timeout: float = CONNECT_TIMEOUT) -> VectorStore:
+    """The service's store (VectorStore.connect: real REST clients) with a long read timeout."""
+    return VectorStore.connect(
+        list(urls), None, READ_TIMEOUT, connect_timeout=connect_timeout
+    )
+
+
+@pytest.mark.parametrize("operation", ["check collection", "search"])
+def test_a_peer_dropping_syns_costs_the_connect_timeout_not_the_read_timeout(
+    blackhole: Callable[[], str], stub: _StubServer, operation: str
+) -> None:
+    # search sends qdrant-client's per-request timeout (here what the deadline leaves, 30 s),
+    # which replaces the client's own for every phase: the cap must hold there too.
+    dead = blackhole()
+    store = _store(dead, stub.url)
+    before, before_retries = count(dead, "connect_error"), retries()
+    started = time.monotonic()
+    if operation == "search":
+        assert store.search("docs", [1.0, 0, 0, 0], 3, deadline=_deadline(READ_TIMEOUT)) == []
+    else:
+        assert store.collection_exists("docs") is True
+    elapsed = time.monotonic() - started
+    store.close()
+    assert CONNECT_TIMEOUT * 0.9 <= elapsed < CONNECT_TIMEOUT + 2.0  # not READ_TIMEOUT
+    assert count(dead, "connect_error") == before + 1  # a connection failure: it cools down
+    assert retries() == before_retries + 1
+    assert stub.requests == 1
+
+
+def test_the_connect_timeout_leaves_the_read_timeout_alone() -> None:
+    seen: dict[str, float] = {}
+
+    def record(request: httpx.Request) -> httpx.Response:
+        seen.update(request.extensions["timeout"])
+        return httpx.Response(200, json={"result": {"exists": True}, "status": "ok", "time": 0})
+
+    client = QdrantClient(
+        url="http://qdrant-a.internal:6333",
+        timeout=30,
+        check_compatibility=False,
+        transport=ConnectTimeoutCap(2.0, httpx.MockTransport(record)),
+    )
+    assert VectorStore(client, location="http://qdrant-a.internal:6333").collection_exists("x")
+    assert seen["connect"] == 2.0 and seen["read"] == 30 and seen["write"] == 30
+    client.close()
+
+
+def test_the_connect_timeout_never_exceeds_the_call_timeout(blackhole: Callable[[], str]) -> None:
+    store = VectorStore.connect([blackhole()], None, 0.3, connect_timeout=60)
+    started = time.monotonic()
+    with pytest.raises(UpstreamUnavailable) as failed:
+        store.collection_exists("docs")
+    store.close()
+    # qdrant-client rounds the call's timeout up to 1 s; the connect cap keeps the 0.3 s.
+    assert time.monotonic() - started < 0.9
+    assert failed.value.detail == (
+        "Qdrant is unreachable (ConnectTimeout); could not check collection. Tried 1 Qdrant peer."
+    )
+
+
+def test_no_try_starts_once_the_deadline_is_spent(
+    blackhole: Callable[[], str], stub: _StubServer
+) -> None:
+    # Two peers dropping SYNs, then a good one; 0.8 s left: the first try fails at 0.5 s, the
+    # second starts (time is left) and fails at 1.0 s, the third must not start: 504.
+    first, second = blackhole(), blackhole()
+    store = _store(first, second, stub.url)
+    before, before_504 = retries(), _deadline_exceeded("search")
+    started = time.monotonic()
+    with pytest.raises(DeadlineExceeded) as failed:
+        store.search("docs", [1.0, 0, 0, 0], 3, deadline=_deadline(0.8))
+    elapsed = time.monotonic() - started
+    store.close()
+    assert failed.value.status_code == 504
+    assert "searching the collection" in failed.value.detail
+    assert elapsed < 2 * CONNECT_TIMEOUT + 1.0
+    assert retries() == before + 1  # two tries, not three
+    assert stub.requests == 0
+    assert _deadline_exceeded("search") == before_504 + 1
+
+
+def test_a_silent_peer_costs_at_most_the_deadline_and_is_not_retried(
+    silent: str, stub: _StubServer
+) -> None:
+    # Connected but no answer: a read timeout, not retried (the peer may still be working).
+    # The search asked for what the deadline left (1 s), so it ends with the deadline's 504.
+    store = _store(silent, stub.url)
+    before = count(silent, "timeout")
+    started = time.monotonic()
+    with pytest.raises(DeadlineExceeded):
+        store.search("docs", [1.0, 0, 0, 0], 3, deadline=_deadline(1.0))
+    elapsed = time.monotonic() - started
+    store.close()
+    assert 0.9 <= elapsed < 3.0  # the deadline, not READ_TIMEOUT
+    assert count(silent, "timeout") == before + 1
+    assert stub.requests == 0
+
+
+def test_a_spent_deadline_stops_the_retries_of_a_write() -> None:
+    store, (a, b) = cluster(A, B)
+    deadline = Deadline("upload", 60, "QUERYGPT_UPLOAD_DEADLINE_SECONDS")
+
+    def time_passes() -> None:
+        deadline.start -= 61  # the try took the rest of the request's time
+
+    a.failure, a.on_call = "refused", time_passes
+    before = REGISTRY.get_sample_value(
+        "querygpt_deadline_exceeded_total", {"endpoint": "upload", "stage": "store"}
+    )
+    with pytest.raises(DeadlineExceeded) as failed:
+        store.upsert("docs", [chunk(0)], deadline=deadline)
+    assert (a.calls, b.calls) == (1, 0)
+    assert "storing the chunks" in failed.value.detail
+    assert REGISTRY.get_sample_value(
+        "querygpt_deadline_exceeded_total", {"endpoint": "upload", "stage": "store"}
+    ) == (before or 0.0) + 1
+
+
+def test_without_a_deadline_the_tries_are_bounded_by_the_peers() -> None:
+    # reindex has no deadline: each peer is tried once, so at most len(peers) tries.
+    store, peers = cluster(A, B, C)
+    for peer in peers:
+        peer.failure = 503
+    with pytest.raises(UpstreamError):
+        store.count_document("docs", DOC)
+    assert [p.calls for p in peers] == [1, 1, 1]

@@ -56,13 +56,16 @@ BAD_INPUT = [
     ({"backend_pdf_max_stream_bytes": 1024}, "backend_pdf_max_stream_bytes: expected 65536"),
     ({"backend_pdf_memory_bytes": 1048576}, "backend_pdf_memory_bytes: expected 134217728"),
     ({"backend_pdf_cpu_seconds": 0}, "backend_pdf_cpu_seconds: expected 1-600"),
-    # more copies than the (default) one Qdrant peer can hold
-    ({"backend_qdrant_replication_factor": 2},
-     "backend_qdrant_replication_factor: got 2: expected 1-16 copies of each shard, and no more than"),
+    # more copies than the two Qdrant peers listed (no backend_qdrant_peer_count: the URLs') can hold
+    ({"backend_qdrant_replication_factor": 3},
+     "backend_qdrant_replication_factor: got 3: expected 1-16 copies of each shard, and no more than"),
     ({"backend_qdrant_shard_number": 0}, "backend_qdrant_shard_number: expected 1-256"),
     ({"backend_qdrant_write_consistency_factor": 2},
      "backend_qdrant_write_consistency_factor: expected 1 to backend_qdrant_replication_factor (1)"),
     ({"backend_qdrant_peer_count": 0}, "backend_qdrant_peer_count: expected the number of Qdrant peers"),
+    ({"backend_qdrant_cooldown_seconds": 0}, "backend_qdrant_cooldown_seconds: expected seconds above 0"),
+    ({"backend_qdrant_connect_timeout_seconds": "soon"},
+     'backend_qdrant_connect_timeout_seconds: expected seconds above 0 (at most 60), got "soon"'),
 ]
 
 
@@ -92,6 +95,46 @@ def test_the_ollama_pool_is_a_list_of_distinct_urls(tmp_path, urls):
 def test_the_qdrant_peers_are_a_list_of_distinct_urls(tmp_path, urls):
     run(tmp_path, {"backend_qdrant_urls": urls}).assert_refused(
         f"backend_qdrant_urls: got {json.dumps(urls)}: expected a list of one or more distinct http(s) URLs")
+
+
+@pytest.mark.parametrize(("variable", "value", "ok"), [
+    ("backend_qdrant_cooldown_seconds", 0.5, True), ("backend_qdrant_cooldown_seconds", 3600, True),
+    ("backend_qdrant_cooldown_seconds", 3601, False), ("backend_qdrant_cooldown_seconds", -1, False),
+    ("backend_qdrant_connect_timeout_seconds", 0.25, True), ("backend_qdrant_connect_timeout_seconds", 60, True),
+    ("backend_qdrant_connect_timeout_seconds", 0, False), ("backend_qdrant_connect_timeout_seconds", 61, False),
+])
+def test_the_qdrant_timeouts_are_positive_seconds(tmp_path, variable, value, ok):
+    result = run(tmp_path, {variable: value})
+    if ok:
+        result.assert_ok()
+    else:
+        result.assert_refused(f"{variable}: expected seconds above 0")
+        assert len(result.problems) == 1, result.problems
+
+
+THREE_PEERS = ["http://10.0.18.10:6333", "http://10.0.34.10:6333", "http://10.0.50.10:6333"]
+
+
+@pytest.mark.parametrize("count", [2, 4])
+def test_the_qdrant_urls_must_list_every_peer_when_the_count_is_set(tmp_path, count):
+    result = run(tmp_path, {"backend_qdrant_urls": THREE_PEERS, "backend_qdrant_peer_count": count})
+    result.assert_refused(f"backend_qdrant_urls: lists 3 Qdrant peer(s) but backend_qdrant_peer_count is {count}:")
+    assert len(result.problems) == 1, result.problems
+
+
+@pytest.mark.parametrize("count", [3, None], ids=["the same count", "no count"])
+def test_the_qdrant_urls_pass_with_the_same_count_or_none(tmp_path, count):
+    # the twin of the test above; with no count the URLs set it (here for the replication factor)
+    result = run(tmp_path, {"backend_qdrant_urls": THREE_PEERS, "backend_qdrant_peer_count": count,
+                            "backend_qdrant_replication_factor": 3})
+    result.assert_ok()
+
+
+def test_without_a_count_the_replication_factor_is_checked_against_the_urls(tmp_path):
+    result = run(tmp_path, {"backend_qdrant_urls": THREE_PEERS[:2], "backend_qdrant_replication_factor": 3})
+    result.assert_refused("backend_qdrant_replication_factor: got 3: expected 1-16 copies of each shard, and no "
+                          "more than the Qdrant peers that can hold them (backend_qdrant_peer_count: 2,")
+    assert len(result.problems) == 1, result.problems
 
 
 def test_every_problem_is_reported_in_one_run(tmp_path):

@@ -39,7 +39,7 @@ class Answerer:
     def answer(self, collection: str, question: str, deadline: Deadline) -> Answer:
         # Checked first: a typo in the collection name should not cost an
         # embedding call and must be a clear 404, not a Qdrant error.
-        if not self._store.collection_exists(collection):
+        if not self._store.collection_exists(collection, deadline=deadline):
             raise CollectionNotFound(
                 f"Collection '{collection}' does not exist; upload a schema PDF into it first."
             )
@@ -48,9 +48,7 @@ class Answerer:
         vector = vectors[0]
         deadline.check("search")
         with stage_timer("search"):
-            hits = self._store.search(
-                collection, vector, self._settings.top_k, timeout=deadline.remaining()
-            )
+            hits = self._store.search(collection, vector, self._settings.top_k, deadline=deadline)
         deadline.check("search")
         if not hits:
             raise CollectionNotFound(

@@ -36,6 +36,9 @@ DEFAULTS: dict[str, str] = {
     "QUERYGPT_QDRANT_URLS": "http://127.0.0.1:6333",
     # Seconds a peer that failed (connection failure, 5xx) is passed over.
     "QUERYGPT_QDRANT_COOLDOWN_SECONDS": "10",
+    # Seconds an attempt waits to *connect* to a peer before it moves on to the next: a
+    # stopped host drops the SYN, and must not cost each try the whole QUERYGPT_REQUEST_TIMEOUT.
+    "QUERYGPT_QDRANT_CONNECT_TIMEOUT_SECONDS": "2",
     "QUERYGPT_QDRANT_API_KEY": "",
     # How a NEW collection is laid out over Qdrant's cluster (vectorstore.CollectionLayout):
     # shards, copies of each shard, and copies that must acknowledge a write. An existing
@@ -111,6 +114,7 @@ class Settings:
     # The Qdrant peers: every operation goes to one of them (vectorstore.py).
     qdrant_urls: tuple[str, ...] = (DEFAULTS["QUERYGPT_QDRANT_URLS"],)
     qdrant_cooldown_seconds: float = 10.0
+    qdrant_connect_timeout_seconds: float = 2.0
     # repr=False: the key must never end up in a log line or a traceback.
     qdrant_api_key: str | None = field(default=None, repr=False)
     qdrant_shard_number: int = 1
@@ -237,6 +241,9 @@ class Settings:
             qdrant_urls=_parse("QUERYGPT_QDRANT_URLS", raw, _http_urls),
             qdrant_cooldown_seconds=_parse(
                 "QUERYGPT_QDRANT_COOLDOWN_SECONDS", raw, _positive_float
+            ),
+            qdrant_connect_timeout_seconds=_parse(
+                "QUERYGPT_QDRANT_CONNECT_TIMEOUT_SECONDS", raw, _above_zero(60, "seconds")
             ),
             qdrant_api_key=api_key,
             qdrant_shard_number=_parse(

@@ -69,8 +69,8 @@ class Indexer:
     ) -> IndexResult:
         """Index ``pages`` of the original ``source`` (already in the bucket).
 
-        With a ``deadline`` (an upload's), every embedding call gets the time that is left;
-        running out rolls the document back like any other failure (a reindex has none).
+        With a ``deadline`` (an upload's), every embedding call gets the time that is left and
+        no Qdrant write is tried (or retried on another peer) after it; running out rolls the document back like any other failure (a reindex has none).
         """
         s = self._settings
         filename = source.filename
@@ -111,6 +111,7 @@ class Indexer:
                         )
                         for chunk, vector in zip(batch, vectors, strict=True)
                     ],
+                    deadline=deadline,
                 )
         except QueryGPTError as exc:
             exc.detail = (

@@ -54,6 +54,7 @@ _STAGE_WORDS = {
     "search": "searching the collection",
     "generate": "the language model was writing the SQL",
     "extract": "reading the PDF",
+    "store": "storing the chunks",
 }
 
 

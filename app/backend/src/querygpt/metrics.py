@@ -136,7 +136,7 @@ OLLAMA_OUTCOMES = ("ok", "connect_error", "http_5xx", "http_4xx", "timeout")
 QDRANT_OUTCOMES = OLLAMA_OUTCOMES
 DEADLINE_STAGES = {
     "query": ("embed", "search", "queue", "generate"),
-    "upload": ("extract", "embed"),
+    "upload": ("extract", "embed", "store"),
 }
 
 # Export every known series from the start (as 0) so that rate() and alert

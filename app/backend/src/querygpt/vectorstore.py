@@ -18,7 +18,8 @@ peer, and follows the Ollama pool's design (ollama.py) and vocabulary:
   ``cooldown`` seconds (QUERYGPT_QDRANT_COOLDOWN_SECONDS). When every peer an operation may
   still try is cooling down, the one whose cool-down ends first is tried anyway: an operation
   is never refused without trying. A success ends a peer's cool-down.
-* **Retry**: an operation tries each peer at most once. It moves on to the next peer after a
+* **Retry**: an operation tries each peer at most once, so it makes at most as many tries as
+  there are peers. It moves on to the next peer after a
   connection failure (refused, connect timeout, reset or closed before an answer; qdrant-client
   wraps these in ResponseHandlingException) or a 5xx. It does **not** retry a 4xx (the request
   is wrong: every peer would say the same), nor a read timeout (the peer may still be working;
@@ -26,6 +27,15 @@ peer, and follows the Ollama pool's design (ollama.py) and vocabulary:
   use deterministic point ids (StoredChunk.point_id), so a write repeated after a failure that
   may have applied it overwrites the same points; deletes are by filter; creating a collection
   that a failed attempt did create is the 409 ``ensure_collection`` already accepts.
+* **Connect timeout**: a stopped host drops the SYN (no refusal comes back), so without a bound
+  of its own each try would wait the whole read timeout (QUERYGPT_REQUEST_TIMEOUT, 120 s) before
+  the next peer is tried. Every peer's client connects within ``connect_timeout`` seconds
+  (QUERYGPT_QDRANT_CONNECT_TIMEOUT_SECONDS, 2 s) whatever read timeout the call has; see
+  ConnectTimeoutCap for why this is a transport and not qdrant-client's ``timeout``.
+* **Deadline**: an operation made for a request (``deadline``: a query's or an upload's, see
+  limits.py) starts no try once the request's time is spent: it raises the request's 504
+  instead, as the Ollama pool does; so does a read timeout that outlasted the deadline. A search
+  asks Qdrant (and its HTTP wait) for at most the time that is left.
 * **Errors**: when every peer failed, the same types as with one peer: UpstreamUnavailable
   (503) when no peer answered, UpstreamError (502) when one answered with a 5xx; the message
   says how many peers were tried and names no address (it reaches API clients); the addresses
@@ -58,6 +68,7 @@ from .ollama import host_label
 
 if TYPE_CHECKING:
     from .config import Settings
+    from .limits import Deadline
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +76,8 @@ SERVICE = "qdrant"
 
 #: Seconds a failed peer is passed over (QUERYGPT_QDRANT_COOLDOWN_SECONDS).
 DEFAULT_COOLDOWN_SECONDS = 10.0
+#: Seconds a try waits to connect to a peer (QUERYGPT_QDRANT_CONNECT_TIMEOUT_SECONDS).
+DEFAULT_CONNECT_TIMEOUT_SECONDS = 2.0
 
 T = TypeVar("T")
 
@@ -129,6 +142,34 @@ class CollectionLayout:
         )
 
 
+class ConnectTimeoutCap(httpx.BaseTransport):
+    """httpx transport that connects within ``seconds``, whatever timeout the request carries.
+
+    qdrant-client takes one whole-second ``timeout`` and gives it to httpx for every phase
+    (connect, write, read, pool); worse, most operations send it again per request (the
+    ``timeout`` query parameter Qdrant honours server-side becomes the request's httpx timeout,
+    replacing the client's), so an ``httpx.Timeout(..., connect=2)`` set on the client would be
+    overridden. A transport sees the request's final timeouts (``request.extensions``, httpx's
+    documented place for them) just before it connects, so lowering ``connect`` there holds for
+    every operation; the read timeout is left as the call set it. qdrant-client passes the
+    transport to its httpx.Client (its ``**kwargs`` go to the REST client).
+    """
+
+    def __init__(self, seconds: float, inner: httpx.BaseTransport | None = None) -> None:
+        self.seconds = seconds
+        self._inner = inner if inner is not None else httpx.HTTPTransport()
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        timeouts = dict(request.extensions.get("timeout") or {})
+        connect = timeouts.get("connect")
+        timeouts["connect"] = self.seconds if connect is None else min(connect, self.seconds)
+        request.extensions["timeout"] = timeouts
+        return self._inner.handle_request(request)
+
+    def close(self) -> None:
+        self._inner.close()
+
+
 @dataclass(eq=False)
 class QdrantPeer:
     """One peer of the cluster and its bookkeeping (guarded by the store's lock)."""
@@ -155,7 +196,8 @@ class VectorStore:
 
     ``clients`` is one QdrantClient or one per peer, ``location`` their URLs in the same
     order (metrics labels and ``where``); ``cooldown`` is the seconds a failed peer is passed
-    over; ``clock`` is for tests.
+    over; ``timeout`` the most a deadline-bound search asks for (the per-call timeout, None:
+    whatever the deadline leaves); ``clock`` is for tests.
     """
 
     def __init__(
@@ -165,6 +207,7 @@ class VectorStore:
         location: str | Sequence[str] = "http://qdrant:6333",
         layout: CollectionLayout = CollectionLayout(),
         cooldown: float = DEFAULT_COOLDOWN_SECONDS,
+        timeout: float | None = None,
         clock: Callable[[], float] = monotonic,
     ) -> None:
         clients = (clients,) if isinstance(clients, QdrantClient) else tuple(clients)
@@ -173,6 +216,7 @@ class VectorStore:
             raise ValueError("VectorStore needs one location per client, and at least one")
         self._layout = layout
         self.cooldown = cooldown
+        self.timeout = timeout
         self._clock = clock
         self._lock = threading.Lock()
         self._next = 0  # round-robin position
@@ -197,6 +241,7 @@ class VectorStore:
                 settings.request_timeout,
                 layout=layout,
                 cooldown=settings.qdrant_cooldown_seconds,
+                connect_timeout=settings.qdrant_connect_timeout_seconds,
             )
         clients = (client,) if isinstance(client, QdrantClient) else tuple(client)
         return cls(
@@ -204,6 +249,7 @@ class VectorStore:
             location=settings.qdrant_urls[: len(clients)],
             layout=layout,
             cooldown=settings.qdrant_cooldown_seconds,
+            timeout=settings.request_timeout,
         )
 
     @classmethod
@@ -215,11 +261,14 @@ class VectorStore:
         *,
         layout: CollectionLayout = CollectionLayout(),
         cooldown: float = DEFAULT_COOLDOWN_SECONDS,
+        connect_timeout: float = DEFAULT_CONNECT_TIMEOUT_SECONDS,
     ) -> VectorStore:
         """Build one REST client per peer URL. No network traffic happens here.
 
-        ``check_compatibility=False`` avoids a version call at construction,
-        so the app starts (and reports not-ready) while Qdrant is down.
+        ``timeout`` bounds every wait of a call (qdrant-client rounds it up to whole seconds);
+        ``connect_timeout`` bounds the connection to a peer on its own (ConnectTimeoutCap).
+        ``check_compatibility=False`` avoids a version call at construction, so the app starts
+        (and reports not-ready) while Qdrant is down.
         """
         locations = (urls,) if isinstance(urls, str) else tuple(urls)
         clients = [
@@ -228,10 +277,13 @@ class VectorStore:
                 api_key=api_key,
                 timeout=max(1, math.ceil(timeout)),
                 check_compatibility=False,
+                transport=ConnectTimeoutCap(min(connect_timeout, timeout)),
             )
             for url in locations
         ]
-        return cls(clients, location=locations, layout=layout, cooldown=cooldown)
+        return cls(
+            clients, location=locations, layout=layout, cooldown=cooldown, timeout=timeout
+        )
 
     @property
     def urls(self) -> tuple[str, ...]:
@@ -241,8 +293,13 @@ class VectorStore:
         for peer in self.peers:
             peer.client.close()
 
-    def collection_exists(self, name: str) -> bool:
-        return self._run("check collection", lambda c: bool(c.collection_exists(name)))
+    def collection_exists(self, name: str, *, deadline: Deadline | None = None) -> bool:
+        return self._run(
+            "check collection",
+            lambda c: bool(c.collection_exists(name)),
+            deadline=deadline,
+            stage="search",
+        )
 
     def ensure_collection(self, name: str, dimension: int) -> bool:
         """Create ``name`` (Cosine, ``dimension``) if missing; True if created.
@@ -288,7 +345,9 @@ class VectorStore:
             raise
         return True
 
-    def upsert(self, name: str, chunks: Sequence[StoredChunk]) -> None:
+    def upsert(
+        self, name: str, chunks: Sequence[StoredChunk], *, deadline: Deadline | None = None
+    ) -> None:
         points = [
             models.PointStruct(
                 id=c.point_id,
@@ -308,7 +367,10 @@ class VectorStore:
         ]
         # Deterministic ids: repeating the upsert on another peer overwrites, never duplicates.
         self._run(
-            "store chunks", lambda c: c.upsert(collection_name=name, points=points, wait=True)
+            "store chunks",
+            lambda c: c.upsert(collection_name=name, points=points, wait=True),
+            deadline=deadline,
+            stage="store",
         )
 
     def delete_document(self, name: str, document_id: str) -> None:
@@ -358,9 +420,11 @@ class VectorStore:
         )
 
     def search(
-        self, name: str, vector: list[float], limit: int, *, timeout: float | None = None
+        self, name: str, vector: list[float], limit: int, *, deadline: Deadline | None = None
     ) -> list[Hit]:
-        """``timeout``: seconds Qdrant may spend on the search (whole seconds, at least 1)."""
+        """With a ``deadline``, each try asks Qdrant to finish within the time the request has
+        left (at most the per-call timeout; whole seconds, at least 1), and no try starts once
+        it is spent."""
         response = self._run(
             "search",
             lambda c: c.query_points(
@@ -368,8 +432,10 @@ class VectorStore:
                 query=vector,
                 limit=limit,
                 with_payload=True,
-                timeout=None if timeout is None else max(1, math.ceil(timeout)),
+                timeout=self._seconds_left(deadline),
             ),
+            deadline=deadline,
+            stage="search",
         )
         hits = []
         for point in response.points:
@@ -408,6 +474,16 @@ class VectorStore:
         return self._run("count points", count)
 
     # -- helpers -------------------------------------------------------------
+
+    def _seconds_left(self, deadline: Deadline | None) -> int | None:
+        """The timeout of a deadline-bound try: what the deadline leaves, at most the per-call
+        timeout, in qdrant-client's whole seconds (at least 1); None without a deadline."""
+        if deadline is None:
+            return None
+        left = deadline.remaining()
+        if self.timeout is not None:
+            left = min(left, self.timeout)
+        return max(1, math.ceil(left))
 
     def _check_dimension(self, client: QdrantClient, name: str, dimension: int) -> None:
         info = client.get_collection(name)
@@ -470,9 +546,19 @@ class VectorStore:
                 peer.cooldown_until = 0.0
         QDRANT_REQUESTS.labels(peer=peer.label, outcome=outcome).inc()
 
-    def _run(self, action: str, operation: Callable[[QdrantClient], T]) -> T:
+    def _run(
+        self,
+        action: str,
+        operation: Callable[[QdrantClient], T],
+        *,
+        deadline: Deadline | None = None,
+        stage: str = "search",
+    ) -> T:
         """Run ``operation`` (idempotent: see the module's docstring) on a peer; on a
-        connection failure or a 5xx run it again on the next peer, each peer at most once."""
+        connection failure or a 5xx run it again on the next peer, each peer at most once.
+
+        With a ``deadline`` no try starts once it is spent (its 504, counted under ``stage``),
+        and a read timeout that ran past it is that 504 too, rather than a 503."""
         tried: set[int] = set()
         where: list[str] = []
         # The error to raise once every peer failed: a peer's 5xx (it answered: 502) rather
@@ -480,6 +566,8 @@ class VectorStore:
         unreachable: UpstreamError | None = None
         answered: UpstreamError | None = None
         while len(tried) < len(self.peers):
+            if deadline is not None:
+                deadline.check(stage)  # raises DeadlineExceeded: no try starts after it
             peer = self._pick(tried)
             if tried:
                 QDRANT_RETRIES.inc()
@@ -509,6 +597,8 @@ class VectorStore:
                 )
                 failure.__cause__ = exc
                 if outcome != "connect_error":  # a read timeout or an unusable answer
+                    if outcome == "timeout" and deadline is not None and deadline.remaining() <= 0:
+                        raise deadline.exceeded(stage) from exc
                     raise _with_tries(failure, len(tried), where) from exc
                 unreachable, detail = failure, failure.detail
             else:

@@ -103,6 +103,9 @@ def test_env_file_is_root_only_and_holds_the_settings(host, private_ip):
     assert env["QUERYGPT_PORT"] == "8000"
     assert env["QUERYGPT_QDRANT_API_KEY"] == '"molecule-test-qdrant-key"'
     assert env["QUERYGPT_TOP_K"] == "3"  # side_effect.yml changed it from 8
+    # the role's defaults for the Qdrant peers' cool-down and connect timeout
+    assert env["QUERYGPT_QDRANT_COOLDOWN_SECONDS"] == "10.0"
+    assert env["QUERYGPT_QDRANT_CONNECT_TIMEOUT_SECONDS"] == "2.0"
     # converge.yml sets 2; the default (2 per vCPU + 1, at most 8) is read back in the lab
     # (tests/lab/test_lab_app_tier.py)
     assert env["QUERYGPT_WORKERS"] == "2"
