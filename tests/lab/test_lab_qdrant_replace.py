@@ -1,8 +1,8 @@
 """A Qdrant peer loses its storage and playbooks/runbooks/replace_qdrant_node.yml rebuilds it.
 
 The lab runs three Qdrant peers (the stand-in, lab/standins/qdrant). The test writes a
-collection laid out like the backend's (3 shards, 2 replicas each), stops the LAST peer and
-empties its storage, as a lost volume would leave it, then runs the runbook as an operator
+collection laid out like the backend's (3 shards, 2 replicas each), stops the FIRST peer (the
+one that bootstrapped the cluster) and empties its storage, as a lost volume would leave it, then runs the runbook as an operator
 does. Afterwards the old peer id is gone, a new one sits at the host's p2p URI, every shard
 has its two replicas Active again and no point is lost; a second run has nothing to do.
 Requests go from a backend host, which the firewall lets reach Qdrant's REST port.
@@ -96,7 +96,10 @@ def test_a_peer_that_lost_its_storage_is_rebuilt_from_the_other_replicas(lab, ap
     qdrant = Qdrant(lab, api_key)
     peers_group = lab.groups["qdrant"]
     assert len(peers_group) >= 3, "the lab runs a Qdrant cluster of three peers"
-    host, healthy = peers_group[-1], peers_group[0]
+    # the FIRST peer in launch order: with empty storage it would bootstrap a cluster of its
+    # own, so the runbook must make it join through a healthy peer (qdrant_cluster_bootstrap_peer)
+    host = min(peers_group, key=lambda h: int(lab.name(h).rsplit("-", 1)[1]))
+    healthy = next(h for h in peers_group if h != host)
     uri = f"http://{lab.address(host)}:6335"
     qdrant.call(healthy, "DELETE", f"/collections/{COLLECTION}")  # a leftover of an interrupted run
     try:
