@@ -77,13 +77,16 @@ resource "aws_lb_target_group" "edge" {
   vpc_id               = aws_vpc.main.id
   deregistration_delay = 30
 
+  # An edge that stops answering (its zone lost) leaves the NLB after 2 failed checks 5 s
+  # apart, so clients get answers again within about 15 s (docs/architecture.md, "Rollouts and
+  # drain"); it returns after 3 good ones. lab/playbooks/prepare_lb.yml mirrors these values.
   health_check {
     enabled             = true
     protocol            = "TCP"
     port                = "traffic-port"
-    interval            = 10
+    interval            = 5
     healthy_threshold   = 3
-    unhealthy_threshold = 3
+    unhealthy_threshold = 2
   }
 
   tags = {

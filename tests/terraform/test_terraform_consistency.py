@@ -339,3 +339,15 @@ def test_outputs_the_inventory_and_docs_need(tf) -> None:
         assert name in outputs, f"outputs.tf: output {name} is missing"
     for name, body in outputs.items():
         assert body.get("description"), f"output {name} has no description"
+
+
+def test_the_lab_load_balancer_checks_the_edges_exactly_as_the_nlb(tf) -> None:
+    """The lab's HAProxy stands in for the NLB: an edge leaves and rejoins it after the same
+    checks, or a zone-outage test in the lab would pass on a detection the NLB does not have."""
+    health = tf.resources("aws_lb_target_group")["edge"]["health_check"]
+    health = health[0] if isinstance(health, list) else health
+    lab_lb = (REPO / "lab" / "playbooks" / "prepare_lb.yml").read_text()
+    found = re.search(r"default-server check inter (\d+)s fall (\d+) rise (\d+)", lab_lb)
+    assert found, "lab/playbooks/prepare_lb.yml: no `default-server check inter Ns fall N rise N` line"
+    assert (int(health["interval"]), int(health["unhealthy_threshold"]), int(health["healthy_threshold"])) == \
+        tuple(int(g) for g in found.groups())
