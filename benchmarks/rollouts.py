@@ -371,6 +371,9 @@ def _qdrant_version(lab: Lab, host: str) -> str:
     return str(json.loads(done.stdout)["version"])
 
 
+PROBE_POINTS = 120  # points of the zone outage's probe collection: some in every shard
+
+
 @dataclass
 class Outage:
     """Every container of one zone killed under load, then started again."""
@@ -380,7 +383,7 @@ class Outage:
     result: Result
     down_at: float  # seconds into the load run when the zone went down
     answering_after: float  # seconds from the outage to the last failed request (0: none failed)
-    points: tuple[int, int]  # the collection's points before and during the outage
+    points: tuple[int, int]  # the probe collection's points before and during the outage
     healed_after: float  # seconds from the zone's return until every replica was Active again
 
 
@@ -399,23 +402,37 @@ def zone_outage(lab: Lab, site: Site, hold: float = 45.0) -> Outage:
     if {"lb", "bastion"} & {g for g in lab.groups if any(h in lab.groups[g] for h in hosts)}:
         raise RuntimeError(f"zone {zone} holds the load balancer or the bastion: {hosts}")
     wait_qdrant_settled(lab, survivors[0])
-    before = qdrant_points(lab, site.collection, survivors)
-    with site.load(**LOAD) as load:
-        time.sleep(3)
-        down_at = load.snapshot().seconds
+    # points in every shard: a collection laid out as the backend lays them out (one shard per
+    # peer, two copies), filled with enough points to reach each shard
+    probe = f"zone_probe_{uuid.uuid4().hex[:8]}"
+    layout = lab.render("{'shard_number': backend_qdrant_shard_number, 'replication_factor': "
+                        "backend_qdrant_replication_factor, 'write_consistency_factor': "
+                        "backend_qdrant_write_consistency_factor}", lab.groups["backend"][0])
+    assert isinstance(layout, dict)
+    qdrant(lab, survivors[0], "PUT", f"/collections/{probe}", {"vectors": {"size": 4, "distance": "Cosine"},
+                                                                **{k: int(v) for k, v in layout.items()}})
+    try:
+        qdrant(lab, survivors[0], "PUT", f"/collections/{probe}/points?wait=true", {"points": [
+            {"id": i, "vector": [1.0 + i, 2.0, 3.0 - i / 100, 0.5], "payload": {"n": i}} for i in range(PROBE_POINTS)]})
+        before = qdrant_points(lab, probe, survivors)
+        with site.load(**LOAD) as load:
+            time.sleep(3)
+            down_at = load.snapshot().seconds
+            for host in hosts:
+                subprocess.run(["docker", "kill", lab.name(host)], capture_output=True, check=True, timeout=60)
+            time.sleep(hold)
+            during = qdrant_points(lab, probe, survivors)
+        result = load.result
+        assert result is not None
+        returned = time.monotonic()
         for host in hosts:
-            subprocess.run(["docker", "kill", lab.name(host)], capture_output=True, check=True, timeout=60)
-        time.sleep(hold)
-        during = qdrant_points(lab, site.collection, survivors)
-    result = load.result
-    assert result is not None
-    returned = time.monotonic()
-    for host in hosts:
-        subprocess.run(["docker", "start", lab.name(host)], capture_output=True, check=True, timeout=60)
-    wait_qdrant_settled(lab, next(h for h in lab.groups["qdrant"] if h in hosts), give_up=180)
+            subprocess.run(["docker", "start", lab.name(host)], capture_output=True, check=True, timeout=60)
+        wait_qdrant_settled(lab, next(h for h in lab.groups["qdrant"] if h in hosts), give_up=180)
+        healed = time.monotonic() - returned
+    finally:
+        qdrant(lab, survivors[0], "DELETE", f"/collections/{probe}")
     last_failure = max((f.at for f in result.failures), default=down_at)
-    return Outage(zone, hosts, result, down_at, max(0.0, last_failure - down_at), (before, during),
-                  time.monotonic() - returned)
+    return Outage(zone, hosts, result, down_at, max(0.0, last_failure - down_at), (before, during), healed)
 
 
 def _row(r: Rollout) -> str:
@@ -493,7 +510,8 @@ def main() -> int:
     for o in outages:
         stats = o.result.stats("/api/query")
         print(f"\nzone {o.zone} down ({len(o.hosts)} containers killed, targets: answering within 30 s, no point lost):\n"
-              f"  questions {stats['requests']}, failed {stats['failures']}, answering again after "
+              f"  requests {o.result.requests}, failed {len(o.result.failures)} {o.result.failures_by_kind()}; "
+              f"questions {stats['requests']}, failed {stats['failures']}; answering again after "
               f"{o.answering_after:.1f} s; points {o.points[0]} before, {o.points[1]} during; "
               f"cluster whole again {o.healed_after:.1f} s after the zone returned")
     if args.json:

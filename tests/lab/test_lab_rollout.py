@@ -24,7 +24,7 @@ BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
 sys.path.insert(0, str(BENCHMARKS))
 from labview import REPO, ansible_env  # noqa: E402
 from rollouts import (  # noqa: E402
-    FRONTEND, KILLS, Rollout, Site, backend_release, frontend_release, kill_recovery, nginx_change, open_site,
+    FRONTEND, KILLS, PROBE_POINTS, Rollout, Site, backend_release, frontend_release, kill_recovery, nginx_change, open_site,
     qdrant_kill, qdrant_upgrade, rolling_reboot, zone_outage,
 )
 
@@ -164,7 +164,7 @@ def test_a_zone_outage_answers_again_within_30_s_loses_no_point_and_heals_by_its
     assert not answered_late, outage.result.describe_failures()
     assert questions["ok"] >= 10, outage.result.report()
     before, during = outage.points
-    assert before > 0 and during == before, f"points before the outage {before}, during it {during}"
+    assert before == PROBE_POINTS and during == before, f"points before the outage {before}, during it {during}"
     assert outage.healed_after <= 180
     # the zone's edge is back in the load balancer, and every edge serves
     deadline = time.monotonic() + 60
