@@ -148,7 +148,7 @@ def test_the_backends_store_survives_the_kill_of_the_peer_it_talks_to(peers: lis
                                     sha256="0" * 64) for i in ids]
 
     def search() -> list[tuple[int, float]]:
-        return [(h.chunk, round(h.score, 6)) for h in store.search("pool_docs", [1.0, 2.0, 3.0, 4.0], 7, timeout=10)]
+        return [(h.chunk, round(h.score, 6)) for h in store.search("pool_docs", [1.0, 2.0, 3.0, 4.0], 7)]
 
     store = backend.VectorStore.connect([p.url for p in peers], KEY, 20,
                                         layout=backend.CollectionLayout(3, 2, 1), cooldown=30)
