@@ -24,8 +24,8 @@ BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
 sys.path.insert(0, str(BENCHMARKS))
 from labview import REPO, ansible_env  # noqa: E402
 from rollouts import (  # noqa: E402
-    FRONTEND, KILLS, PROBE_POINTS, Rollout, Site, backend_release, frontend_release, kill_recovery, nginx_change,
-    open_site, qdrant_kill, qdrant_upgrade, rolling_reboot, zone_outage,
+    FRONTEND, KILLS, PROBE_POINTS, PlaybookFailed, Rollout, Site, backend_release, frontend_release, kill_recovery,
+    nginx_change, open_site, playbook, qdrant_kill, qdrant_upgrade, rolling_reboot, wait_qdrant_settled, zone_outage,
 )
 
 
@@ -149,6 +149,22 @@ def test_a_frontend_release_under_load_fails_no_page_and_keeps_open_pages_loadin
 
     assert_no_failure(frontend_release(lab, site, tmp_path, while_released), path="/")
     assert site.request("GET", "/").text == old_index, "not rolled back to the release served before"
+
+
+def test_a_rolling_qdrant_run_stops_while_another_peer_is_down(lab):
+    """A down peer's replicas still look Active until a write fails on it: the rolling run
+    checks every member of the cluster is up too, and stops (naming the variable and the peer)
+    before it touches the next."""
+    down, running = lab.groups["qdrant"][-1], lab.groups["qdrant"][0]
+    assert lab.exec(down, "systemctl stop qdrant").returncode == 0
+    try:
+        with pytest.raises(PlaybookFailed) as refused:
+            playbook("playbooks/data.yml", "--limit", running, "--tags", "qdrant", "-e", "qdrant_cluster_replicas_timeout=4")
+        assert "qdrant_cluster_replicas_timeout: after 4 s, member(s)" in str(refused.value), str(refused.value)[-3000:]
+        assert f"http://{lab.address(down)}:" in str(refused.value), str(refused.value)[-3000:]
+    finally:
+        assert lab.exec(down, "systemctl start qdrant").returncode == 0
+        wait_qdrant_settled(lab, down)
 
 
 def test_a_zone_outage_answers_again_within_30_s_loses_no_point_and_heals_by_itself(lab, site):
