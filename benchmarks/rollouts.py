@@ -39,7 +39,6 @@ import gzip
 import hashlib
 import io
 import json
-import shlex
 import subprocess
 import sys
 import tarfile
@@ -52,13 +51,12 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "lab"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 from load import LoadRun, Result, tls_context  # noqa: E402
-from labview import REPO, Lab, acme_root_pem, ansible_env, load_lab  # noqa: E402
+from labview import REPO, Lab, acme_root_pem, ansible_env, load_lab, qdrant_call  # noqa: E402
 from test_lab_edge import SCHEMA, write_pdf  # noqa: E402  (the lab tests' schema document)
 
 # Four kept-alive clients, a quarter of their requests questions, half a second between two:
@@ -267,23 +265,10 @@ def kill_recovery(lab: Lab, unit: str, give_up: float = 30.0) -> float:
 # --- Qdrant in distributed mode ------------------------------------------------------------
 
 @functools.cache
-def qdrant_api_key() -> str:
-    """The lab's Qdrant API key, from the lab's vault (as the playbooks read it)."""
-    out = subprocess.run([str(REPO / ".venv/bin/ansible-vault"), "view", "inventories/lab/group_vars/all/vault.yml"],
-                         cwd=REPO, env=ansible_env(), capture_output=True, text=True, check=True).stdout
-    return str(yaml.safe_load(out)["vault_qdrant_api_key"])
-
-
 def qdrant(lab: Lab, host: str, method: str, path: str, body: Any = None, timeout: int = 20) -> Any:
     """`result` of a call to Qdrant's REST API on `host`, made on that host; RuntimeError when
     it does not answer 200."""
-    data = f" -H 'Content-Type: application/json' --data {shlex.quote(json.dumps(body))}" if body is not None else ""
-    done = lab.exec(host, f"curl -sS -m {timeout} -w '\\n%{{http_code}}' -X {method} -H 'api-key: {qdrant_api_key()}'"
-                          f"{data} http://{lab.address(host)}:6333{path}", timeout=timeout + 10)
-    text, _, status = done.stdout.rpartition("\n")
-    if done.returncode != 0 or status != "200":
-        raise RuntimeError(f"{method} {path} on {host}: {status or done.returncode} {text[:300]} {done.stderr[:300]}")
-    return json.loads(text)["result"]
+    return qdrant_call(lab, host, method, path, body, timeout=timeout)["result"]
 
 
 def qdrant_points(lab: Lab, collection: str, hosts: list[str]) -> int:

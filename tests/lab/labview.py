@@ -3,15 +3,19 @@ benchmarks that drive the lab (benchmarks/edge_overhead.py)."""
 
 from __future__ import annotations
 
+import functools
 import json
 import os
+import shlex
 import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "lab"))
+import yaml  # noqa: E402
 from labctl.inventory import unwrap_unsafe  # noqa: E402
 STATE = REPO / ".lab"
 VENV_BIN = Path(sys.executable).parent
@@ -95,3 +99,30 @@ def acme_root_pem(lab: Lab) -> str:
     if out.returncode != 0 or "BEGIN CERTIFICATE" not in out.stdout:
         raise RuntimeError(f"no root from the lab ACME server: {out.stderr}")
     return out.stdout
+
+
+@functools.cache
+def lab_vault() -> dict[str, Any]:
+    """The lab's vault (inventories/lab/group_vars/all/vault.yml), decrypted as the playbooks
+    read it; read once per process."""
+    out = subprocess.run([str(VENV_BIN / "ansible-vault"), "view", "inventories/lab/group_vars/all/vault.yml"],
+                         cwd=REPO, env=ansible_env(), capture_output=True, text=True, check=True).stdout
+    return dict(yaml.safe_load(out))
+
+
+def qdrant_call(lab: Lab, host: str, method: str, path: str, body: Any = None, *, timeout: int = 20,
+                via: str = "") -> Any:
+    """The JSON answer of Qdrant's REST API on `host` (at the private address it binds), called
+    with curl on `via` (default: `host` itself; a backend host to go the way the backend does).
+    RuntimeError unless it answers 200."""
+    command = (f"curl -sS -m {timeout} -w '\\n%{{http_code}}' -X {method} -H 'Accept-Encoding: identity'"
+               f" -H {shlex.quote('api-key: ' + str(lab_vault()['vault_qdrant_api_key']))}"
+               f" {shlex.quote(f'http://{lab.address(host)}:6333{path}')}")
+    if body is not None:
+        command = (f"printf %s {shlex.quote(json.dumps(body))} | {command}"
+                   " -H 'Content-Type: application/json' --data-binary @-")
+    done = lab.exec(via or host, command, timeout=timeout + 10)
+    text, _, status = done.stdout.rpartition("\n")
+    if done.returncode != 0 or status != "200":
+        raise RuntimeError(f"{method} {path} on {host}: {status or done.returncode} {text[:300]} {done.stderr[:300]}")
+    return json.loads(text)

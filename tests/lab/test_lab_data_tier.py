@@ -3,21 +3,17 @@
 from __future__ import annotations
 
 import json
-import subprocess
 
 import pytest
-import yaml
 
-from conftest import REPO, ansible_env
+from labview import lab_vault
 
 PROBE = "timeout 3 bash -c '</dev/tcp/{address}/{port}' && echo open || echo closed"
 
 
 @pytest.fixture(scope="module")
 def vault() -> dict:
-    out = subprocess.run([".venv/bin/ansible-vault", "view", "inventories/lab/group_vars/all/vault.yml"],
-                         cwd=REPO, env=ansible_env(), capture_output=True, text=True, check=True).stdout
-    return yaml.safe_load(out)
+    return lab_vault()
 
 
 @pytest.mark.parametrize("port", [6333, 6334])

@@ -10,18 +10,12 @@ Requests go from a backend host, which the firewall lets reach Qdrant's REST por
 
 from __future__ import annotations
 
-import json
 import re
-import shlex
-import subprocess
 import sys
 import time
 from pathlib import Path
 
-import pytest
-import yaml
-
-from conftest import REPO, ansible_env
+from labview import qdrant_call
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 from rollouts import playbook  # noqa: E402
@@ -34,28 +28,14 @@ STORAGE = "/var/lib/qdrant/storage"  # roles/qdrant: qdrant_data_dir (defaults) 
 RUNBOOK = "playbooks/runbooks/replace_qdrant_node.yml"
 
 
-@pytest.fixture(scope="module")
-def api_key() -> str:
-    out = subprocess.run([".venv/bin/ansible-vault", "view", "inventories/lab/group_vars/all/vault.yml"],
-                         cwd=REPO, env=ansible_env(), capture_output=True, text=True, check=True).stdout
-    return yaml.safe_load(out)["vault_qdrant_api_key"]
-
-
 class Qdrant:
     """Qdrant's REST API as a backend host reaches it (curl over the private network)."""
 
-    def __init__(self, lab, key: str) -> None:
-        self.lab, self.key, self.backend = lab, key, lab.groups["backend"][0]
+    def __init__(self, lab) -> None:
+        self.lab, self.backend = lab, lab.groups["backend"][0]
 
     def call(self, host: str, method: str, path: str, body: object | None = None, timeout: int = 60) -> dict:
-        url = f"http://{self.lab.address(host)}:6333{path}"
-        command = (f"curl -sS --max-time {timeout - 5} -X {method} -H {shlex.quote('api-key: ' + self.key)}"
-                   f" -H 'Content-Type: application/json' -H 'Accept-Encoding: identity' {shlex.quote(url)}")
-        if body is not None:
-            command = f"printf %s {shlex.quote(json.dumps(body))} | {command} --data-binary @-"
-        done = self.lab.exec(self.backend, command, timeout=timeout)
-        assert done.returncode == 0, (method, path, done.stderr)
-        return json.loads(done.stdout)
+        return qdrant_call(self.lab, host, method, path, body, timeout=timeout, via=self.backend)
 
     def peers(self, host: str) -> dict[int, str]:
         """peer id -> p2p URI, as `host` sees the cluster."""
@@ -92,8 +72,8 @@ def changed_counts(output: str) -> dict[str, int]:
     return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\S+)\s+:\s+ok=\d+\s+changed=(\d+)", output, re.M)}
 
 
-def test_a_peer_that_lost_its_storage_is_rebuilt_from_the_other_replicas(lab, api_key):
-    qdrant = Qdrant(lab, api_key)
+def test_a_peer_that_lost_its_storage_is_rebuilt_from_the_other_replicas(lab):
+    qdrant = Qdrant(lab)
     peers_group = lab.groups["qdrant"]
     assert len(peers_group) >= 3, "the lab runs a Qdrant cluster of three peers"
     # the FIRST peer in launch order: with empty storage it would bootstrap a cluster of its
