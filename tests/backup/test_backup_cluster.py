@@ -334,6 +334,51 @@ def test_restore_refuses_another_shard_count_and_a_single_node_backup(
         qb.run_restore(configs[0], collection, key=whole)
 
 
+# --------------------------------------------------------------------------- the collection's layout
+
+# none of them what a bare PUT gets (shard_number: one per peer, replication and acks 1, any distance)
+LAID_OUT = {"vectors": {"size": kit.DIM, "distance": "Dot"}, "shard_number": 4, "replication_factor": 2,
+            "write_consistency_factor": 2}
+
+
+def params(peer: Any, collection: str) -> dict[str, Any]:
+    """The collection's layout as this peer reports it (GET /collections/{c} config.params)."""
+    got = peer.http("GET", f"/collections/{collection}").json()["result"]["config"]["params"]
+    return {k: got[k] for k in LAID_OUT}
+
+
+@pytest.fixture()
+def laid_out(qb: ModuleType, peers: list[Any], configs: list[Any]) -> Iterator[str]:
+    """A collection of POINTS points laid out unlike any default, backed up by every peer."""
+    name = f"laid_{uuid.uuid4().hex[:8]}"
+    assert peers[0].http("PUT", f"/collections/{name}", json=LAID_OUT).json()["result"] is True
+    kit.wait_for(lambda: kit.all_active(peers[1], name, LAID_OUT["replication_factor"]), 15, "every replica Active")
+    peers[0].client().upsert(name, [models.PointStruct(id=i, vector=vector(i), payload={"n": i})
+                                    for i in range(POINTS)], wait=True)
+    for config in configs:
+        assert qb.run_backup(config, only=[name], now=NOW) == 0
+    yield name
+    peers[0].http("DELETE", f"/collections/{name}")
+
+
+def test_every_shard_backup_records_the_collection_layout(
+        qb: ModuleType, s3: Any, configs: list[Any], laid_out: str, prefix: str, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    objects = keys(s3, f"{prefix}/{laid_out}")
+    assert len(objects) == LAID_OUT["shard_number"] * LAID_OUT["replication_factor"]
+    for key in objects:
+        meta = s3.head_object(Bucket=BUCKET, Key=key)["Metadata"]
+        assert json.loads(meta["collection-layout"]) == LAID_OUT, key
+        assert meta["shard-count"] == str(LAID_OUT["shard_number"])
+        assert qb.metadata_bytes(meta) < 1024
+    path = write_config(configs[0], tmp_path / "c.json")
+    capsys.readouterr()
+    assert qb.main(["--config", path, "list", "--collection", laid_out, "--json"]) == 0
+    assert [b["layout"] for b in json.loads(capsys.readouterr().out)] == [LAID_OUT] * len(objects)
+    assert qb.main(["--config", path, "describe", "--collection", laid_out, "--shard", "3"]) == 0
+    assert json.loads(capsys.readouterr().out)["layout"] == LAID_OUT
+
+
 # --------------------------------------------------------------------------- pure rules
 
 

@@ -32,6 +32,12 @@ other replicas from it); a shard with no replica here is refused with exit 4 and
 is restored. Whole-collection objects are only restored on single-node Qdrant and shard
 objects only in cluster mode; neither is ever deleted by the other mode's retention.
 
+Every backup also records the collection's creation layout (metadata collection-layout,
+compact JSON: vectors, shard_number, replication_factor, write_consistency_factor, and
+sparse_vectors and sharding_method when Qdrant reports them), what PUT /collections/{c}
+needs to create it again; a layout over 1 KiB, or metadata that would pass S3's 2 KiB, is
+not recorded (a warning says so).
+
 An object is "good" when its metadata carries a sha256 and a size equal to the object's
 length; the upload is only left in place when the streamed bytes hash to Qdrant's own
 checksum. The snapshot is downloaded with Accept-Encoding: identity: Qdrant compresses any
@@ -70,6 +76,12 @@ SHARD_DIR = "shards"
 SHARD_ID_RE = re.compile(r"^(?:0|[1-9][0-9]{0,9})$")
 SHARD_KEY_RE = re.compile(r"^(?P<stamp>\d{8}T\d{6}Z)-peer(?P<peer>[1-9][0-9]{0,19})\.snapshot$")
 SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
+# the collection's creation layout, recorded with every backup (S3 user metadata, JSON)
+LAYOUT_META = "collection-layout"
+LAYOUT_MAX_BYTES = 1024  # well under S3's limit for all user metadata together
+S3_METADATA_LIMIT = 2048  # S3: the keys and values of the user metadata, UTF-8, 2 KiB at most
+LAYOUT_PARAMS = ("vectors", "sparse_vectors", "shard_number", "replication_factor", "write_consistency_factor",
+                 "sharding_method")
 IDENTITY = "identity"
 EXIT_FAILED, EXIT_USAGE, EXIT_REFUSED, EXIT_NOT_LOCAL, EXIT_LOCKED = 1, 2, 3, 4, 75
 METRICS_FILE = "querygpt_backup.prom"
@@ -171,11 +183,22 @@ class Backup:
     shard_id: int | None = None  # None: a whole-collection (single-node) snapshot
     peer_id: int | None = None  # cluster mode: the peer whose replica was snapshotted
     shard_count: int | None = None  # cluster mode: shards of the collection at backup time
+    layout_json: str = ""  # the collection's creation layout at backup time ("" before it was recorded)
 
     @property
     def good(self) -> bool:
         """Complete and verifiable: a sha256 was recorded and the length matches it."""
         return bool(SHA256_RE.match(self.sha256)) and self.meta_size == self.size
+
+    @property
+    def layout(self) -> dict[str, Any] | None:
+        """What PUT /collections/{c} needs to create the collection again, or None when the
+        backup records none (taken before layouts were recorded, or one too large)."""
+        try:
+            layout = json.loads(self.layout_json) if self.layout_json else None
+        except ValueError:
+            return None
+        return layout if isinstance(layout, dict) else None
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -184,6 +207,7 @@ class Backup:
             "sha256": self.sha256, "qdrant_version": self.qdrant_version,
             "points_count": self.points_count, "good": self.good,
             "shard": self.shard_id, "peer": self.peer_id, "shard_count": self.shard_count,
+            "layout": self.layout,
         }
 
 
@@ -442,13 +466,17 @@ class Qdrant:
             return f"/collections/{collection}/snapshots"
         return f"/collections/{collection}/shards/{shard_id}/snapshots"
 
+    def cluster_status(self) -> dict[str, Any]:
+        """GET /cluster: status ("enabled"/"disabled") and, in cluster mode, peers by id."""
+        info = dict(self._call("GET", "/cluster") or {})
+        if info.get("status") not in ("enabled", "disabled"):
+            raise BackupError(f"Qdrant GET {self.base}/cluster: unexpected status {info.get('status')!r} "
+                              "(expected enabled or disabled)")
+        return info
+
     def cluster_enabled(self) -> bool:
         """Distributed mode, as Qdrant itself reports it (GET /cluster: "enabled"/"disabled")."""
-        status = str((self._call("GET", "/cluster") or {}).get("status", ""))
-        if status not in ("enabled", "disabled"):
-            raise BackupError(f"Qdrant GET {self.base}/cluster: unexpected status {status!r} "
-                              "(expected enabled or disabled)")
-        return status == "enabled"
+        return self.cluster_status()["status"] == "enabled"
 
     def collection_cluster(self, collection: str) -> dict[str, Any]:
         """This peer's view of the collection's shards: peer_id, shard_count, local_shards
@@ -549,6 +577,7 @@ def list_backups(config: Config, s3: Any, collection: str | None = None,
                     points_count=_number(meta.get("points-count", ""), None),
                     shard_id=parts.shard_id, peer_id=parts.peer_id,
                     shard_count=_number(meta.get("shard-count", ""), None) if parts.shard_id is not None else None,
+                    layout_json=meta.get(LAYOUT_META, ""),
                 ))
     except (BotoCoreError, ClientError) as err:
         raise s3_error(err, f"listing s3://{config.s3_bucket}/{prefix}") from None
@@ -617,7 +646,8 @@ def upload_verified(config: Config, s3: Any, what: str, key: str, snapshot: dict
         size = int(snapshot["size"])
         extra: dict[str, Any] = {
             "ContentType": "application/octet-stream",
-            "Metadata": {"sha256": checksum, "size": str(size), **metadata, "snapshot-name": snapshot["name"]},
+            "Metadata": fit_metadata(what, {"sha256": checksum, "size": str(size), **metadata,
+                                            "snapshot-name": snapshot["name"]}),
         }
         if config.s3_kms_key_id:
             extra.update(ServerSideEncryption="aws:kms", SSEKMSKeyId=config.s3_kms_key_id)
@@ -664,15 +694,63 @@ def upload_verified(config: Config, s3: Any, what: str, key: str, snapshot: dict
     return size
 
 
+def metadata_bytes(metadata: dict[str, str]) -> int:
+    """The size S3 counts against its user-metadata limit: every key and value, UTF-8."""
+    return sum(len(k.encode()) + len(v.encode()) for k, v in metadata.items())
+
+
+def fit_metadata(what: str, metadata: dict[str, str]) -> dict[str, str]:
+    """The metadata, without the layout if all of it together would pass S3's limit (a
+    long collection name, say): the backup is still good, only the layout is not recorded."""
+    if LAYOUT_META in metadata and metadata_bytes(metadata) > S3_METADATA_LIMIT:
+        LOG.warning("%s: the metadata would take %d bytes, over S3's %d: the collection layout is not recorded "
+                    "with this backup (create-collection cannot use it)", what, metadata_bytes(metadata),
+                    S3_METADATA_LIMIT)
+        return {k: v for k, v in metadata.items() if k != LAYOUT_META}
+    return metadata
+
+
+def collection_layout(info: dict[str, Any]) -> dict[str, Any]:
+    """A collection's creation layout, from its GET /collections/{c} result (config.params):
+    what PUT /collections/{c} takes to create it again with the same vectors (one unnamed
+    vector's params or named vectors, as returned) and the same shard layout."""
+    params = (info.get("config") or {}).get("params") or {}
+    return {k: params[k] for k in LAYOUT_PARAMS if params.get(k) is not None}
+
+
+def layout_metadata(qdrant: Qdrant, collection: str) -> dict[str, str]:
+    """{collection-layout: compact JSON} for a backup's metadata, or {} with a warning when
+    the layout cannot be read or is over LAYOUT_MAX_BYTES (the backup itself goes on)."""
+    try:
+        layout = collection_layout(qdrant.collection_info(collection))
+    except (BackupError, AttributeError, TypeError) as err:
+        LOG.warning("collection %s: its layout could not be read (%s): not recorded with the backup", collection, err)
+        return {}
+    missing = [k for k in ("vectors", "shard_number", "replication_factor", "write_consistency_factor")
+               if k not in layout]
+    if missing:
+        LOG.warning("collection %s: Qdrant reports no %s in its config: the layout is not recorded with the backup",
+                    collection, ", ".join(missing))
+        return {}
+    text = json.dumps(layout, separators=(",", ":"), sort_keys=True)  # ASCII: \u escapes
+    if len(text) > LAYOUT_MAX_BYTES:
+        LOG.warning("collection %s: its layout takes %d bytes as JSON, over the %d recorded with a backup: not "
+                    "recorded (create-collection cannot recreate it; create it by hand before a cluster restore)",
+                    collection, len(text), LAYOUT_MAX_BYTES)
+        return {}
+    return {LAYOUT_META: text}
+
+
 def backup_collection(config: Config, qdrant: Qdrant, s3: Any, collection: str,
                       version: str, now: datetime) -> Outcome:
     """Snapshot -> stream to S3 -> verify against Qdrant's checksum -> delete local -> prune."""
     phase = Phases()
     with phase("qdrant_snapshot"):
+        layout = layout_metadata(qdrant, collection)
         snapshot, points = stable_snapshot(qdrant, collection)
     key = backup_key(config, collection, now)
     metadata = {"collection": collection, "qdrant-version": version,
-                "points-count": "" if points is None else str(points)}
+                "points-count": "" if points is None else str(points), **layout}
     size = upload_verified(config, s3, f"collection {collection}", key, snapshot, metadata, phase,
                            lambda: qdrant.open_snapshot(collection, snapshot["name"]),
                            lambda: qdrant.delete_snapshot(collection, snapshot["name"]))
@@ -708,9 +786,10 @@ def stable_shard_snapshot(qdrant: Qdrant, collection: str, shard_id: int,
 
 
 def backup_shard(config: Config, qdrant: Qdrant, s3: Any, collection: str, shard_id: int, peer_id: int,
-                 shard_count: int, version: str, now: datetime) -> Outcome:
+                 shard_count: int, version: str, now: datetime, layout: dict[str, str] | None = None) -> Outcome:
     """One local replica of one shard: the same steps as a collection, through the shard API.
-    Retention then applies to that shard's objects only, whichever peer uploaded them."""
+    Retention then applies to that shard's objects only, whichever peer uploaded them.
+    `layout`: the collection's layout metadata (layout_metadata), read once per collection."""
     phase = Phases()
     what = f"collection {collection} shard {shard_id} (peer {peer_id})"
     with phase("qdrant_snapshot"):
@@ -718,7 +797,8 @@ def backup_shard(config: Config, qdrant: Qdrant, s3: Any, collection: str, shard
     key = shard_backup_key(config, collection, shard_id, peer_id, now)
     metadata = {"collection": collection, "qdrant-version": version,
                 "points-count": "" if points is None else str(points),
-                "shard-id": str(shard_id), "peer-id": str(peer_id), "shard-count": str(shard_count)}
+                "shard-id": str(shard_id), "peer-id": str(peer_id), "shard-count": str(shard_count),
+                **(layout or {})}
     size = upload_verified(config, s3, what, key, snapshot, metadata, phase,
                            lambda: qdrant.open_snapshot(collection, snapshot["name"], shard_id),
                            lambda: qdrant.delete_shard_snapshot(collection, shard_id, snapshot["name"]))
@@ -745,6 +825,8 @@ def backup_collection_shards(config: Config, qdrant: Qdrant, s3: Any, collection
     local = sorted(info.get("local_shards", []), key=lambda s: int(s["shard_id"]))
     if not local:
         LOG.info("collection %s: no shard of it on this peer (%d): nothing to back up here", collection, peer_id)
+        return []
+    layout = layout_metadata(qdrant, collection)
     outcomes: list[Outcome] = []
     for shard in local:
         shard_id = int(shard["shard_id"])
@@ -756,7 +838,7 @@ def backup_collection_shards(config: Config, qdrant: Qdrant, s3: Any, collection
             continue
         try:
             outcomes.append(backup_shard(config, qdrant, s3, collection, shard_id, peer_id, shard_count,
-                                         version, now))
+                                         version, now, layout))
         except Exception as err:  # noqa: BLE001 - one shard's failure never stops the others
             LOG.error("collection %s shard %d: backup failed: %s", collection, shard_id, err)
             outcomes.append(Outcome(collection, False, error=str(err), shard_id=shard_id))
@@ -1234,7 +1316,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     listing.add_argument("--shard", type=shard_arg, help="only this shard's backups (needs --collection)")
     listing.add_argument("--json", action="store_true")
     for name, text in (("describe", "print the backup a restore would use (JSON; --shard: that shard's)"),
-                       ("restore", "restore a collection from S3 (cluster mode: its shards local here)")):
+                       ("restore", "restore a collection from S3 (cluster mode: its shards local here)"),):
         cmd = sub.add_parser(name, help=text)
         cmd.add_argument("--collection", required=True)
         cmd.add_argument("--key", default="", help="object key or file name; default: the newest good one")
@@ -1303,13 +1385,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def print_table(backups: Sequence[Backup]) -> None:
-    rows = [("COLLECTION", "SHARD", "PEER", "TIME (UTC)", "SIZE", "SHA256", "POINTS", "QDRANT", "STATE", "KEY")]
+    rows = [("COLLECTION", "SHARD", "PEER", "TIME (UTC)", "SIZE", "SHA256", "POINTS", "QDRANT", "STATE", "LAYOUT",
+             "KEY")]
     for b in backups:
         d = b.as_dict()
         rows.append((b.collection, "-" if b.shard_id is None else f"{b.shard_id}/{b.shard_count or '?'}",
                      "-" if b.peer_id is None else str(b.peer_id), d["time"], str(b.size), b.sha256 or "MISSING",
                      "?" if b.points_count is None else str(b.points_count), b.qdrant_version,
-                     "GOOD" if b.good else "INCOMPLETE", b.key))
+                     "GOOD" if b.good else "INCOMPLETE", "-" if b.layout is None else "yes", b.key))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for row in rows:
         print("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
