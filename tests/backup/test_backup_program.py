@@ -325,3 +325,14 @@ def test_metadata_over_the_s3_limit_loses_the_layout_only(qb: ModuleType, caplog
     over = dict(base, **{"collection-layout": "x" * 1500})
     assert qb.fit_metadata("collection c", over) == base
     assert "over S3's 2048" in caplog.text
+
+
+def test_create_collection_is_for_cluster_mode(
+        qb: ModuleType, qdrant: QdrantStandin, config: Any, collection: str,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    qdrant.make_collection(collection, 3)
+    assert qb.run_backup(config, now=NOW) == 0
+    qdrant.call("DELETE", f"/collections/{collection}")
+    assert qb.main(["--config", write_config(config), "create-collection", "--collection", collection]) == 1
+    assert "runs single-node" in capsys.readouterr().err
+    assert collection not in [c["name"] for c in qdrant.call("GET", "/collections")["collections"]]
