@@ -1465,12 +1465,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     listing.add_argument("--json", action="store_true")
     for name, text in (("describe", "print the backup a restore would use (JSON; --shard: that shard's)"),
                        ("restore", "restore a collection from S3 (cluster mode: its shards local here)"),
-                       ("create-collection", "cluster mode: create the collection, if missing, from the layout "
-                                             "recorded with its newest good backup (or --key)")):
+                       ("create-collection", ("cluster mode: create the collection, if missing, from the layout "
+                                              "recorded with its newest good backup (or --key)"))):
         cmd = sub.add_parser(name, help=text)
         cmd.add_argument("--collection", required=True)
         cmd.add_argument("--key", default="", help="object key or file name; default: the newest good one")
-        cmd.add_argument("--shard", type=shard_arg, help="cluster mode: this shard only")
+        cmd.add_argument("--shard", type=shard_arg, help="cluster mode: this shard only" if name != "create-collection"
+                         else "take the layout from this shard's backups (with --key: the shard whose backup it is)")
     sub.add_parser("check-config", help="validate the config file and exit")
     return parser.parse_args(argv)
 
