@@ -334,6 +334,176 @@ def test_restore_refuses_another_shard_count_and_a_single_node_backup(
         qb.run_restore(configs[0], collection, key=whole)
 
 
+# --------------------------------------------------------------------------- the collection's layout
+
+# none of them what a bare PUT gets (shard_number: one per peer, replication and acks 1, any distance)
+LAID_OUT = {"vectors": {"size": kit.DIM, "distance": "Dot"}, "shard_number": 4, "replication_factor": 2,
+            "write_consistency_factor": 2}
+
+
+def params(peer: Any, collection: str) -> dict[str, Any]:
+    """The collection's layout as this peer reports it (GET /collections/{c} config.params)."""
+    got = peer.http("GET", f"/collections/{collection}").json()["result"]["config"]["params"]
+    return {k: got[k] for k in LAID_OUT}
+
+
+def exists(peer: Any, collection: str) -> bool:
+    return bool(peer.http("GET", f"/collections/{collection}/exists").json()["result"]["exists"])
+
+
+@pytest.fixture()
+def laid_out(qb: ModuleType, peers: list[Any], configs: list[Any]) -> Iterator[str]:
+    """A collection of POINTS points laid out unlike any default, backed up by every peer."""
+    name = f"laid_{uuid.uuid4().hex[:8]}"
+    assert peers[0].http("PUT", f"/collections/{name}", json=LAID_OUT).json()["result"] is True
+    kit.wait_for(lambda: kit.all_active(peers[1], name, LAID_OUT["replication_factor"]), 15, "every replica Active")
+    peers[0].client().upsert(name, [models.PointStruct(id=i, vector=vector(i), payload={"n": i})
+                                    for i in range(POINTS)], wait=True)
+    for config in configs:
+        assert qb.run_backup(config, only=[name], now=NOW) == 0
+    yield name
+    peers[0].http("DELETE", f"/collections/{name}")
+
+
+def rewrite_layouts(s3: Any, prefix: str, collection: str, change: dict[str, Any] | None,
+                    only: str = "") -> None:
+    """Change the layout recorded with the collection's backups (or only one), or drop it (None)."""
+    for key in keys(s3, f"{prefix}/{collection}"):
+        if only and key != only:
+            continue
+        meta = s3.head_object(Bucket=BUCKET, Key=key)["Metadata"]
+        layout = json.loads(meta.pop("collection-layout"))
+        if change is not None:
+            meta["collection-layout"] = json.dumps(dict(layout, **change), separators=(",", ":"))
+        s3.copy_object(Bucket=BUCKET, Key=key, CopySource={"Bucket": BUCKET, "Key": key}, Metadata=meta,
+                       MetadataDirective="REPLACE")
+
+
+def test_every_shard_backup_records_the_collection_layout(
+        qb: ModuleType, s3: Any, configs: list[Any], laid_out: str, prefix: str, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    objects = keys(s3, f"{prefix}/{laid_out}")
+    assert len(objects) == LAID_OUT["shard_number"] * LAID_OUT["replication_factor"]
+    for key in objects:
+        meta = s3.head_object(Bucket=BUCKET, Key=key)["Metadata"]
+        assert json.loads(meta["collection-layout"]) == LAID_OUT, key
+        assert meta["shard-count"] == str(LAID_OUT["shard_number"])
+        assert qb.metadata_bytes(meta) < 1024
+    path = write_config(configs[0], tmp_path / "c.json")
+    capsys.readouterr()
+    assert qb.main(["--config", path, "list", "--collection", laid_out, "--json"]) == 0
+    assert [b["layout"] for b in json.loads(capsys.readouterr().out)] == [LAID_OUT] * len(objects)
+    assert qb.main(["--config", path, "describe", "--collection", laid_out, "--shard", "3"]) == 0
+    assert json.loads(capsys.readouterr().out)["layout"] == LAID_OUT
+
+
+def test_create_collection_recreates_a_lost_collection_as_recorded_and_its_shards_restore_into_it(
+        qb: ModuleType, peers: list[Any], s3: Any, configs: list[Any], laid_out: str, prefix: str,
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert params(peers[0], laid_out) == LAID_OUT
+    recorded = {b.shard_id: b.points_count for b in qb.list_backups(configs[0], qb.s3_client(configs[0]), laid_out)}
+    assert sum(recorded.values()) == POINTS
+    assert peers[0].http("DELETE", f"/collections/{laid_out}").json()["result"] is True
+    kit.wait_for(lambda: not any(exists(p, laid_out) for p in peers), 10, "the collection gone everywhere")
+
+    path = write_config(configs[2], tmp_path / "c.json")  # any peer will do: the runbook uses its first host
+    capsys.readouterr()
+    assert qb.main(["--config", path, "create-collection", "--collection", laid_out]) == 0
+    out, err = capsys.readouterr()
+    result = json.loads(out)
+    assert result["created"] is True and result["layout"] == LAID_OUT and result["peers"] == 3
+    assert result["key"] == max(keys(s3, f"{prefix}/{laid_out}"))  # the newest good one (by time, then key)
+    assert f"creating it from the layout recorded with {result['key']}" in err
+    for peer in peers:  # every peer has it, laid out as before, every replica Active
+        assert params(peer, laid_out) == LAID_OUT
+        assert kit.all_active(peer, laid_out, LAID_OUT["replication_factor"])
+    assert sorted(peers[0].replicas(laid_out)) == list(range(LAID_OUT["shard_number"]))
+
+    # what the runbook does next: each shard restored on a peer holding it
+    for shard, holding in holders(peers, laid_out).items():
+        holder = next(i for i, p in enumerate(peers) if p.peer_id in holding)
+        restored = qb.run_restore(configs[holder], laid_out, shard_id=shard)
+        assert restored["shards"][0]["restored_points"] == recorded[shard]
+    assert peers[1].client().count(laid_out).count == POINTS
+
+    # a second run finds it and changes nothing
+    assert qb.main(["--config", path, "create-collection", "--collection", laid_out]) == 0
+    out, err = capsys.readouterr()
+    assert json.loads(out) == {"collection": laid_out, "created": False}
+    assert "exists: nothing created" in err
+    assert peers[1].client().count(laid_out).count == POINTS and params(peers[1], laid_out) == LAID_OUT
+
+
+def test_create_collection_leaves_an_existing_collection_alone_without_reading_s3(
+        qb: ModuleType, peers: list[Any], configs: list[Any], collection: str) -> None:
+    # no backup of it anywhere, and S3 unreachable: an existing collection needs neither
+    dead = dataclasses.replace(configs[0], s3_endpoint_url="http://127.0.0.1:9")
+    assert qb.run_create_collection(dead, collection) == {"collection": collection, "created": False}
+    assert params(peers[1], collection)["shard_number"] == SHARDS
+    assert peers[1].client().count(collection).count == POINTS
+
+
+def test_create_collection_without_any_backup_of_the_collection_says_so(
+        qb: ModuleType, peers: list[Any], configs: list[Any]) -> None:
+    missing = f"gone_{uuid.uuid4().hex[:8]}"
+    with pytest.raises(qb.BackupError, match=f"there is no good shard backup of collection {missing} under s3://"):
+        qb.run_create_collection(configs[0], missing)
+    assert not exists(peers[0], missing)
+
+
+@pytest.mark.parametrize(("change", "code", "says"), [
+    ({"replication_factor": 4}, 3, ["replication_factor 4, and the cluster has 3 peer(s)", "Nothing was created"]),
+    ({"sharding_method": "custom"}, 3, ["sharding_method 'custom'", "shard keys by hand"]),
+    ({"shard_number": 0}, 3, ["incomplete or invalid"]),
+    (None, 1, ["none of the 8 good shard backups", "records its layout", "nothing was created",
+               "curl -X PUT", '"shard_number": 4']),
+], ids=["replication-factor-above-the-peers", "custom-sharding", "invalid", "no-layout-recorded"])
+def test_create_collection_refuses_a_layout_it_cannot_create_as_recorded(
+        qb: ModuleType, peers: list[Any], s3: Any, configs: list[Any], laid_out: str, prefix: str, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str], change: dict[str, Any] | None, code: int, says: list[str]) -> None:
+    rewrite_layouts(s3, prefix, laid_out, change)
+    assert peers[0].http("DELETE", f"/collections/{laid_out}").json()["result"] is True
+    path = write_config(configs[0], tmp_path / "c.json")
+    capsys.readouterr()
+    assert qb.main(["--config", path, "create-collection", "--collection", laid_out]) == code
+    err = capsys.readouterr().err
+    for text in says:
+        assert text in err
+    assert not any(exists(p, laid_out) for p in peers)  # never created, not even with fewer replicas
+
+
+def test_create_collection_takes_the_layout_of_the_given_backup(
+        qb: ModuleType, peers: list[Any], s3: Any, configs: list[Any], laid_out: str, prefix: str) -> None:
+    chosen = min(keys(s3, f"{prefix}/{laid_out}"))
+    rewrite_layouts(s3, prefix, laid_out, {"replication_factor": 4})
+    rewrite_layouts(s3, prefix, laid_out, {"replication_factor": 1}, only=chosen)
+    assert peers[0].http("DELETE", f"/collections/{laid_out}").json()["result"] is True
+    with pytest.raises(qb.RestoreRefused, match="replication_factor 4"):  # the newest one's
+        qb.run_create_collection(configs[0], laid_out)
+    assert not exists(peers[0], laid_out)
+
+    name = chosen.rsplit("/", 1)[1]  # a file name names one backup per shard of its peer: --shard says which
+    result = qb.run_create_collection(configs[0], laid_out, key=name, shard_id=int(chosen.split("/")[-2]))
+    assert result["created"] is True and result["key"] == chosen
+    assert params(peers[2], laid_out) == dict(LAID_OUT, replication_factor=1)
+    assert kit.all_active(peers[2], laid_out, 1)
+
+
+def test_create_collection_refuses_a_layout_the_newest_backups_would_not_restore_into(
+        qb: ModuleType, peers: list[Any], s3: Any, configs: list[Any], laid_out: str, prefix: str) -> None:
+    # the newest backup recording a layout says 4 shards, the newest copy of shard 1 was taken with 5
+    newest_of_1 = max(k for k in keys(s3, f"{prefix}/{laid_out}") if "/shards/1/" in k)
+    meta = s3.head_object(Bucket=BUCKET, Key=newest_of_1)["Metadata"]
+    meta.pop("collection-layout")
+    meta["shard-count"] = "5"
+    s3.copy_object(Bucket=BUCKET, Key=newest_of_1, CopySource={"Bucket": BUCKET, "Key": newest_of_1},
+                   Metadata=meta, MetadataDirective="REPLACE")
+    assert peers[0].http("DELETE", f"/collections/{laid_out}").json()["result"] is True
+    with pytest.raises(qb.RestoreRefused, match=r"shard_number 4, but the newest backups of shard\(s\) \[1\]"):
+        qb.run_create_collection(configs[0], laid_out)
+    assert not exists(peers[0], laid_out)
+
+
 # --------------------------------------------------------------------------- pure rules
 
 

@@ -264,3 +264,75 @@ def test_an_unexpected_error_still_fails_the_run_and_counts(
     m = metrics(config)
     assert m[f'querygpt_backup_failures_total{{collection="{collection}"}}'] == 1
     assert m["querygpt_backup_last_run_success"] == 0
+
+
+# --------------------------------------------------------------------------- the collection's layout
+
+
+def test_backup_records_the_collection_layout_in_metadata(
+        qb: ModuleType, qdrant: QdrantStandin, s3: Any, config: Any, collection: str,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    qdrant.call("PUT", f"/collections/{collection}", json={
+        "vectors": {"size": 8, "distance": "Euclid"}, "replication_factor": 2, "write_consistency_factor": 2})
+    assert qb.run_backup(config, now=NOW) == 0
+
+    expected = {"vectors": {"size": 8, "distance": "Euclid"}, "shard_number": 1, "replication_factor": 2,
+                "write_consistency_factor": 2}
+    meta = s3.head_object(Bucket=BUCKET, Key=keys(s3, config)[0])["Metadata"]
+    assert json.loads(meta["collection-layout"]) == expected
+    assert " " not in meta["collection-layout"]  # compact
+    assert qb.metadata_bytes(meta) < 1024  # well under S3's 2 KiB for all user metadata
+    assert qb.list_backups(config, s3, collection)[0].layout == expected
+    capsys.readouterr()
+    assert qb.main(["--config", write_config(config), "describe", "--collection", collection]) == 0
+    assert json.loads(capsys.readouterr().out)["layout"] == expected
+    assert qb.main(["--config", write_config(config), "list"]) == 0
+    header, row = capsys.readouterr().out.splitlines()
+    assert row.split()[header.split().index("LAYOUT") - 1] == "yes"  # the header's "TIME (UTC)" is two words
+
+
+def test_a_layout_too_large_is_not_recorded_and_the_backup_still_succeeds(
+        qb: ModuleType, qdrant: QdrantStandin, s3: Any, config: Any, collection: str,
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    qdrant.make_collection(collection, 5)
+    monkeypatch.setattr(qb, "LAYOUT_MAX_BYTES", 40)  # the stand-in's layout takes about 100
+    assert qb.run_backup(config, now=NOW) == 0
+
+    meta = s3.head_object(Bucket=BUCKET, Key=keys(s3, config)[0])["Metadata"]
+    assert "collection-layout" not in meta and meta["points-count"] == "5"
+    assert f"collection {collection}: its layout takes" in caplog.text and "not recorded" in caplog.text
+    assert qb.list_backups(config, s3, collection)[0].layout is None
+    assert qb.list_backups(config, s3, collection)[0].as_dict()["layout"] is None
+
+
+def test_the_layout_keeps_named_vectors_as_returned_and_drops_what_creation_does_not_need(qb: ModuleType) -> None:
+    named = {"text": {"size": 768, "distance": "Cosine", "on_disk": True},
+             "image": {"size": 512, "distance": "Dot", "multivector_config": {"comparator": "max_sim"}}}
+    info = {"status": "green", "points_count": 7, "config": {
+        "params": {"vectors": named, "sparse_vectors": {"kw": {"modifier": "idf"}}, "shard_number": 6,
+                   "replication_factor": 3, "write_consistency_factor": 2, "on_disk_payload": True,
+                   "sharding_method": "custom", "read_fan_out_factor": None},
+        "hnsw_config": {"m": 16}, "optimizer_config": {}}}
+    assert qb.collection_layout(info) == {
+        "vectors": named, "sparse_vectors": {"kw": {"modifier": "idf"}}, "shard_number": 6,
+        "replication_factor": 3, "write_consistency_factor": 2, "sharding_method": "custom"}
+
+
+def test_metadata_over_the_s3_limit_loses_the_layout_only(qb: ModuleType, caplog: pytest.LogCaptureFixture) -> None:
+    base = {"sha256": "a" * 64, "size": "10", "collection": "c" * 255, "snapshot-name": "c" * 255 + "-1.snapshot"}
+    fits = dict(base, **{"collection-layout": "x" * 1024})
+    assert qb.fit_metadata("collection c", fits) == fits
+    over = dict(base, **{"collection-layout": "x" * 1500})
+    assert qb.fit_metadata("collection c", over) == base
+    assert "over S3's 2048" in caplog.text
+
+
+def test_create_collection_is_for_cluster_mode(
+        qb: ModuleType, qdrant: QdrantStandin, config: Any, collection: str,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    qdrant.make_collection(collection, 3)
+    assert qb.run_backup(config, now=NOW) == 0
+    qdrant.call("DELETE", f"/collections/{collection}")
+    assert qb.main(["--config", write_config(config), "create-collection", "--collection", collection]) == 1
+    assert "runs single-node" in capsys.readouterr().err
+    assert collection not in [c["name"] for c in qdrant.call("GET", "/collections")["collections"]]

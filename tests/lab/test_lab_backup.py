@@ -4,18 +4,22 @@ The lab's Qdrant is a cluster of three peers; each backs up the shard replicas i
 lab's S3 endpoint (moto on s3-1, lab/playbooks/prepare_s3.yml). The drill indexes documents
 through the backend, backs up on every peer, then (1) deletes the collection and (2),
 separately, loses every collection while one peer has also lost the backup program, its config,
-state and schedule; each time the collections are created again with their layout and
-playbooks/runbooks/restore_qdrant.yml restores every shard, and the point count and the top-k of
-fixed queries must be what they were before. Failure cases: S3 unreachable (exit 1, failure
-metric, older backups untouched), a corrupted object (the runbook refuses it), retention with an
-injected clock. Losing a peer's Qdrant data is the drill of replace_qdrant_node.yml
-(test_lab_qdrant_replace.py). The module leaves the lab converged (playbooks/backup.yml at the end).
+state and schedule; each time playbooks/runbooks/restore_qdrant.yml alone brings them back: it
+creates each collection from the layout recorded with its backups (nothing is created by hand
+here) and restores every shard, and the layout (vectors, shards, replication and write
+consistency factors), the point count and the top-k of fixed queries must be what they were
+before. Failure cases: S3 unreachable (exit 1, failure metric, older backups untouched), a
+corrupted object (the runbook refuses it), retention with an injected clock. Losing a peer's
+Qdrant data is the drill of replace_qdrant_node.yml (test_lab_qdrant_replace.py). The module
+converges playbooks/backup.yml first (the backups must record layouts) and leaves the lab
+converged (playbooks/backup.yml at the end).
 """
 
 from __future__ import annotations
 
 import base64
 import json
+import re
 import subprocess
 import textwrap
 import uuid
@@ -28,6 +32,7 @@ import yaml
 from conftest import REPO, Lab, ansible_env
 
 PROGRAM = "/usr/local/bin/querygpt-backup"
+CREATE_TASK = "Create the collection from the layout recorded with its backup, unless it exists"
 METRICS = "/var/lib/prometheus/node-exporter/querygpt_backup.prom"
 SCHEMA = [
     "Inventory database schema",
@@ -76,10 +81,6 @@ class Qdrant:
         """What creating the collection again takes: its vectors and shard layout."""
         params = self.call("GET", f"/collections/{collection}")["result"]["config"]["params"]
         return {k: params[k] for k in ("vectors", "shard_number", "replication_factor", "write_consistency_factor")}
-
-    def create(self, collection: str, layout: dict[str, Any]) -> None:
-        """The collection, empty, with the layout it had (as the backend creates it)."""
-        assert self.call("PUT", f"/collections/{collection}", layout).get("result") is True
 
     def local_shards(self, host: str, collection: str) -> list[int]:
         info = self.call("GET", f"/collections/{collection}/cluster", host=host)["result"]
@@ -153,6 +154,15 @@ def metrics(lab: Lab, host: str = "") -> dict[str, float]:
             for line in text.splitlines() if line and not line.startswith("#")}
 
 
+def task_status(run: subprocess.CompletedProcess, task: str) -> str:
+    """How the task named `task` ended in a playbook's output: changed, ok, skipping or fatal."""
+    assert f"TASK [{task}]" in run.stdout, f"no task {task!r} in the run: {run.stdout[-3000:]}"
+    section = run.stdout.split(f"TASK [{task}]", 1)[1].split("TASK [", 1)[0]
+    status = re.search(r"^(changed|ok|skipping|fatal):", section, re.MULTILINE)
+    assert status, section
+    return status[1]
+
+
 def restore(lab: Lab, collection: str, snapshot: str = "", shard: int | None = None) -> subprocess.CompletedProcess:
     """The runbook as an operator runs it on the cluster: every peer in the play, each shard
     restored on a peer that holds it (a given snapshot is one shard's)."""
@@ -163,6 +173,9 @@ def restore(lab: Lab, collection: str, snapshot: str = "", shard: int | None = N
 @pytest.fixture(scope="module")
 def indexed(lab: Lab, qdrant: Qdrant, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     """A collection indexed through the backend, backed up; its fingerprint before anything."""
+    # the backups must come from this program: they record the layout the runbook creates collections from
+    converge = playbook("playbooks/backup.yml")
+    assert converge.returncode == 0, converge.stdout[-3000:]
     collection = f"lab_backup_{uuid.uuid4().hex[:8]}"
     upload_schema(lab, collection, tmp_path_factory)
     before = qdrant.fingerprint(collection)
@@ -185,6 +198,7 @@ def test_backup_objects_and_metrics(lab: Lab, qdrant: Qdrant, indexed: dict[str,
         assert backup["good"], backup
         assert backup["key"].startswith(f"lab/qdrant/{collection}/shards/{backup['shard']}/"), backup
         assert backup["shard_count"] == layout["shard_number"], backup
+        assert backup["layout"] and {k: backup["layout"].get(k) for k in layout} == layout, backup
         by_shard.setdefault(backup["shard"], []).append(backup)
     assert sorted(by_shard) == list(range(layout["shard_number"]))
     for shard, backups in by_shard.items():
@@ -205,9 +219,10 @@ def test_drill_delete_the_collection_and_restore(lab: Lab, qdrant: Qdrant, index
     collection = indexed["collection"]
     qdrant.call("DELETE", f"/collections/{collection}")
     assert collection not in qdrant.collections()
-    qdrant.create(collection, indexed["layout"])
-    run = restore(lab, collection)
+    run = restore(lab, collection)  # the runbook creates it from the recorded layout
     assert run.returncode == 0, run.stdout[-3000:]
+    assert task_status(run, CREATE_TASK) == "changed"
+    assert qdrant.layout(collection) == indexed["layout"]
     assert qdrant.fingerprint(collection) == indexed["before"]
 
 
@@ -235,6 +250,7 @@ def test_restore_refuses_a_corrupted_object(lab: Lab, qdrant: Qdrant, indexed: d
         count = qdrant.count(collection)
         run = restore(lab, collection, corrupt_key, good["shard"])
         assert run.returncode != 0
+        assert task_status(run, CREATE_TASK) == "ok"  # it exists: used as it is
         assert "checksum mismatch" in run.stdout + run.stderr
         assert qdrant.count(collection) == count  # untouched
     finally:
@@ -326,13 +342,14 @@ def test_drill_lose_every_collection_and_a_peers_backup_program_and_restore_ever
     for collection in collections:
         qdrant.call("DELETE", f"/collections/{collection}")
     assert qdrant.collections() == []
-    for collection in collections:
-        qdrant.create(collection, layouts[collection])
+    for collection in collections:  # nothing created by hand: the runbook creates each from its backups
         run = restore(lab, collection)
         assert run.returncode == 0, f"{collection}: {run.stdout[-3000:]}"
+        assert task_status(run, CREATE_TASK) == "changed", collection
     assert lab.ssh(host, f"test -x {PROGRAM} && sudo test -f /etc/querygpt/backup.json").returncode == 0, \
         "the runbook installs the backup program where it is missing"
     assert qdrant.collections() == collections
+    assert {c: qdrant.layout(c) for c in collections} == layouts
     assert {c: qdrant.fingerprint(c) for c in collections} == fingerprints
 
 

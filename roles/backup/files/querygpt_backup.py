@@ -9,6 +9,7 @@ a private subnet without PyPI).
     querygpt-backup [--config FILE] list [--collection C [--shard N]] [--json]
     querygpt-backup [--config FILE] describe --collection C [--shard N] [--key KEY]
     querygpt-backup [--config FILE] restore --collection C [--shard N] [--key KEY]
+    querygpt-backup [--config FILE] create-collection --collection C [--shard N] [--key KEY]
     querygpt-backup --config FILE check-config
 
 The mode comes from Qdrant itself (GET /cluster: "disabled" or "enabled").
@@ -32,15 +33,25 @@ other replicas from it); a shard with no replica here is refused with exit 4 and
 is restored. Whole-collection objects are only restored on single-node Qdrant and shard
 objects only in cluster mode; neither is ever deleted by the other mode's retention.
 
+Every backup also records the collection's creation layout (metadata collection-layout,
+compact JSON: vectors, shard_number, replication_factor, write_consistency_factor, and
+sparse_vectors and sharding_method when Qdrant reports them), what PUT /collections/{c}
+needs to create it again; a layout over 1 KiB, or metadata that would pass S3's 2 KiB, is
+not recorded (a warning says so). `create-collection` (cluster mode, where a shard is only
+restored into an existing collection) creates a missing collection from the layout
+recorded with its newest good shard backup (or --key), does nothing when it exists, and
+refuses a replication factor above the number of peers and custom sharding.
+
 An object is "good" when its metadata carries a sha256 and a size equal to the object's
 length; the upload is only left in place when the streamed bytes hash to Qdrant's own
 checksum. The snapshot is downloaded with Accept-Encoding: identity: Qdrant compresses any
 response the client accepts compressed, and the hash of a gzip stream is not the hash of
 the file. Keys are parsed strictly: anything else under the prefix is never touched.
 
-Exit codes: 0 success, 1 a backup/restore step failed, 2 bad usage or config,
-3 restore refused (version, checksum, shard count), 4 restore refused: shard not local to
-this peer, 75 another run holds the lock.
+Exit codes: 0 success, 1 a backup/restore step failed (create-collection: also no layout
+recorded), 2 bad usage or config, 3 restore refused (version, checksum, shard count) or
+create-collection refused (replication factor above the peers, custom sharding), 4 restore
+refused: shard not local to this peer, 75 another run holds the lock.
 """
 
 from __future__ import annotations
@@ -70,6 +81,12 @@ SHARD_DIR = "shards"
 SHARD_ID_RE = re.compile(r"^(?:0|[1-9][0-9]{0,9})$")
 SHARD_KEY_RE = re.compile(r"^(?P<stamp>\d{8}T\d{6}Z)-peer(?P<peer>[1-9][0-9]{0,19})\.snapshot$")
 SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
+# the collection's creation layout, recorded with every backup (S3 user metadata, JSON)
+LAYOUT_META = "collection-layout"
+LAYOUT_MAX_BYTES = 1024  # well under S3's limit for all user metadata together
+S3_METADATA_LIMIT = 2048  # S3: the keys and values of the user metadata, UTF-8, 2 KiB at most
+LAYOUT_PARAMS = ("vectors", "sparse_vectors", "shard_number", "replication_factor", "write_consistency_factor",
+                 "sharding_method")
 IDENTITY = "identity"
 EXIT_FAILED, EXIT_USAGE, EXIT_REFUSED, EXIT_NOT_LOCAL, EXIT_LOCKED = 1, 2, 3, 4, 75
 METRICS_FILE = "querygpt_backup.prom"
@@ -171,11 +188,22 @@ class Backup:
     shard_id: int | None = None  # None: a whole-collection (single-node) snapshot
     peer_id: int | None = None  # cluster mode: the peer whose replica was snapshotted
     shard_count: int | None = None  # cluster mode: shards of the collection at backup time
+    layout_json: str = ""  # the collection's creation layout at backup time ("" before it was recorded)
 
     @property
     def good(self) -> bool:
         """Complete and verifiable: a sha256 was recorded and the length matches it."""
         return bool(SHA256_RE.match(self.sha256)) and self.meta_size == self.size
+
+    @property
+    def layout(self) -> dict[str, Any] | None:
+        """What PUT /collections/{c} needs to create the collection again, or None when the
+        backup records none (taken before layouts were recorded, or one too large)."""
+        try:
+            layout = json.loads(self.layout_json) if self.layout_json else None
+        except ValueError:
+            return None
+        return layout if isinstance(layout, dict) else None
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -184,6 +212,7 @@ class Backup:
             "sha256": self.sha256, "qdrant_version": self.qdrant_version,
             "points_count": self.points_count, "good": self.good,
             "shard": self.shard_id, "peer": self.peer_id, "shard_count": self.shard_count,
+            "layout": self.layout,
         }
 
 
@@ -442,13 +471,23 @@ class Qdrant:
             return f"/collections/{collection}/snapshots"
         return f"/collections/{collection}/shards/{shard_id}/snapshots"
 
+    def cluster_status(self) -> dict[str, Any]:
+        """GET /cluster: status ("enabled"/"disabled") and, in cluster mode, peers by id."""
+        info = dict(self._call("GET", "/cluster") or {})
+        if info.get("status") not in ("enabled", "disabled"):
+            raise BackupError(f"Qdrant GET {self.base}/cluster: unexpected status {info.get('status')!r} "
+                              "(expected enabled or disabled)")
+        return info
+
     def cluster_enabled(self) -> bool:
         """Distributed mode, as Qdrant itself reports it (GET /cluster: "enabled"/"disabled")."""
-        status = str((self._call("GET", "/cluster") or {}).get("status", ""))
-        if status not in ("enabled", "disabled"):
-            raise BackupError(f"Qdrant GET {self.base}/cluster: unexpected status {status!r} "
-                              "(expected enabled or disabled)")
-        return status == "enabled"
+        return self.cluster_status()["status"] == "enabled"
+
+    def collection_exists(self, collection: str) -> bool:
+        return bool(self._call("GET", f"/collections/{collection}/exists")["exists"])
+
+    def create_collection(self, collection: str, layout: dict[str, Any]) -> None:
+        self._call("PUT", f"/collections/{collection}", json=layout)
 
     def collection_cluster(self, collection: str) -> dict[str, Any]:
         """This peer's view of the collection's shards: peer_id, shard_count, local_shards
@@ -549,6 +588,7 @@ def list_backups(config: Config, s3: Any, collection: str | None = None,
                     points_count=_number(meta.get("points-count", ""), None),
                     shard_id=parts.shard_id, peer_id=parts.peer_id,
                     shard_count=_number(meta.get("shard-count", ""), None) if parts.shard_id is not None else None,
+                    layout_json=meta.get(LAYOUT_META, ""),
                 ))
     except (BotoCoreError, ClientError) as err:
         raise s3_error(err, f"listing s3://{config.s3_bucket}/{prefix}") from None
@@ -617,7 +657,8 @@ def upload_verified(config: Config, s3: Any, what: str, key: str, snapshot: dict
         size = int(snapshot["size"])
         extra: dict[str, Any] = {
             "ContentType": "application/octet-stream",
-            "Metadata": {"sha256": checksum, "size": str(size), **metadata, "snapshot-name": snapshot["name"]},
+            "Metadata": fit_metadata(what, {"sha256": checksum, "size": str(size), **metadata,
+                                            "snapshot-name": snapshot["name"]}),
         }
         if config.s3_kms_key_id:
             extra.update(ServerSideEncryption="aws:kms", SSEKMSKeyId=config.s3_kms_key_id)
@@ -664,15 +705,63 @@ def upload_verified(config: Config, s3: Any, what: str, key: str, snapshot: dict
     return size
 
 
+def metadata_bytes(metadata: dict[str, str]) -> int:
+    """The size S3 counts against its user-metadata limit: every key and value, UTF-8."""
+    return sum(len(k.encode()) + len(v.encode()) for k, v in metadata.items())
+
+
+def fit_metadata(what: str, metadata: dict[str, str]) -> dict[str, str]:
+    """The metadata, without the layout if all of it together would pass S3's limit (a
+    long collection name, say): the backup is still good, only the layout is not recorded."""
+    if LAYOUT_META in metadata and metadata_bytes(metadata) > S3_METADATA_LIMIT:
+        LOG.warning("%s: the metadata would take %d bytes, over S3's %d: the collection layout is not recorded "
+                    "with this backup (create-collection cannot use it)", what, metadata_bytes(metadata),
+                    S3_METADATA_LIMIT)
+        return {k: v for k, v in metadata.items() if k != LAYOUT_META}
+    return metadata
+
+
+def collection_layout(info: dict[str, Any]) -> dict[str, Any]:
+    """A collection's creation layout, from its GET /collections/{c} result (config.params):
+    what PUT /collections/{c} takes to create it again with the same vectors (one unnamed
+    vector's params or named vectors, as returned) and the same shard layout."""
+    params = (info.get("config") or {}).get("params") or {}
+    return {k: params[k] for k in LAYOUT_PARAMS if params.get(k) is not None}
+
+
+def layout_metadata(qdrant: Qdrant, collection: str) -> dict[str, str]:
+    """{collection-layout: compact JSON} for a backup's metadata, or {} with a warning when
+    the layout cannot be read or is over LAYOUT_MAX_BYTES (the backup itself goes on)."""
+    try:
+        layout = collection_layout(qdrant.collection_info(collection))
+    except (BackupError, AttributeError, TypeError) as err:
+        LOG.warning("collection %s: its layout could not be read (%s): not recorded with the backup", collection, err)
+        return {}
+    missing = [k for k in ("vectors", "shard_number", "replication_factor", "write_consistency_factor")
+               if k not in layout]
+    if missing:
+        LOG.warning("collection %s: Qdrant reports no %s in its config: the layout is not recorded with the backup",
+                    collection, ", ".join(missing))
+        return {}
+    text = json.dumps(layout, separators=(",", ":"), sort_keys=True)  # ASCII: \u escapes
+    if len(text) > LAYOUT_MAX_BYTES:
+        LOG.warning("collection %s: its layout takes %d bytes as JSON, over the %d recorded with a backup: not "
+                    "recorded (create-collection cannot recreate it; create it by hand before a cluster restore)",
+                    collection, len(text), LAYOUT_MAX_BYTES)
+        return {}
+    return {LAYOUT_META: text}
+
+
 def backup_collection(config: Config, qdrant: Qdrant, s3: Any, collection: str,
                       version: str, now: datetime) -> Outcome:
     """Snapshot -> stream to S3 -> verify against Qdrant's checksum -> delete local -> prune."""
     phase = Phases()
     with phase("qdrant_snapshot"):
+        layout = layout_metadata(qdrant, collection)
         snapshot, points = stable_snapshot(qdrant, collection)
     key = backup_key(config, collection, now)
     metadata = {"collection": collection, "qdrant-version": version,
-                "points-count": "" if points is None else str(points)}
+                "points-count": "" if points is None else str(points), **layout}
     size = upload_verified(config, s3, f"collection {collection}", key, snapshot, metadata, phase,
                            lambda: qdrant.open_snapshot(collection, snapshot["name"]),
                            lambda: qdrant.delete_snapshot(collection, snapshot["name"]))
@@ -708,9 +797,10 @@ def stable_shard_snapshot(qdrant: Qdrant, collection: str, shard_id: int,
 
 
 def backup_shard(config: Config, qdrant: Qdrant, s3: Any, collection: str, shard_id: int, peer_id: int,
-                 shard_count: int, version: str, now: datetime) -> Outcome:
+                 shard_count: int, version: str, now: datetime, layout: dict[str, str] | None = None) -> Outcome:
     """One local replica of one shard: the same steps as a collection, through the shard API.
-    Retention then applies to that shard's objects only, whichever peer uploaded them."""
+    Retention then applies to that shard's objects only, whichever peer uploaded them.
+    `layout`: the collection's layout metadata (layout_metadata), read once per collection."""
     phase = Phases()
     what = f"collection {collection} shard {shard_id} (peer {peer_id})"
     with phase("qdrant_snapshot"):
@@ -718,7 +808,8 @@ def backup_shard(config: Config, qdrant: Qdrant, s3: Any, collection: str, shard
     key = shard_backup_key(config, collection, shard_id, peer_id, now)
     metadata = {"collection": collection, "qdrant-version": version,
                 "points-count": "" if points is None else str(points),
-                "shard-id": str(shard_id), "peer-id": str(peer_id), "shard-count": str(shard_count)}
+                "shard-id": str(shard_id), "peer-id": str(peer_id), "shard-count": str(shard_count),
+                **(layout or {})}
     size = upload_verified(config, s3, what, key, snapshot, metadata, phase,
                            lambda: qdrant.open_snapshot(collection, snapshot["name"], shard_id),
                            lambda: qdrant.delete_shard_snapshot(collection, shard_id, snapshot["name"]))
@@ -745,6 +836,8 @@ def backup_collection_shards(config: Config, qdrant: Qdrant, s3: Any, collection
     local = sorted(info.get("local_shards", []), key=lambda s: int(s["shard_id"]))
     if not local:
         LOG.info("collection %s: no shard of it on this peer (%d): nothing to back up here", collection, peer_id)
+        return []
+    layout = layout_metadata(qdrant, collection)
     outcomes: list[Outcome] = []
     for shard in local:
         shard_id = int(shard["shard_id"])
@@ -756,7 +849,7 @@ def backup_collection_shards(config: Config, qdrant: Qdrant, s3: Any, collection
             continue
         try:
             outcomes.append(backup_shard(config, qdrant, s3, collection, shard_id, peer_id, shard_count,
-                                         version, now))
+                                         version, now, layout))
         except Exception as err:  # noqa: BLE001 - one shard's failure never stops the others
             LOG.error("collection %s shard %d: backup failed: %s", collection, shard_id, err)
             outcomes.append(Outcome(collection, False, error=str(err), shard_id=shard_id))
@@ -1143,8 +1236,8 @@ def select_shard_backups(config: Config, qdrant: Qdrant, collection: str, key: s
         info = qdrant.collection_cluster(collection)
     except BackupError as err:
         raise BackupError(f"{err}. In cluster mode a shard is restored into the existing collection: "
-                          f"create {collection} first with the shard_number of the backup (its shard_count: "
-                          f"querygpt-backup list --collection {collection}), then restore") from None
+                          f"create {collection} first from the layout recorded with its backups (querygpt-backup "
+                          f"create-collection --collection {collection}), then restore") from None
     peer_id = int(info["peer_id"])
     holders = shard_holders(info)
     shard_count = int(info.get("shard_count") or len(holders))
@@ -1210,6 +1303,143 @@ def run_restore_shards(config: Config, qdrant: Qdrant, collection: str, key: str
             "shards": restored, "seconds": dict(phase.rounded(), total=round(total, 3))}
 
 
+def layout_backup(config: Config, s3: Any, collection: str, key: str, shard_id: int | None) -> Backup:
+    """The shard backup whose recorded layout creates the collection: the given one (--key),
+    or the newest good shard backup recording a layout (of shard_id, or of any shard).
+
+    Without --key, the layout must have the shard count of the backups the restore will take
+    (each shard's newest good copy): a collection created otherwise would only be refused by
+    the restore, and left behind empty.
+    """
+    if key:
+        backup = choose_backup(config, s3, collection, key, shard_id)
+        if backup.shard_id is None:
+            raise BackupError(f"{backup.key} is a whole-collection (single-node) backup; in cluster mode the "
+                              "collection is created from a shard backup's layout (the shards restored into it)")
+        if backup.layout is None:
+            raise BackupError(no_layout_message(config, collection, [backup]))
+        valid_layout(backup)
+        return backup
+    shard_backups = [b for b in list_backups(config, s3, collection, shard_id)
+                     if b.good and b.shard_id is not None and (shard_id is None or b.shard_id == shard_id)]
+    with_layout = [b for b in shard_backups if b.layout is not None]
+    if not with_layout:
+        raise BackupError(no_layout_message(config, collection, shard_backups))
+    backup = max(with_layout, key=lambda b: (b.taken_at, b.key))
+    shard_number = valid_layout(backup)["shard_number"]
+    newest: dict[int, Backup] = {}
+    for b in shard_backups:  # sorted by shard, then time and key: the last one of a shard wins
+        newest[int(b.shard_id)] = b  # type: ignore[arg-type] - shard backups only
+    other = sorted(s for s, b in newest.items() if b.shard_count is not None and b.shard_count != shard_number)
+    if other:
+        raise RestoreRefused(f"the layout recorded with {backup.key} has shard_number {shard_number}, but the newest "
+                             f"backups of shard(s) {other} were taken with {newest[other[0]].shard_count} shards: "
+                             "the restore would refuse them. Nothing was created; pick the backup with --key "
+                             "(restore_snapshot and restore_shard in the runbook).")
+    return backup
+
+
+def no_layout_message(config: Config, collection: str, backups: Sequence[Backup]) -> str:
+    """Why the collection cannot be created from a backup, and how to create it by hand."""
+    why = ("(taken before querygpt-backup recorded layouts, or with a layout too large for the S3 metadata)")
+    if not backups:
+        what = (f"there is no good shard backup of collection {collection} under "
+                f"s3://{config.s3_bucket}/{collection_prefix(config, collection)}{SHARD_DIR}/ to take its layout from")
+    elif len(backups) == 1:
+        what = f"{backups[0].key} records no layout of collection {collection} {why}"
+    else:
+        what = f"none of the {len(backups)} good shard backups of collection {collection} records its layout {why}"
+    newest = max(backups, key=lambda b: (b.taken_at, b.key)) if backups else None
+    shards = newest.shard_count if newest and newest.shard_count else "<shard_count: querygpt-backup list>"
+    return (f"{what}: nothing was created. Create the collection by hand as the backend does (its vector size and "
+            f"distance, backend_qdrant_shard_number, backend_qdrant_replication_factor and "
+            f"backend_qdrant_write_consistency_factor), with the backups' shard count, then rerun the restore: "
+            f"curl -X PUT -H 'api-key: <qdrant key>' -H 'Content-Type: application/json' "
+            f"{config.qdrant_url.rstrip('/')}/collections/{collection} -d '{{\"vectors\": {{\"size\": <vector "
+            f"size>, \"distance\": \"Cosine\"}}, \"shard_number\": {shards}, \"replication_factor\": <at most "
+            f"the peers>, \"write_consistency_factor\": 1}}'")
+
+
+def valid_layout(backup: Backup) -> dict[str, Any]:
+    """The layout recorded with the backup, refused (RestoreRefused) unless complete."""
+    layout = dict(backup.layout or {})
+    numbers = {k: layout.get(k) for k in ("shard_number", "replication_factor", "write_consistency_factor")}
+    bad = {k: v for k, v in numbers.items() if isinstance(v, bool) or not isinstance(v, int) or v < 1}
+    if not isinstance(layout.get("vectors"), dict) or bad:
+        raise RestoreRefused(f"the layout recorded with {backup.key} is incomplete or invalid "
+                             f"(vectors {layout.get('vectors')!r}, {numbers}): nothing was created; pick another "
+                             "backup with --key, or create the collection by hand")
+    return layout
+
+
+def check_layout(backup: Backup, peers: int) -> dict[str, Any]:
+    """The recorded layout, refused (RestoreRefused) when it cannot be created as recorded."""
+    layout = valid_layout(backup)
+    if layout.get("sharding_method", "auto") != "auto":
+        raise RestoreRefused(f"the collection was created with sharding_method {layout['sharding_method']!r} "
+                             f"(recorded with {backup.key}): its shards are made per shard key, which the layout "
+                             "does not hold, so it is not created from it; create the collection and its shard keys "
+                             "by hand, then restore")
+    if layout["replication_factor"] > peers:
+        raise RestoreRefused(f"the layout recorded with {backup.key} has replication_factor "
+                             f"{layout['replication_factor']}, and the cluster has {peers} peer(s) now: Qdrant would "
+                             "place fewer replicas than recorded. Nothing was created; add peers (the qdrant group) "
+                             "and rerun, or create the collection by hand with a replication_factor of at most "
+                             f"{peers} if that is what you want")
+    return layout
+
+
+def wait_collection_active(qdrant: Qdrant, collection: str, shard_number: int, timeout: float) -> None:
+    """Wait until this peer sees every shard of the new collection with its replicas Active."""
+    deadline = time.monotonic() + timeout
+    seen: Any = None
+    while True:
+        try:
+            seen = shard_holders(qdrant.collection_cluster(collection))
+            if (sorted(seen) == list(range(shard_number))
+                    and all(r and all(state == "Active" for state in r.values()) for r in seen.values())):
+                return
+        except BackupError:
+            if time.monotonic() > deadline:
+                raise
+        if time.monotonic() > deadline:
+            raise BackupError(f"collection {collection} created, but its {shard_number} shards were not all Active "
+                              f"{timeout}s later (last seen: {seen})")
+        time.sleep(0.5)
+
+
+def run_create_collection(config: Config, collection: str, key: str = "", shard_id: int | None = None
+                          ) -> dict[str, Any]:
+    """Cluster mode: create the collection, when it does not exist, from the layout recorded
+    with its newest good shard backup (or the given one), so that its shards can be restored.
+
+    Does nothing ("created": false) when it exists. Refuses (nothing created) a backup
+    recording no layout, a layout with custom sharding, and a replication factor above the
+    number of peers (never lowered silently). Waits until every shard is Active.
+    """
+    qdrant = Qdrant(config)
+    status = qdrant.cluster_status()
+    if status["status"] != "enabled":
+        raise BackupError(f"Qdrant at {config.qdrant_url} runs single-node (GET /cluster: disabled): there "
+                          "`restore` creates a missing collection from the snapshot itself; create-collection is "
+                          "for cluster mode, where shards are restored into an existing collection")
+    if qdrant.collection_exists(collection):
+        LOG.info("collection %s exists: nothing created (its shards are restored into it as it is)", collection)
+        return {"collection": collection, "created": False}
+    backup = layout_backup(config, s3_client(config), collection, key, shard_id)
+    peers = len(status.get("peers") or {})
+    layout = check_layout(backup, peers)
+    LOG.info("collection %s does not exist: creating it from the layout recorded with %s (taken %s): %s",
+             collection, backup.key, backup.as_dict()["time"], json.dumps(layout, separators=(",", ":")))
+    qdrant.create_collection(collection, layout)
+    wait_collection_active(qdrant, collection, layout["shard_number"], config.restore_ready_timeout)
+    LOG.info("created collection %s: %d shard(s), replication_factor %d, write_consistency_factor %d, on %d peer(s)",
+             collection, layout["shard_number"], layout["replication_factor"], layout["write_consistency_factor"],
+             peers)
+    return {"collection": collection, "created": True, "key": backup.key, "time": backup.as_dict()["time"],
+            "layout": layout, "peers": peers}
+
+
 # --------------------------------------------------------------------------- CLI
 
 
@@ -1234,11 +1464,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     listing.add_argument("--shard", type=shard_arg, help="only this shard's backups (needs --collection)")
     listing.add_argument("--json", action="store_true")
     for name, text in (("describe", "print the backup a restore would use (JSON; --shard: that shard's)"),
-                       ("restore", "restore a collection from S3 (cluster mode: its shards local here)")):
+                       ("restore", "restore a collection from S3 (cluster mode: its shards local here)"),
+                       ("create-collection", ("cluster mode: create the collection, if missing, from the layout "
+                                              "recorded with its newest good backup (or --key)"))):
         cmd = sub.add_parser(name, help=text)
         cmd.add_argument("--collection", required=True)
         cmd.add_argument("--key", default="", help="object key or file name; default: the newest good one")
-        cmd.add_argument("--shard", type=shard_arg, help="cluster mode: this shard only")
+        cmd.add_argument("--shard", type=shard_arg, help="cluster mode: this shard only" if name != "create-collection"
+                         else "take the layout from this shard's backups (with --key: the shard whose backup it is)")
     sub.add_parser("check-config", help="validate the config file and exit")
     return parser.parse_args(argv)
 
@@ -1289,6 +1522,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "describe":
             print(json.dumps(choose_backup(config, s3, args.collection, args.key, args.shard).as_dict(), indent=2))
             return 0
+        if args.command == "create-collection":
+            print(json.dumps(run_create_collection(config, args.collection, args.key, args.shard), indent=2))
+            return 0
         print(json.dumps(run_restore(config, args.collection, args.key, args.shard), indent=2))
         return 0
     except RestoreRefused as err:
@@ -1303,13 +1539,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def print_table(backups: Sequence[Backup]) -> None:
-    rows = [("COLLECTION", "SHARD", "PEER", "TIME (UTC)", "SIZE", "SHA256", "POINTS", "QDRANT", "STATE", "KEY")]
+    rows = [("COLLECTION", "SHARD", "PEER", "TIME (UTC)", "SIZE", "SHA256", "POINTS", "QDRANT", "STATE", "LAYOUT",
+             "KEY")]
     for b in backups:
         d = b.as_dict()
         rows.append((b.collection, "-" if b.shard_id is None else f"{b.shard_id}/{b.shard_count or '?'}",
                      "-" if b.peer_id is None else str(b.peer_id), d["time"], str(b.size), b.sha256 or "MISSING",
                      "?" if b.points_count is None else str(b.points_count), b.qdrant_version,
-                     "GOOD" if b.good else "INCOMPLETE", b.key))
+                     "GOOD" if b.good else "INCOMPLETE", "-" if b.layout is None else "yes", b.key))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for row in rows:
         print("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip())
