@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import argparse
 import base64
-import functools
 import gzip
 import hashlib
 import io
@@ -264,7 +263,7 @@ def kill_recovery(lab: Lab, unit: str, give_up: float = 30.0) -> float:
 
 # --- Qdrant in distributed mode ------------------------------------------------------------
 
-@functools.cache
+
 def qdrant(lab: Lab, host: str, method: str, path: str, body: Any = None, timeout: int = 20) -> Any:
     """`result` of a call to Qdrant's REST API on `host`, made on that host; RuntimeError when
     it does not answer 200."""

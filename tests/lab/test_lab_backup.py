@@ -11,8 +11,7 @@ consistency factors), the point count and the top-k of fixed queries must be wha
 before. Failure cases: S3 unreachable (exit 1, failure metric, older backups untouched), a
 corrupted object (the runbook refuses it), retention with an injected clock. Losing a peer's
 Qdrant data is the drill of replace_qdrant_node.yml (test_lab_qdrant_replace.py). The module
-converges playbooks/backup.yml first (the backups must record layouts) and leaves the lab
-converged (playbooks/backup.yml at the end).
+leaves the lab converged (playbooks/backup.yml at the end).
 """
 
 from __future__ import annotations
@@ -27,9 +26,9 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-import yaml
 
 from conftest import REPO, Lab, ansible_env
+from labview import qdrant_call
 
 PROGRAM = "/usr/local/bin/querygpt-backup"
 CREATE_TASK = "Create the collection from the layout recorded with its backup, unless it exists"
@@ -40,13 +39,6 @@ SCHEMA = [
     "CREATE TABLE stock (sku TEXT REFERENCES products, warehouse TEXT, quantity INT);",
     "CREATE TABLE warehouses (warehouse TEXT PRIMARY KEY, city TEXT);",
 ]
-
-
-@pytest.fixture(scope="module")
-def vault() -> dict:
-    out = subprocess.run([".venv/bin/ansible-vault", "view", "inventories/lab/group_vars/all/vault.yml"],
-                         cwd=REPO, env=ansible_env(), capture_output=True, text=True, check=True).stdout
-    return yaml.safe_load(out)
 
 
 def playbook(path: str, *extra: str, timeout: int = 600) -> subprocess.CompletedProcess:
@@ -64,18 +56,13 @@ def sudo_python(lab: Lab, host: str, script: str, timeout: int = 120) -> subproc
 class Qdrant:
     """Qdrant's REST API, called from the qdrant host itself (it binds the private address)."""
 
-    def __init__(self, lab: Lab, key: str) -> None:
+    def __init__(self, lab: Lab) -> None:
         self.lab = lab
         self.host = lab.groups["qdrant"][0]
-        self.url = f"http://{lab.address(self.host)}:6333"
-        self.key = key
 
     def call(self, method: str, path: str, body: Any = None, timeout: int = 60, host: str = "") -> Any:
         host = host or self.host
-        data = f"-H 'Content-Type: application/json' -d '{json.dumps(body)}'" if body is not None else ""
-        out = self.lab.ssh(host, f"curl -s -X {method} -H 'api-key: {self.key}' {data} "
-                                 f"http://{self.lab.address(host)}:6333{path}", timeout=timeout)
-        return json.loads(out.stdout)
+        return qdrant_call(self.lab, host, method, path, body, timeout=timeout)
 
     def layout(self, collection: str) -> dict[str, Any]:
         """What creating the collection again takes: its vectors and shard layout."""
@@ -105,8 +92,8 @@ class Qdrant:
 
 
 @pytest.fixture(scope="module")
-def qdrant(lab: Lab, vault: dict) -> Qdrant:
-    return Qdrant(lab, vault["vault_qdrant_api_key"])
+def qdrant(lab: Lab) -> Qdrant:
+    return Qdrant(lab)
 
 
 def upload_schema(lab: Lab, collection: str, tmp_path_factory: pytest.TempPathFactory) -> None:
@@ -173,9 +160,6 @@ def restore(lab: Lab, collection: str, snapshot: str = "", shard: int | None = N
 @pytest.fixture(scope="module")
 def indexed(lab: Lab, qdrant: Qdrant, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     """A collection indexed through the backend, backed up; its fingerprint before anything."""
-    # the backups must come from this program: they record the layout the runbook creates collections from
-    converge = playbook("playbooks/backup.yml")
-    assert converge.returncode == 0, converge.stdout[-3000:]
     collection = f"lab_backup_{uuid.uuid4().hex[:8]}"
     upload_schema(lab, collection, tmp_path_factory)
     before = qdrant.fingerprint(collection)
