@@ -336,3 +336,30 @@ def test_create_collection_is_for_cluster_mode(
     assert qb.main(["--config", write_config(config), "create-collection", "--collection", collection]) == 1
     assert "runs single-node" in capsys.readouterr().err
     assert collection not in [c["name"] for c in qdrant.call("GET", "/collections")["collections"]]
+
+
+class _StuckCluster:
+    """A peer whose view of the collection never settles: shard 0 Partial here, and once
+    Qdrant errors; every poll is counted."""
+
+    def __init__(self, qb: ModuleType) -> None:
+        self.qb, self.polls = qb, 0
+
+    def collection_cluster(self, collection: str) -> dict:
+        self.polls += 1
+        if self.polls == 1:
+            raise self.qb.BackupError("Qdrant GET /collections/c/cluster: 503")
+        return {"peer_id": 1, "shard_count": 1, "local_shards": [{"shard_id": 0, "state": "Partial"}],
+                "remote_shards": [{"shard_id": 0, "peer_id": 2, "state": "Active"}], "shard_transfers": []}
+
+
+def test_waits_on_the_cluster_give_up_at_their_deadline_naming_what_they_waited_for(qb: ModuleType) -> None:
+    """A restored shard or a created collection that never settles fails the run (never
+    hangs, never passes), naming the shard and the replica states last seen."""
+    stuck = _StuckCluster(qb)
+    with pytest.raises(qb.BackupError) as settled:
+        qb.wait_shard_settled(stuck, "c", 0, timeout=1.2)
+    assert "collection c: shard 0's replicas were not all Active after the restore, 1.2s later" in str(settled.value)
+    assert "'Partial'" in str(settled.value) and stuck.polls >= 2  # the 503 was retried
+    with pytest.raises(qb.BackupError, match="created, but its 1 shards were not all Active, 0.6s later"):
+        qb.wait_collection_active(_StuckCluster(qb), "c", 1, timeout=0.6)

@@ -1205,27 +1205,39 @@ def shard_holders(info: dict[str, Any]) -> dict[int, dict[int, str]]:
     return holders
 
 
-def wait_shard_settled(qdrant: Qdrant, collection: str, shard_id: int, timeout: float) -> int:
-    """Wait until every replica of the shard is Active and no transfer of it runs (Qdrant
-    re-syncs the other replicas from the restored one); the local point count then."""
+def poll_cluster(qdrant: Qdrant, collection: str, timeout: float, done: Any, what: str) -> Any:
+    """Poll this peer's view of the collection's shards (every 0.5 s) until done(info) returns
+    something other than None, and return it. Errors from Qdrant are retried until the
+    deadline; then BackupError names `what` and the last view seen."""
     deadline = time.monotonic() + timeout
     seen: Any = None
     while True:
         try:
             info = qdrant.collection_cluster(collection)
-            seen = shard_holders(info).get(shard_id, {})
-            moving = [t for t in info.get("shard_transfers", []) if int(t.get("shard_id", -1)) == shard_id]
-            if seen and all(state == "Active" for state in seen.values()) and not moving:
-                count = local_shard_points(qdrant, collection, shard_id)
-                if count is not None:
-                    return count
+            seen = shard_holders(info)
+            result = done(info)
+            if result is not None:
+                return result
         except BackupError:
             if time.monotonic() > deadline:
                 raise
         if time.monotonic() > deadline:
-            raise BackupError(f"collection {collection} shard {shard_id}: replicas not all Active "
-                              f"{timeout}s after the restore (last seen: {seen})")
+            raise BackupError(f"collection {collection}: {what}, {timeout}s later (last seen: {seen})")
         time.sleep(0.5)
+
+
+def wait_shard_settled(qdrant: Qdrant, collection: str, shard_id: int, timeout: float) -> int:
+    """Wait until every replica of the shard is Active and no transfer of it runs (Qdrant
+    re-syncs the other replicas from the restored one); the local point count then."""
+    def settled(info: dict[str, Any]) -> int | None:
+        replicas = shard_holders(info).get(shard_id, {})
+        moving = [t for t in info.get("shard_transfers", []) if int(t.get("shard_id", -1)) == shard_id]
+        if replicas and all(state == "Active" for state in replicas.values()) and not moving:
+            return local_shard_points(qdrant, collection, shard_id)
+        return None
+
+    return int(poll_cluster(qdrant, collection, timeout, settled,
+                            f"shard {shard_id}'s replicas were not all Active after the restore"))
 
 
 def select_shard_backups(config: Config, qdrant: Qdrant, collection: str, key: str,
@@ -1391,21 +1403,13 @@ def check_layout(backup: Backup, peers: int) -> dict[str, Any]:
 
 def wait_collection_active(qdrant: Qdrant, collection: str, shard_number: int, timeout: float) -> None:
     """Wait until this peer sees every shard of the new collection with its replicas Active."""
-    deadline = time.monotonic() + timeout
-    seen: Any = None
-    while True:
-        try:
-            seen = shard_holders(qdrant.collection_cluster(collection))
-            if (sorted(seen) == list(range(shard_number))
-                    and all(r and all(state == "Active" for state in r.values()) for r in seen.values())):
-                return
-        except BackupError:
-            if time.monotonic() > deadline:
-                raise
-        if time.monotonic() > deadline:
-            raise BackupError(f"collection {collection} created, but its {shard_number} shards were not all Active "
-                              f"{timeout}s later (last seen: {seen})")
-        time.sleep(0.5)
+    def active(info: dict[str, Any]) -> bool | None:
+        held = shard_holders(info)
+        ok = (sorted(held) == list(range(shard_number))
+              and all(r and all(state == "Active" for state in r.values()) for r in held.values()))
+        return True if ok else None
+
+    poll_cluster(qdrant, collection, timeout, active, f"created, but its {shard_number} shards were not all Active")
 
 
 def run_create_collection(config: Config, collection: str, key: str = "", shard_id: int | None = None
