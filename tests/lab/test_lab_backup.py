@@ -169,7 +169,7 @@ def indexed(lab: Lab, qdrant: Qdrant, tmp_path_factory: pytest.TempPathFactory) 
     assert not backup_now(lab)
     yield {"collection": collection, "before": before, "layout": layout}
     # leave the lab as converged: the schedule, program and config of the backup role
-    playbook("playbooks/backup.yml", "--limit", lab.groups["qdrant"][0])
+    playbook("playbooks/backup.yml")  # every peer: the lose-everything drill strips one
     qdrant.call("DELETE", f"/collections/{collection}")
 
 
@@ -203,10 +203,20 @@ def test_drill_delete_the_collection_and_restore(lab: Lab, qdrant: Qdrant, index
     collection = indexed["collection"]
     qdrant.call("DELETE", f"/collections/{collection}")
     assert collection not in qdrant.collections()
+    # --check first, as an operator would: it says what a real run does, and changes nothing
+    dry = playbook("playbooks/runbooks/restore_qdrant.yml", "-e", f"restore_collection={collection}", "--check")
+    assert dry.returncode == 0, dry.stdout[-3000:]
+    assert "a real run creates it from the layout recorded" in " ".join(dry.stdout.split()), dry.stdout[-3000:]
+    assert collection not in qdrant.collections()
     run = restore(lab, collection)  # the runbook creates it from the recorded layout
+    assert "Created " + collection + " from the layout recorded with" in run.stdout, run.stdout[-3000:]
     assert run.returncode == 0, run.stdout[-3000:]
     assert task_status(run, CREATE_TASK) == "changed"
     assert qdrant.layout(collection) == indexed["layout"]
+    assert qdrant.fingerprint(collection) == indexed["before"]
+    # --check on the restored collection: clean, nothing changed
+    dry = playbook("playbooks/runbooks/restore_qdrant.yml", "-e", f"restore_collection={collection}", "--check")
+    assert dry.returncode == 0 and re.search(r"changed=0 .*failed=0", dry.stdout), dry.stdout[-3000:]
     assert qdrant.fingerprint(collection) == indexed["before"]
 
 
