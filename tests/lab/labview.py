@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 import os
 import shlex
 import subprocess
@@ -126,3 +127,8 @@ def qdrant_call(lab: Lab, host: str, method: str, path: str, body: Any = None, *
     if done.returncode != 0 or status != "200":
         raise RuntimeError(f"{method} {path} on {host}: {status or done.returncode} {text[:300]} {done.stderr[:300]}")
     return json.loads(text)
+
+
+def changed_counts(output: str) -> dict[str, int]:
+    """host -> changed= of a playbook run's recap."""
+    return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\S+)\s+:\s+ok=\d+\s+changed=(\d+)", output, re.M)}

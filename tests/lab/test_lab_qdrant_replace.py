@@ -10,12 +10,11 @@ Requests go from a backend host, which the firewall lets reach Qdrant's REST por
 
 from __future__ import annotations
 
-import re
 import sys
 import time
 from pathlib import Path
 
-from labview import qdrant_call
+from labview import changed_counts, qdrant_call
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 from rollouts import playbook  # noqa: E402
@@ -65,11 +64,6 @@ def wait_for(check, timeout: float, what: str):
         if time.monotonic() > deadline:
             raise AssertionError(f"{what} not reached within {timeout} s")
         time.sleep(2)
-
-
-def changed_counts(output: str) -> dict[str, int]:
-    """host -> changed= of the run's recap."""
-    return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\S+)\s+:\s+ok=\d+\s+changed=(\d+)", output, re.M)}
 
 
 def test_a_peer_that_lost_its_storage_is_rebuilt_from_the_other_replicas(lab):
