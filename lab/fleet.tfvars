@@ -16,12 +16,14 @@ instance_types = {
   qdrant     = "t3.small"
   ollama     = "t3.small"
   monitoring = "t3.small"
+  postgres   = "t3.small"
 }
 
-edge_count    = 2
-backend_count = 2
-qdrant_count  = 3
-ollama_count  = 2
+edge_count     = 2
+backend_count  = 2
+qdrant_count   = 3
+ollama_count   = 2
+postgres_count = 2
 
 # Operators reach the bastion from the controller, the gateway of the lab's "internet"
 # network (lab/labctl/fleet.py).

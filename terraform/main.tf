@@ -31,5 +31,5 @@ locals {
 
   # The inventory groups of docs/architecture.md: each instance's Role tag is exactly one of
   # these, and inventories/<env>/aws_ec2.yml builds its groups from that tag.
-  tiers = ["bastion", "edge", "backend", "qdrant", "ollama", "monitoring"]
+  tiers = ["bastion", "edge", "backend", "qdrant", "ollama", "postgres", "monitoring"]
 }

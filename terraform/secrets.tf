@@ -17,6 +17,14 @@ locals {
       description = "Qdrant service.read_only_api_key (metrics scraping, read-only queries)"
       readers     = ["qdrant", "monitoring"]
     }
+    "postgres-app-password" = {
+      description = "PostgreSQL password of the app role (the backends log in with it)"
+      readers     = ["postgres", "backend"]
+    }
+    "postgres-replication-password" = {
+      description = "PostgreSQL password of the replication role (the standbys)"
+      readers     = ["postgres"]
+    }
     "backend-secret-key" = {
       description = "Backend application secret (signing, session and CSRF tokens)"
       readers     = ["backend"]

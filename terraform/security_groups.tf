@@ -9,6 +9,8 @@
 #   qdrant      6333, 6334     backend, monitoring
 #   qdrant      6335           qdrant (p2p between the peers)
 #   ollama      11434          backend, monitoring
+#   postgres    5432           backend, postgres (replication), monitoring
+#   postgres    9187           monitoring (postgres exporter)
 #   monitoring  9090, 9093     bastion
 #   monitoring  19532          every host
 #   every host  9100           monitoring
@@ -97,6 +99,29 @@ resource "aws_vpc_security_group_ingress_rule" "ollama_from_backend_monitoring" 
   from_port                    = 11434
   to_port                      = 11434
   description                  = "ollama API 11434 from ${each.key}"
+}
+
+# postgres 5432 from backend (the app), postgres (streaming replication between primary and
+# standby) and monitoring (the blackbox probe of the TLS listener).
+resource "aws_vpc_security_group_ingress_rule" "postgres_from_backend_postgres_monitoring" {
+  for_each = toset(["backend", "postgres", "monitoring"])
+
+  security_group_id            = aws_security_group.tier["postgres"].id
+  referenced_security_group_id = aws_security_group.tier[each.key].id
+  ip_protocol                  = "tcp"
+  from_port                    = 5432
+  to_port                      = 5432
+  description                  = "postgres 5432 from ${each.key}"
+}
+
+# postgres 9187 (postgres exporter) from monitoring.
+resource "aws_vpc_security_group_ingress_rule" "postgres_exporter_from_monitoring" {
+  security_group_id            = aws_security_group.tier["postgres"].id
+  referenced_security_group_id = aws_security_group.tier["monitoring"].id
+  ip_protocol                  = "tcp"
+  from_port                    = 9187
+  to_port                      = 9187
+  description                  = "postgres exporter 9187 from monitoring"
 }
 
 # monitoring 9090 (Prometheus), 9093 (Alertmanager) from bastion (operators tunnel).

@@ -186,6 +186,7 @@ variable "instance_types" {
     qdrant     = string
     ollama     = string
     monitoring = string
+    postgres   = string
   })
   default = {
     bastion    = "t3.micro"
@@ -194,6 +195,7 @@ variable "instance_types" {
     qdrant     = "r6i.large"
     ollama     = "g5.xlarge"
     monitoring = "t3.medium"
+    postgres   = "m6i.large"
   }
 
   validation {
@@ -248,6 +250,17 @@ variable "ollama_count" {
   validation {
     condition     = var.ollama_count >= 1 && floor(var.ollama_count) == var.ollama_count
     error_message = "ollama_count must be a whole number >= 1."
+  }
+}
+
+variable "postgres_count" {
+  description = "Number of PostgreSQL instances (app state): the first in launch order bootstraps as the primary, every other streams from it as a hot standby, spread over the zones (instance i in zone i mod az_count). 2 = a primary and a standby in two zones; 1 = no standby to fail over to."
+  type        = number
+  default     = 2
+
+  validation {
+    condition     = var.postgres_count >= 1 && floor(var.postgres_count) == var.postgres_count
+    error_message = "postgres_count must be a whole number >= 1."
   }
 }
 
@@ -367,4 +380,15 @@ variable "enable_deletion_protection" {
   description = "Deletion protection on the NLB. Turn off only to tear an environment down."
   type        = bool
   default     = true
+}
+
+variable "postgres_data_volume_size_gb" {
+  description = "Size of each PostgreSQL instance's encrypted gp3 data volume (the cluster and its WAL), in GiB."
+  type        = number
+  default     = 50
+
+  validation {
+    condition     = var.postgres_data_volume_size_gb >= 10
+    error_message = "postgres_data_volume_size_gb must be at least 10."
+  }
 }

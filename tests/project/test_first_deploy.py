@@ -226,9 +226,11 @@ def test_the_wiring_gives_peers_private_addresses_never_the_bastions_public_one(
     message = {"msg": "{{ {'ssh': firewall_ssh_source_groups | firewall_sources(groups, hostvars, firewall_ssh_source_cidrs),"
                " 'upstreams': nginx_backend_servers, 'qdrant': backend_qdrant_urls, 'journal': journal_upload_url,"
                " 'bind': backend_bind_address, 'targets': groups | prometheus_targets(hostvars,"
-               " ['bastion', 'edge', 'backend', 'qdrant', 'ollama', 'monitoring'], port=9100),"
+               " ['bastion', 'edge', 'backend', 'qdrant', 'ollama', 'postgres', 'monitoring'], port=9100),"
                " 'volume': qdrant_data_volume_id, 'env': querygpt_env, 'cluster': qdrant_cluster_enabled | bool,"
-               " 'peers': qdrant_cluster_peers, 'zones': qdrant_cluster_peer_zones} | to_json }}"}
+               " 'peers': qdrant_cluster_peers, 'zones': qdrant_cluster_peer_zones,"
+               " 'pg_hosts': postgresql_host_addresses, 'pg_clients': postgresql_app_client_addresses,"
+               " 'pg_volume': postgresql_data_volume_id} | to_json }}"}
     rehearsal.env.update({"ANSIBLE_LOAD_CALLBACK_PLUGINS": "True", "ANSIBLE_STDOUT_CALLBACK": "ansible.builtin.json"})
     done = rehearsal.run(VENV_BIN / "ansible", "-i", rehearsal.inventory, "all", "-m", "ansible.builtin.debug",
                          "-a", json.dumps(message), "--vault-id", f"prod@{rehearsal.password}")
@@ -258,6 +260,11 @@ def test_the_wiring_gives_peers_private_addresses_never_the_bastions_public_one(
         qdrant = sorted((h for h in hosts if h.role == "qdrant"), key=lambda h: int(h.name.rsplit("-", 1)[1]))
         assert len(qdrant) == 3 and got["cluster"] is True
         assert got["peers"] == [h.address for h in qdrant]
+        # PostgreSQL: every postgres host by its private address; the backends are its app clients
+        assert sorted(got["pg_hosts"].values()) == sorted(h.address for h in hosts if h.role == "postgres")
+        assert sorted(got["pg_clients"]) == sorted(h.address for h in hosts if h.role == "backend")
+        if host.role == "postgres":
+            assert got["pg_volume"].startswith("vol-"), "the data volume is found by its id"
         assert got["zones"] == [h.subnet.zone for h in qdrant] and len(set(got["zones"])) == 3
 
 

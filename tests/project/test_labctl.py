@@ -47,7 +47,7 @@ def test_the_lab_fleet_is_what_terraform_would_create():
     roles = [h.role for h in hosts]
     # terraform/*.tf with lab/fleet.tfvars, plus the lab-only helpers
     assert sorted(roles) == sorted(["bastion", "edge", "edge", "backend", "backend", "qdrant", "qdrant", "qdrant",
-                                    "ollama", "ollama", "monitoring", "acme", "s3", "lb"])
+                                    "ollama", "ollama", "postgres", "postgres", "monitoring", "acme", "s3", "lb"])
     assert len({h.address for h in hosts}) == len(hosts), "two lab hosts share an address"
     for host in hosts:
         assert ipaddress.ip_address(host.address) in host.subnet.cidr, host
@@ -59,11 +59,11 @@ def test_the_lab_fleet_is_what_terraform_would_create():
     assert all(h.subnet.kind == "private" and not h.public_ip for h in hosts if h.role not in ("bastion", "lb"))
     # one edge, one backend and one Ollama host per zone, as terraform places instance i in zone
     # i % az_count
-    for role in ("edge", "backend", "ollama"):
+    for role in ("edge", "backend", "ollama", "postgres"):
         assert len({h.subnet.zone for h in hosts if h.role == role}) == 2, role
     # the three Qdrant peers, one per zone (a zone's loss leaves a copy of every shard)
     assert len({h.subnet.zone for h in hosts if h.role == "qdrant"}) == 3
-    assert [h.data_devices for h in hosts if h.role in ("qdrant", "ollama")] == [("/dev/sdf",)] * 5
+    assert [h.data_devices for h in hosts if h.role in ("qdrant", "ollama", "postgres")] == [("/dev/sdf",)] * 7
     assert {h.name for h in hosts} >= {"querygpt-lab-bastion", "querygpt-lab-edge-1", "querygpt-lab-acme-1"}
 
 

@@ -79,6 +79,11 @@ GOOD_VARS: dict[str, dict[str, Any]] = {
             {"name": "qwen2.5-coder:1.5b", "digest": SHA},
         ],
     },
+    "postgresql": {
+        "postgresql_app_password": "preflight-test-app-password",
+        "postgresql_replication_password": "preflight-test-replication-password",
+        "postgresql_app_client_addresses": ["10.0.1.10", "10.0.17.10"],
+    },
     "prometheus_stack": {"prometheus_stack_qdrant_api_key": "preflight-test-read-only-key"},
     "qdrant": {
         "qdrant_checksum": SHA,

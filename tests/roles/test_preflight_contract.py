@@ -170,6 +170,10 @@ BAD = {
                          ["prometheus_stack_alert_for: expected a Prometheus duration",
                           "prometheus_stack_retention_time: expected a Prometheus duration",
                           "prometheus_stack_blackbox_listen_address: expected a loopback"]),
+    "postgresql": ({"postgresql_max_connections": 5, "postgresql_app_password": "", "postgresql_listen_address": "0.0.0.0",
+                    "postgresql_hosts": ["some-other-host"]},
+                   ["postgresql_max_connections: expected", "postgresql_app_password: empty",
+                    "postgresql_listen_address: must be", "postgresql_hosts: must list"]),
     "qdrant": ({"qdrant_limit_nofile": 1024, "qdrant_checksum": "", "qdrant_data_volume_id": "sdf"},
                ["qdrant_limit_nofile:", "qdrant_checksum: is empty", "qdrant_data_volume_id: got"]),
 }
@@ -221,6 +225,7 @@ SECRETS = {
     "backend": {"backend_qdrant_api_key": "SeCrEt-backend-key", "backend_s3_secret_access_key": "SeCrEt-s3"},
     "backup": {"backup_qdrant_api_key": "SeCrEt-backup-key", "backup_s3_secret_access_key": "SeCrEt-s3"},
     "journal_tls": {"journal_tls_ca_key": "SeCrEt-not-a-pem-key"},
+    "postgresql": {"postgresql_app_password": "SeCrEt-short", "postgresql_replication_password": "SeCrEt-short"},
     "prometheus_stack": {"prometheus_stack_alertmanager_webhook_urls": ["hooks.example/SeCrEt-token"],
                          "prometheus_stack_alertmanager_slack_api_url": "http://hooks.slack.example/SeCrEt",
                          "prometheus_stack_alertmanager_email_password": "SeCrEt-smtp"},
@@ -239,7 +244,7 @@ def test_no_secret_in_the_output(runs, role):
 FACT_DEFAULTS = {
     "backend": "backend_bind_address", "backup": "backup_qdrant_url", "journal_remote": "journal_remote_bind_address",
     "nginx": "nginx_exporter_listen_address", "node_exporter": "node_exporter_bind_address",
-    "ollama": "ollama_bind_address", "prometheus_stack": "prometheus_stack_bind_address", "qdrant": "qdrant_bind_address",
+    "ollama": "ollama_bind_address", "postgresql": "postgresql_listen_address", "prometheus_stack": "prometheus_stack_bind_address", "qdrant": "qdrant_bind_address",
 }
 
 

@@ -19,7 +19,7 @@ import yaml
 
 from terraform_helpers import ENVIRONMENTS, INVENTORIES, REPO, expr, tf_files
 
-GROUPS = {"bastion", "edge", "backend", "qdrant", "ollama", "monitoring"}
+GROUPS = {"bastion", "edge", "backend", "qdrant", "ollama", "postgres", "monitoring"}
 EVERY_HOST = "every host"
 ANYWHERE = "anywhere"
 ADMIN_CIDRS = "admin CIDRs"

@@ -17,7 +17,8 @@ import pytest
 from terraform_helpers import expr
 
 # (instance, volume, attachment) resource names, one triple per tier with a data volume.
-DATA_VOLUMES = [("qdrant", "qdrant_data", "qdrant_data"), ("ollama", "ollama_models", "ollama_models")]
+DATA_VOLUMES = [("qdrant", "qdrant_data", "qdrant_data"), ("ollama", "ollama_models", "ollama_models"),
+                ("postgres", "postgres_data", "postgres_data")]
 DEVICE_NAME = "/dev/sdf"  # the API name; Ansible finds the NVMe device by volume id
 
 

@@ -29,7 +29,7 @@ from labctl import ec2 as lab_ec2  # noqa: E402  - the lab seeds its emulator th
 from labctl import terraform as lab_terraform  # noqa: E402
 from labctl.inventory import unwrap_unsafe  # noqa: E402
 
-GROUPS = ("bastion", "edge", "backend", "qdrant", "ollama", "monitoring")
+GROUPS = ("bastion", "edge", "backend", "qdrant", "ollama", "postgres", "monitoring")
 
 
 @dataclass

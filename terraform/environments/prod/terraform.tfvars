@@ -24,17 +24,20 @@ instance_types = {
   qdrant     = "r6i.large"
   ollama     = "g5.xlarge"
   monitoring = "t3.medium"
+  postgres   = "m6i.large"
 }
 
-edge_count    = 2
-backend_count = 2
-qdrant_count  = 3
-ollama_count  = 2
+edge_count     = 2
+backend_count  = 2
+qdrant_count   = 3
+ollama_count   = 2
+postgres_count = 2
 
 ollama_models_volume_size_gb  = 200
 qdrant_data_volume_size_gb    = 100
 qdrant_data_volume_iops       = 3000
 qdrant_data_volume_throughput = 125
+postgres_data_volume_size_gb  = 50
 
 noncurrent_version_retention_days = 30
 access_log_retention_days         = 365

@@ -22,17 +22,20 @@ instance_types = {
   qdrant     = "r6i.large"
   ollama     = "g4dn.xlarge"
   monitoring = "t3.small"
+  postgres   = "t3.medium"
 }
 
-edge_count    = 2
-backend_count = 2
-qdrant_count  = 3
-ollama_count  = 2
+edge_count     = 2
+backend_count  = 2
+qdrant_count   = 3
+ollama_count   = 2
+postgres_count = 2
 
 ollama_models_volume_size_gb  = 100
 qdrant_data_volume_size_gb    = 30
 qdrant_data_volume_iops       = 3000
 qdrant_data_volume_throughput = 125
+postgres_data_volume_size_gb  = 20
 
 noncurrent_version_retention_days = 7
 access_log_retention_days         = 90
