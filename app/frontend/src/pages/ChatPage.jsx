@@ -1,6 +1,7 @@
 import { useId, useRef, useState } from 'react';
 import { askQuestion } from '../api.js';
 import { useCollection } from '../components/useCollection.js';
+import CopyButton from '../components/CopyButton.jsx';
 
 const EXCERPT_LIMIT = 400;
 
@@ -111,7 +112,10 @@ export default function ChatPage({ collection, onCollectionChange }) {
 
       {state.phase === 'answered' && (
         <>
-          <h3>SQL</h3>
+          <div className="sql-heading">
+            <h3>SQL</h3>
+            <CopyButton text={state.result} />
+          </div>
           <pre data-testid="sql-result" className="sql">
             <code>{state.result}</code>
           </pre>

@@ -5,4 +5,6 @@ afterEach(() => {
   cleanup();
   vi.unstubAllGlobals();
   window.location.hash = '';
+  // Undo mockClipboard() (an own property shadowing whatever jsdom provides).
+  if (Object.prototype.hasOwnProperty.call(window.navigator, 'clipboard')) delete window.navigator.clipboard;
 });
