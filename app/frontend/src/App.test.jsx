@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { fireEvent, render, screen } from '@testing-library/react';
+import { fakeResponse, mockFetch } from './test/helpers.js';
 import App, { routeFromHash } from './App.jsx';
 
 describe('routeFromHash', () => {
@@ -8,7 +9,10 @@ describe('routeFromHash', () => {
     expect(routeFromHash('#/upload')).toBe('upload');
     expect(routeFromHash('#/chat')).toBe('chat');
     expect(routeFromHash('#chat')).toBe('chat');
+    expect(routeFromHash('#/documents')).toBe('documents');
     expect(routeFromHash('#/unknown')).toBe('upload');
+    expect(routeFromHash('#/toString')).toBe('upload');
+    expect(routeFromHash('#/__proto__')).toBe('upload');
   });
 });
 
@@ -54,5 +58,22 @@ describe('App navigation', () => {
     expect(screen.getAllByLabelText(/collection/i)).toHaveLength(1);
     expect(screen.getAllByRole('button', { name: /ask/i })).toHaveLength(1);
     expect(screen.getAllByRole('status')).toHaveLength(1);
+  });
+
+  it('opens the Documents page from the tab bar, and a collection chosen there carries over to Chat', async () => {
+    mockFetch(
+      fakeResponse(200, { collections: [{ name: 'inventory', documents: 0, updated_at: null }] }),
+      fakeResponse(200, { collection: 'inventory', documents: [] }),
+    );
+    render(<App />);
+    fireEvent.click(screen.getByRole('link', { name: 'Documents' }));
+    expect(screen.getByRole('link', { name: 'Documents' }).getAttribute('aria-current')).toBe('page');
+    expect(document.title).toBe('QueryGPT · Documents');
+    fireEvent.click(await screen.findByRole('button', { name: /^inventory/ }));
+    await screen.findByText('No documents in “inventory”.');
+    expect(screen.getAllByRole('status')).toHaveLength(1);
+
+    fireEvent.click(screen.getByRole('link', { name: 'Chat' }));
+    expect(screen.getByLabelText('Collection').value).toBe('inventory');
   });
 });
