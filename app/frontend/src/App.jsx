@@ -3,18 +3,21 @@ import { DEFAULT_COLLECTION } from './api.js';
 import UploadPage from './pages/UploadPage.jsx';
 import ChatPage from './pages/ChatPage.jsx';
 import DocumentsPage from './pages/DocumentsPage.jsx';
+import HistoryPage from './pages/HistoryPage.jsx';
 
-// Minimal hash routing: #/upload (default), #/chat, #/documents. No router dependency.
+// Minimal hash routing: #/upload (default), #/chat, #/documents, #/history. No router dependency.
 const ROUTES = {
   upload: { label: 'Upload', hash: '#/upload' },
   chat: { label: 'Chat', hash: '#/chat' },
   documents: { label: 'Documents', hash: '#/documents' },
+  history: { label: 'History', hash: '#/history' },
 };
 
 const PAGES = {
   upload: UploadPage,
   chat: ChatPage,
   documents: DocumentsPage,
+  history: HistoryPage,
 };
 
 export function routeFromHash(hash) {

@@ -10,6 +10,7 @@ describe('routeFromHash', () => {
     expect(routeFromHash('#/chat')).toBe('chat');
     expect(routeFromHash('#chat')).toBe('chat');
     expect(routeFromHash('#/documents')).toBe('documents');
+    expect(routeFromHash('#/history?before=3')).toBe('history');
     expect(routeFromHash('#/unknown')).toBe('upload');
     expect(routeFromHash('#/toString')).toBe('upload');
     expect(routeFromHash('#/__proto__')).toBe('upload');
@@ -75,5 +76,36 @@ describe('App navigation', () => {
 
     fireEvent.click(screen.getByRole('link', { name: 'Chat' }));
     expect(screen.getByLabelText('Collection').value).toBe('inventory');
+  });
+
+  it('opens the History page directly from #/history', async () => {
+    window.location.hash = '#/history';
+    const fetchMock = mockFetch(fakeResponse(200, { entries: [], next_before: null }));
+    render(<App />);
+    expect(screen.getByRole('link', { name: 'History' }).getAttribute('aria-current')).toBe('page');
+    await screen.findByText('No questions asked yet.');
+    expect(fetchMock.mock.calls[0][0]).toBe('/api/history?limit=50');
+  });
+
+  it('keeps e2e locators unambiguous on the Documents and History pages', async () => {
+    mockFetch(
+      fakeResponse(200, { collections: [{ name: 'querygpt', documents: 1, updated_at: null }] }),
+      fakeResponse(200, {
+        collection: 'querygpt',
+        documents: [{ id: 'd1', filename: 'upload.pdf', sha256: 'ab', size: 1, chunks: 1, s3_key: 'k', s3_version_id: null, uploaded_at: null }],
+      }),
+      fakeResponse(200, { entries: [], next_before: null }),
+    );
+    render(<App />);
+    fireEvent.click(screen.getByRole('link', { name: 'Documents' }));
+    await screen.findByRole('button', { name: 'Delete upload.pdf' });
+    expect(screen.getAllByRole('status')).toHaveLength(1);
+    expect(screen.getAllByRole('table')).toHaveLength(1);
+    expect(screen.getAllByRole('button', { name: /^delete/i })).toHaveLength(1);
+
+    fireEvent.click(screen.getByRole('link', { name: 'History' }));
+    await screen.findByText('No questions asked yet.');
+    expect(screen.getAllByRole('status')).toHaveLength(1);
+    expect(screen.getAllByLabelText(/collection/i)).toHaveLength(1);
   });
 });
