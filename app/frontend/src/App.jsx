@@ -2,16 +2,28 @@ import { useEffect, useState } from 'react';
 import { DEFAULT_COLLECTION } from './api.js';
 import UploadPage from './pages/UploadPage.jsx';
 import ChatPage from './pages/ChatPage.jsx';
+import DocumentsPage from './pages/DocumentsPage.jsx';
+import HistoryPage from './pages/HistoryPage.jsx';
 
-// Minimal hash routing: #/upload (default) and #/chat. No router dependency.
+// Minimal hash routing: #/upload (default), #/chat, #/documents, #/history. No router dependency.
 const ROUTES = {
   upload: { label: 'Upload', hash: '#/upload' },
   chat: { label: 'Chat', hash: '#/chat' },
+  documents: { label: 'Documents', hash: '#/documents' },
+  history: { label: 'History', hash: '#/history' },
+};
+
+const PAGES = {
+  upload: UploadPage,
+  chat: ChatPage,
+  documents: DocumentsPage,
+  history: HistoryPage,
 };
 
 export function routeFromHash(hash) {
   const name = String(hash ?? '').replace(/^#\/?/, '').split(/[/?]/)[0];
-  return name in ROUTES ? name : 'upload';
+  // Own keys only: `#/toString` must not resolve to an Object.prototype member.
+  return Object.hasOwn(ROUTES, name) ? name : 'upload';
 }
 
 export default function App() {
@@ -27,6 +39,8 @@ export default function App() {
   useEffect(() => {
     document.title = `QueryGPT · ${ROUTES[route].label}`;
   }, [route]);
+
+  const Page = PAGES[route];
 
   return (
     <div className="app">
@@ -50,11 +64,7 @@ export default function App() {
         </nav>
       </header>
       <main>
-        {route === 'chat' ? (
-          <ChatPage collection={collection} onCollectionChange={setCollection} />
-        ) : (
-          <UploadPage collection={collection} onCollectionChange={setCollection} />
-        )}
+        <Page collection={collection} onCollectionChange={setCollection} />
       </main>
     </div>
   );

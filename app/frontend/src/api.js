@@ -93,3 +93,48 @@ export function askQuestion(query, collectionName, { signal } = {}) {
     signal,
   });
 }
+
+const JSON_ACCEPT = { Accept: 'application/json' };
+
+/** GET /api/collections -> {collections: [{name, documents, updated_at}]}. */
+export function listCollections({ signal } = {}) {
+  return request('/collections', { method: 'GET', headers: JSON_ACCEPT, signal });
+}
+
+/**
+ * GET /api/collections/{name}/documents -> {collection, documents: [{id, filename, sha256, size,
+ * chunks, s3_key, s3_version_id, uploaded_at}]}. Rejects with status 404 for an unknown collection.
+ */
+export function listDocuments(collection, { signal } = {}) {
+  const name = String(collection ?? '').trim();
+  if (!name) return Promise.reject(new ApiError('A collection name is required.', 0));
+  return request(`/collections/${encodeURIComponent(name)}/documents`, {
+    method: 'GET',
+    headers: JSON_ACCEPT,
+    signal,
+  });
+}
+
+/**
+ * GET /api/history?limit=&before=&collection= -> {entries: [...], next_before: int|null}, newest first.
+ * Parameters left undefined, null or blank are not sent.
+ */
+export function listHistory({ limit, before, collection, signal } = {}) {
+  const params = new URLSearchParams();
+  if (limit != null && limit !== '') params.set('limit', String(limit));
+  if (before != null && before !== '') params.set('before', String(before));
+  const name = String(collection ?? '').trim();
+  if (name) params.set('collection', name);
+  const query = params.toString();
+  return request(`/history${query ? `?${query}` : ''}`, { method: 'GET', headers: JSON_ACCEPT, signal });
+}
+
+/**
+ * DELETE /api/documents/{id} -> {id, collection, filename, chunks_removed, s3_versions_removed,
+ * history_entries_scrubbed}. Rejects with status 404 when the document is unknown.
+ */
+export function deleteDocument(id, { signal } = {}) {
+  const key = String(id ?? '').trim();
+  if (!key) return Promise.reject(new ApiError('A document id is required.', 0));
+  return request(`/documents/${encodeURIComponent(key)}`, { method: 'DELETE', headers: JSON_ACCEPT, signal });
+}

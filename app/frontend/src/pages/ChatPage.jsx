@@ -1,18 +1,8 @@
 import { useId, useRef, useState } from 'react';
 import { askQuestion } from '../api.js';
 import { useCollection } from '../components/useCollection.js';
-
-const EXCERPT_LIMIT = 400;
-
-function excerpt(text) {
-  const clean = String(text ?? '').replace(/\s+/g, ' ').trim();
-  return clean.length > EXCERPT_LIMIT ? `${clean.slice(0, EXCERPT_LIMIT).trimEnd()}…` : clean;
-}
-
-function formatScore(score) {
-  if (typeof score === 'number' && Number.isFinite(score)) return score.toFixed(3);
-  return score == null ? 'n/a' : String(score);
-}
+import CopyButton from '../components/CopyButton.jsx';
+import SourceList from '../components/SourceList.jsx';
 
 function describeError(err) {
   const reason = err?.message || 'Unknown error';
@@ -111,32 +101,16 @@ export default function ChatPage({ collection, onCollectionChange }) {
 
       {state.phase === 'answered' && (
         <>
-          <h3>SQL</h3>
+          <div className="sql-heading">
+            <h3>SQL</h3>
+            <CopyButton text={state.result} />
+          </div>
           <pre data-testid="sql-result" className="sql">
             <code>{state.result}</code>
           </pre>
 
           <h3 id="sources-heading">Sources</h3>
-          {state.sources.length === 0 ? (
-            <p className="hint" data-testid="sources">
-              No sources were returned.
-            </p>
-          ) : (
-            <ol data-testid="sources" aria-labelledby="sources-heading" className="sources">
-              {state.sources.map((s, i) => (
-                <li key={`${s.filename}-${s.page}-${s.chunk}-${i}`} className="source">
-                  <div className="source-meta">
-                    <span className="source-file">{s.filename ?? 'unknown file'}</span>
-                    {' · '}
-                    <span className="source-page">page {s.page ?? 'n/a'}</span>
-                    {' · '}
-                    <span className="source-score">score {formatScore(s.score)}</span>
-                  </div>
-                  <blockquote className="source-text">{excerpt(s.text)}</blockquote>
-                </li>
-              ))}
-            </ol>
-          )}
+          <SourceList sources={state.sources} labelledBy="sources-heading" />
         </>
       )}
     </section>

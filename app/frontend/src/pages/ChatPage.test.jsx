@@ -1,7 +1,7 @@
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import { fireEvent, render, screen, within } from '@testing-library/react';
 import ChatPage from './ChatPage.jsx';
-import { deferred, fakeResponse, mockFetch } from '../test/helpers.js';
+import { deferred, fakeResponse, mockClipboard, mockFetch } from '../test/helpers.js';
 
 const SQL = 'SELECT c.name, SUM(o.total) AS revenue\nFROM customers c\nJOIN orders o ON o.customer_id = c.id\nGROUP BY c.name;';
 
@@ -94,5 +94,50 @@ describe('ChatPage', () => {
     fireEvent.keyDown(question, { key: 'Enter', ctrlKey: true });
     expect((await screen.findByTestId('sql-result')).textContent).toBe('SELECT 2;');
     expect(fetchMock).toHaveBeenCalledTimes(1);
+  });
+
+  describe('Copy SQL', () => {
+    async function answer() {
+      mockFetch(fakeResponse(200, { result: SQL, sources: [] }));
+      render(<ChatPage />);
+      fireEvent.change(screen.getByLabelText('Question'), { target: { value: 'q' } });
+      fireEvent.click(screen.getByRole('button', { name: 'Ask' }));
+      await screen.findByTestId('sql-result');
+    }
+
+    it('is offered only once there is an answer', () => {
+      render(<ChatPage />);
+      expect(screen.queryByRole('button', { name: 'Copy SQL' })).toBeNull();
+    });
+
+    it('copies the SQL to the clipboard and says "Copied"', async () => {
+      const writeText = mockClipboard(vi.fn().mockResolvedValue(undefined));
+      await answer();
+      fireEvent.click(screen.getByRole('button', { name: 'Copy SQL' }));
+      await screen.findByText('Copied');
+      expect(writeText).toHaveBeenCalledWith(SQL);
+      // The feedback is in a live region, so screen readers hear it; the page keeps one status.
+      expect(screen.getByText('Copied').getAttribute('aria-live')).toBe('polite');
+      expect(screen.getAllByRole('status')).toHaveLength(1);
+    });
+
+    it('explains when the clipboard refuses the write', async () => {
+      mockClipboard(vi.fn().mockRejectedValue(new DOMException('Write permission denied.', 'NotAllowedError')));
+      await answer();
+      fireEvent.click(screen.getByRole('button', { name: 'Copy SQL' }));
+      const msg = await screen.findByText(/Could not copy/);
+      expect(msg.textContent).toMatch(/Write permission denied/);
+      expect(msg.textContent).toMatch(/copy it by hand/);
+      expect(screen.queryByText('Copied')).toBeNull();
+    });
+
+    it('degrades to a message when the clipboard API is unavailable', async () => {
+      mockClipboard(null);
+      await answer();
+      fireEvent.click(screen.getByRole('button', { name: 'Copy SQL' }));
+      expect((await screen.findByText(/Copying is not available/)).textContent).toMatch(/copy it by hand/);
+      // The SQL stays selectable on the page.
+      expect(screen.getByTestId('sql-result').textContent).toBe(SQL);
+    });
   });
 });

@@ -52,6 +52,10 @@ export default function UploadPage({ collection, onCollectionChange, onUploaded 
         Upload a PDF describing your database schema. It is split into chunks and indexed so
         questions on the Chat page can be answered with SQL.
       </p>
+      <p className="hint" data-testid="replace-note">
+        Uploading a file with the same name into the same collection replaces the earlier document.
+        See or delete documents on the Documents page.
+      </p>
       <form onSubmit={onSubmit} noValidate>
         <div className="field">
           <label htmlFor={fileId}>Schema PDF</label>

@@ -78,4 +78,11 @@ describe('UploadPage', () => {
     expect(screen.getByRole('status').textContent).toMatch(/Choose a PDF file/);
     expect(fetchMock).not.toHaveBeenCalled();
   });
+
+  it('says that re-uploading a filename into the same collection replaces the old document', () => {
+    render(<UploadPage />);
+    expect(screen.getByTestId('replace-note').textContent).toMatch(
+      /same name into the same collection replaces the earlier document/,
+    );
+  });
 });

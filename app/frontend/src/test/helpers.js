@@ -37,3 +37,13 @@ export function deferred() {
 export function pdfFile(name = 'schema.pdf') {
   return new File(['%PDF-1.4\n%fake\n'], name, { type: 'application/pdf' });
 }
+
+/**
+ * Install a navigator.clipboard stand-in: pass a writeText mock, or null for "no clipboard API".
+ * src/test/setup.js removes it after each test.
+ */
+export function mockClipboard(writeText) {
+  const value = writeText === null ? undefined : { writeText };
+  Object.defineProperty(window.navigator, 'clipboard', { value, configurable: true, writable: true });
+  return writeText;
+}
