@@ -212,7 +212,9 @@ def test_delete_erases_the_document_everywhere(make_client, s3, schema_pdf, data
     assert client.delete(f"/documents/{doc['document_id']}").status_code == 404
 
 
-@pytest.mark.parametrize("document_id", [str(uuid.uuid4()), "not-a-uuid", "1234"])
+@pytest.mark.parametrize(
+    "document_id", ["5d1f3c0e-8a39-4f7e-9a51-0c2b7e6d4a10", "not-a-uuid", "1234"]
+)
 def test_delete_of_an_unknown_document_is_404_and_removes_nothing(
     make_client, s3, schema_pdf, database, document_id
 ) -> None:
