@@ -1,4 +1,5 @@
-"""Fixtures shared by every test directory: a local AWS API (moto) on a free loopback port."""
+"""Fixtures shared by every test directory: a local AWS API (moto) on a free loopback port,
+and a throw-away PostgreSQL server (pgserver.py)."""
 
 from __future__ import annotations
 
@@ -7,9 +8,12 @@ import subprocess
 import time
 import urllib.request
 from pathlib import Path
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
 import pytest
+
+if TYPE_CHECKING:
+    from pgserver import PostgresServer
 
 VENV_BIN = Path(__file__).resolve().parents[1] / ".venv" / "bin"
 
@@ -78,3 +82,19 @@ def moto_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
             proc.kill()
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator["PostgresServer"]:
+    """A PostgreSQL server of this pytest process (each xdist worker its own), with the
+    application role; tests create their databases in it (pgserver.py)."""
+    from pgserver import PostgresMissing, remove_server, start_server
+
+    try:
+        server = start_server()
+    except PostgresMissing as exc:
+        pytest.fail(str(exc))
+    try:
+        yield server
+    finally:
+        remove_server(server)

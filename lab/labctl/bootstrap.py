@@ -26,6 +26,9 @@ HOST_PACKAGES = [
     # The lab's UI test drives Debian's chromium through its matching chromedriver, and
     # trusts the lab's ACME CA through an NSS database made with certutil.
     "chromium", "chromium-driver", "libnss3-tools",
+    # The backend's tests start a throw-away PostgreSQL server (tests/pgserver.py) from
+    # Debian's server binaries; the package's own cluster is not used.
+    "postgresql",
 ]
 # One executable per package, to tell whether it is installed without asking dpkg each time.
 PACKAGE_PROBES = {
@@ -34,6 +37,10 @@ PACKAGE_PROBES = {
     "openssh-client": "/usr/bin/ssh", "zstd": "/usr/bin/zstd",
     "chromium": "/usr/bin/chromium", "chromium-driver": "/usr/bin/chromedriver",
     "libnss3-tools": "/usr/bin/certutil",
+    # The server binaries are under /usr/lib/postgresql/<major>/bin (the major changes with
+    # Debian's release); pg_createcluster comes with postgresql-common, which only the server
+    # packages pull in (pg_wrapper is postgresql-client-common's, there with the client alone).
+    "postgresql": "/usr/bin/pg_createcluster",
 }
 
 NO_DOCKER_HELP = """\

@@ -1,9 +1,11 @@
 """Fixtures for the QueryGPT backend tests.
 
 The app runs in-process against an in-memory Qdrant (qdrant-client's local
-mode), a fake Ollama served through httpx.MockTransport and moto's in-process
-S3 (a versioned documents bucket), so the suite needs no network and no
-services. Sample PDFs are generated with reportlab.
+mode), a fake Ollama served through httpx.MockTransport, moto's in-process
+S3 (a versioned documents bucket) and a real PostgreSQL started for the test
+session (tests/pgserver.py; one server per xdist worker, one migrated database
+emptied before each test), so the suite needs no network services. Sample PDFs
+are generated with reportlab.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ with warnings.catch_warnings():
 from qdrant_client import QdrantClient  # noqa: E402
 from querygpt.app import create_app  # noqa: E402
 from querygpt.config import Settings  # noqa: E402
-from querygpt_testkit import DOCUMENTS_BUCKET, S3_REGION, FakeOllama, make_pdf  # noqa: E402
+from querygpt_testkit import DOCUMENTS_BUCKET, S3_REGION, FakeOllama, TestDatabase, make_pdf  # noqa: E402
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -68,9 +70,32 @@ def s3() -> Iterator[Any]:
         yield client
 
 
+@pytest.fixture(scope="session")
+def app_database(postgres: Any) -> TestDatabase:
+    """The session's database, migrated to head once (``database`` empties it per test)."""
+    from querygpt import migrate
+    from querygpt.database import make_engine
+
+    name = postgres.create_database("querygpt_app")
+    db = TestDatabase(postgres, name)
+    engine = make_engine(db.settings(), for_migrations=True)
+    try:
+        migrate.upgrade(engine)
+    finally:
+        engine.dispose()
+    return db
+
+
 @pytest.fixture
-def settings() -> Settings:
-    return Settings(
+def database(app_database: TestDatabase) -> TestDatabase:
+    """The migrated database, empty."""
+    app_database.truncate()
+    return app_database
+
+
+@pytest.fixture
+def settings(database: TestDatabase) -> Settings:
+    return database.settings(
         chunk_size=120,
         chunk_overlap=20,
         embed_batch_size=4,

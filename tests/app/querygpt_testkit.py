@@ -23,6 +23,20 @@ if TYPE_CHECKING:
 DOCUMENTS_BUCKET = "querygpt-test-documents"
 S3_REGION = "us-east-1"
 
+#: Any existing file passes as QUERYGPT_DATABASE_SSLROOTCERT: configuration checks only that
+#: it exists (libpq reads it when it connects, and these settings never connect).
+CA_FILE = __file__
+#: The database variables of a configuration that is never used to connect (config and CLI
+#: tests), and the Settings fields they give.
+DATABASE_ENV = {
+    "QUERYGPT_DATABASE_HOSTS": "db-1.internal,db-2.internal:5433",
+    "QUERYGPT_DATABASE_SSLROOTCERT": CA_FILE,
+}
+DATABASE_FIELDS: dict[str, Any] = {
+    "database_hosts": (("db-1.internal", 5432), ("db-2.internal", 5433)),
+    "database_sslrootcert": CA_FILE,
+}
+
 SCHEMA_PAGES = [
     [
         "Table customers: one row per customer.",
@@ -203,3 +217,54 @@ def points(qdrant: Any, collection: str) -> dict[str, dict[str, Any]]:
     """Every point of ``collection`` as {point id: payload}."""
     records, _ = qdrant.scroll(collection, limit=10_000, with_payload=True)
     return {str(r.id): dict(r.payload or {}) for r in records}
+
+
+# --------------------------------------------------------------------------
+# The test database (a real PostgreSQL: tests/pgserver.py)
+
+
+class TestDatabase:
+    """One database of the session's PostgreSQL server, and SQL helpers to inspect it."""
+
+    __test__ = False  # not a test class, despite its name
+
+    def __init__(self, server: Any, name: str) -> None:
+        self.server = server
+        self.name = name
+
+    def settings(self, **overrides: Any) -> Any:
+        """Settings pointing at this database (the app role, password auth, no TLS)."""
+        from querygpt.config import Settings
+
+        values: dict[str, Any] = {
+            "database_hosts": ((self.server.host, self.server.port),),
+            "database_name": self.name,
+            "database_user": "querygpt",
+            "database_password": self.server.app_password,
+            "database_sslmode": "disable",
+            "documents_bucket": DOCUMENTS_BUCKET,
+            "s3_region": S3_REGION,
+        }
+        values.update(overrides)
+        return Settings(**values)
+
+    def environ(self) -> dict[str, str]:
+        return dict(self.server.environ(self.name))
+
+    def connect(self) -> Any:
+        import psycopg
+
+        return psycopg.connect(
+            host=self.server.host, port=self.server.port, dbname=self.name, user="querygpt",
+            password=self.server.app_password, autocommit=True,
+        )
+
+    def query(self, sql: str, *params: Any) -> list[tuple[Any, ...]]:
+        with self.connect() as conn:
+            return conn.execute(sql, params or None).fetchall()
+
+    def truncate(self) -> None:
+        with self.connect() as conn:
+            conn.execute(
+                "TRUNCATE query_history, documents, collections RESTART IDENTITY CASCADE"
+            )

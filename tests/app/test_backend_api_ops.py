@@ -34,7 +34,7 @@ def test_health_checks_nothing(client, fake_ollama) -> None:
 def test_ready_when_both_reachable(client, fake_ollama) -> None:
     response = client.get("/ready")
     assert response.status_code == 200
-    assert response.json()["checks"] == {"qdrant": "ok", "ollama": "ok"}
+    assert response.json()["checks"] == {"qdrant": "ok", "ollama": "ok", "database": "ok"}
     assert response.json()["ollama_hosts"] == {"ollama-1": "ok"}  # positions, not addresses
     assert response.json()["qdrant_peers"] == {"qdrant-1": "ok"}
     paths = [r.url.path for r in fake_ollama.requests]

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from querygpt import __version__, cli
+from querygpt_testkit import DATABASE_ENV
 
 BACKEND_SRC = Path(__file__).resolve().parents[2] / "app" / "backend" / "src"
 
@@ -51,6 +52,8 @@ def test_runs_uvicorn_with_env_settings(monkeypatch, tmp_path) -> None:
     monkeypatch.setenv("QUERYGPT_PORT", "8123")
     monkeypatch.setenv("QUERYGPT_WORKERS", "3")
     monkeypatch.setenv("QUERYGPT_DOCUMENTS_BUCKET", "querygpt-documents")
+    for name, value in DATABASE_ENV.items():
+        monkeypatch.setenv(name, value)
     prom = tmp_path / "prom"
     prom.mkdir()
     (prom / "counter_123.db").write_bytes(b"stale")
@@ -79,7 +82,9 @@ def test_multiprocess_metrics(tmp_path) -> None:
 
         # Static keys: building the S3 client then needs no credential lookup.
         settings = Settings(documents_bucket="querygpt-documents", s3_region="us-east-1",
-                            s3_access_key_id="test", s3_secret_access_key="test")
+                            s3_access_key_id="test", s3_secret_access_key="test",
+                            # Never connected to: nothing here touches the database.
+                            database_hosts=(("127.0.0.1", 9),), database_sslmode="disable")
         app = create_app(settings, qdrant_client=QdrantClient(":memory:"),
                          http_transport=httpx.MockTransport(fake))
         with TestClient(app) as client:

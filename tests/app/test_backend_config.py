@@ -7,15 +7,16 @@ import pytest
 from querygpt.config import DEFAULTS, Settings
 from querygpt.errors import ConfigError
 from querygpt.vectorstore import CollectionLayout
+from querygpt_testkit import CA_FILE, DATABASE_ENV, DATABASE_FIELDS
 
-
-#: The one variable without a usable default.
-BUCKET = {"QUERYGPT_DOCUMENTS_BUCKET": "querygpt-documents"}
+#: The variables without a usable default: the bucket and the database servers (and, with
+#: the default sslmode verify-full, the CA that signed their certificates).
+BUCKET = {"QUERYGPT_DOCUMENTS_BUCKET": "querygpt-documents", **DATABASE_ENV}
 
 
 def test_defaults_match_documented_values() -> None:
     settings = Settings.from_env(BUCKET)
-    assert settings == Settings(documents_bucket="querygpt-documents")
+    assert settings == Settings(documents_bucket="querygpt-documents", **DATABASE_FIELDS)
     assert settings.qdrant_api_key is None
     assert settings.embed_model == "all-minilm"
     assert settings.llm_model == "qwen2.5-coder:1.5b"
@@ -112,8 +113,23 @@ def test_values_are_read_and_normalised() -> None:
             "QUERYGPT_S3_ACCESS_KEY_ID": "AKIAEXAMPLE",
             "QUERYGPT_S3_SECRET_ACCESS_KEY": "wJalr/K7MDENG+bPxRfiCY",
             "QUERYGPT_S3_KMS_KEY_ID": "arn:aws:kms:eu-central-1:123456789012:key/abcd-ef",
+            "QUERYGPT_DATABASE_HOSTS": " db-a.internal , 10.0.3.12:5433,[fd00::7]:6432 ",
+            "QUERYGPT_DATABASE_NAME": "querygpt_prod",
+            "QUERYGPT_DATABASE_USER": "querygpt_app",
+            "QUERYGPT_DATABASE_PASSWORD": " pass word with spaces ",
+            "QUERYGPT_DATABASE_SSLMODE": "VERIFY-CA",
+            "QUERYGPT_DATABASE_SSLROOTCERT": CA_FILE,
+            "QUERYGPT_DATABASE_CONNECT_TIMEOUT_SECONDS": "5",
+            "QUERYGPT_DATABASE_POOL_SIZE": "2",
         }
     )
+    assert settings.database_hosts == (
+        ("db-a.internal", 5432), ("10.0.3.12", 5433), ("fd00::7", 6432)
+    )
+    assert (settings.database_name, settings.database_user) == ("querygpt_prod", "querygpt_app")
+    assert settings.database_password == " pass word with spaces "  # verbatim
+    assert settings.database_sslmode == "verify-ca" and settings.database_sslrootcert == CA_FILE
+    assert settings.database_connect_timeout_seconds == 5 and settings.database_pool_size == 2
     assert settings.qdrant_urls == ("https://qdrant.internal:6333", "http://10.0.2.11:6333")
     assert settings.qdrant_cooldown_seconds == 4
     assert settings.qdrant_connect_timeout_seconds == 0.5
@@ -190,6 +206,20 @@ def test_values_are_read_and_normalised() -> None:
         ("QUERYGPT_QDRANT_REPLICATION_FACTOR", "two"),
         ("QUERYGPT_QDRANT_REPLICATION_FACTOR", "0"),
         ("QUERYGPT_QDRANT_WRITE_CONSISTENCY_FACTOR", "0"),
+        ("QUERYGPT_DATABASE_HOSTS", "db-1,,db-2"),
+        ("QUERYGPT_DATABASE_HOSTS", "db-1:port"),
+        ("QUERYGPT_DATABASE_HOSTS", "db-1:70000"),
+        ("QUERYGPT_DATABASE_HOSTS", "db-1:"),
+        ("QUERYGPT_DATABASE_HOSTS", "postgresql://db-1/querygpt"),
+        ("QUERYGPT_DATABASE_HOSTS", "db-1,DB-1:5432"),
+        ("QUERYGPT_DATABASE_HOSTS", "[fd00::7"),
+        ("QUERYGPT_DATABASE_NAME", "query-gpt"),
+        ("QUERYGPT_DATABASE_USER", "1user"),
+        ("QUERYGPT_DATABASE_SSLMODE", "on"),
+        ("QUERYGPT_DATABASE_SSLROOTCERT", "internal-ca.pem"),
+        ("QUERYGPT_DATABASE_SSLROOTCERT", "/nonexistent/internal-ca.pem"),
+        ("QUERYGPT_DATABASE_CONNECT_TIMEOUT_SECONDS", "0"),
+        ("QUERYGPT_DATABASE_POOL_SIZE", "100"),
     ],
 )
 def test_invalid_value_names_the_variable(variable: str, value: str) -> None:
@@ -318,3 +348,38 @@ def test_secrets_are_not_in_repr_nor_in_error_messages() -> None:
     with pytest.raises(ConfigError) as info:
         Settings.from_env({**BUCKET, "QUERYGPT_S3_SECRET_ACCESS_KEY": "bad secret with spaces"})
     assert "bad secret" not in str(info.value)
+
+
+@pytest.mark.parametrize("value", [None, "", "  "])
+def test_database_hosts_are_required(value: str | None) -> None:
+    environ = {**BUCKET}
+    del environ["QUERYGPT_DATABASE_HOSTS"]
+    if value is not None:
+        environ["QUERYGPT_DATABASE_HOSTS"] = value
+    with pytest.raises(ConfigError) as info:
+        Settings.from_env(environ)
+    assert info.value.variable == "QUERYGPT_DATABASE_HOSTS"
+    assert "primary and standbys" in str(info.value)
+
+
+@pytest.mark.parametrize("sslmode", ["verify-full", "verify-ca"])
+def test_a_verifying_sslmode_needs_the_ca(sslmode: str) -> None:
+    environ = {**BUCKET, "QUERYGPT_DATABASE_SSLMODE": sslmode}
+    del environ["QUERYGPT_DATABASE_SSLROOTCERT"]
+    with pytest.raises(ConfigError) as info:
+        Settings.from_env(environ)
+    assert info.value.variable == "QUERYGPT_DATABASE_SSLROOTCERT"
+    # Without verification no CA is needed (e.g. a loopback test server).
+    environ["QUERYGPT_DATABASE_SSLMODE"] = "require"
+    assert Settings.from_env(environ).database_sslrootcert is None
+
+
+def test_database_password_is_a_secret() -> None:
+    password = "pg-Pa55/with spaces"
+    settings = Settings.from_env({**BUCKET, "QUERYGPT_DATABASE_PASSWORD": password})
+    assert password not in repr(settings)
+    assert password in settings.secrets()
+    with pytest.raises(ConfigError) as info:
+        Settings.from_env({**BUCKET, "QUERYGPT_DATABASE_PASSWORD": "line1\nsecret-line2"})
+    assert info.value.variable == "QUERYGPT_DATABASE_PASSWORD"
+    assert "secret-line2" not in str(info.value)

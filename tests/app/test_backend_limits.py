@@ -16,7 +16,7 @@ import pytest
 from querygpt.config import Settings
 from querygpt.errors import ConfigError, DeadlineExceeded, TooManyRequests
 from querygpt.limits import Deadline, GpuQueue, TokenBucket
-from querygpt_testkit import make_pdf, metric_value, points, upload
+from querygpt_testkit import DATABASE_ENV, DATABASE_FIELDS, make_pdf, metric_value, points, upload
 
 SLACK = 2.0  # seconds a 504 may come after the deadline (scheduling, rollback, a slow CI)
 
@@ -249,14 +249,16 @@ def test_token_bucket_refills_at_the_rate(monkeypatch) -> None:
     ],
 )
 def test_limit_settings_are_validated(variable, value, needle) -> None:
-    env = {"QUERYGPT_DOCUMENTS_BUCKET": "querygpt-test-documents", variable: value}
+    env = {"QUERYGPT_DOCUMENTS_BUCKET": "querygpt-test-documents", **DATABASE_ENV, variable: value}
     with pytest.raises(ConfigError) as caught:
         Settings.from_env(env)
     assert caught.value.variable == variable and needle in str(caught.value)
 
 
 def test_limit_settings_defaults() -> None:
-    settings = Settings.from_env({"QUERYGPT_DOCUMENTS_BUCKET": "querygpt-test-documents"})
+    settings = Settings.from_env({"QUERYGPT_DOCUMENTS_BUCKET": "querygpt-test-documents", **DATABASE_ENV})
     assert (settings.query_deadline_seconds, settings.upload_deadline_seconds) == (240, 240)
     assert (settings.gpu_concurrency, settings.gpu_queue) == (1, 4)
-    assert settings == Settings(documents_bucket="querygpt-test-documents"), "DEFAULTS match the fields"
+    assert settings == Settings(
+        documents_bucket="querygpt-test-documents", **DATABASE_FIELDS
+    ), "DEFAULTS match the fields"

@@ -398,7 +398,7 @@ def test_ready_while_one_host_answers_and_each_host_is_reported(make_client, fak
     response = client.get("/ready")
     assert response.status_code == 200, response.text
     body = response.json()
-    assert body["checks"] == {"qdrant": "ok", "ollama": "ok"}
+    assert body["checks"] == {"qdrant": "ok", "ollama": "ok", "database": "ok"}
     assert body["ollama_hosts"] == {
         "ollama-1": "ok",
         "ollama-2": "not ready: Ollama is unreachable (ConnectError).",

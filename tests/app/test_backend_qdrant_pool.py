@@ -289,7 +289,7 @@ def test_ready_while_one_peer_answers_and_each_peer_is_reported(make_client, fak
     response = client.get("/ready")
     assert response.status_code == 200, response.text
     body = response.json()
-    assert body["checks"] == {"qdrant": "ok", "ollama": "ok"}
+    assert body["checks"] == {"qdrant": "ok", "ollama": "ok", "database": "ok"}
     assert body["qdrant_peers"] == {
         "qdrant-1": "unreachable: ConnectError",
         "qdrant-2": "ok",

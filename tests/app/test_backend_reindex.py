@@ -158,7 +158,7 @@ def test_unreachable_service_stops_the_run(uploaded, qdrant, fake_ollama, run_re
 
 
 @pytest.fixture
-def env_file(tmp_path: Path, monkeypatch) -> Path:
+def env_file(tmp_path: Path, monkeypatch, database) -> Path:
     """The service's env file as the role writes it; no QUERYGPT_* in the process env."""
     for name in list(os.environ):
         if name.startswith("QUERYGPT_"):
@@ -173,6 +173,7 @@ def env_file(tmp_path: Path, monkeypatch) -> Path:
         'QUERYGPT_QDRANT_API_KEY="k\\"ey\\\\1"\n'
         "QUERYGPT_CHUNK_SIZE=120\n"
         "QUERYGPT_CHUNK_OVERLAP=20\n"
+        + "".join(f"{name}={value}\n" for name, value in database.environ().items())
     )
     return path
 

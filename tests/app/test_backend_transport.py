@@ -19,6 +19,7 @@ import pytest
 
 from querygpt import cli
 from querygpt.transport import NoDelayHTTPProtocol, set_nodelay
+from querygpt_testkit import DATABASE_ENV
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "benchmarks"))
@@ -64,6 +65,8 @@ def test_the_cli_serves_with_the_nodelay_protocol(monkeypatch) -> None:
     calls: dict = {}
     monkeypatch.setattr(uvicorn, "run", lambda app, **kw: calls.update(kw))
     monkeypatch.setenv("QUERYGPT_DOCUMENTS_BUCKET", "querygpt-documents")
+    for name, value in DATABASE_ENV.items():
+        monkeypatch.setenv(name, value)
     monkeypatch.delenv("PROMETHEUS_MULTIPROC_DIR", raising=False)
     assert cli.main([]) == 0
     assert calls["http"] is NoDelayHTTPProtocol
@@ -78,6 +81,7 @@ def two_workers(tmp_path_factory):
     prom = tmp_path_factory.mktemp("prom")
     env = dict(os.environ, QUERYGPT_HOST="127.0.0.1", QUERYGPT_PORT=str(port), QUERYGPT_WORKERS="2",
                QUERYGPT_DOCUMENTS_BUCKET="querygpt-documents", PROMETHEUS_MULTIPROC_DIR=str(prom),
+               **DATABASE_ENV,  # /health needs no database: nothing connects to it
                PYTHONPATH=str(ROOT / "app" / "backend" / "src"))
     proc = subprocess.Popen([sys.executable, "-m", "querygpt"], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)

@@ -1,6 +1,7 @@
 """End to end: the real QueryGPT backend (``python -m querygpt``, uvicorn,
 two workers) over HTTP against the Qdrant and Ollama lab stand-ins, with
-moto's S3 server (the lab's S3-compatible endpoint) as the documents bucket.
+moto's S3 server (the lab's S3-compatible endpoint) as the documents bucket, and a
+throw-away PostgreSQL (tests/pgserver.py) migrated with ``python -m querygpt migrate``.
 Two Ollama stand-ins make the backends' Ollama pool (QUERYGPT_OLLAMA_URLS).
 
 Stand-ins and backends run as subprocesses bound to 127.0.0.1 on free
@@ -380,11 +381,32 @@ class Backend:
 BackendFactory = Callable[..., Backend]
 
 
+@pytest.fixture(scope="session")
+def database(postgres: Any) -> dict[str, str]:
+    """The backends' database, migrated by the console script as a deploy does; its
+    QUERYGPT_DATABASE_* variables."""
+    postgres.create_database("querygpt")
+    env = postgres.environ("querygpt")
+    result = subprocess.run(
+        [sys.executable, "-m", "querygpt", "migrate"],
+        env=dict(clean_env(), PYTHONPATH=str(BACKEND_SRC), QUERYGPT_DOCUMENTS_BUCKET=DOCUMENTS_BUCKET, **env),
+        capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "revision after: 0001" in result.stdout
+    return env
+
+
 def backend_settings(
-    qdrant: QdrantStandin, ollamas: Sequence[OllamaStandin], s3: S3Standin, port: int
+    qdrant: QdrantStandin,
+    ollamas: Sequence[OllamaStandin],
+    s3: S3Standin,
+    port: int,
+    database: dict[str, str],
 ) -> dict[str, str]:
     """The QUERYGPT_* variables of a backend on the stand-ins (what backend.env holds)."""
     return {
+        **database,
         "QUERYGPT_QDRANT_URLS": qdrant.url,
         "QUERYGPT_QDRANT_API_KEY": QDRANT_KEY,
         "QUERYGPT_OLLAMA_URLS": ",".join(o.url for o in ollamas),
@@ -408,6 +430,7 @@ def launch_backend(
     qdrant: QdrantStandin,
     ollamas: Sequence[OllamaStandin],
     s3: S3Standin,
+    database: dict[str, str],
     *,
     precreate_metrics_dir: bool = True,
     **overrides: str | int,
@@ -418,7 +441,7 @@ def launch_backend(
     (an empty directory in ``work``, created first unless ``precreate_metrics_dir=False``).
     """
     port = free_port()
-    settings = backend_settings(qdrant, ollamas, s3, port)
+    settings = backend_settings(qdrant, ollamas, s3, port, database)
     settings.update({f"QUERYGPT_{k.upper()}": str(v) for k, v in overrides.items()})
     env = dict(clean_env(), PYTHONPATH=str(BACKEND_SRC), **settings)
     if int(settings["QUERYGPT_WORKERS"]) > 1:
@@ -442,9 +465,12 @@ def backend(
     qdrant: QdrantStandin,
     ollamas: tuple[OllamaStandin, ...],
     s3: S3Standin,
+    database: dict[str, str],
 ) -> Iterator[Backend]:
     """The shared backend: two workers, multiprocess metrics, two Ollama hosts."""
-    shared = launch_backend(tmp_path_factory.mktemp("backend"), qdrant, ollamas, s3, workers=2)
+    shared = launch_backend(
+        tmp_path_factory.mktemp("backend"), qdrant, ollamas, s3, database, workers=2
+    )
     try:
         yield shared
     finally:
@@ -453,7 +479,11 @@ def backend(
 
 @pytest.fixture
 def start_backend(
-    tmp_path: Path, qdrant: QdrantStandin, ollamas: tuple[OllamaStandin, ...], s3: S3Standin
+    tmp_path: Path,
+    qdrant: QdrantStandin,
+    ollamas: tuple[OllamaStandin, ...],
+    s3: S3Standin,
+    database: dict[str, str],
 ) -> Iterator[BackendFactory]:
     """Extra backends for one test (same stand-ins), stopped when it ends."""
     started: list[Backend] = []
@@ -461,7 +491,7 @@ def start_backend(
     def factory(**kwargs: Any) -> Backend:
         work = tmp_path / f"backend{len(started)}"
         work.mkdir()
-        started.append(launch_backend(work, qdrant, ollamas, s3, **kwargs))
+        started.append(launch_backend(work, qdrant, ollamas, s3, database, **kwargs))
         return started[-1]
 
     try:
@@ -617,7 +647,7 @@ def test_health_and_ready_with_both_standins_up(backend: Backend) -> None:
     assert ready.status_code == 200, ready.text
     assert ready.json() == {
         "status": "ready",
-        "checks": {"qdrant": "ok", "ollama": "ok"},
+        "checks": {"qdrant": "ok", "ollama": "ok", "database": "ok"},
         "ollama_hosts": {"ollama-1": "ok", "ollama-2": "ok"},
         "qdrant_peers": {"qdrant-1": "ok"},
     }
@@ -928,7 +958,9 @@ def test_upload_keeps_the_original_in_the_documents_bucket(
 def test_backend_refuses_to_start_without_a_documents_bucket(
     tmp_path: Path, qdrant: QdrantStandin, ollamas: tuple[OllamaStandin, ...], s3: S3Standin
 ) -> None:
-    settings = backend_settings(qdrant, ollamas, s3, free_port())
+    # Never connected to: the process stops before.
+    database = {"QUERYGPT_DATABASE_HOSTS": "127.0.0.1:9", "QUERYGPT_DATABASE_SSLMODE": "disable"}
+    settings = backend_settings(qdrant, ollamas, s3, free_port(), database)
     del settings["QUERYGPT_DOCUMENTS_BUCKET"]
     env = dict(clean_env(), PYTHONPATH=str(BACKEND_SRC), **settings)
     result = subprocess.run(
@@ -987,3 +1019,45 @@ def test_reindex_rebuilds_a_lost_collection_from_the_bucket(
         assert (summary["documents"], summary["points"]) == (2, len(before))
         assert collection_points(qdrant_client, collection) == before
     assert QDRANT_KEY not in result.stderr and S3_SECRET not in result.stderr
+
+
+def test_backend_refuses_to_start_without_database_hosts(
+    qdrant: QdrantStandin, ollamas: tuple[OllamaStandin, ...], s3: S3Standin
+) -> None:
+    settings = backend_settings(qdrant, ollamas, s3, free_port(), {})
+    env = dict(clean_env(), PYTHONPATH=str(BACKEND_SRC), **settings)
+    result = subprocess.run(
+        [sys.executable, "-m", "querygpt"], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 2
+    assert "invalid configuration: QUERYGPT_DATABASE_HOSTS is empty" in result.stderr
+
+
+def test_a_document_is_listed_then_erased_everywhere(
+    backend: Backend, qdrant_client: QdrantClient, s3_client: Any
+) -> None:
+    """Over HTTP against the stand-ins: the upload is recorded, DELETE removes its points
+    from the Qdrant stand-in, every version of its original from S3, and its row."""
+    collection = "erasure_check"
+    with backend.client() as client:
+        for _ in range(2):  # two versions of the original
+            response = client.post(
+                "/upload",
+                files={"pdf_file": ("erase-me.pdf", make_pdf(), "application/pdf")},
+                data={"collection_name": collection},
+            )
+            assert response.status_code == 200, response.text
+        doc = response.json()
+        listing = client.get(f"/collections/{collection}/documents").json()["documents"]
+        assert [(d["id"], d["filename"]) for d in listing] == [(doc["document_id"], "erase-me.pdf")]
+        assert collection in [c["name"] for c in client.get("/collections").json()["collections"]]
+
+        response = client.delete(f"/documents/{doc['document_id']}")
+        assert response.status_code == 200, response.text
+        assert response.json()["s3_versions_removed"] == 2
+        assert response.json()["chunks_removed"] == doc["chunks"]
+        assert client.get(f"/collections/{collection}/documents").json()["documents"] == []
+        assert client.delete(f"/documents/{doc['document_id']}").status_code == 404
+    assert document_points(qdrant_client, collection, "s3_key", doc["s3_key"]) == []
+    listing = s3_client.list_object_versions(Bucket=DOCUMENTS_BUCKET, Prefix=doc["s3_key"])
+    assert not listing.get("Versions") and not listing.get("DeleteMarkers")

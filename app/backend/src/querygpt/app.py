@@ -22,7 +22,8 @@ from starlette.concurrency import run_in_threadpool
 
 from . import __version__
 from .answering import Answerer
-from .config import Settings
+from .config import Settings, database_hosts_text, require_database
+from .database import Database
 from .documents import DocumentStore
 from .errors import QueryGPTError, TooManyRequests, UploadRejected, UpstreamError
 from .index_stats import IndexStats
@@ -36,6 +37,7 @@ from .limits import (
 )
 from .logs import setup_logging
 from .metrics import UPLOAD_REJECTED
+from .migrate import code_head
 from .middleware import BodyTooLarge, RequestContextMiddleware
 from .ollama import OllamaClient
 from .readiness import ReadinessProbe
@@ -64,12 +66,17 @@ def create_app(
     peer's /readyz probe); ``s3_client`` replaces
     the boto3 S3 client built from the QUERYGPT_S3_* settings.
 
-    Raises ConfigError if ``settings`` names no documents bucket: uploads must
-    never be indexed without their original being kept.
+    The database is the one of the QUERYGPT_DATABASE_* settings (tests point them at a
+    throw-away PostgreSQL); nothing connects to it until the first request.
+
+    Raises ConfigError if ``settings`` names no documents bucket (uploads must never be
+    indexed without their original being kept) or no database hosts.
     """
     settings = settings or Settings.from_env()
     setup_logging(settings.log_level, secrets=settings.secrets())
     documents = DocumentStore.connect(settings, s3_client)
+    require_database(settings)
+    database = Database.connect(settings)
 
     store = VectorStore.from_settings(settings, qdrant_client)
     ollama = OllamaClient(
@@ -84,6 +91,8 @@ def create_app(
         ollama,
         timeout=settings.request_timeout,
         transport=http_transport,
+        database=database,
+        schema_head=code_head(),
     )
     gpu = GpuQueue(
         settings.gpu_concurrency, settings.gpu_queue, retry_ceiling=settings.query_deadline_seconds
@@ -95,6 +104,8 @@ def create_app(
         answerer=Answerer(settings, store, ollama, gpu),
         probe=probe,
         stats=IndexStats(store),
+        database=database,
+        store=store,
     )
 
     @asynccontextmanager
@@ -115,6 +126,9 @@ def create_app(
                 "llm_model": settings.llm_model,
                 "documents": documents.uri(documents.prefix + "/"),
                 "s3_endpoint_url": settings.s3_endpoint_url or "(AWS)",
+                "database_hosts": database_hosts_text(settings.database_hosts),
+                "database_name": settings.database_name,
+                "database_schema_needed": code_head(),
             },
         )
         await run_in_threadpool(services.stats.refresh)
@@ -124,6 +138,7 @@ def create_app(
             probe.close()
             ollama.close()
             store.close()
+            database.close()
 
     app = FastAPI(
         title="QueryGPT API",

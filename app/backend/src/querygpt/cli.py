@@ -1,5 +1,6 @@
 """``querygpt-backend``: validate configuration, then run uvicorn; or, with
-``reindex``, rebuild collections from the documents bucket.
+``reindex``, rebuild collections from the documents bucket; or, with ``migrate``,
+bring the database schema to this release's revision.
 
 Configuration is validated here, in the parent process, so a bad variable
 stops the systemd unit immediately with one readable line (exit code 2)
@@ -27,6 +28,7 @@ USAGE = """\
 usage: querygpt-backend [--version]
        querygpt-backend reindex (--collection NAME [--collection NAME ...] | --all)
                                 [--env-file PATH]
+       querygpt-backend migrate [--check] [--env-file PATH]
 Without arguments the API server runs; all its settings come from QUERYGPT_*
 environment variables (see README.md)."""
 
@@ -38,6 +40,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args and args[0] == "reindex":
         return reindex_command(args[1:])
+    if args and args[0] == "migrate":
+        return migrate_command(args[1:])
     if args:
         print(USAGE, file=sys.stderr)
         return 2
@@ -89,6 +93,118 @@ def serve() -> int:
     return 0
 
 
+def _command_settings(prog: str, env_file: Path | None) -> Settings | int:
+    """The settings of a maintenance command (environment file, then environment), or its
+    exit code 2 after saying what is wrong."""
+    if env_file is None and DEFAULT_ENV_FILE.exists():
+        env_file = DEFAULT_ENV_FILE
+    try:
+        environ = merged_environment(env_file, os.environ) if env_file else dict(os.environ)
+        return Settings.from_env(environ)
+    except EnvFileError as exc:
+        print(f"{prog}: {exc}", file=sys.stderr)
+        return 2
+    except ConfigError as exc:
+        source = f" (read from {env_file} and the environment)" if env_file else ""
+        print(f"{prog}: invalid configuration{source}: {exc}", file=sys.stderr)
+        return 2
+
+
+def migrate_command(args: list[str]) -> int:
+    """``querygpt-backend migrate``: 0 when the schema is at this release's head, 1 when a
+    migration failed (or, with --check, when revisions are pending), 2 for usage or
+    configuration, 3 when --check could not read the database."""
+    prog = "querygpt-backend migrate"
+    parser = argparse.ArgumentParser(
+        prog=prog,
+        description=(
+            "Apply this release's pending schema migrations (alembic upgrade head) under a "
+            "PostgreSQL advisory lock, so hosts running it at once take turns. Each revision "
+            "is one transaction: a failure leaves the previous revision in place. Prints the "
+            "revision before and after on stdout; logs go to stderr."
+        ),
+    )
+    parser.add_argument(
+        "--check",
+        action="store_true",
+        help="change nothing: exit 0 when the schema is at head, 1 listing pending revisions",
+    )
+    parser.add_argument(
+        "--env-file",
+        type=Path,
+        metavar="PATH",
+        help=(
+            f"the service's environment file (default: {DEFAULT_ENV_FILE} when it exists); "
+            "variables already set in the environment take precedence"
+        ),
+    )
+    try:
+        options = parser.parse_args(args)
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    settings = _command_settings(prog, options.env_file)
+    if isinstance(settings, int):
+        return settings
+    setup_logging(settings.log_level, secrets=settings.secrets(), to_stderr=True)
+
+    from . import migrate  # imported late: alembic and SQLAlchemy are slow to import
+    from .database import make_engine
+
+    engine = make_engine(settings, for_migrations=True)
+    try:
+        if options.check:
+            return _migrate_check(prog, engine)
+        try:
+            before, after = migrate.upgrade(engine)
+        except migrate.MigrationError as exc:
+            print(f"{prog}: {exc}", file=sys.stderr)
+            return 1
+        except Exception as exc:  # noqa: BLE001 - the database's message, without a traceback
+            print(f"{prog}: could not migrate: {_db_reason(exc)}", file=sys.stderr)
+            return 1
+        print(f"revision before: {before.current or 'none (empty database)'}")
+        print(f"revision after: {after or 'none'}")
+        if before.ahead:
+            print(
+                f"the database is at {before.current}, newer than this release's head "
+                f"{before.head}: nothing to do (expand/contract keeps this release working)"
+            )
+        elif before.pending:
+            print(f"applied: {' '.join(before.pending)}")
+        else:
+            print("already at head: nothing to do")
+        return 0
+    finally:
+        engine.dispose()
+
+
+def _migrate_check(prog: str, engine: object) -> int:
+    from . import migrate
+
+    try:
+        with engine.connect() as connection:  # type: ignore[attr-defined]
+            state = migrate.status(connection)
+    except Exception as exc:  # noqa: BLE001
+        print(f"{prog} --check: could not read the schema revision: {_db_reason(exc)}", file=sys.stderr)
+        return 3
+    print(f"revision: {state.current or 'none (empty database)'}")
+    print(f"head: {state.head}")
+    if state.ahead:
+        print("the database is newer than this release (expand/contract: compatible)")
+        return 0
+    if state.pending:
+        print(f"pending: {' '.join(state.pending)}")
+        return 1
+    print("at head")
+    return 0
+
+
+def _db_reason(exc: BaseException) -> str:
+    orig = getattr(exc, "orig", None) or exc
+    lines = str(orig).strip().splitlines()
+    return f"{type(orig).__name__}: {lines[0] if lines else ''}"
+
+
 def reindex_command(args: list[str]) -> int:
     """``querygpt-backend reindex``: 0 if every document was indexed, 1 if any
     failed (the JSON summary on stdout lists them), 2 for usage or configuration."""
@@ -133,21 +249,9 @@ def reindex_command(args: list[str]) -> int:
             )
             return 2
 
-    env_file = options.env_file
-    if env_file is None and DEFAULT_ENV_FILE.exists():
-        env_file = DEFAULT_ENV_FILE
-    try:
-        environ = merged_environment(env_file, os.environ) if env_file else dict(os.environ)
-        settings = Settings.from_env(environ)
-    except EnvFileError as exc:
-        print(f"querygpt-backend reindex: {exc}", file=sys.stderr)
-        return 2
-    except ConfigError as exc:
-        source = f" (read from {env_file} and the environment)" if env_file else ""
-        print(
-            f"querygpt-backend reindex: invalid configuration{source}: {exc}", file=sys.stderr
-        )
-        return 2
+    settings = _command_settings("querygpt-backend reindex", options.env_file)
+    if isinstance(settings, int):
+        return settings
     # stdout carries only the summary, so it can be piped to jq.
     setup_logging(settings.log_level, secrets=settings.secrets(), to_stderr=True)
 

@@ -27,6 +27,15 @@ _PREFIX_SEGMENT_RE = re.compile(r"^[A-Za-z0-9._-]+$")
 
 LOG_LEVELS = ("CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG")
 CHUNK_UNITS = ("chars", "words")
+#: libpq's sslmode values (https://www.postgresql.org/docs/current/libpq-ssl.html).
+SSL_MODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
+#: sslmodes that check the server certificate, and so need the CA that signed it.
+SSL_VERIFYING_MODES = ("verify-ca", "verify-full")
+#: A host name or IPv4 address (IPv6 goes in brackets: [fd00::5]:5432).
+_DB_HOST_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?$")
+#: PostgreSQL identifiers we accept for the database and role: no quoting needed anywhere.
+_DB_IDENTIFIER_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+DEFAULT_DB_PORT = 5432
 
 # Defaults, kept as strings so they go through exactly the same parsing as
 # values from the environment (and so the README can quote them verbatim).
@@ -95,6 +104,18 @@ DEFAULTS: dict[str, str] = {
     "QUERYGPT_UPLOAD_RATE": "1",
     "QUERYGPT_UPLOAD_BURST": "5",
     "QUERYGPT_UPLOAD_CONCURRENCY": "2",
+    # --- application state in PostgreSQL (database.py). Every server, primary and standbys:
+    # libpq tries them in turn and keeps the one that accepts writes (target_session_attrs).
+    "QUERYGPT_DATABASE_HOSTS": "",
+    "QUERYGPT_DATABASE_NAME": "querygpt",
+    "QUERYGPT_DATABASE_USER": "querygpt",
+    "QUERYGPT_DATABASE_PASSWORD": "",
+    "QUERYGPT_DATABASE_SSLMODE": "verify-full",
+    "QUERYGPT_DATABASE_SSLROOTCERT": "",
+    "QUERYGPT_DATABASE_CONNECT_TIMEOUT_SECONDS": "3",
+    # Connections each worker process keeps; the servers' max_connections must cover
+    # backend hosts x QUERYGPT_WORKERS x this (plus migrations and backups).
+    "QUERYGPT_DATABASE_POOL_SIZE": "4",
 }
 
 #: Bounds on a collection's layout: far above any cluster this project runs, low enough that a
@@ -169,12 +190,28 @@ class Settings:
     upload_rate: float = 1.0
     upload_burst: int = 5
     upload_concurrency: int = 2
+    # --- PostgreSQL (database.py). Empty hosts only in a Settings built by hand: from_env
+    # refuses to start without them, and create_app refuses a Settings without them.
+    database_hosts: tuple[tuple[str, int], ...] = ()
+    database_name: str = DEFAULTS["QUERYGPT_DATABASE_NAME"]
+    database_user: str = DEFAULTS["QUERYGPT_DATABASE_USER"]
+    # repr=False: the password must never end up in a log line or a traceback.
+    database_password: str | None = field(default=None, repr=False)
+    database_sslmode: str = DEFAULTS["QUERYGPT_DATABASE_SSLMODE"]
+    database_sslrootcert: str | None = None
+    database_connect_timeout_seconds: int = 3
+    database_pool_size: int = 4
 
     def secrets(self) -> tuple[str, ...]:
         """Values the log formatter scrubs from every line."""
         return tuple(
             value
-            for value in (self.qdrant_api_key, self.s3_access_key_id, self.s3_secret_access_key)
+            for value in (
+                self.qdrant_api_key,
+                self.s3_access_key_id,
+                self.s3_secret_access_key,
+                self.database_password,
+            )
             if value
         )
 
@@ -291,10 +328,37 @@ class Settings:
             ),
             pdf_cpu_seconds=_parse("QUERYGPT_PDF_CPU_SECONDS", raw, _int_between(1, 600)),
             **_limits(raw),
+            **_database(raw, environ),
         )
         # Checked last so that a malformed variable is reported before a missing one.
         require_documents_bucket(settings)
+        require_database(settings)
         return settings
+
+
+def _database(raw: Callable[[str], str], environ: Mapping[str, str]) -> dict[str, object]:
+    """The PostgreSQL block of Settings (database.py), parsed and checked together."""
+    sslmode = _parse("QUERYGPT_DATABASE_SSLMODE", raw, _choice(SSL_MODES, lower=True))
+    sslrootcert = _parse("QUERYGPT_DATABASE_SSLROOTCERT", raw, _optional(_ca_file))
+    # Taken verbatim (not stripped, not parsed): a password may contain anything, and the
+    # value must never be echoed in an error.
+    password = environ.get("QUERYGPT_DATABASE_PASSWORD", "")
+    if "\n" in password or "\x00" in password:
+        raise ConfigError(
+            "QUERYGPT_DATABASE_PASSWORD", "must be a single line without NUL characters"
+        )
+    return {
+        "database_hosts": _parse("QUERYGPT_DATABASE_HOSTS", raw, _optional_hosts),
+        "database_name": _parse("QUERYGPT_DATABASE_NAME", raw, _db_identifier),
+        "database_user": _parse("QUERYGPT_DATABASE_USER", raw, _db_identifier),
+        "database_password": password or None,
+        "database_sslmode": sslmode,
+        "database_sslrootcert": sslrootcert or None,
+        "database_connect_timeout_seconds": _parse(
+            "QUERYGPT_DATABASE_CONNECT_TIMEOUT_SECONDS", raw, _int_between(1, 60)
+        ),
+        "database_pool_size": _parse("QUERYGPT_DATABASE_POOL_SIZE", raw, _int_between(1, 32)),
+    }
 
 
 def _limits(raw: Callable[[str], str]) -> dict[str, float | int]:
@@ -339,6 +403,29 @@ def require_documents_bucket(settings: Settings) -> None:
             "is empty; set it to the S3 bucket that keeps the uploaded PDFs (Terraform output "
             "documents_bucket; in the Ansible role backend_documents_bucket)",
         )
+
+
+def require_database(settings: Settings) -> None:
+    """Refuse to run without the database: without it documents could not be listed or
+    erased, and an upload would leave a document nobody can find again."""
+    if not settings.database_hosts:
+        raise ConfigError(
+            "QUERYGPT_DATABASE_HOSTS",
+            "is empty; set it to every PostgreSQL server, primary and standbys, as "
+            "comma-separated host[:port] (the backend connects to whichever accepts writes)",
+        )
+    if settings.database_sslmode in SSL_VERIFYING_MODES and not settings.database_sslrootcert:
+        raise ConfigError(
+            "QUERYGPT_DATABASE_SSLROOTCERT",
+            f"is empty, but QUERYGPT_DATABASE_SSLMODE={settings.database_sslmode} checks the "
+            "server's certificate; set it to the internal CA's certificate file (PEM), or "
+            "choose another sslmode",
+        )
+
+
+def database_hosts_text(hosts: tuple[tuple[str, int], ...]) -> str:
+    """``host:port,...`` for operator logs (never in an API response)."""
+    return ",".join(f"[{h}]:{p}" if ":" in h else f"{h}:{p}" for h, p in hosts)
 
 
 def is_valid_collection_name(name: str) -> bool:
@@ -496,6 +583,67 @@ def _token(value: str) -> str:
     if len(value) > 2048 or not value.isprintable() or any(ch.isspace() for ch in value):
         # Never echo the value: it may be a secret.
         raise ValueError("must be a single token without spaces (at most 2048 characters)")
+    return value
+
+
+def _db_host(item: str) -> tuple[str, int]:
+    """``host``, ``host:port`` or ``[ipv6]:port``."""
+    port_text = ""
+    if item.startswith("["):
+        host, sep, rest = item[1:].partition("]")
+        if not sep or (rest and not rest.startswith(":")) or not re.fullmatch(r"[0-9A-Fa-f:.]+", host):
+            raise ValueError(f"has a malformed IPv6 address {item!r} (write [fd00::5]:5432)")
+        port_text = rest[1:]
+        if rest and not port_text:
+            raise ValueError(f"has an empty port in {item!r}")
+    else:
+        host, sep, port_text = item.partition(":")
+        if sep and not port_text:
+            raise ValueError(f"has an empty port in {item!r}")
+        if not _DB_HOST_RE.fullmatch(host):
+            raise ValueError(f"has {item!r}, which is not a host name or address")
+    port = DEFAULT_DB_PORT
+    if port_text:
+        if not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
+            raise ValueError(f"has an invalid port in {item!r} (1-65535)")
+        port = int(port_text)
+    return host, port
+
+
+def _optional_hosts(value: str) -> tuple[tuple[str, int], ...]:
+    """Comma-separated ``host[:port]`` (default port 5432), distinct; empty stays empty
+    (require_database reports it, after every malformed variable)."""
+    if not value:
+        return ()
+    items = [item.strip() for item in value.split(",")]
+    if "" in items:
+        raise ValueError(f"has an empty item (a stray comma?), got {value!r}")
+    hosts: list[tuple[str, int]] = []
+    for item in items:
+        host = _db_host(item)
+        if (host[0].lower(), host[1]) in {(h.lower(), p) for h, p in hosts}:
+            raise ValueError(f"lists {item!r} twice")
+        hosts.append(host)
+    return tuple(hosts)
+
+
+def _db_identifier(value: str) -> str:
+    if not _DB_IDENTIFIER_RE.fullmatch(value):
+        raise ValueError(
+            "must be a PostgreSQL name of letters, digits and '_' (not starting with a digit, "
+            f"at most 63 characters), got {value!r}"
+        )
+    return value
+
+
+def _ca_file(value: str) -> str:
+    from pathlib import Path
+
+    path = Path(value)
+    if not path.is_absolute():
+        raise ValueError(f"must be an absolute path to a PEM file, got {value!r}")
+    if not path.is_file():
+        raise ValueError(f"names {value!r}, which does not exist or is not a file")
     return value
 
 

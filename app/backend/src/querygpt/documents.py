@@ -24,6 +24,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 from urllib.parse import quote, unquote
 
@@ -80,6 +81,7 @@ class FetchedDocument:
     stored: StoredDocument  # sha256 as recorded in the object's metadata ("" if absent)
     data: bytes
     actual_sha256: str
+    last_modified: datetime | None = None
 
     @property
     def intact(self) -> bool:
@@ -184,6 +186,38 @@ class DocumentStore:
             stored.sha256,
         )
 
+    def delete_all_versions(self, key: str) -> int:
+        """Delete every version and every delete marker of ``key``, so nothing of it can be
+        restored; return how many were deleted (0 if none are left: safe to repeat)."""
+        with self._errors("list the versions of", key):
+            paginator = self._client.get_paginator("list_object_versions")
+            found = [
+                {"Key": item["Key"], "VersionId": item["VersionId"]}
+                for page in paginator.paginate(Bucket=self.bucket, Prefix=key)
+                for item in [*(page.get("Versions") or []), *(page.get("DeleteMarkers") or [])]
+                if item["Key"] == key  # the prefix also matches "<key>.old" and the like
+            ]
+        for start in range(0, len(found), 1000):  # DeleteObjects takes at most 1000
+            batch = found[start : start + 1000]
+            with self._errors("delete the versions of", key):
+                response = self._client.delete_objects(
+                    Bucket=self.bucket, Delete={"Objects": batch, "Quiet": True}
+                )
+            errors = response.get("Errors") or []
+            if errors:
+                first = errors[0]
+                raise UpstreamError(
+                    SERVICE,
+                    f"S3 could not delete {len(errors)} of the {len(found)} versions of "
+                    f"{self.uri(key)}: {first.get('Code', '')} ({first.get('Message', '')}); "
+                    "check that the instance profile may s3:DeleteObjectVersion, then retry.",
+                    where=self._location,
+                )
+        log.info(
+            "original erased", extra={"bucket": self.bucket, "key": key, "versions": len(found)}
+        )
+        return len(found)
+
     def collections(self) -> list[str]:
         """Collection names that have a folder under the prefix, sorted."""
         names = []
@@ -209,7 +243,7 @@ class DocumentStore:
             sha256=metadata.get(META_SHA256, ""),
             filename=filename,
         )
-        return FetchedDocument(stored, data, sha256_hex(data))
+        return FetchedDocument(stored, data, sha256_hex(data), response.get("LastModified"))
 
     def uri(self, key: str) -> str:
         return f"s3://{self.bucket}/{key}"

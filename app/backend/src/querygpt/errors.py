@@ -54,6 +54,10 @@ class CollectionNotFound(QueryGPTError):
     status_code = 404
 
 
+class DocumentNotFound(QueryGPTError):
+    status_code = 404
+
+
 class DimensionMismatch(QueryGPTError):
     """The collection was built with another embedding model."""
 
@@ -63,7 +67,8 @@ class DimensionMismatch(QueryGPTError):
 class UpstreamError(QueryGPTError):
     """Qdrant or Ollama answered, but with an error (502).
 
-    ``service`` is ``"qdrant"`` or ``"ollama"`` so operators know where to look.
+    ``service`` is ``"qdrant"``, ``"ollama"``, ``"s3"`` or ``"postgresql"`` so operators know
+    where to look.
     """
 
     status_code = 502

@@ -112,6 +112,13 @@ QDRANT_RETRIES = Counter(
     "Qdrant operations tried again on another peer after a connection failure or a 5xx.",
 )
 
+# Application state (database.py): an answered query whose history row could not be written.
+HISTORY_WRITE_FAILURES = Counter(
+    "querygpt_history_write_failures_total",
+    "Answered queries whose query_history row could not be written (the answer was still "
+    "returned).",
+)
+
 STAGES = ("extract", "embed", "search", "generate")
 REJECT_REASONS = (
     "empty",

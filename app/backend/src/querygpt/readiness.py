@@ -4,6 +4,10 @@ Kept separate from ``/health`` (liveness): a load balancer should stop
 sending traffic while Qdrant or Ollama is down, but systemd should not
 restart a healthy process because a dependency is.
 
+The database (QUERYGPT_DATABASE_HOSTS) must answer too, with its schema at least at the
+revision this code needs: the application never migrates by itself, so "schema behind" here
+means `querygpt-backend migrate` has not run yet for this release.
+
 Ollama is a pool (QUERYGPT_OLLAMA_URLS) and Qdrant a cluster (QUERYGPT_QDRANT_URLS, one URL
 per peer): the backend is ready when at least one Qdrant peer answers ``/readyz`` and at least
 one Ollama host answers, since an operation moves on to the next peer or host when one fails.
@@ -20,6 +24,7 @@ from dataclasses import dataclass, field
 
 import httpx
 
+from .database import Database
 from .errors import UpstreamError
 from .ollama import OllamaClient
 
@@ -54,7 +59,11 @@ class ReadinessProbe:
         *,
         timeout: float,
         transport: httpx.BaseTransport | None = None,
+        database: Database | None = None,
+        schema_head: str | None = None,
     ) -> None:
+        self._database = database
+        self._schema_head = schema_head
         headers = {"api-key": qdrant_api_key} if qdrant_api_key else {}
         self._timeout = min(timeout, PROBE_TIMEOUT_SECONDS)
         urls = (qdrant_urls,) if isinstance(qdrant_urls, str) else tuple(qdrant_urls)
@@ -69,16 +78,39 @@ class ReadinessProbe:
             client.close()
 
     def check(self) -> Readiness:
-        peers = self._check_qdrant_peers()
-        hosts = self._check_ollama_hosts()
-        return Readiness(
-            {
+        # The database is asked while the Qdrant peers and Ollama hosts are.
+        with ThreadPoolExecutor(1, thread_name_prefix="database-probe") as pool:
+            database = pool.submit(self._check_database) if self._database else None
+            peers = self._check_qdrant_peers()
+            hosts = self._check_ollama_hosts()
+            checks = {
                 "qdrant": _pool_state(peers, "none of the {} Qdrant peers answered (see qdrant_peers)"),
                 "ollama": _pool_state(hosts, "none of the {} Ollama hosts answered (see ollama_hosts)"),
-            },
-            hosts,
-            peers,
-        )
+            }
+            if database is not None:
+                checks["database"] = database.result()
+        return Readiness(checks, hosts, peers)
+
+    def _check_database(self) -> str:
+        """"ok", or why not; the reason names no address (the driver's message may)."""
+        assert self._database is not None
+        try:
+            revision = self._database.schema_revision()
+        except UpstreamError as exc:
+            # Logged with the address by nobody else: readiness failures are polled often,
+            # so only the class of the failure is reported.
+            reason = "unreachable" if exc.status_code == 503 else "error"
+            cause = exc.__cause__
+            name = type(getattr(cause, "orig", None) or cause).__name__ if cause else "error"
+            return f"{reason}: {name}"
+        if revision is None:
+            return "not ready: schema not created; run `querygpt-backend migrate`"
+        if self._schema_head and revision != self._schema_head and revision in _older(self._schema_head):
+            return (
+                f"not ready: schema behind (database at revision {revision}, this release needs "
+                f"{self._schema_head}); run `querygpt-backend migrate`"
+            )
+        return "ok"
 
     def _check_qdrant_peers(self) -> dict[str, str]:
         states = _each(self._check_qdrant, len(self._qdrant), "qdrant-probe")
@@ -123,3 +155,11 @@ def _pool_state(members: dict[str, str], none_answered: str) -> str:
     if len(states) == 1:
         return states[0]
     return "not ready: " + none_answered.format(len(states))
+
+
+def _older(head: str) -> frozenset[str]:
+    """Revisions before ``head`` that this code knows (a newer, unknown one is fine:
+    expand/contract keeps an older release working on a newer schema)."""
+    from .migrate import known_revisions
+
+    return known_revisions() - {head}

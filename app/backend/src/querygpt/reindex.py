@@ -7,6 +7,10 @@ chunk -> embed -> upsert pipeline as an upload. Document and point ids derive
 from the object's key, version id and sha256, so a second run rewrites the
 same points instead of adding new ones.
 
+Each document indexed is also recorded in the database (its documents row is created or
+brought up to date), so a reindex also backfills the database for collections uploaded
+before it existed.
+
 A damaged object is never indexed: it is reported, the others still are, and
 the command exits non-zero at the end so the operator looks at the report.
 """
@@ -21,6 +25,7 @@ import httpx
 from qdrant_client import QdrantClient
 
 from .config import Settings, is_valid_collection_name
+from .database import Database
 from .documents import DocumentStore
 from .errors import QueryGPTError, UpstreamUnavailable
 from .indexing import Indexer
@@ -72,9 +77,12 @@ class Summary:
 
 
 class Reindexer:
-    def __init__(self, documents: DocumentStore, indexer: Indexer) -> None:
+    def __init__(
+        self, documents: DocumentStore, indexer: Indexer, database: Database | None = None
+    ) -> None:
         self._documents = documents
         self._indexer = indexer
+        self._database = database
 
     def run(self, collections: list[str] | None) -> Summary:
         """Reindex ``collections``, or every collection folder in the bucket if None."""
@@ -146,6 +154,14 @@ class Reindexer:
             # more trusted than the upload it came from.
             pages = extract_pages_isolated(fetched.data, self._indexer.settings)
             result = self._indexer.index(collection, fetched.stored, pages)
+            if self._database is not None and not result.superseded:
+                self._database.record_document(
+                    collection,
+                    fetched.stored,
+                    size=len(fetched.data),
+                    chunks=result.chunks,
+                    uploaded_at=fetched.last_modified,
+                )
         except (QueryGPTError, _Refused) as exc:
             detail = exc.operator_detail if isinstance(exc, QueryGPTError) else str(exc)
             log.warning(
@@ -178,6 +194,7 @@ def run(
     The keyword arguments are the same seams ``create_app`` has, for tests.
     """
     documents = DocumentStore.connect(settings, s3_client)
+    database = Database.connect(settings)
     store = VectorStore.from_settings(settings, qdrant_client)
     ollama = OllamaClient(
         settings.ollama_urls,
@@ -187,8 +204,9 @@ def run(
     )
     try:
         indexer = Indexer(settings, store, ollama, documents)
-        return Reindexer(documents, indexer).run(collections)
+        return Reindexer(documents, indexer, database).run(collections)
     finally:
+        database.close()
         ollama.close()
         if qdrant_client is None:
             store.close()

@@ -6,28 +6,43 @@ blocking, and FastAPI runs sync handlers in its threadpool, off the event loop.
 
 from __future__ import annotations
 
+import logging
 import re
 from dataclasses import dataclass
-from typing import Annotated
+from datetime import datetime
+from time import perf_counter
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, File, Form, Request, UploadFile
+from fastapi import APIRouter, Depends, File, Form, Query, Request, UploadFile
 from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, Field
 
 from . import __version__
 from .answering import Answerer
 from .config import Settings, is_valid_collection_name
+from .database import Database, parse_document_id
 from .documents import DocumentStore
-from .errors import InvalidCollectionName, InvalidRequest
+from .errors import (
+    CollectionNotFound,
+    DocumentNotFound,
+    InvalidCollectionName,
+    InvalidRequest,
+    QueryGPTError,
+    UpstreamError,
+)
 from .index_stats import IndexStats
 from .indexing import Indexer
 from .limits import Deadline
-from .metrics import render, stage_timer
+from .metrics import HISTORY_WRITE_FAILURES, render, stage_timer
 from .pdf import read_limited
 from .pdf_worker import extract_pages_isolated
 from .readiness import ReadinessProbe
+from .vectorstore import VectorStore
+
+log = logging.getLogger(__name__)
 
 EXCERPT_CHARS = 500
+HISTORY_MAX_LIMIT = 200
 
 
 @dataclass
@@ -40,6 +55,8 @@ class Services:
     answerer: Answerer
     probe: ReadinessProbe
     stats: IndexStats
+    database: Database
+    store: VectorStore
 
 
 def get_services(request: Request) -> Services:
@@ -83,6 +100,63 @@ class Source(BaseModel):
 class QueryResponse(BaseModel):
     result: str = Field(description="SQL written by the model.")
     sources: list[Source]
+
+
+class CollectionInfo(BaseModel):
+    name: str
+    documents: int = Field(description="Documents recorded in the collection.")
+    updated_at: datetime | None = Field(
+        description="When its newest document was uploaded (null: no documents)."
+    )
+
+
+class CollectionsResponse(BaseModel):
+    collections: list[CollectionInfo]
+
+
+class DocumentInfo(BaseModel):
+    id: str = Field(description="The document_id of its chunks and of /query sources.")
+    filename: str
+    sha256: str
+    size: int = Field(description="Bytes of the original.")
+    chunks: int
+    s3_key: str
+    s3_version_id: str | None
+    uploaded_at: datetime
+
+
+class DocumentsResponse(BaseModel):
+    collection: str
+    documents: list[DocumentInfo]
+
+
+class HistoryEntryModel(BaseModel):
+    id: int
+    collection: str
+    question: str
+    answer: str
+    sources: list[Source] = Field(description="The excerpts the answer came from.")
+    latency_ms: int
+    created_at: datetime
+
+
+class HistoryResponse(BaseModel):
+    entries: list[HistoryEntryModel]
+    next_before: int | None = Field(
+        description="Pass as `before` for the next (older) page; null on the last page."
+    )
+
+
+class DeleteResponse(BaseModel):
+    id: str
+    collection: str
+    filename: str
+    chunks_removed: int
+    s3_versions_removed: int = Field(description="Object versions and delete markers removed.")
+    history_entries_scrubbed: int = Field(
+        description="History entries whose sources quoted the document (they are kept, "
+        "without those excerpts)."
+    )
 
 
 @router.get("/health")
@@ -135,9 +209,23 @@ def upload(
         pages = extract_pages_isolated(data, settings)
     deadline.check("extract")
     filename = clean_filename(pdf_file.filename)
+    # Nothing is stored unless it can be recorded: a document missing from the database
+    # could be neither listed nor erased.
+    services.database.ping("record the upload; nothing was stored")
     stored = services.documents.put(collection, filename, data)
     result = services.indexer.index(collection, stored, pages, deadline)
     services.stats.refresh()
+    if not result.superseded:  # else the newer upload records itself
+        try:
+            services.database.record_document(
+                collection, stored, size=len(data), chunks=result.chunks
+            )
+        except UpstreamError as exc:
+            exc.detail = (
+                f"'{filename}' was stored and indexed, but recording it in the database failed "
+                f"({exc.detail.rstrip('. ')}); upload it again to finish."
+            )
+            raise
     message = (
         f"Indexed {result.chunks} chunks from {result.pages} pages of '{filename}' "
         f"into collection '{collection}'."
@@ -163,21 +251,165 @@ def query(request: Request, body: QueryRequest, services: ServicesDep) -> QueryR
     question = body.query.strip()
     if not question:
         raise InvalidRequest("query must not be blank; ask a question about the uploaded schema.")
+    started = perf_counter()
     answer = services.answerer.answer(collection, question, request_deadline(request))
-    return QueryResponse(
-        result=answer.result,
-        sources=[
-            Source(
-                document_id=hit.document_id,
-                filename=hit.filename,
-                page=hit.page,
-                chunk=hit.chunk,
-                score=round(hit.score, 4),
-                text=excerpt(hit.text),
+    sources = [
+        Source(
+            document_id=hit.document_id,
+            filename=hit.filename,
+            page=hit.page,
+            chunk=hit.chunk,
+            score=round(hit.score, 4),
+            text=excerpt(hit.text),
+        )
+        for hit in answer.sources
+    ]
+    record_history(
+        services.database,
+        collection,
+        question,
+        answer.result,
+        [
+            {**source.model_dump(), "s3_key": hit.s3_key}
+            for source, hit in zip(sources, answer.sources, strict=True)
+        ],
+        round((perf_counter() - started) * 1000),
+    )
+    return QueryResponse(result=answer.result, sources=sources)
+
+
+def record_history(
+    database: Database,
+    collection: str,
+    question: str,
+    answer: str,
+    sources: list[dict[str, Any]],
+    latency_ms: int,
+) -> None:
+    """Keep the answered query; a failure is logged and counted, never the user's problem."""
+    try:
+        database.record_query(collection, question, answer, sources, latency_ms)
+    except Exception as exc:  # noqa: BLE001 - the answer matters more than its record
+        HISTORY_WRITE_FAILURES.inc()
+        detail = exc.operator_detail if isinstance(exc, QueryGPTError) else repr(exc)
+        log.warning(
+            "query answered, but its history entry could not be written",
+            extra={"collection": collection, "error": detail},
+        )
+
+
+@router.get("/collections", response_model=CollectionsResponse)
+def list_collections(services: ServicesDep) -> CollectionsResponse:
+    return CollectionsResponse(
+        collections=[
+            CollectionInfo(name=c.name, documents=c.documents, updated_at=c.updated_at)
+            for c in services.database.collections()
+        ]
+    )
+
+
+@router.get("/collections/{name}/documents", response_model=DocumentsResponse)
+def list_documents(name: str, services: ServicesDep) -> DocumentsResponse:
+    if not is_valid_collection_name(name):
+        raise InvalidCollectionName(
+            "The collection name must be 1-64 characters of letters, digits, '_' or '-'; "
+            f"got {name[:80]!r}."
+        )
+    documents = services.database.documents(name)
+    if documents is None:
+        raise CollectionNotFound(f"Collection '{name}' has no recorded documents: it is unknown.")
+    return DocumentsResponse(
+        collection=name,
+        documents=[
+            DocumentInfo(
+                id=d.id,
+                filename=d.filename,
+                sha256=d.sha256,
+                size=d.size,
+                chunks=d.chunks,
+                s3_key=d.s3_key,
+                s3_version_id=d.s3_version_id,
+                uploaded_at=d.uploaded_at,
             )
-            for hit in answer.sources
+            for d in documents
         ],
     )
+
+
+@router.get("/history", response_model=HistoryResponse)
+def history(
+    services: ServicesDep,
+    limit: Annotated[int, Query(ge=1, le=HISTORY_MAX_LIMIT)] = 50,
+    before: Annotated[int | None, Query(ge=1, description="Only entries older than this id.")] = None,
+    collection: Annotated[str | None, Query()] = None,
+) -> HistoryResponse:
+    """Answered queries, newest first."""
+    if collection is not None and not is_valid_collection_name(collection):
+        raise InvalidCollectionName(
+            "collection must be 1-64 characters of letters, digits, '_' or '-'; "
+            f"got {collection[:80]!r}."
+        )
+    entries, next_before = services.database.history(limit, before=before, collection=collection)
+    return HistoryResponse(
+        entries=[
+            HistoryEntryModel(
+                id=e.id,
+                collection=e.collection,
+                question=e.question,
+                answer=e.answer,
+                sources=[Source.model_validate(source) for source in e.sources],
+                latency_ms=e.latency_ms,
+                created_at=e.created_at,
+            )
+            for e in entries
+        ],
+        next_before=next_before,
+    )
+
+
+@router.delete("/documents/{document_id}", response_model=DeleteResponse)
+def delete_document(document_id: str, services: ServicesDep) -> DeleteResponse:
+    """Erase a document everywhere: its chunks, every version of its original, its excerpts
+    in the history, then its row. The row goes last, so a failure midway (503) leaves it for
+    a retry, which finishes the job (each step is safe to repeat)."""
+    parsed = parse_document_id(document_id)
+    record = services.database.document(parsed) if parsed else None
+    if record is None:
+        raise DocumentNotFound(
+            f"No document with id {document_id[:80]!r}; list them with "
+            "GET /collections/{name}/documents."
+        )
+    note = " The document is still recorded; retry the DELETE to finish erasing it."
+    try:
+        chunks = services.store.erase_document(record.collection, record.id, record.s3_key)
+        versions = services.documents.delete_all_versions(record.s3_key)
+    except QueryGPTError as exc:
+        exc.detail = exc.detail.rstrip(". ") + "." + note
+        if isinstance(exc, UpstreamError) and exc.status_code >= 500:
+            exc.status_code = 503  # retryable: the row is kept for the retry
+        raise
+    scrubbed = services.database.forget_document(record.id, record.s3_key)
+    services.stats.refresh()
+    log.info(
+        "document erased",
+        extra={
+            "document_id": record.id,
+            "collection": record.collection,
+            "s3_key": record.s3_key,
+            "chunks_removed": chunks,
+            "s3_versions_removed": versions,
+            "history_entries_scrubbed": scrubbed,
+        },
+    )
+    return DeleteResponse(
+        id=record.id,
+        collection=record.collection,
+        filename=record.filename,
+        chunks_removed=chunks,
+        s3_versions_removed=versions,
+        history_entries_scrubbed=scrubbed,
+    )
+
 
 
 def request_deadline(request: Request) -> Deadline:

@@ -117,6 +117,8 @@ class Hit:
     chunk: int
     text: str
     score: float
+    #: The original it came from (history records it, so an erasure finds older versions).
+    s3_key: str = ""
 
 
 @dataclass(frozen=True)
@@ -411,6 +413,33 @@ class VectorStore:
                 ),
             )
 
+    def erase_document(self, name: str, document_id: str, s3_key: str) -> int:
+        """Remove every point of the document, and of any other version of its original
+        (same ``s3_key``), from collection ``name``; return how many there were (0 if the
+        collection does not exist). Safe to repeat."""
+        if not self.collection_exists(name):
+            return 0
+        selector = models.Filter(
+            should=[
+                models.FieldCondition(key="document_id", match=models.MatchValue(value=document_id)),
+                models.FieldCondition(key="s3_key", match=models.MatchValue(value=s3_key)),
+            ]
+        )
+        found = self._run(
+            "count document",
+            lambda c: c.count(collection_name=name, count_filter=selector, exact=True).count,
+        )
+        if found:
+            self._run(
+                "erase document",
+                lambda c: c.delete(
+                    collection_name=name,
+                    points_selector=models.FilterSelector(filter=selector),
+                    wait=True,
+                ),
+            )
+        return int(found)
+
     def count_document(self, name: str, document_id: str) -> int:
         return self._run(
             "count document",
@@ -448,6 +477,7 @@ class VectorStore:
                     chunk=int(payload.get("chunk", 0) or 0),
                     text=str(payload.get("text", "")),
                     score=float(point.score),
+                    s3_key=str(payload.get("s3_key", "")),
                 )
             )
         return hits

@@ -1,0 +1,361 @@
+"""Application state in PostgreSQL: what uploads and queries record, the listing endpoints,
+the erasure of a document (DELETE /documents/{id}) and how each behaves when the database
+or S3 fails. Runs against the session's real PostgreSQL (conftest.py)."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from dataclasses import replace
+from typing import Any
+
+import httpx
+import pytest
+from botocore.exceptions import EndpointConnectionError
+from pgserver import free_port
+from qdrant_client import QdrantClient
+from querygpt import reindex
+from querygpt_testkit import DOCUMENTS_BUCKET, make_pdf, metric_value, points, upload
+
+OTHER_PDF = make_pdf([["Table invoices: one row per invoice.", "invoices.id INTEGER PRIMARY KEY"]])
+NEW_VERSION = make_pdf([["Table customers v2: customers.vip BOOLEAN", "customers.id BIGINT"]])
+
+
+def versions(s3: Any, key: str) -> list[dict[str, Any]]:
+    """Every version and delete marker of exactly ``key``."""
+    listing = s3.list_object_versions(Bucket=DOCUMENTS_BUCKET, Prefix=key)
+    found = [*listing.get("Versions", []), *listing.get("DeleteMarkers", [])]
+    return [v for v in found if v["Key"] == key]
+
+
+def ask(client: Any, question: str = "Which customers placed orders?", **body: str) -> dict[str, Any]:
+    response = client.post("/query", json={"query": question, **body})
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+# -- recording and listing ----------------------------------------------------
+
+
+def test_upload_is_recorded_and_listed(make_client, schema_pdf, database) -> None:
+    client = make_client()
+    assert client.get("/collections").json() == {"collections": []}
+    body = upload(client, schema_pdf, filename="shop.pdf", collection_name="shop").json()
+    upload(client, OTHER_PDF, filename="billing.pdf", collection_name="billing")
+    upload(client, OTHER_PDF, filename="invoices.pdf", collection_name="shop")
+
+    collections = client.get("/collections").json()["collections"]
+    assert [(c["name"], c["documents"]) for c in collections] == [("billing", 1), ("shop", 2)]
+    assert all(c["updated_at"] for c in collections)
+
+    listing = client.get("/collections/shop/documents")
+    assert listing.status_code == 200
+    documents = listing.json()["documents"]
+    assert [d["filename"] for d in documents] == ["invoices.pdf", "shop.pdf"]
+    shop = documents[1]
+    assert shop == {
+        "id": body["document_id"],
+        "filename": "shop.pdf",
+        "sha256": body["sha256"],
+        "size": len(schema_pdf),
+        "chunks": body["chunks"],
+        "s3_key": body["s3_key"],
+        "s3_version_id": body["s3_version_id"],
+        "uploaded_at": shop["uploaded_at"],
+    }
+    assert listing.json()["collection"] == "shop"
+
+
+def test_unknown_collection_is_404_and_a_bad_name_422(client) -> None:
+    response = client.get("/collections/nothing_here/documents")
+    assert response.status_code == 404
+    assert "nothing_here" in response.json()["detail"]
+    response = client.get("/collections/bad name!/documents")
+    assert response.status_code == 422
+    assert "letters, digits" in response.json()["detail"]
+
+
+def test_reupload_replaces_the_document(make_client, schema_pdf, database) -> None:
+    qdrant = QdrantClient(":memory:")
+    client = make_client(qdrant)
+    first = upload(client, schema_pdf, filename="schema.pdf").json()
+    second = upload(client, NEW_VERSION, filename="schema.pdf").json()
+    assert first["document_id"] != second["document_id"]
+
+    rows = database.query("SELECT id::text, sha256, s3_version_id FROM documents")
+    assert rows == [(second["document_id"], second["sha256"], second["s3_version_id"])]
+    # Only the new version's chunks are searchable.
+    assert {p["document_id"] for p in points(qdrant, "querygpt").values()} == {second["document_id"]}
+    sources = ask(client, "customers vip")["sources"]
+    assert sources and {s["document_id"] for s in sources} == {second["document_id"]}
+
+
+def test_query_history_is_recorded_newest_first_and_paged(make_client, schema_pdf, database) -> None:
+    client = make_client()
+    document_id = upload(client, schema_pdf).json()["document_id"]
+    upload(client, OTHER_PDF, filename="invoices.pdf", collection_name="billing")
+    answers = [ask(client, f"question {n} about orders") for n in range(3)]
+    ask(client, "invoices?", collection_name="billing")
+
+    page = client.get("/history", params={"limit": 2, "collection": "querygpt"}).json()
+    assert [e["question"] for e in page["entries"]] == ["question 2 about orders", "question 1 about orders"]
+    entry = page["entries"][0]
+    assert entry["answer"] == answers[2]["result"] and entry["collection"] == "querygpt"
+    assert entry["sources"] == answers[2]["sources"]  # the excerpts the user saw
+    assert {s["document_id"] for s in entry["sources"]} == {document_id}
+    assert entry["latency_ms"] >= 0 and entry["created_at"]
+    rest = client.get(
+        "/history", params={"limit": 2, "collection": "querygpt", "before": page["next_before"]}
+    ).json()
+    assert [e["question"] for e in rest["entries"]] == ["question 0 about orders"]
+    assert rest["next_before"] is None
+    everything = client.get("/history").json()
+    assert [e["question"] for e in everything["entries"]][0] == "invoices?"
+    assert len(everything["entries"]) == 4 and everything["next_before"] is None
+    # The stored sources also name the original, so an erasure finds older versions' excerpts.
+    (stored,) = database.query("SELECT sources FROM query_history ORDER BY id LIMIT 1")
+    assert all(source["s3_key"] for source in stored[0])
+
+
+@pytest.mark.parametrize(
+    "params",
+    [{"limit": 0}, {"limit": 201}, {"limit": "many"}, {"before": 0}, {"collection": "bad name"}],
+)
+def test_history_rejects_bad_parameters_with_422(client, params) -> None:
+    response = client.get("/history", params=params)
+    assert response.status_code == 422
+    assert response.json()["detail"].startswith(("Invalid request", "collection"))
+
+
+def test_history_write_failure_does_not_fail_the_query(
+    make_client, schema_pdf, database, capsys
+) -> None:
+    client = make_client()
+    upload(client, schema_pdf)
+    before = metric_value(client, "querygpt_history_write_failures_total")
+    with database.server.admin(database.name) as admin:
+        admin.execute("ALTER TABLE query_history RENAME TO query_history_away")
+        try:
+            body = ask(client)
+        finally:
+            admin.execute("ALTER TABLE query_history_away RENAME TO query_history")
+    assert body["result"].startswith("SELECT")
+    assert metric_value(client, "querygpt_history_write_failures_total") == before + 1
+    logged = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+    warnings = [e for e in logged if "history entry could not be written" in e["msg"]]
+    assert warnings and warnings[0]["level"] == "WARNING"
+    assert client.get("/history").json()["entries"] == []
+
+
+def test_reindex_records_the_documents_it_indexes(
+    make_client, settings, fake_ollama, schema_pdf, database
+) -> None:
+    qdrant = QdrantClient(":memory:")
+    client = make_client(qdrant)
+    body = upload(client, schema_pdf, filename="schema.pdf").json()
+    (uploaded_at,) = database.query("SELECT uploaded_at FROM documents")[0]
+    database.truncate()  # as if the database came after the upload
+
+    summary = reindex.run(
+        settings, ["querygpt"], qdrant_client=qdrant, http_transport=httpx.MockTransport(fake_ollama)
+    )
+    assert summary.ok, summary.as_dict()
+    rows = database.query("SELECT id::text, collection, filename, chunks, uploaded_at FROM documents")
+    assert [r[:4] for r in rows] == [(body["document_id"], "querygpt", "schema.pdf", body["chunks"])]
+    # The object's LastModified (S3 has whole seconds), not the time of the reindex.
+    assert abs((rows[0][4] - uploaded_at).total_seconds()) < 2
+
+
+# -- erasure ------------------------------------------------------------------
+
+
+def test_delete_erases_the_document_everywhere(make_client, s3, schema_pdf, database) -> None:
+    qdrant = QdrantClient(":memory:")
+    client = make_client(qdrant)
+    old = upload(client, schema_pdf, filename="schema.pdf").json()
+    ask(client, "orders total")  # quotes the old version
+    doc = upload(client, NEW_VERSION, filename="schema.pdf").json()
+    other = upload(client, OTHER_PDF, filename="invoices.pdf").json()
+    ask(client, "customers vip invoices")  # quotes the new version and the other document
+    key = doc["s3_key"]
+    s3.delete_object(Bucket=DOCUMENTS_BUCKET, Key=key)  # a delete marker on top of it
+    assert len(versions(s3, key)) == 3
+
+    response = client.delete(f"/documents/{doc['document_id']}")
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["id"] == doc["document_id"] and body["filename"] == "schema.pdf"
+    assert body["collection"] == "querygpt"
+    assert body["chunks_removed"] == doc["chunks"]
+    assert body["s3_versions_removed"] == 3
+    assert body["history_entries_scrubbed"] == 2
+
+    # Qdrant: no chunk of any version; the other document is untouched.
+    payloads = points(qdrant, "querygpt").values()
+    assert {p["document_id"] for p in payloads} == {other["document_id"]}
+    assert not [p for p in payloads if p["s3_key"] == key]
+    # S3: no version and no delete marker of the key.
+    assert versions(s3, key) == []
+    # Database: the row is gone, the history rows stay without its (or its old version's) excerpts.
+    assert database.query("SELECT 1 FROM documents WHERE id = %s", doc["document_id"]) == []
+    history = client.get("/history").json()["entries"]
+    assert len(history) == 2
+    quoted = {s["document_id"] for e in history for s in e["sources"]}
+    assert doc["document_id"] not in quoted and old["document_id"] not in quoted
+    assert other["document_id"] in quoted
+    assert not database.query(
+        "SELECT id FROM query_history WHERE sources::text LIKE %s", f"%{key}%"
+    )
+    listing = client.get("/collections/querygpt/documents").json()["documents"]
+    assert [d["filename"] for d in listing] == ["invoices.pdf"]
+    # Done: a second DELETE finds nothing.
+    assert client.delete(f"/documents/{doc['document_id']}").status_code == 404
+
+
+@pytest.mark.parametrize(
+    "document_id", ["5d1f3c0e-8a39-4f7e-9a51-0c2b7e6d4a10", "not-a-uuid", "1234"]
+)
+def test_delete_of_an_unknown_document_is_404_and_removes_nothing(
+    make_client, s3, schema_pdf, database, document_id
+) -> None:
+    qdrant = QdrantClient(":memory:")
+    client = make_client(qdrant)
+    doc = upload(client, schema_pdf).json()
+    ask(client)
+    response = client.delete(f"/documents/{document_id}")
+    assert response.status_code == 404
+    assert "No document with id" in response.json()["detail"]
+    assert len(points(qdrant, "querygpt")) == doc["chunks"]
+    assert len(versions(s3, doc["s3_key"])) == 1
+    assert database.query("SELECT count(*) FROM documents") == [(1,)]
+    assert client.get("/history").json()["entries"][0]["sources"]
+
+
+class FlakyS3:
+    """The moto client, except that listing versions fails while ``down`` is set."""
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+        self.down = False
+
+    def get_paginator(self, name: str) -> Any:
+        if self.down and name == "list_object_versions":
+            raise EndpointConnectionError(endpoint_url="https://s3.internal")
+        return self._client.get_paginator(name)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)
+
+
+def test_delete_with_s3_down_is_503_keeps_the_row_and_a_retry_finishes(
+    make_client, s3, schema_pdf, database
+) -> None:
+    qdrant = QdrantClient(":memory:")
+    flaky = FlakyS3(s3)
+    client = make_client(qdrant, s3_client=flaky)
+    doc = upload(client, schema_pdf).json()
+    ask(client)
+
+    flaky.down = True
+    response = client.delete(f"/documents/{doc['document_id']}")
+    assert response.status_code == 503
+    assert "retry the DELETE" in response.json()["detail"]
+    assert "s3.internal" not in response.json()["detail"]
+    assert database.query("SELECT count(*) FROM documents") == [(1,)]  # kept for the retry
+
+    flaky.down = False
+    response = client.delete(f"/documents/{doc['document_id']}")
+    assert response.status_code == 200, response.text
+    assert response.json()["s3_versions_removed"] == 1
+    assert response.json()["chunks_removed"] == 0  # already gone in the first attempt
+    assert response.json()["history_entries_scrubbed"] == 1
+    assert versions(s3, doc["s3_key"]) == [] and points(qdrant, "querygpt") == {}
+    assert database.query("SELECT count(*) FROM documents") == [(0,)]
+
+
+# -- the database down --------------------------------------------------------
+
+
+@pytest.fixture
+def dead_database(settings) -> Any:
+    """Settings whose every database host refuses connections."""
+    return {"database_hosts": (("127.0.0.1", free_port()), ("127.0.0.1", free_port()))}
+
+
+def test_upload_with_the_database_down_is_503_and_stores_nothing(
+    make_client, s3, schema_pdf, dead_database
+) -> None:
+    qdrant = QdrantClient(":memory:")
+    client = make_client(qdrant, **dead_database)
+    response = upload(client, schema_pdf)
+    assert response.status_code == 503
+    detail = response.json()["detail"]
+    assert "database" in detail and "nothing was stored" in detail
+    assert "127.0.0.1" not in detail
+    assert s3.list_object_versions(Bucket=DOCUMENTS_BUCKET).get("Versions") is None
+    assert not qdrant.collection_exists("querygpt")
+
+
+def test_ready_is_503_when_the_database_is_down(make_client, dead_database) -> None:
+    client = make_client(**dead_database)
+    response = client.get("/ready")
+    assert response.status_code == 503
+    body = response.json()
+    assert body["failed"] == ["database"]
+    assert body["checks"]["database"].startswith("unreachable: ")
+    ports = [str(port) for _, port in dead_database["database_hosts"]]
+    assert not any(p in response.text for p in ports) and "127.0.0.1" not in response.text
+    # The other endpoints answer 503 with a reason too.
+    for path in ("/collections", "/history", "/collections/querygpt/documents"):
+        failed = client.get(path)
+        assert failed.status_code == 503, path
+        assert "database is unreachable" in failed.json()["detail"]
+
+
+def test_ready_reports_a_missing_or_behind_schema(make_client, database, monkeypatch) -> None:
+    empty = database.server.create_database(f"empty_{uuid.uuid4().hex[:8]}")
+    try:
+        client = make_client(database_name=empty)
+        body = client.get("/ready").json()
+        assert body["checks"]["database"] == (
+            "not ready: schema not created; run `querygpt-backend migrate`"
+        )
+    finally:
+        database.server.drop_database(empty)
+
+    # A release whose head is a revision after the database's.
+    import querygpt.app
+    import querygpt.readiness
+
+    monkeypatch.setattr(querygpt.app, "code_head", lambda: "0002")
+    monkeypatch.setattr(querygpt.readiness, "_older", lambda head: frozenset({"0001"}))
+    response = make_client().get("/ready")
+    assert response.status_code == 503
+    assert response.json()["checks"]["database"].startswith(
+        "not ready: schema behind (database at revision 0001, this release needs 0002)"
+    )
+
+
+def test_the_password_is_never_logged_nor_shown(make_client, settings, schema_pdf, capsys) -> None:
+    password = settings.database_password
+    assert password and password not in repr(settings)
+    client = make_client()
+    upload(client, schema_pdf)
+    ask(client)
+    from querygpt.database import Database
+
+    database = Database.connect(settings)
+    assert password not in repr(database.engine) and password not in str(database.engine.url)
+    database.close()
+    # A failing connection (wrong port) logs and answers without it too.
+    dead = make_client(database_hosts=(("127.0.0.1", free_port()),))
+    dead.get("/ready")
+    upload(dead, schema_pdf)
+    out = capsys.readouterr()
+    assert out.out, "the JSON log lines were captured"
+    assert password not in out.out and password not in out.err
+    # The log formatter scrubs it even when a message carries it.
+    import logging
+
+    logging.getLogger("querygpt.test").warning("connecting with %s", password)
+    assert password not in capsys.readouterr().out
