@@ -1,6 +1,6 @@
 # One role and instance profile per tier, each with only what its roles use:
 #   qdrant      writes and reads the backups bucket (the only writer), reads its API keys
-#   backend     reads and writes the documents bucket, reads its secrets
+#   backend     reads and writes the documents bucket (and erases a document's versions), reads its secrets
 #   monitoring  reads the Qdrant read-only key (to scrape Qdrant's /metrics)
 #   edge        with acme_challenge = "dns-01": certbot's TXT records in route53_zone_id only
 #   bastion, ollama: nothing (their roles exist so every tier has the same shape)
@@ -96,6 +96,21 @@ data "aws_iam_policy_document" "backend" {
   statement {
     sid       = "ReadWriteDocuments"
     actions   = ["s3:PutObject", "s3:GetObject", "s3:DeleteObject"]
+    resources = ["${aws_s3_bucket.documents.arn}/*"]
+  }
+
+  # Erasure (DELETE /documents/{id}): every stored version of a document's original goes, not
+  # only the current one. The replica region receives the delete marker and expires its copies
+  # with its noncurrent-version lifecycle (docs/architecture.md, "Storage").
+  statement {
+    sid       = "EraseDocumentVersions"
+    actions   = ["s3:ListBucketVersions"]
+    resources = [aws_s3_bucket.documents.arn]
+  }
+
+  statement {
+    sid       = "EraseDocumentVersionObjects"
+    actions   = ["s3:DeleteObjectVersion"]
     resources = ["${aws_s3_bucket.documents.arn}/*"]
   }
 

@@ -45,6 +45,8 @@ GOOD_VARS: dict[str, dict[str, Any]] = {
     "backend": {
         "backend_qdrant_api_key": "preflight-test-qdrant-key",
         "backend_qdrant_urls": ["http://10.0.2.10:6333", "http://10.0.18.10:6333"],
+        "backend_database_hosts": ["10.0.3.10:5432", "10.0.19.10:5432"],
+        "backend_database_password": "preflight-test-database-password",
         "backend_ollama_urls": ["http://10.0.3.10:11434", "http://10.0.4.10:11434"],
         "backend_documents_bucket": "querygpt-prod-documents-123456789012",
     },

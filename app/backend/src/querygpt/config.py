@@ -642,7 +642,14 @@ def _ca_file(value: str) -> str:
     path = Path(value)
     if not path.is_absolute():
         raise ValueError(f"must be an absolute path to a PEM file, got {value!r}")
-    if not path.is_file():
+    try:
+        is_file = path.is_file()
+        if is_file:
+            with path.open("rb"):
+                pass
+    except OSError as exc:  # e.g. a directory the service's user may not enter
+        raise ValueError(f"names {value!r}, which cannot be read: {exc.strerror}") from None
+    if not is_file:
         raise ValueError(f"names {value!r}, which does not exist or is not a file")
     return value
 

@@ -197,8 +197,17 @@ class DocumentStore:
                 for item in [*(page.get("Versions") or []), *(page.get("DeleteMarkers") or [])]
                 if item["Key"] == key  # the prefix also matches "<key>.old" and the like
             ]
-        for start in range(0, len(found), 1000):  # DeleteObjects takes at most 1000
-            batch = found[start : start + 1000]
+        doomed = list(found)
+        if any(item for item in found):
+            # A plain delete first: its delete marker is what S3 replication carries to the
+            # replica bucket (deleting a version is never replicated), where the copies become
+            # noncurrent and expire with the bucket's noncurrent-version lifecycle.
+            with self._errors("delete", key):
+                marker = self._client.delete_object(Bucket=self.bucket, Key=key)
+            if marker.get("VersionId"):
+                doomed.append({"Key": key, "VersionId": marker["VersionId"]})
+        for start in range(0, len(doomed), 1000):  # DeleteObjects takes at most 1000
+            batch = doomed[start : start + 1000]
             with self._errors("delete the versions of", key):
                 response = self._client.delete_objects(
                     Bucket=self.bucket, Delete={"Objects": batch, "Quiet": True}

@@ -1,0 +1,128 @@
+"""The app state on the lab: PostgreSQL's primary and synchronous standby, and a document's
+life through the edge (listed, replaced, erased), checked in Qdrant, S3 and the database."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import subprocess
+import uuid
+
+import boto3
+import pytest
+from reportlab.lib.pagesizes import A4
+from reportlab.pdfgen import canvas
+
+from labview import acme_root_pem, lab_vault, qdrant_call
+
+ROOT_ON_EDGE = "/var/tmp/lab-acme-root.pem"
+
+
+def psql(lab, host, sql):
+    done = lab.exec(host, f"runuser -u postgres -- psql -XAtq -d querygpt -c {shlex.quote(sql)}")
+    assert done.returncode == 0, done.stderr
+    return done.stdout.strip()
+
+
+@pytest.fixture(scope="module")
+def primary(lab):
+    primaries = [h for h in lab.groups["postgres"] if psql(lab, h, "SELECT NOT pg_is_in_recovery()") == "t"]
+    assert len(primaries) == 1, f"exactly one primary, found {primaries}"
+    return primaries[0]
+
+
+@pytest.fixture(scope="module")
+def edge_api(lab):
+    """(method, path, *curl args) -> (status, JSON body): the public API through an edge's
+    nginx, over TLS verified against the lab's ACME root for the edge's own name."""
+    edge = lab.groups["edge"][0]
+    name = lab.render("nginx_server_name", edge)
+    pem = acme_root_pem(lab)
+    assert lab.exec(edge, f"printf %s {shlex.quote(pem)} > {ROOT_ON_EDGE}").returncode == 0
+
+    def call(method, path, *args, timeout=120):
+        done = lab.exec(edge, " ".join([
+            "curl -sS -w '\\n%{http_code}'", f"--resolve {name}:443:127.0.0.1 --cacert {ROOT_ON_EDGE}",
+            f"-X {method}", *args, shlex.quote(f"https://{name}/api{path}")]), timeout=timeout)
+        text, _, status = done.stdout.rpartition("\n")
+        assert done.returncode == 0, done.stderr
+        return int(status), json.loads(text) if text.strip() else None
+
+    call.edge = edge
+    return call
+
+
+def schema_pdf(path, table):
+    pdf = canvas.Canvas(str(path), pagesize=A4)
+    for i, line in enumerate([f"CREATE TABLE {table} (id INT PRIMARY KEY, customer TEXT, total NUMERIC);",
+                              f"Each row of {table} is one invoice of a customer."]):
+        pdf.drawString(40, 800 - 18 * i, line)
+    pdf.save()
+    return path
+
+
+def test_the_primary_commits_synchronously_to_the_standby(lab, primary):
+    standby = next(h for h in lab.groups["postgres"] if h != primary)
+    assert psql(lab, standby, "SELECT pg_is_in_recovery()") == "t"
+    rows = psql(lab, primary, "SELECT state || ' ' || sync_state FROM pg_stat_replication")
+    assert rows == "streaming quorum", rows
+    # The backends verify the server as the internal CA's, at its private address.
+    assert psql(lab, primary, "SELECT count(*) FROM pg_stat_ssl JOIN pg_stat_activity USING (pid) "
+                              "WHERE usename = 'querygpt' AND NOT ssl") == "0"
+
+
+def test_an_erased_document_leaves_nothing_in_qdrant_s3_or_the_database(lab, edge_api, primary, tmp_path):
+    collection = f"lab_erase_{uuid.uuid4().hex[:8]}"
+    edge = edge_api.edge
+    # Uploaded twice under one name: the second replaces the first.
+    for version, table in enumerate(["invoices", "receipts"]):
+        pdf = schema_pdf(tmp_path / f"v{version}.pdf", table)
+        subprocess.run(["docker", "cp", str(pdf), f"{lab.name(edge)}:/var/tmp/erase-me.pdf"], check=True)
+        status, body = edge_api("POST", "/upload", "-F 'pdf_file=@/var/tmp/erase-me.pdf;type=application/pdf'",
+                                f"-F collection_name={collection}")
+        assert status == 200 and body["chunks"] > 0, body
+    status, listing = edge_api("GET", f"/collections/{collection}/documents")
+    assert status == 200 and len(listing["documents"]) == 1, listing
+    document = listing["documents"][0]
+    assert document["filename"] == "erase-me.pdf"
+    status, collections = edge_api("GET", "/collections")
+    assert {"name": collection, "documents": 1} in [
+        {"name": c["name"], "documents": c["documents"]} for c in collections["collections"]]
+    # A question whose sources come from it: the history keeps the excerpts.
+    status, answer = edge_api("POST", "/query", "-H 'Content-Type: application/json'",
+                              shlex.quote("-d" + json.dumps({"query": "Which table holds receipts?",
+                                                              "collection_name": collection})))
+    assert status == 200 and answer["sources"], answer
+    status, history = edge_api("GET", f"/history?collection={collection}")
+    assert status == 200 and history["entries"][0]["sources"], history
+
+    status, erased = edge_api("DELETE", f"/documents/{document['id']}")
+    assert status == 200, erased
+    assert erased["chunks_removed"] > 0 and erased["s3_versions_removed"] >= 2 and erased["history_entries_scrubbed"] == 1
+
+    # Qdrant: no point of the document, from either upload.
+    qdrant = lab.groups["qdrant"][0]
+    points = qdrant_call(lab, qdrant, "POST", f"/collections/{collection}/points/count",
+                         {"exact": True, "filter": {"must": [{"key": "filename", "match": {"value": "erase-me.pdf"}}]}})
+    assert points["result"]["count"] == 0, points
+    # S3: no version and no delete marker of the original.
+    vault = lab_vault()
+    s3 = boto3.client("s3", endpoint_url=f"http://{lab.address(lab.groups['s3'][0])}:5000", region_name="eu-central-1",
+                      aws_access_key_id=vault["vault_s3_access_key_id"],
+                      aws_secret_access_key=vault["vault_s3_secret_access_key"])
+    versions = s3.list_object_versions(Bucket="querygpt-lab-documents", Prefix=document["s3_key"])
+    assert not versions.get("Versions") and not versions.get("DeleteMarkers"), versions
+    # The database: no row, and no excerpt in the history.
+    assert psql(lab, primary, f"SELECT count(*) FROM documents WHERE id = '{document['id']}'") == "0"
+    assert psql(lab, primary, f"SELECT count(*) FROM query_history WHERE sources::text LIKE '%{document['id']}%' "
+                              f"OR sources::text LIKE '%erase-me.pdf%'") == "0"
+    # Gone: a second erasure is a 404 and removes nothing.
+    status, again = edge_api("DELETE", f"/documents/{document['id']}")
+    assert status == 404 and again["detail"], again
+
+
+def test_the_edge_routes_only_what_each_path_serves(edge_api):
+    assert edge_api("DELETE", "/collections")[0] == 403
+    assert edge_api("GET", f"/documents/{uuid.uuid4()}")[0] == 403
+    status, body = edge_api("GET", "/collections/not a name/documents".replace(" ", "%20"))
+    assert status == 404 and body == {"detail": "Not Found"}
