@@ -269,7 +269,7 @@ BASELINE_TAGS = "common,node_exporter,journal_tls,journal_upload"
 CHECK_PASSES = [
     ("site.yml --check --diff, monitoring: changed=0", ["--limit", "monitoring"]),
     ("site.yml --check --diff, tier roles: changed=0",
-     ["--limit", "edge[0]:backend[0]:qdrant[0]:ollama[0]", "--skip-tags", BASELINE_TAGS]),
+     ["--limit", "edge[0]:backend[0]:qdrant[0]:ollama[0]:postgres[0]", "--skip-tags", BASELINE_TAGS]),
 ]
 
 
