@@ -65,7 +65,7 @@ def test_the_check_passes_cover_every_role_of_site_yml():
     """The two check-mode runs together reach every role site.yml runs (each with the
     production wiring), and each run names only groups and tags that exist."""
     site = str(REPO / "site.yml")
-    groups = ["bastion", "edge", "backend", "qdrant", "ollama", "monitoring"]
+    groups = ["bastion", "edge", "backend", "qdrant", "ollama", "postgres", "monitoring"]
     every_role = {role for group in groups for role in site_roles([group], site)}
     covered = set()
     for _, extra in testrunner.CHECK_PASSES:
