@@ -110,6 +110,19 @@ def _command_settings(prog: str, env_file: Path | None) -> Settings | int:
         return 2
 
 
+def _add_env_file_option(parser: argparse.ArgumentParser) -> None:
+    """--env-file, as every maintenance command takes it (they read the service's settings)."""
+    parser.add_argument(
+        "--env-file",
+        type=Path,
+        metavar="PATH",
+        help=(
+            f"the service's environment file (default: {DEFAULT_ENV_FILE} when it exists); "
+            "variables already set in the environment take precedence"
+        ),
+    )
+
+
 def migrate_command(args: list[str]) -> int:
     """``querygpt-backend migrate``: 0 when the schema is at this release's head, 1 when a
     migration failed (or, with --check, when revisions are pending), 2 for usage or
@@ -129,15 +142,7 @@ def migrate_command(args: list[str]) -> int:
         action="store_true",
         help="change nothing: exit 0 when the schema is at head, 1 listing pending revisions",
     )
-    parser.add_argument(
-        "--env-file",
-        type=Path,
-        metavar="PATH",
-        help=(
-            f"the service's environment file (default: {DEFAULT_ENV_FILE} when it exists); "
-            "variables already set in the environment take precedence"
-        ),
-    )
+    _add_env_file_option(parser)
     try:
         options = parser.parse_args(args)
     except SystemExit as exc:
@@ -227,15 +232,7 @@ def reindex_command(args: list[str]) -> int:
     which.add_argument(
         "--all", action="store_true", help="every collection folder under the key prefix"
     )
-    parser.add_argument(
-        "--env-file",
-        type=Path,
-        metavar="PATH",
-        help=(
-            f"the service's environment file (default: {DEFAULT_ENV_FILE} when it exists); "
-            "variables already set in the environment take precedence"
-        ),
-    )
+    _add_env_file_option(parser)
     try:
         options = parser.parse_args(args)
     except SystemExit as exc:  # argparse's own --help (0) and usage errors (2)
