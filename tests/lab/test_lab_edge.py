@@ -302,3 +302,40 @@ def test_ui_upload_then_question(browser, edges, schema_pdf, tmp_path):
     sources = browser.find_element(By.CSS_SELECTOR, "[data-testid=sources]").text
     assert schema_pdf.name in sources, sources
     browser.save_screenshot(str(tmp_path / "chat.png"))
+
+
+def test_ui_history_then_documents_then_erase(browser, edges, schema_pdf, tmp_path):
+    """The app-state pages as a user meets them: the question just asked is in History, with
+    its SQL; the uploaded file is listed under its collection; deleting it asks first, then
+    reports what was erased, and the file is no longer listed. Screenshots of each page are kept in
+    .cache/screenshots for a person to look at."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    shots = Path(__file__).resolve().parents[2] / ".cache" / "screenshots"
+    shots.mkdir(parents=True, exist_ok=True)
+    wait = WebDriverWait(browser, 60)
+    collection = f"ui_{uuid.uuid4().hex[:8]}"
+    edges[0].upload(schema_pdf, collection)
+    edges[0].query("Which customers placed orders last month?", collection)
+
+    browser.get(f"https://{edges[0].name}/#/history")
+    wait.until(lambda d: collection in d.find_element(By.TAG_NAME, "main").text)
+    assert "Which customers placed orders last month?" in browser.find_element(By.TAG_NAME, "main").text
+    browser.save_screenshot(str(shots / "history.png"))
+
+    browser.get(f"https://{edges[0].name}/#/documents")
+    wait.until(lambda d: d.find_elements(By.XPATH, f"//button[starts-with(normalize-space(), '{collection}')]"))
+    browser.find_element(By.XPATH, f"//button[starts-with(normalize-space(), '{collection}')]").click()
+    delete = wait.until(lambda d: d.find_element(By.CSS_SELECTOR, f"button[aria-label='Delete {schema_pdf.name}']"))
+    browser.save_screenshot(str(shots / "documents.png"))
+    delete.click()
+    dialog = browser.find_element(By.CSS_SELECTOR, "[role=alertdialog]")
+    assert "every stored version" in dialog.text
+    browser.save_screenshot(str(shots / "documents-confirm.png"))
+    button(browser, "Delete permanently").click()
+    wait.until(lambda d: d.find_element(By.CSS_SELECTOR, "[role=status]").text.startswith("Deleted "))
+    status = browser.find_element(By.CSS_SELECTOR, "[role=status]").text
+    assert f"Deleted {schema_pdf.name} from “{collection}”" in status and "stored version" in status, status
+    wait.until(lambda d: not d.find_elements(By.CSS_SELECTOR, f"button[aria-label='Delete {schema_pdf.name}']"))
+    browser.save_screenshot(str(shots / "documents-erased.png"))
