@@ -65,9 +65,11 @@ def test_the_primary_commits_synchronously_to_the_standby(lab, primary):
     assert psql(lab, standby, "SELECT pg_is_in_recovery()") == "t"
     rows = psql(lab, primary, "SELECT state || ' ' || sync_state FROM pg_stat_replication")
     assert rows == "streaming quorum", rows
-    # The backends verify the server as the internal CA's, at its private address.
-    assert psql(lab, primary, "SELECT count(*) FROM pg_stat_ssl JOIN pg_stat_activity USING (pid) "
-                              "WHERE usename = 'querygpt' AND NOT ssl") == "0"
+    # The backends are connected (their /ready checks the database), every one of them over TLS.
+    by_tls = psql(lab, primary, "SELECT count(*) FILTER (WHERE ssl) || ' ' || count(*) FILTER (WHERE NOT ssl) "
+                                "FROM pg_stat_ssl JOIN pg_stat_activity USING (pid) WHERE usename = 'querygpt'")
+    with_tls, without_tls = map(int, by_tls.split())
+    assert with_tls > 0 and without_tls == 0, by_tls
 
 
 def test_an_erased_document_leaves_nothing_in_qdrant_s3_or_the_database(lab, edge_api, primary, tmp_path):

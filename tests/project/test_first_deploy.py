@@ -230,7 +230,7 @@ def test_the_wiring_gives_peers_private_addresses_never_the_bastions_public_one(
                " 'volume': qdrant_data_volume_id, 'env': querygpt_env, 'cluster': qdrant_cluster_enabled | bool,"
                " 'peers': qdrant_cluster_peers, 'zones': qdrant_cluster_peer_zones,"
                " 'pg_hosts': postgresql_host_addresses, 'pg_clients': postgresql_app_client_addresses,"
-               " 'pg_volume': postgresql_data_volume_id} | to_json }}"}
+               " 'pg_volume': postgresql_data_volume_id, 'db': backend_database_hosts} | to_json }}"}
     rehearsal.env.update({"ANSIBLE_LOAD_CALLBACK_PLUGINS": "True", "ANSIBLE_STDOUT_CALLBACK": "ansible.builtin.json"})
     done = rehearsal.run(VENV_BIN / "ansible", "-i", rehearsal.inventory, "all", "-m", "ansible.builtin.debug",
                          "-a", json.dumps(message), "--vault-id", f"prod@{rehearsal.password}")
@@ -263,6 +263,7 @@ def test_the_wiring_gives_peers_private_addresses_never_the_bastions_public_one(
         # PostgreSQL: every postgres host by its private address; the backends are its app clients
         assert sorted(got["pg_hosts"].values()) == sorted(h.address for h in hosts if h.role == "postgres")
         assert sorted(got["pg_clients"]) == sorted(h.address for h in hosts if h.role == "backend")
+        assert sorted(got["db"]) == sorted(f"{h.address}:5432" for h in hosts if h.role == "postgres")
         if host.role == "postgres":
             assert got["pg_volume"].startswith("vol-"), "the data volume is found by its id"
         assert got["zones"] == [h.subnet.zone for h in qdrant] and len(set(got["zones"])) == 3
