@@ -359,3 +359,67 @@ def test_the_password_is_never_logged_nor_shown(make_client, settings, schema_pd
 
     logging.getLogger("querygpt.test").warning("connecting with %s", password)
     assert password not in capsys.readouterr().out
+
+
+# -- writes while no standby confirms (synchronous replication) --------------------------
+
+
+@pytest.fixture
+def standby_missing(postgres: Any) -> Any:
+    """A migrated database of its own, on a server that now waits for a synchronous standby
+    that never comes (as the primary does while its standby's zone is down)."""
+    from querygpt import migrate
+    from querygpt.database import make_engine
+    from querygpt_testkit import TestDatabase
+
+    name = postgres.create_database("querygpt_standby_missing")
+    engine = make_engine(TestDatabase(postgres, name).settings(), for_migrations=True)
+    try:
+        migrate.upgrade(engine)
+    finally:
+        engine.dispose()
+    with postgres.admin() as conn:
+        # The test server runs synchronous_commit=off; the database's setting overrides it.
+        conn.execute(f'ALTER DATABASE "{name}" SET synchronous_commit = on')
+        conn.execute("ALTER SYSTEM SET synchronous_standby_names = 'absent_standby'")
+        conn.execute("SELECT pg_reload_conf()")
+    try:
+        yield TestDatabase(postgres, name)
+    finally:
+        with postgres.admin() as conn:
+            conn.execute("ALTER SYSTEM RESET synchronous_standby_names")
+            conn.execute("SELECT pg_reload_conf()")
+        postgres.drop_database(name)
+
+
+def test_without_a_standby_history_never_waits_and_a_document_write_commits_after_the_wait(
+    standby_missing,
+) -> None:
+    """PostgreSQL never stops waiting for a synchronous standby by itself (statement_timeout
+    is off during a commit). The history commits locally; a document write waits
+    ``commit_wait`` seconds, then is committed on the primary alone, logged and counted."""
+    from prometheus_client import REGISTRY
+    from querygpt.database import Database, make_engine
+    from querygpt.documents import StoredDocument
+
+    def unreplicated() -> float:
+        return REGISTRY.get_sample_value("querygpt_database_unreplicated_commits_total") or 0.0
+
+    database = Database(make_engine(standby_missing.settings()), commit_wait=1.0)
+    try:
+        before = unreplicated()
+        history_id = database.record_query("shop", "Which customers?", "SELECT 1;", [], 12)
+        assert unreplicated() == before  # committed locally: no wait to cut
+        stored = StoredDocument("documents/shop/a.pdf", "v1", "0" * 64, "a.pdf")
+        record = database.record_document("shop", stored, size=10, chunks=1)
+        assert unreplicated() == before + 1  # this commit waited, and was cut
+        assert standby_missing.query("SELECT id FROM query_history") == [(history_id,)]
+        assert standby_missing.query("SELECT filename FROM documents WHERE id = %s", uuid.UUID(record.id)) == [
+            ("a.pdf",)
+        ]
+        # The pooled connections are clean after a cut wait: the next write works the same.
+        assert database.forget_document(record.id, stored.key) == 0
+        assert unreplicated() == before + 2
+        assert standby_missing.query("SELECT count(*) FROM documents") == [(0,)]
+    finally:
+        database.close()

@@ -3,8 +3,20 @@
 Every server of QUERYGPT_DATABASE_HOSTS (primary and standbys) is given to libpq with
 ``target_session_attrs=read-write``, so a new connection always lands on the primary; after a
 failover, ``pool_pre_ping`` drops the pooled connections to the old primary and the next
-connection finds the promoted standby by itself. Sync SQLAlchemy is enough: route handlers
-are plain ``def`` and run in FastAPI's threadpool.
+connection finds the promoted standby by itself. TCP keepalives and ``tcp_user_timeout`` bound
+how long a connection to a server that vanished (a zone outage: no RST ever comes) can hang.
+Sync SQLAlchemy is enough: route handlers are plain ``def`` and run in FastAPI's threadpool.
+
+Writes and the standby (the primary runs ``synchronous_commit`` with a synchronous standby,
+roles/postgresql "Durability"): a commit waits until a standby has the WAL, and PostgreSQL
+itself never stops waiting (``statement_timeout`` is off by then). So:
+
+- a query's history row commits with ``synchronous_commit = local``: an answer never waits
+  for a standby, and the rows of the last moments before a failover may be lost;
+- a document write (upload, replace, erase) waits at most ``commit_wait`` seconds; then the
+  backend cancels the wait, which PostgreSQL turns into a commit on the primary alone with a
+  WARNING. The write succeeds, is logged and counted (querygpt_database_unreplicated_commits_total):
+  while no standby streams, uploads and deletes stay available, without a second copy.
 
 Only this module knows SQLAlchemy's errors. It turns them into UpstreamUnavailable (503) or
 UpstreamError naming the database; the addresses and the driver's message go to the
@@ -14,6 +26,7 @@ operator log only (``where``), never into an API response.
 from __future__ import annotations
 
 import logging
+import threading
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -21,7 +34,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Engine, case, create_engine, delete, func, select, text
+from sqlalchemy import Connection, Engine, case, create_engine, delete, func, select, text
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, ProgrammingError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
@@ -31,6 +44,7 @@ from sqlalchemy.pool import NullPool
 from .config import Settings, database_hosts_text, require_database
 from .documents import StoredDocument
 from .errors import UpstreamError, UpstreamUnavailable
+from .metrics import UNREPLICATED_COMMITS
 from .models import Collection, Document, QueryHistory
 
 log = logging.getLogger(__name__)
@@ -41,6 +55,12 @@ SERVICE = "postgresql"
 STATEMENT_TIMEOUT_MS = 15_000
 #: Seconds a request waits for a pooled connection before it is a 503.
 POOL_TIMEOUT_SECONDS = 10
+#: Seconds a document write's commit waits for a standby's confirmation (see above).
+COMMIT_WAIT_SECONDS = 10.0
+#: Dead-server detection: unacknowledged data fails the connection after this long, and an
+#: idle pooled connection is probed by keepalives (idle, interval, count) in seconds.
+TCP_USER_TIMEOUT_MS = 10_000
+KEEPALIVES = (10, 3, 3)
 
 
 def connect_args(settings: Settings, *, application_name: str = "querygpt-backend") -> dict[str, Any]:
@@ -56,6 +76,11 @@ def connect_args(settings: Settings, *, application_name: str = "querygpt-backen
         "connect_timeout": settings.database_connect_timeout_seconds,
         "target_session_attrs": "read-write",
         "application_name": application_name,
+        "keepalives": 1,
+        "keepalives_idle": KEEPALIVES[0],
+        "keepalives_interval": KEEPALIVES[1],
+        "keepalives_count": KEEPALIVES[2],
+        "tcp_user_timeout": TCP_USER_TIMEOUT_MS,
     }
     if settings.database_password:
         args["password"] = settings.database_password
@@ -148,10 +173,13 @@ def parse_document_id(value: str) -> uuid.UUID | None:
 class Database:
     """The queries QueryGPT needs, each in its own short transaction."""
 
-    def __init__(self, engine: Engine, *, location: str = "PostgreSQL") -> None:
+    def __init__(
+        self, engine: Engine, *, location: str = "PostgreSQL", commit_wait: float = COMMIT_WAIT_SECONDS
+    ) -> None:
         self.engine = engine
         self._sessions = sessionmaker(engine, expire_on_commit=False)
         self._location = location
+        self.commit_wait = commit_wait
 
     @classmethod
     def connect(cls, settings: Settings) -> Database:
@@ -241,12 +269,10 @@ class Database:
                     else_=upsert.excluded.uploaded_at,
                 ),
             },
-        ).returning(Document)
-        with self._session("record the document") as session, session.begin():
-            session.execute(
-                insert(Collection).values(name=collection).on_conflict_do_nothing()
-            )
-            session.execute(
+        ).returning(*Document.__table__.c)
+        with self._write("record the document") as conn:
+            conn.execute(insert(Collection).values(name=collection).on_conflict_do_nothing())
+            conn.execute(
                 delete(Document).where(
                     Document.collection == collection,
                     Document.s3_key == stored.key,
@@ -254,21 +280,21 @@ class Database:
                 )
             )
             # A stale row already holding this id (under another name) would block the insert.
-            session.execute(
+            conn.execute(
                 delete(Document).where(
                     Document.id == document_id,
                     (Document.collection != collection) | (Document.filename != stored.filename),
                 )
             )
-            row = session.execute(upsert).scalar_one()
-            return DocumentRecord.of(row)
+            record = DocumentRecord.of(conn.execute(upsert).one())
+        return record
 
     def forget_document(self, document_id: str, s3_key: str) -> int:
         """Scrub the document's excerpts from the history, then delete its row, in one
         transaction. Excerpts of earlier versions of the same original (same S3 key) go
         too. Returns the number of history entries changed."""
-        with self._session("erase the document's records") as session, session.begin():
-            scrubbed = session.execute(
+        with self._write("erase the document's records") as conn:
+            scrubbed = conn.execute(
                 text(
                     """
                     UPDATE query_history SET sources = COALESCE(
@@ -283,8 +309,8 @@ class Database:
                 ),
                 {"id": str(document_id), "key": s3_key},
             ).rowcount
-            session.execute(delete(Document).where(Document.id == uuid.UUID(document_id)))
-            return int(scrubbed or 0)
+            conn.execute(delete(Document).where(Document.id == uuid.UUID(document_id)))
+        return int(scrubbed or 0)
 
     # -- query history -------------------------------------------------------
 
@@ -296,17 +322,18 @@ class Database:
         sources: Sequence[dict[str, Any]],
         latency_ms: int,
     ) -> int:
-        with self._session("record the query") as session, session.begin():
-            row = QueryHistory(
-                collection=collection,
-                question=question,
-                answer=answer,
-                sources=list(sources),
-                latency_ms=latency_ms,
-            )
-            session.add(row)
-            session.flush()
-            return row.id
+        row = {
+            "collection": collection,
+            "question": question,
+            "answer": answer,
+            "sources": list(sources),
+            "latency_ms": latency_ms,
+        }
+        with self._write("record the query", replicated=False) as conn:
+            history_id = conn.execute(
+                insert(QueryHistory).values(**row).returning(QueryHistory.id)
+            ).scalar_one()
+        return int(history_id)
 
     def history(
         self, limit: int, *, before: int | None = None, collection: str | None = None
@@ -331,9 +358,48 @@ class Database:
 
     @contextmanager
     def _session(self, action: str) -> Iterator[Session]:
+        with self._errors(action), self._sessions() as session:
+            yield session
+
+    @contextmanager
+    def _write(self, action: str, *, replicated: bool = True) -> Iterator[Connection]:
+        """One write transaction, committed when the block ends, on a connection held until
+        its commit is settled. ``replicated=False`` commits with synchronous_commit=local;
+        otherwise the wait for a standby is cut after ``commit_wait`` seconds (module doc)."""
+        with self._errors(action), self.engine.connect() as conn:
+            raw = conn.connection.driver_connection
+            notices: list[str] = []
+
+            def keep(diagnostic: Any) -> None:
+                notices.append(diagnostic.message_primary or "")
+
+            raw.add_notice_handler(keep)
+            try:
+                if not replicated:
+                    conn.execute(text("SET LOCAL synchronous_commit = local"))
+                yield conn
+                timer = threading.Timer(self.commit_wait, _cancel, (raw,))
+                timer.daemon = True
+                timer.start()
+                try:
+                    conn.commit()
+                finally:
+                    timer.cancel()
+                    timer.join()  # a late cancel reaches an idle session, which ignores it
+            finally:
+                raw.remove_notice_handler(keep)
+        if any("synchronous replication" in notice for notice in notices):
+            UNREPLICATED_COMMITS.inc()
+            log.warning(
+                "committed on the primary only: no standby confirmed the write in time",
+                extra={"action": action, "commit_wait_seconds": self.commit_wait},
+            )
+
+    @contextmanager
+    def _errors(self, action: str) -> Iterator[None]:
+        """The driver's errors as the API's: 503 when unreachable, the schema missing named."""
         try:
-            with self._sessions() as session:
-                yield session
+            yield
         except (OperationalError, InterfaceError, PoolTimeout) as exc:
             raise UpstreamUnavailable(
                 SERVICE,
@@ -361,6 +427,15 @@ class Database:
                 f"The database could not {action} ({_cause(exc)}).",
                 where=f"{self._location}: {_first_line(exc)}",
             ) from exc
+
+
+def _cancel(raw: Any) -> None:
+    """Cancel what the connection runs: a commit waiting for a standby then completes on the
+    primary (with a WARNING). Runs in the timer's thread, so it only logs its failure."""
+    try:
+        raw.cancel_safe(timeout=5.0)
+    except Exception as exc:  # noqa: BLE001 - a timer thread has nobody to raise to
+        log.warning("could not cancel the wait for a standby", extra={"error": repr(exc)})
 
 
 def _cause(exc: BaseException) -> str:

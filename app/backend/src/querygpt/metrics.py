@@ -119,6 +119,14 @@ HISTORY_WRITE_FAILURES = Counter(
     "returned).",
 )
 
+# A document write whose commit no standby confirmed within the backend's wait: PostgreSQL
+# kept it on the primary only (synchronous replication was waiting; database.py).
+UNREPLICATED_COMMITS = Counter(
+    "querygpt_database_unreplicated_commits_total",
+    "Writes committed on the PostgreSQL primary without a standby's confirmation, because "
+    "no standby confirmed them within the backend's commit wait.",
+)
+
 STAGES = ("extract", "embed", "search", "generate")
 REJECT_REASONS = (
     "empty",
