@@ -18,7 +18,6 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from qdrant_client import QdrantClient
-from starlette.concurrency import run_in_threadpool
 
 from . import __version__
 from .answering import Answerer
@@ -131,7 +130,8 @@ def create_app(
                 "database_schema_needed": code_head(),
             },
         )
-        await run_in_threadpool(services.stats.refresh)
+        # The index gauges are counted at the first scrape (IndexStats.refresh_if_stale), not
+        # here: a restart answers without waiting for Qdrant, which may be slow or half down.
         try:
             yield
         finally:

@@ -1,9 +1,10 @@
 """Keep the documents/chunks gauges equal to what Qdrant actually holds.
 
 Counting in Qdrant (instead of incrementing in memory) makes the numbers
-survive restarts and agree across uvicorn workers. It is refreshed at start-up
-and after each upload; if Qdrant was down at start-up, ``/metrics`` retries at
-most once per ``retry_seconds`` so scrapes stay cheap.
+survive restarts and agree across uvicorn workers. It is counted at a process's
+first scrape (not at start-up, which must not wait for Qdrant) and after each
+upload or delete; after a failure ``/metrics`` retries at most once per
+``retry_seconds`` so scrapes stay cheap.
 """
 
 from __future__ import annotations
