@@ -2,9 +2,10 @@
 
 A stage that fails does not stop the later ones, so one run shows every failure; the exit
 status is non-zero when any stage failed. Output of each command streams as it runs, except
-where stages run side by side: the molecule and lab stages do (the lab's converge leaves a
-core idle for long stretches, and molecule fills it), each printing its log whole as it ends.
-QGPT_SERIAL_STAGES=1 runs them one after the other.
+where stages run side by side: when both molecule and the lab run, the lab, molecule and a
+lane of lint, pytest and frontend (one after the other, at low priority, `nice -n 19`) run at
+once (the lab's converge and drills leave a core idle for long stretches), each printing its
+log whole as it ends. QGPT_SERIAL_STAGES=1 runs every stage one after the other.
 """
 
 from __future__ import annotations
@@ -75,36 +76,40 @@ def timed_steps(steps: list[tuple[str, Callable[[], bool]]]) -> tuple[bool, list
     return all(ok for _, ok, _ in done), done
 
 
-def stage_lint() -> tuple[bool, list]:
+#: Prefix of the stages that run beside the lab: they take only the CPU it leaves idle.
+LOW_PRIORITY = ["nice", "-n", "19"]
+
+
+def stage_lint(out: TextIO | None = None, prefix: tuple[str, ...] = ()) -> tuple[bool, list]:
     return timed_steps([
-        ("yamllint", lambda: sh(["yamllint", "--strict", "."])),
-        ("ansible-lint", lambda: sh(["ansible-lint", "--profile", "production"])),
+        ("yamllint", lambda: sh([*prefix, "yamllint", "--strict", "."], out=out)),
+        ("ansible-lint", lambda: sh([*prefix, "ansible-lint", "--profile", "production"], out=out)),
     ])
 
 
-def stage_pytest() -> tuple[bool, list]:
+def stage_pytest(out: TextIO | None = None, prefix: tuple[str, ...] = ()) -> tuple[bool, list]:
     return timed_steps([
-        ("pytest", lambda: sh(["pytest", "-q", "-n", "2", "-p", "no:cacheprovider", "--durations=15",
-                               "tests", "--ignore=tests/lab"])),
+        ("pytest", lambda: sh([*prefix, "pytest", "-q", "-n", "2", "-p", "no:cacheprovider", "--durations=15",
+                               "tests", "--ignore=tests/lab"], out=out)),
     ])
 
 
-def node_ok() -> bool:
+def node_ok(out: TextIO | None = None) -> bool:
     try:
         bootstrap.check_node()
     except LabError as err:
-        print(f"frontend: {err}", flush=True)
+        print(f"frontend: {err}", file=out or sys.stdout, flush=True)
         return False
     return True
 
 
-def stage_frontend() -> tuple[bool, list]:
+def stage_frontend(out: TextIO | None = None, prefix: tuple[str, ...] = ()) -> tuple[bool, list]:
     web = REPO / "app" / "frontend"
     return timed_steps([
-        ("node >= 20.19", node_ok),
-        ("npm ci", lambda: sh(["npm", "ci", "--no-audit", "--no-fund"], web)),
-        ("vitest", lambda: sh(["npm", "test"], web)),
-        ("vite build", lambda: sh(["npm", "run", "build"], web)),
+        ("node >= 20.19", lambda: node_ok(out)),
+        ("npm ci", lambda: sh([*prefix, "npm", "ci", "--no-audit", "--no-fund"], web, out=out)),
+        ("vitest", lambda: sh([*prefix, "npm", "test"], web, out=out)),
+        ("vite build", lambda: sh([*prefix, "npm", "run", "build"], web, out=out)),
     ])
 
 
@@ -267,10 +272,35 @@ def stage_molecule(roles: list[str] | None = None, jobs: int = 2, check_mode: bo
 # aside), not the bastion (nothing but the baseline roles).
 BASELINE_TAGS = "common,node_exporter,journal_tls,journal_upload"
 CHECK_PASSES = [
-    ("site.yml --check --diff, monitoring: changed=0", ["--limit", "monitoring"]),
-    ("site.yml --check --diff, tier roles: changed=0",
+    ("site.yml --check --diff, monitoring", ["--limit", "monitoring"]),
+    ("site.yml --check --diff, tier roles",
      ["--limit", "edge[0]:backend[0]:qdrant[0]:ollama[0]:postgres[0]", "--skip-tags", BASELINE_TAGS]),
 ]
+
+
+def check_passes(lab: str, out: TextIO | None) -> bool:
+    """The CHECK_PASSES side by side (they touch different hosts and change nothing); each
+    one's output is written whole, in order, once both have ended."""
+    logs = [LOGS / f"lab-check-{n}.log" for n in range(len(CHECK_PASSES))]
+    LOGS.mkdir(parents=True, exist_ok=True)
+
+    def one(index: int) -> bool:
+        name, extra = CHECK_PASSES[index]
+        with logs[index].open("w") as log:
+            log.write(f"# {name}\n")
+            return sh([lab, "converge", "--assert-idempotent", "--check", "--", *extra], out=log)
+
+    with ThreadPoolExecutor(max_workers=len(CHECK_PASSES)) as pool:
+        results = list(pool.map(one, range(len(CHECK_PASSES))))
+    for log in logs:
+        text = log.read_text()
+        if out is None:
+            sys.stdout.write(text)
+            sys.stdout.flush()
+        else:
+            out.write(text)
+            out.flush()
+    return all(results)
 
 
 def stage_lab(keep: bool, out: TextIO | None = None) -> tuple[bool, list]:
@@ -280,8 +310,7 @@ def stage_lab(keep: bool, out: TextIO | None = None) -> tuple[bool, list]:
         # site.yml again in check mode on the converged lab: --check --diff must be clean for
         # every role, as wired for production (molecule checks each role's real second run,
         # idempotence). Only site.yml: the lab's own prepare playbook is tooling.
-        *((name, lambda extra=extra: sh([lab, "converge", "--assert-idempotent", "--check", "--", *extra], out=out))
-          for name, extra in CHECK_PASSES),
+        (f"site.yml --check --diff, {len(CHECK_PASSES)} passes at once: changed=0", lambda: check_passes(lab, out)),
         ("lab tests", lambda: sh(["pytest", "-q", "-p", "no:cacheprovider", "--durations=15", "tests/lab"],
                                  out=out)),
     ]
@@ -294,33 +323,62 @@ def stage_lab(keep: bool, out: TextIO | None = None) -> tuple[bool, list]:
     return ok, done
 
 
-def stage_lab_beside(keep: bool) -> Callable[[], tuple[bool, list]]:
-    """Start the lab stage in a thread, its output in a log; the returned call waits for it
-    and prints the log whole."""
+def in_background(label: str, work: Callable[[TextIO], dict[str, tuple[bool, list, float]]]
+                  ) -> Callable[[], dict[str, tuple[bool, list, float]]]:
+    """Run `work` in a thread, its output in a log; the returned call waits for it, prints
+    the log whole and returns what `work` returned: per stage, (ok, steps, seconds)."""
     LOGS.mkdir(parents=True, exist_ok=True)
-    log_path = LOGS / "lab.log"
-    outcome: dict[str, tuple[bool, list]] = {}
+    log_path = LOGS / f"{label}.log"
+    outcome: dict[str, tuple[bool, list, float]] = {}
 
-    def work() -> None:
+    def run() -> None:
         with log_path.open("w") as out:
             try:
-                outcome["lab"] = stage_lab(keep, out)
+                outcome.update(work(out))
             except Exception as err:  # noqa: BLE001 - reported as the stage's failure below
-                out.write(f"\nlab stage crashed: {err!r}\n")
-                outcome["lab"] = (False, [])
+                out.write(f"\n{label} crashed: {err!r}\n")
 
-    thread = threading.Thread(target=work, name="lab-stage")
+    thread = threading.Thread(target=run, name=label)
     thread.start()
 
-    def finish() -> tuple[bool, list]:
+    def finish() -> dict[str, tuple[bool, list, float]]:
         thread.join()
-        print(f"\n{'-' * 72}\n# lab (ran beside molecule; log: {os.path.relpath(log_path, REPO)})\n{'-' * 72}",
+        print(f"\n{'-' * 72}\n# {label} (ran beside molecule; log: {os.path.relpath(log_path, REPO)})\n{'-' * 72}",
               flush=True)
         sys.stdout.write(log_path.read_text())
         sys.stdout.flush()
-        return outcome["lab"]
+        return outcome
 
     return finish
+
+
+def stage_lab_beside(keep: bool) -> Callable[[], dict[str, tuple[bool, list, float]]]:
+    """The lab stage in the background; its time is its steps' own."""
+    def work(out: TextIO) -> dict[str, tuple[bool, list, float]]:
+        ok, steps = stage_lab(keep, out)
+        return {"lab": (ok, steps, sum(secs for _, _, secs in steps))}
+    return in_background("lab", work)
+
+
+#: Beside molecule and the lab, one after the other at low priority (LOW_PRIORITY): on two
+#: cores the lab's converge and its drills leave a core idle for long stretches, and these
+#: fill it without taking CPU from the lab's timed checks.
+LOW_PRIORITY_STAGES = ("lint", "pytest", "frontend")
+
+
+def stages_at_low_priority(names: list[str]) -> Callable[[], dict[str, tuple[bool, list, float]]]:
+    runners = {"lint": stage_lint, "pytest": stage_pytest, "frontend": stage_frontend}
+
+    def work(out: TextIO) -> dict[str, tuple[bool, list, float]]:
+        done = {}
+        for name in names:
+            out.write(f"\n{'#' * 72}\n# stage: {name} (low priority)\n{'#' * 72}\n")
+            out.flush()
+            start = time.monotonic()
+            ok, steps = runners[name](out, tuple(LOW_PRIORITY))
+            done[name] = (ok, steps, time.monotonic() - start)
+        return done
+    return in_background("checks", work)
 
 
 def summary(results: list[Result], total: float) -> None:
@@ -366,18 +424,27 @@ def main(argv: list[str] | None = None) -> int:
         "lab": lambda: stage_lab(args.keep_lab),
     }
     beside = {"molecule", "lab"} <= set(wanted) and os.environ.get("QGPT_SERIAL_STAGES", "") in ("", "0")
-    for name in STAGES:
-        if name not in wanted:
-            continue
-        if beside and name == "molecule":
-            print(f"\n{'#' * 72}\n# stages: molecule and lab, side by side\n{'#' * 72}", flush=True)
-            runners["lab"] = stage_lab_beside(args.keep_lab)
-        else:
-            print(f"\n{'#' * 72}\n# stage: {name}\n{'#' * 72}", flush=True)
+    if beside:
+        # The lab first (the longest), then the low-priority lane, molecule in this thread.
+        print(f"\n{'#' * 72}\n# stages: molecule and lab side by side, "
+              f"{', '.join(n for n in LOW_PRIORITY_STAGES if n in wanted) or 'nothing'} beside at low priority\n"
+              f"{'#' * 72}", flush=True)
+        lab_done = stage_lab_beside(args.keep_lab)
+        lane_done = stages_at_low_priority([n for n in LOW_PRIORITY_STAGES if n in wanted])
         t0 = time.monotonic()
-        ok, steps = runners[name]()
-        # beside molecule, the lab's own time is its steps' (joining it waits for molecule too)
-        seconds = sum(secs for _, _, secs in steps) if beside and name == "lab" else time.monotonic() - t0
-        results.append(Result(name, ok, seconds, steps=steps))
+        molecule = runners["molecule"]()
+        finished = {"molecule": (*molecule, time.monotonic() - t0), **lane_done(), **lab_done()}
+        for name in STAGES:
+            if name in wanted:
+                ok, steps, seconds = finished.get(name, (False, [], 0.0))
+                results.append(Result(name, ok, seconds, steps=steps))
+    else:
+        for name in STAGES:
+            if name not in wanted:
+                continue
+            print(f"\n{'#' * 72}\n# stage: {name}\n{'#' * 72}", flush=True)
+            t0 = time.monotonic()
+            ok, steps = runners[name]()
+            results.append(Result(name, ok, time.monotonic() - t0, steps=steps))
     summary(results, time.monotonic() - started + float(os.environ.get("QGPT_BOOTSTRAP_SECONDS", "0")))
     return 0 if all(r.ok for r in results) else 1

@@ -327,7 +327,7 @@ def test_ready_reports_a_missing_or_behind_schema(make_client, database, monkeyp
     import querygpt.app
     import querygpt.readiness
 
-    monkeypatch.setattr(querygpt.app, "code_head", lambda: "0002")
+    monkeypatch.setattr(querygpt.app, "schema_head", lambda: "0002")
     monkeypatch.setattr(querygpt.readiness, "_older", lambda head: frozenset({"0001"}))
     response = make_client().get("/ready")
     assert response.status_code == 503

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from functools import lru_cache
 from typing import Any
 
 import httpx
@@ -36,7 +37,6 @@ from .limits import (
 )
 from .logs import setup_logging
 from .metrics import UPLOAD_REJECTED
-from .migrate import code_head
 from .middleware import BodyTooLarge, RequestContextMiddleware
 from .ollama import OllamaClient
 from .readiness import ReadinessProbe
@@ -48,6 +48,15 @@ log = logging.getLogger(__name__)
 #: Room for multipart boundaries, headers and the collection_name field on
 #: top of the file itself; the file's own limit is checked exactly later.
 MULTIPART_OVERHEAD_BYTES = 64 * 1024
+
+
+@lru_cache(maxsize=1)
+def schema_head() -> str | None:
+    """The schema revision this code needs. Read at the first /ready, not at start-up: Alembic
+    is imported then, so a restarted worker answers sooner (every worker imports the app)."""
+    from .migrate import code_head
+
+    return code_head()
 
 
 def create_app(
@@ -91,7 +100,7 @@ def create_app(
         timeout=settings.request_timeout,
         transport=http_transport,
         database=database,
-        schema_head=code_head(),
+        schema_head=schema_head,
     )
     gpu = GpuQueue(
         settings.gpu_concurrency, settings.gpu_queue, retry_ceiling=settings.query_deadline_seconds
@@ -127,7 +136,6 @@ def create_app(
                 "s3_endpoint_url": settings.s3_endpoint_url or "(AWS)",
                 "database_hosts": database_hosts_text(settings.database_hosts),
                 "database_name": settings.database_name,
-                "database_schema_needed": code_head(),
             },
         )
         # The index gauges are counted at the first scrape (IndexStats.refresh_if_stale), not

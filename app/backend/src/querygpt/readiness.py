@@ -60,7 +60,7 @@ class ReadinessProbe:
         timeout: float,
         transport: httpx.BaseTransport | None = None,
         database: Database | None = None,
-        schema_head: str | None = None,
+        schema_head: Callable[[], str | None] | None = None,
     ) -> None:
         self._database = database
         self._schema_head = schema_head
@@ -105,10 +105,11 @@ class ReadinessProbe:
             return f"{reason}: {name}"
         if revision is None:
             return "not ready: schema not created; run `querygpt-backend migrate`"
-        if self._schema_head and revision != self._schema_head and revision in _older(self._schema_head):
+        head = self._schema_head() if self._schema_head else None
+        if head and revision != head and revision in _older(head):
             return (
                 f"not ready: schema behind (database at revision {revision}, this release needs "
-                f"{self._schema_head}); run `querygpt-backend migrate`"
+                f"{head}); run `querygpt-backend migrate`"
             )
         return "ok"
 
