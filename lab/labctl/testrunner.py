@@ -2,10 +2,9 @@
 
 A stage that fails does not stop the later ones, so one run shows every failure; the exit
 status is non-zero when any stage failed. Output of each command streams as it runs, except
-where stages run side by side: when both molecule and the lab run, the lab, molecule and a
-lane of lint, pytest and frontend (one after the other, at low priority, `nice -n 19`) run at
-once (the lab's converge and drills leave a core idle for long stretches), each printing its
-log whole as it ends. QGPT_SERIAL_STAGES=1 runs every stage one after the other.
+where stages run side by side: the molecule and lab stages do (the lab's converge leaves a
+core idle for long stretches, and molecule fills it), each printing its log whole as it ends.
+QGPT_SERIAL_STAGES=1 runs them one after the other.
 """
 
 from __future__ import annotations
@@ -76,45 +75,36 @@ def timed_steps(steps: list[tuple[str, Callable[[], bool]]]) -> tuple[bool, list
     return all(ok for _, ok, _ in done), done
 
 
-#: Prefix of the stages that run beside the lab, so they take only the CPU it leaves idle.
-#: `nice` alone is not enough: with the kernel's autogroups (sched_autogroup_enabled, Debian's
-#: default) nice only ranks processes within one session, and each session competes with the
-#: lab's containers as an equal. So the command runs in a session of its own (setsid) whose
-#: autogroup is set to nice 19 too (measured: with nice alone the lane took 60% of the CPU).
-LOW_PRIORITY = ["nice", "-n", "19", "setsid", "--wait", "sh", "-c",
-                'echo 19 > /proc/self/autogroup 2>/dev/null; exec "$@"', "low-priority"]
-
-
-def stage_lint(out: TextIO | None = None, prefix: tuple[str, ...] = ()) -> tuple[bool, list]:
+def stage_lint() -> tuple[bool, list]:
     return timed_steps([
-        ("yamllint", lambda: sh([*prefix, "yamllint", "--strict", "."], out=out)),
-        ("ansible-lint", lambda: sh([*prefix, "ansible-lint", "--profile", "production"], out=out)),
+        ("yamllint", lambda: sh(["yamllint", "--strict", "."])),
+        ("ansible-lint", lambda: sh(["ansible-lint", "--profile", "production"])),
     ])
 
 
-def stage_pytest(out: TextIO | None = None, prefix: tuple[str, ...] = ()) -> tuple[bool, list]:
+def stage_pytest() -> tuple[bool, list]:
     return timed_steps([
-        ("pytest", lambda: sh([*prefix, "pytest", "-q", "-n", "2", "-p", "no:cacheprovider", "--durations=15",
-                               "tests", "--ignore=tests/lab"], out=out)),
+        ("pytest", lambda: sh(["pytest", "-q", "-n", "2", "-p", "no:cacheprovider", "--durations=15",
+                               "tests", "--ignore=tests/lab"])),
     ])
 
 
-def node_ok(out: TextIO | None = None) -> bool:
+def node_ok() -> bool:
     try:
         bootstrap.check_node()
     except LabError as err:
-        print(f"frontend: {err}", file=out or sys.stdout, flush=True)
+        print(f"frontend: {err}", flush=True)
         return False
     return True
 
 
-def stage_frontend(out: TextIO | None = None, prefix: tuple[str, ...] = ()) -> tuple[bool, list]:
+def stage_frontend() -> tuple[bool, list]:
     web = REPO / "app" / "frontend"
     return timed_steps([
-        ("node >= 20.19", lambda: node_ok(out)),
-        ("npm ci", lambda: sh([*prefix, "npm", "ci", "--no-audit", "--no-fund"], web, out=out)),
-        ("vitest", lambda: sh([*prefix, "npm", "test"], web, out=out)),
-        ("vite build", lambda: sh([*prefix, "npm", "run", "build"], web, out=out)),
+        ("node >= 20.19", node_ok),
+        ("npm ci", lambda: sh(["npm", "ci", "--no-audit", "--no-fund"], web)),
+        ("vitest", lambda: sh(["npm", "test"], web)),
+        ("vite build", lambda: sh(["npm", "run", "build"], web)),
     ])
 
 
@@ -328,62 +318,33 @@ def stage_lab(keep: bool, out: TextIO | None = None) -> tuple[bool, list]:
     return ok, done
 
 
-def in_background(label: str, work: Callable[[TextIO], dict[str, tuple[bool, list, float]]]
-                  ) -> Callable[[], dict[str, tuple[bool, list, float]]]:
-    """Run `work` in a thread, its output in a log; the returned call waits for it, prints
-    the log whole and returns what `work` returned: per stage, (ok, steps, seconds)."""
+def stage_lab_beside(keep: bool) -> Callable[[], tuple[bool, list]]:
+    """Start the lab stage in a thread, its output in a log; the returned call waits for it
+    and prints the log whole."""
     LOGS.mkdir(parents=True, exist_ok=True)
-    log_path = LOGS / f"{label}.log"
-    outcome: dict[str, tuple[bool, list, float]] = {}
+    log_path = LOGS / "lab.log"
+    outcome: dict[str, tuple[bool, list]] = {}
 
-    def run() -> None:
+    def work() -> None:
         with log_path.open("w") as out:
             try:
-                outcome.update(work(out))
+                outcome["lab"] = stage_lab(keep, out)
             except Exception as err:  # noqa: BLE001 - reported as the stage's failure below
-                out.write(f"\n{label} crashed: {err!r}\n")
+                out.write(f"\nlab stage crashed: {err!r}\n")
+                outcome["lab"] = (False, [])
 
-    thread = threading.Thread(target=run, name=label)
+    thread = threading.Thread(target=work, name="lab-stage")
     thread.start()
 
-    def finish() -> dict[str, tuple[bool, list, float]]:
+    def finish() -> tuple[bool, list]:
         thread.join()
-        print(f"\n{'-' * 72}\n# {label} (ran beside molecule; log: {os.path.relpath(log_path, REPO)})\n{'-' * 72}",
+        print(f"\n{'-' * 72}\n# lab (ran beside molecule; log: {os.path.relpath(log_path, REPO)})\n{'-' * 72}",
               flush=True)
         sys.stdout.write(log_path.read_text())
         sys.stdout.flush()
-        return outcome
+        return outcome["lab"]
 
     return finish
-
-
-def stage_lab_beside(keep: bool) -> Callable[[], dict[str, tuple[bool, list, float]]]:
-    """The lab stage in the background; its time is its steps' own."""
-    def work(out: TextIO) -> dict[str, tuple[bool, list, float]]:
-        ok, steps = stage_lab(keep, out)
-        return {"lab": (ok, steps, sum(secs for _, _, secs in steps))}
-    return in_background("lab", work)
-
-
-#: Beside molecule and the lab, one after the other at low priority (LOW_PRIORITY): on two
-#: cores the lab's converge and its drills leave a core idle for long stretches, and these
-#: fill it without taking CPU from the lab's timed checks.
-LOW_PRIORITY_STAGES = ("lint", "pytest", "frontend")
-
-
-def stages_at_low_priority(names: list[str]) -> Callable[[], dict[str, tuple[bool, list, float]]]:
-    runners = {"lint": stage_lint, "pytest": stage_pytest, "frontend": stage_frontend}
-
-    def work(out: TextIO) -> dict[str, tuple[bool, list, float]]:
-        done = {}
-        for name in names:
-            out.write(f"\n{'#' * 72}\n# stage: {name} (low priority)\n{'#' * 72}\n")
-            out.flush()
-            start = time.monotonic()
-            ok, steps = runners[name](out, tuple(LOW_PRIORITY))
-            done[name] = (ok, steps, time.monotonic() - start)
-        return done
-    return in_background("checks", work)
 
 
 def summary(results: list[Result], total: float) -> None:
@@ -429,27 +390,18 @@ def main(argv: list[str] | None = None) -> int:
         "lab": lambda: stage_lab(args.keep_lab),
     }
     beside = {"molecule", "lab"} <= set(wanted) and os.environ.get("QGPT_SERIAL_STAGES", "") in ("", "0")
-    if beside:
-        # The lab first (the longest), then the low-priority lane, molecule in this thread.
-        print(f"\n{'#' * 72}\n# stages: molecule and lab side by side, "
-              f"{', '.join(n for n in LOW_PRIORITY_STAGES if n in wanted) or 'nothing'} beside at low priority\n"
-              f"{'#' * 72}", flush=True)
-        lab_done = stage_lab_beside(args.keep_lab)
-        lane_done = stages_at_low_priority([n for n in LOW_PRIORITY_STAGES if n in wanted])
-        t0 = time.monotonic()
-        molecule = runners["molecule"]()
-        finished = {"molecule": (*molecule, time.monotonic() - t0), **lane_done(), **lab_done()}
-        for name in STAGES:
-            if name in wanted:
-                ok, steps, seconds = finished.get(name, (False, [], 0.0))
-                results.append(Result(name, ok, seconds, steps=steps))
-    else:
-        for name in STAGES:
-            if name not in wanted:
-                continue
+    for name in STAGES:
+        if name not in wanted:
+            continue
+        if beside and name == "molecule":
+            print(f"\n{'#' * 72}\n# stages: molecule and lab, side by side\n{'#' * 72}", flush=True)
+            runners["lab"] = stage_lab_beside(args.keep_lab)
+        else:
             print(f"\n{'#' * 72}\n# stage: {name}\n{'#' * 72}", flush=True)
-            t0 = time.monotonic()
-            ok, steps = runners[name]()
-            results.append(Result(name, ok, time.monotonic() - t0, steps=steps))
+        t0 = time.monotonic()
+        ok, steps = runners[name]()
+        # beside molecule, the lab's own time is its steps' (joining it waits for molecule too)
+        seconds = sum(secs for _, _, secs in steps) if beside and name == "lab" else time.monotonic() - t0
+        results.append(Result(name, ok, seconds, steps=steps))
     summary(results, time.monotonic() - started + float(os.environ.get("QGPT_BOOTSTRAP_SECONDS", "0")))
     return 0 if all(r.ok for r in results) else 1
