@@ -402,24 +402,38 @@ def test_without_a_standby_history_never_waits_and_a_document_write_commits_afte
     from querygpt.database import Database, make_engine
     from querygpt.documents import StoredDocument
 
+    from concurrent.futures import ThreadPoolExecutor
+    from concurrent.futures import TimeoutError as StillWaiting
+
     def unreplicated() -> float:
         return REGISTRY.get_sample_value("querygpt_database_unreplicated_commits_total") or 0.0
+
+    pool = ThreadPoolExecutor(1)
+
+    def bounded(call: Any, *args: Any, **kwargs: Any) -> Any:
+        """The call's result; a failure, not a hung run, if its commit is still waiting after
+        60 s (the fixture's finalizer then drops the database, which ends the wait)."""
+        try:
+            return pool.submit(call, *args, **kwargs).result(timeout=60)
+        except StillWaiting:
+            pytest.fail(f"{call.__name__} still waits for the standby after 60 s (commit_wait is 1 s)")
 
     database = Database(make_engine(standby_missing.settings()), commit_wait=1.0)
     try:
         before = unreplicated()
-        history_id = database.record_query("shop", "Which customers?", "SELECT 1;", [], 12)
+        history_id = bounded(database.record_query, "shop", "Which customers?", "SELECT 1;", [], 12)
         assert unreplicated() == before  # committed locally: no wait to cut
         stored = StoredDocument("documents/shop/a.pdf", "v1", "0" * 64, "a.pdf")
-        record = database.record_document("shop", stored, size=10, chunks=1)
+        record = bounded(database.record_document, "shop", stored, size=10, chunks=1)
         assert unreplicated() == before + 1  # this commit waited, and was cut
         assert standby_missing.query("SELECT id FROM query_history") == [(history_id,)]
         assert standby_missing.query("SELECT filename FROM documents WHERE id = %s", uuid.UUID(record.id)) == [
             ("a.pdf",)
         ]
         # The pooled connections are clean after a cut wait: the next write works the same.
-        assert database.forget_document(record.id, stored.key) == 0
+        assert bounded(database.forget_document, record.id, stored.key) == 0
         assert unreplicated() == before + 2
         assert standby_missing.query("SELECT count(*) FROM documents") == [(0,)]
     finally:
+        pool.shutdown(wait=False)
         database.close()
