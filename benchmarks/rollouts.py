@@ -18,6 +18,11 @@ long each service took to answer again after kill -9.
                     time, each waiting until every shard replica is Active (then back)
   zone outage       every container of one zone killed, then started again: how soon the
                     questions are answered again, the points kept, how soon the cluster heals
+  postgres failover the PostgreSQL primary's container killed under questions and uploads,
+                    then playbooks/runbooks/failover_postgres.yml: the failed uploads and how
+                    long writes stopped, the acknowledged uploads lost (target: none); then
+                    the old primary's instance returns (its fence refuses to start it as a
+                    primary) and the runbook, run again, rebuilds it as a standby
 
 The target for every rollout is 0 failed requests (the Qdrant kill included), 10 s for a
 service to answer again, and for a zone outage: answering within 30 s, no point lost;
@@ -38,9 +43,11 @@ import gzip
 import hashlib
 import io
 import json
+import shlex
 import subprocess
 import sys
 import tarfile
+import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -323,10 +330,11 @@ def qdrant_kill(lab: Lab, site: Site) -> tuple[float, Rollout]:
     return back, run["rollout"]
 
 
-def qdrant_upgrade(lab: Lab, site: Site, workdir: Path) -> Rollout:
+def qdrant_upgrade(lab: Lab, site: Site, workdir: Path, restore: bool = True) -> Rollout:
     """A rolling Qdrant upgrade under questions (playbooks/data.yml, one peer at a time, each
     waiting until every replica is Active): the lab's stand-in packaged as the next patch
-    release, then the pinned release again (not measured)."""
+    release, then, with `restore`, the pinned release again (not measured; a lab about to be
+    thrown away skips it)."""
     pinned = str(lab.render("qdrant_version", lab.groups["qdrant"][0]))
     major, minor, patch = pinned.split(".")
     version = f"{major}.{minor}.{int(patch) + 1}"
@@ -345,7 +353,8 @@ def qdrant_upgrade(lab: Lab, site: Site, workdir: Path) -> Rollout:
     finally:
         # back to the pin: a downgrade, which the role refuses unless forced (the stand-in's
         # storage is the same across patch releases)
-        playbook("playbooks/data.yml", "--limit", "qdrant", "--tags", "qdrant", "-e", "qdrant_force_upgrade=true")
+        if restore:
+            playbook("playbooks/data.yml", "--limit", "qdrant", "--tags", "qdrant", "-e", "qdrant_force_upgrade=true")
     return run["rollout"]
 
 
@@ -419,6 +428,121 @@ def zone_outage(lab: Lab, site: Site, hold: float = 45.0) -> Outage:
     return Outage(zone, hosts, result, down_at, max(0.0, last_failure - down_at), (before, during), healed)
 
 
+# --- PostgreSQL failover ----------------------------------------------------------------------
+
+FENCE_REFUSAL = "refusing to start this primary"
+
+
+@dataclass
+class Failover:
+    """The primary's container killed under load, then the failover runbook."""
+
+    killed: str  # the primary whose container was killed
+    promoted: str  # the primary after the runbook
+    result: Result  # the questions asked meanwhile
+    uploads: list[tuple[float, int, str, str]]  # (seconds after the kill, status, filename, id or reason)
+    lost: list[str]  # acknowledged uploads the new primary does not list
+    runbook_seconds: float  # the runbook's run, from the kill
+    fenced: bool  # the old primary's PostgreSQL refused to start when its instance came back
+    rebuild_seconds: float  # the runbook run again: the old primary rebuilt as a standby
+    replication: str  # state and sync_state of the standbys, on the new primary, after the rebuild
+
+    @property
+    def failed_uploads(self) -> list[tuple[float, int, str, str]]:
+        return [u for u in self.uploads if u[1] != 200]
+
+    @property
+    def writes_stopped(self) -> float:
+        """Seconds from the kill to the first upload acknowledged after it."""
+        return min((u[0] for u in self.uploads if u[1] == 200 and u[0] > 0), default=float("inf"))
+
+
+def postgres_psql(lab: Lab, host: str, sql: str) -> str:
+    done = lab.exec(host, f"runuser -u postgres -- psql -XAtq -d querygpt -c {shlex.quote(sql)}")
+    if done.returncode != 0:
+        raise RuntimeError(f"psql on {host}: {done.stderr.strip()}")
+    return done.stdout.strip()
+
+
+def postgres_primary(lab: Lab) -> str:
+    """The one host that answers as a primary; RuntimeError unless there is exactly one."""
+    found = []
+    for host in lab.groups["postgres"]:
+        try:
+            if postgres_psql(lab, host, "SELECT NOT pg_is_in_recovery()") == "t":
+                found.append(host)
+        except RuntimeError:
+            continue
+    if len(found) != 1:
+        raise RuntimeError(f"exactly one PostgreSQL primary expected, found {found}")
+    return found[0]
+
+
+def postgres_failover(lab: Lab, site: Site, workdir: Path, pause: float = 6.0) -> Failover:
+    """`docker kill` of the primary's container (the instance lost) under questions, and an
+    upload every `pause` seconds (the edges admit 10 a minute per client, and the load balancer
+    shows every client as one); then the runbook, told the lost host is stopped. The container
+    is started again once the runbook is done: its fence must refuse to start the old primary;
+    the runbook run again rebuilds it as a standby."""
+    killed = postgres_primary(lab)
+    collection = f"failover_{uuid.uuid4().hex[:8]}"
+    pdf = write_pdf(workdir / "failover-schema.pdf", ["Failover drill schema", *SCHEMA]).read_bytes()
+    uploads: list[tuple[float, int, str, str]] = []
+    stop = threading.Event()
+    killed_at = time.monotonic() + 3600.0  # set at the kill
+
+    def write() -> None:
+        n = 0
+        while not stop.is_set():
+            n += 1
+            name = f"failover-{n:03d}.pdf"
+            sent = time.monotonic()
+            try:
+                resp = site.request("POST", "/api/upload", files={"pdf_file": (name, pdf, "application/pdf")},
+                                    data={"collection_name": collection}, timeout=120)
+                answer = resp.json().get("document_id", "") if resp.status_code == 200 else resp.text[:200]
+                uploads.append((sent - killed_at, resp.status_code, name, answer))
+            except httpx.HTTPError as exc:
+                uploads.append((sent - killed_at, 0, name, repr(exc)))
+            stop.wait(pause)
+
+    writer = threading.Thread(target=write, name="failover-writer", daemon=True)
+    with site.load(**LOAD) as load:
+        writer.start()
+        time.sleep(2 * pause + 1)  # acknowledged writes before the kill
+        killed_at = time.monotonic()
+        subprocess.run(["docker", "kill", lab.name(killed)], capture_output=True, check=True, timeout=60)
+        playbook("playbooks/runbooks/failover_postgres.yml", "-e", "postgresql_failover_lost_hosts_stopped=true")
+        runbook_seconds = time.monotonic() - killed_at
+        time.sleep(2 * pause + 1)  # and after it
+        stop.set()
+        writer.join(timeout=180)
+    result = load.result
+    assert result is not None
+    promoted = postgres_primary(lab)
+    acknowledged = {u[2] for u in uploads if u[1] == 200}
+    listed = site.request("GET", f"/api/collections/{collection}/documents", timeout=60)
+    listed.raise_for_status()
+    lost = sorted(acknowledged - {d["filename"] for d in listed.json()["documents"]})
+
+    # The old primary's instance comes back: its fence keeps it from starting as a primary.
+    subprocess.run(["docker", "start", lab.name(killed)], capture_output=True, check=True, timeout=60)
+    unit = "postgresql@17-main"
+    deadline, state = time.monotonic() + 90, ""
+    while time.monotonic() < deadline:
+        state = lab.exec(killed, f"systemctl show -p ActiveState --value {unit}").stdout.strip()
+        if state in ("failed", "active"):
+            break
+        time.sleep(1)
+    journal = lab.exec(killed, f"journalctl -b -u {unit} --no-pager").stdout
+    fenced = state == "failed" and FENCE_REFUSAL in journal
+    started = time.monotonic()
+    playbook("playbooks/runbooks/failover_postgres.yml")
+    rebuild_seconds = time.monotonic() - started
+    replication = postgres_psql(lab, promoted, "SELECT string_agg(state || ' ' || sync_state, ', ') FROM pg_stat_replication")
+    return Failover(killed, promoted, result, uploads, lost, runbook_seconds, fenced, rebuild_seconds, replication)
+
+
 def _row(r: Rollout) -> str:
     def ms(value: float | None) -> str:
         return f"{value:>7.0f}" if value is not None else f"{'-':>7}"
@@ -432,7 +556,7 @@ def _row(r: Rollout) -> str:
 
 
 SCENARIOS = ("backend_release", "nginx_change", "frontend_release", "reboot_edge", "reboot_backend", "kill",
-             "qdrant_kill", "qdrant_upgrade", "zone_outage")
+             "qdrant_kill", "qdrant_upgrade", "zone_outage", "postgres_failover")
 
 
 def main() -> int:
@@ -452,6 +576,7 @@ def main() -> int:
     rollouts: list[Rollout] = []
     recoveries: dict[str, float] = {}
     outages: list[Outage] = []
+    failovers: list[Failover] = []
 
     def kill_qdrant() -> None:
         back, rollout = qdrant_kill(lab, site)
@@ -470,6 +595,7 @@ def main() -> int:
             "qdrant_kill": kill_qdrant,
             "qdrant_upgrade": lambda: rollouts.append(qdrant_upgrade(lab, site, Path(tmp))),
             "zone_outage": lambda: outages.append(zone_outage(lab, site)),
+            "postgres_failover": lambda: failovers.append(postgres_failover(lab, site, Path(tmp))),
         }
         for name in chosen:
             print(f"... {name}", file=sys.stderr, flush=True)
@@ -498,12 +624,27 @@ def main() -> int:
               f"questions {stats['requests']}, failed {stats['failures']}; answering again after "
               f"{o.answering_after:.1f} s; points {o.points[0]} before, {o.points[1]} during; "
               f"cluster whole again {o.healed_after:.1f} s after the zone returned")
+    for f in failovers:
+        stats = f.result.stats("/api/query")
+        print(f"\npostgres failover, primary {f.killed} killed, {f.promoted} promoted (target: no acknowledged "
+              f"upload lost):\n  runbook done {f.runbook_seconds:.1f} s after the kill; uploads {len(f.uploads)}, "
+              f"failed {len(f.failed_uploads)}, writes stopped {f.writes_stopped:.1f} s; acknowledged uploads lost "
+              f"{len(f.lost)} {f.lost}\n  questions {stats['requests']}, failed {stats['failures']}, p50 "
+              f"{stats['p50_ms'] or 0:.0f} ms, p99 {stats['p99_ms'] or 0:.0f} ms; old primary fenced on its return: "
+              f"{'yes' if f.fenced else 'NO'}; rebuilt as a standby in {f.rebuild_seconds:.1f} s ({f.replication})")
+        for at, status, name, reason in f.failed_uploads:
+            print(f"  upload {name} at {at:+.1f} s: {status} {reason[:120]}")
     if args.json:
         args.json.write_text(json.dumps({
             "rollouts": {r.name: {"seconds": round(r.seconds, 1), **r.result.summary()} for r in rollouts},
             "kill_recovery_seconds": {u: round(s, 1) for u, s in recoveries.items()},
             "zone_outages": [{"zone": o.zone, "answering_after": round(o.answering_after, 1), "points": o.points,
                               "healed_after": round(o.healed_after, 1), **o.result.summary()} for o in outages],
+            "postgres_failovers": [{"runbook_seconds": round(f.runbook_seconds, 1), "uploads": len(f.uploads),
+                                    "failed_uploads": len(f.failed_uploads), "lost": f.lost,
+                                    "writes_stopped": round(f.writes_stopped, 1), "fenced": f.fenced,
+                                    "rebuild_seconds": round(f.rebuild_seconds, 1), **f.result.summary()}
+                                   for f in failovers],
         }, indent=2))
     return 0
 
