@@ -121,6 +121,8 @@ def test_alertmanager_config_with_every_receiver_passes_amtool(tools, rendered):
     assert config["global"]["smtp_auth_password"] == "test-password"
     assert config["route"]["group_by"] == ["alertname", "env", "tier"]
     assert any(r["source_matchers"] == ['alertname="InstanceDown"'] for r in config["inhibit_rules"])
+    postgres = [r for r in config["inhibit_rules"] if r["source_matchers"] == ['alertname=~"PostgresDown|PostgresNoPrimary"']]
+    assert postgres and postgres[0]["equal"] == ["env"], config["inhibit_rules"]
 
 
 def _job(config: dict, name: str) -> dict:
