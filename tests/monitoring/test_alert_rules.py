@@ -72,7 +72,7 @@ def run(cmd: list, cwd: Path | None = None) -> subprocess.CompletedProcess:
 def test_rules_pass_promtool_check(tools, rendered):
     proc = run([tools["promtool"], "check", "rules", rendered / "rules" / "alerts.yml"])
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "SUCCESS: 12 rules found" in proc.stdout
+    assert "SUCCESS: 18 rules found" in proc.stdout
 
 
 def test_rule_unit_tests_pass(tools, rendered, tmp_path):
@@ -121,6 +121,8 @@ def test_alertmanager_config_with_every_receiver_passes_amtool(tools, rendered):
     assert config["global"]["smtp_auth_password"] == "test-password"
     assert config["route"]["group_by"] == ["alertname", "env", "tier"]
     assert any(r["source_matchers"] == ['alertname="InstanceDown"'] for r in config["inhibit_rules"])
+    postgres = [r for r in config["inhibit_rules"] if r["source_matchers"] == ['alertname=~"PostgresDown|PostgresNoPrimary"']]
+    assert postgres and postgres[0]["equal"] == ["env"], config["inhibit_rules"]
 
 
 def _job(config: dict, name: str) -> dict:
