@@ -605,9 +605,10 @@ def main() -> int:
                 print(err, file=sys.stderr)
                 return 1
 
-    print(f"Rollouts under load through the lab load balancer ({site.url}); target: 0 failed")
-    print(f"{'rollout':<18} {'seconds':>7} {'requests':>8} {'failed':>6} {'stale':>5}  "
-          f"{'latency of':<10} {'p50 ms':>7} {'p95 ms':>7} {'p99 ms':>7}")
+    print(f"Under load through the lab load balancer ({site.url})")
+    if rollouts:
+        print(f"\nRollouts, target: 0 failed\n{'rollout':<18} {'seconds':>7} {'requests':>8} {'failed':>6} "
+              f"{'stale':>5}  {'latency of':<10} {'p50 ms':>7} {'p95 ms':>7} {'p99 ms':>7}")
     for rollout in rollouts:
         print(_row(rollout))
     for rollout in rollouts:
