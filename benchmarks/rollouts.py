@@ -330,11 +330,10 @@ def qdrant_kill(lab: Lab, site: Site) -> tuple[float, Rollout]:
     return back, run["rollout"]
 
 
-def qdrant_upgrade(lab: Lab, site: Site, workdir: Path, restore: bool = True) -> Rollout:
+def qdrant_upgrade(lab: Lab, site: Site, workdir: Path) -> Rollout:
     """A rolling Qdrant upgrade under questions (playbooks/data.yml, one peer at a time, each
     waiting until every replica is Active): the lab's stand-in packaged as the next patch
-    release, then, with `restore`, the pinned release again (not measured; a lab about to be
-    thrown away skips it)."""
+    release, then the pinned release again (not measured)."""
     pinned = str(lab.render("qdrant_version", lab.groups["qdrant"][0]))
     major, minor, patch = pinned.split(".")
     version = f"{major}.{minor}.{int(patch) + 1}"
@@ -353,8 +352,7 @@ def qdrant_upgrade(lab: Lab, site: Site, workdir: Path, restore: bool = True) ->
     finally:
         # back to the pin: a downgrade, which the role refuses unless forced (the stand-in's
         # storage is the same across patch releases)
-        if restore:
-            playbook("playbooks/data.yml", "--limit", "qdrant", "--tags", "qdrant", "-e", "qdrant_force_upgrade=true")
+        playbook("playbooks/data.yml", "--limit", "qdrant", "--tags", "qdrant", "-e", "qdrant_force_upgrade=true")
     return run["rollout"]
 
 

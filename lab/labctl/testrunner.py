@@ -54,17 +54,15 @@ def _env() -> dict[str, str]:
     return env
 
 
-def sh(cmd: list[str], cwd: Path = REPO, out: TextIO | None = None, env: dict[str, str] | None = None) -> bool:
-    """Run a command, its output to this process's stdout, or to `out` (a log) when given;
-    `env` adds to the environment."""
+def sh(cmd: list[str], cwd: Path = REPO, out: TextIO | None = None) -> bool:
+    """Run a command, its output to this process's stdout, or to `out` (a log) when given."""
     header = f"\n$ {' '.join(cmd)}   (in {cwd.relative_to(REPO) if cwd != REPO else '.'})\n"
-    environment = {**_env(), **(env or {})}
     if out is None:
         print(header, end="", flush=True)
-        return subprocess.run(cmd, cwd=cwd, env=environment, check=False).returncode == 0
+        return subprocess.run(cmd, cwd=cwd, env=_env(), check=False).returncode == 0
     out.write(header)
     out.flush()
-    return subprocess.run(cmd, cwd=cwd, env=environment, stdout=out, stderr=subprocess.STDOUT,
+    return subprocess.run(cmd, cwd=cwd, env=_env(), stdout=out, stderr=subprocess.STDOUT,
                           check=False).returncode == 0
 
 
@@ -284,10 +282,8 @@ def stage_lab(keep: bool, out: TextIO | None = None) -> tuple[bool, list]:
         # idempotence). Only site.yml: the lab's own prepare playbook is tooling.
         *((name, lambda extra=extra: sh([lab, "converge", "--assert-idempotent", "--check", "--", *extra], out=out))
           for name, extra in CHECK_PASSES),
-        # A lab destroyed right after its tests need not be put back as it was (QGPT_LAB_DISPOSABLE:
-        # the Qdrant upgrade test then skips its downgrade to the pin).
         ("lab tests", lambda: sh(["pytest", "-q", "-p", "no:cacheprovider", "--durations=15", "tests/lab"],
-                                 out=out, env={"QGPT_LAB_DISPOSABLE": "0" if keep else "1"})),
+                                 out=out)),
     ]
     ok, done = timed_steps(steps)
     if not keep:

@@ -12,7 +12,6 @@ host is refused before anything changes.
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 import sys
@@ -103,8 +102,9 @@ def test_qdrant_killed_with_sigkill_under_questions_fails_no_query_and_answers_w
 def test_a_rolling_qdrant_upgrade_under_load_fails_no_request(lab, site, tmp_path):
     """playbooks/data.yml with a new release: one peer at a time, each restarted and then waited
     for until every shard replica of every collection is Active again (roles/qdrant)."""
-    # checks every peer runs the new release; back to the pin unless bin/test destroys the lab next
-    rollout = qdrant_upgrade(lab, site, tmp_path, restore=os.environ.get("QGPT_LAB_DISPOSABLE") != "1")
+    # checks every peer runs the new release, then goes back to the pin: the next test's
+    # data.yml runs refuse a downgrade
+    rollout = qdrant_upgrade(lab, site, tmp_path)
     assert_no_failure(rollout)
     peers = len(lab.groups["qdrant"])
     assert rollout.output.count("RUNNING HANDLER [qdrant : Restart qdrant]") == peers
