@@ -1,6 +1,7 @@
 # One role and instance profile per tier, each with only what its roles use:
 #   qdrant      writes and reads the backups bucket (the only writer), reads its API keys
 #   backend     reads and writes the documents bucket (and erases a document's versions), reads its secrets
+#   postgres    writes and reads pgBackRest's repository, the pgbackrest/ prefix of the backups bucket
 #   monitoring  reads the Qdrant read-only key (to scrape Qdrant's /metrics)
 #   edge        with acme_challenge = "dns-01": certbot's TXT records in route53_zone_id only
 #   bastion, ollama: nothing (their roles exist so every tier has the same shape)
@@ -137,6 +138,49 @@ resource "aws_iam_role_policy" "backend" {
   name   = "documents-and-secrets"
   role   = aws_iam_role.tier["backend"].id
   policy = data.aws_iam_policy_document.backend.json
+}
+
+# --- postgres: pgBackRest's repository in the backups bucket ------------------------------------
+
+data "aws_iam_policy_document" "postgres" {
+  statement {
+    sid       = "ListRepository"
+    actions   = ["s3:ListBucket"]
+    resources = [aws_s3_bucket.backups.arn]
+
+    condition {
+      test     = "StringLike"
+      variable = "s3:prefix"
+      values   = ["pgbackrest", "pgbackrest/*"]
+    }
+  }
+
+  # s3:DeleteObject for pgBackRest's expiry (repo1-retention-full). As for the qdrant tier, no
+  # s3:DeleteObjectVersion: an expired or deleted object stays as a noncurrent version for
+  # noncurrent_version_retention_days, so a compromised host cannot erase the backups.
+  statement {
+    sid       = "ReadWriteRepository"
+    actions   = ["s3:PutObject", "s3:GetObject", "s3:DeleteObject", "s3:AbortMultipartUpload", "s3:ListMultipartUploadParts"]
+    resources = ["${aws_s3_bucket.backups.arn}/pgbackrest/*"]
+  }
+
+  statement {
+    sid       = "UseKeyForRepository"
+    actions   = ["kms:Decrypt", "kms:GenerateDataKey"]
+    resources = [aws_kms_key.main.arn]
+
+    condition {
+      test     = "StringEquals"
+      variable = "kms:ViaService"
+      values   = ["s3.${var.region}.amazonaws.com"]
+    }
+  }
+}
+
+resource "aws_iam_role_policy" "postgres" {
+  name   = "pgbackrest-repository"
+  role   = aws_iam_role.tier["postgres"].id
+  policy = data.aws_iam_policy_document.postgres.json
 }
 
 # --- monitoring: the Qdrant read-only key ----------------------------------------------------

@@ -11,6 +11,7 @@
 #   ollama      11434          backend, monitoring
 #   postgres    5432           backend, postgres (replication), monitoring
 #   postgres    9187           monitoring (postgres exporter)
+#   postgres    8432           postgres (pgBackRest's TLS server)
 #   monitoring  9090, 9093     bastion
 #   monitoring  19532          every host
 #   every host  9100           monitoring
@@ -122,6 +123,17 @@ resource "aws_vpc_security_group_ingress_rule" "postgres_exporter_from_monitorin
   from_port                    = 9187
   to_port                      = 9187
   description                  = "postgres exporter 9187 from monitoring"
+}
+
+# postgres 8432 (pgBackRest's TLS server) from postgres: the host taking a backup reads the
+# other hosts' clusters through it.
+resource "aws_vpc_security_group_ingress_rule" "pgbackrest_from_postgres" {
+  security_group_id            = aws_security_group.tier["postgres"].id
+  referenced_security_group_id = aws_security_group.tier["postgres"].id
+  ip_protocol                  = "tcp"
+  from_port                    = 8432
+  to_port                      = 8432
+  description                  = "pgbackrest TLS 8432 from postgres"
 }
 
 # monitoring 9090 (Prometheus), 9093 (Alertmanager) from bastion (operators tunnel).

@@ -85,6 +85,10 @@ GOOD_VARS: dict[str, dict[str, Any]] = {
         "postgresql_app_password": "preflight-test-app-password",
         "postgresql_replication_password": "preflight-test-replication-password",
         "postgresql_app_client_addresses": ["10.0.1.10", "10.0.17.10"],
+        # Production: the backups bucket in the region, the instance profile's credentials.
+        "postgresql_backup_s3_bucket": "querygpt-prod-backups-123456789012",
+        "postgresql_backup_s3_region": "eu-west-1",
+        "postgresql_backup_s3_kms_key_id": "arn:aws:kms:eu-west-1:123456789012:key/0a1b2c3d-0000-4000-8000-000000000000",
     },
     "prometheus_stack": {"prometheus_stack_qdrant_api_key": "preflight-test-read-only-key"},
     "qdrant": {

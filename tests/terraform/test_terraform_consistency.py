@@ -289,12 +289,13 @@ def _without_comments(value: Any) -> Any:
     return value
 
 
-def test_only_qdrant_may_write_backups(tf) -> None:
-    """Least privilege: the backups bucket ARN appears only in the qdrant policy (and the
-    bucket's own configuration), and no tier may erase a snapshot's history: qdrant deletes
-    (retention) only current versions of a versioned bucket."""
+def test_only_qdrant_and_postgres_may_write_backups(tf) -> None:
+    """Least privilege: the backups bucket ARN appears only in the qdrant policy, the postgres
+    one (pgBackRest's repository, its pgbackrest/ prefix only) and the bucket's own
+    configuration, and no tier may erase a backup's history: both delete (retention) only
+    current versions of a versioned bucket."""
     documents = tf.resources("aws_iam_role_policy")
-    assert set(documents) == {"qdrant", "backend", "monitoring", "replication", "flow_logs", "edge_dns01"}
+    assert set(documents) == {"qdrant", "postgres", "backend", "monitoring", "replication", "flow_logs", "edge_dns01"}
     for _, block in tf.blocks("data"):
         for kind, named in block.items():
             if kind != "aws_iam_policy_document":
@@ -302,8 +303,11 @@ def test_only_qdrant_may_write_backups(tf) -> None:
             for name, body in named.items():
                 text = json.dumps(_without_comments(body))
                 if "aws_s3_bucket.backups" in text and name not in ("tls_only", "access_logs"):
-                    assert name == "qdrant", f"policy document {name} grants access to the backups bucket"
-                if name == "qdrant":
+                    assert name in ("qdrant", "postgres"), f"policy document {name} grants access to the backups bucket"
+                if name == "postgres":
+                    objects = [r for s in body["statement"] for r in s["resources"] if "backups.arn}/" in r]
+                    assert objects == ["${aws_s3_bucket.backups.arn}/pgbackrest/*"], objects
+                if name in ("qdrant", "postgres"):
                     assert "s3:DeleteObjectVersion" not in text
                     assert "s3:PutLifecycleConfiguration" not in text
 

@@ -6,6 +6,7 @@ in (TLS verified against the internal CA, scram-sha-256 only, only the listed ad
 the sandbox and the exporter.
 """
 
+import json
 import os
 import sys
 import time
@@ -163,3 +164,65 @@ def test_the_exporter_reports_the_server_in_its_sandbox(host, address):
     assert score <= CEILING, f"exporter scores {score}:\n{failed_checks(host, 'prometheus-postgres-exporter')}"
     metrics = host.check_output(f"curl -sf --max-time 10 http://{address}:9187/metrics")
     assert "\npg_up 1" in metrics
+
+
+# --- pgBackRest: the repository on the instance's S3 stand-in (moto behind TLS) ----------------
+
+def pgbackrest(host, *args):
+    cmd = host.run("runuser -u postgres -- pgbackrest --stanza=querygpt " + " ".join(args))
+    assert cmd.rc == 0, cmd.stdout + cmd.stderr
+    return cmd.stdout
+
+
+def test_pgbackrest_check_passes_on_every_host(host):
+    """Archives a segment now (on the primary) and checks each host's configuration, the
+    repository over TLS and, through the TLS servers, the other host."""
+    pgbackrest(host, "check")
+
+
+def test_the_first_full_backup_was_copied_from_the_standby(cluster):
+    primary, _ = cluster
+    info = json.loads(pgbackrest(primary, "--output=json", "info"))
+    assert info[0]["status"]["code"] == 0, info
+    assert [b["type"] for b in info[0]["backup"]] == ["full"], info
+    log = primary.file("/var/log/pgbackrest/querygpt-backup.log").content_string
+    assert "backup-standby" in log and "wait for replay on the standby" in log, log[-2000:]
+
+
+def test_the_backup_timers_and_the_tls_server_run(host, address):
+    for timer in ("querygpt-postgresql-backup-full.timer", "querygpt-postgresql-backup-diff.timer",
+                  "querygpt-postgresql-backup-metrics.timer"):
+        unit = host.service(timer)
+        assert unit.is_enabled and unit.is_running, timer
+    server = host.service("querygpt-pgbackrest-server")
+    assert server.is_running and server.is_enabled
+    assert host.socket(f"tcp://{address}:8432").is_listening
+    score = exposure(host, "querygpt-pgbackrest-server")
+    assert score <= CEILING, f"pgbackrest server scores {score}:\n{failed_checks(host, 'querygpt-pgbackrest-server')}"
+
+
+def test_the_tls_server_refuses_a_client_without_a_cluster_certificate(host, address):
+    """Only the other hosts' certificates (tls-server-auth) get in: a client with none is cut off."""
+    cmd = host.run(f"echo | timeout 10 openssl s_client -connect {address}:8432 -CAfile {CA} -quiet")
+    assert "certificate required" in (cmd.stdout + cmd.stderr).lower() or cmd.rc != 0, cmd.stdout + cmd.stderr
+
+
+def test_the_metrics_report_the_backup_and_the_archive(cluster):
+    primary, standby = cluster
+    for h in (primary, standby):
+        h.run_test("systemctl start querygpt-postgresql-backup-metrics.service")
+        text = h.file("/var/lib/prometheus/node-exporter/querygpt_postgresql_backup.prom").content_string
+        assert "querygpt_postgresql_backup_info_success 1\n" in text, text
+        assert 'querygpt_postgresql_backup_last_completion_timestamp_seconds{type="full"}' in text, text
+    assert "querygpt_postgresql_wal_archive_ready_segments" in primary.file(
+        "/var/lib/prometheus/node-exporter/querygpt_postgresql_backup.prom").content_string
+    # the run of the first backup (by the primary's host) is recorded
+    run = primary.file("/var/lib/prometheus/node-exporter/querygpt_postgresql_backup_run.prom").content_string
+    assert 'querygpt_postgresql_backup_last_run_success{type="full"} 1\n' in run
+
+
+def test_a_standby_host_skips_the_backup(cluster):
+    _, standby = cluster
+    run = standby.run("systemctl start querygpt-postgresql-backup@diff.service && "
+                      "journalctl -u querygpt-postgresql-backup@diff.service -n 5 --no-pager")
+    assert run.rc == 0 and "this host is a standby" in run.stdout, run.stdout + run.stderr
