@@ -101,7 +101,7 @@ def test_every_dashboard_query_returns_series(lab, mon, backup_metrics, expr):
 def test_alert_rules_are_loaded(lab, mon):
     groups = curl_json(lab, mon, f"{prom(lab, mon)}/api/v1/rules?type=alert")["data"]["groups"]
     rules = {r["name"]: r for g in groups for r in g["rules"]}
-    assert len(rules) == 18
+    assert len(rules) == 21
     assert all(r["health"] == "ok" for r in rules.values()), {n: r.get("lastError") for n, r in rules.items()}
 
 
