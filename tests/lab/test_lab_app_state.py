@@ -1,18 +1,20 @@
-"""The app state on the lab: PostgreSQL's primary and synchronous standby, and a document's
-life through the edge (listed, replaced, erased), checked in Qdrant, S3 and the database."""
+"""The app state on the lab: PostgreSQL's primary and synchronous standby, a document's life
+through the edge (listed, replaced, erased), checked in Qdrant, S3 and the database, and the
+point-in-time restore drill (pgBackRest, playbooks/runbooks/restore_postgres.yml)."""
 
 from __future__ import annotations
 
 import json
 import shlex
 import subprocess
+import time
 import uuid
 
 import pytest
 from reportlab.lib.pagesizes import A4
 from reportlab.pdfgen import canvas
 
-from labview import acme_root_pem, lab_vault, qdrant_call
+from labview import REPO, acme_root_pem, ansible_env, lab_vault, qdrant_call
 
 ROOT_ON_EDGE = "/var/tmp/lab-acme-root.pem"
 
@@ -132,3 +134,76 @@ def test_the_edge_routes_only_what_each_path_serves(edge_api):
     assert edge_api("GET", f"/documents/{uuid.uuid4()}")[0] == 403
     status, body = edge_api("GET", "/collections/not a name/documents".replace(" ", "%20"))
     assert status == 404 and body == {"detail": "Not Found"}
+
+
+def report(done: subprocess.CompletedProcess) -> str:
+    """The run's output on one line, as the YAML callback's quoting undone ('' for ')."""
+    return " ".join(done.stdout.split()).replace("''", "'")
+
+
+def restore_postgres(*extra: str) -> subprocess.CompletedProcess:
+    return subprocess.run([str(REPO / ".venv/bin/ansible-playbook"), "-i", "inventories/lab",
+                           "playbooks/runbooks/restore_postgres.yml", *extra],
+                          cwd=REPO, env=ansible_env(), capture_output=True, text=True, timeout=900, check=False)
+
+
+def test_a_dropped_table_comes_back_by_point_in_time_restore(lab, primary):
+    """The PITR drill: rows written, the time noted, the table dropped; a target outside the
+    archive's range is refused before anything stops; the restore to the noted time brings the
+    rows back exactly, on the same primary, and the standby is rebuilt from it and streams."""
+    psql(lab, primary, "DROP TABLE IF EXISTS pitr_drill")
+    psql(lab, primary, "CREATE TABLE pitr_drill (id int PRIMARY KEY, note text)")
+    psql(lab, primary, "INSERT INTO pitr_drill SELECT g, md5(g::text) FROM generate_series(1, 500) g")
+    digest = "SELECT count(*) || ' ' || md5(string_agg(note, ',' ORDER BY id)) FROM pitr_drill"
+    before = psql(lab, primary, digest)
+    time.sleep(1.5)
+    target = psql(lab, primary, "SELECT to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:MI:SS.US') || '+00'")
+    time.sleep(1.5)
+    psql(lab, primary, "INSERT INTO pitr_drill VALUES (501, 'after the target')")
+    psql(lab, primary, "DROP TABLE pitr_drill")
+
+    refused = restore_postgres("-e", "target_time='2000-01-01 00:00:00+00'")
+    out = refused.stdout + refused.stderr
+    assert refused.returncode != 0, out[-3000:]
+    assert "target_time: 2000-01-01 00:00:00+00 is outside the archive's range: a restore can reach from" in out, out[-3000:]
+    assert "nothing was stopped" in out
+    assert psql(lab, primary, "SELECT NOT pg_is_in_recovery()") == "t", "the refused restore stopped the primary"
+
+    done = restore_postgres("-e", f"target_time='{target}'")
+    assert done.returncode == 0, (done.stdout[-6000:] + done.stderr[-2000:])
+    assert f"{primary} was restored from pgBackRest's repository to {target}" in report(done)
+    assert psql(lab, primary, "SELECT NOT pg_is_in_recovery()") == "t"
+    assert psql(lab, primary, digest) == before
+    standby = next(h for h in lab.groups["postgres"] if h != primary)
+    assert psql(lab, primary, "SELECT string_agg(state || ' ' || sync_state, ', ') FROM pg_stat_replication") \
+        == "streaming quorum"
+    psql(lab, primary, "INSERT INTO pitr_drill VALUES (502, 'after the restore')")
+    assert psql(lab, standby, "SELECT count(*) FROM pitr_drill") == "501"
+    # the restored settings are gone: a later clone must not stop at the old target
+    assert "recovery_target" not in lab.exec(primary, "cat /var/lib/postgresql/17/main/postgresql.auto.conf").stdout
+    psql(lab, primary, "DROP TABLE pitr_drill")
+
+
+
+def test_the_latest_state_is_restored_onto_a_fresh_host(lab, primary):
+    """The primary's data volume lost (its data directory gone, the standby still running): the
+    runbook restores the latest archived state onto that host as a fresh one (the role alone
+    first makes it a server, the restore replaces its data), and the standby is rebuilt from it.
+    Every commit archived before the loss is back."""
+    psql(lab, primary, "CREATE TABLE fresh_drill AS SELECT g AS id FROM generate_series(1, 300) g")
+    segment = psql(lab, primary, "SELECT pg_walfile_name(pg_switch_wal())")
+    deadline = time.monotonic() + 120
+    while psql(lab, primary, "SELECT coalesce(last_archived_wal, '') FROM pg_stat_archiver") < segment:
+        assert time.monotonic() < deadline, f"{segment} not archived within 120 s"
+        time.sleep(1)
+    lost = lab.exec(primary, "systemctl stop postgresql@17-main && rm -rf /var/lib/postgresql/17/main")
+    assert lost.returncode == 0, lost.stderr
+
+    done = restore_postgres("-e", f"restore_host={primary}")
+    assert done.returncode == 0, (done.stdout[-6000:] + done.stderr[-2000:])
+    assert f"{primary} was restored from pgBackRest's repository to the end of the archived WAL" in report(done)
+    assert psql(lab, primary, "SELECT NOT pg_is_in_recovery()") == "t"
+    assert psql(lab, primary, "SELECT count(*) FROM fresh_drill") == "300"
+    assert psql(lab, primary, "SELECT string_agg(state || ' ' || sync_state, ', ') FROM pg_stat_replication") \
+        == "streaming quorum"
+    psql(lab, primary, "DROP TABLE fresh_drill")
