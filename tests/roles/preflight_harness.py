@@ -262,3 +262,26 @@ def _is_the_preflight_assert(outcome: Mapping[str, Any]) -> bool:
 def _failure_messages(outcome: Mapping[str, Any]) -> list[str]:
     items = [r for r in outcome.get("results", []) if isinstance(r, Mapping) and r.get("failed")]
     return [" ".join(str(r.get("msg", "failed")).split()) for r in items] or [" ".join(str(outcome.get("msg", "failed")).split())]
+
+
+def render_template(tmp_path: Path, role: str, template: str, variables: Mapping[str, Any]) -> str:
+    """roles/<role>/templates/<template> rendered by Ansible over the role's defaults and vars,
+    with `variables` as extra vars (which win, as an inventory's would not: tests say so)."""
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    role_dir = REPO / "roles" / role
+    out = tmp_path / "rendered"
+    playbook = [{
+        "name": "Render", "hosts": "localhost", "connection": "local", "gather_facts": False,
+        "vars_files": [str(role_dir / "defaults" / "main.yml"), str(role_dir / "vars" / "main.yml")],
+        "tasks": [{"name": "Render", "ansible.builtin.template": {
+            "src": str(role_dir / "templates" / template), "dest": str(out), "mode": "0644"}}],
+    }]
+    (tmp_path / "render.yml").write_text(json.dumps(playbook))
+    (tmp_path / "variables.json").write_text(json.dumps({"ansible_python_interpreter": sys.executable, **variables}))
+    env = {**os.environ, "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"), "ANSIBLE_LOCALHOST_WARNING": "0",
+           "ANSIBLE_CACHE_PLUGIN": "ansible.builtin.memory", "ANSIBLE_LOCAL_TEMP": str(tmp_path / "tmp")}
+    proc = subprocess.run([str(ANSIBLE_PLAYBOOK), "-i", "localhost,", "-e", f"@{tmp_path / 'variables.json'}",
+                           str(tmp_path / "render.yml")], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=120, check=False)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return out.read_text()

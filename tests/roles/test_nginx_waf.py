@@ -10,39 +10,19 @@ get 403, SQL questions and PDF uploads pass, the audit log is in the journal.
 
 from __future__ import annotations
 
-import json
-import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from preflight_harness import ANSIBLE_PLAYBOOK, REPO, run_role
+from preflight_harness import REPO, render_template, run_role
 
 ROLE = REPO / "roles" / "nginx"
 
 
 def render(tmp_path: Path, **overrides: object) -> str:
     """roles/nginx/templates/waf-modsecurity.conf.j2 rendered by Ansible over the role's defaults and vars."""
-    tmp_path.mkdir(parents=True, exist_ok=True)
-    out = tmp_path / "modsecurity.conf"
-    playbook = [{
-        "name": "Render", "hosts": "localhost", "connection": "local", "gather_facts": False,
-        "vars_files": [str(ROLE / "defaults" / "main.yml"), str(ROLE / "vars" / "main.yml")],
-        "tasks": [{"name": "Render", "ansible.builtin.template": {
-            "src": str(ROLE / "templates" / "waf-modsecurity.conf.j2"), "dest": str(out), "mode": "0644"}}],
-    }]
-    (tmp_path / "render.yml").write_text(json.dumps(playbook))
-    (tmp_path / "overrides.json").write_text(json.dumps({"ansible_python_interpreter": sys.executable, **overrides}))
-    env = {**os.environ, "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"), "ANSIBLE_LOCALHOST_WARNING": "0",
-           "ANSIBLE_CACHE_PLUGIN": "ansible.builtin.memory", "ANSIBLE_LOCAL_TEMP": str(tmp_path / "tmp")}
-    proc = subprocess.run([str(ANSIBLE_PLAYBOOK), "-i", "localhost,", "-e", f"@{tmp_path / 'overrides.json'}",
-                           str(tmp_path / "render.yml")], cwd=tmp_path, env=env, capture_output=True, text=True,
-                          timeout=120, check=False)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return out.read_text()
+    return render_template(tmp_path, "nginx", "waf-modsecurity.conf.j2", overrides)
 
 
 def directives(conf: str) -> list[str]:

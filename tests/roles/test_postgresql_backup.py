@@ -13,14 +13,12 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from preflight_harness import ANSIBLE_PLAYBOOK, REPO
+from preflight_harness import REPO, render_template
 
 ROLE = REPO / "roles" / "postgresql"
 
@@ -52,25 +50,8 @@ LAB = {
 
 
 def render(tmp_path: Path, template: str, inputs: dict) -> str:
-    """roles/postgresql/templates/<template> rendered by Ansible over the role's defaults and vars."""
-    tmp_path.mkdir(parents=True, exist_ok=True)
-    out = tmp_path / "out"
-    playbook = [{
-        "name": "Render", "hosts": "localhost", "connection": "local", "gather_facts": False,
-        "vars_files": [str(ROLE / "defaults" / "main.yml"), str(ROLE / "vars" / "main.yml")],
-        "tasks": [{"name": "Render", "ansible.builtin.template": {
-            "src": str(ROLE / "templates" / template), "dest": str(out), "mode": "0644"}}],
-    }]
-    (tmp_path / "render.yml").write_text(json.dumps(playbook))
-    (tmp_path / "inputs.json").write_text(json.dumps({"ansible_python_interpreter": sys.executable,
-                                                      "__postgresql_primary": "localhost", **inputs}))
-    env = {**os.environ, "ANSIBLE_CONFIG": str(REPO / "ansible.cfg"), "ANSIBLE_LOCALHOST_WARNING": "0",
-           "ANSIBLE_CACHE_PLUGIN": "ansible.builtin.memory", "ANSIBLE_LOCAL_TEMP": str(tmp_path / "tmp")}
-    proc = subprocess.run([str(ANSIBLE_PLAYBOOK), "-i", "localhost,", "-e", f"@{tmp_path / 'inputs.json'}",
-                           str(tmp_path / "render.yml")], cwd=tmp_path, env=env, capture_output=True, text=True,
-                          timeout=120, check=False)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    return out.read_text()
+    """roles/postgresql/templates/<template> over the role's defaults and vars, this host the primary."""
+    return render_template(tmp_path, "postgresql", template, {"__postgresql_primary": "localhost", **inputs})
 
 
 def pgbackrest_conf(text: str) -> dict[str, dict[str, list[str]]]:
