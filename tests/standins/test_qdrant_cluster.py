@@ -44,6 +44,11 @@ def peers(executable: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterato
     first = Peer(executable, root / "a").start()
     started = [first, Peer(executable, root / "b").start(bootstrap=first),
                Peer(executable, root / "c", via_env=True).start(bootstrap=first)]
+    # A peer that just joined learns the others are live from their heartbeats (every 250 ms):
+    # until then it may name another leader, as upstream's Raft does during a join.
+    lowest = min(peer.peer_id for peer in started)
+    wait_for(lambda: all(peer.client().cluster_status().raft_info.leader == lowest for peer in started),
+             timeout=10, what="every peer naming the lowest peer id the leader")
     yield started
     stop_all(started)
 
