@@ -1,5 +1,5 @@
 # One role and instance profile per tier, each with only what its roles use:
-#   qdrant      writes and reads the backups bucket (the only writer), reads its API keys
+#   qdrant      writes and reads its snapshots, the <env>/qdrant/ prefix of the backups bucket, reads its API keys
 #   backend     reads and writes the documents bucket (and erases a document's versions), reads its secrets
 #   postgres    writes and reads pgBackRest's repository, the pgbackrest/ prefix of the backups bucket
 #   monitoring  reads the Qdrant read-only key (to scrape Qdrant's /metrics)
@@ -39,10 +39,19 @@ resource "aws_iam_instance_profile" "tier" {
 # --- qdrant: the backups bucket and its own keys -------------------------------------------
 
 data "aws_iam_policy_document" "qdrant" {
+  # Its own prefix only: the backup role's backup_s3_prefix, "<querygpt_env>/qdrant", where
+  # querygpt_env is the instances' Environment tag (var.env). pgBackRest's repository, under
+  # pgbackrest/ in the same bucket, stays out of this tier's reach.
   statement {
     sid       = "ListBackups"
     actions   = ["s3:ListBucket", "s3:ListBucketMultipartUploads"]
     resources = [aws_s3_bucket.backups.arn]
+
+    condition {
+      test     = "StringLike"
+      variable = "s3:prefix"
+      values   = ["${var.env}/qdrant", "${var.env}/qdrant/*"]
+    }
   }
 
   # s3:DeleteObject for the backup program's retention. The bucket is versioned and no
@@ -57,7 +66,7 @@ data "aws_iam_policy_document" "qdrant" {
       "s3:AbortMultipartUpload",
       "s3:ListMultipartUploadParts",
     ]
-    resources = ["${aws_s3_bucket.backups.arn}/*"]
+    resources = ["${aws_s3_bucket.backups.arn}/${var.env}/qdrant/*"]
   }
 
   statement {

@@ -291,8 +291,8 @@ def _without_comments(value: Any) -> Any:
 
 def test_only_qdrant_and_postgres_may_write_backups(tf) -> None:
     """Least privilege: the backups bucket ARN appears only in the qdrant policy, the postgres
-    one (pgBackRest's repository, its pgbackrest/ prefix only) and the bucket's own
-    configuration, and no tier may erase a backup's history: both delete (retention) only
+    one (pgBackRest's repository, its pgbackrest/ prefix only; qdrant's snapshots under
+    <env>/qdrant/ only) and the bucket's own configuration, and no tier may erase a backup's history: both delete (retention) only
     current versions of a versioned bucket."""
     documents = tf.resources("aws_iam_role_policy")
     assert set(documents) == {"qdrant", "postgres", "backend", "monitoring", "replication", "flow_logs", "edge_dns01"}
@@ -304,9 +304,16 @@ def test_only_qdrant_and_postgres_may_write_backups(tf) -> None:
                 text = json.dumps(_without_comments(body))
                 if "aws_s3_bucket.backups" in text and name not in ("tls_only", "access_logs"):
                     assert name in ("qdrant", "postgres"), f"policy document {name} grants access to the backups bucket"
-                if name == "postgres":
+                # Each tier reaches its own prefix only: objects, and what it may list.
+                own = {"postgres": "pgbackrest", "qdrant": "${var.env}/qdrant"}.get(name)
+                if own:
                     objects = [r for s in body["statement"] for r in s["resources"] if "backups.arn}/" in r]
-                    assert objects == ["${aws_s3_bucket.backups.arn}/pgbackrest/*"], objects
+                    assert objects == [f"${{aws_s3_bucket.backups.arn}}/{own}/*"], objects
+                    for statement in body["statement"]:
+                        if "aws_s3_bucket.backups.arn}" in statement["resources"][0] and "/" not in \
+                                statement["resources"][0].split("}")[-1]:
+                            prefixes = [c["values"] for c in statement.get("condition", []) if c["variable"] == "s3:prefix"]
+                            assert prefixes == [[own, f"{own}/*"]], (name, statement["sid"], prefixes)
                 if name in ("qdrant", "postgres"):
                     assert "s3:DeleteObjectVersion" not in text
                     assert "s3:PutLifecycleConfiguration" not in text
