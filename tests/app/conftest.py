@@ -34,7 +34,16 @@ with warnings.catch_warnings():
 from qdrant_client import QdrantClient  # noqa: E402
 from querygpt.app import create_app  # noqa: E402
 from querygpt.config import Settings  # noqa: E402
-from querygpt_testkit import DOCUMENTS_BUCKET, S3_REGION, FakeOllama, TestDatabase, make_pdf  # noqa: E402
+from querygpt_testkit import (  # noqa: E402
+    DOCUMENTS_BUCKET,
+    S3_REGION,
+    FakeOllama,
+    TestDatabase,
+    bearer,
+    ensure_user,
+    issue_token,
+    make_pdf,
+)
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -102,8 +111,17 @@ def settings(database: TestDatabase) -> Settings:
         top_k=3,
         documents_bucket=DOCUMENTS_BUCKET,
         s3_region=S3_REGION,
+        # Per-user limits out of the way: the tests of the global limits send everything as
+        # one admin (test_backend_access.py sets them where it tests them).
+        user_query_rate_per_minute=60_000,
+        user_upload_rate_per_minute=60_000,
+        user_max_concurrent_queries=32,
+        user_max_concurrent_uploads=32,
     )
 
+
+#: The admin every client of ``make_client`` acts as unless told otherwise.
+ADMIN = "admin"
 
 AppFactory = Callable[..., TestClient]
 
@@ -113,12 +131,17 @@ def make_client(fake_ollama: FakeOllama, settings: Settings, s3: Any) -> Iterato
     """Build a started TestClient; keyword args override ``settings`` fields.
 
     The app builds its own S3 client from the settings (mocked by the ``s3``
-    fixture) unless ``s3_client`` is given.
+    fixture) unless ``s3_client`` is given. The client sends an admin's API token
+    (``anonymous=True``: no credentials).
     """
     clients: list[TestClient] = []
 
     def factory(
-        qdrant: QdrantClient | None = None, s3_client: Any | None = None, **overrides: Any
+        qdrant: QdrantClient | None = None,
+        s3_client: Any | None = None,
+        *,
+        anonymous: bool = False,
+        **overrides: Any,
     ) -> TestClient:
         app = create_app(
             replace(settings, **overrides),
@@ -129,6 +152,9 @@ def make_client(fake_ollama: FakeOllama, settings: Settings, s3: Any) -> Iterato
         client = TestClient(app)
         client.__enter__()
         clients.append(client)
+        if not anonymous:
+            ensure_user(app, ADMIN, "admin")
+            client.headers.update(bearer(issue_token(app, ADMIN)))
         return client
 
     yield factory
@@ -139,3 +165,42 @@ def make_client(fake_ollama: FakeOllama, settings: Settings, s3: Any) -> Iterato
 @pytest.fixture
 def client(make_client: AppFactory) -> TestClient:
     return make_client()
+
+
+UserFactory = Callable[..., TestClient]
+
+
+@pytest.fixture
+def as_user(client: TestClient) -> UserFactory:
+    """Clients of ``client``'s app acting as other users:
+    ``as_user("viewer", {"shop": "read"})`` (a user named after its role unless
+    ``username=`` is given), ``as_user(None)`` for no credentials at all."""
+
+    def factory(
+        role: str | None, grants: dict[str, str] | None = None, *, username: str | None = None
+    ) -> TestClient:
+        other = TestClient(client.app)  # not entered: the app's lifespan is client's
+        if role is not None:
+            name = username or role
+            ensure_user(client.app, name, role, grants)
+            other.headers.update(bearer(issue_token(client.app, name)))
+        return other
+
+    return factory
+
+
+@pytest.fixture
+def anonymous(as_user: UserFactory) -> TestClient:
+    return as_user(None)
+
+
+@pytest.fixture
+def editor(as_user: UserFactory) -> TestClient:
+    """An editor with write on ``shop``."""
+    return as_user("editor", {"shop": "write"})
+
+
+@pytest.fixture
+def viewer(as_user: UserFactory) -> TestClient:
+    """A viewer with read on ``shop``."""
+    return as_user("viewer", {"shop": "read"})

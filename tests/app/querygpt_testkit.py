@@ -28,13 +28,19 @@ S3_REGION = "us-east-1"
 CA_FILE = __file__
 #: The database variables of a configuration that is never used to connect (config and CLI
 #: tests), and the Settings fields they give.
+#: The backend's secret key in tests (QUERYGPT_SECRET_KEY: required, at least 32 characters).
+SECRET_KEY = "test-secret-key-0123456789abcdef0123456789"
+#: The required variables besides the bucket (the database's and the secret key), and the
+#: Settings fields they give.
 DATABASE_ENV = {
     "QUERYGPT_DATABASE_HOSTS": "db-1.internal,db-2.internal:5433",
     "QUERYGPT_DATABASE_SSLROOTCERT": CA_FILE,
+    "QUERYGPT_SECRET_KEY": SECRET_KEY,
 }
 DATABASE_FIELDS: dict[str, Any] = {
     "database_hosts": (("db-1.internal", 5432), ("db-2.internal", 5433)),
     "database_sslrootcert": CA_FILE,
+    "secret_key": SECRET_KEY,
 }
 
 SCHEMA_PAGES = [
@@ -244,12 +250,13 @@ class TestDatabase:
             "database_sslmode": "disable",
             "documents_bucket": DOCUMENTS_BUCKET,
             "s3_region": S3_REGION,
+            "secret_key": SECRET_KEY,
         }
         values.update(overrides)
         return Settings(**values)
 
     def environ(self) -> dict[str, str]:
-        return dict(self.server.environ(self.name))
+        return {**self.server.environ(self.name), "QUERYGPT_SECRET_KEY": SECRET_KEY}
 
     def connect(self) -> Any:
         import psycopg
@@ -266,5 +273,74 @@ class TestDatabase:
     def truncate(self) -> None:
         with self.connect() as conn:
             conn.execute(
-                "TRUNCATE query_history, documents, collections RESTART IDENTITY CASCADE"
+                "TRUNCATE query_history, documents, collections, audit_events, sessions, "
+                "api_tokens, grants, users RESTART IDENTITY CASCADE"
             )
+
+
+# --------------------------------------------------------------------------
+# Users and credentials (auth.py): made through the app's own IdentityStore
+
+#: A well-formed API token that no user holds.
+UNKNOWN_TOKEN = "qgpt_" + "A" * 43
+#: The password of every user ensure_user makes.
+PASSWORD = "correct horse battery staple"
+
+
+def ensure_user(
+    app: Any,
+    username: str,
+    role: str,
+    grants: dict[str, str] | None = None,
+    *,
+    password: str = PASSWORD,
+) -> Any:
+    """The user ``username`` (made with ``role`` if missing), with ``grants`` set; the
+    collections named are created if missing. Returns its UserRecord."""
+    from querygpt.auth import hash_password
+
+    identity = app.state.services.identity
+    user = identity.user(username)
+    if user is None:
+        user = identity.create_user(username, hash_password(password), role)
+    for collection, permission in (grants or {}).items():
+        identity.create_collection(collection)
+        identity.set_grant(user.id, collection, permission)
+    return identity.user(username)
+
+
+def issue_token(app: Any, username: str, *, days: int = 90) -> str:
+    """A new API token of ``username`` (which must exist)."""
+    from querygpt.auth import new_token
+
+    identity = app.state.services.identity
+    user = identity.user(username)
+    token = new_token()
+    identity.create_token(user.id, "test", token.sha256, token.prefix, days)
+    return token.token
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def login(client: TestClient, username: str, password: str = PASSWORD) -> tuple[str, str]:
+    """Log in; returns (the session cookie's value, the CSRF token)."""
+    response = client.post("/auth/login", json={"username": username, "password": password})
+    assert response.status_code == 200, response.text
+    cookie = response.cookies.get("querygpt_session") or _set_cookie_value(response)
+    return cookie, response.json()["csrf_token"]
+
+
+def _set_cookie_value(response: httpx.Response) -> str:
+    header = response.headers["set-cookie"]
+    return header.split(";", 1)[0].split("=", 1)[1]
+
+
+def session_headers(cookie: str, csrf: str | None = None) -> dict[str, str]:
+    """The cookie as a header: the TestClient's http://testserver would not send a Secure
+    cookie scoped to /api."""
+    headers = {"Cookie": f"querygpt_session={cookie}"}
+    if csrf is not None:
+        headers["X-CSRF-Token"] = csrf
+    return headers

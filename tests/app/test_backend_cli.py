@@ -84,7 +84,8 @@ def test_multiprocess_metrics(tmp_path) -> None:
         settings = Settings(documents_bucket="querygpt-documents", s3_region="us-east-1",
                             s3_access_key_id="test", s3_secret_access_key="test",
                             # Never connected to: nothing here touches the database.
-                            database_hosts=(("127.0.0.1", 9),), database_sslmode="disable")
+                            database_hosts=(("127.0.0.1", 9),), database_sslmode="disable",
+                            secret_key="k" * 32)
         app = create_app(settings, qdrant_client=QdrantClient(":memory:"),
                          http_transport=httpx.MockTransport(fake))
         with TestClient(app) as client:

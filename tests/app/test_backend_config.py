@@ -7,7 +7,7 @@ import pytest
 from querygpt.config import DEFAULTS, Settings
 from querygpt.errors import ConfigError
 from querygpt.vectorstore import CollectionLayout
-from querygpt_testkit import CA_FILE, DATABASE_ENV, DATABASE_FIELDS
+from querygpt_testkit import CA_FILE, DATABASE_ENV, DATABASE_FIELDS, SECRET_KEY
 
 #: The variables without a usable default: the bucket and the database servers (and, with
 #: the default sslmode verify-full, the CA that signed their certificates).
@@ -121,8 +121,21 @@ def test_values_are_read_and_normalised() -> None:
             "QUERYGPT_DATABASE_SSLROOTCERT": CA_FILE,
             "QUERYGPT_DATABASE_CONNECT_TIMEOUT_SECONDS": "5",
             "QUERYGPT_DATABASE_POOL_SIZE": "2",
+            "QUERYGPT_SECRET_KEY": " " + SECRET_KEY + " ",
+            "QUERYGPT_SESSION_IDLE_SECONDS": "600",
+            "QUERYGPT_SESSION_MAX_SECONDS": "3600",
+            "QUERYGPT_USER_QUERY_RATE_PER_MINUTE": "12",
+            "QUERYGPT_USER_UPLOAD_RATE_PER_MINUTE": "3",
+            "QUERYGPT_USER_MAX_CONCURRENT_QUERIES": "4",
+            "QUERYGPT_USER_MAX_CONCURRENT_UPLOADS": "2",
+            "QUERYGPT_USER_STORAGE_QUOTA_BYTES": "1048576",
         }
     )
+    assert settings.secret_key == SECRET_KEY
+    assert (settings.session_idle_seconds, settings.session_max_seconds) == (600, 3600)
+    assert (settings.user_query_rate_per_minute, settings.user_upload_rate_per_minute) == (12, 3)
+    assert (settings.user_max_concurrent_queries, settings.user_max_concurrent_uploads) == (4, 2)
+    assert settings.user_storage_quota_bytes == 1048576
     assert settings.database_hosts == (
         ("db-a.internal", 5432), ("10.0.3.12", 5433), ("fd00::7", 6432)
     )
@@ -344,7 +357,7 @@ def test_secrets_are_not_in_repr_nor_in_error_messages() -> None:
     )
     for secret in ("very-secret", "AKIASECRETID", "s3-very-secret"):
         assert secret not in repr(settings)
-    assert set(settings.secrets()) == {"very-secret", "AKIASECRETID", "s3-very-secret"}
+    assert set(settings.secrets()) == {"very-secret", "AKIASECRETID", "s3-very-secret", SECRET_KEY}
     with pytest.raises(ConfigError) as info:
         Settings.from_env({**BUCKET, "QUERYGPT_S3_SECRET_ACCESS_KEY": "bad secret with spaces"})
     assert "bad secret" not in str(info.value)
@@ -383,3 +396,51 @@ def test_database_password_is_a_secret() -> None:
         Settings.from_env({**BUCKET, "QUERYGPT_DATABASE_PASSWORD": "line1\nsecret-line2"})
     assert info.value.variable == "QUERYGPT_DATABASE_PASSWORD"
     assert "secret-line2" not in str(info.value)
+
+
+def test_identity_defaults_match_the_contract() -> None:
+    """docs/access-control.md: 8 h idle, 24 h absolute, 30/10 per minute, 2/1 in flight, 1 GiB."""
+    settings = Settings.from_env(BUCKET)
+    assert (settings.session_idle_seconds, settings.session_max_seconds) == (8 * 3600, 24 * 3600)
+    assert (settings.user_query_rate_per_minute, settings.user_upload_rate_per_minute) == (30, 10)
+    assert (settings.user_max_concurrent_queries, settings.user_max_concurrent_uploads) == (2, 1)
+    assert settings.user_storage_quota_bytes == 1024**3
+
+
+@pytest.mark.parametrize(
+    ("value", "problem"),
+    [(None, "is empty"), ("", "is empty"), ("s" * 31, "is too short (31 characters)")],
+)
+def test_the_secret_key_is_required_and_long(value, problem) -> None:
+    env = {k: v for k, v in BUCKET.items() if k != "QUERYGPT_SECRET_KEY"}
+    if value is not None:
+        env["QUERYGPT_SECRET_KEY"] = value
+    with pytest.raises(ConfigError) as info:
+        Settings.from_env(env)
+    assert info.value.variable == "QUERYGPT_SECRET_KEY"
+    assert problem in str(info.value)
+    if value:
+        assert value not in str(info.value)  # never echoed
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("QUERYGPT_SESSION_IDLE_SECONDS", "0"),
+        ("QUERYGPT_SESSION_IDLE_SECONDS", "90000"),  # longer than the 24 h maximum
+        ("QUERYGPT_SESSION_MAX_SECONDS", "ten"),
+        ("QUERYGPT_USER_QUERY_RATE_PER_MINUTE", "0"),
+        ("QUERYGPT_USER_UPLOAD_RATE_PER_MINUTE", "-1"),
+        ("QUERYGPT_USER_MAX_CONCURRENT_QUERIES", "33"),
+        ("QUERYGPT_USER_MAX_CONCURRENT_UPLOADS", "0"),
+        ("QUERYGPT_USER_STORAGE_QUOTA_BYTES", "lots"),
+    ],
+)
+def test_identity_settings_are_bounded(variable, value) -> None:
+    with pytest.raises(ConfigError) as info:
+        Settings.from_env({**BUCKET, variable: value})
+    assert info.value.variable == variable
+
+
+def test_there_is_no_setting_to_make_the_cookie_insecure() -> None:
+    assert not any("COOKIE" in name for name in DEFAULTS)

@@ -20,7 +20,13 @@ from querygpt.database import make_engine
 from querygpt_testkit import DOCUMENTS_BUCKET, TestDatabase
 
 BACKEND_SRC = Path(__file__).resolve().parents[2] / "app" / "backend" / "src"
-TABLES = {"alembic_version", "collections", "documents", "query_history"}
+TABLES = {
+    "alembic_version", "collections", "documents", "query_history",
+    # 0002: identity (docs/access-control.md)
+    "users", "grants", "api_tokens", "sessions", "audit_events",
+}
+#: This release's head revision.
+HEAD = "0002"
 
 
 @pytest.fixture
@@ -54,12 +60,12 @@ def tables(db: TestDatabase) -> set[str]:
 def test_migrate_from_empty_then_check(fresh, service_env, capsys) -> None:
     assert cli.main(["migrate", "--check"]) == 1
     out = capsys.readouterr().out
-    assert "revision: none (empty database)" in out and "pending: 0001" in out
+    assert "revision: none (empty database)" in out and "pending: 0001 0002" in out
 
     assert cli.main(["migrate"]) == 0
     out = capsys.readouterr().out
     assert "revision before: none (empty database)" in out
-    assert "revision after: 0001" in out and "applied: 0001" in out
+    assert "revision after: 0002" in out and "applied: 0001 0002" in out
     assert tables(fresh) == TABLES
 
     assert cli.main(["migrate", "--check"]) == 0
@@ -108,9 +114,9 @@ def test_two_hosts_migrating_at_once_take_turns(fresh) -> None:
     results = [proc.communicate(timeout=120) + (proc.returncode,) for proc in procs]
     assert [code for _, _, code in results] == [0, 0], results
     outs = sorted(out for out, _, _ in results)
-    assert sum("applied: 0001" in out for out in outs) == 1, outs
+    assert sum("applied: 0001 0002" in out for out in outs) == 1, outs
     assert sum("already at head" in out for out in outs) == 1, outs
-    assert fresh.query("SELECT version_num FROM alembic_version") == [("0001",)]
+    assert fresh.query("SELECT version_num FROM alembic_version") == [(HEAD,)]
 
 
 def test_migrate_waits_for_the_advisory_lock(fresh) -> None:
@@ -132,26 +138,26 @@ def test_migrate_waits_for_the_advisory_lock(fresh) -> None:
 def test_a_failing_revision_leaves_the_previous_one_in_place(fresh, tmp_path) -> None:
     scripts = tmp_path / "migrations"
     shutil.copytree(migrate.MIGRATIONS, scripts, ignore=shutil.ignore_patterns("__pycache__"))
-    (scripts / "versions" / "0002_broken.py").write_text(
+    (scripts / "versions" / "0003_broken.py").write_text(
         'import sqlalchemy as sa\n'
         'from alembic import op\n'
-        'revision = "0002"\n'
-        'down_revision = "0001"\n'
+        'revision = "0003"\n'
+        'down_revision = "0002"\n'
         'branch_labels = None\n'
         'depends_on = None\n'
         'def upgrade():\n'
         '    op.create_table("half_done", sa.Column("id", sa.Integer, primary_key=True))\n'
         '    op.add_column("documents", sa.Column("pages", sa.Integer))\n'
-        '    raise RuntimeError("revision 0002 is broken")\n'
+        '    raise RuntimeError("revision 0003 is broken")\n'
     )
     engine = make_engine(fresh.settings(), for_migrations=True)
     try:
         with pytest.raises(migrate.MigrationError) as info:
             migrate.upgrade(engine, scripts)
-        assert "revision 0002 is broken" in str(info.value)
-        assert "stays at revision 0001" in str(info.value)
-        # 0001 (its own transaction) is in place; nothing of 0002 is.
-        assert fresh.query("SELECT version_num FROM alembic_version") == [("0001",)]
+        assert "revision 0003 is broken" in str(info.value)
+        assert "stays at revision 0002" in str(info.value)
+        # 0001 and 0002 (each its own transaction) are in place; nothing of 0003 is.
+        assert fresh.query("SELECT version_num FROM alembic_version") == [(HEAD,)]
         assert tables(fresh) == TABLES
         columns = fresh.query(
             "SELECT column_name FROM information_schema.columns WHERE table_name = 'documents'"
@@ -159,7 +165,7 @@ def test_a_failing_revision_leaves_the_previous_one_in_place(fresh, tmp_path) ->
         assert "pages" not in {name for (name,) in columns}
         # The lock was released: the shipped migrations still run (nothing to do).
         before, after = migrate.upgrade(engine)
-        assert before.at_head and after == "0001"
+        assert before.at_head and after == HEAD
     finally:
         engine.dispose()
 
@@ -205,4 +211,5 @@ def test_the_migrations_ship_in_the_wheel(tmp_path) -> None:
         "querygpt/migrations/env.py",
         "querygpt/migrations/script.py.mako",
         "querygpt/migrations/versions/0001_initial.py",
+        "querygpt/migrations/versions/0002_identity.py",
     } <= names

@@ -15,7 +15,15 @@ from botocore.exceptions import EndpointConnectionError
 from pgserver import free_port
 from qdrant_client import QdrantClient
 from querygpt import reindex
-from querygpt_testkit import DOCUMENTS_BUCKET, make_pdf, metric_value, points, upload
+from querygpt_testkit import (
+    DOCUMENTS_BUCKET,
+    UNKNOWN_TOKEN,
+    bearer,
+    make_pdf,
+    metric_value,
+    points,
+    upload,
+)
 
 OTHER_PDF = make_pdf([["Table invoices: one row per invoice.", "invoices.id INTEGER PRIMARY KEY"]])
 NEW_VERSION = make_pdf([["Table customers v2: customers.vip BOOLEAN", "customers.id BIGINT"]])
@@ -286,18 +294,22 @@ def test_upload_with_the_database_down_is_503_and_stores_nothing(
     make_client, s3, schema_pdf, dead_database
 ) -> None:
     qdrant = QdrantClient(":memory:")
-    client = make_client(qdrant, **dead_database)
+    # No user can be made without the database: a well-formed token, which the backend
+    # cannot check either.
+    client = make_client(qdrant, anonymous=True, **dead_database)
+    client.headers.update(bearer(UNKNOWN_TOKEN))
     response = upload(client, schema_pdf)
     assert response.status_code == 503
     detail = response.json()["detail"]
-    assert "database" in detail and "nothing was stored" in detail
+    assert "database is unreachable" in detail and "could not check the API token" in detail
     assert "127.0.0.1" not in detail
     assert s3.list_object_versions(Bucket=DOCUMENTS_BUCKET).get("Versions") is None
     assert not qdrant.collection_exists("querygpt")
 
 
 def test_ready_is_503_when_the_database_is_down(make_client, dead_database) -> None:
-    client = make_client(**dead_database)
+    client = make_client(anonymous=True, **dead_database)
+    client.headers.update(bearer(UNKNOWN_TOKEN))
     response = client.get("/ready")
     assert response.status_code == 503
     body = response.json()
@@ -315,7 +327,7 @@ def test_ready_is_503_when_the_database_is_down(make_client, dead_database) -> N
 def test_ready_reports_a_missing_or_behind_schema(make_client, database, monkeypatch) -> None:
     empty = database.server.create_database(f"empty_{uuid.uuid4().hex[:8]}")
     try:
-        client = make_client(database_name=empty)
+        client = make_client(database_name=empty, anonymous=True)
         body = client.get("/ready").json()
         assert body["checks"]["database"] == (
             "not ready: schema not created; run `querygpt-backend migrate`"
@@ -327,12 +339,12 @@ def test_ready_reports_a_missing_or_behind_schema(make_client, database, monkeyp
     import querygpt.app
     import querygpt.readiness
 
-    monkeypatch.setattr(querygpt.app, "schema_head", lambda: "0002")
-    monkeypatch.setattr(querygpt.readiness, "_older", lambda head: frozenset({"0001"}))
+    monkeypatch.setattr(querygpt.app, "schema_head", lambda: "0003")
+    monkeypatch.setattr(querygpt.readiness, "_older", lambda head: frozenset({"0001", "0002"}))
     response = make_client().get("/ready")
     assert response.status_code == 503
     assert response.json()["checks"]["database"].startswith(
-        "not ready: schema behind (database at revision 0001, this release needs 0002)"
+        "not ready: schema behind (database at revision 0002, this release needs 0003)"
     )
 
 
@@ -348,7 +360,8 @@ def test_the_password_is_never_logged_nor_shown(make_client, settings, schema_pd
     assert password not in repr(database.engine) and password not in str(database.engine.url)
     database.close()
     # A failing connection (wrong port) logs and answers without it too.
-    dead = make_client(database_hosts=(("127.0.0.1", free_port()),))
+    dead = make_client(database_hosts=(("127.0.0.1", free_port()),), anonymous=True)
+    dead.headers.update(bearer(UNKNOWN_TOKEN))
     dead.get("/ready")
     upload(dead, schema_pdf)
     out = capsys.readouterr()

@@ -53,6 +53,10 @@ S3_KEY_ID = "integration-test-key-id"
 S3_SECRET = "integration-test-secret"
 S3_REGION = "us-east-1"
 DOCUMENTS_BUCKET = "querygpt-integration-documents"
+# QUERYGPT_SECRET_KEY (at least 32 characters); the admin the tests act as, made with the CLI.
+SECRET_KEY = "integration-secret-key-0123456789abcdef"
+ADMIN = "ops"
+ADMIN_PASSWORD = "integration admin password"
 EMBED_MODEL = "all-minilm:latest"
 LLM_MODEL = "qwen2.5-coder:1.5b"
 # Two backend workers each import the app (about 3 s of CPU, most of it qdrant_client):
@@ -373,8 +377,16 @@ class Backend:
     proc: subprocess.Popen[bytes]
     log: Path
     env: dict[str, str] = field(repr=False)
+    #: The admin's API token (made by `querygpt-backend create-token`), sent by client().
+    token: str = field(default="", repr=False)
 
     def client(self, timeout: float = 30.0) -> httpx.Client:
+        client = http_client(self.url, timeout)
+        if self.token:
+            client.headers["Authorization"] = f"Bearer {self.token}"
+        return client
+
+    def anonymous(self, timeout: float = 30.0) -> httpx.Client:
         return http_client(self.url, timeout)
 
 
@@ -386,15 +398,38 @@ def database(postgres: Any) -> dict[str, str]:
     """The backends' database, migrated by the console script as a deploy does; its
     QUERYGPT_DATABASE_* variables."""
     postgres.create_database("querygpt")
-    env = postgres.environ("querygpt")
+    env = {**postgres.environ("querygpt"), "QUERYGPT_SECRET_KEY": SECRET_KEY}
     result = subprocess.run(
         [sys.executable, "-m", "querygpt", "migrate"],
         env=dict(clean_env(), PYTHONPATH=str(BACKEND_SRC), QUERYGPT_DOCUMENTS_BUCKET=DOCUMENTS_BUCKET, **env),
         capture_output=True, text=True, timeout=120,
     )
     assert result.returncode == 0, result.stderr
-    assert "revision after: 0001" in result.stdout
+    assert "revision after: 0002" in result.stdout
     return env
+
+
+@pytest.fixture(scope="session")
+def api_token(database: dict[str, str]) -> str:
+    """The first admin and its API token, made with the console script as an operator does
+    (docs/access-control.md, "The first admin"): the password on stdin, the token on stdout."""
+    env = dict(clean_env(), PYTHONPATH=str(BACKEND_SRC), QUERYGPT_DOCUMENTS_BUCKET=DOCUMENTS_BUCKET, **database)
+    created = subprocess.run(
+        [sys.executable, "-m", "querygpt", "create-admin", "--username", ADMIN],
+        env=env, input=ADMIN_PASSWORD + "\n", capture_output=True, text=True, timeout=120,
+    )
+    assert created.returncode == 0, created.stderr
+    assert ADMIN_PASSWORD not in created.stdout + created.stderr
+    issued = subprocess.run(
+        [sys.executable, "-m", "querygpt", "create-token", "--username", ADMIN, "--name",
+         "integration", "--expires-in-days", "1"],
+        env=env, capture_output=True, text=True, timeout=120,
+    )
+    assert issued.returncode == 0, issued.stderr
+    token = issued.stdout.strip()
+    assert re.fullmatch(r"qgpt_[A-Za-z0-9_-]{43}", token), issued.stdout
+    assert token not in issued.stderr
+    return token
 
 
 def backend_settings(
@@ -422,6 +457,7 @@ def backend_settings(
         "QUERYGPT_S3_REGION": S3_REGION,
         "QUERYGPT_S3_ACCESS_KEY_ID": S3_KEY_ID,
         "QUERYGPT_S3_SECRET_ACCESS_KEY": S3_SECRET,
+        "QUERYGPT_SECRET_KEY": SECRET_KEY,
     }
 
 
@@ -433,6 +469,7 @@ def launch_backend(
     database: dict[str, str],
     *,
     precreate_metrics_dir: bool = True,
+    token: str = "",
     **overrides: str | int,
 ) -> Backend:
     """Start ``python -m querygpt``; keyword args become/override QUERYGPT_* variables.
@@ -450,7 +487,7 @@ def launch_backend(
             (work / "prometheus").mkdir()
     log = work / "backend.log"
     proc = spawn([sys.executable, "-m", "querygpt"], env, log)
-    backend = Backend(f"http://127.0.0.1:{port}", proc, log, env)
+    backend = Backend(f"http://127.0.0.1:{port}", proc, log, env, token)
     try:
         wait_until_ok(backend.url + "/health", proc, log, "QueryGPT backend")
     except BaseException:
@@ -466,10 +503,12 @@ def backend(
     ollamas: tuple[OllamaStandin, ...],
     s3: S3Standin,
     database: dict[str, str],
+    api_token: str,
 ) -> Iterator[Backend]:
     """The shared backend: two workers, multiprocess metrics, two Ollama hosts."""
     shared = launch_backend(
-        tmp_path_factory.mktemp("backend"), qdrant, ollamas, s3, database, workers=2
+        tmp_path_factory.mktemp("backend"), qdrant, ollamas, s3, database, workers=2,
+        token=api_token,
     )
     try:
         yield shared
@@ -484,6 +523,7 @@ def start_backend(
     ollamas: tuple[OllamaStandin, ...],
     s3: S3Standin,
     database: dict[str, str],
+    api_token: str,
 ) -> Iterator[BackendFactory]:
     """Extra backends for one test (same stand-ins), stopped when it ends."""
     started: list[Backend] = []
@@ -491,6 +531,7 @@ def start_backend(
     def factory(**kwargs: Any) -> Backend:
         work = tmp_path / f"backend{len(started)}"
         work.mkdir()
+        kwargs.setdefault("token", api_token)
         started.append(launch_backend(work, qdrant, ollamas, s3, database, **kwargs))
         return started[-1]
 
@@ -1061,3 +1102,41 @@ def test_a_document_is_listed_then_erased_everywhere(
     assert document_points(qdrant_client, collection, "s3_key", doc["s3_key"]) == []
     listing = s3_client.list_object_versions(Bucket=DOCUMENTS_BUCKET, Prefix=doc["s3_key"])
     assert not listing.get("Versions") and not listing.get("DeleteMarkers")
+
+
+def test_every_api_call_but_health_needs_an_identity(backend: Backend) -> None:
+    """Over HTTP against the real server: anonymous calls are 401 with a Bearer challenge,
+    the CLI's token acts as its admin, and a password login sets the strict cookie."""
+    with backend.anonymous() as client:
+        assert client.get("/health").status_code == 200
+        for method, path in (("GET", "/collections"), ("GET", "/history"), ("POST", "/query")):
+            response = client.request(method, path)
+            assert response.status_code == 401, path
+            assert response.headers["WWW-Authenticate"] == "Bearer"
+        login = client.post("/auth/login", json={"username": ADMIN, "password": ADMIN_PASSWORD})
+        assert login.status_code == 200, login.text
+        cookie = login.headers["set-cookie"].lower()
+        for attribute in ("secure", "httponly", "samesite=strict", "path=/api"):
+            assert attribute in cookie
+        wrong = client.post("/auth/login", json={"username": ADMIN, "password": "not it at all"})
+        assert wrong.status_code == 401
+    with backend.client() as client:
+        me = client.get("/auth/me").json()
+        assert (me["username"], me["role"], me["csrf_token"]) == (ADMIN, "admin", None)
+        actions = [e["action"] for e in client.get("/audit?limit=200").json()["events"]]
+        assert {"user_create", "token_create", "login"} <= set(actions)
+
+
+def test_backend_refuses_to_start_without_a_secret_key(
+    qdrant: QdrantStandin, ollamas: tuple[OllamaStandin, ...], s3: S3Standin
+) -> None:
+    database = {"QUERYGPT_DATABASE_HOSTS": "127.0.0.1:9", "QUERYGPT_DATABASE_SSLMODE": "disable"}
+    settings = backend_settings(qdrant, ollamas, s3, free_port(), database)
+    settings["QUERYGPT_SECRET_KEY"] = "too-short"
+    env = dict(clean_env(), PYTHONPATH=str(BACKEND_SRC), **settings)
+    result = subprocess.run(
+        [sys.executable, "-m", "querygpt"], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 2
+    assert "invalid configuration: QUERYGPT_SECRET_KEY is too short" in result.stderr
+    assert "too-short" not in result.stderr

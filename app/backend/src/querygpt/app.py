@@ -22,10 +22,10 @@ from qdrant_client import QdrantClient
 
 from . import __version__
 from .answering import Answerer
-from .config import Settings, database_hosts_text, require_database
+from .config import Settings, database_hosts_text, require_database, require_secret_key
 from .database import Database
 from .documents import DocumentStore
-from .errors import QueryGPTError, TooManyRequests, UploadRejected, UpstreamError
+from .errors import QueryGPTError, TooManyRequests, Unauthorized, UploadRejected, UpstreamError
 from .index_stats import IndexStats
 from .indexing import Indexer
 from .limits import (
@@ -33,8 +33,12 @@ from .limits import (
     EndpointPolicy,
     GpuQueue,
     LimitsMiddleware,
+    UserLimiter,
+    UserPolicy,
     too_many_requests_response,
 )
+from .access import router as access_router
+from .identity import IdentityStore
 from .logs import setup_logging
 from .metrics import UPLOAD_REJECTED
 from .middleware import BodyTooLarge, RequestContextMiddleware
@@ -84,6 +88,7 @@ def create_app(
     setup_logging(settings.log_level, secrets=settings.secrets())
     documents = DocumentStore.connect(settings, s3_client)
     require_database(settings)
+    require_secret_key(settings)
     database = Database.connect(settings)
 
     store = VectorStore.from_settings(settings, qdrant_client)
@@ -114,6 +119,8 @@ def create_app(
         stats=IndexStats(store),
         database=database,
         store=store,
+        identity=IdentityStore(database),
+        user_limits=user_limiters(settings),
     )
 
     @asynccontextmanager
@@ -164,7 +171,24 @@ def create_app(
     )
     _add_error_handlers(app)
     app.include_router(router)
+    app.include_router(access_router)
     return app
+
+
+def user_limiters(settings: Settings) -> dict[str, UserLimiter]:
+    """The per-user limits of the two expensive endpoints (limits.py, UserLimiter)."""
+    return {
+        endpoint: UserLimiter(
+            UserPolicy(
+                endpoint=endpoint,
+                per_minute=getattr(settings, f"user_{endpoint}_rate_per_minute"),
+                concurrency=getattr(settings, f"user_max_concurrent_{plural}"),
+                rate_variable=f"QUERYGPT_USER_{endpoint.upper()}_RATE_PER_MINUTE",
+                concurrency_variable=f"QUERYGPT_USER_MAX_CONCURRENT_{plural.upper()}",
+            )
+        )
+        for endpoint, plural in (("query", "queries"), ("upload", "uploads"))
+    }
 
 
 def endpoint_limiters(settings: Settings) -> dict[str, EndpointLimiter]:
@@ -200,6 +224,12 @@ def _add_error_handlers(app: FastAPI) -> None:
             log.info("upload rejected", extra={"reason": exc.reason})
         elif isinstance(exc, UpstreamError):
             log.warning("upstream failure", extra={"service": exc.service, "error": exc.operator_detail})
+        elif isinstance(exc, Unauthorized) and exc.challenge:
+            return JSONResponse(
+                {"detail": exc.detail},
+                status_code=exc.status_code,
+                headers={"WWW-Authenticate": "Bearer"},
+            )
         return JSONResponse({"detail": exc.detail}, status_code=exc.status_code)
 
     @app.exception_handler(BodyTooLarge)

@@ -15,12 +15,17 @@ import logging
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from . import __version__
 from .config import Settings, is_valid_collection_name
 from .envfile import DEFAULT_ENV_FILE, EnvFileError, merged_environment
 from .errors import ConfigError
 from .logs import setup_logging
+
+if TYPE_CHECKING:
+    from .database import Database
+    from .identity import IdentityStore
 
 log = logging.getLogger("querygpt.cli")
 
@@ -29,6 +34,10 @@ usage: querygpt-backend [--version]
        querygpt-backend reindex (--collection NAME [--collection NAME ...] | --all)
                                 [--env-file PATH]
        querygpt-backend migrate [--check] [--env-file PATH]
+       querygpt-backend create-admin --username NAME [--env-file PATH]
+                                     (the password is read from stdin, one line)
+       querygpt-backend create-token --username NAME --name LABEL
+                                     [--expires-in-days N] [--env-file PATH]
 Without arguments the API server runs; all its settings come from QUERYGPT_*
 environment variables (see README.md)."""
 
@@ -42,6 +51,10 @@ def main(argv: list[str] | None = None) -> int:
         return reindex_command(args[1:])
     if args and args[0] == "migrate":
         return migrate_command(args[1:])
+    if args and args[0] == "create-admin":
+        return create_admin_command(args[1:])
+    if args and args[0] == "create-token":
+        return create_token_command(args[1:])
     if args:
         print(USAGE, file=sys.stderr)
         return 2
@@ -187,7 +200,7 @@ def _migrate_check(prog: str, engine: object) -> int:
     from . import migrate
 
     try:
-        with engine.connect() as connection:  # type: ignore[attr-defined]
+        with engine.connect() as connection:
             state = migrate.status(connection)
     except Exception as exc:  # noqa: BLE001
         print(f"{prog} --check: could not read the schema revision: {_db_reason(exc)}", file=sys.stderr)
@@ -257,6 +270,153 @@ def reindex_command(args: list[str]) -> int:
     summary = reindex.run(settings, None if options.all else options.collection)
     print(json.dumps(summary.as_dict()))
     return 0 if summary.ok else 1
+
+
+def _identity_store(settings: Settings) -> tuple[IdentityStore, Database]:
+    """(IdentityStore, Database) on the service's database, for the identity commands."""
+    from .database import Database
+    from .identity import IdentityStore
+
+    database = Database.connect(settings)
+    return IdentityStore(database), database
+
+
+def create_admin_command(args: list[str]) -> int:
+    """``querygpt-backend create-admin``: 0 when the admin exists with the new password, 1
+    when the database failed, 2 for usage, configuration or a refused password."""
+    prog = "querygpt-backend create-admin"
+    parser = argparse.ArgumentParser(
+        prog=prog,
+        description=(
+            "Create an admin, or make an existing user an (enabled) admin with a new password. "
+            "The password is read from stdin (one line; never an argument or a variable)."
+        ),
+    )
+    parser.add_argument("--username", required=True, metavar="NAME")
+    _add_env_file_option(parser)
+    try:
+        options = parser.parse_args(args)
+    except SystemExit as exc:
+        return int(exc.code or 0)
+
+    from .auth import (
+        audit,
+        audit_values,
+        check_password_rules,
+        check_username,
+        hash_password,
+    )
+    from .errors import InvalidRequest
+
+    try:
+        check_username(options.username)
+    except InvalidRequest as exc:
+        print(f"{prog}: {exc.detail}", file=sys.stderr)
+        return 2
+    settings = _command_settings(prog, options.env_file)
+    if isinstance(settings, int):
+        return settings
+    setup_logging(settings.log_level, secrets=settings.secrets(), to_stderr=True)
+    if sys.stdin.isatty():
+        import getpass
+
+        password = getpass.getpass("Password (at least 12 characters): ")
+    else:
+        password = sys.stdin.readline().rstrip("\r\n")
+    try:
+        check_password_rules(password)
+    except InvalidRequest as exc:
+        print(f"{prog}: refused: {exc.detail}", file=sys.stderr)
+        return 2
+    from .errors import QueryGPTError
+
+    store, database = _identity_store(settings)
+    try:
+        user, created = store.upsert_admin(options.username, hash_password(password))
+        audit(
+            store,
+            audit_values(
+                "user_create" if created else "user_update",
+                outcome="success",
+                actor_username="cli",
+                auth_method="cli",
+                target=user.username,
+                details={"role": "admin", "changed": ["password", "role", "disabled"]}
+                if not created else {"role": "admin"},
+            ),
+        )
+    except QueryGPTError as exc:
+        print(f"{prog}: {exc.operator_detail}", file=sys.stderr)
+        return 1
+    finally:
+        database.close()
+    print(f"{'created' if created else 'updated'} admin {user.username}", file=sys.stderr)
+    return 0
+
+
+def create_token_command(args: list[str]) -> int:
+    """``querygpt-backend create-token``: prints only the new token on stdout; 0 done, 1 the
+    database failed, 2 usage or configuration, 3 no such user (or a disabled one)."""
+    prog = "querygpt-backend create-token"
+    parser = argparse.ArgumentParser(
+        prog=prog,
+        description="Create an API token for a user and print it (once) on stdout.",
+    )
+    parser.add_argument("--username", required=True, metavar="NAME")
+    parser.add_argument("--name", required=True, metavar="LABEL", help="what the token is for")
+    parser.add_argument(
+        "--expires-in-days", type=int, default=90, metavar="N", help="1-365 (default 90)"
+    )
+    _add_env_file_option(parser)
+    try:
+        options = parser.parse_args(args)
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    from .auth import TOKEN_DAYS_MAX, audit, audit_values, new_token
+
+    if not 1 <= options.expires_in_days <= TOKEN_DAYS_MAX:
+        print(f"{prog}: --expires-in-days must be between 1 and {TOKEN_DAYS_MAX}", file=sys.stderr)
+        return 2
+    label = options.name.strip()
+    if not label or len(label) > 100 or not label.isprintable():
+        print(f"{prog}: --name must be 1-100 printable characters", file=sys.stderr)
+        return 2
+    settings = _command_settings(prog, options.env_file)
+    if isinstance(settings, int):
+        return settings
+    setup_logging(settings.log_level, secrets=settings.secrets(), to_stderr=True)
+    from .errors import QueryGPTError
+
+    store, database = _identity_store(settings)
+    try:
+        user = store.user(options.username)
+        if user is None or user.disabled:
+            state = "does not exist" if user is None else "is disabled"
+            print(f"{prog}: user {options.username!r} {state}", file=sys.stderr)
+            return 3
+        token = new_token()
+        record = store.create_token(
+            user.id, label, token.sha256, token.prefix, options.expires_in_days
+        )
+        audit(
+            store,
+            audit_values(
+                "token_create",
+                outcome="success",
+                actor_username="cli",
+                auth_method="cli",
+                target=str(record.id),
+                details={"name": label, "owner": user.username, "prefix": record.prefix,
+                         "expires_in_days": options.expires_in_days},
+            ),
+        )
+    except QueryGPTError as exc:
+        print(f"{prog}: {exc.operator_detail}", file=sys.stderr)
+        return 1
+    finally:
+        database.close()
+    print(token.token)
+    return 0
 
 
 def _reset_multiprocess_dir(path: Path) -> None:

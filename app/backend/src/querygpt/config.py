@@ -116,7 +116,23 @@ DEFAULTS: dict[str, str] = {
     # Connections each worker process keeps; the servers' max_connections must cover
     # backend hosts x QUERYGPT_WORKERS x this (plus migrations and backups).
     "QUERYGPT_DATABASE_POOL_SIZE": "4",
+    # --- identity (auth.py; docs/access-control.md). The secret key signs session cookies and
+    # CSRF tokens; it has no default: the backend refuses to start without it.
+    "QUERYGPT_SECRET_KEY": "",
+    # A session ends after this long without a request (idle), and this long after the login.
+    "QUERYGPT_SESSION_IDLE_SECONDS": str(8 * 3600),
+    "QUERYGPT_SESSION_MAX_SECONDS": str(24 * 3600),
+    # Per user, per process (limits.py), beside the global limits above.
+    "QUERYGPT_USER_QUERY_RATE_PER_MINUTE": "30",
+    "QUERYGPT_USER_UPLOAD_RATE_PER_MINUTE": "10",
+    "QUERYGPT_USER_MAX_CONCURRENT_QUERIES": "2",
+    "QUERYGPT_USER_MAX_CONCURRENT_UPLOADS": "1",
+    # Bytes of current documents a user may have uploaded (users.storage_quota_bytes overrides).
+    "QUERYGPT_USER_STORAGE_QUOTA_BYTES": str(1024**3),
 }
+
+#: The secret key's minimum length (characters).
+MIN_SECRET_KEY_CHARS = 32
 
 #: Bounds on a collection's layout: far above any cluster this project runs, low enough that a
 #: typo (an extra digit) is refused instead of creating thousands of shards.
@@ -201,6 +217,16 @@ class Settings:
     database_sslrootcert: str | None = None
     database_connect_timeout_seconds: int = 3
     database_pool_size: int = 4
+    # --- identity (auth.py). Empty only in a Settings built by hand: from_env refuses to start
+    # without it, and create_app refuses a Settings without it. repr=False: never logged.
+    secret_key: str = field(default="", repr=False)
+    session_idle_seconds: int = 8 * 3600
+    session_max_seconds: int = 24 * 3600
+    user_query_rate_per_minute: int = 30
+    user_upload_rate_per_minute: int = 10
+    user_max_concurrent_queries: int = 2
+    user_max_concurrent_uploads: int = 1
+    user_storage_quota_bytes: int = 1024**3
 
     def secrets(self) -> tuple[str, ...]:
         """Values the log formatter scrubs from every line."""
@@ -211,6 +237,7 @@ class Settings:
                 self.s3_access_key_id,
                 self.s3_secret_access_key,
                 self.database_password,
+                self.secret_key,
             )
             if value
         )
@@ -329,11 +356,64 @@ class Settings:
             pdf_cpu_seconds=_parse("QUERYGPT_PDF_CPU_SECONDS", raw, _int_between(1, 600)),
             **_limits(raw),
             **_database(raw, environ),
+            **_identity(raw, environ),
         )
         # Checked last so that a malformed variable is reported before a missing one.
         require_documents_bucket(settings)
         require_database(settings)
+        require_secret_key(settings)
         return settings
+
+
+def _identity(raw: Callable[[str], str], environ: Mapping[str, str]) -> dict[str, object]:
+    """The identity block of Settings (auth.py, limits.py), parsed and checked together."""
+    # Taken verbatim and never echoed (it is a secret); require_secret_key checks its length.
+    key = environ.get("QUERYGPT_SECRET_KEY", "").strip()
+    if any(ch.isspace() or not ch.isprintable() for ch in key):
+        raise ConfigError(
+            "QUERYGPT_SECRET_KEY", "must be a single token of printable characters without spaces"
+        )
+    idle = _parse("QUERYGPT_SESSION_IDLE_SECONDS", raw, _int_between(60, 30 * 86400))
+    maximum = _parse("QUERYGPT_SESSION_MAX_SECONDS", raw, _int_between(60, 90 * 86400))
+    if idle > maximum:
+        raise ConfigError(
+            "QUERYGPT_SESSION_IDLE_SECONDS",
+            f"must not exceed QUERYGPT_SESSION_MAX_SECONDS ({maximum}), got {idle}",
+        )
+    return {
+        "secret_key": key,
+        "session_idle_seconds": idle,
+        "session_max_seconds": maximum,
+        "user_query_rate_per_minute": _parse(
+            "QUERYGPT_USER_QUERY_RATE_PER_MINUTE", raw, _int_between(1, 60_000)
+        ),
+        "user_upload_rate_per_minute": _parse(
+            "QUERYGPT_USER_UPLOAD_RATE_PER_MINUTE", raw, _int_between(1, 60_000)
+        ),
+        "user_max_concurrent_queries": _parse(
+            "QUERYGPT_USER_MAX_CONCURRENT_QUERIES", raw, _int_between(1, MAX_ADMITTED)
+        ),
+        "user_max_concurrent_uploads": _parse(
+            "QUERYGPT_USER_MAX_CONCURRENT_UPLOADS", raw, _int_between(1, MAX_ADMITTED)
+        ),
+        "user_storage_quota_bytes": _parse(
+            "QUERYGPT_USER_STORAGE_QUOTA_BYTES", raw, _int_between(0, 1024**5)
+        ),
+    }
+
+
+def require_secret_key(settings: Settings) -> None:
+    """Refuse to run without the key that signs session cookies and CSRF tokens."""
+    if len(settings.secret_key) < MIN_SECRET_KEY_CHARS:
+        problem = "is empty" if not settings.secret_key else (
+            f"is too short ({len(settings.secret_key)} characters)"
+        )
+        raise ConfigError(
+            "QUERYGPT_SECRET_KEY",
+            f"{problem}; set it to a random string of at least {MIN_SECRET_KEY_CHARS} "
+            "characters (Secrets Manager backend-secret-key; in the vault "
+            "vault_backend_secret_key), e.g. `openssl rand -base64 48`",
+        )
 
 
 def _database(raw: Callable[[str], str], environ: Mapping[str, str]) -> dict[str, object]:

@@ -135,9 +135,10 @@ class DocumentRecord:
     s3_key: str
     s3_version_id: str | None
     uploaded_at: datetime
+    uploaded_by: uuid.UUID | None = None
 
     @classmethod
-    def of(cls, row: Document) -> DocumentRecord:
+    def of(cls, row: Any) -> DocumentRecord:
         return cls(
             id=str(row.id),
             collection=row.collection,
@@ -148,6 +149,7 @@ class DocumentRecord:
             s3_key=row.s3_key,
             s3_version_id=row.s3_version_id,
             uploaded_at=row.uploaded_at,
+            uploaded_by=row.uploaded_by,
         )
 
 
@@ -239,6 +241,7 @@ class Database:
         size: int,
         chunks: int,
         uploaded_at: datetime | None = None,
+        uploaded_by: uuid.UUID | None = None,
     ) -> DocumentRecord:
         """Insert the document, or replace the collection's row of the same filename.
 
@@ -259,6 +262,8 @@ class Database:
             "chunks": chunks,
             "uploaded_at": uploaded_at or func.now(),
         }
+        if uploaded_by is not None:
+            values["uploaded_by"] = uploaded_by
         upsert = insert(Document).values(**values)
         upsert = upsert.on_conflict_do_update(
             index_elements=[Document.collection, Document.filename],
@@ -321,8 +326,10 @@ class Database:
         answer: str,
         sources: Sequence[dict[str, Any]],
         latency_ms: int,
+        user_id: uuid.UUID | None = None,
     ) -> int:
         row = {
+            "user_id": user_id,
             "collection": collection,
             "question": question,
             "answer": answer,
@@ -336,10 +343,18 @@ class Database:
         return int(history_id)
 
     def history(
-        self, limit: int, *, before: int | None = None, collection: str | None = None
+        self,
+        limit: int,
+        *,
+        before: int | None = None,
+        collection: str | None = None,
+        user_id: uuid.UUID | None = None,
     ) -> tuple[list[HistoryEntry], int | None]:
-        """Newest first; the second value is the ``before`` of the next page (None: last)."""
+        """Newest first; the second value is the ``before`` of the next page (None: last).
+        ``user_id`` keeps only that user's questions."""
         query = select(QueryHistory).order_by(QueryHistory.id.desc()).limit(limit + 1)
+        if user_id is not None:
+            query = query.where(QueryHistory.user_id == user_id)
         if before is not None:
             query = query.where(QueryHistory.id < before)
         if collection is not None:
@@ -355,6 +370,30 @@ class Database:
         return entries, (entries[-1].id if len(rows) > limit else None)
 
     # -- helpers -------------------------------------------------------------
+
+    def storage_used(self, user_id: uuid.UUID) -> int:
+        """Bytes of the current documents ``user_id`` uploaded (the storage quota's count)."""
+        with self._session("count the storage used") as session:
+            used = session.scalar(
+                select(func.coalesce(func.sum(Document.size_bytes), 0)).where(
+                    Document.uploaded_by == user_id
+                )
+            )
+        return int(used or 0)
+
+    def replaced_document(self, collection: str, filename: str) -> DocumentRecord | None:
+        """The document an upload of ``filename`` into ``collection`` would replace."""
+        with self._session("look up the document") as session:
+            row = session.scalar(
+                select(Document).where(
+                    Document.collection == collection, Document.filename == filename
+                )
+            )
+            return DocumentRecord.of(row) if row else None
+
+    def collection_exists(self, name: str) -> bool:
+        with self._session("look up the collection") as session:
+            return session.get(Collection, name) is not None
 
     @contextmanager
     def _session(self, action: str) -> Iterator[Session]:

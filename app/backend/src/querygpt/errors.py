@@ -117,3 +117,38 @@ class TooManyRequests(QueryGPTError):
         super().__init__(detail)
         self.reason = reason
         self.retry_after = retry_after
+
+
+class Unauthorized(QueryGPTError):
+    """No usable credentials (401). ``challenge`` adds ``WWW-Authenticate: Bearer``; a failed
+    login answers without it (the credentials were the body's, not a header's)."""
+
+    status_code = 401
+
+    def __init__(self, detail: str, *, challenge: bool = True) -> None:
+        super().__init__(detail)
+        self.challenge = challenge
+
+
+class Forbidden(QueryGPTError):
+    """Authenticated, but not allowed (403); the message names what is missing."""
+
+    status_code = 403
+
+
+class NotFound(QueryGPTError):
+    """An unknown user, grant, token or collection named in the request (404)."""
+
+    status_code = 404
+
+
+class Conflict(QueryGPTError):
+    """The thing to create exists already (409)."""
+
+    status_code = 409
+
+
+class QuotaExceeded(QueryGPTError):
+    """A user's storage quota would be exceeded (413)."""
+
+    status_code = 413

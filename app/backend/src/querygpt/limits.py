@@ -338,3 +338,78 @@ class LimitsMiddleware:
             await self.app(scope, receive, send)
         finally:
             limiter.release(monotonic() - started)
+
+
+@dataclass(frozen=True)
+class UserPolicy:
+    """The limits of one endpoint for each user (per process; docs/access-control.md)."""
+
+    endpoint: str  # "query" or "upload"
+    per_minute: int  # token bucket: this many per minute, bursts of as many
+    concurrency: int  # requests in flight per user
+    rate_variable: str
+    concurrency_variable: str
+
+
+class UserLimiter:
+    """Per-user admission for one endpoint, keyed by user id: a TokenBucket per user (a
+    minute's worth of burst) and a cap on that user's requests in flight; thread-safe.
+
+    Checked in the endpoint, after the principal is known (LimitsMiddleware's global limits
+    ran before); a refusal is the same 429 + Retry-After, with reason ``user_rate`` or
+    ``user_concurrency``.
+    """
+
+    def __init__(self, policy: UserPolicy) -> None:
+        self.policy = policy
+        self._lock = threading.Lock()
+        self._buckets: dict[str, TokenBucket] = {}
+        self._in_flight: dict[str, int] = {}
+        self._duration = _Average(initial=5.0)
+
+    def admit(self, key: str) -> TooManyRequests | None:
+        p = self.policy
+        with self._lock:
+            if self._in_flight.get(key, 0) >= p.concurrency:
+                estimate = self._duration.value
+                reason = "user_concurrency"
+                detail = (
+                    f"You have {p.concurrency} {p.endpoint} request(s) in progress, the most "
+                    f"one user may run at once ({p.concurrency_variable}); wait for them to "
+                    "finish."
+                )
+            else:
+                bucket = self._buckets.setdefault(key, TokenBucket(p.per_minute / 60, p.per_minute))
+                estimate = bucket.take()
+                if estimate == 0:
+                    self._in_flight[key] = self._in_flight.get(key, 0) + 1
+                    return None
+                reason = "user_rate"
+                detail = (
+                    f"Too many {p.endpoint} requests from you: {p.per_minute} per minute is the "
+                    f"most one user may send ({p.rate_variable}); slow down and try again."
+                )
+        REQUESTS_REJECTED.labels(endpoint=p.endpoint, reason=reason).inc()
+        log.info("request refused", extra={"endpoint": p.endpoint, "reason": reason})
+        return TooManyRequests(detail, reason=reason, retry_after=retry_after_seconds(estimate, 60))
+
+    def release(self, key: str, seconds: float) -> None:
+        with self._lock:
+            left = self._in_flight.get(key, 1) - 1
+            if left > 0:
+                self._in_flight[key] = left
+            else:
+                self._in_flight.pop(key, None)
+            self._duration.add(seconds)
+
+    @contextmanager
+    def hold(self, key: str) -> Iterator[None]:
+        """Admit ``key``'s request for the body, or raise the 429."""
+        refused = self.admit(key)
+        if refused is not None:
+            raise refused
+        started = monotonic()
+        try:
+            yield
+        finally:
+            self.release(key, monotonic() - started)

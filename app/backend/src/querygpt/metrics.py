@@ -127,6 +127,26 @@ UNREPLICATED_COMMITS = Counter(
     "no standby confirmed them within the backend's commit wait.",
 )
 
+# Identity (auth.py, identity.py; docs/access-control.md).
+LOGINS = Counter(
+    "querygpt_logins_total",
+    "POST /auth/login attempts, by outcome (success, failure, throttled).",
+    ["outcome"],
+)
+CREDENTIALS_FROM_MEMORY = Counter(
+    "querygpt_credentials_from_memory_total",
+    "Requests admitted on a credential this process validated in the last 300 s, because the "
+    "database could not be asked (auth.py, CREDENTIAL_GRACE_SECONDS), by kind.",
+    ["kind"],
+)
+
+AUDIT_WRITE_FAILURES = Counter(
+    "querygpt_audit_write_failures_total",
+    "Audit events whose audit_events row could not be written after the action completed "
+    "(the journal line was still written), by action.",
+    ["action"],
+)
+
 STAGES = ("extract", "embed", "search", "generate")
 REJECT_REASONS = (
     "empty",
@@ -144,9 +164,10 @@ REJECT_REASONS = (
     "extract_time",
 )
 LIMIT_REASONS = {
-    "query": ("rate", "concurrency", "gpu_queue_full"),
-    "upload": ("rate", "concurrency"),
+    "query": ("rate", "concurrency", "gpu_queue_full", "user_rate", "user_concurrency"),
+    "upload": ("rate", "concurrency", "user_rate", "user_concurrency"),
 }
+LOGIN_OUTCOMES = ("success", "failure", "throttled")
 OLLAMA_OUTCOMES = ("ok", "connect_error", "http_5xx", "http_4xx", "timeout")
 QDRANT_OUTCOMES = OLLAMA_OUTCOMES
 DEADLINE_STAGES = {
@@ -163,6 +184,8 @@ for _reason in REJECT_REASONS:
 for _endpoint, _reasons in LIMIT_REASONS.items():
     for _reason in _reasons:
         REQUESTS_REJECTED.labels(endpoint=_endpoint, reason=_reason)
+for _outcome in LOGIN_OUTCOMES:
+    LOGINS.labels(outcome=_outcome)
 for _endpoint, _stages in DEADLINE_STAGES.items():
     for _stage in _stages:
         DEADLINE_EXCEEDED.labels(endpoint=_endpoint, stage=_stage)

@@ -129,3 +129,26 @@ def _content_length(headers: Headers) -> int | None:
         return int(headers["content-length"])
     except (KeyError, ValueError):
         return None
+
+
+#: Set by the edge (roles/nginx: ``proxy_set_header X-Real-IP $remote_addr``).
+REAL_IP_HEADER = "X-Real-IP"
+
+
+def client_address(scope: Scope) -> str | None:
+    """The client's address for the audit log and the login throttle: the edge's X-Real-IP
+    when it is an IP address, else the peer of the connection.
+
+    The header is trusted because only the edges (and monitoring) may reach the backend's
+    port (docs/architecture.md, the firewall matrix); a malformed value is ignored.
+    """
+    import ipaddress
+
+    real_ip = Headers(scope=scope).get(REAL_IP_HEADER, "").strip()
+    if real_ip:
+        try:
+            return str(ipaddress.ip_address(real_ip))
+        except ValueError:
+            pass
+    client = scope.get("client")
+    return str(client[0]) if client else None

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import re
+import uuid
 from dataclasses import dataclass
 from datetime import datetime
 from time import perf_counter
@@ -19,6 +20,7 @@ from pydantic import BaseModel, Field
 
 from . import __version__
 from .answering import Answerer
+from .auth import Principal, PrincipalDep, audit, audit_values
 from .config import Settings, is_valid_collection_name
 from .database import Database, parse_document_id
 from .documents import DocumentStore
@@ -28,11 +30,13 @@ from .errors import (
     InvalidCollectionName,
     InvalidRequest,
     QueryGPTError,
+    QuotaExceeded,
     UpstreamError,
 )
+from .identity import IdentityStore
 from .index_stats import IndexStats
 from .indexing import Indexer
-from .limits import Deadline
+from .limits import Deadline, UserLimiter
 from .metrics import HISTORY_WRITE_FAILURES, render, stage_timer
 from .pdf import read_limited
 from .pdf_worker import extract_pages_isolated
@@ -57,6 +61,9 @@ class Services:
     stats: IndexStats
     database: Database
     store: VectorStore
+    identity: IdentityStore
+    #: Per-user limits by endpoint ("query", "upload"), keyed by user id.
+    user_limits: dict[str, UserLimiter]
 
 
 def get_services(request: Request) -> Services:
@@ -193,6 +200,7 @@ def metrics(services: ServicesDep) -> Response:
 def upload(
     request: Request,
     services: ServicesDep,
+    principal: PrincipalDep,
     pdf_file: Annotated[UploadFile, File(description="Schema documentation as PDF.")],
     collection_name: Annotated[str | None, Form()] = None,
 ) -> UploadResponse:
@@ -200,15 +208,48 @@ def upload(
 
     The order matters: a file that is refused (4xx) is not stored, and nothing is
     indexed unless its original is safely in the bucket (an S3 failure is a 502/503).
+    Needs write on the collection; an admin's upload creates a missing collection.
     """
     settings = services.settings
     deadline = request_deadline(request)
     collection = resolve_collection(collection_name, settings.default_collection)
+    if not principal.is_admin and not services.database.collection_exists(collection):
+        raise CollectionNotFound(
+            f"Collection '{collection}' does not exist; an admin creates collections "
+            "(POST /collections)."
+        )
+    principal.require_write(collection, "upload to it")
+    with services.user_limits["upload"].hold(str(principal.user_id)):
+        response = _upload(services, principal, deadline, collection, pdf_file)
+    audit(
+        services.identity,
+        audit_values(
+            "upload",
+            outcome="success",
+            principal=principal,
+            target=response.document_id,
+            collection=collection,
+            details={"filename": response.filename, "sha256": response.sha256,
+                     "chunks": response.chunks},
+        ),
+    )
+    return response
+
+
+def _upload(
+    services: Services,
+    principal: Principal,
+    deadline: Deadline,
+    collection: str,
+    pdf_file: UploadFile,
+) -> UploadResponse:
+    settings = services.settings
     data = read_limited(pdf_file.file, settings.max_upload_bytes)
+    filename = clean_filename(pdf_file.filename)
+    check_quota(services, principal, collection, filename, len(data))
     with stage_timer("extract"):
         pages = extract_pages_isolated(data, settings)
     deadline.check("extract")
-    filename = clean_filename(pdf_file.filename)
     # Nothing is stored unless it can be recorded: a document missing from the database
     # could be neither listed nor erased.
     services.database.ping("record the upload; nothing was stored")
@@ -218,7 +259,8 @@ def upload(
     if not result.superseded:  # else the newer upload records itself
         try:
             services.database.record_document(
-                collection, stored, size=len(data), chunks=result.chunks
+                collection, stored, size=len(data), chunks=result.chunks,
+                uploaded_by=principal.user_id,
             )
         except UpstreamError as exc:
             exc.detail = (
@@ -245,12 +287,44 @@ def upload(
     )
 
 
+def check_quota(
+    services: Services, principal: Principal, collection: str, filename: str, size: int
+) -> None:
+    """413 if the upload would take the user past its storage quota; a replacing upload
+    counts the new size minus the replaced document's (when it was this user's)."""
+    quota = principal.user.storage_quota_bytes
+    variable = "your own quota"
+    if quota is None:
+        quota = services.settings.user_storage_quota_bytes
+        variable = "QUERYGPT_USER_STORAGE_QUOTA_BYTES"
+    used = services.database.storage_used(principal.user_id)
+    replaced = services.database.replaced_document(collection, filename)
+    if replaced is not None and replaced.uploaded_by == principal.user_id:
+        used -= replaced.size
+    if used + size > quota:
+        raise QuotaExceeded(
+            f"This upload ({size} bytes) would exceed your storage quota of {quota} bytes "
+            f"({variable}; {max(used, 0)} bytes are used by your current documents); delete "
+            "documents or ask an admin to raise the quota."
+        )
+
+
 @router.post("/query", response_model=QueryResponse)
-def query(request: Request, body: QueryRequest, services: ServicesDep) -> QueryResponse:
+def query(
+    request: Request, body: QueryRequest, services: ServicesDep, principal: PrincipalDep
+) -> QueryResponse:
     collection = resolve_collection(body.collection_name, services.settings.default_collection)
     question = body.query.strip()
     if not question:
         raise InvalidRequest("query must not be blank; ask a question about the uploaded schema.")
+    principal.require_read(collection)
+    with services.user_limits["query"].hold(str(principal.user_id)):
+        return _query(request, services, principal, collection, question)
+
+
+def _query(
+    request: Request, services: Services, principal: Principal, collection: str, question: str
+) -> QueryResponse:
     started = perf_counter()
     answer = services.answerer.answer(collection, question, request_deadline(request))
     sources = [
@@ -274,6 +348,7 @@ def query(request: Request, body: QueryRequest, services: ServicesDep) -> QueryR
             for source, hit in zip(sources, answer.sources, strict=True)
         ],
         round((perf_counter() - started) * 1000),
+        principal.user_id,
     )
     return QueryResponse(result=answer.result, sources=sources)
 
@@ -285,10 +360,11 @@ def record_history(
     answer: str,
     sources: list[dict[str, Any]],
     latency_ms: int,
+    user_id: uuid.UUID | None = None,
 ) -> None:
     """Keep the answered query; a failure is logged and counted, never the user's problem."""
     try:
-        database.record_query(collection, question, answer, sources, latency_ms)
+        database.record_query(collection, question, answer, sources, latency_ms, user_id)
     except Exception as exc:  # noqa: BLE001 - the answer matters more than its record
         HISTORY_WRITE_FAILURES.inc()
         detail = exc.operator_detail if isinstance(exc, QueryGPTError) else repr(exc)
@@ -299,22 +375,25 @@ def record_history(
 
 
 @router.get("/collections", response_model=CollectionsResponse)
-def list_collections(services: ServicesDep) -> CollectionsResponse:
+def list_collections(services: ServicesDep, principal: PrincipalDep) -> CollectionsResponse:
+    """The collections the caller may read."""
     return CollectionsResponse(
         collections=[
             CollectionInfo(name=c.name, documents=c.documents, updated_at=c.updated_at)
             for c in services.database.collections()
+            if principal.can_read(c.name)
         ]
     )
 
 
 @router.get("/collections/{name}/documents", response_model=DocumentsResponse)
-def list_documents(name: str, services: ServicesDep) -> DocumentsResponse:
+def list_documents(name: str, services: ServicesDep, principal: PrincipalDep) -> DocumentsResponse:
     if not is_valid_collection_name(name):
         raise InvalidCollectionName(
             "The collection name must be 1-64 characters of letters, digits, '_' or '-'; "
             f"got {name[:80]!r}."
         )
+    principal.require_read(name)
     documents = services.database.documents(name)
     if documents is None:
         raise CollectionNotFound(f"Collection '{name}' has no recorded documents: it is unknown.")
@@ -339,17 +418,23 @@ def list_documents(name: str, services: ServicesDep) -> DocumentsResponse:
 @router.get("/history", response_model=HistoryResponse)
 def history(
     services: ServicesDep,
+    principal: PrincipalDep,
     limit: Annotated[int, Query(ge=1, le=HISTORY_MAX_LIMIT)] = 50,
     before: Annotated[int | None, Query(ge=1, description="Only entries older than this id.")] = None,
     collection: Annotated[str | None, Query()] = None,
 ) -> HistoryResponse:
-    """Answered queries, newest first."""
+    """Answered queries, newest first: a non-admin's own, an admin's everyone's."""
     if collection is not None and not is_valid_collection_name(collection):
         raise InvalidCollectionName(
             "collection must be 1-64 characters of letters, digits, '_' or '-'; "
             f"got {collection[:80]!r}."
         )
-    entries, next_before = services.database.history(limit, before=before, collection=collection)
+    entries, next_before = services.database.history(
+        limit,
+        before=before,
+        collection=collection,
+        user_id=None if principal.is_admin else principal.user_id,
+    )
     return HistoryResponse(
         entries=[
             HistoryEntryModel(
@@ -368,7 +453,9 @@ def history(
 
 
 @router.delete("/documents/{document_id}", response_model=DeleteResponse)
-def delete_document(document_id: str, services: ServicesDep) -> DeleteResponse:
+def delete_document(
+    document_id: str, services: ServicesDep, principal: PrincipalDep
+) -> DeleteResponse:
     """Erase a document everywhere: its chunks, every version of its original, its excerpts
     in the history, then its row. The row goes last, so a failure midway (503) leaves it for
     a retry, which finishes the job (each step is safe to repeat)."""
@@ -379,6 +466,7 @@ def delete_document(document_id: str, services: ServicesDep) -> DeleteResponse:
             f"No document with id {document_id[:80]!r}; list them with "
             "GET /collections/{name}/documents."
         )
+    principal.require_write(record.collection, "delete its documents")
     note = " The document is still recorded; retry the DELETE to finish erasing it."
     try:
         chunks = services.store.erase_document(record.collection, record.id, record.s3_key)
@@ -400,6 +488,17 @@ def delete_document(document_id: str, services: ServicesDep) -> DeleteResponse:
             "s3_versions_removed": versions,
             "history_entries_scrubbed": scrubbed,
         },
+    )
+    audit(
+        services.identity,
+        audit_values(
+            "document_delete",
+            outcome="success",
+            principal=principal,
+            target=record.id,
+            collection=record.collection,
+            details={"filename": record.filename, "chunks_removed": chunks},
+        ),
     )
     return DeleteResponse(
         id=record.id,
