@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { fireEvent, render, screen } from '@testing-library/react';
-import { fakeResponse, mockFetch } from './test/helpers.js';
+import { callsTo, fakeResponse, mockFetch } from './test/helpers.js';
 import App, { routeFromHash } from './App.jsx';
 
 describe('routeFromHash', () => {
@@ -17,9 +17,16 @@ describe('routeFromHash', () => {
   });
 });
 
+/** Render the app logged in (mockFetch answers GET /auth/me as an admin) and wait for it. */
+async function renderApp() {
+  render(<App />);
+  await screen.findByRole('button', { name: 'Log out' });
+}
+
 describe('App navigation', () => {
-  it('starts on Upload and switches to Chat and back via the tab bar', () => {
-    render(<App />);
+  it('starts on Upload and switches to Chat and back via the tab bar', async () => {
+    mockFetch();
+    await renderApp();
     const nav = screen.getByRole('navigation', { name: 'Main' });
     expect(nav).toBeTruthy();
     expect(screen.getByLabelText('Schema PDF')).toBeTruthy();
@@ -34,21 +41,24 @@ describe('App navigation', () => {
     expect(screen.getByLabelText('Schema PDF')).toBeTruthy();
   });
 
-  it('opens the Chat page directly from #/chat', () => {
+  it('opens the Chat page directly from #/chat', async () => {
     window.location.hash = '#/chat';
-    render(<App />);
+    mockFetch();
+    await renderApp();
     expect(screen.getByLabelText('Question')).toBeTruthy();
   });
 
-  it('shares the collection name between pages', () => {
-    render(<App />);
+  it('shares the collection name between pages', async () => {
+    mockFetch();
+    await renderApp();
     fireEvent.change(screen.getByLabelText('Collection'), { target: { value: 'inventory' } });
     fireEvent.click(screen.getByRole('link', { name: 'Chat' }));
     expect(screen.getByLabelText('Collection').value).toBe('inventory');
   });
 
-  it('keeps e2e labels unambiguous even for substring matching (as Playwright getByLabel does)', () => {
-    render(<App />);
+  it('keeps e2e labels unambiguous even for substring matching (as Playwright getByLabel does)', async () => {
+    mockFetch();
+    await renderApp();
     expect(screen.getAllByLabelText(/schema pdf/i)).toHaveLength(1);
     expect(screen.getAllByLabelText(/collection/i)).toHaveLength(1);
     expect(screen.getAllByRole('button', { name: /upload/i })).toHaveLength(1);
@@ -66,7 +76,7 @@ describe('App navigation', () => {
       fakeResponse(200, { collections: [{ name: 'inventory', documents: 0, updated_at: null }] }),
       fakeResponse(200, { collection: 'inventory', documents: [] }),
     );
-    render(<App />);
+    await renderApp();
     fireEvent.click(screen.getByRole('link', { name: 'Documents' }));
     expect(screen.getByRole('link', { name: 'Documents' }).getAttribute('aria-current')).toBe('page');
     expect(document.title).toBe('QueryGPT · Documents');
@@ -81,10 +91,10 @@ describe('App navigation', () => {
   it('opens the History page directly from #/history', async () => {
     window.location.hash = '#/history';
     const fetchMock = mockFetch(fakeResponse(200, { entries: [], next_before: null }));
-    render(<App />);
+    await renderApp();
     expect(screen.getByRole('link', { name: 'History' }).getAttribute('aria-current')).toBe('page');
     await screen.findByText('No questions asked yet.');
-    expect(fetchMock.mock.calls[0][0]).toBe('/api/history?limit=50');
+    expect(callsTo(fetchMock).map(([, url]) => url)).toEqual(['/api/auth/me', '/api/history?limit=50']);
   });
 
   it('keeps e2e locators unambiguous on the Documents and History pages', async () => {
@@ -96,7 +106,7 @@ describe('App navigation', () => {
       }),
       fakeResponse(200, { entries: [], next_before: null }),
     );
-    render(<App />);
+    await renderApp();
     fireEvent.click(screen.getByRole('link', { name: 'Documents' }));
     await screen.findByRole('button', { name: 'Delete upload.pdf' });
     expect(screen.getAllByRole('status')).toHaveLength(1);

@@ -1,6 +1,8 @@
-import { useId, useRef, useState } from 'react';
+import { useEffect, useId, useRef, useState } from 'react';
 import { askQuestion } from '../api.js';
 import { useCollection } from '../components/useCollection.js';
+import { pickFrom } from '../components/access.js';
+import CollectionField from '../components/CollectionField.jsx';
 import CopyButton from '../components/CopyButton.jsx';
 import SourceList from '../components/SourceList.jsx';
 
@@ -9,13 +11,19 @@ function describeError(err) {
   return err?.status ? `Query failed (HTTP ${err.status}): ${reason}` : `Query failed: ${reason}`;
 }
 
-export default function ChatPage({ collection, onCollectionChange }) {
-  const [collectionName, setCollectionName] = useCollection(collection, onCollectionChange);
+// `collections`: the collections the user may read (a choice), or null for free text (admin).
+export default function ChatPage({ collection, onCollectionChange, collections = null }) {
+  const [chosenCollection, setCollectionName] = useCollection(collection, onCollectionChange);
+  const collectionName = pickFrom(collections, chosenCollection);
+  const noChoice = Array.isArray(collections) && collections.length === 0;
+  // Offered a choice that excludes the shared name: the first offered becomes the shared one.
+  useEffect(() => {
+    if (collectionName && collectionName !== chosenCollection) setCollectionName(collectionName);
+  }, [collectionName, chosenCollection, setCollectionName]);
   const [question, setQuestion] = useState('');
   const [state, setState] = useState({ phase: 'idle' });
   const inFlight = useRef(false);
   const questionId = useId();
-  const collectionId = useId();
   const busy = state.phase === 'asking';
 
   async function ask() {
@@ -23,6 +31,10 @@ export default function ChatPage({ collection, onCollectionChange }) {
     const q = question.trim();
     if (!q) {
       setState({ phase: 'error', message: 'Type a question first.' });
+      return;
+    }
+    if (noChoice) {
+      setState({ phase: 'error', message: 'You cannot read any collection yet.' });
       return;
     }
     inFlight.current = true;
@@ -59,19 +71,12 @@ export default function ChatPage({ collection, onCollectionChange }) {
     <section className="page">
       <h2 id="chat-heading">Ask a question</h2>
       <form onSubmit={onSubmit} noValidate>
-        <div className="field">
-          <label htmlFor={collectionId}>Collection</label>
-          <input
-            id={collectionId}
-            name="collection_name"
-            type="text"
-            value={collectionName}
-            onChange={(e) => setCollectionName(e.target.value)}
-            placeholder="querygpt"
-            autoComplete="off"
-            spellCheck={false}
-          />
-        </div>
+        <CollectionField
+          value={collectionName}
+          onChange={setCollectionName}
+          options={collections}
+          emptyHint="You hold read access to no collection; ask an admin for it."
+        />
         <div className="field">
           <label htmlFor={questionId}>Question</label>
           <textarea
@@ -84,7 +89,7 @@ export default function ChatPage({ collection, onCollectionChange }) {
             placeholder="e.g. List the ten customers with the highest total order value"
           />
         </div>
-        <button type="submit" disabled={busy}>
+        <button type="submit" disabled={busy || noChoice}>
           {busy ? 'Asking…' : 'Ask'}
         </button>
       </form>

@@ -13,7 +13,11 @@ function removalSummary(r, fallbackName) {
   );
 }
 
-export default function DocumentsPage({ collection, onCollectionChange }) {
+const ANYONE = () => true;
+
+// `canWrite(collection)`: whether to offer Delete there (default: yes; the server decides anyway).
+// `canUpload`: whether the empty state may point at the Upload page.
+export default function DocumentsPage({ collection, onCollectionChange, canWrite = ANYONE, canUpload = true }) {
   const [sharedCollection, setSharedCollection] = useCollection(collection, onCollectionChange);
   const [collections, setCollections] = useState({ phase: 'loading', items: [] });
   const [selected, setSelected] = useState(null);
@@ -112,6 +116,8 @@ export default function DocumentsPage({ collection, onCollectionChange }) {
     }
   }
 
+  const writable = Boolean(selected) && canWrite(selected);
+
   let statusText = '';
   if (message) statusText = message.text;
   else if (collections.phase === 'loading' && collections.items.length === 0) statusText = 'Loading collections…';
@@ -141,7 +147,9 @@ export default function DocumentsPage({ collection, onCollectionChange }) {
       )}
       {collections.phase === 'ready' && collections.items.length === 0 && (
         <p className="hint" data-testid="no-collections">
-          No collections yet. Upload a PDF on the Upload page to create one.
+          {canUpload
+            ? 'No collections yet. Upload a PDF on the Upload page to create one.'
+            : 'No collections you can read yet. Ask an admin for access.'}
         </p>
       )}
       {collections.items.length > 0 && (
@@ -164,8 +172,13 @@ export default function DocumentsPage({ collection, onCollectionChange }) {
       {selected && (
         <>
           <h3 id="documents-heading">Documents in “{selected}”</h3>
+          {!writable && (
+            <p className="hint" data-testid="read-only">
+              Read only: you may list the documents in “{selected}” but not delete them.
+            </p>
+          )}
 
-          {confirming && (
+          {confirming && writable && (
             <div
               className="confirm"
               role="alertdialog"
@@ -211,9 +224,11 @@ export default function DocumentsPage({ collection, onCollectionChange }) {
                   <th scope="col">Chunks</th>
                   <th scope="col">Uploaded</th>
                   <th scope="col">SHA-256</th>
-                  <th scope="col">
-                    <span className="visually-hidden">Actions</span>
-                  </th>
+                  {writable && (
+                    <th scope="col">
+                      <span className="visually-hidden">Actions</span>
+                    </th>
+                  )}
                 </tr>
               </thead>
               <tbody>
@@ -228,17 +243,19 @@ export default function DocumentsPage({ collection, onCollectionChange }) {
                     <td>
                       <code title={d.sha256}>{shortHash(d.sha256)}</code>
                     </td>
-                    <td>
-                      <button
-                        type="button"
-                        className="danger small"
-                        aria-label={`Delete ${d.filename}`}
-                        onClick={() => askToDelete(d)}
-                        disabled={deleting}
-                      >
-                        Delete
-                      </button>
-                    </td>
+                    {writable && (
+                      <td>
+                        <button
+                          type="button"
+                          className="danger small"
+                          aria-label={`Delete ${d.filename}`}
+                          onClick={() => askToDelete(d)}
+                          disabled={deleting}
+                        >
+                          Delete
+                        </button>
+                      </td>
+                    )}
                   </tr>
                 ))}
               </tbody>

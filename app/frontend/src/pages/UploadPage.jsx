@@ -1,19 +1,27 @@
-import { useId, useRef, useState } from 'react';
+import { useEffect, useId, useRef, useState } from 'react';
 import { uploadPdf } from '../api.js';
 import { useCollection } from '../components/useCollection.js';
+import { pickFrom } from '../components/access.js';
+import CollectionField from '../components/CollectionField.jsx';
 
 function describeError(err) {
   const reason = err?.message || 'Unknown error';
   return err?.status ? `Upload failed (HTTP ${err.status}): ${reason}` : `Upload failed: ${reason}`;
 }
 
-export default function UploadPage({ collection, onCollectionChange, onUploaded }) {
-  const [collectionName, setCollectionName] = useCollection(collection, onCollectionChange);
+// `collections`: the collections the user may write (a choice), or null for free text (admin).
+export default function UploadPage({ collection, onCollectionChange, onUploaded, collections = null }) {
+  const [chosenCollection, setCollectionName] = useCollection(collection, onCollectionChange);
+  const collectionName = pickFrom(collections, chosenCollection);
+  const noChoice = Array.isArray(collections) && collections.length === 0;
+  // Offered a choice that excludes the shared name: the first offered becomes the shared one.
+  useEffect(() => {
+    if (collectionName && collectionName !== chosenCollection) setCollectionName(collectionName);
+  }, [collectionName, chosenCollection, setCollectionName]);
   const [file, setFile] = useState(null);
   const [state, setState] = useState({ phase: 'idle' });
   const inFlight = useRef(false);
   const fileId = useId();
-  const collectionId = useId();
   const busy = state.phase === 'uploading';
 
   function onFileChange(event) {
@@ -27,6 +35,10 @@ export default function UploadPage({ collection, onCollectionChange, onUploaded 
     if (inFlight.current) return;
     if (!file) {
       setState({ phase: 'error', message: 'Choose a PDF file to upload first.' });
+      return;
+    }
+    if (noChoice) {
+      setState({ phase: 'error', message: 'You cannot upload to any collection.' });
       return;
     }
     inFlight.current = true;
@@ -68,21 +80,14 @@ export default function UploadPage({ collection, onCollectionChange, onUploaded 
             disabled={busy}
           />
         </div>
-        <div className="field">
-          <label htmlFor={collectionId}>Collection</label>
-          <input
-            id={collectionId}
-            name="collection_name"
-            type="text"
-            value={collectionName}
-            onChange={(e) => setCollectionName(e.target.value)}
-            placeholder="querygpt"
-            autoComplete="off"
-            spellCheck={false}
-            disabled={busy}
-          />
-        </div>
-        <button type="submit" disabled={busy}>
+        <CollectionField
+          value={collectionName}
+          onChange={setCollectionName}
+          options={collections}
+          disabled={busy}
+          emptyHint="You hold write access to no collection; ask an admin for it."
+        />
+        <button type="submit" disabled={busy || noChoice}>
           {busy ? 'Uploading…' : 'Upload'}
         </button>
       </form>

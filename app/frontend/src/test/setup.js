@@ -1,11 +1,13 @@
 import { afterEach, vi } from 'vitest';
 import { cleanup } from '@testing-library/react';
+import { setCsrfToken } from '../api.js';
 
 const nextTask = () => new Promise((resolve) => setTimeout(resolve, 0));
 
 afterEach(async () => {
   cleanup();
   vi.unstubAllGlobals();
+  setCsrfToken(null);
   // jsdom applies a clicked link's #hash, and fires hashchange, in later tasks. Let both happen
   // here rather than inside the next test, where they would switch a freshly rendered App to
   // another page (remounting the page under test and re-running its fetches).
