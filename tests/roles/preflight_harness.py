@@ -49,6 +49,7 @@ GOOD_VARS: dict[str, dict[str, Any]] = {
         "backend_database_password": "preflight-test-database-password",
         "backend_ollama_urls": ["http://10.0.3.10:11434", "http://10.0.4.10:11434"],
         "backend_documents_bucket": "querygpt-prod-documents-123456789012",
+        "backend_secret_key": "preflight-test-backend-secret-key-of-48-characters"[:48],
     },
     "backup": {
         "backup_qdrant_api_key": "preflight-test-qdrant-key",

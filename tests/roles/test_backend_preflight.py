@@ -64,6 +64,15 @@ BAD_INPUT = [
      "backend_qdrant_write_consistency_factor: expected 1 to backend_qdrant_replication_factor (1)"),
     ({"backend_qdrant_peer_count": 0}, "backend_qdrant_peer_count: expected the number of Qdrant peers"),
     ({"backend_qdrant_cooldown_seconds": 0}, "backend_qdrant_cooldown_seconds: expected seconds above 0"),
+    ({"backend_secret_key": ""}, "backend_secret_key: is empty"),
+    ({"backend_session_idle_seconds": 30}, "backend_session_idle_seconds: expected 60-2592000"),
+    ({"backend_session_max_seconds": 3600, "backend_session_idle_seconds": 7200},
+     "backend_session_max_seconds: expected 60-7776000 seconds (1 minute to 90 days), at least"),
+    ({"backend_user_query_rate_per_minute": 0}, "backend_user_query_rate_per_minute: expected 1-60000"),
+    ({"backend_user_upload_rate_per_minute": 1.5}, "backend_user_upload_rate_per_minute: expected 1-60000"),
+    ({"backend_user_max_concurrent_queries": 33}, "backend_user_max_concurrent_queries: expected 1-32"),
+    ({"backend_user_max_concurrent_uploads": 0}, "backend_user_max_concurrent_uploads: expected 1-32"),
+    ({"backend_user_storage_quota_bytes": "1G"}, "backend_user_storage_quota_bytes: expected 0 to"),
     ({"backend_qdrant_connect_timeout_seconds": "soon"},
      'backend_qdrant_connect_timeout_seconds: expected seconds above 0 (at most 60), got "soon"'),
 ]
@@ -110,6 +119,19 @@ def test_the_qdrant_timeouts_are_positive_seconds(tmp_path, variable, value, ok)
     else:
         result.assert_refused(f"{variable}: expected seconds above 0")
         assert len(result.problems) == 1, result.problems
+
+
+@pytest.mark.parametrize(("key", "problem"), [
+    (("SeCrEt" * 8)[:31], "is shorter than 32 characters"), (("SeCrEt" * 8)[:32], ""),
+    ("SeCrEt" * 4 + " " + "SeCrEt" * 4, "holds white space")], ids=["31", "32", "space"])
+def test_the_secret_key_has_at_least_32_characters_and_is_never_shown(tmp_path, key, problem):
+    result = run(tmp_path, {"backend_secret_key": key})
+    if not problem:
+        result.assert_ok()
+    else:
+        result.assert_refused(f"backend_secret_key: {problem}", "vault_backend_secret_key")
+        assert len(result.problems) == 1, result.problems
+    assert key not in result.output
 
 
 THREE_PEERS = ["http://10.0.18.10:6333", "http://10.0.34.10:6333", "http://10.0.50.10:6333"]

@@ -226,7 +226,7 @@ def test_a_role_still_refuses_bad_values_unless_preflight_passed_it(tmp_path):
 # Secrets never reach the output, whether they are fine or are the problem themselves.
 SECRETS = {
     "backend": {"backend_qdrant_api_key": "SeCrEt-backend-key", "backend_s3_secret_access_key": "SeCrEt-s3",
-                "backend_database_password": "SeCrEt-db"},
+                "backend_database_password": "SeCrEt-db", "backend_secret_key": "SeCrEt-too-short"},
     "backup": {"backup_qdrant_api_key": "SeCrEt-backup-key", "backup_s3_secret_access_key": "SeCrEt-s3"},
     "journal_tls": {"journal_tls_ca_key": "SeCrEt-not-a-pem-key"},
     "postgresql": {"postgresql_app_password": "SeCrEt-short", "postgresql_replication_password": "SeCrEt-short"},
