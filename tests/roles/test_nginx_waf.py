@@ -14,6 +14,7 @@ import re
 from pathlib import Path
 
 import pytest
+import yaml
 
 from preflight_harness import REPO, render_template, run_role
 
@@ -72,7 +73,9 @@ def test_exclusions_are_narrow_and_documented(tmp_path):
     assert exclusions, "no exclusion found: the test reads the wrong file"
     readme = (ROLE / "README.md").read_text()
     for rule in exclusions:
-        assert re.match(r'SecRule REQUEST_FILENAME "@streq /api/[a-z]+" ', rule), rule
+        # one exact path, or one anchored pattern of a path without wildcards (.*, .+)
+        assert re.match(r'SecRule REQUEST_FILENAME "(@streq /api/[a-z/]+|@rx \^/api/[^" ]+\$)" ', rule), rule
+        assert ".*" not in rule and ".+" not in rule, rule
         rule_id = re.search(r"id:(\d+)", rule).group(1)
         assert f"| {rule_id} |" in readme, f"exclusion {rule_id} is not in the README's table"
         for ctl in re.findall(r"ctl:(\w+)=([^,\"]+)", rule):
@@ -99,3 +102,37 @@ def test_good_waf_input_passes_preflight(tmp_path):
     run_role(tmp_path, "nginx", {"nginx_waf_mode": "detection", "nginx_waf_paranoia_level": 4,
                                  "nginx_waf_inbound_anomaly_threshold": 10,
                                  "nginx_waf_outbound_anomaly_threshold": 1000}).assert_ok()
+
+
+def _routes() -> list[dict]:
+    return yaml.safe_load((ROLE / "vars" / "main.yml").read_text())["_nginx_api_routes"]
+
+
+def test_only_the_paths_that_update_or_delete_allow_put_patch_delete(tmp_path):
+    """CRS's default methods everywhere; each API path that serves PUT, PATCH or DELETE (nginx's
+    routes) widens them for itself only, by the same anchored pattern as its nginx location, and
+    by exactly its methods. Every such rule is in the README's table."""
+    conf = directives(render(tmp_path))
+    assert "SecAction \"id:900200,phase:1,pass,t:none,nolog,setvar:'tx.allowed_methods=GET HEAD POST OPTIONS'\"" in conf
+    widened = {}
+    for rule in (d for d in conf if "tx.allowed_methods=" in d and "id:900200" not in d):
+        pattern = re.match(r'SecRule REQUEST_FILENAME "@rx (\^/api/[^" ]+\$)" ', rule).group(1)
+        methods = re.search(r"tx.allowed_methods=([A-Z ]+)'", rule).group(1).split()
+        assert methods[:4] == ["GET", "HEAD", "POST", "OPTIONS"], rule
+        widened[pattern] = set(methods[4:])
+        rule_id = re.search(r"id:(\d+)", rule).group(1)
+        assert f"| {rule_id} |" in (ROLE / "README.md").read_text(), rule
+    expected = {"^" + re.sub(r"\(\?<\w+>([^)]*)\)", r"\1", route["path"]) + "$":
+                set(route["methods"]) - {"GET", "HEAD", "POST", "OPTIONS"}
+                for route in _routes() if set(route["methods"]) - {"GET", "HEAD", "POST", "OPTIONS"}}
+    assert widened == expected
+
+
+def test_the_password_field_is_excluded_only_where_a_password_is_sent(tmp_path):
+    conf = directives(render(tmp_path))
+    password = [d for d in conf if "ARGS:json.password" in d]
+    paths = {re.match(r'SecRule REQUEST_FILENAME "@\w+ ([^"]+)"', d).group(1) for d in password}
+    assert paths == {"/api/auth/login", "/api/users", "^/api/users/[a-z0-9][a-z0-9._-]{2,63}$"}
+    for rule in password:
+        assert re.findall(r"ctl:\w+=[^,\"]+", rule) == ["ctl:ruleRemoveTargetByTag=OWASP_CRS;ARGS:json.password"], rule
+

@@ -41,6 +41,12 @@ def curl(host, args):
     return int(out), headers, host.check_output("cat /tmp/b")
 
 
+def header_lines(host, path, name):
+    """Every value of header `name` in a curl -D file (curl() above keeps only the last one)."""
+    return [line.split(":", 1)[1].strip() for line in host.check_output(f"cat {path}").splitlines()
+            if line.lower().startswith(name + ":")]
+
+
 def served_cert(host, option=""):
     return host.run(
         f"openssl s_client -connect 127.0.0.1:443 -servername {NAME} {option} </dev/null 2>/dev/null"
@@ -118,7 +124,7 @@ def test_api_reaches_the_backend_with_the_prefix_stripped(host):
     assert answer["stub"] and answer["path"] == "/health"
     assert answer["request_id"] == "molecule-42" and headers["x-request-id"] == "molecule-42"
     assert answer["forwarded_proto"] == "https"
-    assert "cache-control" not in headers  # the backend decides
+    assert headers["cache-control"] == "private, max-age=60"  # the backend decides
     # a generated id when the client sends none (or a malformed one)
     _, headers, body = curl(host, f"-k -H 'X-Request-ID: bad id!' https://{NAME}/api/health")
     generated = json.loads(body)["request_id"]
@@ -154,6 +160,87 @@ def test_only_the_public_api_is_routed(host):
         assert headers["content-type"] == "application/json" and "strict-transport-security" in headers
 
 
+# --- the API of docs/access-control.md: each path with exactly its methods -----------------------
+USER = "alice.o-brien_2"
+TOKEN = "qgpt_" + "Zq3-x_9KpL2mN8vB4cD6fG1hJ5kR7tY0wE2aS4dF6gH"  # shaped like a real one: 43 base64url
+DOCUMENT = "0b1c2d3e-4f50-4a6b-8c7d-9e0f1a2b3c4d"
+TOKEN_ID = "5e6f7a8b-9c0d-4e1f-8a2b-3c4d5e6f7a8b"
+ROUTES = [  # (path at the edge, path at the backend, the methods it serves)
+    ("/api/auth/login", "/auth/login", ["POST"]),
+    ("/api/auth/logout", "/auth/logout", ["POST"]),
+    ("/api/auth/me", "/auth/me", ["GET", "HEAD"]),
+    ("/api/users", "/users", ["GET", "HEAD", "POST"]),
+    (f"/api/users/{USER}", f"/users/{USER}", ["PATCH"]),
+    (f"/api/users/{USER}/grants/ecommerce", f"/users/{USER}/grants/ecommerce", ["PUT", "DELETE"]),
+    ("/api/tokens", "/tokens", ["GET", "HEAD", "POST"]),
+    (f"/api/tokens/{TOKEN_ID}", f"/tokens/{TOKEN_ID}", ["DELETE"]),
+    ("/api/collections", "/collections", ["GET", "HEAD", "POST"]),
+    ("/api/collections/ecommerce/documents", "/collections/ecommerce/documents", ["GET", "HEAD"]),
+    ("/api/history", "/history", ["GET", "HEAD"]),
+    (f"/api/documents/{DOCUMENT}", f"/documents/{DOCUMENT}", ["DELETE"]),
+    ("/api/audit", "/audit", ["GET", "HEAD"]),
+]
+METHODS = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
+
+
+def request(host, method, path, extra=""):
+    """curl() with the method (HEAD as curl -I: no body to wait for)."""
+    how = "-I" if method == "HEAD" else f"-X {method}"
+    body = "" if method in ("GET", "HEAD", "DELETE") else "-H 'Content-Type: application/json' --data '{}'"
+    return curl(host, f"-k {how} {body} {extra} https://{NAME}{path}")
+
+
+@pytest.mark.parametrize(("path", "upstream", "allowed"), ROUTES, ids=[r[0] for r in ROUTES])
+def test_each_api_path_serves_exactly_its_methods(host, path, upstream, allowed):
+    for method in METHODS:
+        status, headers, body = request(host, method, path)
+        if method in allowed:
+            assert status == 200, (method, path, status, body)
+            if method != "HEAD":
+                answer = json.loads(body)
+                assert (answer["method"], answer["path"]) == (method, upstream), answer
+        else:
+            # the edge's own 405, before the WAF's verdict: JSON, naming the methods the path serves
+            assert status == 405, (method, path, status, body)
+            assert headers["allow"] == ", ".join(allowed), (method, path, headers)
+            assert headers["content-type"] == "application/json" and "strict-transport-security" in headers
+            if method != "HEAD":
+                assert json.loads(body) == {"detail": "Method Not Allowed"}
+
+
+def test_a_query_string_reaches_the_backend(host):
+    for path, upstream in (("/api/tokens?all=true", "/tokens?all=true"), ("/api/audit?limit=5&before=9", "/audit?limit=5&before=9"),
+                           ("/api/history?collection=ecommerce", "/history?collection=ecommerce")):
+        status, _, body = curl(host, f"-k 'https://{NAME}{path}'")
+        assert status == 200 and json.loads(body)["path"] == upstream, body
+
+
+def test_names_the_backend_could_never_accept_stop_at_the_edge(host):
+    for method, path in (("PATCH", "/api/users/Al"), ("PATCH", "/api/users/.hidden"), ("PATCH", "/api/users/a"),
+                         ("PUT", f"/api/users/{USER}/grants/not%20a%20name"), ("DELETE", "/api/tokens/42"),
+                         ("GET", "/api/users/alice/tokens"), ("POST", "/api/auth/register")):
+        status, _, body = request(host, method, path)
+        assert (status, json.loads(body)) == (404, {"detail": "Not Found"}), (method, path, body)
+
+
+def test_sessions_and_tokens_pass_through_and_are_never_cached(host):
+    cookie = "querygpt_session=Zk3vQ9x_2Lp-MN8a.0f1e2d3c4b5a69788796a5b4c3d2e1f0"
+    status, headers, body = curl(host, f"-k -H 'Cookie: {cookie}' -H 'Authorization: Bearer {TOKEN}'"
+                                       f" https://{NAME}/api/auth/me")
+    assert status == 200, body
+    answer = json.loads(body)
+    assert answer["cookie"] == cookie and answer["authorization"] == f"Bearer {TOKEN}"
+    assert headers["set-cookie"] == "querygpt_session=stub.mac; Secure; HttpOnly; SameSite=Strict; Path=/api"
+    for method, path in (("POST", "/api/auth/login"), ("POST", "/api/auth/logout"), ("GET", "/api/auth/me"),
+                         ("GET", "/api/tokens"), ("POST", "/api/tokens"), ("DELETE", f"/api/tokens/{TOKEN_ID}")):
+        status, _, _ = request(host, method, path, f"-H 'Authorization: Bearer {TOKEN}'")
+        assert status == 200
+        assert header_lines(host, "/tmp/h", "cache-control") == ["no-store"], (method, path)
+    # elsewhere the backend's own Cache-Control stands
+    request(host, "GET", "/api/users")
+    assert header_lines(host, "/tmp/h", "cache-control") == ["private, max-age=60"]
+
+
 def test_errors_the_edge_generates_are_json(host):
     # every backend down (the stub stopped, 127.0.0.1:8001 never listens): 502 from nginx itself
     host.check_output("systemctl stop stub-backend")
@@ -186,12 +273,22 @@ def test_upload_body_limit(host):
 
 def test_rate_limit_on_query(host):
     codes = host.check_output(
-        f"for i in $(seq 20); do curl -sk -o /tmp/query-$i -w '%{{http_code}} ' {RESOLVE} "
+        f"for i in $(seq 20); do curl -sk -o /tmp/query-$i -D /tmp/query-$i.h -w '%{{http_code}} ' {RESOLVE} "
         f"-X POST --data '{{}}' https://{NAME}/api/query; done"
     ).split()
     assert "200" in codes and "429" in codes, codes
     refused = json.loads(host.check_output(f"cat /tmp/query-{codes.index('429') + 1}"))
     assert refused == {"detail": "Too many requests: slow down and try again"}
+    # like the backend's own 429: when to try again (2r/s: a token a second)
+    assert header_lines(host, f"/tmp/query-{codes.index('429') + 1}.h", "retry-after") == ["1"]
+    # an accepted request carries none
+    assert header_lines(host, f"/tmp/query-{codes.index('200') + 1}.h", "retry-after") == []
+
+
+def test_the_backends_own_429_keeps_its_retry_after(host):
+    status, _, _ = curl(host, f"-k -H 'X-Stub-Status: 429' https://{NAME}/api/history")
+    assert status == 429
+    assert header_lines(host, "/tmp/h", "retry-after") == ["7"], "one Retry-After, the backend's"
 
 
 def test_stub_status_only_on_loopback(host, private_ip):
@@ -396,3 +493,42 @@ def test_waf_audit_units(host):
     assert fifo.is_pipe and fifo.user == "root" and fifo.mode == 0o600
     exposure = host.check_output("systemd-analyze security --no-pager querygpt-waf-audit.service | tail -n 1")
     assert float(re.search(r"level for \S+: ([0-9.]+)", exposure).group(1)) <= 3.0, exposure
+
+
+# A strong password: what every injection family scores as an attack (SQL, XSS, shell).
+PASSWORD = "x' OR '1'='1' -- <script>alert(document.cookie)</script>"
+
+
+@pytest.mark.parametrize(("method", "path", "fields"), [
+    ("POST", "/api/auth/login", {"username": USER}),
+    ("POST", "/api/users", {"username": USER, "role": "viewer"}),
+    ("PATCH", f"/api/users/{USER}", {"disabled": False}),
+], ids=["login", "create-user", "change-password"])
+def test_waf_passes_a_password_that_looks_like_an_attack_where_passwords_are_sent(host, method, path, fields):
+    payload = shlex.quote(json.dumps({**fields, "password": PASSWORD}))
+    status, _, body = curl(host, f"-k -X {method} -H 'X-Request-ID: waf-password-{method}' -H 'Content-Type: application/json'"
+                                 f" --data {payload} https://{NAME}{path}")
+    assert status == 200, body
+    assert json.loads(body)["path"] == path.removeprefix("/api")
+    # the same string in any other field is refused
+    payload = shlex.quote(json.dumps({**fields, "password": "long enough password", "username": PASSWORD}))
+    status, _, body = curl(host, f"-k -X {method} -H 'Content-Type: application/json' --data {payload} https://{NAME}{path}")
+    assert (status, json.loads(body)) == (403, WAF_REFUSAL)
+
+
+def test_waf_inspects_a_password_field_anywhere_else(host):
+    payload = shlex.quote(json.dumps({"name": "ecommerce", "password": PASSWORD}))
+    status, _, body = curl(host, f"-k -H 'Content-Type: application/json' --data {payload} https://{NAME}/api/collections")
+    assert (status, json.loads(body)) == (403, WAF_REFUSAL)
+
+
+def test_waf_refuses_put_patch_delete_where_no_path_serves_them(host):
+    # the methods pass the WAF only on the paths that serve them (10003-10006, and the test above)
+    cases = (("PUT", "/api/health"), ("PATCH", "/api/health"), ("DELETE", "/api/query"), ("DELETE", "/"),
+             ("PUT", "/index.html"))
+    for number, (method, path) in enumerate(cases):
+        status, _, body = curl(host, f"-k -X {method} -H 'X-Request-ID: waf-method-{number}' https://{NAME}{path}")
+        assert (status, json.loads(body)) == (403, WAF_REFUSAL), (method, path, body)
+    entry, _ = audit_entry(host, "waf-method-0")
+    assert "911100" in {m["details"]["ruleId"] for m in entry["messages"]}
+
