@@ -7,6 +7,8 @@ import os
 import re
 import subprocess
 import sys
+import tempfile
+from pathlib import Path
 
 from . import aptcache, bootstrap, ec2, fleet, image, secrets, standins
 from .paths import LAB_INVENTORY, REPO, STATE, VENV
@@ -105,13 +107,38 @@ def cmd_up(args: argparse.Namespace) -> None:
         # and the internet provide in production.
         prepared = converge([], playbook="lab/playbooks/prepare.yml")
         recap = converge(site_args(args))
-        changed = sum(c.get("changed", 0) for c in [*recap.values(), *prepared.values()])
+        # The application's first admin, as an operator makes it after a first deploy (not in
+        # check mode: nothing would be created to sign in with).
+        admin = {} if args.check else create_admin()
+        changed = sum(c.get("changed", 0) for c in [*recap.values(), *prepared.values(), *admin.values()])
         print(f"\nlab converged{' (site.yml in check mode)' if args.check else ''}: {len(recap)} hosts, changed={changed}")
         if args.assert_idempotent and changed:
             raise LabError(f"not idempotent: `lab up` on a converged lab changed {changed} things")
     print("\nThe lab stack answers at:")
     for line in endpoints():
         print("  " + line)
+    if secrets.ADMIN_PASSWORD.exists():
+        print(f"\nQueryGPT answers at https://{ec2.LB_PUBLIC_IP}/ (the load balancer; or an edge's address above):"
+              f" sign in as {secrets.ADMIN_USERNAME!r}, the password is in {secrets.ADMIN_PASSWORD}")
+
+
+def create_admin() -> dict[str, dict[str, int]]:
+    """Run playbooks/runbooks/create_admin.yml for the lab's admin with the password kept in
+    .lab/admin-password. The password reaches ansible-playbook through a vars file only this
+    user can read, removed afterwards: never a command-line argument (ps shows those) or an
+    inventory variable (the lab's inventory is production's shape)."""
+    password = secrets.ensure_admin_password()
+    STATE.mkdir(parents=True, exist_ok=True)
+    # mkstemp: created 0600. !unsafe: the value is data, never a template.
+    fd, name = tempfile.mkstemp(prefix="admin-password-", suffix=".yml", dir=STATE)
+    path = Path(name)
+    try:
+        with os.fdopen(fd, "w") as handle:
+            handle.write(f"admin_password: !unsafe '{password}'\n")
+        return converge(["-e", f"admin_username={secrets.ADMIN_USERNAME}", "-e", f"@{path}"],
+                        playbook="playbooks/runbooks/create_admin.yml")
+    finally:
+        path.unlink(missing_ok=True)
 
 
 def site_args(args: argparse.Namespace) -> list[str]:

@@ -108,6 +108,28 @@ def add_missing_secrets(current: dict[str, str], names: list[str] | None = None,
     return added
 
 
+# The lab's first admin of the application (playbooks/runbooks/create_admin.yml): its password
+# is made once and kept here, so every `lab up` passes the same one and changes nothing.
+ADMIN_USERNAME = "admin"
+ADMIN_PASSWORD = STATE / "admin-password"
+
+
+def ensure_admin_password(path: Path = ADMIN_PASSWORD) -> str:
+    """The lab admin's password: read from `path`, or generated (32 random URL-safe characters,
+    nothing a YAML or Jinja reader would take for syntax) and written there 0600 first."""
+    if path.exists():
+        path.chmod(0o600)
+        password = path.read_text().strip()
+        if len(password) >= 12:
+            return password
+    path.parent.mkdir(parents=True, exist_ok=True)
+    password = secrets.token_urlsafe(24)
+    path.touch(mode=0o600)
+    path.chmod(0o600)  # also when it existed, too short, with another mode
+    path.write_text(password + "\n")
+    return password
+
+
 def ensure_ssh_key() -> str:
     if not SSH_KEY.exists():
         STATE.mkdir(parents=True, exist_ok=True)

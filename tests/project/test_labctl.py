@@ -108,3 +108,52 @@ def test_lab_down_takes_only_the_labs_own_containers_and_networks(monkeypatch):
     fleet._docker_names("network")  # noqa: SLF001
     filters = [cmd[cmd.index("--filter") + 1] for cmd in seen]
     assert filters == [f"label={fleet.LABEL}=host", f"label={fleet.LABEL}=network"]
+
+
+def test_lab_admin_password_is_made_once_private_and_reused(tmp_path):
+    path = tmp_path / "state" / "admin-password"
+    first = secrets.ensure_admin_password(path)
+    assert len(first) >= 12 and path.read_text().strip() == first
+    assert path.stat().st_mode & 0o777 == 0o600
+    path.chmod(0o644)
+    assert secrets.ensure_admin_password(path) == first, "a second `lab up` must keep the admin's password"
+    assert path.stat().st_mode & 0o777 == 0o600
+    # usable as it is in a YAML vars file and by the runbook (no quote, brace or space)
+    assert all(c.isalnum() or c in "-_" for c in first)
+
+
+def test_lab_up_passes_the_admin_password_in_a_private_file_never_an_argument(monkeypatch, tmp_path):
+    from labctl import cli
+
+    seen = {}
+
+    def fake_converge(extra, playbook="site.yml"):
+        vars_file = Path(extra[extra.index("-e", 2) + 1].removeprefix("@"))
+        seen.update(extra=extra, playbook=playbook, mode=vars_file.stat().st_mode & 0o777, text=vars_file.read_text(),
+                    vars_file=vars_file)
+        return {}
+
+    monkeypatch.setattr(secrets, "ADMIN_PASSWORD", tmp_path / "admin-password")
+    monkeypatch.setattr(secrets, "ensure_admin_password", lambda: "lab-admin-password-42")
+    monkeypatch.setattr(cli, "STATE", tmp_path)
+    monkeypatch.setattr(cli, "converge", fake_converge)
+    cli.create_admin()
+    assert seen["playbook"] == "playbooks/runbooks/create_admin.yml"
+    assert "admin_username=admin" in seen["extra"]
+    assert not any("lab-admin-password-42" in arg for arg in seen["extra"])
+    assert seen["mode"] == 0o600 and seen["text"] == "admin_password: !unsafe 'lab-admin-password-42'\n"
+    assert not seen["vars_file"].exists(), "the temporary vars file is removed"
+
+
+def test_the_backend_secret_key_reaches_every_vault_from_the_wiring():
+    """group_vars/all/secrets.yml reads vault_backend_secret_key: bin/new-env fetches it from
+    Secrets Manager querygpt/<env>/backend-secret-key (Terraform's entry), and an existing lab
+    vault gains one, at least 32 characters, without touching the rest."""
+    assert "vault_backend_secret_key" in secrets.required_vault_names()
+    current = {"vault_qdrant_api_key": "kept"}
+    assert "vault_backend_secret_key" in secrets.add_missing_secrets(current)
+    assert len(current["vault_backend_secret_key"]) >= 32 and current["vault_qdrant_api_key"] == "kept"
+    # bin/new-env's fetch: the value Secrets Manager holds, not a new one
+    fetched: dict[str, str] = {}
+    secrets.add_missing_secrets(fetched, fetch=lambda name: f"from-secrets-manager-{name}")
+    assert fetched["vault_backend_secret_key"] == "from-secrets-manager-vault_backend_secret_key"
