@@ -16,11 +16,20 @@ as JSON. Exits 1 when any request failed, so it can gate a script; 0 otherwise.
         --accept-names edge-1.querygpt.test edge-2.querygpt.test --collection lab_demo
     .venv/bin/python benchmarks/load.py https://querygpt.example.com --seconds 0   # until Ctrl-C / SIGTERM
 
+Identity (docs/access-control.md): every API call but /health needs one. The questions carry
+`Authorization: Bearer <token>`: --token, or by default the environment's QUERYGPT_TOKEN (the
+better way: a command line shows in the process list); several --token values are spread over the
+workers (worker i sends the (i mod n)-th), so each worker can be its own user, below the
+per-user rate and in-flight limits. Health checks and page loads carry none. A token is made
+with `querygpt-backend create-token` on a backend host; in the lab, tests/lab/labview.py's
+lab_admin / lab_token make one (benchmarks/rollouts.py does).
+
 From a test (tests put benchmarks/ on sys.path, as for httpprobe):
 
     from load import LoadRun
     with LoadRun(base_url, ca=ca_file, server_name="querygpt.test",
-                 accept_names=["edge-1.querygpt.test", "edge-2.querygpt.test"], collection=name) as run:
+                 accept_names=["edge-1.querygpt.test", "edge-2.querygpt.test"], collection=name,
+                 token=token) as run:
         ...  # the rollout
     assert not run.result.failures, run.result.describe_failures()
 
@@ -58,6 +67,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import re
 import signal
@@ -281,7 +291,7 @@ class LoadRun:
                  collection: str | None = None, concurrency: int = 4, seconds: float | None = None,
                  timeout: float = 60.0, query_share: float = 0.5, pause: float = 0.0,
                  questions: Sequence[str] = QUESTIONS, seed: int | None = None, new_connections: int = 0,
-                 page_share: float = 0.0) -> None:
+                 page_share: float = 0.0, token: str | Sequence[str] | None = None) -> None:
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
         if not 0.0 <= query_share <= 1.0:
@@ -305,6 +315,8 @@ class LoadRun:
         # different clients do: they meet a host that stopped accepting, which kept-alive
         # clients (reconnecting only when a connection closes) rarely do.
         self.new_connections = new_connections
+        # The API token(s) the questions carry: worker i sends the (i mod n)-th (none: no header).
+        self._tokens = ((token,) if isinstance(token, str) else tuple(token or ())) if token else ()
         self._context = (tls_context(ca, ca_data, accept_names)
                          if self.base_url.startswith("https://") else None)
         self._stop = threading.Event()
@@ -406,6 +418,10 @@ class LoadRun:
         rng = random.Random(None if self.seed is None else self.seed + worker)
         extensions = {"sni_hostname": self.server_name} if self.server_name else None
         headers = {"Connection": "close"} if worker < self.new_connections else None
+        # only the questions carry the token: /health and the page need no identity
+        query_headers = dict(headers or {})
+        if self._tokens:
+            query_headers["Authorization"] = f"Bearer {self._tokens[worker % len(self._tokens)]}"
         self._running.release()
         self._go.wait()
         end = None if self.seconds is None else self._t0 + self.seconds
@@ -421,8 +437,8 @@ class LoadRun:
                     path, method, body = HEALTH, "GET", None
                 sent = time.monotonic()
                 page: list[str] = []
-                failure = self._send(client, method, path, body, headers, extensions, worker, sent,
-                                     page if path == PAGE else None)
+                failure = self._send(client, method, path, body, query_headers if path == QUERY else headers,
+                                     extensions, worker, sent, page if path == PAGE else None)
                 for asset in page:  # a browser fetches what the page names, after the page
                     if failure is not None:
                         break
@@ -466,13 +482,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, help="seed the request mix (per worker)")
     parser.add_argument("--new-connections", type=int, default=0, metavar="N",
                         help="N of the workers open a new connection for every request (default 0)")
+    parser.add_argument("--token", action="append", metavar="TOKEN",
+                        help="API token the questions carry (repeat: one per worker in turn); "
+                             "default: the environment's QUERYGPT_TOKEN")
     parser.add_argument("--json", action="store_true", help="print the summary as JSON")
     args = parser.parse_args(argv)
+    tokens = args.token or ([os.environ["QUERYGPT_TOKEN"]] if os.environ.get("QUERYGPT_TOKEN") else None)
 
     run = LoadRun(args.url, ca=args.ca, server_name=args.server_name, accept_names=args.accept_names,
                   collection=args.collection, concurrency=args.concurrency, seconds=args.seconds,
                   timeout=args.timeout, query_share=args.query_share, pause=args.pause, seed=args.seed,
-                  new_connections=args.new_connections, page_share=args.page_share)
+                  new_connections=args.new_connections, page_share=args.page_share, token=tokens)
     on_main = threading.current_thread() is threading.main_thread()
     previous = {}
     if on_main:  # Ctrl-C and SIGTERM end the run early, with its summary

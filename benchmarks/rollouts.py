@@ -29,10 +29,16 @@ service to answer again, and for a zone outage: answering within 30 s, no point 
 tests/lab/test_lab_rollout.py runs the same scenarios (this module's functions) and asserts
 them. A measurement, not a test: it exits 1 only when a playbook fails.
 
-    .venv/bin/python benchmarks/rollouts.py [--only backend_release,kill] [--json FILE]
+    .venv/bin/python benchmarks/rollouts.py [--only backend_release,kill] [--json FILE] [--token TOKEN ...]
 
 Each rollout changes a value to the one the lab does not run (and back on the next run), so
 the lab keeps a changed value until its next converge, as after the lab tests.
+
+Identity (docs/access-control.md): the site's uploads and questions carry API tokens made with
+the backend's CLI (tests/lab/labview.py, lab_admin): the admin `lab-rollouts` for the uploads
+and single requests, and one admin per load worker (`lab-rollouts-load-<i>`), so no worker
+shares the per-user rate and in-flight limits with another. Health checks and pages carry none.
+--token (repeatable; default: the environment's QUERYGPT_TOKEN) uses given admins' tokens instead.
 """
 
 from __future__ import annotations
@@ -43,6 +49,7 @@ import gzip
 import hashlib
 import io
 import json
+import os
 import shlex
 import subprocess
 import sys
@@ -50,7 +57,7 @@ import tarfile
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -62,7 +69,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "lab"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 from load import LoadRun, Result, tls_context  # noqa: E402
-from labview import REPO, Lab, acme_root_pem, ansible_env, load_lab, qdrant_call  # noqa: E402
+from labview import REPO, Identity, Lab, acme_root_pem, ansible_env, lab_admin, load_lab, qdrant_call  # noqa: E402
 from test_lab_edge import SCHEMA, write_pdf  # noqa: E402  (the lab tests' schema document)
 
 # Four kept-alive clients, a quarter of their requests questions, half a second between two:
@@ -79,27 +86,50 @@ FRONTEND = "/opt/querygpt/frontend"
 
 class Site:
     """The site as clients reach it: the load balancer's public address; each edge's certificate
-    carries its own name (the lab has no shared one), so either edge's name is accepted."""
+    carries its own name (the lab has no shared one), so either edge's name is accepted.
+    `identity` authenticates the single requests (its token on every /api/ path but /health);
+    `load_tokens`, one per load worker, the load's questions."""
 
-    def __init__(self, address: str, ca_pem: str, names: list[str], collection: str) -> None:
+    def __init__(self, address: str, ca_pem: str, names: list[str], collection: str,
+                 identity: Identity | None = None, load_tokens: Sequence[str] = ()) -> None:
         self.url, self.ca_pem, self.names, self.collection = f"https://{address}", ca_pem, names, collection
+        self.identity, self.load_tokens = identity, list(load_tokens)
+
+    def __repr__(self) -> str:  # never a token
+        return f"Site({self.url!r}, {self.collection!r})"
 
     def load(self, **kw: Any) -> LoadRun:
+        tokens = self.load_tokens or ([self.identity.token] if self.identity else [])
         return LoadRun(self.url, ca_data=self.ca_pem, server_name=self.names[0], accept_names=self.names,
-                       collection=self.collection, **{**LOAD, **kw})
+                       collection=self.collection, token=tokens or None, **{**LOAD, **kw})
 
     def request(self, method: str, path: str, **kw: Any) -> httpx.Response:
         """One request on a new connection (so the load balancer picks an edge for it)."""
         context = tls_context(ca_data=self.ca_pem, accept_names=self.names)
-        with httpx.Client(verify=context, headers={"Host": self.names[0]}, trust_env=False) as client:
+        headers = {"Host": self.names[0]}
+        if self.identity and path.startswith("/api/") and not path.startswith("/api/health"):
+            headers.update(self.identity.authorization)
+        with httpx.Client(verify=context, headers=headers, trust_env=False) as client:
             return client.request(method, self.url + path, extensions={"sni_hostname": self.names[0]}, **kw)
 
 
-def open_site(lab: Lab, workdir: Path) -> Site:
-    """The site, with a fresh collection holding the schema document the load asks about."""
+BENCH_USER = "lab-rollouts"
+
+
+def open_site(lab: Lab, workdir: Path, tokens: Sequence[str] = ()) -> Site:
+    """The site, with a fresh collection holding the schema document the load asks about, and
+    the identities that call it: the admin BENCH_USER, and one admin per load worker (made, or
+    their passwords reset, with the backend's CLI; each with a new token). Given `tokens`
+    (admins' API tokens), those instead: the first for the single requests, each load worker
+    one in turn."""
     names = sorted(str(lab.render("nginx_server_name", h)) for h in lab.groups["edge"])
+    if tokens:
+        identity, load_tokens = Identity("(given token)", "", tokens[0]), list(tokens)
+    else:
+        identity = lab_admin(lab, BENCH_USER)
+        load_tokens = [lab_admin(lab, f"{BENCH_USER}-load-{i}").token for i in range(int(LOAD["concurrency"]))]
     site = Site(lab.hostvars[lab.groups["lb"][0]]["ec2_public_ip_address"], acme_root_pem(lab), names,
-                f"rollout_{uuid.uuid4().hex[:8]}")
+                f"rollout_{uuid.uuid4().hex[:8]}", identity, load_tokens)
     pdf = write_pdf(workdir / "rollout-schema.pdf", ["Sales database schema", *SCHEMA])
     resp = site.request("POST", "/api/upload", files={"pdf_file": (pdf.name, pdf.read_bytes(), "application/pdf")},
                         data={"collection_name": site.collection}, timeout=120)
@@ -562,7 +592,11 @@ def main() -> int:
     parser.add_argument("--only", default=",".join(SCENARIOS),
                         help=f"comma-separated subset of {','.join(SCENARIOS)} (default: all, in this order)")
     parser.add_argument("--json", type=Path, help="also write every figure, failures included, to this file")
+    parser.add_argument("--token", action="append", metavar="TOKEN",
+                        help="an admin's API token (repeat: the load workers take one each in turn); default: the "
+                             "environment's QUERYGPT_TOKEN, else admins made on the lab with the backend's CLI")
     args = parser.parse_args()
+    tokens = args.token or ([os.environ["QUERYGPT_TOKEN"]] if os.environ.get("QUERYGPT_TOKEN") else [])
     chosen = [s.strip() for s in args.only.split(",") if s.strip()]
     unknown = set(chosen) - set(SCENARIOS)
     if unknown:
@@ -582,7 +616,7 @@ def main() -> int:
         rollouts.append(rollout)
 
     with tempfile.TemporaryDirectory(prefix="rollouts-") as tmp:
-        site = open_site(lab, Path(tmp))
+        site = open_site(lab, Path(tmp), tokens)
         steps: dict[str, Callable[[], Any]] = {
             "backend_release": lambda: rollouts.append(backend_release(lab, site)),
             "nginx_change": lambda: rollouts.append(nginx_change(lab, site)),

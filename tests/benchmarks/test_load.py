@@ -125,6 +125,7 @@ class Handler(BaseHTTPRequestHandler):
         with site.lock:
             site.received[self.path] += 1
             site.hosts.add(self.headers["Host"])
+            site.authorization.setdefault(self.path, Counter())[self.headers.get("Authorization")] += 1
             if body is not None:
                 site.bodies.append(body)
         known = self.path in (HEALTH, QUERY, PAGE) or self.path in PAGE_ASSETS
@@ -163,6 +164,7 @@ class Site(ThreadingHTTPServer):
         self.sni: set[str | None] = set()
         self.hosts: set[str] = set()
         self.bodies: list[object] = []
+        self.authorization: dict[str, Counter[str | None]] = {}  # path -> Authorization headers received
         self.actions: dict[str, int | str] = {}
         self.delay: dict[str, float] = {}
         self.release = threading.Event()
@@ -380,6 +382,40 @@ def test_leaving_the_block_lets_the_requests_in_flight_complete(site, certs) -> 
     assert result is not None and result.failures == [], result.describe_failures()
     # Every request the site received was answered and counted: none was cut off.
     assert result.requests == s.answered[HEALTH] == s.received[HEALTH] >= 3
+
+
+def test_only_the_questions_carry_the_token_one_per_worker_in_turn(site, certs) -> None:
+    s = site()
+    result = run_for(s.url, certs, 0.8, concurrency=3, pause=0.02, page_share=0.2, seed=3,
+                     token=["qgpt_first", "qgpt_second"])
+    assert result.failures == [], result.describe_failures()
+    # workers 0 and 2 send the first token, worker 1 the second; /health and the page none
+    assert set(s.authorization[QUERY]) == {"Bearer qgpt_first", "Bearer qgpt_second"}, s.authorization
+    assert {path: set(seen) for path, seen in s.authorization.items() if path != QUERY} == {
+        path: {None} for path in s.authorization if path != QUERY}
+    s2 = site()
+    run_for(s2.url, certs, 0.3, concurrency=1, pause=0.02, query_share=1.0, token="qgpt_only")
+    assert set(s2.authorization[QUERY]) == {"Bearer qgpt_only"}
+    s3 = site()
+    run_for(s3.url, certs, 0.3, concurrency=1, pause=0.02, query_share=1.0)
+    assert set(s3.authorization[QUERY]) == {None}
+
+
+def test_the_command_takes_the_token_from_the_option_or_the_environment(site, certs, monkeypatch, capsys) -> None:
+    args = ["--seconds", "0.3", "--concurrency", "1", "--ca", str(certs.ca), "--server-name", SITE_NAME,
+            "--accept-names", EDGE1, EDGE2, "--pause", "0.01", "--query-share", "1", "--json"]
+    monkeypatch.setenv("QUERYGPT_TOKEN", "qgpt_from_env")
+    s = site()
+    assert load.main([s.url, *args]) == 0
+    assert set(s.authorization[QUERY]) == {"Bearer qgpt_from_env"}
+    s = site()
+    assert load.main([s.url, *args, "--token", "qgpt_from_option"]) == 0
+    assert set(s.authorization[QUERY]) == {"Bearer qgpt_from_option"}
+    monkeypatch.delenv("QUERYGPT_TOKEN")
+    s = site()
+    assert load.main([s.url, *args]) == 0
+    assert set(s.authorization[QUERY]) == {None}
+    capsys.readouterr()
 
 
 def test_the_command_exits_non_zero_on_failures(site, certs, capsys) -> None:

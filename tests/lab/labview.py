@@ -1,16 +1,22 @@
 """The converged lab as the inventory shows it: for lab tests (tests/lab/conftest.py) and
-benchmarks that drive the lab (benchmarks/edge_overhead.py)."""
+benchmarks that drive the lab (benchmarks/edge_overhead.py, rollouts.py).
+
+Every QueryGPT API call but /health needs an identity (docs/access-control.md): `lab_admin`
+makes an admin and an API token with the backend's CLI on the first backend host, as an
+operator does; the tests' session fixture (`lab_identity`) and the benchmarks share it."""
 
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import re
 import os
+import secrets
 import shlex
 import subprocess
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -60,10 +66,13 @@ class Lab:
         return subprocess.run([*args, self.hostvars[host]["ansible_host"], command], capture_output=True, text=True,
                               timeout=timeout, check=False)
 
-    def exec(self, host: str, command: str, timeout: int = 20) -> subprocess.CompletedProcess:
-        """Run a command inside a lab container (for probes that must originate on that host)."""
-        return subprocess.run(["docker", "exec", self.name(host), "bash", "-c", command],
-                              capture_output=True, text=True, timeout=timeout, check=False)
+    def exec(self, host: str, command: str, timeout: int = 20,
+             input: str | None = None) -> subprocess.CompletedProcess:
+        """Run a command inside a lab container (for probes that must originate on that host);
+        `input` is its stdin (how a secret reaches a command: never on its command line)."""
+        return subprocess.run(["docker", "exec", *(["-i"] if input is not None else []), self.name(host),
+                               "bash", "-c", command],
+                              input=input, capture_output=True, text=True, timeout=timeout, check=False)
 
 
 def ansible_env() -> dict[str, str]:
@@ -132,3 +141,80 @@ def qdrant_call(lab: Lab, host: str, method: str, path: str, body: Any = None, *
 def changed_counts(output: str) -> dict[str, int]:
     """host -> changed= of a playbook run's recap."""
     return {m.group(1): int(m.group(2)) for m in re.finditer(r"^(\S+)\s+:\s+ok=\d+\s+changed=(\d+)", output, re.M)}
+
+
+# --- identity: an admin and its API token, made with the backend's CLI -------------------------
+
+BACKEND_CLI = "/opt/querygpt/backend/current/bin/querygpt-backend"
+BACKEND_ENV_FILE = "/etc/querygpt/backend.env"  # root-only: the CLI runs as root, as the runbooks run it
+LAB_TESTS_USER = "lab-tests"
+TOKEN_FORMAT = re.compile(r"qgpt_[A-Za-z0-9_-]{43}")
+# Where `auth_header_file` leaves a token's header on a lab host, for curl's `-H @file`.
+AUTH_HEADER_DIR = "/var/tmp/lab-auth"
+
+
+@dataclass(frozen=True)
+class Identity:
+    """A user of the lab's backend: its name, password and an API token. Neither secret is in
+    its repr, so an assertion message or a log that shows the object shows neither."""
+
+    username: str
+    password: str = field(repr=False)
+    token: str = field(repr=False)
+
+    @property
+    def authorization(self) -> dict[str, str]:
+        """The request header that authenticates as this user (for httpx, urllib3)."""
+        return {"Authorization": f"Bearer {self.token}"}
+
+
+def lab_admin(lab: Lab, username: str = LAB_TESTS_USER, *, token_name: str = "", expires_in_days: int = 1,
+              host: str = "") -> Identity:
+    """An admin `username` of the lab's backend with a new random password and a new API token,
+    made with the CLI on `host` (default: the first backend host), the password on stdin:
+    `create-admin` makes the user, or resets the password of an existing one (so every run
+    works). The token expires after `expires_in_days`. RuntimeError when the CLI fails; its
+    messages never carry the password or the token."""
+    host = host or lab.groups["backend"][0]
+    password = secrets.token_urlsafe(24)  # 32 characters: above the 12 a password needs
+    made = lab.exec(host, f"{BACKEND_CLI} create-admin --username {shlex.quote(username)}"
+                          f" --env-file {BACKEND_ENV_FILE}", timeout=120, input=password)
+    if made.returncode != 0:
+        raise RuntimeError(f"querygpt-backend create-admin --username {username} on {host} exited "
+                           f"{made.returncode}: {made.stderr[-2000:]}")
+    token = create_token(lab, username, token_name or f"{username}-{secrets.token_hex(4)}",
+                         expires_in_days=expires_in_days, host=host)
+    return Identity(username, password, token)
+
+
+def create_token(lab: Lab, username: str, name: str, *, expires_in_days: int = 1, host: str = "") -> str:
+    """A new API token of the existing user `username`, labelled `name`, made with the CLI on
+    `host` (default: the first backend host). RuntimeError when the CLI fails (its message
+    never carries the token)."""
+    host = host or lab.groups["backend"][0]
+    made = lab.exec(host, f"{BACKEND_CLI} create-token --username {shlex.quote(username)} --name {shlex.quote(name)}"
+                          f" --expires-in-days {int(expires_in_days)} --env-file {BACKEND_ENV_FILE}", timeout=120)
+    # the CLI prints the token alone on its line (a log line, should one come, is JSON)
+    tokens = [line.strip() for line in made.stdout.splitlines() if TOKEN_FORMAT.fullmatch(line.strip())]
+    token = tokens[-1] if tokens else ""
+    if made.returncode != 0 or not token:
+        raise RuntimeError(f"querygpt-backend create-token --username {username} on {host} exited "
+                           f"{made.returncode} without a token of the documented form: {made.stderr[-2000:]}")
+    return token
+
+
+def lab_token(lab: Lab, username: str = LAB_TESTS_USER, **kw: Any) -> str:
+    """An API token of the admin `username` (lab_admin): for a script's `Authorization: Bearer`."""
+    return lab_admin(lab, username, **kw).token
+
+
+def auth_header_file(lab: Lab, host: str, token: str) -> str:
+    """Write `Authorization: Bearer <token>` to a root-only file on `host` (through stdin) and
+    return its path, for curl's `-H @<path>`: the token stays off every command line, so off
+    every error message that shows one."""
+    path = f"{AUTH_HEADER_DIR}/{hashlib.sha256(token.encode()).hexdigest()[:16]}.header"
+    done = lab.exec(host, f"umask 077 && mkdir -p {AUTH_HEADER_DIR} && cat > {path}",
+                    input=f"Authorization: Bearer {token}\n")
+    if done.returncode != 0:
+        raise RuntimeError(f"could not write an authorization header file on {host}: {done.stderr[-500:]}")
+    return path

@@ -10,6 +10,8 @@ import pytest
 from reportlab.lib.pagesizes import A4
 from reportlab.pdfgen import canvas
 
+from labview import auth_header_file
+
 PROBE = "timeout 3 bash -c '</dev/tcp/{address}/{port}' && echo open || echo closed"
 SCHEMA = [
     "CREATE TABLE customers (customer_id INT PRIMARY KEY, name TEXT, country TEXT);",
@@ -46,21 +48,23 @@ def test_every_backend_is_ready(lab):
         assert ready.stdout.endswith(" 200"), f"{backend}: {ready.stdout}"
 
 
-def test_upload_on_one_az_then_query_on_the_other(lab, schema_pdf):
-    """Both backends share the data tier: what one indexes, the other answers from."""
+def test_upload_on_one_az_then_query_on_the_other(lab, schema_pdf, lab_token):
+    """Both backends share the data tier: what one indexes, the other answers from (both as the
+    lab-tests admin: its token works on every backend)."""
     edge = lab.groups["edge"][0]
     first, second = sorted(lab.groups["backend"])
     collection = f"lab_{uuid.uuid4().hex[:8]}"
+    auth = f"-H @{auth_header_file(lab, edge, lab_token)}"
     subprocess.run(["docker", "cp", schema_pdf, f"{lab.name(edge)}:/var/tmp/lab-schema.pdf"], check=True)
     upload = lab.exec(edge, (
-        f"curl -s -F 'pdf_file=@/var/tmp/lab-schema.pdf;type=application/pdf' -F collection_name={collection} "
+        f"curl -s {auth} -F 'pdf_file=@/var/tmp/lab-schema.pdf;type=application/pdf' -F collection_name={collection} "
         f"http://{lab.address(first)}:8000/upload"
     ), timeout=120)
     body = json.loads(upload.stdout)
     assert body.get("chunks", 0) > 0, body
     query = json.dumps({"query": "How many orders did each customer place?", "collection_name": collection})
     answer = lab.exec(edge, (
-        f"curl -s -H 'Content-Type: application/json' -d '{query}' http://{lab.address(second)}:8000/query"
+        f"curl -s {auth} -H 'Content-Type: application/json' -d '{query}' http://{lab.address(second)}:8000/query"
     ), timeout=120)
     result = json.loads(answer.stdout)
     assert "orders" in result["result"].lower() or "customers" in result["result"].lower(), result

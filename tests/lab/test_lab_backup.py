@@ -27,7 +27,7 @@ from typing import Any
 import pytest
 
 from conftest import REPO, Lab, ansible_env
-from labview import changed_counts, qdrant_call
+from labview import auth_header_file, changed_counts, qdrant_call
 
 PROGRAM = "/usr/local/bin/querygpt-backup"
 CREATE_TASK = "Create the collection from the layout recorded with its backup, unless it exists"
@@ -89,7 +89,9 @@ def qdrant(lab: Lab) -> Qdrant:
     return Qdrant(lab)
 
 
-def upload_schema(lab: Lab, collection: str, tmp_path_factory: pytest.TempPathFactory) -> None:
+def upload_schema(lab: Lab, collection: str, tmp_path_factory: pytest.TempPathFactory, token: str) -> None:
+    """The schema document uploaded to a backend (from an edge, the one host that may reach its
+    port) into `collection`, as the admin whose API token is `token`."""
     from reportlab.lib.pagesizes import A4
     from reportlab.pdfgen import canvas
 
@@ -105,7 +107,8 @@ def upload_schema(lab: Lab, collection: str, tmp_path_factory: pytest.TempPathFa
     edge, backend = lab.groups["edge"][0], lab.groups["backend"][0]
     subprocess.run(["docker", "cp", str(path), f"{lab.name(edge)}:/var/tmp/backup-schema.pdf"], check=True)
     upload = lab.exec(edge, (
-        f"curl -s -F 'pdf_file=@/var/tmp/backup-schema.pdf;type=application/pdf' -F collection_name={collection} "
+        f"curl -s -H @{auth_header_file(lab, edge, token)}"
+        f" -F 'pdf_file=@/var/tmp/backup-schema.pdf;type=application/pdf' -F collection_name={collection} "
         f"http://{lab.address(backend)}:8000/upload"
     ), timeout=180)
     assert json.loads(upload.stdout).get("chunks", 0) > 0, upload.stdout
@@ -151,10 +154,11 @@ def restore(lab: Lab, collection: str, snapshot: str = "", shard: int | None = N
 
 
 @pytest.fixture(scope="module")
-def indexed(lab: Lab, qdrant: Qdrant, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+def indexed(lab: Lab, qdrant: Qdrant, tmp_path_factory: pytest.TempPathFactory,
+            lab_token: str) -> Iterator[dict[str, Any]]:
     """A collection indexed through the backend, backed up; its fingerprint before anything."""
     collection = f"lab_backup_{uuid.uuid4().hex[:8]}"
-    upload_schema(lab, collection, tmp_path_factory)
+    upload_schema(lab, collection, tmp_path_factory, lab_token)
     before = qdrant.fingerprint(collection)
     assert before["count"] > 0
     layout = qdrant.layout(collection)
@@ -241,12 +245,12 @@ def test_drill_lose_every_collection_and_a_peers_backup_program_and_restore_ever
 
 
 def test_reindex_from_documents_rebuilds_a_collection_lost_with_its_snapshots(
-        lab: Lab, qdrant: Qdrant, tmp_path_factory: pytest.TempPathFactory) -> None:
+        lab: Lab, qdrant: Qdrant, tmp_path_factory: pytest.TempPathFactory, lab_token: str) -> None:
     """The drill of playbooks/runbooks/reindex_from_documents.yml: Qdrant loses a collection
     that has no backup at all; the runbook rebuilds it from the originals in the documents
     bucket, with the same points and the same answers to fixed queries."""
     collection = f"reindex_{uuid.uuid4().hex[:8]}"
-    upload_schema(lab, collection, tmp_path_factory)
+    upload_schema(lab, collection, tmp_path_factory, lab_token)
     before = qdrant.fingerprint(collection)
     points = qdrant.call("POST", f"/collections/{collection}/points/scroll",
                          {"limit": 100, "with_payload": True, "with_vector": False})["result"]["points"]

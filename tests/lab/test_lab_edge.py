@@ -2,7 +2,9 @@
 
 HTTPS to each edge by its server name, verified against the lab ACME server's (pebble's)
 root: the certificate is a real one certbot obtained over HTTP-01. Uploads and questions go
-through `/api/`; the UI test drives Debian's chromium against the same edge.
+through `/api/` with the lab-tests admin's API token (conftest.py, `lab_identity`); the UI
+test drives Debian's chromium against the same edge, logged in through the login page.
+Identity itself through the edge is test_lab_access.py's.
 """
 
 from __future__ import annotations
@@ -55,17 +57,25 @@ def acme_root(lab, tmp_path_factory) -> Path:
 
 
 class Edge:
-    """HTTPS to one edge by its server name (the lab has no DNS: the address is given)."""
+    """HTTPS to one edge by its server name (the lab has no DNS: the address is given). API
+    calls (/api/, except /api/health, which needs no identity) carry `token` as a bearer token
+    unless `anonymous=True`."""
 
-    def __init__(self, name: str, address: str, ca_file: Path) -> None:
+    def __init__(self, name: str, address: str, ca_file: Path, token: str = "") -> None:
         self.name, self.address = name, address
+        self._token = token
         self.pool = urllib3.HTTPSConnectionPool(
             address, 443, server_hostname=name, assert_hostname=name,
             cert_reqs="CERT_REQUIRED", ca_certs=str(ca_file), timeout=urllib3.Timeout(10, 180),
             retries=False)
 
-    def request(self, method: str, path: str, **kw) -> urllib3.BaseHTTPResponse:
+    def __repr__(self) -> str:  # never the token
+        return f"Edge({self.name!r}, {self.address!r})"
+
+    def request(self, method: str, path: str, anonymous: bool = False, **kw) -> urllib3.BaseHTTPResponse:
         headers = {"Host": self.name, **kw.pop("headers", {})}
+        if self._token and not anonymous and path.startswith("/api/") and not path.startswith("/api/health"):
+            headers.setdefault("Authorization", f"Bearer {self._token}")
         return self.pool.request(method, path, headers=headers, **kw)
 
     def upload(self, pdf: Path, collection: str, content_type: str = "application/pdf"):
@@ -78,8 +88,9 @@ class Edge:
 
 
 @pytest.fixture(scope="module")
-def edges(lab, acme_root) -> list[Edge]:
-    return [Edge(lab.render("nginx_server_name", h), lab.address(h), acme_root) for h in sorted(lab.groups["edge"])]
+def edges(lab, acme_root, lab_token) -> list[Edge]:
+    return [Edge(lab.render("nginx_server_name", h), lab.address(h), acme_root, lab_token)
+            for h in sorted(lab.groups["edge"])]
 
 
 def test_each_edge_serves_a_certificate_from_the_lab_acme_server(edges):
@@ -233,9 +244,10 @@ def test_the_query_endpoint_is_rate_limited(edges):
 # --- the UI, in Debian's chromium ----------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def browser(edges, acme_root, tmp_path_factory):
+def browser(edges, acme_root, tmp_path_factory, lab_identity):
     """Headless chromium trusting pebble's root through its own NSS database (no flags that
-    switch certificate checks off); the edge's name mapped to its address."""
+    switch certificate checks off); the edge's name mapped to its address; logged in as the
+    lab-tests admin through the login page (the session cookie then serves every page)."""
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service
 
@@ -255,9 +267,27 @@ def browser(edges, acme_root, tmp_path_factory):
     driver = webdriver.Chrome(service=service, options=options)
     driver.set_page_load_timeout(60)
     try:
+        log_in(driver, edge, lab_identity)
         yield driver
     finally:
         driver.quit()
+
+
+def log_in(driver, edge: Edge, identity) -> None:
+    """The login page as a user meets it: username, password, "Log in"; done when the form is gone."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    driver.get(f"https://{edge.name}/")
+    wait = WebDriverWait(driver, 30)
+    wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "input[type=password]"))
+    by_label(driver, "Username").send_keys(identity.username)
+    by_label(driver, "Password").send_keys(identity.password)
+    button(driver, "Log in").click()
+    try:
+        wait.until(lambda d: not d.find_elements(By.CSS_SELECTOR, "input[type=password]"))
+    except Exception:  # the page's own words say why (its text never holds the password)
+        raise AssertionError(f"the login page stayed: {driver.find_element(By.TAG_NAME, 'body').text[:500]}") from None
 
 
 def by_label(driver, text: str):

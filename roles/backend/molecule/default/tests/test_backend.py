@@ -1,6 +1,8 @@
 """Verify the backend role on a converged instance: read back what an operator relies on."""
 
 import json
+import secrets
+import shlex
 import sys
 from pathlib import Path
 
@@ -14,6 +16,9 @@ testinfra_hosts = ["backend"]
 
 PREFIX = "/opt/querygpt/backend"
 ENV_FILE = "/etc/querygpt/backend.env"
+CLI = f"{PREFIX}/current/bin/querygpt-backend"
+# curl's `-H @file` with the verifier's API token: the token never leaves the instance.
+AUTH_HEADER = "/root/molecule-api-token.header"
 
 
 @pytest.fixture(scope="module")
@@ -31,9 +36,27 @@ def props(host):
     return host.service("querygpt-backend").systemd_properties
 
 
-def http(host, method, url, body=None, content_type=None):
-    """(status, parsed JSON) of a request made on the instance with curl."""
-    args = f"-s -o /tmp/resp -w '%{{http_code}}' -X {method} '{url}'"
+@pytest.fixture(scope="module")
+def auth(host):
+    """curl arguments authenticating as an admin (docs/access-control.md): made with the CLI as
+    an operator does, the password on stdin, then an API token written straight to a root-only
+    header file on the instance."""
+    password = secrets.token_urlsafe(24)
+    made = host.run(f"printf %s {shlex.quote(password)}"
+                    f" | {CLI} create-admin --username molecule-admin --env-file {ENV_FILE}")
+    assert made.rc == 0, made.stderr
+    token = host.run(
+        f"umask 077 && t=$({CLI} create-token --username molecule-admin --name molecule-verify --expires-in-days 1"
+        f" --env-file {ENV_FILE} | grep -E '^qgpt_[A-Za-z0-9_-]{{43}}$' | tail -n 1)"
+        f" && test -n \"$t\" && printf 'Authorization: Bearer %s\\n' \"$t\" > {AUTH_HEADER}")
+    assert token.rc == 0, token.stderr
+    return f"-H @{AUTH_HEADER}"
+
+
+def http(host, method, url, body=None, content_type=None, auth=""):
+    """(status, parsed JSON) of a request made on the instance with curl; `auth`: the `auth`
+    fixture's curl arguments (every API call but /health, /ready and /metrics needs them)."""
+    args = f"-s -o /tmp/resp -w '%{{http_code}}' {auth} -X {method} '{url}'"
     if content_type == "multipart":
         args += " " + body
     elif body is not None:
@@ -102,6 +125,7 @@ def test_env_file_is_root_only_and_holds_the_settings(host, private_ip):
     assert env["QUERYGPT_HOST"] == private_ip
     assert env["QUERYGPT_PORT"] == "8000"
     assert env["QUERYGPT_QDRANT_API_KEY"] == '"molecule-test-qdrant-key"'
+    assert env["QUERYGPT_SECRET_KEY"] == '"molecule-test-secret-key-not-for-production-use"'
     assert env["QUERYGPT_TOP_K"] == "3"  # side_effect.yml changed it from 8
     # the role's defaults for the Qdrant peers' cool-down and connect timeout
     assert env["QUERYGPT_QDRANT_COOLDOWN_SECONDS"] == "10.0"
@@ -136,16 +160,23 @@ def test_health_and_ready(host, private_ip, version):
     assert status == 200, body
 
 
-def test_upload_and_query_end_to_end(host, private_ip):
+def test_an_anonymous_query_is_401_and_health_needs_no_token(host, private_ip):
+    status, body = http(host, "POST", f"http://{private_ip}:8000/query",
+                        {"query": "total of the orders of each customer", "collection_name": "molecule"})
+    assert status == 401 and body["detail"], body
+    assert http(host, "GET", f"http://{private_ip}:8000/health")[0] == 200
+
+
+def test_upload_and_query_end_to_end(host, private_ip, auth):
     status, body = http(
         host, "POST", f"http://{private_ip}:8000/upload",
-        "-F 'pdf_file=@/var/tmp/schema.pdf;type=application/pdf' -F collection_name=molecule", "multipart",
+        "-F 'pdf_file=@/var/tmp/schema.pdf;type=application/pdf' -F collection_name=molecule", "multipart", auth,
     )
     assert status == 200, body
     assert body["collection_name"] == "molecule" and body["pages"] == 1 and body["chunks"] >= 1
     status, body = http(
         host, "POST", f"http://{private_ip}:8000/query",
-        {"query": "total of the orders of each customer", "collection_name": "molecule"},
+        {"query": "total of the orders of each customer", "collection_name": "molecule"}, auth=auth,
     )
     assert status == 200, body
     assert body["sources"] and body["sources"][0]["filename"] == "schema.pdf"
@@ -159,30 +190,30 @@ def test_metrics_in_multiprocess_mode(host, private_ip):
     assert host.run("ls /run/querygpt-backend/*.db").rc == 0
 
 
-def _upload(host, private_ip, path):
+def _upload(host, private_ip, path, auth):
     return http(
         host, "POST", f"http://{private_ip}:8000/upload",
-        f"-F 'pdf_file=@{path};type=application/pdf' -F collection_name=molecule", "multipart",
+        f"-F 'pdf_file=@{path};type=application/pdf' -F collection_name=molecule", "multipart", auth,
     )
 
 
-def test_pdf_bomb_is_refused_by_the_extraction_bounds(host, private_ip):
+def test_pdf_bomb_is_refused_by_the_extraction_bounds(host, private_ip, auth):
     """The 10-page bomb of issue 16 (one stream inflating to 70 MiB): a 413 naming the bound,
     from the extraction child, and the service is still up."""
     pid = host.service("querygpt-backend").systemd_properties["MainPID"]
-    status, body = _upload(host, private_ip, "/var/tmp/bomb.pdf")
+    status, body = _upload(host, private_ip, "/var/tmp/bomb.pdf", auth)
     assert status == 413, body
     assert "QUERYGPT_PDF_MAX_STREAM_BYTES" in body["detail"]
     assert host.service("querygpt-backend").systemd_properties["MainPID"] == pid
     assert http(host, "GET", f"http://{private_ip}:8000/health")[0] == 200
 
 
-def test_encrypted_pdfs_need_the_cryptography_dependency_on_the_host(host, private_ip):
+def test_encrypted_pdfs_need_the_cryptography_dependency_on_the_host(host, private_ip, auth):
     """AES needs cryptography in the release's virtualenv: an owner-password-only copy is
     indexed, a password-protected one is refused as encrypted (not "damaged")."""
-    status, body = _upload(host, private_ip, "/var/tmp/aes-open.pdf")
+    status, body = _upload(host, private_ip, "/var/tmp/aes-open.pdf", auth)
     assert status == 200, body
-    status, body = _upload(host, private_ip, "/var/tmp/aes-locked.pdf")
+    status, body = _upload(host, private_ip, "/var/tmp/aes-locked.pdf", auth)
     assert status == 422, body
     assert body["detail"] == "The PDF is encrypted; upload a copy without a password."
 
