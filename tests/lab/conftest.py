@@ -111,14 +111,15 @@ class EdgeApi:
     def response(self, method: str, path: str, *args: str, timeout: int = 120, auth: str | None | bool = True,
                  source: str = "") -> EdgeResponse:
         text, status = self._curl(method, path, args, self._auth(auth), timeout, True, source)
-        head, body = "", text
+        # lab.exec reads text with universal newlines: the CRLF of the header lines arrive as LF
+        head, body = "", text.replace("\r\n", "\n")
         # header blocks until the final (non-1xx) response's; then the body
         while body.startswith("HTTP/"):
-            head, _, body = body.partition("\r\n\r\n")
+            head, _, body = body.partition("\n\n")
             if not head.split(" ", 2)[1].startswith("1"):
                 break
         found: dict[str, str] = {}
-        for line in head.split("\r\n")[1:]:
+        for line in head.split("\n")[1:]:
             name, _, value = line.partition(":")
             key = name.strip().lower()
             found[key] = f"{found[key]}\n{value.strip()}" if key in found else value.strip()

@@ -70,7 +70,9 @@ def set_cookie_attributes(header: str, name: str) -> set[str]:
 @pytest.fixture(scope="module")
 def default_collection(lab, edge_api) -> str:
     """The backend's default collection, existing (an admin creates it if no upload did)."""
-    name = str(lab.render("backend_default_collection", lab.groups["backend"][0]))
+    read = lab.exec(lab.groups["backend"][0], "sed -n 's/^QUERYGPT_DEFAULT_COLLECTION=//p' /etc/querygpt/backend.env")
+    name = read.stdout.strip()
+    assert read.returncode == 0 and name, read.stderr
     status, body = edge_api("POST", "/collections", *edge_api.json_body({"name": name}), timeout=QUICK)
     assert status in (201, 409), (status, body)
     return name
