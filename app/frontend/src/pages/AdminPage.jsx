@@ -222,89 +222,91 @@ export default function AdminPage({ currentUser = null }) {
         </p>
       )}
       {users.items.length > 0 && (
-        <table className="data" aria-labelledby="users-heading" data-testid="users">
-          <thead>
-            <tr>
-              <th scope="col">User</th>
-              <th scope="col">Role</th>
-              <th scope="col">Status</th>
-              <th scope="col">Last login</th>
-              <th scope="col">Storage</th>
-              <th scope="col">Grants</th>
-              <th scope="col">
-                <span className="visually-hidden">Actions</span>
-              </th>
-            </tr>
-          </thead>
-          <tbody>
-            {users.items.map((u) => {
-              const self = u.username === currentUser;
-              return (
-                <tr key={u.username}>
-                  <td>{u.username}</td>
-                  <td>
-                    <select
-                      aria-label={`Role of ${u.username}`}
-                      value={u.role}
-                      disabled={busy || self}
-                      title={self ? 'You cannot change your own role here.' : undefined}
-                      onChange={(e) => {
-                        const role = e.target.value;
-                        run(`Changing the role of ${u.username}`, () => updateUser(u.username, { role }), `${u.username} is now ${role}.`);
-                      }}
-                    >
-                      {ROLES.map((r) => (
-                        <option key={r} value={r}>
-                          {r}
-                        </option>
-                      ))}
-                    </select>
-                  </td>
-                  <td>{u.disabled ? 'disabled' : 'active'}</td>
-                  <td>{u.last_login_at ? formatDateTime(u.last_login_at) : 'never'}</td>
-                  <td>
-                    {formatBytes(u.storage_used_bytes)}
-                    {u.storage_quota_bytes != null && ` of ${formatBytes(u.storage_quota_bytes)}`}
-                  </td>
-                  <td>{grantsText(u)}</td>
-                  <td className="actions">
-                    {!self && (
+        <div className="table-scroll">
+          <table className="data" aria-labelledby="users-heading" data-testid="users">
+            <thead>
+              <tr>
+                <th scope="col">User</th>
+                <th scope="col">Role</th>
+                <th scope="col">Status</th>
+                <th scope="col">Last login</th>
+                <th scope="col">Storage</th>
+                <th scope="col">Grants</th>
+                <th scope="col">
+                  <span className="visually-hidden">Actions</span>
+                </th>
+              </tr>
+            </thead>
+            <tbody>
+              {users.items.map((u) => {
+                const self = u.username === currentUser;
+                return (
+                  <tr key={u.username}>
+                    <td>{u.username}</td>
+                    <td>
+                      <select
+                        aria-label={`Role of ${u.username}`}
+                        value={u.role}
+                        disabled={busy || self}
+                        title={self ? 'You cannot change your own role here.' : undefined}
+                        onChange={(e) => {
+                          const role = e.target.value;
+                          run(`Changing the role of ${u.username}`, () => updateUser(u.username, { role }), `${u.username} is now ${role}.`);
+                        }}
+                      >
+                        {ROLES.map((r) => (
+                          <option key={r} value={r}>
+                            {r}
+                          </option>
+                        ))}
+                      </select>
+                    </td>
+                    <td>{u.disabled ? 'disabled' : 'active'}</td>
+                    <td>{u.last_login_at ? formatDateTime(u.last_login_at) : 'never'}</td>
+                    <td>
+                      {formatBytes(u.storage_used_bytes)}
+                      {u.storage_quota_bytes != null && ` of ${formatBytes(u.storage_quota_bytes)}`}
+                    </td>
+                    <td>{grantsText(u)}</td>
+                    <td className="actions">
+                      {!self && (
+                        <button
+                          type="button"
+                          className={u.disabled ? 'secondary small' : 'danger small'}
+                          disabled={busy}
+                          aria-label={`${u.disabled ? 'Enable' : 'Disable'} ${u.username}`}
+                          onClick={() =>
+                            run(
+                              `${u.disabled ? 'Enabling' : 'Disabling'} ${u.username}`,
+                              () => updateUser(u.username, { disabled: !u.disabled }),
+                              u.disabled
+                                ? `Enabled ${u.username}.`
+                                : `Disabled ${u.username}: its sessions and tokens stopped working.`,
+                            )
+                          }
+                        >
+                          {u.disabled ? 'Enable' : 'Disable'}
+                        </button>
+                      )}
                       <button
                         type="button"
-                        className={u.disabled ? 'secondary small' : 'danger small'}
+                        className="secondary small"
                         disabled={busy}
-                        aria-label={`${u.disabled ? 'Enable' : 'Disable'} ${u.username}`}
-                        onClick={() =>
-                          run(
-                            `${u.disabled ? 'Enabling' : 'Disabling'} ${u.username}`,
-                            () => updateUser(u.username, { disabled: !u.disabled }),
-                            u.disabled
-                              ? `Enabled ${u.username}.`
-                              : `Disabled ${u.username}: its sessions and tokens stopped working.`,
-                          )
-                        }
+                        aria-label={`Reset password of ${u.username}`}
+                        onClick={() => {
+                          setResetFor(u.username);
+                          setResetPassword('');
+                        }}
                       >
-                        {u.disabled ? 'Enable' : 'Disable'}
+                        Reset password
                       </button>
-                    )}
-                    <button
-                      type="button"
-                      className="secondary small"
-                      disabled={busy}
-                      aria-label={`Reset password of ${u.username}`}
-                      onClick={() => {
-                        setResetFor(u.username);
-                        setResetPassword('');
-                      }}
-                    >
-                      Reset password
-                    </button>
-                  </td>
-                </tr>
-              );
-            })}
-          </tbody>
-        </table>
+                    </td>
+                  </tr>
+                );
+              })}
+            </tbody>
+          </table>
+        </div>
       )}
 
       {resetFor && (
