@@ -709,3 +709,35 @@ def test_a_new_password_ends_the_users_sessions_but_not_its_tokens(client, anony
     assert client.patch("/users/gina", json={"password": PASSWORD + "-new"}).status_code == 200
     assert anonymous.get("/auth/me", headers=session_headers(cookie, csrf)).status_code == 401
     assert token_client.get("/auth/me").status_code == 200
+
+
+def test_without_a_primary_credentials_are_read_from_a_standby(client, as_user, monkeypatch) -> None:
+    """A failover: the primary's reads fail, a standby answers (here the test server itself, which
+    prefer-standby accepts when no standby exists). A token no process has seen yet is admitted,
+    with its current grants, and its use is not written (there is no primary to write to)."""
+    from contextlib import contextmanager
+
+    from querygpt.errors import UpstreamUnavailable
+
+    fresh = as_user("viewer", {"shop": "read"}, username="hana")  # never used: not remembered
+    other = as_user("viewer", {"shop": "read"}, username="ines")
+    database = client.app.state.services.identity.db
+    assert database.standby_engine is not None
+
+    @contextmanager
+    def no_primary(action: str) -> Any:
+        raise UpstreamUnavailable("postgresql", f"The database is unreachable; could not {action}.")
+        yield  # pragma: no cover
+
+    def no_writes(*args: Any, **kwargs: Any) -> None:
+        raise AssertionError("a credential read from a standby must not be written back")
+
+    monkeypatch.setattr(database, "_session", no_primary)
+    identity = client.app.state.services.identity
+    monkeypatch.setattr(identity, "touch_token", no_writes)
+    me = fresh.get("/auth/me")
+    assert me.status_code == 200, me.text
+    assert me.json()["grants"] == [{"collection": "shop", "permission": "read"}]
+    # and with no server at all, an unseen credential is a 503
+    monkeypatch.setattr(database, "standby_session", no_primary)
+    assert other.get("/auth/me").status_code == 503

@@ -13,12 +13,12 @@
 ``current_principal`` (a FastAPI dependency) reads the user on every request (one indexed
 query, plus its grants), so a role, grant or disabled change applies to the next request.
 
-While the database cannot be asked (a failover: the primary is gone until the runbook promotes
-the standby), a credential this process validated in the last ``CREDENTIAL_GRACE_SECONDS`` is
-admitted as it was then (``RecentCredentials``), so questions keep being answered as they were
-before identity existed. Nothing new can be validated then, and a revocation made just before
-the outage waits for the database to come back. Counted in
-querygpt_credentials_from_memory_total.
+While no primary answers (a failover: the primary is gone until the runbook promotes the
+standby), credentials are read from the standby (``IdentityStore._read_credential``), so
+questions keep being answered as they were before identity existed. If no server answers at
+all, a credential this process validated in the last ``CREDENTIAL_GRACE_SECONDS`` is admitted
+as it was then (``RecentCredentials``); a revocation made just before such an outage waits for
+the database to come back. Counted in querygpt_credentials_from_memory_total.
 """
 
 from __future__ import annotations
@@ -339,7 +339,8 @@ def current_principal(request: Request) -> Principal:
             raise Unauthorized(INVALID_CREDENTIAL)
         if remembered:
             CREDENTIALS_FROM_MEMORY.labels(kind="token").inc()
-        elif _stale(credential.last_seen_at, credential.now) and credential.token_id is not None:
+        elif (not credential.from_standby and credential.token_id is not None
+              and _stale(credential.last_seen_at, credential.now)):
             _touch(store.touch_token, credential.token_id)
         return Principal(credential.user, "token", token_id=credential.token_id, client_ip=ip)
 
@@ -362,7 +363,7 @@ def current_principal(request: Request) -> Principal:
             raise Forbidden(CSRF_FAILED)
     if remembered:
         CREDENTIALS_FROM_MEMORY.labels(kind="session").inc()
-    elif _stale(credential.last_seen_at, credential.now):
+    elif not credential.from_standby and _stale(credential.last_seen_at, credential.now):
         _touch(store.touch_session, sha256_hex(session_id))
     return Principal(credential.user, "session", session_id=session_id, client_ip=ip)
 

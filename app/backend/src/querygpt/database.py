@@ -63,8 +63,14 @@ TCP_USER_TIMEOUT_MS = 10_000
 KEEPALIVES = (10, 3, 3)
 
 
-def connect_args(settings: Settings, *, application_name: str = "querygpt-backend") -> dict[str, Any]:
-    """libpq parameters: every host, and only a read-write session accepted."""
+def connect_args(
+    settings: Settings,
+    *,
+    application_name: str = "querygpt-backend",
+    session_attrs: str = "read-write",
+) -> dict[str, Any]:
+    """libpq parameters: every host, and only a read-write session accepted (or, for the
+    credential reads of a failover, ``prefer-standby``: a standby, else whatever answers)."""
     require_database(settings)
     hosts = settings.database_hosts
     args: dict[str, Any] = {
@@ -74,7 +80,7 @@ def connect_args(settings: Settings, *, application_name: str = "querygpt-backen
         "user": settings.database_user,
         "sslmode": settings.database_sslmode,
         "connect_timeout": settings.database_connect_timeout_seconds,
-        "target_session_attrs": "read-write",
+        "target_session_attrs": session_attrs,
         "application_name": application_name,
         "keepalives": 1,
         "keepalives_idle": KEEPALIVES[0],
@@ -89,7 +95,9 @@ def connect_args(settings: Settings, *, application_name: str = "querygpt-backen
     return args
 
 
-def make_engine(settings: Settings, *, for_migrations: bool = False) -> Engine:
+def make_engine(
+    settings: Settings, *, for_migrations: bool = False, standby_reads: bool = False
+) -> Engine:
     """The app's pooled engine, or (``for_migrations``) one that keeps no connection, so a
     migration's session (and its advisory lock) ends when its connection is closed.
 
@@ -98,7 +106,10 @@ def make_engine(settings: Settings, *, for_migrations: bool = False) -> Engine:
     answers out of error messages too.
     """
     args = connect_args(
-        settings, application_name="querygpt-migrate" if for_migrations else "querygpt-backend"
+        settings,
+        application_name="querygpt-migrate" if for_migrations
+        else "querygpt-backend-standby-reads" if standby_reads else "querygpt-backend",
+        session_attrs="prefer-standby" if standby_reads else "read-write",
     )
     if for_migrations:
         return create_engine(
@@ -108,7 +119,8 @@ def make_engine(settings: Settings, *, for_migrations: bool = False) -> Engine:
     return create_engine(
         "postgresql+psycopg://",
         connect_args=args,
-        pool_size=settings.database_pool_size,
+        # Standby reads serve only the credential checks of a failover: a small pool.
+        pool_size=min(2, settings.database_pool_size) if standby_reads else settings.database_pool_size,
         max_overflow=0,
         pool_timeout=POOL_TIMEOUT_SECONDS,
         pool_pre_ping=True,  # a connection to a demoted or restarted server is replaced
@@ -176,20 +188,36 @@ class Database:
     """The queries QueryGPT needs, each in its own short transaction."""
 
     def __init__(
-        self, engine: Engine, *, location: str = "PostgreSQL", commit_wait: float = COMMIT_WAIT_SECONDS
+        self,
+        engine: Engine,
+        *,
+        location: str = "PostgreSQL",
+        commit_wait: float = COMMIT_WAIT_SECONDS,
+        standby_engine: Engine | None = None,
     ) -> None:
         self.engine = engine
         self._sessions = sessionmaker(engine, expire_on_commit=False)
+        #: Reads that may come from a standby when no primary answers (``standby_session``).
+        self.standby_engine = standby_engine
+        self._standby_sessions = (
+            sessionmaker(standby_engine, expire_on_commit=False) if standby_engine else None
+        )
         self._location = location
         self.commit_wait = commit_wait
 
     @classmethod
     def connect(cls, settings: Settings) -> Database:
         """No network traffic happens here: the first query connects."""
-        return cls(make_engine(settings), location=database_hosts_text(settings.database_hosts))
+        return cls(
+            make_engine(settings),
+            location=database_hosts_text(settings.database_hosts),
+            standby_engine=make_engine(settings, standby_reads=True),
+        )
 
     def close(self) -> None:
         self.engine.dispose()
+        if self.standby_engine is not None:
+            self.standby_engine.dispose()
 
     # -- health --------------------------------------------------------------
 
@@ -398,6 +426,15 @@ class Database:
     @contextmanager
     def _session(self, action: str) -> Iterator[Session]:
         with self._errors(action), self._sessions() as session:
+            yield session
+
+    @contextmanager
+    def standby_session(self, action: str) -> Iterator[Session]:
+        """A read-only session on a standby (or whatever server answers): for reads that may
+        be a moment behind the primary, while the primary cannot be reached (a failover)."""
+        if self._standby_sessions is None:
+            raise UpstreamUnavailable(SERVICE, f"No standby reads are configured; could not {action}.")
+        with self._errors(action), self._standby_sessions() as session:
             yield session
 
     @contextmanager

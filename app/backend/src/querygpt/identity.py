@@ -10,16 +10,17 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import delete, func, literal_column, or_, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
 from .database import Database
-from .errors import Conflict
+from .errors import Conflict, UpstreamError, UpstreamUnavailable
 from .models import ApiToken, AuditEvent, Collection, Document, Grant, User, UserSession
 
 #: last_seen_at / last_used_at are written at most this often per session or token.
@@ -80,6 +81,8 @@ class Credential:
     revoked_at: datetime | None = None
     token_id: uuid.UUID | None = None
     now: datetime | None = None
+    #: Read from a standby while no primary answered: the use is not noted (no write).
+    from_standby: bool = False
 
 
 @dataclass(frozen=True)
@@ -262,23 +265,39 @@ class IdentityStore:
             conn.execute(update(User).where(User.id == user_id).values(last_login_at=func.now()))
             conn.execute(insert(AuditEvent).values(**audit))
 
+    def _read_credential(self, action: str, read: Any) -> Credential | None:
+        """``read(session)`` on the primary; while no primary answers (a failover), on a
+        standby, marked ``from_standby`` (a moment behind, and not to be written back)."""
+        try:
+            with self.db._session(action) as session:
+                return read(session)  # type: ignore[no-any-return]
+        except UpstreamUnavailable as primary_failed:
+            try:
+                with self.db.standby_session(action) as session:
+                    found = read(session)
+            except UpstreamError:
+                raise primary_failed from None
+            return replace(found, from_standby=True) if found is not None else None
+
     def session_credential(self, id_sha256: str) -> Credential | None:
-        with self.db._session("check the session") as session:
-            row = session.execute(
-                select(User, UserSession, func.now())
-                .join(UserSession, UserSession.user_id == User.id)
-                .where(UserSession.id_sha256 == id_sha256)
-            ).one_or_none()
-            if row is None:
-                return None
-            user, us, now = row
-            return Credential(
-                user=UserRecord.of(user, self._grants(session, user.id)),
-                created_at=us.created_at,
-                expires_at=us.expires_at,
-                last_seen_at=us.last_seen_at,
-                now=now,
-            )
+        return self._read_credential("check the session", lambda s: self._session_row(s, id_sha256))
+
+    def _session_row(self, session: Session, id_sha256: str) -> Credential | None:
+        row = session.execute(
+            select(User, UserSession, func.now())
+            .join(UserSession, UserSession.user_id == User.id)
+            .where(UserSession.id_sha256 == id_sha256)
+        ).one_or_none()
+        if row is None:
+            return None
+        user, us, now = row
+        return Credential(
+            user=UserRecord.of(user, self._grants(session, user.id)),
+            created_at=us.created_at,
+            expires_at=us.expires_at,
+            last_seen_at=us.last_seen_at,
+            now=now,
+        )
 
     def touch_session(self, id_sha256: str) -> None:
         with self.db._write("note the session's use", replicated=False) as conn:
@@ -329,24 +348,26 @@ class IdentityStore:
         return _token_record(row, username)
 
     def token_credential(self, token_sha256: str) -> Credential | None:
-        with self.db._session("check the API token") as session:
-            row = session.execute(
-                select(User, ApiToken, func.now())
-                .join(ApiToken, ApiToken.user_id == User.id)
-                .where(ApiToken.token_sha256 == token_sha256)
-            ).one_or_none()
-            if row is None:
-                return None
-            user, token, now = row
-            return Credential(
-                user=UserRecord.of(user, self._grants(session, user.id)),
-                created_at=token.created_at,
-                expires_at=token.expires_at,
-                last_seen_at=token.last_used_at,
-                revoked_at=token.revoked_at,
-                token_id=token.id,
-                now=now,
-            )
+        return self._read_credential("check the API token", lambda s: self._token_row(s, token_sha256))
+
+    def _token_row(self, session: Session, token_sha256: str) -> Credential | None:
+        row = session.execute(
+            select(User, ApiToken, func.now())
+            .join(ApiToken, ApiToken.user_id == User.id)
+            .where(ApiToken.token_sha256 == token_sha256)
+        ).one_or_none()
+        if row is None:
+            return None
+        user, token, now = row
+        return Credential(
+            user=UserRecord.of(user, self._grants(session, user.id)),
+            created_at=token.created_at,
+            expires_at=token.expires_at,
+            last_seen_at=token.last_used_at,
+            revoked_at=token.revoked_at,
+            token_id=token.id,
+            now=now,
+        )
 
     def touch_token(self, token_id: uuid.UUID) -> None:
         with self.db._write("note the token's use", replicated=False) as conn:
