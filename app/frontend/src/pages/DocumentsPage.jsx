@@ -1,5 +1,6 @@
-import { useEffect, useId, useRef, useState } from 'react';
+import { useEffect, useRef, useState } from 'react';
 import { deleteDocument, listCollections, listDocuments } from '../api.js';
+import ConfirmBox from '../components/ConfirmBox.jsx';
 import { useCollection } from '../components/useCollection.js';
 import { countOf, describeError, formatBytes, formatDateTime, shortHash } from '../components/format.js';
 
@@ -29,8 +30,6 @@ export default function DocumentsPage({ collection, onCollectionChange, canWrite
   const [docsKey, setDocsKey] = useState(0);
   const cancelRef = useRef(null);
   const autoSelected = useRef(false);
-  const confirmTitleId = useId();
-  const confirmTextId = useId();
 
   // Collections (with their document counts); reloaded after a delete so the counts stay right.
   useEffect(() => {
@@ -179,30 +178,17 @@ export default function DocumentsPage({ collection, onCollectionChange, canWrite
           )}
 
           {confirming && writable && (
-            <div
-              className="confirm"
-              role="alertdialog"
-              aria-labelledby={confirmTitleId}
-              aria-describedby={confirmTextId}
-              onKeyDown={(e) => e.key === 'Escape' && cancelDelete()}
+            <ConfirmBox
+              title={`Delete ${confirming.filename}?`}
+              confirmLabel={deleting ? 'Deleting…' : 'Delete permanently'}
+              busy={deleting}
+              onConfirm={confirmDelete}
+              onCancel={cancelDelete}
+              cancelRef={cancelRef}
             >
-              <p id={confirmTitleId} className="confirm-title">
-                Delete {confirming.filename}?
-              </p>
-              <p id={confirmTextId}>
-                This permanently erases {confirming.filename} from “{selected}”: its indexed chunks, every
-                stored version of the file, and the excerpts of it kept in question history. It cannot be
-                undone.
-              </p>
-              <div className="confirm-actions">
-                <button type="button" className="danger" onClick={confirmDelete} disabled={deleting}>
-                  {deleting ? 'Deleting…' : 'Delete permanently'}
-                </button>
-                <button type="button" className="secondary" ref={cancelRef} onClick={cancelDelete} disabled={deleting}>
-                  Cancel
-                </button>
-              </div>
-            </div>
+              This permanently erases {confirming.filename} from “{selected}”: its indexed chunks, every stored
+              version of the file, and the excerpts of it kept in question history. It cannot be undone.
+            </ConfirmBox>
           )}
 
           {docs.phase === 'error' && (

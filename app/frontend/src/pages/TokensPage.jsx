@@ -1,5 +1,6 @@
 import { useEffect, useId, useRef, useState } from 'react';
 import { createToken, listTokens, revokeToken } from '../api.js';
+import ConfirmBox from '../components/ConfirmBox.jsx';
 import CopyButton from '../components/CopyButton.jsx';
 import { describeError, formatDateTime } from '../components/format.js';
 
@@ -30,7 +31,6 @@ export default function TokensPage({ isAdmin = false }) {
   const nameId = useId();
   const daysId = useId();
   const allId = useId();
-  const confirmTitleId = useId();
 
   useEffect(() => {
     const controller = new AbortController();
@@ -174,24 +174,14 @@ export default function TokensPage({ isAdmin = false }) {
       )}
 
       {confirming && (
-        <div
-          className="confirm"
-          role="alertdialog"
-          aria-labelledby={confirmTitleId}
-          onKeyDown={(e) => e.key === 'Escape' && cancelRevoke()}
-        >
-          <p id={confirmTitleId} className="confirm-title">
-            Revoke token “{confirming.name}” ({confirming.prefix}…)? Scripts using it stop working at once.
-          </p>
-          <div className="confirm-actions">
-            <button type="button" className="danger" onClick={confirmRevoke} disabled={busy}>
-              Revoke
-            </button>
-            <button type="button" className="secondary" ref={cancelRef} onClick={cancelRevoke} disabled={busy}>
-              Cancel
-            </button>
-          </div>
-        </div>
+        <ConfirmBox
+          title={`Revoke token “${confirming.name}” (${confirming.prefix}…)? Scripts using it stop working at once.`}
+          confirmLabel="Revoke"
+          busy={busy}
+          onConfirm={confirmRevoke}
+          onCancel={cancelRevoke}
+          cancelRef={cancelRef}
+        />
       )}
 
       {tokens.phase === 'error' && (
