@@ -357,7 +357,14 @@ def test_ui_history_then_documents_then_erase(browser, edges, schema_pdf, tmp_pa
     browser.get(f"https://{edges[0].name}/#/documents")
     wait.until(lambda d: d.find_elements(By.XPATH, f"//button[starts-with(normalize-space(), '{collection}')]"))
     browser.find_element(By.XPATH, f"//button[starts-with(normalize-space(), '{collection}')]").click()
-    delete = wait.until(lambda d: d.find_element(By.CSS_SELECTOR, f"button[aria-label='Delete {schema_pdf.name}']"))
+    # Other collections hold a file of the same name: take the Delete button only from this
+    # collection's table, once it has loaded.
+    wait.until(lambda d: d.find_element(By.ID, "documents-heading").text == f"Documents in “{collection}”")
+    delete = wait.until(
+        lambda d: d.find_element(
+            By.CSS_SELECTOR, f"table.documents[aria-busy='false'] button[aria-label='Delete {schema_pdf.name}']"
+        )
+    )
     browser.save_screenshot(str(shots / "documents.png"))
     delete.click()
     dialog = browser.find_element(By.CSS_SELECTOR, "[role=alertdialog]")

@@ -116,11 +116,14 @@ export default function DocumentsPage({ collection, onCollectionChange, canWrite
   }
 
   const writable = Boolean(selected) && canWrite(selected);
+  // Between a click on another collection and the effect above, `docs` still holds the previous
+  // collection's rows: never show them (or their Delete buttons) under the new heading.
+  const shown = !selected || docs.collection === selected ? docs : { phase: 'loading', items: [], collection: selected };
 
   let statusText = '';
   if (message) statusText = message.text;
   else if (collections.phase === 'loading' && collections.items.length === 0) statusText = 'Loading collections…';
-  else if (docs.phase === 'loading') statusText = `Loading documents in “${docs.collection}”…`;
+  else if (shown.phase === 'loading') statusText = `Loading documents in “${shown.collection}”…`;
 
   return (
     <section className="page">
@@ -191,18 +194,18 @@ export default function DocumentsPage({ collection, onCollectionChange, canWrite
             </ConfirmBox>
           )}
 
-          {docs.phase === 'error' && (
+          {shown.phase === 'error' && (
             <p className="error" role="alert">
-              {docs.error}
+              {shown.error}
             </p>
           )}
-          {docs.phase === 'ready' && docs.items.length === 0 && (
+          {shown.phase === 'ready' && shown.items.length === 0 && (
             <p className="hint" data-testid="no-documents">
               No documents in “{selected}”.
             </p>
           )}
-          {docs.items.length > 0 && (
-            <table className="documents" aria-labelledby="documents-heading" aria-busy={docs.phase === 'loading'}>
+          {shown.items.length > 0 && (
+            <table className="documents" aria-labelledby="documents-heading" aria-busy={shown.phase === 'loading'}>
               <thead>
                 <tr>
                   <th scope="col">File</th>
@@ -218,7 +221,7 @@ export default function DocumentsPage({ collection, onCollectionChange, canWrite
                 </tr>
               </thead>
               <tbody>
-                {docs.items.map((d) => (
+                {shown.items.map((d) => (
                   <tr key={d.id}>
                     <td className="filename">{d.filename}</td>
                     <td>{formatBytes(d.size)}</td>
