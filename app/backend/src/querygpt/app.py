@@ -92,11 +92,13 @@ def create_app(
     database = Database.connect(settings)
 
     store = VectorStore.from_settings(settings, qdrant_client)
+    tls_verify = settings.tls_verify()
     ollama = OllamaClient(
         settings.ollama_urls,
         timeout=settings.request_timeout,
         cooldown=settings.ollama_cooldown_seconds,
         transport=http_transport,
+        verify=tls_verify,
     )
     probe = ReadinessProbe(
         settings.qdrant_urls,
@@ -104,6 +106,7 @@ def create_app(
         ollama,
         timeout=settings.request_timeout,
         transport=http_transport,
+        verify=tls_verify,
         database=database,
         schema_head=schema_head,
     )

@@ -8,6 +8,7 @@ surfacing later as a confusing error on the first request.
 from __future__ import annotations
 
 import re
+import ssl
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TypeVar
@@ -112,6 +113,7 @@ DEFAULTS: dict[str, str] = {
     "QUERYGPT_DATABASE_PASSWORD": "",
     "QUERYGPT_DATABASE_SSLMODE": "verify-full",
     "QUERYGPT_DATABASE_SSLROOTCERT": "",
+    "QUERYGPT_INTERNAL_CA_FILE": "",
     "QUERYGPT_DATABASE_CONNECT_TIMEOUT_SECONDS": "3",
     # Connections each worker process keeps; the servers' max_connections must cover
     # backend hosts x QUERYGPT_WORKERS x this (plus migrations and backups).
@@ -160,6 +162,9 @@ class Settings:
     # The Ollama pool: every call goes to one of these hosts (ollama.py).
     ollama_urls: tuple[str, ...] = (DEFAULTS["QUERYGPT_OLLAMA_URLS"],)
     ollama_cooldown_seconds: float = 10.0
+    # The internal CA (PEM) that https:// Ollama and Qdrant URLs are verified against; None = the
+    # system's CAs. Never "verify nothing" (docs/architecture.md, "Internal TLS").
+    internal_ca_file: str | None = None
     embed_model: str = DEFAULTS["QUERYGPT_EMBED_MODEL"]
     llm_model: str = DEFAULTS["QUERYGPT_LLM_MODEL"]
     # Tuned by benchmarks/retrieval_quality.py: docs/retrieval.md has the figures.
@@ -242,6 +247,19 @@ class Settings:
             if value
         )
 
+    def tls_verify(self) -> ssl.SSLContext | bool:
+        """What the internal HTTP clients (Ollama, Qdrant readiness) verify servers with: a
+        context trusting the internal CA file, or True (the system's CAs) when none is set."""
+        if not self.internal_ca_file:
+            return True
+        try:
+            return ssl.create_default_context(cafile=self.internal_ca_file)
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError(
+                "QUERYGPT_INTERNAL_CA_FILE",
+                f"names {self.internal_ca_file!r}, which holds no usable CA certificate (PEM): {exc}",
+            ) from None
+
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
         """Build settings from ``environ`` (default: ``os.environ``).
@@ -316,6 +334,7 @@ class Settings:
             qdrant_replication_factor=replication_factor,
             qdrant_write_consistency_factor=write_consistency_factor,
             ollama_urls=_parse("QUERYGPT_OLLAMA_URLS", raw, _http_urls),
+            internal_ca_file=_parse("QUERYGPT_INTERNAL_CA_FILE", raw, _optional(_ca_file)) or None,
             ollama_cooldown_seconds=_parse(
                 "QUERYGPT_OLLAMA_COOLDOWN_SECONDS", raw, _positive_float
             ),

@@ -39,6 +39,7 @@ threadpool); the pool's bookkeeping is under one lock, and httpx clients are thr
 from __future__ import annotations
 
 import logging
+import ssl
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -115,6 +116,7 @@ class OllamaClient:
         cooldown: float = DEFAULT_COOLDOWN_SECONDS,
         transport: httpx.BaseTransport | None = None,
         clock: Callable[[], float] = monotonic,
+        verify: ssl.SSLContext | bool = True,
     ) -> None:
         urls = (base_urls,) if isinstance(base_urls, str) else tuple(base_urls)
         if not urls:
@@ -128,7 +130,9 @@ class OllamaClient:
             OllamaHost(
                 index,
                 url,
-                httpx.Client(base_url=url, timeout=_timeout(timeout), transport=transport),
+                httpx.Client(
+                    base_url=url, timeout=_timeout(timeout), transport=transport, verify=verify
+                ),
             )
             for index, url in enumerate(urls)
         )
@@ -396,9 +400,27 @@ def _translate(exc: httpx.HTTPError, where: str) -> UpstreamError:
             f"Ollama answered HTTP {exc.response.status_code}: {_reason(exc.response)}",
             where=where,
         )
+    if _certificate_failure(exc):
+        # Said plainly: an operator meets this after a CA rotation or a wrong CA file.
+        return UpstreamUnavailable(
+            SERVICE,
+            "Ollama's TLS certificate did not verify against QUERYGPT_INTERNAL_CA_FILE "
+            "(CERTIFICATE_VERIFY_FAILED).",
+            where=where,
+        )
     return UpstreamUnavailable(
         SERVICE, f"Ollama is unreachable ({type(exc).__name__}).", where=where
     )
+
+
+def _certificate_failure(exc: BaseException) -> bool:
+    """Whether a connection failed on the server's certificate (httpx wraps ssl's error)."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, ssl.SSLCertVerificationError):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 def _reason(response: httpx.Response) -> str:

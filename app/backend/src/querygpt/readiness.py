@@ -18,6 +18,7 @@ each), and its answer is reported under its position in its list (``qdrant-1``, 
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -59,6 +60,7 @@ class ReadinessProbe:
         *,
         timeout: float,
         transport: httpx.BaseTransport | None = None,
+        verify: ssl.SSLContext | bool = True,
         database: Database | None = None,
         schema_head: Callable[[], str | None] | None = None,
     ) -> None:
@@ -68,7 +70,13 @@ class ReadinessProbe:
         self._timeout = min(timeout, PROBE_TIMEOUT_SECONDS)
         urls = (qdrant_urls,) if isinstance(qdrant_urls, str) else tuple(qdrant_urls)
         self._qdrant = tuple(
-            httpx.Client(base_url=url, headers=headers, timeout=self._timeout, transport=transport)
+            httpx.Client(
+                base_url=url,
+                headers=headers,
+                timeout=self._timeout,
+                transport=transport,
+                verify=verify,
+            )
             for url in urls
         )
         self._ollama = ollama

@@ -196,11 +196,13 @@ def run(
     documents = DocumentStore.connect(settings, s3_client)
     database = Database.connect(settings)
     store = VectorStore.from_settings(settings, qdrant_client)
+    tls_verify = settings.tls_verify()
     ollama = OllamaClient(
         settings.ollama_urls,
         timeout=settings.request_timeout,
         cooldown=settings.ollama_cooldown_seconds,
         transport=http_transport,
+        verify=tls_verify,
     )
     try:
         indexer = Indexer(settings, store, ollama, documents)
