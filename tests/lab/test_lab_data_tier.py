@@ -9,6 +9,8 @@ import pytest
 from labview import lab_vault
 
 PROBE = "timeout 3 bash -c '</dev/tcp/{address}/{port}' && echo open || echo closed"
+# The internal CA on every host (roles/journal_tls; group_vars/all/tls.yml).
+INTERNAL_CA = "/etc/journal-tls/ca.pem"
 
 
 @pytest.fixture(scope="module")
@@ -54,16 +56,31 @@ def test_ollama_listens_on_loopback_behind_its_proxy(lab):
         listeners = lab.ssh(host, "ss -Hltn 'sport = :11434'").stdout.split()
         local = sorted(field for field in listeners if field.endswith(":11434"))
         assert local == sorted(["127.0.0.1:11434", f"{lab.address(host)}:11434"]), f"{host}: {listeners}"
-        status = "curl -s -o /dev/null -w '%{{http_code}}' --max-time 10 http://{address}:11434/api/tags"
-        assert lab.exec(host, status.format(address="127.0.0.1")).stdout == "200", host
-        assert lab.exec(host, status.format(address=lab.address(host))).stdout == "403", host
+        status = "curl -s -o /dev/null -w '%{{http_code}}' --max-time 10 {scheme}://{address}:11434/api/tags"
+        assert lab.exec(host, status.format(scheme="http", address="127.0.0.1")).stdout == "200", host
+        proxy = status.replace("curl", f"curl --cacert {INTERNAL_CA}", 1)
+        assert lab.exec(host, proxy.format(scheme="https", address=lab.address(host))).stdout == "403", host
+
+
+def test_ollama_proxies_serve_only_tls_verified_by_the_internal_ca(lab):
+    """docs/architecture.md, "Internal TLS": plaintext to the proxy gets nginx's 400, never an
+    Ollama answer; the certificate verifies against the internal CA for the host's address."""
+    backend = lab.groups["backend"][0]
+    for host in lab.groups["ollama"]:
+        address = lab.address(host)
+        plain = lab.exec(backend, f"curl -s --max-time 10 http://{address}:11434/api/version").stdout
+        assert "plain HTTP request was sent to HTTPS port" in plain and '"version"' not in plain, (host, plain)
+        verified = lab.exec(backend, f"openssl s_client -connect {address}:11434 -CAfile {INTERNAL_CA}"
+                                     f" -verify_ip {address} -verify_return_error -brief </dev/null 2>&1").stdout
+        assert "Verification: OK" in verified, (host, verified)
 
 
 def _ollama_call(lab, source: str, ollama: str, method: str, path: str, body: str = "") -> tuple[str, str]:
     """(HTTP status, body) of one call from `source` to the ollama host's private address."""
     data = f"-H 'Content-Type: application/json' -d '{body}'" if body else ""
-    done = lab.exec(source, f"curl -s --max-time 60 -o /tmp/ollama-call.out -w '%{{http_code}}' -X {method} {data}"
-                            f" http://{lab.address(ollama)}:11434{path}; echo; cat /tmp/ollama-call.out", timeout=90)
+    done = lab.exec(source, f"curl -s --cacert {INTERNAL_CA} --max-time 60 -o /tmp/ollama-call.out"
+                            f" -w '%{{http_code}}' -X {method} {data}"
+                            f" https://{lab.address(ollama)}:11434{path}; echo; cat /tmp/ollama-call.out", timeout=90)
     status, _, text = done.stdout.partition("\n")
     return status, text
 

@@ -47,7 +47,7 @@ GOOD_VARS: dict[str, dict[str, Any]] = {
         "backend_qdrant_urls": ["http://10.0.2.10:6333", "http://10.0.18.10:6333"],
         "backend_database_hosts": ["10.0.3.10:5432", "10.0.19.10:5432"],
         "backend_database_password": "preflight-test-database-password",
-        "backend_ollama_urls": ["http://10.0.3.10:11434", "http://10.0.4.10:11434"],
+        "backend_ollama_urls": ["https://10.0.3.10:11434", "https://10.0.4.10:11434"],
         "backend_documents_bucket": "querygpt-prod-documents-123456789012",
         "backend_secret_key": "preflight-test-backend-secret-key-of-48-characters"[:48],
     },
@@ -81,6 +81,11 @@ GOOD_VARS: dict[str, dict[str, Any]] = {
             {"name": "all-minilm:l6-v2", "digest": "sha256:" + SHA},
             {"name": "qwen2.5-coder:1.5b", "digest": SHA},
         ],
+        # Production: the host's files from the internal PKI (group_vars/all/tls.yml).
+        "ollama_proxy_tls_certificate": "/etc/journal-tls/host.pem",
+        "ollama_proxy_tls_key": "/etc/journal-tls/host.key",
+        "ollama_proxy_tls_ca": "/etc/journal-tls/ca.pem",
+        "ollama_proxy_tls_group": "journal-tls",
     },
     "postgresql": {
         "postgresql_app_password": "preflight-test-app-password",
@@ -91,7 +96,8 @@ GOOD_VARS: dict[str, dict[str, Any]] = {
         "postgresql_backup_s3_region": "eu-west-1",
         "postgresql_backup_s3_kms_key_id": "arn:aws:kms:eu-west-1:123456789012:key/0a1b2c3d-0000-4000-8000-000000000000",
     },
-    "prometheus_stack": {"prometheus_stack_qdrant_api_key": "preflight-test-read-only-key"},
+    "prometheus_stack": {"prometheus_stack_qdrant_api_key": "preflight-test-read-only-key",
+                         "prometheus_stack_internal_ca_pem": PEM_CERT},
     "qdrant": {
         "qdrant_checksum": SHA,
         "qdrant_api_key": "preflight-test-full-access-key",

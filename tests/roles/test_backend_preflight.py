@@ -173,7 +173,7 @@ def test_upstream_urls_come_from_the_groups(tmp_path):
     result.assert_ok()
     # the pool is every ollama host, the Qdrant peers every qdrant host, in inventory order
     assert result.shown == {"qdrant": ["http://10.0.2.10:6333"],
-                            "ollama": ["http://10.0.3.10:11434", "http://10.0.4.10:11434"]}
+                            "ollama": ["https://10.0.3.10:11434", "https://10.0.4.10:11434"]}
 
 
 @pytest.mark.parametrize(("missing", "var"), [("qdrant", "backend_qdrant_urls"), ("ollama", "backend_ollama_urls")])

@@ -61,6 +61,10 @@ BAD_INPUT = [
     ({"ollama_models": PINNED + [{"name": "All-MiniLM:l6-v2", "digest": SHA}]},
      ["ollama_models: declared more than once: all-minilm:l6-v2"]),
     ({"ollama_port": 70000}, ["ollama_port: expected a TCP port 1-65535, got 70000"]),
+    ({"ollama_proxy_tls_certificate": ""}, ["ollama_proxy_tls_certificate: expected an absolute path", "over TLS only"]),
+    ({"ollama_proxy_tls_key": "host.key"}, ['ollama_proxy_tls_key: expected an absolute path on the host', '"host.key"']),
+    ({"ollama_proxy_tls_ca": ""}, ["ollama_proxy_tls_ca: expected an absolute path", "verifies the proxy's certificate"]),
+    ({"ollama_proxy_tls_group": "Bad Group"}, ['ollama_proxy_tls_group: expected a group name or "", got "Bad Group"']),
     ({"ollama_bind_address": "0.0.0.0"}, ["ollama_bind_address:", "never listens on every interface"]),
     ({"ollama_checksum": ""}, ["ollama_checksum: is empty", "sha256sum.txt", "second download", "pins.yml"]),
     ({"ollama_checksum": "md5:1234"}, ["ollama_checksum: is not a sha256"]),
@@ -82,7 +86,7 @@ BAD_INPUT = [
     ({"ollama_proxy_upstream_keepalive": "many"}, ["ollama_proxy_upstream_keepalive: expected at least 1"]),
 ]
 BAD_INPUT_IDS = ["space-in-name", "two-tags", "bad-digest", "no-digest", "no-tag", "latest-tag", "duplicate",
-                 "port", "any-address", "no-checksum", "checksum-format", "version", "keep-alive", "managed-env",
+                 "port", "tls-certificate", "tls-key", "tls-ca", "tls-group", "any-address", "no-checksum", "checksum-format", "version", "keep-alive", "managed-env",
                  "driver-without-gpu", "volume-id", "volume-id-and-device", "loopback-bind", "proxy-bad-call",
                  "proxy-management-call", "proxy-no-calls", "proxy-body-size", "proxy-read-timeout",
                  "proxy-keepalive"]

@@ -30,12 +30,20 @@ def props(host):
     return host.service("ollama").systemd_properties
 
 
+CA = "/etc/journal-tls/ca.pem"  # the internal CA (converge.yml), which signed the proxy's certificate
+
 # One HTTP request from inside the instance; the path is sent exactly as given (http.client
-# does not normalise it), so the proxy sees what a hostile client could send.
+# does not normalise it), so the proxy sees what a hostile client could send. The proxy on the
+# private address is reached over TLS, verified against the internal CA and the address, as
+# the backend does; Ollama itself on the loopback over plain HTTP.
 CALL = """
-import http.client, json, sys
+import http.client, json, ssl, sys
 address, method, path, body = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
-connection = http.client.HTTPConnection(address, 11434, timeout=30)
+if address == "127.0.0.1":
+    connection = http.client.HTTPConnection(address, 11434, timeout=30)
+else:
+    context = ssl.create_default_context(cafile="/etc/journal-tls/ca.pem")
+    connection = http.client.HTTPSConnection(address, 11434, timeout=30, context=context)
 connection.request(method, path, body=body.encode() if body else None,
                    headers={"Content-Type": "application/json"} if body else {})
 response = connection.getresponse()
@@ -120,6 +128,32 @@ def test_ollama_listens_on_loopback_and_the_proxy_on_the_private_address(host, p
     # loopback is Ollama itself, the private address the proxy, which refuses /api/tags.
     assert call(host, "127.0.0.1", "GET", "/api/tags")[0] == 200
     assert call(host, private_ip, "GET", "/api/tags")[0] == 403
+
+
+def test_proxy_serves_tls_only_with_the_internal_certificate(host, private_ip):
+    """Plaintext to the private address gets nginx's 400, never Ollama's answer; TLS below 1.2 is
+    refused; the certificate is the instance's from the internal CA, naming its address."""
+    plain = CALL.replace("if address ==", "if True or address ==", 1)
+    args = " ".join(shlex.quote(a) for a in (plain, private_ip, "GET", "/api/version", ""))
+    answer = json.loads(host.check_output(f"python3 -c {args}"))
+    assert answer["status"] == 400 and "version" not in answer["body"], answer
+    assert "plain HTTP request was sent to HTTPS port" in answer["body"], answer
+    old_tls = host.run(f"openssl s_client -connect {private_ip}:11434 -tls1_1 </dev/null")
+    assert old_tls.rc != 0, old_tls.stdout
+    verified = host.check_output(
+        f"openssl s_client -connect {private_ip}:11434 -CAfile {CA} -verify_ip {private_ip} "
+        "-verify_return_error -brief </dev/null 2>&1")
+    assert "Verification: OK" in verified, verified
+
+
+def test_a_client_trusting_another_ca_refuses_the_proxy(host, private_ip):
+    host.check_output(
+        "test -f /tmp/foreign-ca.pem || openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes "
+        "-keyout /tmp/foreign-ca.key -out /tmp/foreign-ca.pem -days 1 -subj /CN=foreign-ca 2>/dev/null")
+    foreign = CALL.replace(CA, "/tmp/foreign-ca.pem", 1)
+    args = " ".join(shlex.quote(a) for a in (foreign, private_ip, "GET", "/api/version", ""))
+    result = host.run(f"python3 -c {args}")
+    assert result.rc != 0 and "CERTIFICATE_VERIFY_FAILED" in result.stderr, result.stderr
 
 
 def test_api_answers_version(host, private_ip):

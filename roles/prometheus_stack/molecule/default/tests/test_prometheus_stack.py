@@ -126,7 +126,8 @@ def test_targets_come_from_the_inventory_with_tier_az_env(host, private_address)
     assert by_job["qdrant"]["qdrant-fake"]["scrapeUrl"] == "http://192.0.2.30:6333/metrics"
     probe = by_job["probe_ollama"]["ollama-fake"]
     assert probe["scrapeUrl"].startswith("http://127.0.0.1:9115/probe?")
-    assert "target=http%3A%2F%2F192.0.2.81%3A11434%2Fapi%2Fversion" in probe["scrapeUrl"]
+    assert "target=https%3A%2F%2F192.0.2.81%3A11434%2Fapi%2Fversion" in probe["scrapeUrl"]
+    assert "module=https_internal" in probe["scrapeUrl"]
     assert set(by_job["probe_edge_api"]) == {"edge-fake-a", "edge-fake-b"}
     assert by_job["prometheus"][ME]["labels"]["tier"] == "monitoring"
 
@@ -177,3 +178,31 @@ def test_argument_change_restarted_prometheus_receiver_change_only_reloaded_aler
     assert host.service("prometheus").systemd_properties["InvocationID"] == after["prometheus"]
     config = get_json(host, f"http://{private_address}:9093/api/v2/status")["config"]["original"]
     assert "#molecule-changed" in config
+
+
+def _probe(host, module, target):
+    return host.check_output(f"curl -s --max-time 20 'http://127.0.0.1:9115/probe?module={module}&target={target}'")
+
+
+def test_internal_tls_probes_refuse_plaintext_and_other_cas(host):
+    """https_internal (Ollama's proxy) trusts the internal CA only: a plaintext service and a
+    TLS service with another CA's certificate both fail the probe (docs/architecture.md,
+    "Internal TLS")."""
+    ca = host.file("/etc/prometheus/internal-ca.pem")
+    assert ca.exists and "BEGIN CERTIFICATE" in ca.content_string and ca.mode == 0o644
+    assert re.search(r"^probe_success 0$", _probe(host, "https_internal", "http://127.0.0.1:9090/-/ready"), re.M)
+    host.check_output(
+        "test -f /tmp/foreign.pem || openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes"
+        " -keyout /tmp/foreign.key -out /tmp/foreign.pem -days 1 -subj /CN=127.0.0.1"
+        " -addext subjectAltName=IP:127.0.0.1 2>/dev/null")
+    host.check_output("systemd-run --unit=molecule-foreign-tls --collect openssl s_server -quiet -www"
+                      " -accept 127.0.0.1:9443 -cert /tmp/foreign.pem -key /tmp/foreign.key")
+    try:
+        host.check_output("for i in $(seq 20); do timeout 2 bash -c '</dev/tcp/127.0.0.1/9443' && exit 0; sleep 0.5; done; exit 1")
+        foreign = _probe(host, "https_internal", "https://127.0.0.1:9443/")
+        assert re.search(r"^probe_success 0$", foreign, re.M), foreign
+        # the same server passes a probe that trusts its certificate: the failure above is the CA
+        trusted = host.check_output("curl -s --max-time 10 --cacert /tmp/foreign.pem -o /dev/null -w '%{http_code}' https://127.0.0.1:9443/")
+        assert trusted == "200", trusted
+    finally:
+        host.run("systemctl stop molecule-foreign-tls")
