@@ -82,10 +82,40 @@ def stage_lint() -> tuple[bool, list]:
     ])
 
 
+def _junit_path(step: str) -> Path:
+    return LOGS / (re.sub(r"[^a-z0-9]+", "-", step.lower()) + ".junit.xml")
+
+
+def junit(step: str) -> list[str]:
+    """pytest's --junitxml option for `step`, whose failures the summary then names (the end of
+    a long log is often all a reader of CI sees). A report of an earlier run is removed first."""
+    LOGS.mkdir(parents=True, exist_ok=True)
+    _junit_path(step).unlink(missing_ok=True)
+    return [f"--junitxml={_junit_path(step)}"]
+
+
+def failed_tests(step: str) -> list[str]:
+    """'ERROR|FAILED <id>' for every test of the step's JUnit report that did not pass."""
+    import xml.etree.ElementTree as ET
+
+    try:
+        root = ET.parse(_junit_path(step)).getroot()
+    except (OSError, ET.ParseError):
+        return []
+    found = []
+    for case in root.iter("testcase"):
+        for kind, label in (("error", "ERROR"), ("failure", "FAILED")):
+            if case.find(kind) is not None:
+                module = case.get("classname", "").replace(".", "/")
+                found.append(f"{label} {module}.py::{case.get('name', '?')}")
+                break
+    return found
+
+
 def stage_pytest() -> tuple[bool, list]:
     return timed_steps([
         ("pytest", lambda: sh(["pytest", "-q", "-n", "2", "-p", "no:cacheprovider", "--durations=15",
-                               "tests", "--ignore=tests/lab"])),
+                               *junit("pytest"), "tests", "--ignore=tests/lab"])),
     ])
 
 
@@ -282,8 +312,8 @@ def stage_lab(keep: bool, out: TextIO | None = None) -> tuple[bool, list]:
         # idempotence). Only site.yml: the lab's own prepare playbook is tooling.
         *((name, lambda extra=extra: sh([lab, "converge", "--assert-idempotent", "--check", "--", *extra], out=out))
           for name, extra in CHECK_PASSES),
-        ("lab tests", lambda: sh(["pytest", "-q", "-p", "no:cacheprovider", "--durations=15", "tests/lab"],
-                                 out=out)),
+        ("lab tests", lambda: sh(["pytest", "-q", "-p", "no:cacheprovider", "--durations=15",
+                                  *junit("lab tests"), "tests/lab"], out=out)),
     ]
     ok, done = timed_steps(steps)
     if not keep:
@@ -330,6 +360,11 @@ def summary(results: list[Result], total: float) -> None:
         print(f"  {'ok  ' if res.ok else 'FAIL'} {res.name:44} {res.seconds:7.1f}s")
         for name, ok, secs in res.steps:
             print(f"         {'ok  ' if ok else 'FAIL'} {name:39} {secs:7.1f}s")
+            failures = [] if ok else failed_tests(name)
+            for line in failures[:10]:
+                print(f"                {line}")
+            if len(failures) > 10:
+                print(f"                ... and {len(failures) - 10} more")
     print(f"  total{'':45} {total:7.1f}s")
     passed = sum(r.ok for r in results)
     print(f"stages: {passed} passed, {len(results) - passed} failed")

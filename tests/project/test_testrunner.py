@@ -154,3 +154,25 @@ def test_a_role_whose_scenario_is_a_link_selects_the_shared_scenario():
     assert holding["prometheus_stack"] == {"prometheus_stack", "node_exporter"}
     assert holding["journal_remote"] == {"journal_remote", "journal_upload"}
     assert holding["qdrant"] == {"qdrant"}
+
+
+def test_the_summary_names_the_tests_a_failed_step_failed_on(tmp_path, monkeypatch, capsys):
+    """CI shows the end of the log: the timing summary lists the failed and errored test ids of
+    a failed pytest step (an ERROR in a fixture included), read from its JUnit report."""
+    monkeypatch.setattr(testrunner, "LOGS", tmp_path)
+    option = testrunner.junit("lab tests")
+    assert option == [f"--junitxml={tmp_path / 'lab-tests.junit.xml'}"]
+    (tmp_path / "lab-tests.junit.xml").write_text(
+        '<testsuites><testsuite>'
+        '<testcase classname="tests.lab.test_lab_edge" name="test_ui"><failure message="stale"/></testcase>'
+        '<testcase classname="tests.lab.test_lab_edge" name="test_ok"/>'
+        '<testcase classname="tests.integration.test_x" name="test_y[a]"><error message="timeout"/></testcase>'
+        '</testsuite></testsuites>')
+    testrunner.summary([testrunner.Result("lab", False, 9.0, steps=[("lab tests", False, 9.0)])], 9.0)
+    out = capsys.readouterr().out
+    assert "FAILED tests/lab/test_lab_edge.py::test_ui" in out
+    assert "ERROR tests/integration/test_x.py::test_y[a]" in out
+    assert "test_ok" not in out
+    # a report left by an earlier run is removed before the next one
+    testrunner.junit("lab tests")
+    assert not (tmp_path / "lab-tests.junit.xml").exists()
