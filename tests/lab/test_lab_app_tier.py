@@ -72,11 +72,11 @@ def test_upload_on_one_az_then_query_on_the_other(lab, schema_pdf, lab_token):
 
 
 def test_each_backend_runs_the_default_number_of_workers(lab):
-    """backend_workers' default: two per vCPU plus one, at most 8, each a uvicorn worker
+    """backend_workers' default: one per vCPU plus one, at most 8, each a uvicorn worker
     process under the service's main process."""
     for backend in lab.groups["backend"]:
         nproc = int(lab.ssh(backend, "nproc").stdout)
-        wanted = min(nproc * 2 + 1, 8)
+        wanted = min(nproc + 1, 8)
         env = lab.ssh(backend, "sudo grep -E '^QUERYGPT_WORKERS=' /etc/querygpt/backend.env").stdout.strip()
         assert env == f"QUERYGPT_WORKERS={wanted}", f"{backend}: {env!r}"
         pid = lab.ssh(backend, "systemctl show querygpt-backend --property MainPID --value").stdout.strip()

@@ -130,7 +130,7 @@ def test_env_file_is_root_only_and_holds_the_settings(host, private_ip):
     # the role's defaults for the Qdrant peers' cool-down and connect timeout
     assert env["QUERYGPT_QDRANT_COOLDOWN_SECONDS"] == "10.0"
     assert env["QUERYGPT_QDRANT_CONNECT_TIMEOUT_SECONDS"] == "2.0"
-    # converge.yml sets 2; the default (2 per vCPU + 1, at most 8) is read back in the lab
+    # converge.yml sets 2; the default (1 per vCPU + 1, at most 8) is read back in the lab
     # (tests/lab/test_lab_app_tier.py)
     assert env["QUERYGPT_WORKERS"] == "2"
     # the running main process has exactly these values
