@@ -5,6 +5,12 @@ status is non-zero when any stage failed. Output of each command streams as it r
 where stages run side by side: the molecule and lab stages do (the lab's converge leaves a
 core idle for long stretches, and molecule fills it), each printing its log whole as it ends.
 QGPT_SERIAL_STAGES=1 runs them one after the other.
+
+QGPT_TEST_BUDGET (seconds, from the start of bin/test, bootstrap included) bounds the whole
+run: a command still running when it is spent gets SIGINT (pytest then writes its report,
+ansible stops), later steps and scenarios are not started, and the summary still prints,
+naming what ran out of time. CI sets it below its hard limit, so a slow run says where the
+time went instead of being killed silently.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ import fcntl
 import os
 import re
 import shutil
+import signal
 import threading
 import subprocess
 import sys
@@ -45,6 +52,56 @@ class Result:
     steps: list[tuple[str, bool, float]] = field(default_factory=list)
 
 
+# time.monotonic() by which every command must have ended; None: no budget (set by main).
+DEADLINE: float | None = None
+# After SIGINT, how long a command may take to write its reports before it is killed.
+GRACE_SECONDS = 45
+# Commands that clean up (molecule destroy, lab down) run past the budget, this long at most.
+CLEANUP_SECONDS = 120
+OUT_OF_TIME = "out of time (QGPT_TEST_BUDGET spent)"
+
+
+def remaining() -> float | None:
+    return None if DEADLINE is None else DEADLINE - time.monotonic()
+
+
+def out_of_time() -> bool:
+    left = remaining()
+    return left is not None and left <= 0
+
+
+def run_bounded(cmd: list[str], cwd: Path, env: dict[str, str], stdout: TextIO | int | None,
+                cleanup: bool = False) -> tuple[int, str | None]:
+    """Run `cmd` in its own process group until it ends or the budget is spent: then SIGINT
+    to the group, SIGKILL after GRACE_SECONDS. Returns (exit status, captured output when
+    stdout is PIPE). A cleanup command gets CLEANUP_SECONDS whatever the budget says."""
+    left = CLEANUP_SECONDS if cleanup else remaining()
+    if left is not None and left <= 0:
+        return 124, OUT_OF_TIME if stdout == subprocess.PIPE else None
+    proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=stdout,
+                            stderr=subprocess.STDOUT if stdout is not None else None,
+                            text=True, start_new_session=True)
+    try:
+        out, _ = proc.communicate(timeout=left)
+        return proc.returncode, out
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGINT)
+        try:
+            out, _ = proc.communicate(timeout=GRACE_SECONDS)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            out, _ = proc.communicate()
+        note = f"\n{' '.join(cmd[:3])}...: {OUT_OF_TIME}, stopped\n"
+        if stdout == subprocess.PIPE:
+            return 124, (out or "") + note
+        if stdout is None:
+            print(note, end="", flush=True)
+        else:
+            stdout.write(note)
+            stdout.flush()
+        return 124, out
+
+
 def _env() -> dict[str, str]:
     env = dict(os.environ)
     env["PATH"] = f"{VENV / 'bin'}{os.pathsep}{env.get('PATH', '')}"
@@ -54,21 +111,26 @@ def _env() -> dict[str, str]:
     return env
 
 
-def sh(cmd: list[str], cwd: Path = REPO, out: TextIO | None = None) -> bool:
-    """Run a command, its output to this process's stdout, or to `out` (a log) when given."""
+def sh(cmd: list[str], cwd: Path = REPO, out: TextIO | None = None, cleanup: bool = False) -> bool:
+    """Run a command, its output to this process's stdout, or to `out` (a log) when given;
+    bounded by the run's budget (see run_bounded)."""
     header = f"\n$ {' '.join(cmd)}   (in {cwd.relative_to(REPO) if cwd != REPO else '.'})\n"
     if out is None:
         print(header, end="", flush=True)
-        return subprocess.run(cmd, cwd=cwd, env=_env(), check=False).returncode == 0
-    out.write(header)
-    out.flush()
-    return subprocess.run(cmd, cwd=cwd, env=_env(), stdout=out, stderr=subprocess.STDOUT,
-                          check=False).returncode == 0
+    else:
+        out.write(header)
+        out.flush()
+    return run_bounded(cmd, cwd, _env(), out, cleanup)[0] == 0
 
 
 def timed_steps(steps: list[tuple[str, Callable[[], bool]]]) -> tuple[bool, list[tuple[str, bool, float]]]:
+    """Each step in turn, timed; once the budget is spent the rest are recorded as failed,
+    not run."""
     done = []
     for name, step in steps:
+        if out_of_time():
+            done.append((f"{name}: not run, {OUT_OF_TIME}", False, 0.0))
+            continue
         start = time.monotonic()
         ok = step()
         done.append((name, ok, time.monotonic() - start))
@@ -112,10 +174,17 @@ def failed_tests(step: str) -> list[str]:
     return found
 
 
+# A bound per test (pytest-timeout, setup and teardown included): a test that hangs fails
+# alone, with its stack, instead of spending the run's budget. Bounds, not figures: several
+# times the slowest test's measured time on a loaded two-core machine.
+TEST_TIMEOUT = {"pytest": 600, "lab tests": 900}
+
+
 def stage_pytest() -> tuple[bool, list]:
     return timed_steps([
         ("pytest", lambda: sh(["pytest", "-q", "-n", "2", "-p", "no:cacheprovider", "--durations=15",
-                               *junit("pytest"), "tests", "--ignore=tests/lab"])),
+                               f"--timeout={TEST_TIMEOUT['pytest']}", *junit("pytest"), "tests",
+                               "--ignore=tests/lab"])),
     ])
 
 
@@ -196,14 +265,13 @@ class ScenarioRun:
         self.log_path = LOGS / f"molecule-{self.role_dir.name}-{self.name}.log"
         self.log = self.log_path.open("w")
 
-    def sh(self, cmd: list[str]) -> tuple[bool, str]:
+    def sh(self, cmd: list[str], cleanup: bool = False) -> tuple[bool, str]:
         self.log.write(f"\n$ {' '.join(cmd)}   (in {self.role_dir.relative_to(REPO)})\n")
         self.log.flush()
-        proc = subprocess.run(cmd, cwd=self.role_dir, env=self.env, stdout=subprocess.PIPE,
-                              stderr=subprocess.STDOUT, text=True, check=False)
-        self.log.write(proc.stdout)
+        status, out = run_bounded(cmd, self.role_dir, self.env, subprocess.PIPE, cleanup)
+        self.log.write(out or "")
         self.log.flush()
-        return proc.returncode == 0, proc.stdout
+        return status == 0, out or ""
 
     def container_exists(self) -> bool:
         return subprocess.run(["docker", "container", "inspect", self.instance], stdout=subprocess.DEVNULL,
@@ -228,7 +296,7 @@ class ScenarioRun:
             try:
                 return self._sequence()
             finally:
-                self.sh(["molecule", "destroy", "-s", self.name])
+                self.sh(["molecule", "destroy", "-s", self.name], cleanup=True)
                 self.log.close()
 
     def _sequence(self) -> bool:
@@ -273,6 +341,8 @@ def stage_molecule(roles: list[str] | None = None, jobs: int = 2, check_mode: bo
 
     def one(scenario: Path) -> tuple[str, bool, float]:
         label = f"{scenario.parent.parent.name}/{scenario.name}"
+        if out_of_time():
+            return f"{label}: not run, {OUT_OF_TIME}", False, 0.0
         start = time.monotonic()
         run = ScenarioRun(scenario, check_mode)
         ok = run.run()
@@ -313,12 +383,13 @@ def stage_lab(keep: bool, out: TextIO | None = None) -> tuple[bool, list]:
         *((name, lambda extra=extra: sh([lab, "converge", "--assert-idempotent", "--check", "--", *extra], out=out))
           for name, extra in CHECK_PASSES),
         ("lab tests", lambda: sh(["pytest", "-q", "-p", "no:cacheprovider", "--durations=15",
-                                  *junit("lab tests"), "tests/lab"], out=out)),
+                                  f"--timeout={TEST_TIMEOUT['lab tests']}", *junit("lab tests"), "tests/lab"],
+                                 out=out)),
     ]
     ok, done = timed_steps(steps)
     if not keep:
         start = time.monotonic()
-        down_ok = sh([lab, "down"], out=out)
+        down_ok = sh([lab, "down"], out=out, cleanup=True)
         done.append(("lab down", down_ok, time.monotonic() - start))
         ok = ok and down_ok
     return ok, done
@@ -386,6 +457,9 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     results: list[Result] = []
     t0 = time.monotonic() - float(os.environ.get("QGPT_BOOTSTRAP_SECONDS", "0"))
+    global DEADLINE
+    if os.environ.get("QGPT_TEST_BUDGET"):
+        DEADLINE = t0 + float(os.environ["QGPT_TEST_BUDGET"])
     bootstrap.bootstrap()
     if {"molecule", "lab"} & set(wanted):
         aptcache.ensure()

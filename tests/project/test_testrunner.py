@@ -1,7 +1,9 @@
 """bin/test's own logic that decides what runs: molecule's fresh start, the lab's check passes."""
 import importlib.util
 import re
+import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -87,6 +89,8 @@ def fake_stages(tmp_path, monkeypatch):
 
     monkeypatch.setattr(testrunner, "LOGS", tmp_path / "logs")
     monkeypatch.delenv("QGPT_SERIAL_STAGES", raising=False)
+    monkeypatch.delenv("QGPT_TEST_BUDGET", raising=False)
+    monkeypatch.setattr(testrunner, "DEADLINE", None)
     for module, name in ((testrunner.bootstrap, "bootstrap"), (testrunner.aptcache, "ensure"),
                          (testrunner.image, "build")):
         monkeypatch.setattr(module, name, lambda *a, **k: None)
@@ -176,3 +180,59 @@ def test_the_summary_names_the_tests_a_failed_step_failed_on(tmp_path, monkeypat
     # a report left by an earlier run is removed before the next one
     testrunner.junit("lab tests")
     assert not (tmp_path / "lab-tests.junit.xml").exists()
+
+
+@pytest.fixture
+def budget(monkeypatch):
+    """A run whose budget ends `seconds` from now, with a short grace after SIGINT."""
+    monkeypatch.setattr(testrunner, "GRACE_SECONDS", 5)
+
+    def spend(seconds: float) -> None:
+        monkeypatch.setattr(testrunner, "DEADLINE", time.monotonic() + seconds)
+    return spend
+
+
+def test_a_command_still_running_when_the_budget_ends_gets_sigint_and_fails(budget, tmp_path):
+    """The command sees SIGINT (pytest writes its report then, ansible stops), not a kill, and
+    the step fails saying why: CI's hard limit never hits a silent run."""
+    budget(1.5)
+    script = tmp_path / "slow.py"
+    script.write_text("import signal, sys, time\n"
+                      "signal.signal(signal.SIGINT, lambda *_: (print('got SIGINT', flush=True), sys.exit(3)))\n"
+                      "time.sleep(60)\n")
+    begin = time.monotonic()
+    status, out = testrunner.run_bounded([sys.executable, str(script)], tmp_path, {}, subprocess.PIPE)
+    assert time.monotonic() - begin < 10
+    assert status == 124
+    assert "got SIGINT" in out and testrunner.OUT_OF_TIME in out
+
+
+def test_a_command_that_ignores_sigint_is_killed_after_the_grace(budget, tmp_path, monkeypatch):
+    budget(0.5)
+    monkeypatch.setattr(testrunner, "GRACE_SECONDS", 1)
+    script = tmp_path / "stubborn.py"
+    script.write_text("import signal, time\nsignal.signal(signal.SIGINT, signal.SIG_IGN)\ntime.sleep(60)\n")
+    begin = time.monotonic()
+    status, _ = testrunner.run_bounded([sys.executable, str(script)], tmp_path, {}, subprocess.PIPE)
+    assert status == 124 and time.monotonic() - begin < 10
+
+
+def test_once_the_budget_is_spent_later_steps_do_not_run_but_cleanup_does(budget, tmp_path):
+    budget(1)
+    ran = []
+    ok, done = testrunner.timed_steps([
+        ("slow", lambda: ran.append("slow") or testrunner.sh(["sleep", "30"])),
+        ("next", lambda: ran.append("next") or True),
+    ])
+    assert not ok and ran == ["slow"]
+    assert [(name, passed) for name, passed, _ in done] == [
+        ("slow", False), (f"next: not run, {testrunner.OUT_OF_TIME}", False)]
+    # a cleanup command (molecule destroy, lab down) still runs once the budget is spent
+    assert testrunner.sh(["true"], cleanup=True)
+    assert not testrunner.sh(["true"])
+
+
+def test_without_a_budget_commands_run_to_their_end(tmp_path, monkeypatch):
+    monkeypatch.setattr(testrunner, "DEADLINE", None)
+    assert testrunner.run_bounded(["sh", "-c", "sleep 1; echo done"], tmp_path, {"PATH": "/usr/bin:/bin"},
+                                  subprocess.PIPE) == (0, "done\n")
