@@ -347,15 +347,21 @@ def wait_qdrant_settled(lab: Lab, host: str, give_up: float = 120.0) -> float:
     raise RuntimeError(f"the Qdrant cluster did not settle within {give_up:.0f} s: {last[:10]}")
 
 
+QDRANT_KILL_MIN_LOAD_SECONDS = 20.0
+
+
 def qdrant_kill(lab: Lab, site: Site) -> tuple[float, Rollout]:
     """kill -9 of Qdrant on its first peer under questions: the backend moves on to the next
     peer, the peer serves every shard from a live replica; (seconds until it answered again,
     the rollout), once its replicas caught up with the writes it missed."""
     with under_load(site, "kill -9 qdrant") as run:
+        began = time.monotonic()
         time.sleep(3)  # questions in flight
         back = kill_recovery(lab, "qdrant")
         settled = wait_qdrant_settled(lab, lab.groups["qdrant"][0])
-        time.sleep(3)  # and afterwards
+        # and afterwards: 20 s of load at least, so that a few dozen questions (each takes the
+        # stand-in's GPU time, seconds) met the kill and the recovery, however quick it was
+        time.sleep(max(3.0, QDRANT_KILL_MIN_LOAD_SECONDS - (time.monotonic() - began)))
         run["output"] = f"qdrant answered again after {back:.1f} s, its replicas Active {settled:.1f} s later"
     return back, run["rollout"]
 
