@@ -144,7 +144,7 @@ def test_targets_and_labels_come_from_the_inventory(rendered):
     probes = {name: _job(config, name) for name in ("probe_edge_https", "probe_edge_api", "probe_qdrant", "probe_ollama")}
     assert probes["probe_edge_api"]["static_configs"][1]["targets"] == ["https://10.42.2.20/api/health"]
     assert probes["probe_qdrant"]["static_configs"][0]["targets"] == ["http://10.42.1.30:6333/readyz"]
-    assert probes["probe_ollama"]["static_configs"][0]["targets"] == ["http://10.42.2.30:11434/api/version"]
+    assert probes["probe_ollama"]["static_configs"][0]["targets"] == ["https://10.42.2.30:11434/api/version"]
     assert probes["probe_ollama"]["static_configs"][0]["labels"]["tier"] == "ollama"
     for job in probes.values():
         assert job["relabel_configs"][-1]["replacement"] == "127.0.0.1:9115"
