@@ -428,9 +428,19 @@ def stage_lab_beside(keep: bool) -> Callable[[], tuple[bool, list]]:
     return finish
 
 
+def machine() -> str:
+    """Cores and memory of this machine: timings mean little without them."""
+    try:
+        kib = int(next(line.split()[1] for line in Path("/proc/meminfo").read_text().splitlines()
+                       if line.startswith("MemTotal:")))
+    except (OSError, StopIteration, ValueError):
+        return f"{os.cpu_count()} cores"
+    return f"{os.cpu_count()} cores, {kib / 1024 / 1024:.1f} GiB memory"
+
+
 def summary(results: list[Result], total: float) -> None:
     print("\n" + "=" * 72)
-    print("Timing summary")
+    print(f"Timing summary ({machine()})")
     for res in results:
         print(f"  {'ok  ' if res.ok else 'FAIL'} {res.name:44} {res.seconds:7.1f}s")
         for name, ok, secs in res.steps:
