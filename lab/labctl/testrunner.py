@@ -429,13 +429,14 @@ def stage_lab_beside(keep: bool) -> Callable[[], tuple[bool, list]]:
 
 
 def machine() -> str:
-    """Cores and memory of this machine: timings mean little without them."""
+    """Cores, memory and free disk of this machine: timings mean little without them."""
+    free = f"{shutil.disk_usage(REPO).free / 2**30:.1f} GiB disk free"
     try:
         kib = int(next(line.split()[1] for line in Path("/proc/meminfo").read_text().splitlines()
                        if line.startswith("MemTotal:")))
     except (OSError, StopIteration, ValueError):
-        return f"{os.cpu_count()} cores"
-    return f"{os.cpu_count()} cores, {kib / 1024 / 1024:.1f} GiB memory"
+        return f"{os.cpu_count()} cores, {free}"
+    return f"{os.cpu_count()} cores, {kib / 1024 / 1024:.1f} GiB memory, {free}"
 
 
 def summary(results: list[Result], total: float) -> None:
