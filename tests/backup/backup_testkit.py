@@ -124,16 +124,27 @@ def qdrant(tmp_path_factory: pytest.TempPathFactory) -> Iterator[QdrantStandin]:
 
 
 @pytest.fixture(scope="session")
-def s3_endpoint() -> Iterator[str]:
+def moto_s3_server() -> Iterator[str]:
     port = free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
-    url = f"http://127.0.0.1:{port}"
-    s3_of(url).create_bucket(Bucket=BUCKET)
     try:
-        yield url
+        yield f"http://127.0.0.1:{port}"
     finally:
         server.stop()
+
+
+@pytest.fixture()
+def s3_endpoint(moto_s3_server: str) -> str:
+    """The moto S3 server, its bucket there for this test. moto keeps every backend in one
+    process-wide store, which another module's `mock_aws` (tests/app) wipes when its test ends:
+    a bucket made once per session is gone whenever the two run in one pytest-xdist worker."""
+    client = s3_of(moto_s3_server)
+    try:
+        client.head_bucket(Bucket=BUCKET)
+    except client.exceptions.ClientError:
+        client.create_bucket(Bucket=BUCKET)
+    return moto_s3_server
 
 
 def s3_of(endpoint: str) -> Any:
