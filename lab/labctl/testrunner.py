@@ -56,7 +56,7 @@ class Result:
 DEADLINE: float | None = None
 # After SIGINT, how long a command may take to write its reports before it is killed.
 GRACE_SECONDS = 45
-# Commands that clean up (molecule destroy, lab down) run past the budget, this long at most.
+# Commands that clean up (molecule destroy, lab down) may run this long past the budget.
 CLEANUP_SECONDS = 120
 OUT_OF_TIME = "out of time (QGPT_TEST_BUDGET spent)"
 
@@ -70,12 +70,27 @@ def out_of_time() -> bool:
     return left is not None and left <= 0
 
 
+def _stop(proc: subprocess.Popen) -> str | None:
+    """SIGINT to the command's process group (pytest then writes its report, ansible stops);
+    SIGKILL after GRACE_SECONDS. Returns what it printed meanwhile, when captured."""
+    os.killpg(proc.pid, signal.SIGINT)
+    try:
+        out, _ = proc.communicate(timeout=GRACE_SECONDS)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, _ = proc.communicate()
+    return out
+
+
 def run_bounded(cmd: list[str], cwd: Path, env: dict[str, str], stdout: TextIO | int | None,
                 cleanup: bool = False) -> tuple[int, str | None]:
-    """Run `cmd` in its own process group until it ends or the budget is spent: then SIGINT
-    to the group, SIGKILL after GRACE_SECONDS. Returns (exit status, captured output when
-    stdout is PIPE). A cleanup command gets CLEANUP_SECONDS whatever the budget says."""
-    left = CLEANUP_SECONDS if cleanup else remaining()
+    """Run `cmd` in its own process group until it ends or the budget is spent, then _stop
+    it. Returns (exit status, captured output when stdout is PIPE). Without a budget nothing
+    is bounded; with one, a cleanup command gets at least CLEANUP_SECONDS, spent or not.
+    Ctrl-C on bin/test reaches the command too (its own process group would not see it)."""
+    left = remaining()
+    if cleanup and left is not None:
+        left = max(left, CLEANUP_SECONDS)
     if left is not None and left <= 0:
         return 124, OUT_OF_TIME if stdout == subprocess.PIPE else None
     proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=stdout,
@@ -84,22 +99,20 @@ def run_bounded(cmd: list[str], cwd: Path, env: dict[str, str], stdout: TextIO |
     try:
         out, _ = proc.communicate(timeout=left)
         return proc.returncode, out
+    except KeyboardInterrupt:
+        _stop(proc)
+        raise
     except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGINT)
-        try:
-            out, _ = proc.communicate(timeout=GRACE_SECONDS)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            out, _ = proc.communicate()
-        note = f"\n{' '.join(cmd[:3])}...: {OUT_OF_TIME}, stopped\n"
-        if stdout == subprocess.PIPE:
-            return 124, (out or "") + note
-        if stdout is None:
-            print(note, end="", flush=True)
-        else:
-            stdout.write(note)
-            stdout.flush()
-        return 124, out
+        out = _stop(proc)
+    note = f"\n{' '.join(cmd[:3])}...: {OUT_OF_TIME}, stopped\n"
+    if stdout == subprocess.PIPE:
+        return 124, (out or "") + note
+    if stdout is None:
+        print(note, end="", flush=True)
+    else:
+        stdout.write(note)
+        stdout.flush()
+    return 124, out
 
 
 def _env() -> dict[str, str]:

@@ -236,3 +236,50 @@ def test_without_a_budget_commands_run_to_their_end(tmp_path, monkeypatch):
     monkeypatch.setattr(testrunner, "DEADLINE", None)
     assert testrunner.run_bounded(["sh", "-c", "sleep 1; echo done"], tmp_path, {"PATH": "/usr/bin:/bin"},
                                   subprocess.PIPE) == (0, "done\n")
+
+
+def test_ctrl_c_on_bin_test_reaches_the_command_in_its_own_process_group(tmp_path, monkeypatch):
+    """The command runs in a process group of its own (so the budget can stop all of it); a
+    Ctrl-C that interrupts bin/test must still stop it, not leave it running."""
+    monkeypatch.setattr(testrunner, "DEADLINE", None)
+    monkeypatch.setattr(testrunner, "GRACE_SECONDS", 5)
+    mark = tmp_path / "got-sigint"
+    script = tmp_path / "wait.py"
+    script.write_text("import pathlib, signal, sys, time\n"
+                      f"signal.signal(signal.SIGINT, lambda *_: (pathlib.Path({str(mark)!r}).touch(), sys.exit(3)))\n"
+                      "print('ready', flush=True)\n"
+                      "time.sleep(60)\n")
+    original = subprocess.Popen.communicate
+    calls = []
+
+    def interrupted(self, *args, **kwargs):
+        calls.append(kwargs.get("timeout"))
+        if len(calls) == 1:
+            self.stdout.readline()  # the handler is set
+            raise KeyboardInterrupt
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(subprocess.Popen, "communicate", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        testrunner.run_bounded([sys.executable, str(script)], tmp_path, {}, subprocess.PIPE)
+    assert mark.exists(), "the command did not get SIGINT"
+
+
+def test_without_a_budget_cleanup_is_not_bounded_either(monkeypatch):
+    monkeypatch.setattr(testrunner, "DEADLINE", None)
+    seen = []
+    monkeypatch.setattr(subprocess.Popen, "communicate", lambda self, timeout=None: (seen.append(timeout), ("", None))[1])
+    testrunner.run_bounded(["true"], REPO, {}, subprocess.PIPE, cleanup=True)
+    assert seen == [None]
+    # with a budget not yet spent, a cleanup gets the rest of it, CLEANUP_SECONDS at least
+    monkeypatch.setattr(testrunner, "DEADLINE", time.monotonic() + 10 * testrunner.CLEANUP_SECONDS)
+    testrunner.run_bounded(["true"], REPO, {}, subprocess.PIPE, cleanup=True)
+    assert seen[1] > 9 * testrunner.CLEANUP_SECONDS
+
+
+def test_main_takes_the_budget_from_qgpt_test_budget_counting_the_bootstrap(fake_stages, monkeypatch):
+    monkeypatch.setenv("QGPT_TEST_BUDGET", "1000")
+    monkeypatch.setenv("QGPT_BOOTSTRAP_SECONDS", "100")
+    before = time.monotonic()
+    assert testrunner.main([]) == 0
+    assert before + 900 - 1 <= testrunner.DEADLINE <= time.monotonic() + 900
