@@ -59,9 +59,10 @@ def main() -> int:
                           ("lab-acme-root.pem", acme_root_pem(lab))):
         subprocess.run(["docker", "exec", "-i", container, "tee", f"/var/tmp/{name}"], input=content, text=True,
                        stdout=subprocess.DEVNULL, check=True)
-    direct = [f"http://{lab.address(b)}:8000/health" for b in sorted(lab.groups["backend"])]
+    # The backends serve TLS only (docs/architecture.md, "Internal TLS"), verified as nginx does.
+    direct = [f"https://{lab.address(b)}:8000/health" for b in sorted(lab.groups["backend"])]
     sides = {  # URLs, and the client's TLS options
-        "direct": (direct, ""),
+        "direct": (direct, "--ca /etc/journal-tls/ca.pem"),
         "edge": ([f"https://{lab.address(edge)}/api/health"],
                  f"--ca /var/tmp/lab-acme-root.pem --server-name {server_name}"),
     }
@@ -84,7 +85,7 @@ def main() -> int:
                 results[(side, conns)].append(run(side, conns))
 
     print(f"edge overhead on {container} ({server_name}): {args.rounds} interleaved rounds of "
-          f"{args.seconds:g} s per side; direct = {len(direct)} backends' /health, edge = /api/health over TLS")
+          f"{args.seconds:g} s per side; direct = {len(direct)} backends' /health over TLS, edge = /api/health over TLS")
     print(f"{'conns':>5} {'side':>6} {'req/s':>8} {'p50 ms':>7} {'p99 ms':>7} {'requests':>8} {'failed':>6}")
     failed = 0
     verdicts = []

@@ -273,7 +273,7 @@ def frontend_release(lab: Lab, site: Site, workdir: Path,
 # Each service's probe, run on its host: what answering again means.
 KILLS = {
     "nginx": ("edge", "curl -sfk -o /dev/null https://127.0.0.1/"),
-    "querygpt-backend": ("backend", "curl -sf -o /dev/null http://{address}:8000/health"),
+    "querygpt-backend": ("backend", "curl -sf --cacert /etc/journal-tls/ca.pem -o /dev/null https://{address}:8000/health"),
     "qdrant": ("qdrant", "curl -sf -o /dev/null http://{address}:6333/healthz"),
     "ollama": ("ollama", "curl -sf -o /dev/null http://127.0.0.1:11434/api/version"),
 }

@@ -67,7 +67,7 @@ def endpoints() -> list[str]:
         ("monitoring", "prometheus_stack", "Prometheus", "http://{address}:9090/", 9090),
         ("qdrant", "qdrant", "Qdrant (private)", "http://{address}:6333/readyz", 6333),
         ("ollama", "ollama", "Ollama (private)", "https://{address}:11434/api/version", 11434),
-        ("backend", "backend", "Backend (private)", "http://{address}:8000/ready", 8000),
+        ("backend", "backend", "Backend (private)", "https://{address}:8000/ready", 8000),
     ]
     lines = []
     for group, role, label, url, port in services:

@@ -145,3 +145,100 @@ def test_a_file_without_a_certificate_is_refused_by_name(tmp_path) -> None:
     with pytest.raises(ConfigError) as caught:
         settings.tls_verify()
     assert caught.value.variable == "QUERYGPT_INTERNAL_CA_FILE" and "no usable CA certificate" in str(caught.value)
+
+
+# --- the backend's own TLS server (QUERYGPT_TLS_CERT_FILE / QUERYGPT_TLS_KEY_FILE) -------------
+
+
+def _server_pair(ca: trustme.CA, tmp_path: Path, *names: str) -> tuple[str, str]:
+    issued = ca.issue_cert(*(names or ("127.0.0.1",)))
+    cert, key = tmp_path / "host.pem", tmp_path / "host.key"
+    issued.cert_chain_pems[0].write_to_path(str(cert))
+    issued.private_key_pem.write_to_path(str(key))
+    return str(cert), str(key)
+
+
+def test_a_certificate_without_its_key_is_refused_by_name(internal_ca, tmp_path) -> None:
+    cert, key = _server_pair(internal_ca, tmp_path)
+    with pytest.raises(ConfigError, match="QUERYGPT_TLS_KEY_FILE must be set together with QUERYGPT_TLS_CERT_FILE"):
+        _settings(QUERYGPT_TLS_CERT_FILE=cert)
+    with pytest.raises(ConfigError, match="QUERYGPT_TLS_CERT_FILE must be set together with QUERYGPT_TLS_KEY_FILE"):
+        _settings(QUERYGPT_TLS_KEY_FILE=key)
+
+
+def test_a_key_that_does_not_match_the_certificate_is_refused(internal_ca, tmp_path) -> None:
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    cert, _ = _server_pair(internal_ca, tmp_path / "a")
+    _, other_key = _server_pair(internal_ca, tmp_path / "b")
+    with pytest.raises(ConfigError, match="QUERYGPT_TLS_CERT_FILE .* not a usable certificate and matching private key"):
+        _settings(QUERYGPT_TLS_CERT_FILE=cert, QUERYGPT_TLS_KEY_FILE=other_key)
+
+
+def test_without_a_certificate_the_server_speaks_plain_http(tmp_path) -> None:
+    from querygpt.cli import _tls_options
+
+    assert _tls_options(_settings()) == {}
+
+
+def _serve(options: dict[str, object]) -> tuple[object, int]:
+    """uvicorn on 127.0.0.1 with the options serve() passes, answering every request with 200."""
+    import socket
+    import time
+
+    import uvicorn
+
+    async def app(scope, receive, send) -> None:  # type: ignore[no-untyped-def]
+        if scope["type"] != "http":
+            return
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, **options))
+    threading.Thread(target=server.run, daemon=True).start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        assert time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.05)
+    return server, port
+
+
+def test_the_server_speaks_only_modern_tls_that_the_internal_ca_verifies(internal_ca, tmp_path) -> None:
+    """What serve() gives uvicorn: a client trusting the internal CA gets its answer over TLS
+    1.2 or 1.3; plaintext, TLS 1.1 and a CBC-only TLS 1.2 client get nothing."""
+    import http.client
+    import socket
+
+    from querygpt.cli import _tls_options
+
+    cert, key = _server_pair(internal_ca, tmp_path)
+    options = _tls_options(_settings(QUERYGPT_TLS_CERT_FILE=cert, QUERYGPT_TLS_KEY_FILE=key))
+    assert set(options) == {"ssl_certfile", "ssl_keyfile", "ssl_ciphers"}
+    server, port = _serve(options)
+    try:
+        trusting = ssl.create_default_context(cafile=_ca_file(internal_ca, tmp_path))
+        for version in (ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3):
+            trusting.minimum_version = trusting.maximum_version = version
+            conn = http.client.HTTPSConnection("127.0.0.1", port, context=trusting, timeout=5)
+            conn.request("GET", "/health")
+            assert conn.getresponse().status == 200, version
+            conn.close()
+
+        with pytest.raises(ssl.SSLCertVerificationError):  # another CA's client refuses it
+            other = ssl.create_default_context(cafile=_ca_file(trustme.CA(), tmp_path, "other.pem"))
+            http.client.HTTPSConnection("127.0.0.1", port, context=other, timeout=5).request("GET", "/")
+
+        cbc_only = ssl.create_default_context(cafile=_ca_file(internal_ca, tmp_path))
+        cbc_only.maximum_version = ssl.TLSVersion.TLSv1_2
+        cbc_only.set_ciphers("ECDHE-RSA-AES128-SHA:ECDHE-ECDSA-AES128-SHA:AES128-SHA")
+        with pytest.raises(ssl.SSLError):
+            http.client.HTTPSConnection("127.0.0.1", port, context=cbc_only, timeout=5).request("GET", "/")
+
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as plain:
+            plain.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+            assert b"200" not in plain.recv(1024)  # nothing, or a TLS alert: never an answer
+    finally:
+        server.should_exit = True

@@ -5,14 +5,22 @@ from __future__ import annotations
 import json
 import subprocess
 import uuid
+from pathlib import Path
 
 import pytest
+import yaml
 from reportlab.lib.pagesizes import A4
 from reportlab.pdfgen import canvas
 
 from labview import auth_header_file
 
 PROBE = "timeout 3 bash -c '</dev/tcp/{address}/{port}' && echo open || echo closed"
+# The internal CA on every host (roles/journal_tls) and the name every backend's certificate
+# carries, as the site sets it (group_vars/all/tls.yml).
+INTERNAL_CA = "/etc/journal-tls/ca.pem"
+BACKEND_TLS_NAME = yaml.safe_load(
+    (Path(__file__).resolve().parents[2] / "group_vars" / "all" / "tls.yml").read_text()
+)["internal_tls_backend_name"]
 SCHEMA = [
     "CREATE TABLE customers (customer_id INT PRIMARY KEY, name TEXT, country TEXT);",
     "CREATE TABLE orders (order_id INT PRIMARY KEY, customer_id INT REFERENCES customers,",
@@ -44,8 +52,23 @@ def test_backend_port_is_open_to_the_edge_only(lab):
 def test_every_backend_is_ready(lab):
     edge = lab.groups["edge"][0]
     for backend in lab.groups["backend"]:
-        ready = lab.exec(edge, f"curl -s -w ' %{{http_code}}' http://{lab.address(backend)}:8000/ready")
+        ready = lab.exec(edge, f"curl -s --cacert {INTERNAL_CA} -w ' %{{http_code}}' https://{lab.address(backend)}:8000/ready")
         assert ready.stdout.endswith(" 200"), f"{backend}: {ready.stdout}"
+
+
+def test_backends_serve_only_tls_verified_by_the_internal_ca(lab):
+    """docs/architecture.md, "Internal TLS": each backend's certificate verifies against the
+    internal CA for its address (Prometheus scrapes by address) and for the one name every
+    backend's certificate carries (nginx's proxy_ssl_name); plaintext gets no answer."""
+    edge = lab.groups["edge"][0]
+    for backend in lab.groups["backend"]:
+        address = lab.address(backend)
+        plain = lab.exec(edge, f"curl -s --max-time 10 -o /dev/null -w '%{{http_code}}' http://{address}:8000/health")
+        assert plain.returncode != 0 and plain.stdout == "000", (backend, plain)
+        for check in (f"-verify_ip {address}", f"-verify_hostname {BACKEND_TLS_NAME} -servername {BACKEND_TLS_NAME}"):
+            verified = lab.exec(edge, f"openssl s_client -connect {address}:8000 -CAfile {INTERNAL_CA} {check}"
+                                      " -verify_return_error -brief </dev/null 2>&1").stdout
+            assert "Verification: OK" in verified, (backend, check, verified)
 
 
 def test_upload_on_one_az_then_query_on_the_other(lab, schema_pdf, lab_token):
@@ -58,13 +81,13 @@ def test_upload_on_one_az_then_query_on_the_other(lab, schema_pdf, lab_token):
     subprocess.run(["docker", "cp", schema_pdf, f"{lab.name(edge)}:/var/tmp/lab-schema.pdf"], check=True)
     upload = lab.exec(edge, (
         f"curl -s {auth} -F 'pdf_file=@/var/tmp/lab-schema.pdf;type=application/pdf' -F collection_name={collection} "
-        f"http://{lab.address(first)}:8000/upload"
+        f"--cacert {INTERNAL_CA} https://{lab.address(first)}:8000/upload"
     ), timeout=120)
     body = json.loads(upload.stdout)
     assert body.get("chunks", 0) > 0, body
     query = json.dumps({"query": "How many orders did each customer place?", "collection_name": collection})
     answer = lab.exec(edge, (
-        f"curl -s {auth} -H 'Content-Type: application/json' -d '{query}' http://{lab.address(second)}:8000/query"
+        f"curl -s {auth} -H 'Content-Type: application/json' -d '{query}' --cacert {INTERNAL_CA} https://{lab.address(second)}:8000/query"
     ), timeout=120)
     result = json.loads(answer.stdout)
     assert "orders" in result["result"].lower() or "customers" in result["result"].lower(), result

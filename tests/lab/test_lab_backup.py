@@ -109,7 +109,7 @@ def upload_schema(lab: Lab, collection: str, tmp_path_factory: pytest.TempPathFa
     upload = lab.exec(edge, (
         f"curl -s -H @{auth_header_file(lab, edge, token)}"
         f" -F 'pdf_file=@/var/tmp/backup-schema.pdf;type=application/pdf' -F collection_name={collection} "
-        f"http://{lab.address(backend)}:8000/upload"
+        f"--cacert /etc/journal-tls/ca.pem https://{lab.address(backend)}:8000/upload"
     ), timeout=180)
     assert json.loads(upload.stdout).get("chunks", 0) > 0, upload.stdout
 

@@ -148,7 +148,8 @@ def test_a_kept_alive_request_to_a_backend_is_as_fast_as_a_new_connection(lab):
     every kept-alive request (querygpt/transport.py); a few ms of slack stays far from it."""
     edge, backend = sorted(lab.groups["edge"])[0], sorted(lab.groups["backend"])[0]
     subprocess.run(["docker", "cp", str(PROBE), f"{lab.name(edge)}:/var/tmp/httpprobe.py"], check=True)
-    done = lab.exec(edge, f"python3 /var/tmp/httpprobe.py keepalive http://{lab.address(backend)}:8000/health --requests 30",
+    done = lab.exec(edge, f"python3 /var/tmp/httpprobe.py keepalive https://{lab.address(backend)}:8000/health --requests 30"
+                          " --ca /etc/journal-tls/ca.pem",
                     timeout=60)
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout)
@@ -177,7 +178,7 @@ def test_the_edge_fails_over_when_a_backend_stops(lab, edges):
         assert start.returncode == 0, start.stderr
     assert statuses == [200] * 8, statuses
     deadline = time.monotonic() + 60
-    while lab.exec(lab.groups["edge"][0], f"curl -sf http://{lab.address(backend)}:8000/ready").returncode != 0:
+    while lab.exec(lab.groups["edge"][0], f"curl -sf --cacert /etc/journal-tls/ca.pem https://{lab.address(backend)}:8000/ready").returncode != 0:
         assert time.monotonic() < deadline, f"{backend} did not come back"
         time.sleep(1)
 
@@ -188,7 +189,7 @@ def test_the_edge_routes_only_the_public_api(lab, edges):
     like the API's, with no internal address."""
     backend = lab.address(sorted(lab.groups["backend"])[0])
     inside = lab.exec(lab.groups["edge"][0], " ; ".join(
-        f"curl -s -o /dev/null -w '%{{http_code}} ' http://{backend}:8000{path}"
+        f"curl -s --cacert /etc/journal-tls/ca.pem -o /dev/null -w '%{{http_code}} ' https://{backend}:8000{path}"
         for path in ("/ready", "/metrics", "/openapi.json", "/docs")))
     assert inside.stdout.split() == ["200"] * 4, inside.stdout
     for path in ("/api/ready", "/api/metrics", "/api/openapi.json", "/api/docs"):

@@ -126,7 +126,8 @@ def test_stopping_one_ollama_host_raises_ollamadown_and_the_pool_still_serves(la
         assert labels["severity"] == "warning"
         assert alerts[0]["annotations"]["runbook_url"].endswith("docs/runbooks/alerts.md#ollamadown")
         for backend in lab.groups["backend"]:
-            ready = lab.exec(backend, f"curl -s -o /dev/null -w '%{{http_code}}' http://{lab.address(backend)}:8000/ready")
+            ready = lab.exec(backend, f"curl -s --cacert /etc/journal-tls/ca.pem -o /dev/null -w '%{{http_code}}'"
+                                      f" https://{lab.address(backend)}:8000/ready")
             assert ready.stdout == "200", (backend, ready.stdout, ready.stderr)
         pool = query(lab, mon, 'ALERTS{alertname="OllamaPoolDown"}')["data"]["result"]
         assert pool == [], pool

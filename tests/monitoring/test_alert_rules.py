@@ -137,7 +137,10 @@ def test_targets_and_labels_come_from_the_inventory(rendered):
                                             ["10.42.2.30:9100"], ["10.42.1.40:9100"]]
     assert node[2]["labels"] == {"instance": "edge-b", "tier": "edge", "az": "eu-central-1b", "env": "lab"}
     assert [c["targets"] for c in _job(config, "nginx")["static_configs"]] == [["10.42.1.20:9113"], ["10.42.2.20:9113"]]
-    assert [c["targets"] for c in _job(config, "backend")["static_configs"]] == [["10.42.1.21:8000"], ["10.42.2.21:8000"]]
+    backend = _job(config, "backend")
+    assert [c["targets"] for c in backend["static_configs"]] == [["10.42.1.21:8000"], ["10.42.2.21:8000"]]
+    # TLS only, verified against the internal CA (the same file as the internal probes')
+    assert backend["scheme"] == "https" and backend["tls_config"] == {"ca_file": "/etc/prometheus/internal-ca.pem"}
     qdrant = _job(config, "qdrant")
     assert qdrant["authorization"] == {"type": "Bearer", "credentials_file": str(rendered / "qdrant-api-key")}
     assert qdrant["static_configs"][0]["targets"] == ["10.42.1.30:6333"]

@@ -102,8 +102,35 @@ def serve() -> int:
         log_level=settings.log_level.lower(),
         server_header=False,
         http=NoDelayHTTPProtocol,  # no delayed-ACK stall on kept-alive connections
+        **_tls_options(settings),
     )
     return 0
+
+
+# TLS 1.2 and 1.3 only (Python's server default minimum is TLS 1.2), and for TLS 1.2 forward-
+# secret AEAD suites only: uvicorn's own default cipher string ("TLSv1") would also offer CBC
+# and RSA key exchange. The same list as the Ollama proxy and the public edge.
+TLS_CIPHERS = ":".join(
+    (
+        "ECDHE-ECDSA-AES128-GCM-SHA256",
+        "ECDHE-RSA-AES128-GCM-SHA256",
+        "ECDHE-ECDSA-AES256-GCM-SHA384",
+        "ECDHE-RSA-AES256-GCM-SHA384",
+        "ECDHE-ECDSA-CHACHA20-POLY1305",
+        "ECDHE-RSA-CHACHA20-POLY1305",
+    )
+)
+
+
+def _tls_options(settings: Settings) -> dict[str, object]:
+    """uvicorn's TLS arguments: none when the settings name no certificate."""
+    if not settings.tls_cert_file:
+        return {}
+    return {
+        "ssl_certfile": settings.tls_cert_file,
+        "ssl_keyfile": settings.tls_key_file,
+        "ssl_ciphers": TLS_CIPHERS,
+    }
 
 
 def _command_settings(prog: str, env_file: Path | None) -> Settings | int:

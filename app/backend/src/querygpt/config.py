@@ -114,6 +114,9 @@ DEFAULTS: dict[str, str] = {
     "QUERYGPT_DATABASE_SSLMODE": "verify-full",
     "QUERYGPT_DATABASE_SSLROOTCERT": "",
     "QUERYGPT_INTERNAL_CA_FILE": "",
+    # The server's own TLS pair: both or neither ("" = plain HTTP).
+    "QUERYGPT_TLS_CERT_FILE": "",
+    "QUERYGPT_TLS_KEY_FILE": "",
     "QUERYGPT_DATABASE_CONNECT_TIMEOUT_SECONDS": "3",
     # Connections each worker process keeps; the servers' max_connections must cover
     # backend hosts x QUERYGPT_WORKERS x this (plus migrations and backups).
@@ -177,6 +180,10 @@ class Settings:
     default_collection: str = DEFAULTS["QUERYGPT_DEFAULT_COLLECTION"]
     host: str = DEFAULTS["QUERYGPT_HOST"]
     port: int = 8000
+    # The server's own certificate chain and key (PEM): set both and uvicorn serves TLS only
+    # (docs/architecture.md, "Internal TLS"); set neither and it serves plain HTTP (tests, dev).
+    tls_cert_file: str | None = None
+    tls_key_file: str | None = None
     workers: int = 1
     log_level: str = "INFO"
     request_timeout: float = 120.0
@@ -351,6 +358,7 @@ class Settings:
             default_collection=_parse("QUERYGPT_DEFAULT_COLLECTION", raw, _collection_name),
             host=_parse("QUERYGPT_HOST", raw, _host),
             port=_parse("QUERYGPT_PORT", raw, _int_between(1, 65535)),
+            **_server_tls(raw),
             workers=_parse("QUERYGPT_WORKERS", raw, _int_between(1, 64)),
             log_level=_parse("QUERYGPT_LOG_LEVEL", raw, _choice(LOG_LEVELS, lower=False)),
             request_timeout=_parse("QUERYGPT_REQUEST_TIMEOUT", raw, _positive_float),
@@ -382,6 +390,27 @@ class Settings:
         require_database(settings)
         require_secret_key(settings)
         return settings
+
+
+def _server_tls(raw: Callable[[str], str]) -> dict[str, str | None]:
+    """QUERYGPT_TLS_CERT_FILE and QUERYGPT_TLS_KEY_FILE: both or neither, and a pair that loads
+    (a key that does not match the certificate fails here, not in every worker)."""
+    cert = _parse("QUERYGPT_TLS_CERT_FILE", raw, _optional(_ca_file)) or None
+    key = _parse("QUERYGPT_TLS_KEY_FILE", raw, _optional(_ca_file)) or None
+    if bool(cert) != bool(key):
+        missing = "QUERYGPT_TLS_KEY_FILE" if cert else "QUERYGPT_TLS_CERT_FILE"
+        other = "QUERYGPT_TLS_CERT_FILE" if cert else "QUERYGPT_TLS_KEY_FILE"
+        raise ConfigError(missing, f"must be set together with {other} (TLS needs both)")
+    if cert and key:
+        try:
+            ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(cert, key)
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError(
+                "QUERYGPT_TLS_CERT_FILE",
+                f"{cert!r} and QUERYGPT_TLS_KEY_FILE {key!r} are not a usable certificate and "
+                f"matching private key (PEM): {exc}",
+            ) from None
+    return {"tls_cert_file": cert, "tls_key_file": key}
 
 
 def _identity(raw: Callable[[str], str], environ: Mapping[str, str]) -> dict[str, object]:

@@ -19,6 +19,8 @@ ENV_FILE = "/etc/querygpt/backend.env"
 CLI = f"{PREFIX}/current/bin/querygpt-backend"
 # curl's `-H @file` with the verifier's API token: the token never leaves the instance.
 AUTH_HEADER = "/root/molecule-api-token.header"
+# The internal CA the API's certificate is verified against (roles/journal_tls put it there).
+CA = "/etc/journal-tls/ca.pem"
 
 
 @pytest.fixture(scope="module")
@@ -56,7 +58,7 @@ def auth(host):
 def http(host, method, url, body=None, content_type=None, auth=""):
     """(status, parsed JSON) of a request made on the instance with curl; `auth`: the `auth`
     fixture's curl arguments (every API call but /health, /ready and /metrics needs them)."""
-    args = f"-s -o /tmp/resp -w '%{{http_code}}' {auth} -X {method} '{url}'"
+    args = f"-s --cacert {CA} -o /tmp/resp -w '%{{http_code}}' {auth} -X {method} '{url}'"
     if content_type == "multipart":
         args += " " + body
     elif body is not None:
@@ -153,29 +155,43 @@ def test_api_bound_only_on_private_address(host, private_ip):
     assert host.run("curl -s -o /dev/null http://127.0.0.1:8000/health").rc != 0
 
 
+def test_api_serves_verified_tls_only(host, private_ip):
+    """The internal PKI's host pair, copied for the service (docs/architecture.md, "Internal
+    TLS"): nginx and Prometheus verify it against the internal CA; plaintext gets no answer."""
+    key = host.file("/etc/querygpt/server.key")
+    assert (key.user, key.group, key.mode) == ("root", "querygpt", 0o640)
+    assert host.file("/etc/querygpt/server.pem").content == host.file("/etc/journal-tls/host.pem").content
+    verified = host.run(f"curl -sf --cacert {CA} https://{private_ip}:8000/health")
+    assert verified.rc == 0, verified.stderr
+    plain = host.run(f"curl -s --max-time 5 -o /dev/null -w '%{{http_code}}' http://{private_ip}:8000/health")
+    assert plain.rc != 0 and plain.stdout in ("", "000")
+    old = host.run(f"curl -s --cacert {CA} --tls-max 1.1 -o /dev/null https://{private_ip}:8000/health")
+    assert old.rc != 0  # TLS 1.0/1.1 refused
+
+
 def test_health_and_ready(host, private_ip, version):
-    status, body = http(host, "GET", f"http://{private_ip}:8000/health")
+    status, body = http(host, "GET", f"https://{private_ip}:8000/health")
     assert status == 200 and body == {"status": "ok", "version": version}
-    status, body = http(host, "GET", f"http://{private_ip}:8000/ready")
+    status, body = http(host, "GET", f"https://{private_ip}:8000/ready")
     assert status == 200, body
 
 
 def test_an_anonymous_query_is_401_and_health_needs_no_token(host, private_ip):
-    status, body = http(host, "POST", f"http://{private_ip}:8000/query",
+    status, body = http(host, "POST", f"https://{private_ip}:8000/query",
                         {"query": "total of the orders of each customer", "collection_name": "molecule"})
     assert status == 401 and body["detail"], body
-    assert http(host, "GET", f"http://{private_ip}:8000/health")[0] == 200
+    assert http(host, "GET", f"https://{private_ip}:8000/health")[0] == 200
 
 
 def test_upload_and_query_end_to_end(host, private_ip, auth):
     status, body = http(
-        host, "POST", f"http://{private_ip}:8000/upload",
+        host, "POST", f"https://{private_ip}:8000/upload",
         "-F 'pdf_file=@/var/tmp/schema.pdf;type=application/pdf' -F collection_name=molecule", "multipart", auth,
     )
     assert status == 200, body
     assert body["collection_name"] == "molecule" and body["pages"] == 1 and body["chunks"] >= 1
     status, body = http(
-        host, "POST", f"http://{private_ip}:8000/query",
+        host, "POST", f"https://{private_ip}:8000/query",
         {"query": "total of the orders of each customer", "collection_name": "molecule"}, auth=auth,
     )
     assert status == 200, body
@@ -184,7 +200,7 @@ def test_upload_and_query_end_to_end(host, private_ip, auth):
 
 
 def test_metrics_in_multiprocess_mode(host, private_ip):
-    status, text = http(host, "GET", f"http://{private_ip}:8000/metrics")
+    status, text = http(host, "GET", f"https://{private_ip}:8000/metrics")
     assert status == 200
     assert "querygpt_http_requests_total" in text
     assert host.run("ls /run/querygpt-backend/*.db").rc == 0
@@ -192,7 +208,7 @@ def test_metrics_in_multiprocess_mode(host, private_ip):
 
 def _upload(host, private_ip, path, auth):
     return http(
-        host, "POST", f"http://{private_ip}:8000/upload",
+        host, "POST", f"https://{private_ip}:8000/upload",
         f"-F 'pdf_file=@{path};type=application/pdf' -F collection_name=molecule", "multipart", auth,
     )
 
@@ -205,7 +221,7 @@ def test_pdf_bomb_is_refused_by_the_extraction_bounds(host, private_ip, auth):
     assert status == 413, body
     assert "QUERYGPT_PDF_MAX_STREAM_BYTES" in body["detail"]
     assert host.service("querygpt-backend").systemd_properties["MainPID"] == pid
-    assert http(host, "GET", f"http://{private_ip}:8000/health")[0] == 200
+    assert http(host, "GET", f"https://{private_ip}:8000/health")[0] == 200
 
 
 def test_encrypted_pdfs_need_the_cryptography_dependency_on_the_host(host, private_ip, auth):
@@ -236,7 +252,7 @@ def test_limits_reach_the_service(host, private_ip):
         "QUERYGPT_UPLOAD_RATE": "1.0", "QUERYGPT_UPLOAD_BURST": "5", "QUERYGPT_UPLOAD_CONCURRENCY": "2",
     }
     # the service accepted them (it refuses to start on an invalid one) and counts refusals
-    status, text = http(host, "GET", f"http://{private_ip}:8000/metrics")
+    status, text = http(host, "GET", f"https://{private_ip}:8000/metrics")
     assert status == 200
     assert 'querygpt_requests_rejected_total{endpoint="query",reason="gpu_queue_full"}' in text
     assert 'querygpt_deadline_exceeded_total{endpoint="query",stage="generate"}' in text

@@ -5,6 +5,7 @@ import json
 import os
 import re
 import shlex
+import time
 from pathlib import Path
 
 import pytest
@@ -133,13 +134,26 @@ def test_api_reaches_the_backend_with_the_prefix_stripped(host):
     assert json.loads(body)["path"] == "/upload"
 
 
-def test_passive_failover_over_a_dead_backend(host):
-    # the second upstream server (127.0.0.1:8001) refuses connections: every request still succeeds
+def test_passive_failover_over_a_backend_that_fails_verification(host):
+    """The second upstream server (127.0.0.1:8001) presents the backends' name from another CA:
+    nginx refuses it as it would a dead backend, and every request still succeeds on the stub,
+    whose certificate the internal CA signed (docs/architecture.md, "Internal TLS")."""
+    host.check_output("truncate -s 0 /var/log/nginx/error.log")
+    # Until nginx has tried the impostor (an earlier test may have it skipped for fail_timeout).
+    deadline = time.monotonic() + 30
+    while "upstream SSL certificate verify error" not in host.file("/var/log/nginx/error.log").content_string:
+        assert time.monotonic() < deadline, "nginx never tried the impostor"
+        assert curl(host, f"-k https://{NAME}/api/health")[0] == 200
+        time.sleep(0.5)
     for _ in range(6):
         assert curl(host, f"-k https://{NAME}/api/health")[0] == 200
     conf = host.file("/etc/nginx/nginx.conf").content_string
     assert "server 127.0.0.1:8000 " in conf and "server 127.0.0.1:8001 " in conf
     assert "keepalive 32;" in conf
+    assert "proxy_pass https://querygpt_backend/health;" in conf and "proxy_pass http://querygpt_backend" not in conf
+    errors = host.file("/var/log/nginx/error.log").content_string
+    assert "upstream SSL certificate verify error" in errors and '"https://127.0.0.1:8001/health"' in errors, errors
+    assert '"https://127.0.0.1:8000/health"' not in errors, errors
 
 
 def test_frontend_spa_and_caching(host):
@@ -242,12 +256,13 @@ def test_sessions_and_tokens_pass_through_and_are_never_cached(host):
 
 
 def test_errors_the_edge_generates_are_json(host):
-    # every backend down (the stub stopped, 127.0.0.1:8001 never listens): 502 from nginx itself
+    # every backend down (the stub stopped, 127.0.0.1:8001 never verifies): 502 from nginx itself
     host.check_output("systemctl stop stub-backend")
     try:
         status, headers, body = curl(host, f"-k https://{NAME}/api/health")
     finally:
-        host.check_output("systemd-run --unit=stub-backend python3 /opt/molecule-stub/backend.py 127.0.0.1 8000")
+        host.check_output("systemd-run --unit=stub-backend python3 /opt/molecule-stub/backend.py 127.0.0.1 8000"
+                          " /etc/journal-tls/host.pem /etc/journal-tls/host.key")
         # back through the edge before the next test (nginx skips a failed server for fail_timeout)
         host.check_output(f"for i in $(seq 30); do curl -sfk -o /dev/null {RESOLVE} https://{NAME}/api/health && exit 0;"
                           " sleep 1; done; exit 1")

@@ -121,7 +121,7 @@ def test_targets_come_from_the_inventory_with_tier_az_env(host, private_address)
     assert by_job["node"]["qdrant-fake"]["labels"]["az"] == "eu-central-1a"
     assert set(by_job["nginx"]) == {"edge-fake-a", "edge-fake-b"}
     assert set(by_job["backend"]) == {"backend-fake"}
-    assert by_job["backend"]["backend-fake"]["scrapeUrl"] == "http://192.0.2.40:8000/metrics"
+    assert by_job["backend"]["backend-fake"]["scrapeUrl"] == "https://192.0.2.40:8000/metrics"  # TLS only
     assert by_job["backend"]["backend-fake"]["labels"]["az"] == "az-c"
     assert by_job["qdrant"]["qdrant-fake"]["scrapeUrl"] == "http://192.0.2.30:6333/metrics"
     probe = by_job["probe_ollama"]["ollama-fake"]
