@@ -18,7 +18,7 @@ from conftest import REPO
 
 DASHBOARDS = REPO / "roles" / "prometheus_stack" / "files" / "dashboards"
 JOBS = {"prometheus", "alertmanager", "blackbox_exporter", "node", "nginx", "backend", "qdrant",
-        "probe_edge_https", "probe_edge_api", "probe_qdrant", "probe_ollama"}
+        "probe_edge_https", "probe_edge_api", "probe_qdrant", "probe_ollama", "probe_backend"}
 
 
 @pytest.fixture(scope="module")

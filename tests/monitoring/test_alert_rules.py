@@ -144,7 +144,11 @@ def test_targets_and_labels_come_from_the_inventory(rendered):
     qdrant = _job(config, "qdrant")
     assert qdrant["authorization"] == {"type": "Bearer", "credentials_file": str(rendered / "qdrant-api-key")}
     assert qdrant["static_configs"][0]["targets"] == ["10.42.1.30:6333"]
-    probes = {name: _job(config, name) for name in ("probe_edge_https", "probe_edge_api", "probe_qdrant", "probe_ollama")}
+    probes = {name: _job(config, name)
+              for name in ("probe_edge_https", "probe_edge_api", "probe_qdrant", "probe_ollama", "probe_backend")}
+    assert [c["targets"] for c in probes["probe_backend"]["static_configs"]] == [
+        ["https://10.42.1.21:8000/health"], ["https://10.42.2.21:8000/health"]]
+    assert probes["probe_backend"]["params"] == {"module": ["https_internal"]}
     assert probes["probe_edge_api"]["static_configs"][1]["targets"] == ["https://10.42.2.20/api/health"]
     assert probes["probe_qdrant"]["static_configs"][0]["targets"] == ["http://10.42.1.30:6333/readyz"]
     assert probes["probe_ollama"]["static_configs"][0]["targets"] == ["https://10.42.2.30:11434/api/version"]

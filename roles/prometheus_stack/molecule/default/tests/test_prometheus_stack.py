@@ -129,6 +129,8 @@ def test_targets_come_from_the_inventory_with_tier_az_env(host, private_address)
     assert "target=https%3A%2F%2F192.0.2.81%3A11434%2Fapi%2Fversion" in probe["scrapeUrl"]
     assert "module=https_internal" in probe["scrapeUrl"]
     assert set(by_job["probe_edge_api"]) == {"edge-fake-a", "edge-fake-b"}
+    backend_probe = by_job["probe_backend"]["backend-fake"]["scrapeUrl"]
+    assert "target=https%3A%2F%2F192.0.2.40%3A8000%2Fhealth" in backend_probe and "module=https_internal" in backend_probe
     assert by_job["prometheus"][ME]["labels"]["tier"] == "monitoring"
 
 
