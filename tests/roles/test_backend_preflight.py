@@ -283,7 +283,7 @@ def test_rollback_only_to_a_kept_release(tmp_path):
     result = run(tmp_path, host, entries=("host_checks",), connect=True,
                  show={"active": "{{ _backend_active_dir }}", "url": "{{ _backend_url }}"})
     result.assert_ok()
-    assert result.shown == {"active": f"{tmp_path}/prefix/releases/0.0.9", "url": "http://127.0.0.1:8000"}
+    assert result.shown == {"active": f"{tmp_path}/prefix/releases/0.0.9", "url": "https://127.0.0.1:8000"}  # TLS only
 
 
 def test_the_api_key_never_reaches_the_output(tmp_path):
