@@ -231,6 +231,16 @@ def test_the_server_speaks_only_modern_tls_that_the_internal_ca_verifies(interna
             other = ssl.create_default_context(cafile=_ca_file(trustme.CA(), tmp_path, "other.pem"))
             http.client.HTTPSConnection("127.0.0.1", port, context=other, timeout=5).request("GET", "/")
 
+        # TLS 1.1 offered (security level 0, so the client's OpenSSL allows it): the server's
+        # protocol_version alert, so the refusal is the server's.
+        tls11 = ssl.create_default_context(cafile=_ca_file(internal_ca, tmp_path))
+        tls11.set_ciphers("DEFAULT:@SECLEVEL=0")
+        tls11.minimum_version = tls11.maximum_version = ssl.TLSVersion.TLSv1_1
+        # uvicorn's asyncio TLS closes without the alert: an EOF after the ClientHello. A client
+        # that never sent one (its own OpenSSL refusing 1.1) would fail with another reason.
+        with pytest.raises(ssl.SSLError, match="ALERT_PROTOCOL_VERSION|UNEXPECTED_EOF"):
+            http.client.HTTPSConnection("127.0.0.1", port, context=tls11, timeout=5).request("GET", "/")
+
         cbc_only = ssl.create_default_context(cafile=_ca_file(internal_ca, tmp_path))
         cbc_only.maximum_version = ssl.TLSVersion.TLSv1_2
         cbc_only.set_ciphers("ECDHE-RSA-AES128-SHA:ECDHE-ECDSA-AES128-SHA:AES128-SHA")
