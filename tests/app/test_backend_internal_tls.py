@@ -183,7 +183,6 @@ def test_without_a_certificate_the_server_speaks_plain_http(tmp_path) -> None:
 
 def _serve(options: dict[str, object]) -> tuple[object, int]:
     """uvicorn on 127.0.0.1 with the options serve() passes, answering every request with 200."""
-    import socket
     import time
 
     import uvicorn
@@ -194,16 +193,13 @@ def _serve(options: dict[str, object]) -> tuple[object, int]:
         await send({"type": "http.response.start", "status": 200, "headers": [(b"content-length", b"2")]})
         await send({"type": "http.response.body", "body": b"ok"})
 
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, **options))
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_config=None, **options))
     threading.Thread(target=server.run, daemon=True).start()
     deadline = time.monotonic() + 10
     while not server.started:
         assert time.monotonic() < deadline, "uvicorn did not start"
         time.sleep(0.05)
-    return server, port
+    return server, server.servers[0].sockets[0].getsockname()[1]  # the port the kernel chose
 
 
 def test_the_server_speaks_only_modern_tls_that_the_internal_ca_verifies(internal_ca, tmp_path) -> None:
