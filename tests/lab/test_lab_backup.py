@@ -196,36 +196,18 @@ def test_backup_objects_and_metrics(lab: Lab, qdrant: Qdrant, indexed: dict[str,
         assert "querygpt-backup --log-format journal backup" in cron
 
 
-def test_drill_delete_the_collection_and_restore(lab: Lab, qdrant: Qdrant, indexed: dict[str, Any]) -> None:
-    collection = indexed["collection"]
-    qdrant.call("DELETE", f"/collections/{collection}")
-    assert collection not in qdrant.collections()
-    # --check first, as an operator would: it says what a real run does, and changes nothing
-    dry = playbook("playbooks/runbooks/restore_qdrant.yml", "-e", f"restore_collection={collection}", "--check")
-    assert dry.returncode == 0, dry.stdout[-3000:]
-    assert "a real run creates it from the layout recorded" in " ".join(dry.stdout.split()), dry.stdout[-3000:]
-    assert collection not in qdrant.collections()
-    run = restore(lab, collection)  # the runbook creates it from the recorded layout
-    assert "Created " + collection + " from the layout recorded with" in run.stdout, run.stdout[-3000:]
-    assert run.returncode == 0, run.stdout[-3000:]
-    assert task_status(run, CREATE_TASK) == "changed"
-    assert qdrant.layout(collection) == indexed["layout"]
-    assert qdrant.fingerprint(collection) == indexed["before"]
-    # --check on the restored collection: clean, nothing changed
-    dry = playbook("playbooks/runbooks/restore_qdrant.yml", "-e", f"restore_collection={collection}", "--check")
-    assert dry.returncode == 0, dry.stdout[-3000:]
-    changed = changed_counts(dry.stdout)
-    assert set(changed) >= set(lab.groups["qdrant"]) and set(changed.values()) == {0}, changed
-    assert qdrant.fingerprint(collection) == indexed["before"]
-
-
 def test_drill_lose_every_collection_and_a_peers_backup_program_and_restore_everything(
         lab: Lab, qdrant: Qdrant, indexed: dict[str, Any]) -> None:
+    """Every collection deleted and one peer's backup program gone: the runbook, first in
+    --check as an operator would run it (it says what a real run does and changes nothing),
+    creates each collection from the layout recorded with its backups and restores it; a
+    second --check is then clean."""
     host = lab.groups["qdrant"][-1]
     assert not backup_now(lab)
     collections = qdrant.collections()
     fingerprints = {c: qdrant.fingerprint(c) for c in collections}
     layouts = {c: qdrant.layout(c) for c in collections}
+    assert fingerprints[indexed["collection"]] == indexed["before"]
     # One peer loses what the backup role put there; the cluster loses every collection.
     wipe = lab.ssh(host, f"sudo rm -rf {PROGRAM} /etc/querygpt /var/lib/querygpt-backup /etc/cron.d/querygpt-backup "
                    f"{METRICS}", timeout=120)
@@ -233,15 +215,27 @@ def test_drill_lose_every_collection_and_a_peers_backup_program_and_restore_ever
     for collection in collections:
         qdrant.call("DELETE", f"/collections/{collection}")
     assert qdrant.collections() == []
+    drilled = indexed["collection"]
+    dry = playbook("playbooks/runbooks/restore_qdrant.yml", "-e", f"restore_collection={drilled}", "--check")
+    assert dry.returncode == 0, dry.stdout[-3000:]
+    assert "a real run creates it from the layout recorded" in " ".join(dry.stdout.split()), dry.stdout[-3000:]
+    assert qdrant.collections() == []
     for collection in collections:  # nothing created by hand: the runbook creates each from its backups
         run = restore(lab, collection)
         assert run.returncode == 0, f"{collection}: {run.stdout[-3000:]}"
         assert task_status(run, CREATE_TASK) == "changed", collection
+        assert f"Created {collection} from the layout recorded with" in run.stdout, run.stdout[-3000:]
     assert lab.ssh(host, f"test -x {PROGRAM} && sudo test -f /etc/querygpt/backup.json").returncode == 0, \
         "the runbook installs the backup program where it is missing"
     assert qdrant.collections() == collections
     assert {c: qdrant.layout(c) for c in collections} == layouts
     assert {c: qdrant.fingerprint(c) for c in collections} == fingerprints
+    # --check on a restored collection: clean, nothing changed
+    dry = playbook("playbooks/runbooks/restore_qdrant.yml", "-e", f"restore_collection={drilled}", "--check")
+    assert dry.returncode == 0, dry.stdout[-3000:]
+    changed = changed_counts(dry.stdout)
+    assert set(changed) >= set(lab.groups["qdrant"]) and set(changed.values()) == {0}, changed
+    assert qdrant.fingerprint(drilled) == indexed["before"]
 
 
 def test_reindex_from_documents_rebuilds_a_collection_lost_with_its_snapshots(

@@ -1,5 +1,5 @@
 """Central logs and host metrics on the lab: every host's journal reaches monitoring-1 over
-TLS, and monitoring-1 scrapes node_exporter on every host."""
+TLS, and monitoring-1 scrapes every exporter over TLS with its client certificate."""
 
 from __future__ import annotations
 
@@ -55,13 +55,33 @@ def test_journal_remote_refuses_plain_http_and_unknown_clients(lab):
     assert not nocert.stdout.strip().startswith("2"), nocert.stdout
 
 
-def test_node_exporter_answers_monitoring_on_every_host(lab):
+def test_every_exporter_answers_only_tls_with_the_monitoring_certificate(lab):
+    """docs/architecture.md, "Internal TLS": every exporter (node on every host, nginx on the
+    edges, postgres on the PostgreSQL hosts) answers the monitoring host's certificate, which
+    Prometheus presents, over TLS verified against the internal CA; a client without a
+    certificate gets no answer and plaintext no metrics. Which certificates they refuse
+    (another CA's, the internal CA's for another host): node_exporter's molecule scenario."""
     monitoring = _monitoring(lab)
-    for host in sorted(h for g in ("bastion", "edge", "backend", "qdrant", "ollama", "monitoring")
-                       for h in lab.groups.get(g, [])):
-        metrics = lab.exec(monitoring, f"curl -sf --max-time 5 http://{lab.address(host)}:{NODE_EXPORTER_PORT}/metrics")
-        assert metrics.returncode == 0, f"{host}: node_exporter does not answer monitoring ({metrics.stderr.strip()})"
-        assert "node_exporter_build_info" in metrics.stdout, host
+    targets = [(host, NODE_EXPORTER_PORT, "node_exporter_build_info")
+               for g in ("bastion", "edge", "backend", "qdrant", "ollama", "postgres", "monitoring")
+               for host in sorted(lab.groups.get(g, []))]
+    targets += [(host, 9113, "nginx_up 1") for host in sorted(lab.groups["edge"])]
+    targets += [(host, 9187, "pg_up 1") for host in sorted(lab.groups.get("postgres", []))]
+    tls = "/etc/prometheus/exporter-tls"
+    curl = f"curl -s --max-time 5 --cacert {tls}/ca.pem"
+    # One shell on the monitoring host for every target: a line per target and check.
+    script = "".join(
+        f"echo \"{host}:{port} cert $({curl} --cert {tls}/server.pem --key {tls}/server.key "
+        f"https://{lab.address(host)}:{port}/metrics | grep -c '^{marker}')\"; "
+        f"echo \"{host}:{port} nocert $({curl} -o /dev/null -w '%{{http_code}}' https://{lab.address(host)}:{port}/metrics)\"; "
+        f"echo \"{host}:{port} plain $(curl -s --max-time 5 http://{lab.address(host)}:{port}/metrics | grep -c '^{marker}')\"; "
+        for host, port, marker in targets)
+    out = lab.exec(monitoring, script, timeout=180).stdout
+    seen = dict(line.rsplit(" ", 1) for line in out.splitlines() if line.count(" ") == 2)
+    for host, port, _ in targets:
+        assert seen.get(f"{host}:{port} cert") == "1", f"{host}:{port} does not answer monitoring's certificate: {out}"
+        assert seen.get(f"{host}:{port} nocert") == "000", f"{host}:{port} answers a client without a certificate"
+        assert seen.get(f"{host}:{port} plain") == "0", f"{host}:{port} serves metrics in plaintext"
 
 
 def test_node_exporter_is_closed_to_other_hosts(lab):

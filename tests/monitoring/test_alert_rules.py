@@ -46,6 +46,9 @@ def tools() -> dict[str, Path]:
 def rendered(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("prometheus_stack")
     (out / "qdrant-api-key").write_text("test-key")
+    # promtool checks that the client pair's files exist (not what they hold)
+    for name in ("client.pem", "client.key"):
+        (out / name).write_text("placeholder\n")
     extra = dict(
         RECEIVERS,
         render_dir=str(out),
@@ -54,6 +57,8 @@ def rendered(tmp_path_factory) -> Path:
         prometheus_stack_extra_scrape_configs=[{"job_name": "extra", "static_configs": [{"targets": ["10.0.0.9:9999"]}]}],
         _prometheus_stack_rules_dir=str(out / "rules"),
         _prometheus_stack_qdrant_credentials_file=str(out / "qdrant-api-key"),
+        prometheus_stack_scrape_tls_certificate=str(out / "client.pem"),
+        prometheus_stack_scrape_tls_key=str(out / "client.key"),
     )
     env = dict(os.environ, ANSIBLE_CONFIG=str(REPO / "ansible.cfg"), ANSIBLE_STDOUT_CALLBACK="ansible.builtin.default", ANSIBLE_CALLBACKS_ENABLED="ansible.builtin.timer",
                ANSIBLE_FACT_CACHING="memory")
@@ -141,6 +146,12 @@ def test_targets_and_labels_come_from_the_inventory(rendered):
     assert [c["targets"] for c in backend["static_configs"]] == [["10.42.1.21:8000"], ["10.42.2.21:8000"]]
     # TLS only, verified against the internal CA (the same file as the internal probes')
     assert backend["scheme"] == "https" and backend["tls_config"] == {"ca_file": "/etc/prometheus/internal-ca.pem"}
+    # the exporters: TLS verified against the internal CA, with Prometheus's client certificate
+    for job in ("node", "nginx", "postgres"):
+        assert _job(config, job)["scheme"] == "https", job
+        assert _job(config, job)["tls_config"] == {"ca_file": "/etc/prometheus/internal-ca.pem",
+                                                   "cert_file": str(rendered / "client.pem"),
+                                                   "key_file": str(rendered / "client.key")}, job
     qdrant = _job(config, "qdrant")
     assert qdrant["authorization"] == {"type": "Bearer", "credentials_file": str(rendered / "qdrant-api-key")}
     assert qdrant["static_configs"][0]["targets"] == ["10.42.1.30:6333"]

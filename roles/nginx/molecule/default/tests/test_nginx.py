@@ -325,11 +325,21 @@ def test_json_access_log(host):
     assert entry["upstream_response_time"] not in ("", "-")
 
 
-def test_exporter_on_the_private_address(host, private_ip):
-    metrics = host.check_output(f"curl -sf http://{private_ip}:9113/metrics")
+def test_exporter_on_the_private_address_over_tls_with_a_client_certificate(host, private_ip):
+    """The host's exporter web configuration (roles/node_exporter, prepare.yml): TLS only, and
+    only to a client certificate from the internal CA that the exporter allows (the host's own
+    here; Prometheus's in the lab). Which certificates it refuses: node_exporter's scenario."""
+    tls = "/etc/prometheus/exporter-tls"
+    client = f"curl -s --max-time 5 --cacert {tls}/ca.pem"
+    metrics = host.check_output(f"{client} -f --cert {tls}/server.pem --key {tls}/server.key "
+                                f"https://{private_ip}:9113/metrics")
     assert "nginx_up 1" in metrics
     assert "nginx_connections_accepted" in metrics
-    assert host.run("curl -sf --max-time 3 http://127.0.0.1:9113/metrics").rc != 0
+    anonymous = host.run(f"{client} -o /dev/null -w '%{{http_code}}' https://{private_ip}:9113/metrics")
+    assert anonymous.stdout == "000", "the exporter answered a client without a certificate"
+    plain = host.run(f"curl -s --max-time 5 http://{private_ip}:9113/metrics")
+    assert "nginx_up" not in plain.stdout
+    assert host.run("curl -sk --max-time 3 https://127.0.0.1:9113/metrics").rc == 7
     assert f"{private_ip}:9113" in host.check_output("ss -Htln")
 
 

@@ -162,8 +162,14 @@ def test_the_exporter_reports_the_server_in_its_sandbox(host, address):
     assert service.is_running and service.is_enabled
     score = exposure(host, "prometheus-postgres-exporter")
     assert score <= CEILING, f"exporter scores {score}:\n{failed_checks(host, 'prometheus-postgres-exporter')}"
-    metrics = host.check_output(f"curl -sf --max-time 10 http://{address}:9187/metrics")
+    # TLS with a client certificate, as every exporter (roles/node_exporter's web configuration)
+    tls = "/etc/prometheus/exporter-tls"
+    client = f"curl -s --max-time 10 --cacert {tls}/ca.pem"
+    metrics = host.check_output(f"{client} -f --cert {tls}/server.pem --key {tls}/server.key https://{address}:9187/metrics")
     assert "\npg_up 1" in metrics
+    anonymous = host.run(f"{client} -o /dev/null -w '%{{http_code}}' https://{address}:9187/metrics")
+    assert anonymous.stdout == "000", "the exporter answered a client without a certificate"
+    assert "pg_up" not in host.run(f"curl -s --max-time 10 http://{address}:9187/metrics").stdout
 
 
 # --- pgBackRest: the repository on the instance's S3 stand-in (moto behind TLS) ----------------

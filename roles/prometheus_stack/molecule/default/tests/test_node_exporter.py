@@ -29,8 +29,20 @@ def address(host) -> str:
     return host.ansible("setup", "filter=ansible_default_ipv4")["ansible_facts"]["ansible_default_ipv4"]["address"]
 
 
+TLS_DIR = "/etc/prometheus/exporter-tls"
+CLIENTS = "/root/molecule-clients"  # prepare.yml: certificates the exporter must refuse
+
+
+def curl(client: str | None = None, cacert: str = f"{TLS_DIR}/ca.pem") -> str:
+    """curl against the exporter, presenting `client` (a pair's path without .pem/.key)."""
+    pair = f"--cert {client}.pem --key {client}.key" if client else ""
+    return f"curl -s --max-time 5 --cacert {cacert} {pair}"
+
+
 def metrics(host, address: str) -> str:
-    return host.check_output(f"curl -sf --max-time 5 http://{address}:{PORT}/metrics")
+    """/metrics as Prometheus reads it: TLS verified against the internal CA, with the
+    monitoring host's client certificate (this instance's pair names it)."""
+    return host.check_output(f"{curl(f'{TLS_DIR}/server')} -f https://{address}:{PORT}/metrics")
 
 
 def test_service_runs_from_the_debian_package(host):
@@ -55,22 +67,48 @@ def test_unit_exposure_at_most_the_ceiling(host):
 
 def test_collectors_work_as_without_the_sandbox(host, address):
     # The collectors that read what the sandbox narrows: /proc, /sys, the mounts, the clock.
-    metrics = host.check_output(f"curl -sf http://{address}:9100/metrics")
+    text = metrics(host, address)
     for collector in ("cpu", "meminfo", "filesystem", "diskstats", "netdev", "timex", "systemd", "textfile"):
-        assert f'node_scrape_collector_success{{collector="{collector}"}} 1' in metrics, collector
+        assert f'node_scrape_collector_success{{collector="{collector}"}} 1' in text, collector
 
 
 def test_listens_on_the_private_address_only(host, address):
     assert host.socket(f"tcp://{address}:{PORT}").is_listening
     assert not host.socket(f"tcp://0.0.0.0:{PORT}").is_listening
     assert "node_exporter_build_info" in metrics(host, address)
-    refused = host.run(f"curl -s --max-time 5 http://127.0.0.1:{PORT}/metrics")
-    assert refused.rc != 0, "node_exporter answers on loopback: it must bind the private address only"
+    refused = host.run(f"curl -sk --max-time 5 https://127.0.0.1:{PORT}/metrics")
+    assert refused.rc == 7, "node_exporter answers on loopback: it must bind the private address only"
+
+
+def test_metrics_only_over_tls_to_the_scrapers_certificate(host, address):
+    """docs/architecture.md, "Internal TLS": the monitoring host's certificate is served; a
+    client without a certificate, with one from another CA (naming the monitoring host), or
+    with the internal CA's for another host ends the handshake; plaintext gets no metrics."""
+    url = f"https://{address}:{PORT}/metrics"
+    assert "node_exporter_build_info" in metrics(host, address)
+    for client in (None, f"{CLIENTS}/impostor", f"{CLIENTS}/stranger"):
+        refused = host.run(f"{curl(client)} -o /dev/null -w '%{{http_code}}' {url}")
+        assert refused.rc != 0 and refused.stdout == "000", (client, refused.stdout, refused.stderr)
+    plain = host.run(f"curl -s --max-time 5 -w '\\n%{{http_code}}' http://{address}:{PORT}/metrics")
+    assert plain.stdout.endswith("\n400") and "node_" not in plain.stdout, plain.stdout
+    # The server's certificate verifies for its address against the internal CA, and TLS
+    # below 1.2 or a CBC suite is refused even with the right client certificate.
+    weak = host.run(f"{curl(f'{TLS_DIR}/server')} --tls-max 1.2 --ciphers ECDHE-ECDSA-AES128-SHA "
+                    f"-o /dev/null -w '%{{http_code}}' {url}")
+    assert weak.stdout == "000", weak.stdout
+
+
+def test_exporters_tls_files_are_the_pkis_and_the_key_stays_private(host):
+    key = host.file(f"{TLS_DIR}/server.key")
+    assert (key.user, key.group, key.mode) == ("root", "prometheus", 0o640)
+    assert host.file(f"{TLS_DIR}/server.pem").content == host.file("/etc/journal-tls/host.pem").content
+    assert host.file(f"{TLS_DIR}/ca.pem").content == host.file("/etc/journal-tls/ca.pem").content
 
 
 def test_flags_come_from_the_default_file(host, address):
     args = host.file("/etc/default/prometheus-node-exporter").content_string
     assert f"--web.listen-address={address}:{PORT}" in args
+    assert f"--web.config.file={TLS_DIR}/web-config.yml" in args
     assert f"--collector.textfile.directory={TEXTFILE_DIR}" in args
     assert "--collector.systemd" in args
 

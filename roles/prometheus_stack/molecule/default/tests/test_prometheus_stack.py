@@ -116,7 +116,7 @@ def test_targets_come_from_the_inventory_with_tier_az_env(host, private_address)
     assert set(by_job["node"]) == {ME, "backend-fake", "bastion-fake", "edge-fake-a", "edge-fake-b",
                                    "qdrant-fake", "ollama-fake"}
     edge_b = by_job["node"]["edge-fake-b"]
-    assert edge_b["scrapeUrl"] == "http://192.0.2.80:9100/metrics"
+    assert edge_b["scrapeUrl"] == "https://192.0.2.80:9100/metrics"  # TLS with a client certificate
     assert {k: edge_b["labels"][k] for k in ("tier", "az", "env")} == {"tier": "edge", "az": "az-b", "env": "molecule"}
     assert by_job["node"]["qdrant-fake"]["labels"]["az"] == "eu-central-1a"
     assert set(by_job["nginx"]) == {"edge-fake-a", "edge-fake-b"}
@@ -135,6 +135,7 @@ def test_targets_come_from_the_inventory_with_tier_az_env(host, private_address)
 
 
 def test_self_monitoring_targets_are_up(host, private_address):
+    # node: its own exporter, scraped over TLS with the client certificate the exporter requires
     up = {t["labels"]["job"]: t["health"] for t in _targets(host, private_address)
           if t["labels"]["instance"] == ME}
     assert {up[j] for j in ("prometheus", "alertmanager", "blackbox_exporter", "node")} == {"up"}, up
