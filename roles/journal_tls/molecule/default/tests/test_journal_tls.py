@@ -49,3 +49,15 @@ def test_a_new_ca_kept_the_key_and_replaced_the_certificate(host):
     cert_now = host.check_output(f"openssl x509 -in {TLS}/host.pem -noout -fingerprint -sha256")
     assert key_now == key_before
     assert cert_now != cert_before
+
+
+def test_the_services_that_read_the_files_were_reloaded_once_per_change(host):
+    """journal_tls_dependent_units: the running reader was reloaded by the first certificate
+    and again by the new CA (the side effect), not by the idempotence run; the installed but
+    stopped unit stayed stopped (try-), and a unit the host lacks was no failure."""
+    reloads = host.file("/var/tmp/molecule-pki-reader.reloads")
+    assert reloads.exists and reloads.content_string.count("reloaded") == 2, \
+        reloads.content_string if reloads.exists else "never reloaded"
+    assert host.service("molecule-pki-reader").is_running
+    assert not host.service("molecule-pki-idle").is_running
+    assert not host.file("/var/tmp/molecule-pki-idle.reloads").exists
