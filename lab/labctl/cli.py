@@ -64,7 +64,7 @@ def endpoints() -> list[str]:
     tunnel = f"ssh -F {config} -L {{port}}:{{address}}:{{port}} {bastion.public_ip}"
     services = [  # (group, role that serves it, label, URL template, port)
         ("edge", "nginx", "QueryGPT", "https://{address}/", 443),
-        ("monitoring", "prometheus_stack", "Prometheus", "http://{address}:9090/", 9090),
+        ("monitoring", "prometheus_stack", "Prometheus", "https://{address}:9090/", 9090),
         ("qdrant", "qdrant", "Qdrant (private)", "http://{address}:6333/readyz", 6333),
         ("ollama", "ollama", "Ollama (private)", "https://{address}:11434/api/version", 11434),
         ("backend", "backend", "Backend (private)", "https://{address}:8000/ready", 8000),
@@ -77,6 +77,8 @@ def endpoints() -> list[str]:
             lines.append(f"{label:18} {host.name:24} {url.format(address=host.address)}")
             if group == "monitoring":  # the matrix opens 9090 to the bastion for tunnels
                 lines.append(f"{'':18} {'':24} tunnel: {tunnel.format(port=port, address=host.address)}")
+                lines.append(f"{'':18} {'':24} then https://localhost:{port}/ as querygpt, password: "
+                             "ansible-vault view inventories/lab/group_vars/all/vault.yml (vault_prometheus_web_password)")
             elif group != "edge":  # private: reachable from the tier the matrix names
                 peer = "edge" if group == "backend" else "backend"
                 lines.append(f"{'':18} {'':24} from {peer}: ssh -F {config} "

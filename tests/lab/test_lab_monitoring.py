@@ -27,13 +27,17 @@ def mon(lab):
 
 
 def curl_json(lab, host: str, url: str, method: str = "GET", timeout: int = 30):
-    proc = lab.ssh(host, f"curl -sS --max-time 20 -X {method} {shlex.quote(url)}", timeout=timeout)
+    """Prometheus's and Alertmanager's APIs (https) as an operator on the host reaches them:
+    TLS verified against the internal CA, with the UIs' user and password."""
+    auth = ("--cacert /etc/prometheus/internal-ca.pem -u querygpt:\"$(sudo cat /etc/prometheus/web-password)\""
+            if url.startswith("https://") else "")
+    proc = lab.ssh(host, f"curl -sS --max-time 20 {auth} -X {method} {shlex.quote(url)}", timeout=timeout)
     assert proc.returncode == 0, f"{url}: {proc.stderr}"
     return json.loads(proc.stdout)
 
 
 def prom(lab, mon: str) -> str:
-    return f"http://{lab.address(mon)}:9090"
+    return f"https://{lab.address(mon)}:9090"
 
 
 def query(lab, mon: str, expr: str) -> dict:

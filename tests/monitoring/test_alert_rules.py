@@ -16,7 +16,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import bcrypt
 import pytest
+import trustme
 import yaml
 
 REPO = Path(__file__).resolve().parents[2]
@@ -42,13 +44,20 @@ def tools() -> dict[str, Path]:
     return ensure_promtools()
 
 
+# The UIs' password in this test (a real one is 48 random characters from bin/new-env).
+WEB_PASSWORD = "render-test-web-password"
+
+
 @pytest.fixture(scope="module")
 def rendered(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("prometheus_stack")
     (out / "qdrant-api-key").write_text("test-key")
-    # promtool checks that the client pair's files exist (not what they hold)
-    for name in ("client.pem", "client.key"):
-        (out / name).write_text("placeholder\n")
+    # the monitoring host's pair (Prometheus's client certificate, the UIs' server certificate):
+    # promtool checks the files, and loads them for the web configuration
+    pair = trustme.CA().issue_cert("10.42.1.40", "monitoring.querygpt.internal")
+    pair.cert_chain_pems[0].write_to_path(out / "client.pem")
+    pair.private_key_pem.write_to_path(out / "client.key")
+    (out / "web-password").write_text(WEB_PASSWORD)
     extra = dict(
         RECEIVERS,
         render_dir=str(out),
@@ -57,8 +66,10 @@ def rendered(tmp_path_factory) -> Path:
         prometheus_stack_extra_scrape_configs=[{"job_name": "extra", "static_configs": [{"targets": ["10.0.0.9:9999"]}]}],
         _prometheus_stack_rules_dir=str(out / "rules"),
         _prometheus_stack_qdrant_credentials_file=str(out / "qdrant-api-key"),
-        prometheus_stack_scrape_tls_certificate=str(out / "client.pem"),
-        prometheus_stack_scrape_tls_key=str(out / "client.key"),
+        prometheus_stack_tls_certificate=str(out / "client.pem"),
+        prometheus_stack_tls_key=str(out / "client.key"),
+        prometheus_stack_web_password=WEB_PASSWORD,
+        _prometheus_stack_web_password_file=str(out / "web-password"),
     )
     env = dict(os.environ, ANSIBLE_CONFIG=str(REPO / "ansible.cfg"), ANSIBLE_STDOUT_CALLBACK="ansible.builtin.default", ANSIBLE_CALLBACKS_ENABLED="ansible.builtin.timer",
                ANSIBLE_FACT_CACHING="memory")
@@ -166,14 +177,38 @@ def test_targets_and_labels_come_from_the_inventory(rendered):
     assert probes["probe_ollama"]["static_configs"][0]["labels"]["tier"] == "ollama"
     for job in probes.values():
         assert job["relabel_configs"][-1]["replacement"] == "127.0.0.1:9115"
-    assert config["alerting"]["alertmanagers"][0]["static_configs"][0]["targets"] == ["10.42.1.40:9093"]
+    alertmanager = config["alerting"]["alertmanagers"][0]
+    assert alertmanager["static_configs"][0]["targets"] == ["10.42.1.40:9093"]
+    # Alertmanager, and the scrapes of both UIs: TLS verified against the internal CA, logged in
+    web_login = {"scheme": "https", "basic_auth": {"username": "querygpt", "password_file": str(rendered / "web-password")},
+                 "tls_config": {"ca_file": "/etc/prometheus/internal-ca.pem"}}
+    assert {k: alertmanager[k] for k in web_login} == web_login
+    for job in ("prometheus", "alertmanager"):
+        assert {k: _job(config, job)[k] for k in web_login} == web_login, job
     assert _job(config, "extra")["static_configs"] == [{"targets": ["10.0.0.9:9999"]}]
+
+
+def test_web_config_passes_promtool_and_holds_the_passwords_hash_only(tools, rendered):
+    """The UIs' web configuration: TLS with the monitoring host's pair, basic auth whose bcrypt
+    hash matches the password; rendering it again gives the same file (idempotent runs)."""
+    proc = run([tools["promtool"], "check", "web-config", rendered / "web-config.yml"])
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    text = (rendered / "web-config.yml").read_text()
+    web = yaml.safe_load(text)
+    assert WEB_PASSWORD not in text
+    assert bcrypt.checkpw(WEB_PASSWORD.encode(), web["basic_auth_users"]["querygpt"].encode())
+    assert web["tls_server_config"]["cert_file"] == str(rendered / "client.pem")
+    assert web["tls_server_config"]["min_version"] == "TLS12"
+    assert all("GCM" in suite or "CHACHA20" in suite for suite in web["tls_server_config"]["cipher_suites"])
 
 
 def test_daemons_listen_on_the_private_address(rendered):
     prometheus = (rendered / "prometheus.default").read_text()
     assert "--web.listen-address=10.42.1.40:9090" in prometheus
+    assert "--web.config.file=/etc/prometheus/web-config.yml" in prometheus
     assert "--storage.tsdb.retention.time=15d" in prometheus
     alertmanager = (rendered / "prometheus-alertmanager.default").read_text()
     assert "--web.listen-address=10.42.1.40:9093" in alertmanager
+    assert "--web.config.file=/etc/prometheus/web-config.yml" in alertmanager
+    assert "--web.external-url=https://10.42.1.40:9093/" in alertmanager
     assert '--cluster.listen-address="' in alertmanager

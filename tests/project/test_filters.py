@@ -18,6 +18,7 @@ sys.path.insert(0, str(REPO / "plugins" / "filter"))
 
 from inventory import firewall_sources, host_azs, launch_order, private_address, private_addresses  # noqa: E402
 from site_roles import site_roles  # noqa: E402
+from web_auth import bcrypt_hash  # noqa: E402
 
 # What inventories/prod gives after group_vars/all/addresses.yml: ansible_host is how the
 # controller reaches a host (the bastion: its Elastic IP); querygpt_private_address is the
@@ -154,3 +155,24 @@ def test_zones_are_given_per_host_in_order_and_none_when_any_is_unknown():
     assert host_azs(["10.40.144.3", "10.40.160.7"], PEERS) == ["eu-central-1b", "eu-central-1c"]
     # molecule: no EC2 placement; "unknown" must not count as a zone of its own
     assert host_azs(["10.40.144.3", "mon"], {**PEERS, **HOSTVARS}) == []
+
+
+def test_bcrypt_hash_is_stable_per_seed_and_verifies():
+    """The UIs' web configuration holds this hash: the same password and seed give the same
+    file on every run; another seed (host) or password gives another hash."""
+    import bcrypt
+
+    first = bcrypt_hash("a-long-web-password", "prod/monitoring-1")
+    assert first == bcrypt_hash("a-long-web-password", "prod/monitoring-1")
+    assert first.startswith("$2b$10$")
+    assert bcrypt.checkpw(b"a-long-web-password", first.encode())
+    assert not bcrypt.checkpw(b"another-password", first.encode())
+    assert bcrypt_hash("a-long-web-password", "prod/monitoring-2") != first
+    assert bcrypt_hash("another-long-password", "prod/monitoring-1") != first
+
+
+@pytest.mark.parametrize("password", ["", None, "x" * 73])
+def test_bcrypt_hash_refuses_what_bcrypt_would_truncate_or_cannot_hash(password):
+    with pytest.raises(AnsibleFilterError):
+        bcrypt_hash(password, "seed")
+

@@ -97,7 +97,8 @@ GOOD_VARS: dict[str, dict[str, Any]] = {
         "postgresql_backup_s3_kms_key_id": "arn:aws:kms:eu-west-1:123456789012:key/0a1b2c3d-0000-4000-8000-000000000000",
     },
     "prometheus_stack": {"prometheus_stack_qdrant_api_key": "preflight-test-read-only-key",
-                         "prometheus_stack_internal_ca_pem": PEM_CERT},
+                         "prometheus_stack_internal_ca_pem": PEM_CERT,
+                         "prometheus_stack_web_password": "preflight-test-web-password"},
     "qdrant": {
         "qdrant_checksum": SHA,
         "qdrant_api_key": "preflight-test-full-access-key",

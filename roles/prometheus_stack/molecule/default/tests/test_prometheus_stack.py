@@ -43,8 +43,17 @@ def private_address(host):
     return facts["ansible_facts"]["ansible_default_ipv4"]["address"]
 
 
+# The UIs' user and the file the role writes its password to (Prometheus logs in with it).
+WEB_USER = "querygpt"
+WEB_PASSWORD_FILE = "/etc/prometheus/web-password"
+INTERNAL_CA = "/etc/prometheus/internal-ca.pem"
+
+
 def get_json(host, url):
-    return json.loads(host.check_output(f"curl -sf --max-time 10 '{url}'"))
+    """GET a JSON API; Prometheus's and Alertmanager's (https) over TLS verified against the
+    internal CA, with the UIs' user and password."""
+    auth = f"--cacert {INTERNAL_CA} -u {WEB_USER}:$(cat {WEB_PASSWORD_FILE})" if url.startswith("https://") else ""
+    return json.loads(host.check_output(f"curl -sf --max-time 10 {auth} '{url}'"))
 
 
 @pytest.mark.parametrize("service", SERVICES)
@@ -96,7 +105,7 @@ def test_config_files_valid_and_protected(host):
 
 
 def test_every_alert_rule_is_loaded_with_a_runbook(host, private_address):
-    rules = get_json(host, f"http://{private_address}:9090/api/v1/rules?type=alert")["data"]["groups"]
+    rules = get_json(host, f"https://{private_address}:9090/api/v1/rules?type=alert")["data"]["groups"]
     loaded = {r["name"]: r for g in rules for r in g["rules"]}
     assert set(loaded) == ALERTS
     for name, rule in loaded.items():
@@ -105,7 +114,7 @@ def test_every_alert_rule_is_loaded_with_a_runbook(host, private_address):
 
 
 def _targets(host, address):
-    return get_json(host, f"http://{address}:9090/api/v1/targets?state=active")["data"]["activeTargets"]
+    return get_json(host, f"https://{address}:9090/api/v1/targets?state=active")["data"]["activeTargets"]
 
 
 def test_targets_come_from_the_inventory_with_tier_az_env(host, private_address):
@@ -141,8 +150,30 @@ def test_self_monitoring_targets_are_up(host, private_address):
     assert {up[j] for j in ("prometheus", "alertmanager", "blackbox_exporter", "node")} == {"up"}, up
 
 
+@pytest.mark.parametrize("port", [9090, 9093])
+def test_the_uis_serve_only_tls_and_ask_for_the_password(host, private_address, port):
+    """docs/architecture.md, "Internal TLS": Prometheus's and Alertmanager's UIs and APIs serve
+    the monitoring host's certificate (verified for its address against the internal CA), and
+    answer only the web user with its password; plaintext gets no page."""
+    url = f"https://{private_address}:{port}/-/ready"
+    curl = f"curl -s --max-time 10 --cacert {INTERNAL_CA} -o /dev/null -w '%{{http_code}}'"
+    assert host.check_output(f"{curl} -u {WEB_USER}:$(cat {WEB_PASSWORD_FILE}) {url}") == "200"
+    assert host.check_output(f"{curl} {url}") == "401"
+    assert host.check_output(f"{curl} -u {WEB_USER}:not-the-password-at-all {url}") == "401"
+    # forward-secret AEAD suites only: a client offering nothing but a CBC suite is refused
+    cbc = host.run(f"{curl} -u {WEB_USER}:$(cat {WEB_PASSWORD_FILE}) --tls-max 1.2 --ciphers ECDHE-ECDSA-AES128-SHA {url}")
+    assert cbc.stdout == "000", cbc.stdout
+    plain = host.run(f"curl -s --max-time 10 -w '\\n%{{http_code}}' http://{private_address}:{port}/-/ready")
+    assert plain.stdout.endswith("\n400") and "Ready" not in plain.stdout, plain.stdout
+    password = host.file(WEB_PASSWORD_FILE)
+    assert (password.user, password.group, password.mode) == ("root", "prometheus", 0o640)
+    config = host.file("/etc/prometheus/web-config.yml")
+    assert (config.user, config.group, config.mode) == ("root", "prometheus", 0o640)
+    assert password.content_string not in config.content_string, "the web configuration holds the hash only"
+
+
 def test_alertmanager_loaded_the_receivers(host, private_address):
-    status = get_json(host, f"http://{private_address}:9093/api/v2/status")
+    status = get_json(host, f"https://{private_address}:9093/api/v2/status")
     config = status["config"]["original"]
     # Alertmanager >= 0.27 shows webhook URLs as <secret> (they may carry tokens); the file has it
     assert re.search(r"webhook_configs:\s*\n(\s+.*\n)*?\s+url: <secret>", config), config
@@ -179,7 +210,7 @@ def test_argument_change_restarted_prometheus_receiver_change_only_reloaded_aler
     assert before["prometheus-alertmanager"] == after["prometheus-alertmanager"]
     # the idempotence run that followed restarted nothing
     assert host.service("prometheus").systemd_properties["InvocationID"] == after["prometheus"]
-    config = get_json(host, f"http://{private_address}:9093/api/v2/status")["config"]["original"]
+    config = get_json(host, f"https://{private_address}:9093/api/v2/status")["config"]["original"]
     assert "#molecule-changed" in config
 
 
@@ -193,7 +224,8 @@ def test_internal_tls_probes_refuse_plaintext_and_other_cas(host):
     "Internal TLS")."""
     ca = host.file("/etc/prometheus/internal-ca.pem")
     assert ca.exists and "BEGIN CERTIFICATE" in ca.content_string and ca.mode == 0o644
-    assert re.search(r"^probe_success 0$", _probe(host, "https_internal", "http://127.0.0.1:9090/-/ready"), re.M)
+    # prepare.yml's alert receiver serves plaintext on 127.0.0.1:9099
+    assert re.search(r"^probe_success 0$", _probe(host, "https_internal", "https://127.0.0.1:9099/alerts"), re.M)
     host.check_output(
         "test -f /tmp/foreign.pem || openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes"
         " -keyout /tmp/foreign.key -out /tmp/foreign.pem -days 1 -subj /CN=127.0.0.1"
