@@ -28,10 +28,11 @@ def mon(lab):
 
 def curl_json(lab, host: str, url: str, method: str = "GET", timeout: int = 30):
     """Prometheus's and Alertmanager's APIs (https) as an operator on the host reaches them:
-    TLS verified against the internal CA, with the UIs' user and password."""
-    auth = ("--cacert /etc/prometheus/internal-ca.pem -u querygpt:\"$(sudo cat /etc/prometheus/web-password)\""
-            if url.startswith("https://") else "")
-    proc = lab.ssh(host, f"curl -sS --max-time 20 {auth} -X {method} {shlex.quote(url)}", timeout=timeout)
+    TLS verified against the internal CA, with the UIs' user and password (both files are
+    root's and the prometheus group's, hence sudo)."""
+    auth = ("sudo curl --cacert /etc/prometheus/internal-ca.pem -u querygpt:\"$(sudo cat /etc/prometheus/web-password)\""
+            if url.startswith("https://") else "curl")
+    proc = lab.ssh(host, f"{auth} -sS --max-time 20 -X {method} {shlex.quote(url)}", timeout=timeout)
     assert proc.returncode == 0, f"{url}: {proc.stderr}"
     return json.loads(proc.stdout)
 
