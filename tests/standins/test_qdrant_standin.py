@@ -81,6 +81,7 @@ class StandIn:
         self.process: subprocess.Popen[bytes] | None = None
         self.scheme = "http"
         self.verify: str | bool = True
+        self.cert: tuple[str, str] | None = None  # a client certificate and key for the readiness probe
 
     @property
     def url(self) -> str:
@@ -95,7 +96,8 @@ class StandIn:
         while time.monotonic() < deadline:
             assert self.process.poll() is None, (self.workdir / "stderr.log").read_text()
             try:
-                if requests.get(self.url + "/readyz", timeout=1, verify=self.verify).status_code == 200:
+                if requests.get(self.url + "/readyz", timeout=1, verify=self.verify,
+                                cert=self.cert).status_code == 200:
                     return self
             except requests.ConnectionError:
                 time.sleep(0.05)

@@ -33,20 +33,26 @@ deliberate:
   Partial replica before its copy arrives are queued and replayed after it, minus those
   the copy already contains (every write carries an id).
 
-Peer-to-peer traffic is HTTP/JSON on ``cluster.p2p.port`` (upstream: gRPC), without auth
-(upstream's p2p port has none by default either): bind it privately.
+Peer-to-peer traffic is HTTP/JSON on ``cluster.p2p.port`` (upstream: gRPC). By default
+without TLS or auth (upstream's default p2p port has neither): bind it privately. With
+``cluster.p2p.enable_tls`` it is HTTPS both ways, as upstream's internal gRPC: the server
+requires a client certificate from ``tls.ca_cert`` (peers only), the client verifies the
+peer's certificate against ``tls.ca_cert`` and the host of its ``https://`` URI, and
+presents this node's certificate (contexts from tls.py, handed in by server.py).
 """
 
 from __future__ import annotations
 
 import collections
 import copy
+import functools
 import http.client
 import json
 import logging
 import random
 import shutil
 import socket
+import ssl
 import threading
 import time
 import urllib.error
@@ -64,6 +70,7 @@ from .aliases import apply_actions
 from .errors import ApiError, bad_input, bad_request, collection_not_found, not_found
 from .shard_ops import apply_read, apply_write
 from .storage import Collection, _merge, apply_config_diff, write_atomically
+from .tls import PerConnectionTls, ServerTls
 
 LOG = logging.getLogger("qdrant.cluster")
 RAFT_STATE_FILE = "raft_state.json"  # upstream's file name; the content is the stand-in's own
@@ -92,12 +99,26 @@ class PeerUnavailable(ApiError):
         super().__init__(500, f"Service internal error: Failed to connect to {uri}, error: {error}")
 
 
-def p2p_call(uri: str, path: str, body: Any = None, timeout: float = P2P_TIMEOUT) -> Any:
-    """POST JSON to a peer's p2p port; its errors come back as the ApiError it raised."""
+@functools.lru_cache(maxsize=8)
+def _tls_opener(context: ssl.SSLContext) -> urllib.request.OpenerDirector:
+    return urllib.request.build_opener(urllib.request.ProxyHandler({}), urllib.request.HTTPSHandler(context=context))
+
+
+def p2p_call(uri: str, path: str, body: Any = None, timeout: float = P2P_TIMEOUT,
+             tls: ssl.SSLContext | None = None) -> Any:
+    """POST JSON to a peer's p2p port; its errors come back as the ApiError it raised.
+    ``tls`` (cluster.p2p.enable_tls) is the client context for ``https://`` URIs; with it a
+    plaintext ``http://`` URI is refused, without it an ``https://`` one."""
+    scheme = urllib.parse.urlsplit(uri).scheme
+    if scheme == "https" and tls is None:
+        raise PeerUnavailable(uri, "an https:// peer URI, but cluster.p2p.enable_tls is false")
+    if scheme == "http" and tls is not None:
+        raise PeerUnavailable(uri, "a plaintext http:// peer URI, but cluster.p2p.enable_tls is true")
+    opener = _NO_PROXY if tls is None else _tls_opener(tls)
     request = urllib.request.Request(uri.rstrip("/") + path, data=json.dumps(body or {}).encode(),
                                      method="POST", headers={"Content-Type": "application/json"})
     try:
-        with _NO_PROXY.open(request, timeout=timeout) as response:
+        with opener.open(request, timeout=timeout) as response:
             return json.loads(response.read() or b"null")
     except urllib.error.HTTPError as err:
         raw = err.read()
@@ -286,8 +307,10 @@ class Cluster:
     metadata and the local shards; it is never held across a call to another peer."""
 
     def __init__(self, storage_path: Path, version: str, p2p_port: int, configured_peer_id: int | None,
-                 bootstrap_timeout_sec: int, transfer_delay_ms: int = 0) -> None:
+                 bootstrap_timeout_sec: int, transfer_delay_ms: int = 0,
+                 tls_client: ssl.SSLContext | None = None) -> None:
         self.root = storage_path
+        self.tls_client = tls_client  # cluster.p2p.enable_tls: peers are https:// and verified
         self.version = version
         self.p2p_port = p2p_port
         self.bootstrap_timeout_sec = bootstrap_timeout_sec
@@ -357,6 +380,10 @@ class Cluster:
         write_atomically(self.root / RAFT_STATE_FILE, json.dumps(state, sort_keys=True, indent=1).encode())
         self.has_state = True
 
+    def call(self, uri: str, path: str, body: Any = None, timeout: float = P2P_TIMEOUT) -> Any:
+        """p2p_call with this node's p2p TLS client context (if any)."""
+        return p2p_call(uri, path, body, timeout, tls=self.tls_client)
+
     # -- start-up ----------------------------------------------------------------
 
     @property
@@ -395,7 +422,7 @@ class Cluster:
         body = {"peer_id": self.peer_id, "uri": uri, "p2p_port": self.p2p_port}
         while True:
             try:
-                answer = p2p_call(bootstrap, "/p2p/join", body)
+                answer = self.call(bootstrap, "/p2p/join", body)
                 break
             except ApiError as err:
                 if time.monotonic() > deadline:
@@ -434,7 +461,7 @@ class Cluster:
         ahead: tuple[int, str] | None = None
         for peer, uri in peers.items():
             try:
-                status = p2p_call(uri, "/p2p/status", {}, timeout=PING_TIMEOUT)
+                status = self.call(uri, "/p2p/status", {}, timeout=PING_TIMEOUT)
             except ApiError as err:
                 self.alive[peer] = False
                 failure = self.failures.setdefault(uri, {"count": 0})
@@ -454,7 +481,7 @@ class Cluster:
 
     def pull(self, uri: str) -> None:
         try:
-            self.apply_metadata(p2p_call(uri, "/p2p/metadata/pull", {})["metadata"])
+            self.apply_metadata(self.call(uri, "/p2p/metadata/pull", {})["metadata"])
         except ApiError as err:
             LOG.warning("cannot pull the cluster metadata from %s: %s", uri, err.message)
 
@@ -483,7 +510,7 @@ class Cluster:
             if leader == self.peer_id:
                 return self.lead(op)
             try:
-                answer = p2p_call(self.peer_uri(leader), "/p2p/propose", {"op": op})
+                answer = self.call(self.peer_uri(leader), "/p2p/propose", {"op": op})
             except PeerUnavailable as err:
                 self.alive[leader] = False
                 last = err
@@ -513,7 +540,7 @@ class Cluster:
     def _push(self, meta: dict[str, Any], targets: dict[int, str]) -> None:
         def push(peer: int, uri: str) -> None:
             try:
-                p2p_call(uri, "/p2p/metadata/push", {"metadata": meta}, timeout=2)
+                self.call(uri, "/p2p/metadata/push", {"metadata": meta}, timeout=2)
             except ApiError:
                 self.alive[peer] = False
         threads = [threading.Thread(target=push, args=item, daemon=True) for item in targets.items()]
@@ -675,9 +702,9 @@ class Cluster:
                 data = shard.to_json()
                 applied = list(self.applied.get((name, t["shard_id"]), {}))
                 commit = self.meta["commit"]
-            p2p_call(self.peer_uri(t["to"]), "/p2p/shard/receive",
-                     dict(ref, data=data, applied_ops=applied, commit=commit, sender=self.uri),
-                     timeout=TRANSFER_TIMEOUT)
+            self.call(self.peer_uri(t["to"]), "/p2p/shard/receive",
+                      dict(ref, data=data, applied_ops=applied, commit=commit, sender=self.uri),
+                      timeout=TRANSFER_TIMEOUT)
             if self._transfer_exists(name, t):
                 self.propose(dict(ref, type="finish_transfer"))
                 LOG.info("shard %s:%d transferred %d -> %d", name, t["shard_id"], t["from"], t["to"])
@@ -783,8 +810,9 @@ class Cluster:
 
     def _p2p_join(self, body: dict[str, Any], client: str) -> Any:
         """Upstream derives a joining peer's URI from the address it connects from when the
-        peer gave none."""
-        uri = body.get("uri") or f"http://{client}:{int(body['p2p_port'])}"
+        peer gave none (https:// with cluster.p2p.enable_tls)."""
+        host = f"[{client}]" if ":" in client else client
+        uri = body.get("uri") or f"{'https' if self.tls_client else 'http'}://{host}:{int(body['p2p_port'])}"
         self.propose({"type": "add_peer", "peer_id": int(body["peer_id"]), "uri": uri})
         return {"metadata": self.meta, "uri": uri}
 
@@ -802,7 +830,9 @@ class Cluster:
         self.install(body["collection"], int(body["shard_id"]), body["data"], body["applied_ops"], transfer)
         return True
 
-    def build_p2p_server(self, host: str) -> ThreadingHTTPServer:
+    def build_p2p_server(self, host: str, tls: ServerTls | None = None) -> ThreadingHTTPServer:
+        """The p2p server; with ``tls`` every connection is TLS (handshaken in its own thread)
+        and must present a client certificate the context accepts."""
         routes = self.p2p_routes()
 
         class Handler(BaseHTTPRequestHandler):
@@ -832,6 +862,7 @@ class Cluster:
                 LOG.debug("p2p %s %s", self.address_string(), format % args)
 
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        server_class = type("P2PServer", (ThreadingHTTPServer,), {"address_family": family, "daemon_threads": True,
-                                                                    "request_queue_size": 128})
+        server_class = type("P2PServer", (PerConnectionTls, ThreadingHTTPServer),
+                            {"address_family": family, "daemon_threads": True, "request_queue_size": 128,
+                             "tls": tls})
         return server_class((host, self.p2p_port), Handler)

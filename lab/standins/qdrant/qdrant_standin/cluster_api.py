@@ -22,7 +22,7 @@ from typing import Any
 from . import payload as pl
 from . import points as pts
 from .aliases import listing, parse_actions
-from .cluster import UPDATABLE, Cluster, PeerUnavailable, p2p_call, shard_for
+from .cluster import UPDATABLE, Cluster, PeerUnavailable, shard_for
 from .config import Settings
 from .errors import ApiError, bad_input, bad_request, collection_not_found, not_found, unsupported
 from .http_api import (App, Request, Response, Result, _limit, _multipart_field, _no_shard_key, _retrieve_ids,
@@ -71,7 +71,7 @@ class ClusterApp(App):
 
     def _call(self, peer: int, path: str, body: dict[str, Any]) -> Any:
         body = dict(body, commit=self.cluster.meta["commit"], sender=self.cluster.uri)
-        return p2p_call(self.cluster.peer_uri(peer), path, body)
+        return self.cluster.call(self.cluster.peer_uri(peer), path, body)
 
     def _update_shard(self, name: str, shard_id: int, op: dict[str, Any], wcf: int) -> int:
         """Upstream's replica-set update: every updatable replica, ``min(wcf, replicas)``

@@ -39,8 +39,11 @@ class Settings:
     api_key: str | None = None
     read_only_api_key: str | None = None
     enable_tls: bool = False
+    verify_https_client_certificate: bool = False
     tls_cert: Path = Path("./tls/cert.pem")
     tls_key: Path = Path("./tls/key.pem")
+    tls_ca_cert: Path = Path("./tls/cacert.pem")
+    tls_cert_ttl: int | None = None  # seconds; None: never re-read (upstream: absent, null or 0)
     telemetry_disabled: bool = False
     # distributed mode (cluster.py): upstream's keys, an HTTP/JSON p2p port instead of gRPC
     cluster_enabled: bool = False
@@ -48,6 +51,7 @@ class Settings:
     tick_period_ms: int = 100
     bootstrap_timeout_sec: int = 15
     cluster_peer_id: int | None = None
+    p2p_enable_tls: bool = False
     standin_transfer_delay_ms: int = 0  # stand-in only: a pause before each shard copy, for tests
 
 
@@ -93,6 +97,30 @@ def _positive(value: Any, key: str) -> int:
     return value
 
 
+def _bool(value: Any, key: str) -> bool:
+    """A YAML boolean, as serde reads one (no "yes", no 1)."""
+    if not isinstance(value, bool):
+        raise ConfigError(f"{key} must be true or false, got {value!r}")
+    return value
+
+
+def _path(value: Any, key: str, default: Path) -> Path:
+    if value is None or value == "":
+        return default
+    if not isinstance(value, str):
+        raise ConfigError(f"{key} must be a file path (a string), got {value!r}")
+    return Path(value)
+
+
+def _cert_ttl(value: Any) -> int | None:
+    """Upstream's ``tls.cert_ttl``: seconds, or absent/null (and 0, as upstream) for never."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ConfigError(f"tls.cert_ttl must be a positive number of seconds or null, got {value!r}")
+    return value or None
+
+
 def _non_empty(value: Any) -> str | None:
     """Upstream treats an empty key as 'no key configured'."""
     if value is None or value == "":
@@ -124,9 +152,13 @@ def from_tree(tree: Mapping[str, Any]) -> Settings:
         grpc_port=None if grpc_port is None else _port(grpc_port, "service.grpc_port"),
         api_key=_non_empty(service.get("api_key")),
         read_only_api_key=_non_empty(service.get("read_only_api_key")),
-        enable_tls=bool(service.get("enable_tls", False)),
-        tls_cert=Path(str(tls.get("cert") or defaults.tls_cert)),
-        tls_key=Path(str(tls.get("key") or defaults.tls_key)),
+        enable_tls=_bool(service.get("enable_tls", False), "service.enable_tls"),
+        verify_https_client_certificate=_bool(service.get("verify_https_client_certificate", False),
+                                              "service.verify_https_client_certificate"),
+        tls_cert=_path(tls.get("cert"), "tls.cert", defaults.tls_cert),
+        tls_key=_path(tls.get("key"), "tls.key", defaults.tls_key),
+        tls_ca_cert=_path(tls.get("ca_cert"), "tls.ca_cert", defaults.tls_ca_cert),
+        tls_cert_ttl=_cert_ttl(tls.get("cert_ttl")),
         telemetry_disabled=bool(tree.get("telemetry_disabled", False)),
         cluster_enabled=bool(cluster.get("enabled", False)),
         p2p_port=defaults.p2p_port if p2p_port is None else _port(p2p_port, "cluster.p2p.port"),
@@ -135,6 +167,7 @@ def from_tree(tree: Mapping[str, Any]) -> Settings:
         bootstrap_timeout_sec=_positive(consensus.get("bootstrap_timeout_sec", defaults.bootstrap_timeout_sec),
                                         "cluster.consensus.bootstrap_timeout_sec"),
         cluster_peer_id=peer_id,
+        p2p_enable_tls=_bool(p2p.get("enable_tls", False), "cluster.p2p.enable_tls"),
         standin_transfer_delay_ms=int(cluster.get("standin_transfer_delay_ms") or 0),
     )
 
