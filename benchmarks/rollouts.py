@@ -274,7 +274,7 @@ def frontend_release(lab: Lab, site: Site, workdir: Path,
 KILLS = {
     "nginx": ("edge", "curl -sfk -o /dev/null https://127.0.0.1/"),
     "querygpt-backend": ("backend", "curl -sf --cacert /etc/journal-tls/ca.pem -o /dev/null https://{address}:8000/health"),
-    "qdrant": ("qdrant", "curl -sf -o /dev/null http://{address}:6333/healthz"),
+    "qdrant": ("qdrant", "curl -sf -o /dev/null --cacert /etc/journal-tls/ca.pem https://{address}:6333/healthz"),
     "ollama": ("ollama", "curl -sf -o /dev/null http://127.0.0.1:11434/api/version"),
 }
 

@@ -65,7 +65,7 @@ def endpoints() -> list[str]:
     services = [  # (group, role that serves it, label, URL template, port)
         ("edge", "nginx", "QueryGPT", "https://{address}/", 443),
         ("monitoring", "prometheus_stack", "Prometheus", "https://{address}:9090/", 9090),
-        ("qdrant", "qdrant", "Qdrant (private)", "http://{address}:6333/readyz", 6333),
+        ("qdrant", "qdrant", "Qdrant (private)", "https://{address}:6333/readyz", 6333),
         ("ollama", "ollama", "Ollama (private)", "https://{address}:11434/api/version", 11434),
         ("backend", "backend", "Backend (private)", "https://{address}:8000/ready", 8000),
     ]

@@ -1,5 +1,7 @@
 """Fixtures for the backup program's tests: the Qdrant lab stand-in (a test fixture, NOT
 Qdrant) as a subprocess and moto's S3 server in-process, both on 127.0.0.1 free ports.
+Qdrant serves TLS only, as in every environment, with a certificate from a throw-away CA
+(trustme) that the program is given as ``qdrant_ca_file``.
 
 Each test gets its own S3 prefix and collection, so tests share the two servers (one pair
 per xdist worker) without seeing each other's objects.
@@ -22,6 +24,7 @@ from typing import Any
 import boto3
 import pytest
 import requests
+import trustme
 from moto.server import ThreadedMotoServer
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -61,11 +64,13 @@ def qb() -> ModuleType:
 
 
 class QdrantStandin:
-    def __init__(self, url: str, snapshots: Path) -> None:
+    def __init__(self, url: str, snapshots: Path, ca_file: str) -> None:
         self.url = url
         self.snapshots = snapshots
+        self.ca_file = ca_file
         self.http = requests.Session()
         self.http.trust_env = False
+        self.http.verify = ca_file
         self.http.headers["api-key"] = QDRANT_KEY
 
     def call(self, method: str, path: str, **kwargs: Any) -> Any:
@@ -92,31 +97,37 @@ class QdrantStandin:
 def qdrant(tmp_path_factory: pytest.TempPathFactory) -> Iterator[QdrantStandin]:
     work = tmp_path_factory.mktemp("qdrant")
     port = free_port()
+    authority = trustme.CA()
+    authority.cert_pem.write_to_path(str(work / "ca.pem"))
+    pair = authority.issue_cert("127.0.0.1")
+    pair.private_key_pem.write_to_path(str(work / "key.pem"))
+    pair.cert_chain_pems[0].write_to_path(str(work / "cert.pem"))
     config = work / "config.yaml"
     config.write_text(
         "log_level: WARN\n"
         f"storage:\n  storage_path: {work / 'storage'}\n  snapshots_path: {work / 'snapshots'}\n"
-        f"service:\n  host: 127.0.0.1\n  http_port: {port}\n  grpc_port: null\n"
+        f"service:\n  host: 127.0.0.1\n  http_port: {port}\n  grpc_port: null\n  enable_tls: true\n"
         f"  api_key: '{QDRANT_KEY}'\ntelemetry_disabled: true\n"
+        f"tls:\n  cert: {work / 'cert.pem'}\n  key: {work / 'key.pem'}\n  ca_cert: {work / 'ca.pem'}\n"
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith("QDRANT__") and "proxy" not in k.lower()}
     env["PYTHONPATH"] = str(QDRANT_STANDIN)
     log = open(work / "qdrant.log", "wb")
     proc = subprocess.Popen([sys.executable, "-m", "qdrant_standin", "--config-path", str(config)],
                             env=env, stdout=log, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
+    url = f"https://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 20
         while True:
             try:
-                if requests.get(url + "/readyz", timeout=1).status_code == 200:
+                if requests.get(url + "/readyz", timeout=1, verify=str(work / "ca.pem")).status_code == 200:
                     break
             except requests.RequestException:
                 pass
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"stand-in did not start: {(work / 'qdrant.log').read_text()}")
             time.sleep(0.05)
-        yield QdrantStandin(url, work / "snapshots")
+        yield QdrantStandin(url, work / "snapshots", str(work / "ca.pem"))
     finally:
         proc.terminate()
         proc.wait(timeout=10)
@@ -166,7 +177,7 @@ def collection(qdrant: QdrantStandin) -> str:
 def config(qb: ModuleType, qdrant: QdrantStandin, s3_endpoint: str, tmp_path: Path, collection: str) -> Any:
     """A config confined to this test: own prefix, state, metrics and lock paths."""
     return qb.Config.from_dict({
-        "qdrant_url": qdrant.url, "qdrant_api_key": QDRANT_KEY,
+        "qdrant_url": qdrant.url, "qdrant_api_key": QDRANT_KEY, "qdrant_ca_file": qdrant.ca_file,
         "qdrant_snapshots_dir": str(qdrant.snapshots),
         "collections": [collection],
         "s3_bucket": BUCKET, "s3_prefix": f"t{uuid.uuid4().hex[:8]}/qdrant",

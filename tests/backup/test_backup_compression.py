@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import http.client
+import ssl
 import threading
 from collections.abc import Iterator
 from datetime import datetime, timezone
@@ -76,13 +77,15 @@ class _ForceGzip(BaseHTTPRequestHandler):
 
     protocol_version = "HTTP/1.1"
     target: tuple[str, int]
+    ca_file: str
 
     def _forward(self) -> None:
         body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
         headers = {k: v for k, v in self.headers.items()
                    if k.lower() not in ("accept-encoding", "host", "connection", "content-length")}
         headers["Accept-Encoding"] = "gzip"
-        upstream = http.client.HTTPConnection(*self.target, timeout=30)
+        upstream = http.client.HTTPSConnection(*self.target, timeout=30,
+                                               context=ssl.create_default_context(cafile=self.ca_file))
         try:
             upstream.request(self.command, self.path, body=body, headers=headers)
             answer = upstream.getresponse()
@@ -106,7 +109,7 @@ class _ForceGzip(BaseHTTPRequestHandler):
 @pytest.fixture()
 def gzip_hop(qdrant: QdrantStandin) -> Iterator[str]:
     target = urlsplit(qdrant.url)
-    handler = type("Hop", (_ForceGzip,), {"target": (target.hostname, target.port)})
+    handler = type("Hop", (_ForceGzip,), {"target": (target.hostname, target.port), "ca_file": qdrant.ca_file})
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()

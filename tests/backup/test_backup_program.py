@@ -15,6 +15,7 @@ from types import ModuleType
 from typing import Any
 
 import pytest
+import trustme
 
 from backup_testkit import BUCKET, QdrantStandin, free_port
 
@@ -86,6 +87,24 @@ def test_qdrant_unreachable_counts_a_run_failure(qb: ModuleType, config: Any) ->
     m = metrics(config)
     assert m['querygpt_backup_failures_total{collection="_run"}'] == 1
     assert m["querygpt_backup_last_run_success"] == 0
+
+
+def test_qdrant_certificate_not_from_the_configured_ca_fails_the_run(
+        qb: ModuleType, qdrant: QdrantStandin, s3: Any, config: Any, collection: str, tmp_path: Path,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """Qdrant's certificate is verified: with the system's CAs (qdrant_ca_file "") or another
+    CA, the throw-away CA's certificate is refused and the run fails without uploading."""
+    qdrant.make_collection(collection, 5)
+    other = tmp_path / "other-ca.pem"
+    trustme.CA().cert_pem.write_to_path(str(other))
+    for ca_file in ("", str(other)):
+        unverified = dataclasses.replace(config, qdrant_ca_file=ca_file)
+        assert qb.run_backup(unverified, now=NOW) == 1, ca_file
+        assert metrics(config)["querygpt_backup_last_run_success"] == 0
+    assert "CERTIFICATE_VERIFY_FAILED" in caplog.text
+    assert keys(s3, config) == []
+    # the same run with the right CA succeeds
+    assert qb.run_backup(config, now=NOW) == 0
 
 
 def test_overlapping_run_is_refused(qb: ModuleType, config: Any) -> None:

@@ -20,6 +20,7 @@ import os
 import re
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import threading
@@ -33,6 +34,7 @@ from typing import Any
 import boto3
 import httpx
 import pytest
+import trustme
 from botocore.config import Config as BotoConfig
 from prometheus_client.parser import text_string_to_metric_families
 from qdrant_client import QdrantClient, models
@@ -158,9 +160,10 @@ def stop_process(proc: subprocess.Popen[bytes]) -> None:
         proc.wait(timeout=10)
 
 
-def wait_until_ok(url: str, proc: subprocess.Popen[bytes], log: Path, what: str) -> None:
+def wait_until_ok(url: str, proc: subprocess.Popen[bytes], log: Path, what: str,
+                  verify: ssl.SSLContext | bool = True) -> None:
     deadline = time.monotonic() + START_TIMEOUT
-    with httpx.Client(timeout=2, trust_env=False) as client:
+    with httpx.Client(timeout=2, trust_env=False, verify=verify) as client:
         while time.monotonic() < deadline:
             if proc.poll() is not None:
                 raise RuntimeError(f"{what} exited with {proc.returncode}:\n{log.read_text()}")
@@ -186,15 +189,19 @@ def spawn(cmd: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[by
 
 @dataclass
 class QdrantStandin:
+    """Qdrant over TLS, as in every environment: a certificate for 127.0.0.1 from a throw-away
+    CA (``ca_file``), which the backend is given as QUERYGPT_INTERNAL_CA_FILE."""
+
     url: str
     proc: subprocess.Popen[bytes]
     log: Path
+    ca_file: str
 
     def client(self) -> QdrantClient:
         # check_compatibility=False: the stand-in reports an older version than the client.
         return QdrantClient(
             url=self.url, api_key=QDRANT_KEY, prefer_grpc=False, timeout=10,
-            check_compatibility=False,
+            check_compatibility=False, verify=ssl.create_default_context(cafile=self.ca_file),
         )
 
 
@@ -202,6 +209,11 @@ class QdrantStandin:
 def qdrant(tmp_path_factory: pytest.TempPathFactory) -> Iterator[QdrantStandin]:
     work = tmp_path_factory.mktemp("qdrant")
     port, grpc_port = free_port(), free_port()
+    authority = trustme.CA()
+    authority.cert_pem.write_to_path(str(work / "ca.pem"))
+    pair = authority.issue_cert("127.0.0.1")
+    pair.private_key_pem.write_to_path(str(work / "key.pem"))
+    pair.cert_chain_pems[0].write_to_path(str(work / "cert.pem"))
     config = work / "config.yaml"
     config.write_text(
         "log_level: WARN\n"
@@ -213,15 +225,18 @@ def qdrant(tmp_path_factory: pytest.TempPathFactory) -> Iterator[QdrantStandin]:
         f"  http_port: {port}\n"
         f"  grpc_port: {grpc_port}\n"
         f"  api_key: '{QDRANT_KEY}'\n"
+        "  enable_tls: true\n"
         "telemetry_disabled: true\n"
+        f"tls:\n  cert: {work / 'cert.pem'}\n  key: {work / 'key.pem'}\n  ca_cert: {work / 'ca.pem'}\n"
     )
     env = dict(clean_env(), PYTHONPATH=str(QDRANT_STANDIN))
     log = work / "qdrant.log"
     proc = spawn([sys.executable, "-m", "qdrant_standin", "--config-path", str(config)], env, log)
-    url = f"http://127.0.0.1:{port}"
+    url = f"https://127.0.0.1:{port}"
     try:
-        wait_until_ok(url + "/readyz", proc, log, "Qdrant stand-in")
-        yield QdrantStandin(url, proc, log)
+        wait_until_ok(url + "/readyz", proc, log, "Qdrant stand-in",
+                      verify=ssl.create_default_context(cafile=str(work / "ca.pem")))
+        yield QdrantStandin(url, proc, log, str(work / "ca.pem"))
     finally:
         stop_process(proc)
 
@@ -445,6 +460,7 @@ def backend_settings(
         **database,
         "QUERYGPT_QDRANT_URLS": qdrant.url,
         "QUERYGPT_QDRANT_API_KEY": QDRANT_KEY,
+        "QUERYGPT_INTERNAL_CA_FILE": qdrant.ca_file,
         "QUERYGPT_OLLAMA_URLS": ",".join(o.url for o in ollamas),
         "QUERYGPT_EMBED_MODEL": "all-minilm",
         "QUERYGPT_LLM_MODEL": LLM_MODEL,
@@ -708,6 +724,24 @@ def test_ready_503_names_qdrant_when_it_is_down(start_backend: BackendFactory) -
     assert body["checks"]["ollama"] == "ok"
     assert body["checks"]["qdrant"].startswith("unreachable")
     assert body["detail"].startswith("qdrant:")
+
+
+def test_a_qdrant_certificate_from_another_ca_is_refused(
+    start_backend: BackendFactory, uploaded: dict[str, Any], tmp_path: Path
+) -> None:
+    """The backend verifies Qdrant's TLS against QUERYGPT_INTERNAL_CA_FILE: trusting another CA,
+    readiness names Qdrant and a query (the vector store's own client) answers 503, never
+    results read over an unverified connection."""
+    other = tmp_path / "other-ca.pem"
+    trustme.CA().cert_pem.write_to_path(str(other))
+    strict = start_backend(internal_ca_file=str(other))
+    with strict.client() as client:
+        ready = client.get("/ready")
+        query = ask(client, "How many orders did each customer place?")
+    assert ready.status_code == 503, ready.text
+    assert ready.json()["failed"] == ["qdrant"], ready.text
+    assert query.status_code == 503, query.text
+    assert "qdrant" in query.json()["detail"].lower(), query.text
 
 
 # --------------------------------------------------------------- Ollama pool

@@ -120,14 +120,19 @@ def lab_vault() -> dict[str, Any]:
     return dict(yaml.safe_load(out))
 
 
+# The internal CA on every host (roles/journal_tls; group_vars/all/tls.yml): root's copy.
+INTERNAL_CA = "/etc/journal-tls/ca.pem"
+
+
 def qdrant_call(lab: Lab, host: str, method: str, path: str, body: Any = None, *, timeout: int = 20,
                 via: str = "") -> Any:
-    """The JSON answer of Qdrant's REST API on `host` (at the private address it binds), called
-    with curl on `via` (default: `host` itself; a backend host to go the way the backend does).
+    """The JSON answer of Qdrant's REST API on `host` (at the private address it binds, over TLS
+    verified against the internal CA), called with curl on `via` (default: `host` itself; a
+    backend host to go the way the backend does).
     RuntimeError unless it answers 200."""
     command = (f"curl -sS -m {timeout} -w '\\n%{{http_code}}' -X {method} -H 'Accept-Encoding: identity'"
                f" -H {shlex.quote('api-key: ' + str(lab_vault()['vault_qdrant_api_key']))}"
-               f" {shlex.quote(f'http://{lab.address(host)}:6333{path}')}")
+               f" --cacert {INTERNAL_CA} {shlex.quote(f'https://{lab.address(host)}:6333{path}')}")
     if body is not None:
         command = (f"printf %s {shlex.quote(json.dumps(body))} | {command}"
                    " -H 'Content-Type: application/json' --data-binary @-")

@@ -112,8 +112,8 @@ def test_ollama_model_management_is_refused_to_the_backends(lab, method, path, b
 
 def test_qdrant_enforces_its_api_keys(lab, vault):
     backend = lab.groups["backend"][0]
-    url = f"http://{lab.address(lab.groups['qdrant'][0])}:6333/collections"
-    status = "curl -s -o /dev/null -w '%{{http_code}}' {headers} {url}"
+    url = f"https://{lab.address(lab.groups['qdrant'][0])}:6333/collections"
+    status = "curl -s --cacert " + INTERNAL_CA + " -o /dev/null -w '%{{http_code}}' {headers} {url}"
     assert lab.exec(backend, status.format(headers="", url=url)).stdout == "401"
     with_key = f"-H 'api-key: {vault['vault_qdrant_api_key']}'"
     assert lab.exec(backend, status.format(headers=with_key, url=url)).stdout == "200"
@@ -133,3 +133,22 @@ def test_every_ollama_host_serves_the_pinned_models_at_their_pinned_digests(lab,
     assert {m["name"] for m in pinned} == {"all-minilm:l6-v2", "qwen2.5-coder:1.5b"}
     for model in pinned:
         assert served.get(model["name"]) == model["digest"].removeprefix("sha256:"), (model, served)
+
+
+def test_qdrant_speaks_only_verified_tls_on_every_port(lab):
+    """docs/architecture.md, "Internal TLS": REST and gRPC (from a backend) and p2p (from another
+    peer) complete a TLS handshake verified against the internal CA for the peer's address, and a
+    request in clear gets no HTTP answer on any of them."""
+    backend, peer, other = lab.groups["backend"][0], lab.groups["qdrant"][0], lab.groups["qdrant"][1]
+    address = lab.address(peer)
+    checks = {backend: (6333, 6334), other: (6335,)}
+    for source, ports in checks.items():
+        script = "; ".join(
+            f"echo \"{port} plain $(curl -s -o /dev/null -w '%{{http_code}}' --max-time 5 http://{address}:{port}/)\"; "
+            f"echo \"{port} tls $(openssl s_client -connect {address}:{port} -CAfile {INTERNAL_CA} -verify_return_error"
+            f" -verify_ip {address} </dev/null 2>&1 | grep -c 'Verify return code: 0 (ok)')\""
+            for port in ports)
+        seen = dict(line.rsplit(" ", 1) for line in lab.exec(source, script, timeout=60).stdout.splitlines())
+        for port in ports:
+            assert seen.get(f"{port} plain") == "000", (source, port, seen)
+            assert seen.get(f"{port} tls") == "1", (source, port, seen)

@@ -165,6 +165,8 @@ def test_targets_and_labels_come_from_the_inventory(rendered):
                                                    "key_file": str(rendered / "client.key")}, job
     qdrant = _job(config, "qdrant")
     assert qdrant["authorization"] == {"type": "Bearer", "credentials_file": str(rendered / "qdrant-api-key")}
+    assert qdrant["scheme"] == "https"
+    assert qdrant["tls_config"] == {"ca_file": "/etc/prometheus/internal-ca.pem"}
     assert qdrant["static_configs"][0]["targets"] == ["10.42.1.30:6333"]
     probes = {name: _job(config, name)
               for name in ("probe_edge_https", "probe_edge_api", "probe_qdrant", "probe_ollama", "probe_backend")}
@@ -172,7 +174,8 @@ def test_targets_and_labels_come_from_the_inventory(rendered):
         ["https://10.42.1.21:8000/health"], ["https://10.42.2.21:8000/health"]]
     assert probes["probe_backend"]["params"] == {"module": ["https_internal"]}
     assert probes["probe_edge_api"]["static_configs"][1]["targets"] == ["https://10.42.2.20/api/health"]
-    assert probes["probe_qdrant"]["static_configs"][0]["targets"] == ["http://10.42.1.30:6333/readyz"]
+    assert probes["probe_qdrant"]["static_configs"][0]["targets"] == ["https://10.42.1.30:6333/readyz"]
+    assert probes["probe_qdrant"]["params"] == {"module": ["https_internal"]}
     assert probes["probe_ollama"]["static_configs"][0]["targets"] == ["https://10.42.2.30:11434/api/version"]
     assert probes["probe_ollama"]["static_configs"][0]["labels"]["tier"] == "ollama"
     for job in probes.values():

@@ -44,7 +44,7 @@ PEM_KEY = f"-----BEGIN {_KEY_LABEL}-----\nMHc\n-----END {_KEY_LABEL}-----\n"
 GOOD_VARS: dict[str, dict[str, Any]] = {
     "backend": {
         "backend_qdrant_api_key": "preflight-test-qdrant-key",
-        "backend_qdrant_urls": ["http://10.0.2.10:6333", "http://10.0.18.10:6333"],
+        "backend_qdrant_urls": ["https://10.0.2.10:6333", "https://10.0.18.10:6333"],
         "backend_database_hosts": ["10.0.3.10:5432", "10.0.19.10:5432"],
         "backend_database_password": "preflight-test-database-password",
         "backend_ollama_urls": ["https://10.0.3.10:11434", "https://10.0.4.10:11434"],
@@ -53,7 +53,7 @@ GOOD_VARS: dict[str, dict[str, Any]] = {
     },
     "backup": {
         "backup_qdrant_api_key": "preflight-test-qdrant-key",
-        "backup_qdrant_url": "http://10.0.2.10:6333",
+        "backup_qdrant_url": "https://10.0.2.10:6333",
         "backup_s3_bucket": "querygpt-prod-backups-123456789012",
         "backup_s3_prefix": "prod/qdrant",
         "backup_s3_region": "eu-west-1",

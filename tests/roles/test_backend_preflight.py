@@ -134,7 +134,7 @@ def test_the_secret_key_has_at_least_32_characters_and_is_never_shown(tmp_path, 
     assert key not in result.output
 
 
-THREE_PEERS = ["http://10.0.18.10:6333", "http://10.0.34.10:6333", "http://10.0.50.10:6333"]
+THREE_PEERS = ["https://10.0.18.10:6333", "https://10.0.34.10:6333", "https://10.0.50.10:6333"]
 
 
 @pytest.mark.parametrize("count", [2, 4])
@@ -172,7 +172,7 @@ def test_upstream_urls_come_from_the_groups(tmp_path):
                  show={"qdrant": "{{ backend_qdrant_urls }}", "ollama": "{{ backend_ollama_urls }}"})
     result.assert_ok()
     # the pool is every ollama host, the Qdrant peers every qdrant host, in inventory order
-    assert result.shown == {"qdrant": ["http://10.0.2.10:6333"],
+    assert result.shown == {"qdrant": ["https://10.0.2.10:6333"],
                             "ollama": ["https://10.0.3.10:11434", "https://10.0.4.10:11434"]}
 
 
@@ -209,7 +209,7 @@ def test_the_collection_layout_follows_the_qdrant_group(tmp_path, size, layout):
 def test_the_qdrant_urls_are_every_peer_of_the_qdrant_group(tmp_path):
     result = run(tmp_path, WIRED_URLS, groups=_qdrant_group(3), show={"qdrant": "{{ backend_qdrant_urls }}"})
     result.assert_ok()
-    assert result.shown == {"qdrant": ["http://10.0.18.10:6333", "http://10.0.34.10:6333", "http://10.0.50.10:6333"]}
+    assert result.shown == {"qdrant": ["https://10.0.18.10:6333", "https://10.0.34.10:6333", "https://10.0.50.10:6333"]}
 
 
 def test_a_replication_factor_above_the_qdrant_group_is_refused_naming_both(tmp_path):

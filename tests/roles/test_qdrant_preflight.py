@@ -127,6 +127,10 @@ CASES: dict[str, dict[str, object]] = {
     "bind-all": {"qdrant_bind_address": "0.0.0.0"},
     "bind-all-allowed": {"qdrant_bind_address": "0.0.0.0", "qdrant_allow_bind_all": True},
     "low-nofile": {"qdrant_limit_nofile": 1024},
+    "tls-key-relative": {"qdrant_tls_key_source": "host.key"},
+    "tls-ca-empty": {"qdrant_tls_ca_source": ""},
+    "tls-other-paths": {"qdrant_tls_certificate_source": "/etc/pki/qdrant.pem",
+                        "qdrant_tls_key_source": "/etc/pki/qdrant.key", "qdrant_tls_ca_source": "/etc/pki/ca.pem"},
     "three-problems": {"qdrant_api_key": "", "qdrant_checksum": "", "qdrant_limit_nofile": 1024},
     "device-path-as-volume-id": {"qdrant_data_volume_id": "/dev/sdf"},
     "volume-id": {"qdrant_data_volume_id": "vol-0123456789abcdef0"},
@@ -215,6 +219,18 @@ def test_bind_all_refused_unless_allowed(runs):
 
 def test_low_nofile_limit(runs):
     runs["low-nofile"].assert_refused("qdrant_limit_nofile")
+
+
+@pytest.mark.parametrize(("case", "needle"), [
+    ("tls-key-relative", "qdrant_tls_key_source: expected the absolute path"),
+    ("tls-ca-empty", "qdrant_tls_ca_source: expected the absolute path"),
+])
+def test_bad_tls_input_refused_naming_the_variable(runs, case, needle):
+    runs[case].assert_refused(needle)
+
+
+def test_tls_files_elsewhere_pass(runs):
+    runs["tls-other-paths"].assert_ok()
 
 
 HOST_CHECKS = ("preflight", "host_checks")

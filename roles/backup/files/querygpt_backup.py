@@ -117,6 +117,8 @@ class Config:
     s3_bucket: str
     s3_prefix: str
     qdrant_snapshots_dir: str = "/var/lib/qdrant/snapshots"
+    # The CA Qdrant's TLS certificate is verified against (the internal CA); "" = the system's.
+    qdrant_ca_file: str = ""
     collections: list[str] = field(default_factory=list)
     s3_endpoint_url: str = ""
     s3_region: str = ""
@@ -382,6 +384,9 @@ class Qdrant:
         self.timeout = config.qdrant_timeout
         self.session = requests.Session()
         self.session.trust_env = False  # never send the key through a proxy
+        # https: verified against the internal CA (never switched off); http is refused upstream
+        # of here by the role's preflight, but a hand-written config may still use it.
+        self.session.verify = config.qdrant_ca_file or True
         self.session.headers["api-key"] = config.qdrant_api_key
 
     def _call(self, method: str, path: str, **kwargs: Any) -> Any:

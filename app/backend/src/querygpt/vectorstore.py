@@ -51,6 +51,7 @@ from __future__ import annotations
 
 import logging
 import math
+import ssl
 import threading
 import uuid
 from collections.abc import Callable, Sequence
@@ -244,6 +245,7 @@ class VectorStore:
                 layout=layout,
                 cooldown=settings.qdrant_cooldown_seconds,
                 connect_timeout=settings.qdrant_connect_timeout_seconds,
+                verify=settings.tls_verify(),
             )
         clients = (client,) if isinstance(client, QdrantClient) else tuple(client)
         return cls(
@@ -264,8 +266,13 @@ class VectorStore:
         layout: CollectionLayout = CollectionLayout(),
         cooldown: float = DEFAULT_COOLDOWN_SECONDS,
         connect_timeout: float = DEFAULT_CONNECT_TIMEOUT_SECONDS,
+        verify: ssl.SSLContext | bool = True,
     ) -> VectorStore:
         """Build one REST client per peer URL. No network traffic happens here.
+
+        ``verify`` checks an https peer's certificate: a context trusting the internal CA
+        (``Settings.tls_verify``), or True for the system's CAs. It is given to the transport
+        itself, since qdrant-client's own ``verify`` does not reach a custom transport.
 
         ``timeout`` bounds every wait of a call (qdrant-client rounds it up to whole seconds);
         ``connect_timeout`` bounds the connection to a peer on its own (ConnectTimeoutCap).
@@ -279,7 +286,9 @@ class VectorStore:
                 api_key=api_key,
                 timeout=max(1, math.ceil(timeout)),
                 check_compatibility=False,
-                transport=ConnectTimeoutCap(min(connect_timeout, timeout)),
+                transport=ConnectTimeoutCap(
+                    min(connect_timeout, timeout), httpx.HTTPTransport(verify=verify)
+                ),
             )
             for url in locations
         ]

@@ -132,7 +132,7 @@ def test_targets_come_from_the_inventory_with_tier_az_env(host, private_address)
     assert set(by_job["backend"]) == {"backend-fake"}
     assert by_job["backend"]["backend-fake"]["scrapeUrl"] == "https://192.0.2.40:8000/metrics"  # TLS only
     assert by_job["backend"]["backend-fake"]["labels"]["az"] == "az-c"
-    assert by_job["qdrant"]["qdrant-fake"]["scrapeUrl"] == "http://192.0.2.30:6333/metrics"
+    assert by_job["qdrant"]["qdrant-fake"]["scrapeUrl"] == "https://192.0.2.30:6333/metrics"
     probe = by_job["probe_ollama"]["ollama-fake"]
     assert probe["scrapeUrl"].startswith("http://127.0.0.1:9115/probe?")
     assert "target=https%3A%2F%2F192.0.2.81%3A11434%2Fapi%2Fversion" in probe["scrapeUrl"]

@@ -23,6 +23,9 @@ FULL_KEY = "molecule-test-full-access-key"
 READ_ONLY_KEY = "molecule-test-read-only-key"
 PORTS = (6333, 6334)
 FAKE_SOURCES = {"192.0.2.21", "192.0.2.40"}
+# Every port speaks TLS with the host's certificate from the scenario's internal CA.
+CA = "/etc/qdrant/tls/ca.pem"
+CURL = f"curl --cacert {CA}"
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +40,7 @@ def props(host):
 
 
 def http_status(host, method, url, key=None, body=None):
-    cmd = f"curl -s -o /dev/null -w '%{{http_code}}' -X {method} --max-time 10"
+    cmd = f"{CURL} -s -o /dev/null -w '%{{http_code}}' -X {method} --max-time 10"
     if key:
         cmd += f" -H 'api-key: {key}'"
     if body:
@@ -145,7 +148,7 @@ def test_ports_bound_only_on_private_address(host, private_address):
 
 
 def test_api_keys_enforced(host, private_address):
-    base = f"http://{private_address}:6333"
+    base = f"https://{private_address}:6333"
     assert http_status(host, "GET", f"{base}/readyz") == 200
     assert http_status(host, "GET", f"{base}/collections") == 401
     assert http_status(host, "GET", f"{base}/collections", key="wrong-key") == 401
@@ -170,7 +173,7 @@ P2P_PORT = 6335
 
 
 def api(host, method, url, body=None):
-    cmd = f"curl -sf --max-time 10 -X {method} -H 'api-key: {FULL_KEY}'"
+    cmd = f"{CURL} -sf --max-time 10 -X {method} -H 'api-key: {FULL_KEY}'"
     if body:
         cmd += f" -H 'Content-Type: application/json' -d '{body}'"
     return json.loads(host.check_output(f"{cmd} {url}"))["result"]
@@ -178,7 +181,7 @@ def api(host, method, url, body=None):
 
 @pytest.fixture(scope="module")
 def cluster(host, private_address):
-    return api(host, "GET", f"http://{private_address}:6333/cluster")
+    return api(host, "GET", f"https://{private_address}:6333/cluster")
 
 
 @pytest.fixture(scope="module")
@@ -186,37 +189,38 @@ def other_peer(cluster, private_address):
     """The other peer's address, as this peer's /cluster lists it."""
     others = [p["uri"] for p in cluster["peers"].values() if f"//{private_address}:" not in p["uri"]]
     assert len(others) == 1, cluster["peers"]
-    return re.match(r"http://([0-9.]+):", others[0]).group(1)
+    return re.match(r"https://([0-9.]+):", others[0]).group(1)
 
 
 def test_cluster_lists_every_peer_at_its_uri(host, cluster, private_address, other_peer):
     assert cluster["status"] == "enabled"
     uris = sorted(p["uri"].rstrip("/") for p in cluster["peers"].values())
-    assert uris == sorted(f"http://{a}:{P2P_PORT}" for a in (private_address, other_peer))
-    assert cluster["peers"][str(cluster["peer_id"])]["uri"].rstrip("/") == f"http://{private_address}:{P2P_PORT}"
+    assert uris == sorted(f"https://{a}:{P2P_PORT}" for a in (private_address, other_peer))
+    assert cluster["peers"][str(cluster["peer_id"])]["uri"].rstrip("/") == f"https://{private_address}:{P2P_PORT}"
     # the other peer's own run of this test checks its side (its 6333 is firewalled from here)
 
 
 def test_unit_and_config_run_distributed_mode(host, props, private_address, cluster):
     exec_start = props["ExecStart"]
-    assert f"--uri http://{private_address}:{P2P_PORT}" in exec_start
+    assert f"--uri https://{private_address}:{P2P_PORT}" in exec_start
     text = host.file("/etc/qdrant/config.yaml").content_string
-    assert re.search(rf"^cluster:\n  enabled: true\n  p2p:\n    port: {P2P_PORT}\n", text, re.M), text
+    assert re.search(rf"^cluster:\n  enabled: true\n  p2p:\n    port: {P2P_PORT}\n(    #.*\n)*    enable_tls: true\n",
+                     text, re.M), text
     # the first peer bootstraps (no --bootstrap); the other joins through it
     first = host.ansible.get_variables()["groups"]["qdrant"][0]
     if host.ansible.get_variables()["inventory_hostname"] == first:
         assert "--bootstrap" not in exec_start
     else:
-        assert re.search(rf"--bootstrap http://[0-9.]+:{P2P_PORT}", exec_start), exec_start
+        assert re.search(rf"--bootstrap https://[0-9.]+:{P2P_PORT}", exec_start), exec_start
     # side_effect.yml restarted the joined peer: it rejoined from its storage, ignoring the flags
     journal = host.check_output("journalctl -u qdrant --no-pager -o cat")
     assert "Local raft state found - bootstrap and uri cli arguments were ignored" in journal
 
 
 def test_replicated_collection_active_on_both_peers(host, private_address):
-    base = f"http://{private_address}:6333/collections/molecule_replicated"
+    base = f"https://{private_address}:6333/collections/molecule_replicated"
     # created once, by whichever peer's tests run first (the other finds it there)
-    if not host.run(f"curl -sf --max-time 10 -H 'api-key: {FULL_KEY}' {base}").succeeded:
+    if not host.run(f"{CURL} -sf --max-time 10 -H 'api-key: {FULL_KEY}' {base}").succeeded:
         api(host, "PUT", base, '{"vectors": {"size": 4, "distance": "Cosine"}, "shard_number": 1, "replication_factor": 2}')
     for _ in range(20):
         info = api(host, "GET", f"{base}/cluster")
@@ -230,13 +234,49 @@ def test_replicated_collection_active_on_both_peers(host, private_address):
 
 
 def test_p2p_port_open_to_the_peer_only(host, private_address, other_peer):
-    # p2p: listening on the private address, reachable from the other peer (any HTTP answer)
+    # p2p: listening on the private address, reachable from the other peer over TLS (a TLS
+    # handshake that verifies against the CA; the peer may then want a client certificate)
     assert host.socket(f"tcp://{private_address}:{P2P_PORT}").is_listening
-    code = host.run(f"curl -s -o /dev/null -w '%{{http_code}}' --max-time 5 http://{other_peer}:{P2P_PORT}/").stdout
-    assert code != "000", code
+    handshake = host.run(f"openssl s_client -connect {other_peer}:{P2P_PORT} -CAfile {CA} -verify_return_error "
+                         f"-verify_ip {other_peer} </dev/null")
+    assert "Verify return code: 0 (ok)" in handshake.stdout, handshake.stdout + handshake.stderr
     # the peers' HTTP API is not part of that opening (only backend and monitoring)
-    code = host.run(f"curl -s -o /dev/null -w '%{{http_code}}' --max-time 3 http://{other_peer}:6333/readyz").stdout
+    code = host.run(f"{CURL} -s -o /dev/null -w '%{{http_code}}' --max-time 3 https://{other_peer}:6333/readyz").stdout
     assert code == "000", code
+
+
+def test_every_port_refuses_plaintext(host, private_address):
+    # An HTTP request in clear gets no HTTP answer on the REST, gRPC or p2p port.
+    for port in (*PORTS, P2P_PORT):
+        result = host.run(f"curl -s -o /dev/null -w '%{{http_code}}' --max-time 5 http://{private_address}:{port}/readyz")
+        assert result.stdout == "000", (port, result.stdout)
+    # and every port serves the host's certificate, verified against the internal CA for its address
+    for port in (*PORTS, P2P_PORT):
+        handshake = host.run(f"openssl s_client -connect {private_address}:{port} -CAfile {CA} -verify_return_error "
+                             f"-verify_ip {private_address} </dev/null")
+        assert "Verify return code: 0 (ok)" in handshake.stdout, (port, handshake.stdout + handshake.stderr)
+
+
+def test_p2p_refuses_a_client_without_a_certificate_from_the_ca(host, private_address, other_peer):
+    # Only peers (certificates from the internal CA) may talk p2p: a client without one is refused.
+    url = f"https://{other_peer}:{P2P_PORT}/p2p/status"
+    refused = host.run(f"{CURL} -s -o /dev/null -w '%{{http_code}}' --max-time 5 -X POST -d '{{}}' {url}")
+    assert refused.stdout == "000", refused.stdout
+    # with this host's own pair (issued by the internal CA), the same call gets through
+    allowed = host.run(f"{CURL} -s -o /dev/null -w '%{{http_code}}' --max-time 5 -X POST -d '{{}}' "
+                       f"--cert /etc/qdrant/tls/cert.pem --key /etc/qdrant/tls/key.pem {url}")
+    assert allowed.stdout == "200", allowed.stdout
+
+
+def test_tls_files_readable_by_the_service_only(host):
+    key = host.file("/etc/qdrant/tls/key.pem")
+    assert (key.user, key.group, key.mode) == ("root", "qdrant", 0o640)
+    assert host.file("/etc/qdrant/tls").mode == 0o755
+    assert host.file(CA).mode == 0o644
+    assert host.file("/etc/qdrant/tls/cert.pem").content_string == host.file("/etc/journal-tls/host.pem").content_string
+    text = host.file("/etc/qdrant/config.yaml").content_string
+    assert "  enable_tls: true\n  verify_https_client_certificate: false\n" in text
+    assert 'ca_cert: "/etc/qdrant/tls/ca.pem"' in text
 
 
 def test_nftables_opens_p2p_to_the_qdrant_group(host, private_address, other_peer):
