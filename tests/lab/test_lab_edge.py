@@ -239,7 +239,7 @@ def test_the_query_endpoint_is_rate_limited(edges):
                  for _ in range(60)]
     refused = [r for r in responses if r.status == 429]
     assert refused, [r.status for r in responses]
-    assert refused[0].json() == {"detail": "Too many requests: slow down and try again"}
+    assert refused[0].json() == {"detail": "Too many requests: slow down and try again", "reason": "edge_rate"}
 
 
 # --- the UI, in Debian's chromium ----------------------------------------------------------

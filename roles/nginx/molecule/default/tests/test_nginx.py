@@ -42,6 +42,18 @@ def curl(host, args):
     return int(out), headers, host.check_output("cat /tmp/b")
 
 
+def timed_curl(host, args):
+    """curl() and the seconds the request took (curl's time_total)."""
+    out = host.check_output(f"curl -s -D /tmp/h -o /tmp/b -w '%{{http_code}} %{{time_total}}' {RESOLVE} {args}")
+    status, seconds = out.split()
+    headers = {}
+    for line in host.check_output("cat /tmp/h").splitlines()[1:]:
+        if ":" in line:
+            key, value = line.split(":", 1)
+            headers[key.strip().lower()] = value.strip()
+    return int(status), headers, host.check_output("cat /tmp/b"), float(seconds)
+
+
 def header_lines(host, path, name):
     """Every value of header `name` in a curl -D file (curl() above keeps only the last one)."""
     return [line.split(":", 1)[1].strip() for line in host.check_output(f"cat {path}").splitlines()
@@ -271,6 +283,42 @@ def test_errors_the_edge_generates_are_json(host):
     assert "127.0.0.1" not in body and "nginx" not in body.lower()
 
 
+def test_a_backend_too_slow_gets_the_edges_json_504(host, private_ip):
+    """The stub holds its answer (X-Stub-Delay) past proxy_read_timeout, which converge.yml
+    shortens (nginx_proxy_read_timeout: 10): the edge gives up and answers its own JSON 504.
+    A POST: nginx passes a request it has already sent on to no other backend
+    (proxy_next_upstream without non_idempotent), so the answer is the timeout's 504 and never
+    the impostor's refusal (a 502), whichever server nginx tries first."""
+    conf = host.file("/etc/nginx/nginx.conf").content_string
+    timeout = int(re.search(r"^\s*proxy_read_timeout (\d+)s;", conf, re.M).group(1))
+    assert timeout <= 30, f"converge.yml must shorten nginx_proxy_read_timeout for this test, got {timeout}s"
+    delay = timeout + 10
+    timed_out_before = host.file("/var/log/nginx/error.log").content_string.count("upstream timed out")
+    try:
+        status, headers, body, seconds = timed_curl(
+            host, f"-k -X POST -H 'Content-Type: application/json' --data '{{}}' -H 'X-Stub-Delay: {delay}'"
+                  f" -H 'X-Request-ID: slow-backend-504' https://{NAME}/api/collections")
+    finally:
+        # the timeout counts against 127.0.0.1:8000 (max_fails): back through the edge before the
+        # next test (nginx skips a failed server for fail_timeout)
+        host.check_output(f"for i in $(seq 30); do curl -sfk -o /dev/null {RESOLVE} https://{NAME}/api/health && exit 0;"
+                          " sleep 1; done; exit 1")
+    assert status == 504 and headers["content-type"] == "application/json", (status, body)
+    answer = json.loads(body)
+    assert answer == {"detail": "The service took too long to answer"} and isinstance(answer["detail"], str)
+    assert headers["x-request-id"] == "slow-backend-504" and "strict-transport-security" in headers
+    # the edge's own answer, after its timeout and before the stub's late one
+    assert timeout - 0.5 <= seconds < delay, seconds
+    errors = host.file("/var/log/nginx/error.log").content_string
+    assert errors.count("upstream timed out") > timed_out_before, errors[-2000:]
+    # no internal address, port or name in what the client sees
+    assert not re.search(r"\b\d{1,3}(?:\.\d{1,3}){3}\b", body), body
+    seen = body + "\n" + "\n".join(f"{k}: {v}" for k, v in headers.items())
+    for internal in ("127.0.0.1", private_ip, ":8000", ":8001", "querygpt_backend", "querygpt.internal"):
+        assert internal not in seen, (internal, seen)
+    assert "nginx" not in body.lower()
+
+
 def test_upload_body_limit(host):
     host.check_output("head -c 2097152 /dev/zero > /tmp/two-mib")
     # 2 MiB is over the default 1m elsewhere but within nginx_client_max_body_size on /api/upload
@@ -293,8 +341,10 @@ def test_rate_limit_on_query(host):
     ).split()
     assert "200" in codes and "429" in codes, codes
     refused = json.loads(host.check_output(f"cat /tmp/query-{codes.index('429') + 1}"))
-    assert refused == {"detail": "Too many requests: slow down and try again"}
-    # like the backend's own 429: when to try again (2r/s: a token a second)
+    # shaped like the backend's own 429 ({"detail", "reason"}); the reason names the edge's limit
+    assert refused == {"detail": "Too many requests: slow down and try again", "reason": "edge_rate"}
+    assert header_lines(host, f"/tmp/query-{codes.index('429') + 1}.h", "content-type") == ["application/json"]
+    # like the backend's own 429: when to try again (converge.yml's 1r/s: a token a second)
     assert header_lines(host, f"/tmp/query-{codes.index('429') + 1}.h", "retry-after") == ["1"]
     # an accepted request carries none
     assert header_lines(host, f"/tmp/query-{codes.index('200') + 1}.h", "retry-after") == []
