@@ -11,6 +11,7 @@ import json
 import math
 import re
 import threading
+import time
 from typing import TYPE_CHECKING, Any
 
 import httpx
@@ -200,11 +201,29 @@ class FakeOllama:
 
 
 def upload(
-    client: TestClient, data: bytes, filename: str = "schema.pdf", **form: str
+    client: TestClient,
+    data: bytes,
+    filename: str = "schema.pdf",
+    *,
+    headers: dict[str, str] | None = None,
+    **form: str,
 ) -> httpx.Response:
+    """POST /upload; ``headers`` (e.g. another user's ``bearer``) are sent on top of the
+    client's own."""
     return client.post(
-        "/upload", files={"pdf_file": (filename, data, "application/pdf")}, data=form or None
+        "/upload",
+        files={"pdf_file": (filename, data, "application/pdf")},
+        data=form or None,
+        headers=headers,
     )
+
+
+def wait_until(condition: Any, timeout: float = 10.0) -> None:
+    """Poll ``condition`` until it is true; fail after ``timeout`` seconds."""
+    end = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < end, "condition not reached"
+        time.sleep(0.01)
 
 
 def metric_value(client: TestClient, name: str, **labels: str) -> float:

@@ -6,13 +6,17 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import os
 import uuid
+from concurrent.futures import ThreadPoolExecutor
+from datetime import timezone
 from pathlib import Path
 from typing import Any
 
 import pytest
 from querygpt import cli
+from querygpt.auth import INVALID_CREDENTIAL
 from querygpt.limits import UserLimiter, UserPolicy
 from querygpt_testkit import (
     DOCUMENTS_BUCKET,
@@ -26,6 +30,7 @@ from querygpt_testkit import (
     metric_value,
     session_headers,
     upload,
+    wait_until,
 )
 
 OTHER_PDF = make_pdf([["Table invoices: one row per invoice.", "invoices.id INTEGER PRIMARY KEY"]])
@@ -46,34 +51,35 @@ def ask(client: Any, collection: str = "shop", **kwargs: Any) -> Any:
 
 # -- the authorization matrix --------------------------------------------------------------
 
-ROLES = ("anonymous", "viewer_without_grant", "viewer", "editor", "admin")
+ROLES = ("anonymous", "viewer_without_grant", "viewer", "editor_without_write", "editor", "admin")
 
 #: (method, path, body, expected status per ROLES). "{doc}" and "{token}" are filled in.
+#: editor_without_write: an editor holding read on ``shop`` (and write on another collection).
 MATRIX: list[tuple[str, str, Any, tuple[int, ...]]] = [
-    ("GET", "/health", None, (200, 200, 200, 200, 200)),
-    ("GET", "/ready", None, (200, 200, 200, 200, 200)),
-    ("GET", "/metrics", None, (200, 200, 200, 200, 200)),
-    ("GET", "/auth/me", None, (401, 200, 200, 200, 200)),
-    ("POST", "/auth/logout", None, (401, 403, 403, 403, 403)),  # a session's, not a token's
-    ("GET", "/collections", None, (401, 200, 200, 200, 200)),
-    ("GET", "/collections/shop/documents", None, (401, 403, 200, 200, 200)),
-    ("GET", "/history", None, (401, 200, 200, 200, 200)),
+    ("GET", "/health", None, (200, 200, 200, 200, 200, 200)),
+    ("GET", "/ready", None, (200, 200, 200, 200, 200, 200)),
+    ("GET", "/metrics", None, (200, 200, 200, 200, 200, 200)),
+    ("GET", "/auth/me", None, (401, 200, 200, 200, 200, 200)),
+    ("POST", "/auth/logout", None, (401, 403, 403, 403, 403, 403)),  # a session's, not a token's
+    ("GET", "/collections", None, (401, 200, 200, 200, 200, 200)),
+    ("GET", "/collections/shop/documents", None, (401, 403, 200, 200, 200, 200)),
+    ("GET", "/history", None, (401, 200, 200, 200, 200, 200)),
     ("POST", "/query", {"query": "Which customers?", "collection_name": "shop"},
-     (401, 403, 200, 200, 200)),
-    ("POST", "/upload", "pdf", (401, 403, 403, 200, 200)),
-    ("DELETE", "/documents/{doc}", None, (401, 403, 403, 200, 200)),
-    ("POST", "/collections", {"name": "new_one"}, (401, 403, 403, 403, 201)),
-    ("GET", "/users", None, (401, 403, 403, 403, 200)),
+     (401, 403, 200, 200, 200, 200)),
+    ("POST", "/upload", "pdf", (401, 403, 403, 403, 200, 200)),
+    ("DELETE", "/documents/{doc}", None, (401, 403, 403, 403, 200, 200)),
+    ("POST", "/collections", {"name": "new_one"}, (401, 403, 403, 403, 403, 201)),
+    ("GET", "/users", None, (401, 403, 403, 403, 403, 200)),
     ("POST", "/users", {"username": "carol", "password": PASSWORD, "role": "viewer"},
-     (401, 403, 403, 403, 201)),
-    ("PATCH", "/users/viewer", {"storage_quota_bytes": 1000}, (401, 403, 403, 403, 200)),
-    ("PUT", "/users/nobody/grants/shop", {"permission": "read"}, (401, 403, 403, 403, 200)),
-    ("DELETE", "/users/viewer/grants/shop", None, (401, 403, 403, 403, 204)),
-    ("GET", "/tokens", None, (401, 200, 200, 200, 200)),
-    ("GET", "/tokens?all=true", None, (401, 403, 403, 403, 200)),
-    ("POST", "/tokens", {"name": "ci"}, (401, 403, 403, 403, 403)),  # from a session only
-    ("DELETE", "/tokens/{token}", None, (401, 404, 404, 404, 204)),  # the admin's spare one
-    ("GET", "/audit", None, (401, 403, 403, 403, 200)),
+     (401, 403, 403, 403, 403, 201)),
+    ("PATCH", "/users/viewer", {"storage_quota_bytes": 1000}, (401, 403, 403, 403, 403, 200)),
+    ("PUT", "/users/nobody/grants/shop", {"permission": "read"}, (401, 403, 403, 403, 403, 200)),
+    ("DELETE", "/users/viewer/grants/shop", None, (401, 403, 403, 403, 403, 204)),
+    ("GET", "/tokens", None, (401, 200, 200, 200, 200, 200)),
+    ("GET", "/tokens?all=true", None, (401, 403, 403, 403, 403, 200)),
+    ("POST", "/tokens", {"name": "ci"}, (401, 403, 403, 403, 403, 403)),  # from a session only
+    ("DELETE", "/tokens/{token}", None, (401, 404, 404, 404, 404, 204)),  # the admin's spare one
+    ("GET", "/audit", None, (401, 403, 403, 403, 403, 200)),
 ]
 
 
@@ -87,6 +93,9 @@ def world(client, as_user, schema_pdf) -> dict[str, Any]:
         "anonymous": as_user(None),
         "viewer_without_grant": as_user("viewer", username="nobody"),
         "viewer": as_user("viewer", {"shop": "read"}),
+        "editor_without_write": as_user(
+            "editor", {"shop": "read", "elsewhere": "write"}, username="reader"
+        ),
         "editor": as_user("editor", {"shop": "write"}),
         "admin": client,
     }
@@ -134,6 +143,20 @@ def test_a_403_names_what_is_missing(world) -> None:
     viewer = world["clients"]["viewer"]
     detail = upload(viewer, make_pdf(), collection_name="shop").json()["detail"]
     assert "write access to collection 'shop'" in detail
+    # An editor with read on the collection (and write elsewhere) is told what it lacks.
+    reader = world["clients"]["editor_without_write"]
+    refused = upload(reader, make_pdf(), collection_name="shop")
+    assert refused.status_code == 403
+    assert refused.json()["detail"] == (
+        "You need write access to collection 'shop' to upload to it; ask an admin for a grant."
+    )
+    refused = reader.delete(f"/documents/{world['doc']}")
+    assert refused.status_code == 403
+    assert refused.json()["detail"] == (
+        "You need write access to collection 'shop' to delete its documents; ask an admin "
+        "for a grant."
+    )
+    assert reader.get("/collections/shop/documents").status_code == 200  # its read grant
     detail = world["clients"]["viewer_without_grant"].get("/collections/shop/documents").json()["detail"]
     assert "no read access to collection 'shop'" in detail
     detail = world["clients"]["editor"].get("/users").json()["detail"]
@@ -143,8 +166,9 @@ def test_a_403_names_what_is_missing(world) -> None:
 def test_lists_are_filtered_by_grants(world, client, schema_pdf) -> None:
     assert upload(client, OTHER_PDF, collection_name="secret").status_code == 200
     names = lambda c: [x["name"] for x in c.get("/collections").json()["collections"]]  # noqa: E731
-    assert names(client) == ["secret", "shop"]
+    assert names(client) == ["elsewhere", "secret", "shop"]  # "elsewhere": the reader's grant
     assert names(world["clients"]["viewer"]) == ["shop"]
+    assert names(world["clients"]["editor_without_write"]) == ["elsewhere", "shop"]
     assert names(world["clients"]["viewer_without_grant"]) == []
     # History: a non-admin sees its own questions only, an admin everyone's.
     viewer, editor = world["clients"]["viewer"], world["clients"]["editor"]
@@ -201,6 +225,24 @@ def _query(client: Any, sql: str, *params: Any) -> list[tuple[Any, ...]]:
 
     with client.app.state.services.database.engine.connect() as conn:
         return [tuple(r) for r in conn.execute(text(sql), {f"p{i}": p for i, p in enumerate(params)})]
+
+
+#: The tables a refused request must leave as they were.
+UNCHANGED_TABLES = ("users", "grants", "sessions", "api_tokens")
+
+
+def _snapshot(client: Any) -> dict[str, list[str]]:
+    """Every row of UNCHANGED_TABLES as JSON, sorted: compared before and after a refusal."""
+    return {
+        table: sorted(row[0] for row in _query(client, f"SELECT row_to_json(t)::text FROM {table} t"))
+        for table in UNCHANGED_TABLES
+    }
+
+
+def _audit_rows(client: Any) -> list[tuple[Any, ...]]:
+    return _query(
+        client, "SELECT action, outcome, actor_username, details FROM audit_events ORDER BY id"
+    )
 
 
 def test_csrf_is_required_for_cookie_writes_only(client, anonymous, schema_pdf) -> None:
@@ -303,13 +345,28 @@ def test_a_session_creates_tokens_shown_once(client, anonymous) -> None:
 # -- tokens: expiry, revocation, disabled users ----------------------------------------------
 
 
-def test_expired_and_revoked_tokens_are_401(client, as_user) -> None:
+def test_expired_and_revoked_tokens_are_401_saying_which(client, as_user) -> None:
+    """An expired and a revoked token each get their own 401; an unknown or malformed one the
+    generic message. None of them changes a user, grant, session or token, nor writes an
+    audit row."""
     viewer = as_user("viewer", {"shop": "read"})
     assert viewer.get("/auth/me").status_code == 200
     _execute(client, "UPDATE api_tokens SET expires_at = now() - interval '1 second' "
              "WHERE user_id = (SELECT id FROM users WHERE username = 'viewer')")
+    [(expires_at,)] = _query(
+        client, "SELECT expires_at FROM api_tokens t JOIN users u ON u.id = t.user_id "
+        "WHERE u.username = 'viewer'"
+    )
+    before, audit_before = _snapshot(client), _audit_rows(client)
     response = viewer.get("/auth/me")
     assert response.status_code == 401 and response.headers["WWW-Authenticate"] == "Bearer"
+    expired_on = expires_at.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+    assert response.json() == {
+        "detail": f"This API token expired on {expired_on} UTC; create a new one (POST /tokens "
+        "from a browser session)."
+    }
+    assert ask(viewer).status_code == 401
+    assert _snapshot(client) == before and _audit_rows(client) == audit_before
 
     token = issue_token(client.app, "viewer")
     assert client.get("/auth/me", headers=bearer(token)).json()["username"] == "viewer"
@@ -321,13 +378,24 @@ def test_expired_and_revoked_tokens_are_401(client, as_user) -> None:
     assert other.delete(f"/tokens/{token_id}").status_code == 404
     owner = {"headers": bearer(token)}
     assert client.request("DELETE", f"/tokens/{token_id}", **owner).status_code == 204
-    assert client.get("/auth/me", headers=bearer(token)).status_code == 401
+    before, audit_before = _snapshot(client), _audit_rows(client)
+    revoked = client.get("/auth/me", headers=bearer(token))
+    assert revoked.status_code == 401 and revoked.headers["WWW-Authenticate"] == "Bearer"
+    assert revoked.json() == {
+        "detail": "This API token was revoked; create a new one (POST /tokens from a browser "
+        "session)."
+    }
+    assert client.delete(f"/tokens/{token_id}", **owner).status_code == 401
+    assert _snapshot(client) == before and _audit_rows(client) == audit_before
+    assert token not in revoked.text
     assert client.delete(f"/tokens/{token_id}").status_code == 204  # the admin, again: no-op
     missing = client.delete(f"/tokens/{uuid.uuid4()}")
     assert missing.status_code == 404 and "No token with id" in missing.json()["detail"]
+    # Unknown and malformed: the generic message, which tells nothing about what exists.
     for bad in ("Bearer " + UNKNOWN_TOKEN, "Bearer nonsense", "Basic YWRtaW46YWRtaW4="):
         response = client.get("/auth/me", headers={"Authorization": bad})
         assert response.status_code == 401, bad
+        assert response.json() == {"detail": INVALID_CREDENTIAL}, bad
 
 
 def test_a_disabled_user_stops_at_once(client, anonymous, as_user) -> None:
@@ -335,7 +403,10 @@ def test_a_disabled_user_stops_at_once(client, anonymous, as_user) -> None:
     cookie, _ = login(anonymous, "viewer")
     response = client.patch("/users/viewer", json={"disabled": True})
     assert response.status_code == 200 and response.json()["disabled"] is True
-    assert viewer.get("/auth/me").status_code == 401
+    refused = viewer.get("/auth/me")
+    assert refused.status_code == 401
+    # The generic message: a token does not learn that its user was disabled.
+    assert refused.json() == {"detail": INVALID_CREDENTIAL}
     assert anonymous.get("/auth/me", headers=session_headers(cookie)).status_code == 401
     refused = anonymous.post("/auth/login", json={"username": "viewer", "password": PASSWORD})
     assert refused.status_code == 401 and refused.json()["detail"] == "Wrong username or password."
@@ -363,15 +434,28 @@ def test_role_and_grant_changes_apply_to_the_next_request(client, as_user, schem
 
 def test_wrong_password_and_unknown_user_get_one_message(client, anonymous) -> None:
     ensure_user(client.app, "erin", "viewer")
+    before, audit_before = _snapshot(client), _audit_rows(client)
     wrong = anonymous.post("/auth/login", json={"username": "erin", "password": "not the password"})
+    # Nothing changes (no session, no last_login_at) but the failure's own audit row.
+    assert _snapshot(client) == before
+    assert _audit_rows(client) == [
+        *audit_before, ("login", "failure", "erin", {"reason": "wrong password"})
+    ]
     unknown = anonymous.post("/auth/login", json={"username": "nobody", "password": PASSWORD})
     assert wrong.status_code == unknown.status_code == 401
     assert wrong.json() == unknown.json() == {"detail": "Wrong username or password."}
-    assert "set-cookie" not in wrong.headers
+    assert "set-cookie" not in wrong.headers and "set-cookie" not in unknown.headers
+    assert _snapshot(client) == before
+    assert _audit_rows(client) == [
+        *audit_before,
+        ("login", "failure", "erin", {"reason": "wrong password"}),
+        ("login", "failure", "nobody", {"reason": "unknown user"}),
+    ]
 
 
-def test_login_is_throttled_per_username(client, anonymous) -> None:
+def test_login_is_throttled_per_username(client, anonymous, capsys) -> None:
     ensure_user(client.app, "erin", "viewer")
+    capsys.readouterr()
     for _ in range(6):
         response = anonymous.post("/auth/login", json={"username": "erin", "password": "wrong" * 3})
         assert response.status_code == 401
@@ -382,6 +466,15 @@ def test_login_is_throttled_per_username(client, anonymous) -> None:
     assert 800 <= int(throttled.headers["Retry-After"]) <= 901
     assert "Too many failed logins" in throttled.json()["detail"]
     assert metric_value(client, "querygpt_logins_total", outcome="throttled") == before + 1
+    # The throttled attempt is audited: its row and its journal line, after the six failures.
+    expected = [("login", "failure")] * 6 + [("login", "throttled")]
+    rows = _audit_rows(client)
+    assert [(a, o) for a, o, _, _ in rows] == expected
+    assert rows[-1] == ("login", "throttled", "erin", {})
+    journal = _journal(capsys)
+    assert [(e["action"], e["outcome"]) for e in journal] == expected
+    assert journal[-1]["actor_username"] == "erin" and journal[-1]["audit_row"] == "written"
+    assert PASSWORD not in json.dumps(journal)
     # Another user is not affected; once the failures are old enough, the user may log in.
     ensure_user(client.app, "fred", "viewer")
     assert anonymous.post("/auth/login", json={"username": "fred", "password": PASSWORD}).status_code == 200
@@ -434,6 +527,8 @@ def test_user_and_grant_validation(client) -> None:
     assert client.patch("/users/dana.k-1", json={"password": "too-short"}).status_code == 422
     assert client.patch("/users/ghost", json={"disabled": True}).status_code == 404
 
+    # Refused grants change nothing, and write no audit row.
+    before, audit_before = _snapshot(client), _audit_rows(client)
     unknown_user = client.put("/users/ghost/grants/shop", json={"permission": "read"})
     assert unknown_user.status_code == 404 and "ghost" in unknown_user.json()["detail"]
     unknown_collection = client.put("/users/dana.k-1/grants/nowhere", json={"permission": "read"})
@@ -442,6 +537,7 @@ def test_user_and_grant_validation(client) -> None:
     assert viewer_write.status_code == 422 and "viewer" in viewer_write.json()["detail"]
     bad_permission = client.put("/users/dana.k-1/grants/shop", json={"permission": "admin"})
     assert bad_permission.status_code == 422
+    assert _snapshot(client) == before and _audit_rows(client) == audit_before
     granted = client.put("/users/dana.k-1/grants/shop", json={"permission": "read"})
     assert granted.json() == {"username": "dana.k-1", "collection": "shop", "permission": "read"}
     users = {u["username"]: u for u in client.get("/users").json()["users"]}
@@ -451,6 +547,20 @@ def test_user_and_grant_validation(client) -> None:
         "storage_used_bytes", "grants",
     }
     assert "password" not in json.dumps(client.get("/users").json())
+
+
+def test_passwords_are_stored_as_argon2id(client) -> None:
+    assert client.post(
+        "/users", json={"username": "dana", "password": PASSWORD, "role": "viewer"}
+    ).status_code == 201
+    new_password = PASSWORD + " again"
+    [(first,)] = _query(client, "SELECT password_hash FROM users WHERE username = 'dana'")
+    assert client.patch("/users/dana", json={"password": new_password}).status_code == 200
+    [(second,)] = _query(client, "SELECT password_hash FROM users WHERE username = 'dana'")
+    for stored, password in ((first, PASSWORD), (second, new_password)):
+        assert stored.startswith("$argon2id$"), stored[:20]
+        assert stored != password and password not in stored
+    assert first != second
 
 
 # -- the audit log ---------------------------------------------------------------------------
@@ -512,6 +622,34 @@ def test_audit_rows_and_journal_lines_never_carry_secrets(client, anonymous, sch
     rest = client.get(f"/audit?limit=4&before={page['next_before']}").json()
     assert [e["action"] for e in rest["events"]] == ["login", "user_update", "login"]
     assert rest["next_before"] is None
+
+
+def test_removing_a_grant_and_revoking_a_token_are_audited(client, as_user, capsys) -> None:
+    as_user("viewer", {"shop": "read"})
+    [token] = [t for t in client.get("/tokens?all=true").json()["tokens"] if t["username"] == "viewer"]
+    capsys.readouterr()
+    assert client.delete("/users/viewer/grants/shop").status_code == 204
+    assert client.delete(f"/tokens/{token['id']}").status_code == 204
+    rows = _query(
+        client,
+        "SELECT action, outcome, actor_username, auth_method, target, collection, details "
+        "FROM audit_events ORDER BY id",
+    )
+    assert rows == [
+        ("grant_remove", "success", "admin", "token", "viewer", "shop", {}),
+        ("token_revoke", "success", "admin", "token", token["id"], None,
+         {"owner": "viewer", "prefix": token["prefix"]}),
+    ]
+    journal = _journal(capsys)
+    assert [(e["action"], e["outcome"], e["target"], e["collection"], e["audit_row"])
+            for e in journal] == [
+        ("grant_remove", "success", "viewer", "shop", "written"),
+        ("token_revoke", "success", token["id"], None, "written"),
+    ]
+    assert journal[1]["details"] == {"owner": "viewer", "prefix": token["prefix"]}
+    # A removal refused (no such grant) writes nothing.
+    assert client.delete("/users/viewer/grants/shop").status_code == 404
+    assert len(_query(client, "SELECT id FROM audit_events")) == 2 and _journal(capsys) == []
 
 
 def test_a_login_whose_audit_row_fails_is_not_granted(client, anonymous, monkeypatch) -> None:
@@ -584,6 +722,53 @@ def test_the_per_user_query_rate_is_429_with_retry_after(make_client, schema_pdf
     assert metric_value(client, "querygpt_requests_rejected_total", endpoint="query", reason="user_rate") == before + 2
     # Another user has its own bucket.
     assert ask(client, headers=bearer(issue_token(client.app, "erin"))).status_code == 200
+
+
+def test_the_per_user_upload_rate_is_429_with_retry_after(make_client, schema_pdf) -> None:
+    client = make_client(user_upload_rate_per_minute=2)
+    ensure_user(client.app, "erin", "editor", {"shop": "write"})
+    before = metric_value(client, "querygpt_requests_rejected_total", endpoint="upload", reason="user_rate")
+    assert [upload(client, schema_pdf, collection_name="shop").status_code for _ in range(2)] == [200, 200]
+    refused = upload(client, OTHER_PDF, "other.pdf", collection_name="shop")
+    assert refused.status_code == 429 and int(refused.headers["Retry-After"]) >= 1
+    assert refused.json()["reason"] == "user_rate"
+    assert "QUERYGPT_USER_UPLOAD_RATE_PER_MINUTE" in refused.json()["detail"]
+    assert metric_value(client, "querygpt_requests_rejected_total", endpoint="upload", reason="user_rate") == before + 1
+    # Nothing of the refused upload was kept.
+    assert _query(client, "SELECT filename FROM documents") == [("schema.pdf",)]
+    # Another user has its own bucket.
+    erin = bearer(issue_token(client.app, "erin"))
+    assert upload(client, OTHER_PDF, "other.pdf", collection_name="shop", headers=erin).status_code == 200
+
+
+def test_the_per_user_query_concurrency_cap_leaves_other_users_served(
+    make_client, fake_ollama, schema_pdf
+) -> None:
+    # Two generation slots: the other user's answer need not wait for the held one.
+    client = make_client(user_max_concurrent_queries=1, gpu_concurrency=2)
+    assert upload(client, schema_pdf, collection_name="shop").status_code == 200
+    ensure_user(client.app, "erin", "viewer", {"shop": "read"})
+    erin = bearer(issue_token(client.app, "erin"))
+    before = metric_value(
+        client, "querygpt_requests_rejected_total", endpoint="query", reason="user_concurrency"
+    )
+    fake_ollama.delays = {"/api/chat": math.inf}  # the admin's answer waits for release
+    with ThreadPoolExecutor(1) as pool:
+        held = pool.submit(ask, client)
+        wait_until(lambda: "/api/chat" in fake_ollama.timeouts)
+        refused = ask(client)
+        assert refused.status_code == 429 and int(refused.headers["Retry-After"]) >= 1
+        assert refused.json()["reason"] == "user_concurrency"
+        assert "QUERYGPT_USER_MAX_CONCURRENT_QUERIES" in refused.json()["detail"]
+        fake_ollama.delays = {}  # only the held call keeps waiting
+        assert ask(client, headers=erin).status_code == 200
+        assert not held.done(), "erin was served while the admin's query was in progress"
+        fake_ollama.release.set()
+        assert held.result(timeout=30).status_code == 200
+    assert metric_value(
+        client, "querygpt_requests_rejected_total", endpoint="query", reason="user_concurrency"
+    ) == before + 1
+    assert ask(client).status_code == 200  # its place was given back
 
 
 def test_the_per_user_concurrency_cap() -> None:
@@ -741,3 +926,28 @@ def test_without_a_primary_credentials_are_read_from_a_standby(client, as_user, 
     # and with no server at all, an unseen credential is a 503
     monkeypatch.setattr(database, "standby_session", no_primary)
     assert other.get("/auth/me").status_code == 503
+
+
+def test_a_refused_write_is_audited_as_denied(client, as_user, schema_pdf, capsys) -> None:
+    """An authenticated user's refused attempt at an audited action is itself an audit event:
+    a row and a journal line, outcome "denied", with the 403's reason; a refusal before anyone
+    is known (no credentials) and a read refused are not."""
+    assert upload(client, schema_pdf, collection_name="shop").status_code == 200
+    viewer = as_user("viewer", {"shop": "read"})
+    before = len(_audit_rows(client))
+    capsys.readouterr()
+    refused_upload = upload(viewer, schema_pdf, collection_name="shop")
+    refused_grant = viewer.put("/users/viewer/grants/shop", json={"permission": "write"})
+    assert (refused_upload.status_code, refused_grant.status_code) == (403, 403)
+    assert as_user(None).put("/users/viewer/grants/shop", json={"permission": "write"}).status_code == 401
+    assert viewer.get("/audit").status_code == 403  # a read: not an audited action
+    rows = _audit_rows(client)[before:]
+    assert rows == [
+        ("upload", "denied", "viewer", {"reason": refused_upload.json()["detail"]}),
+        ("grant_set", "denied", "viewer", {"reason": refused_grant.json()["detail"]}),
+    ]
+    journal = _journal(capsys)
+    assert [(e["action"], e["outcome"], e["actor_username"], e["collection"], e["audit_row"]) for e in journal] == [
+        ("upload", "denied", "viewer", None, "written"),
+        ("grant_set", "denied", "viewer", "shop", "written"),
+    ]

@@ -16,16 +16,20 @@ import pytest
 from querygpt.config import Settings
 from querygpt.errors import ConfigError, DeadlineExceeded, TooManyRequests
 from querygpt.limits import Deadline, GpuQueue, TokenBucket
-from querygpt_testkit import DATABASE_ENV, DATABASE_FIELDS, make_pdf, metric_value, points, upload
+from querygpt_testkit import (
+    DATABASE_ENV,
+    DATABASE_FIELDS,
+    bearer,
+    ensure_user,
+    issue_token,
+    make_pdf,
+    metric_value,
+    points,
+    upload,
+    wait_until,
+)
 
 SLACK = 2.0  # seconds a 504 may come after the deadline (scheduling, rollback, a slow CI)
-
-
-def wait_until(condition, timeout: float = 10.0) -> None:
-    end = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < end, "condition not reached"
-        time.sleep(0.01)
 
 
 def deadline_count(client, endpoint: str, stage: str) -> float:
@@ -201,6 +205,33 @@ def test_the_query_rate_limit_is_429_with_retry_after(make_client):
     assert client.get("/health").status_code == 200
     assert metric_value(client, "querygpt_http_requests_total", method="POST", route="/query",
                         status="429") >= 2
+
+
+def test_the_upload_rate_limit_is_429_with_retry_after(make_client, schema_pdf):
+    """The global upload bucket: shared by every user (per process), refused before the body
+    is read."""
+    client = make_client(upload_rate=0.01, upload_burst=2)
+    before = rejected_count(client, "upload", "rate")
+    # Refused uploads (an invalid collection name, 422) still take their token: admission
+    # comes first.
+    statuses = [upload(client, schema_pdf, collection_name="bad name!").status_code
+                for _ in range(3)]
+    assert statuses == [422, 422, 429]
+    refused = upload(client, schema_pdf)
+    assert refused.status_code == 429
+    body = refused.json()
+    assert body["reason"] == "rate"
+    assert "Too many upload requests" in body["detail"] and "0.01 per second" in body["detail"]
+    assert 1 <= int(refused.headers["Retry-After"]) <= 240
+    # Global: another user, with a bucket of its own per user, is refused all the same.
+    ensure_user(client.app, "erin", "editor", {"shop": "write"})
+    other = upload(client, schema_pdf, collection_name="shop",
+                   headers=bearer(issue_token(client.app, "erin")))
+    assert other.status_code == 429 and other.json()["reason"] == "rate"
+    assert rejected_count(client, "upload", "rate") == before + 3
+    # the query bucket is a separate one
+    assert client.post("/query", json={"query": "x", "collection_name": "none"}).status_code == 404
+    assert client.get("/collections/shop/documents").json()["documents"] == [], "nothing was stored"
 
 
 def test_upload_concurrency_cap(make_client, fake_ollama, schema_pdf):

@@ -18,6 +18,7 @@ import httpx
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
 from qdrant_client import QdrantClient
 
 from . import __version__
@@ -25,7 +26,7 @@ from .answering import Answerer
 from .config import Settings, database_hosts_text, require_database, require_secret_key
 from .database import Database
 from .documents import DocumentStore
-from .errors import QueryGPTError, TooManyRequests, Unauthorized, UploadRejected, UpstreamError
+from .errors import Forbidden, QueryGPTError, TooManyRequests, Unauthorized, UploadRejected, UpstreamError
 from .index_stats import IndexStats
 from .indexing import Indexer
 from .limits import (
@@ -38,6 +39,7 @@ from .limits import (
     too_many_requests_response,
 )
 from .access import router as access_router
+from .auth import audit_denied
 from .identity import IdentityStore
 from .logs import setup_logging
 from .metrics import UPLOAD_REJECTED
@@ -219,9 +221,11 @@ def _add_error_handlers(app: FastAPI) -> None:
     """Every error body is ``{"detail": "<sentence>"}``."""
 
     @app.exception_handler(QueryGPTError)
-    async def domain_error(_: Request, exc: QueryGPTError) -> JSONResponse:
+    async def domain_error(request: Request, exc: QueryGPTError) -> JSONResponse:
         if isinstance(exc, TooManyRequests):  # counted where it was refused (limits.py)
             return too_many_requests_response(exc)
+        if isinstance(exc, Forbidden):  # an audited action refused: its "denied" row
+            await run_in_threadpool(audit_denied, request, exc.detail)
         if isinstance(exc, UploadRejected):
             UPLOAD_REJECTED.labels(reason=exc.reason).inc()
             log.info("upload rejected", extra={"reason": exc.reason})

@@ -86,6 +86,13 @@ INVALID_CREDENTIAL = (
     "The session or API token is unknown, expired, revoked, or its user is disabled; "
     "log in again or use a valid token."
 )
+#: An API token that exists, of an enabled user, but expired or revoked (``_token_refusal``).
+TOKEN_EXPIRED = (
+    "This API token expired on {date}; create a new one (POST /tokens from a browser session)."
+)
+TOKEN_REVOKED = (
+    "This API token was revoked; create a new one (POST /tokens from a browser session)."
+)
 LOGIN_FAILED = "Wrong username or password."
 CSRF_FAILED = "CSRF token missing or invalid"
 
@@ -335,14 +342,16 @@ def current_principal(request: Request) -> Principal:
         if scheme.lower() != "bearer" or not TOKEN_RE.fullmatch(token):
             raise Unauthorized(INVALID_CREDENTIAL)
         credential, remembered = _lookup(store.token_credential, sha256_hex(token))
-        if credential is None or not _usable(credential) or credential.revoked_at is not None:
-            raise Unauthorized(INVALID_CREDENTIAL)
+        refused = _token_refusal(credential)
+        if refused is not None:
+            raise Unauthorized(refused)
         if remembered:
             CREDENTIALS_FROM_MEMORY.labels(kind="token").inc()
         elif (not credential.from_standby and credential.token_id is not None
               and _stale(credential.last_seen_at, credential.now)):
             _touch(store.touch_token, credential.token_id)
-        return Principal(credential.user, "token", token_id=credential.token_id, client_ip=ip)
+        return _remember(request, Principal(credential.user, "token", token_id=credential.token_id,
+                                            client_ip=ip))
 
     cookie = request.cookies.get(SESSION_COOKIE)
     if cookie is None:
@@ -365,10 +374,66 @@ def current_principal(request: Request) -> Principal:
         CREDENTIALS_FROM_MEMORY.labels(kind="session").inc()
     elif not credential.from_standby and _stale(credential.last_seen_at, credential.now):
         _touch(store.touch_session, sha256_hex(session_id))
-    return Principal(credential.user, "session", session_id=session_id, client_ip=ip)
+    return _remember(request, Principal(credential.user, "session", session_id=session_id, client_ip=ip))
+
+
+def _remember(request: Request, principal: Principal) -> Principal:
+    """Keep the request's principal where the 403 handler finds it (audit_denied)."""
+    request.state.principal = principal
+    return principal
+
+
+# The audited actions (method, route) whose refusal (403) is audited too, as outcome "denied".
+AUDITED_ROUTES: dict[tuple[str, str], str] = {
+    ("POST", "/upload"): "upload",
+    ("DELETE", "/documents/{document_id}"): "document_delete",
+    ("PUT", "/users/{username}/grants/{collection}"): "grant_set",
+    ("DELETE", "/users/{username}/grants/{collection}"): "grant_remove",
+    ("POST", "/tokens"): "token_create",
+    ("DELETE", "/tokens/{token_id}"): "token_revoke",
+    ("POST", "/users"): "user_create",
+    ("PATCH", "/users/{username}"): "user_update",
+    ("POST", "/collections"): "collection_create",
+}
+
+
+def audit_denied(request: Request, reason: str) -> None:
+    """An authenticated user's refused attempt at an audited action: its row and journal line,
+    outcome "denied", with the 403's reason. Refusals before a user is known (no credentials,
+    a wrong CSRF token) are not attributed to anyone and write nothing here."""
+    principal = getattr(request.state, "principal", None)
+    route = request.scope.get("route")
+    action = AUDITED_ROUTES.get((request.method, getattr(route, "path", "")))
+    if principal is None or action is None:
+        return
+    params = request.path_params
+    target = params.get("username") or params.get("document_id") or params.get("token_id")
+    audit(
+        _services(request).identity,
+        audit_values(action, outcome="denied", principal=principal, target=target,
+                     collection=params.get("collection"), details={"reason": reason}),
+    )
 
 
 PrincipalDep = Annotated[Principal, Depends(current_principal)]
+
+
+def _token_refusal(credential: Credential | None) -> str | None:
+    """Why a looked-up token is refused (the 401's detail), or None if it may be used.
+
+    Only the holder of the token itself can read these answers (a 256-bit secret, looked up
+    by its hash), so an expired or revoked token says which, with what to do; an unknown
+    token and a disabled user's token get the one generic message, which tells a caller
+    nothing about which users or tokens exist or whether an account was disabled.
+    """
+    if credential is None or credential.user.disabled:
+        return INVALID_CREDENTIAL
+    if credential.revoked_at is not None:
+        return TOKEN_REVOKED
+    if not _usable(credential):
+        expired = credential.expires_at.astimezone(timezone.utc)
+        return TOKEN_EXPIRED.format(date=f"{expired:%Y-%m-%d %H:%M:%S} UTC")
+    return None
 
 
 def _usable(credential: Credential) -> bool:
