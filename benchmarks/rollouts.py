@@ -394,8 +394,8 @@ def qdrant_upgrade(lab: Lab, site: Site, workdir: Path) -> Rollout:
 
 
 def _qdrant_version(lab: Lab, host: str) -> str:
-    """The version Qdrant on `host` reports at GET / (open, no key)."""
-    done = lab.exec(host, f"curl -sS -m 10 http://{lab.address(host)}:6333/")
+    """The version Qdrant on `host` reports at GET / (open, no key; TLS, verified)."""
+    done = lab.exec(host, f"curl -sS -m 10 --cacert /etc/journal-tls/ca.pem https://{lab.address(host)}:6333/")
     return str(json.loads(done.stdout)["version"])
 
 

@@ -74,7 +74,7 @@ def test_a_peer_that_lost_its_storage_is_rebuilt_from_the_other_replicas(lab):
     # own, so the runbook must make it join through a healthy peer (qdrant_cluster_bootstrap_peer)
     host = min(peers_group, key=lambda h: int(lab.name(h).rsplit("-", 1)[1]))
     healthy = next(h for h in peers_group if h != host)
-    uri = f"http://{lab.address(host)}:6335"
+    uri = f"https://{lab.address(host)}:6335"  # peers talk TLS (docs/architecture.md, "Internal TLS")
     qdrant.call(healthy, "DELETE", f"/collections/{COLLECTION}")  # a leftover of an interrupted run
     try:
         created = qdrant.call(healthy, "PUT", f"/collections/{COLLECTION}", {

@@ -164,7 +164,7 @@ def test_a_rolling_qdrant_run_stops_while_another_peer_is_down(lab):
         with pytest.raises(PlaybookFailed) as refused:
             playbook("playbooks/data.yml", "--limit", running, "--tags", "qdrant", "-e", "qdrant_cluster_replicas_timeout=4")
         assert "qdrant_cluster_replicas_timeout: after 4 s, member(s)" in str(refused.value), str(refused.value)[-3000:]
-        assert f"http://{lab.address(down)}:" in str(refused.value), str(refused.value)[-3000:]
+        assert f"https://{lab.address(down)}:" in str(refused.value), str(refused.value)[-3000:]
     finally:
         assert lab.exec(down, "systemctl start qdrant").returncode == 0
         wait_qdrant_settled(lab, down)
