@@ -273,6 +273,11 @@ def test_tls_files_readable_by_the_service_only(host):
     assert (key.user, key.group, key.mode) == ("root", "qdrant", 0o640)
     assert host.file("/etc/qdrant/tls").mode == 0o755
     assert host.file(CA).mode == 0o644
+    # any user can verify Qdrant with the CA copy (the runbooks' plays without become do),
+    # and none but root and qdrant can read the key or the config with its API keys
+    assert host.run(f"runuser -u nobody -- cat {CA}").succeeded
+    for secret in ("/etc/qdrant/tls/key.pem", "/etc/qdrant/config.yaml"):
+        assert not host.run(f"runuser -u nobody -- cat {secret}").succeeded, secret
     assert host.file("/etc/qdrant/tls/cert.pem").content_string == host.file("/etc/journal-tls/host.pem").content_string
     text = host.file("/etc/qdrant/config.yaml").content_string
     assert "  enable_tls: true\n  verify_https_client_certificate: false\n" in text
