@@ -199,6 +199,8 @@ class Calls:
             out = "f" if self.primary else "t"
             if "pg_stat_archiver" in query:
                 out = "5|0|1764552700|0"
+            if "pg_ls_archive_statusdir" in query:  # the server lists its own archive_status
+                out = "1"
             return subprocess.CompletedProcess(argv, 0, out + "\n", "")
         if argv[-1] == "backup":
             return subprocess.CompletedProcess(argv, self.backup_rc, "", "")
@@ -208,11 +210,7 @@ class Calls:
 
 
 def args_for(tmp_path, *extra):
-    data = tmp_path / "data"
-    (data / "pg_wal" / "archive_status").mkdir(parents=True)
-    (data / "pg_wal" / "archive_status" / "000000010000000000000007.ready").touch()
-    (data / "pg_wal" / "archive_status" / "000000010000000000000006.done").touch()
-    return prog.parse_args(["--stanza=querygpt", "--bin-dir=/usr/lib/postgresql/17/bin", f"--data-dir={data}",
+    return prog.parse_args(["--stanza=querygpt", "--bin-dir=/usr/lib/postgresql/17/bin",
                             f"--textfile-dir={tmp_path}", *extra])
 
 

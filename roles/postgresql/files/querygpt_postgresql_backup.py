@@ -12,7 +12,9 @@ change; this program decides on each run:
                             on the primary, the WAL archiver's state, as node_exporter textfile
                             metrics (querygpt_postgresql_backup.prom).
 
-Runs as root (it writes the textfile directory); pgBackRest and psql run as postgres.
+Runs as root (it writes the textfile directory, which only root may) with no capability but
+switching users: pgBackRest and psql run as postgres, and every figure about the cluster comes
+from them, never from postgres's files.
 Metrics are written to a temporary file and renamed, so the collector never reads half a file.
 """
 
@@ -151,8 +153,9 @@ def read_archiver(args: argparse.Namespace) -> dict[str, float] | None:
 
 
 def count_ready(args: argparse.Namespace) -> int:
-    status = Path(args.data_dir) / "pg_wal" / "archive_status"
-    return sum(1 for entry in status.iterdir() if entry.name.endswith(".ready"))
+    """The segments pg_wal/archive_status marks .ready, as the server lists them: the data
+    directory is postgres's own, which the unit's root (without CAP_DAC_READ_SEARCH) cannot read."""
+    return int(psql(args, "SELECT count(*) FROM pg_ls_archive_statusdir() WHERE name LIKE '%.ready'"))
 
 
 def metrics(args: argparse.Namespace) -> int:
@@ -199,7 +202,6 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--stanza", required=True)
     parser.add_argument("--bin-dir", required=True, help="PostgreSQL's binaries (psql)")
-    parser.add_argument("--data-dir", required=True, help="the cluster's data directory")
     parser.add_argument("--socket-dir", default="/run/postgresql")
     parser.add_argument("--port", type=int, default=5432)
     parser.add_argument("--textfile-dir", default="/var/lib/prometheus/node-exporter")
