@@ -226,3 +226,32 @@ def test_a_standby_host_skips_the_backup(cluster):
     run = standby.run("systemctl start querygpt-postgresql-backup@diff.service && "
                       "journalctl -u querygpt-postgresql-backup@diff.service -n 5 --no-pager")
     assert run.rc == 0 and "this host is a standby" in run.stdout, run.stdout + run.stderr
+
+
+BACKUP_UNITS = ("querygpt-postgresql-backup@full.service", "querygpt-postgresql-backup-metrics.service")
+
+
+@pytest.mark.parametrize("unit", BACKUP_UNITS)
+def test_the_backup_units_score_at_most_the_ceiling(host, unit):
+    """Root for runuser and the textfile directory only: no capability but switching users."""
+    score = exposure(host, unit)
+    assert score <= CEILING, f"{unit} scores {score}:\n{failed_checks(host, unit)}"
+    caps = host.check_output(f"systemctl show {unit} -p CapabilityBoundingSet --value").split()
+    assert sorted(caps) == ["cap_setgid", "cap_setuid"], caps
+
+
+def test_the_primary_takes_a_diff_backup_through_its_sandboxed_unit(cluster):
+    """The timers' own path, under the units' sandbox: the backup, its run metrics, and the
+    archive's backlog the server lists (root in the unit cannot read the data directory)."""
+    primary, _ = cluster
+    run = primary.run("systemctl start querygpt-postgresql-backup@diff.service")
+    assert run.rc == 0, primary.run("journalctl -u querygpt-postgresql-backup@diff.service -n 30 --no-pager").stdout
+    info = json.loads(pgbackrest(primary, "--output=json", "info"))
+    assert [b["type"] for b in info[0]["backup"]] == ["full", "diff"], info
+    textfile = "/var/lib/prometheus/node-exporter"
+    run_metrics = primary.file(f"{textfile}/querygpt_postgresql_backup_run.prom").content_string
+    assert 'querygpt_postgresql_backup_last_run_success{type="diff"} 1\n' in run_metrics, run_metrics
+    metrics = primary.file(f"{textfile}/querygpt_postgresql_backup.prom").content_string
+    assert 'querygpt_postgresql_backup_last_completion_timestamp_seconds{type="diff"}' in metrics, metrics
+    assert "\nquerygpt_postgresql_wal_archive_ready_segments " in metrics, metrics
+    assert primary.file(f"{textfile}/querygpt_postgresql_backup.prom").mode == 0o644
