@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import mmap
 import sys
 from pathlib import Path
 
@@ -36,7 +37,13 @@ def test_benchmark_exits_1_when_the_server_grows_over_its_cap(capsys, monkeypatc
     kept = []
 
     def hoarding(*args, **kwargs):
-        kept.append(bytearray(8 * 2**20))
+        # A fresh mapping, every page written: a bytearray may reuse heap pages an earlier
+        # test in this process freed (glibc raises its mmap threshold after such frees), which
+        # are resident already and so do not grow the peak.
+        block = mmap.mmap(-1, 8 * 2**20)
+        for offset in range(0, len(block), mmap.PAGESIZE):
+            block[offset] = 1
+        kept.append(block)
         return real(*args, **kwargs)
 
     monkeypatch.setattr(upload_bounds, "run_worker", hoarding)
