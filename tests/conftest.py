@@ -18,29 +18,55 @@ if TYPE_CHECKING:
 VENV_BIN = Path(__file__).resolve().parents[1] / ".venv" / "bin"
 
 
-#: Test files whose tests share one fixture and build on each other in file order: under
-#: pytest-xdist (``-n``) each must run whole, on one worker. ``--dist load`` (xdist's default)
-#: would hand its tests to whichever worker is free, and a worker would then start its own
-#: fixture (another Qdrant cluster) without the earlier steps.
-#: (xdist's own ``--dist loadgroup`` with ``xdist_group`` marks would do this, but on pytest 9.2
-#: with xdist 3.8 it is silently ignored: xdist sets ``item._nodeid``, which pytest 9 no longer
-#: reads. Checked 2026-12-03; drop this hook when loadgroup works again.)
-IN_FILE_ORDER = frozenset({"tests/standins/test_qdrant_cluster.py"})
+#: pytest-xdist (``-n``) runs each test file whole on one worker: files share module fixtures
+#: (a Qdrant cluster, a stand-in backend, a batch of preflight runs, a moto server), and some
+#: build on earlier tests in file order. xdist's default, ``--dist load``, hands single tests to
+#: whichever worker is free, so both workers paid for most module fixtures (the backend preflight
+#: batch, 45 s, twice), and a file like tests/standins/test_qdrant_cluster.py lost its earlier
+#: steps. (xdist's own ``--dist loadgroup`` with ``xdist_group`` marks is silently ignored on
+#: pytest 9.2 with xdist 3.8: xdist sets ``item._nodeid``, which pytest 9 no longer reads.)
+#:
+#: Files go out heaviest first, so the run does not end on one long file while the other worker
+#: idles: these, measured 2026-12-05 (seconds of a two-core run, fixtures included), then the
+#: rest in collection order. A stale entry costs balance only, never a result.
+HEAVIEST_FIRST = (
+    "tests/roles/test_backend_preflight.py",  # 280 s
+    "tests/project/test_first_deploy.py",  # 149
+    "tests/integration/test_backend_with_standins.py",  # 127
+    "tests/roles/test_preflight_contract.py",  # 89
+    "tests/backup/test_backup_cluster.py",  # 84
+    "tests/app/test_backend_access.py",  # 80
+    "tests/roles/test_qdrant_preflight.py",  # 69
+    "tests/roles/test_ollama_preflight.py",  # 64
+    "tests/app/test_backend_reindex.py",  # 39
+    "tests/app/test_backend_state.py",  # 38
+    "tests/app/test_backend_pdf_limits.py",  # 36
+    "tests/roles/test_nginx_waf.py",  # 31
+    "tests/terraform/test_terraform_inventory_moto.py",  # 26
+    "tests/roles/test_frontend_preflight.py",  # 25
+    "tests/project/test_drain_nlb.py",  # 23
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """HEAVIEST_FIRST's files first (a stable sort: each file keeps its own order)."""
+    rank = {path: i for i, path in enumerate(HEAVIEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.nodeid.split("::", 1)[0], len(rank)))
 
 
 @pytest.hookimpl(optionalhook=True)
 def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
-    """``--dist load``, except that each file of IN_FILE_ORDER is one unit of work."""
+    """``--dist load`` with each test file one unit of work, in collection order."""
     if config.getvalue("dist") != "load":
         return None
     from xdist.scheduler import LoadScopeScheduling
 
-    class LoadKeepingOrderedFiles(LoadScopeScheduling):
+    class WholeFiles(LoadScopeScheduling):
         def _split_scope(self, nodeid: str) -> str:
-            path = nodeid.split("::", 1)[0]
-            return path if path in IN_FILE_ORDER else nodeid
+            return nodeid.split("::", 1)[0]
 
-    return LoadKeepingOrderedFiles(config, log)
+    config.option.loadscopereorder = False  # collection order: HEAVIEST_FIRST's, not test counts
+    return WholeFiles(config, log)
 
 
 def free_port() -> int:
