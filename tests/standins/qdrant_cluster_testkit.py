@@ -8,6 +8,7 @@ import it from their own directory, the backup tests load it by path.
 
 from __future__ import annotations
 
+import importlib
 import signal
 import socket
 import subprocess
@@ -15,6 +16,7 @@ import sys
 import tarfile
 import time
 from pathlib import Path
+from types import ModuleType
 from typing import Any, Callable
 
 import requests
@@ -28,6 +30,17 @@ KEY = "lab-cluster-key"
 BARE_ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8"}
 NO_PROXY = {"http": "", "https": ""}
 DIM = 4
+
+
+def standin_module(name: str) -> ModuleType:
+    """A module of the stand-in's package (qdrant_standin.<name>), imported from its source
+    tree for unit tests, without leaving that tree on sys.path."""
+    source = str(PACKAGE_SCRIPT.parent)
+    sys.path.insert(0, source)
+    try:
+        return importlib.import_module(f"qdrant_standin.{name}")
+    finally:
+        sys.path.remove(source)
 
 
 def _free_port() -> int:

@@ -27,6 +27,8 @@ from typing import Any
 
 import pytest
 
+from qdrant_cluster_testkit import standin_module
+
 ROOT = Path(__file__).resolve().parents[2]
 QDRANT_SRC = ROOT / "lab" / "standins" / "qdrant"
 KEY = "compression-test-key"
@@ -243,12 +245,7 @@ def test_not_acceptable_when_identity_is_excluded_and_nothing_supported(server: 
 
 @pytest.fixture(scope="module")
 def compression() -> ModuleType:
-    sys.path.insert(0, str(QDRANT_SRC))
-    try:
-        from qdrant_standin import compression as module
-    finally:
-        sys.path.remove(str(QDRANT_SRC))
-    return module
+    return standin_module("compression")
 
 
 @pytest.mark.parametrize(("header", "expected"), [

@@ -6,26 +6,19 @@ from __future__ import annotations
 
 import json
 import socket
-import sys
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from types import ModuleType
 
 import pytest
 
-QDRANT_SRC = Path(__file__).resolve().parents[2] / "lab" / "standins" / "qdrant"
+from qdrant_cluster_testkit import standin_module
 
 
 @pytest.fixture(scope="module")
 def cluster() -> ModuleType:
-    sys.path.insert(0, str(QDRANT_SRC))
-    try:
-        from qdrant_standin import cluster as module
-    finally:
-        sys.path.remove(str(QDRANT_SRC))
-    return module
+    return standin_module("cluster")
 
 
 class Peer:

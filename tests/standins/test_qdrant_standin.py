@@ -27,6 +27,7 @@ import pytest
 import requests
 from qdrant_client import QdrantClient, models
 from qdrant_client.http.exceptions import UnexpectedResponse
+from qdrant_cluster_testkit import standin_module
 
 REPO = Path(__file__).resolve().parents[2]
 STANDIN_DIR = REPO / "lab" / "standins" / "qdrant"
@@ -209,11 +210,7 @@ def test_runs_from_source_tree() -> None:
 
 def test_yaml_subset_reads_like_pyyaml() -> None:
     yaml = pytest.importorskip("yaml")
-    sys.path.insert(0, str(STANDIN_DIR))
-    try:
-        from qdrant_standin import yaml_subset
-    finally:
-        sys.path.remove(str(STANDIN_DIR))
+    yaml_subset = standin_module("yaml_subset")
     text = """
 # comment
 log_level: INFO  # trailing comment
