@@ -283,42 +283,6 @@ def test_errors_the_edge_generates_are_json(host):
     assert "127.0.0.1" not in body and "nginx" not in body.lower()
 
 
-def test_a_backend_too_slow_gets_the_edges_json_504(host, private_ip):
-    """The stub holds its answer (X-Stub-Delay) past proxy_read_timeout, which converge.yml
-    shortens (nginx_proxy_read_timeout: 10): the edge gives up and answers its own JSON 504.
-    A POST: nginx passes a request it has already sent on to no other backend
-    (proxy_next_upstream without non_idempotent), so the answer is the timeout's 504 and never
-    the impostor's refusal (a 502), whichever server nginx tries first."""
-    conf = host.file("/etc/nginx/nginx.conf").content_string
-    timeout = int(re.search(r"^\s*proxy_read_timeout (\d+)s;", conf, re.M).group(1))
-    assert timeout <= 30, f"converge.yml must shorten nginx_proxy_read_timeout for this test, got {timeout}s"
-    delay = timeout + 10
-    timed_out_before = host.file("/var/log/nginx/error.log").content_string.count("upstream timed out")
-    try:
-        status, headers, body, seconds = timed_curl(
-            host, f"-k -X POST -H 'Content-Type: application/json' --data '{{}}' -H 'X-Stub-Delay: {delay}'"
-                  f" -H 'X-Request-ID: slow-backend-504' https://{NAME}/api/collections")
-    finally:
-        # the timeout counts against 127.0.0.1:8000 (max_fails): back through the edge before the
-        # next test (nginx skips a failed server for fail_timeout)
-        host.check_output(f"for i in $(seq 30); do curl -sfk -o /dev/null {RESOLVE} https://{NAME}/api/health && exit 0;"
-                          " sleep 1; done; exit 1")
-    assert status == 504 and headers["content-type"] == "application/json", (status, body)
-    answer = json.loads(body)
-    assert answer == {"detail": "The service took too long to answer"} and isinstance(answer["detail"], str)
-    assert headers["x-request-id"] == "slow-backend-504" and "strict-transport-security" in headers
-    # the edge's own answer, after its timeout and before the stub's late one
-    assert timeout - 0.5 <= seconds < delay, seconds
-    errors = host.file("/var/log/nginx/error.log").content_string
-    assert errors.count("upstream timed out") > timed_out_before, errors[-2000:]
-    # no internal address, port or name in what the client sees
-    assert not re.search(r"\b\d{1,3}(?:\.\d{1,3}){3}\b", body), body
-    seen = body + "\n" + "\n".join(f"{k}: {v}" for k, v in headers.items())
-    for internal in ("127.0.0.1", private_ip, ":8000", ":8001", "querygpt_backend", "querygpt.internal"):
-        assert internal not in seen, (internal, seen)
-    assert "nginx" not in body.lower()
-
-
 def test_upload_body_limit(host):
     host.check_output("head -c 2097152 /dev/zero > /tmp/two-mib")
     # 2 MiB is over the default 1m elsewhere but within nginx_client_max_body_size on /api/upload
@@ -607,3 +571,40 @@ def test_waf_refuses_put_patch_delete_where_no_path_serves_them(host):
     entry, _ = audit_entry(host, "waf-method-0")
     assert "911100" in {m["details"]["ruleId"] for m in entry["messages"]}
 
+
+# Last: the timeout counts against the stub in nginx's passive health check (max_fails,
+# fail_timeout), which no later test should have to wait out.
+def test_a_backend_too_slow_gets_the_edges_json_504(host, private_ip):
+    """The stub holds its answer (X-Stub-Delay) past proxy_read_timeout, which converge.yml
+    shortens (nginx_proxy_read_timeout: 10): the edge gives up and answers its own JSON 504.
+    A POST: nginx passes a request it has already sent on to no other backend
+    (proxy_next_upstream without non_idempotent), so the answer is the timeout's 504 and never
+    the impostor's refusal (a 502), whichever server nginx tries first."""
+    conf = host.file("/etc/nginx/nginx.conf").content_string
+    timeout = int(re.search(r"^\s*proxy_read_timeout (\d+)s;", conf, re.M).group(1))
+    assert timeout <= 30, f"converge.yml must shorten nginx_proxy_read_timeout for this test, got {timeout}s"
+    delay = timeout + 10
+    timed_out_before = host.file("/var/log/nginx/error.log").content_string.count("upstream timed out")
+    try:
+        status, headers, body, seconds = timed_curl(
+            host, f"-k -X POST -H 'Content-Type: application/json' --data '{{}}' -H 'X-Stub-Delay: {delay}'"
+                  f" -H 'X-Request-ID: slow-backend-504' https://{NAME}/api/collections")
+    finally:
+        # the timeout counts against 127.0.0.1:8000 (max_fails): back through the edge before the
+        # next test (nginx skips a failed server for fail_timeout)
+        host.check_output(f"for i in $(seq 30); do curl -sfk -o /dev/null {RESOLVE} https://{NAME}/api/health && exit 0;"
+                          " sleep 1; done; exit 1")
+    assert status == 504 and headers["content-type"] == "application/json", (status, body)
+    answer = json.loads(body)
+    assert answer == {"detail": "The service took too long to answer"} and isinstance(answer["detail"], str)
+    assert headers["x-request-id"] == "slow-backend-504" and "strict-transport-security" in headers
+    # the edge's own answer, after its timeout and before the stub's late one
+    assert timeout - 0.5 <= seconds < delay, seconds
+    errors = host.file("/var/log/nginx/error.log").content_string
+    assert errors.count("upstream timed out") > timed_out_before, errors[-2000:]
+    # no internal address, port or name in what the client sees
+    assert not re.search(r"\b\d{1,3}(?:\.\d{1,3}){3}\b", body), body
+    seen = body + "\n" + "\n".join(f"{k}: {v}" for k, v in headers.items())
+    for internal in ("127.0.0.1", private_ip, ":8000", ":8001", "querygpt_backend", "querygpt.internal"):
+        assert internal not in seen, (internal, seen)
+    assert "nginx" not in body.lower()
