@@ -6,14 +6,17 @@ from __future__ import annotations
 
 import json
 import socket
+import ssl
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from types import ModuleType
 
 import pytest
 
 from qdrant_cluster_testkit import standin_module
+from test_qdrant_tls import Pki
 
 
 @pytest.fixture(scope="module")
@@ -24,7 +27,8 @@ def cluster() -> ModuleType:
 class Peer:
     """A p2p port that answers /p2p/status on HTTP/1.1 and counts the connections it accepted."""
 
-    def __init__(self, port: int = 0) -> None:
+    def __init__(self, port: int = 0, tls: ssl.SSLContext | None = None) -> None:
+        self.scheme = "https" if tls else "http"
         self.connections = 0
         self.sockets: list[socket.socket] = []
         self.stopped = False
@@ -54,8 +58,14 @@ class Peer:
             def log_message(self, format: str, *args: object) -> None:  # noqa: A002
                 pass
 
-        ThreadingHTTPServer.allow_reuse_address = True
-        self.server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+        class Server(ThreadingHTTPServer):
+            allow_reuse_address = True
+
+            def finish_request(self, request, client_address):  # type: ignore[no-untyped-def]
+                super().finish_request(tls.wrap_socket(request, server_side=True) if tls else request,
+                                       client_address)
+
+        self.server = Server(("127.0.0.1", port), Handler)
         self.port = self.server.server_address[1]
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
@@ -74,7 +84,7 @@ class Peer:
 
     @property
     def uri(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{self.scheme}://127.0.0.1:{self.port}"
 
 
 @pytest.fixture
@@ -102,6 +112,29 @@ def test_a_peer_that_restarted_is_reached_on_a_new_connection_without_a_failure(
         # the process restarts on the same port: the kept connection is closed under the client
         first.stop()
         again = Peer(first.port)
+        try:
+            assert links.call(again.uri, "/p2p/status", timeout=2)["commit"] == 3
+            assert again.connections == 1
+        finally:
+            again.stop()
+    finally:
+        links.close()
+
+
+def test_over_tls_a_restarted_peer_is_reached_again_without_a_failure(cluster: ModuleType, tmp_path: Path) -> None:
+    """A process that dies sends no TLS close_notify: the kept connection ends in a TLS EOF,
+    which is a closed connection to replace, not an unavailable peer."""
+    pki = Pki.create(tmp_path / "pki")
+    server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server.load_cert_chain(pki.cert_file, pki.key_file)
+    links = cluster.KeptLinks(ssl.create_default_context(cafile=str(pki.ca_file)))
+    first = Peer(tls=server)
+    try:
+        for _ in range(3):
+            assert links.call(first.uri, "/p2p/status", timeout=2)["peer_id"] == 7
+        assert first.connections == 1
+        first.stop()
+        again = Peer(first.port, tls=server)
         try:
             assert links.call(again.uri, "/p2p/status", timeout=2)["commit"] == 3
             assert again.connections == 1

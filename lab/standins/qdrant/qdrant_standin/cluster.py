@@ -145,7 +145,7 @@ class KeptLinks:
     Upstream keeps a gRPC channel open to each peer; a new connection per ping (four a second
     to every peer) meant a TLS handshake each time, both ends verifying a certificate chain:
     a tenth of a core for the lab's three idle peers. A kept connection the peer closed (it
-    restarted) is replaced once at once; a peer that does not answer in time is unavailable,
+    restarted) is replaced at once, one time; a peer that does not answer in time is unavailable,
     as before.
     """
 
@@ -171,7 +171,8 @@ class KeptLinks:
                              headers={"Content-Type": "application/json"})
                 response = link.getresponse()
                 raw = response.read()
-            except (ConnectionError, http.client.HTTPException) as err:
+            # closed under us: reset, a plain EOF, or a TLS one (a killed peer sends no close_notify)
+            except (ConnectionError, http.client.HTTPException, ssl.SSLEOFError, ssl.SSLZeroReturnError) as err:
                 self.drop(uri)
                 if fresh:
                     raise PeerUnavailable(uri, err) from None
