@@ -142,3 +142,23 @@ def test_exported_bastion_address_becomes_the_jump_host(tmp_path: Path) -> None:
     assert "StrictHostKeyChecking=accept-new" in jump.group(1)
     assert "UserKnownHostsFile=~/.ssh/known_hosts.querygpt-prod" in jump.group(1)
     assert "StrictHostKeyChecking=accept-new" in bastion and "Proxy" not in bastion
+
+    # The playbooks resolve these options once per run (playbooks/tasks/ssh_options.yml): the
+    # facts must be what group_vars gives each host, and prod, which names no key file, gets
+    # none. The playbook sits beside a link to the project's group_vars, as playbooks/ does.
+    (tmp_path / "group_vars").symlink_to(REPO / "group_vars")
+    (tmp_path / "pin.yml").write_text(
+        "- hosts: all\n  gather_facts: false\n  tasks:\n"
+        f"    - ansible.builtin.import_tasks: {REPO / 'playbooks' / 'tasks' / 'ssh_options.yml'}\n"
+        "    - ansible.builtin.debug:\n        msg: \"{{ {'args': ansible_ssh_common_args,"
+        " 'key': ansible_ssh_private_key_file | default(None)} }}\"\n")
+    pinned = subprocess.run([str(VENV_BIN / "ansible-playbook"), "-i", str(inventory / "hosts.yml"),
+                             str(tmp_path / "pin.yml")], cwd=REPO, env=env, capture_output=True, text=True,
+                            timeout=60)
+    assert pinned.returncode == 0, pinned.stdout + pinned.stderr
+    start = 0 if pinned.stdout.startswith("{") else pinned.stdout.index("\n{") + 1
+    tasks = json.JSONDecoder().raw_decode(pinned.stdout, start)[0]["plays"][0]["tasks"]
+    assert tasks[0]["task"]["name"] == "Resolve this host's SSH options once for the run"
+    for host, before in (("10.40.128.10", edge), ("10.40.0.10", bastion)):
+        assert tasks[0]["hosts"][host]["ansible_facts"]["ansible_ssh_common_args"] == before
+        assert tasks[1]["hosts"][host]["msg"] == {"args": before, "key": None}
