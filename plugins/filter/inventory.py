@@ -143,6 +143,7 @@ def prometheus_targets(
     tier_groups: Iterable[str],
     port: int | None = None,
     url: str | None = None,
+    module_by_host: Mapping[str, str] | None = None,
 ) -> list[dict[str, Any]]:
     """One static_config (``{targets, labels}``) per host of the given groups.
 
@@ -150,7 +151,9 @@ def prometheus_targets(
     found through), ``az`` (``host_az``) and ``env`` (the host's ``querygpt_env``). Give
     ``port`` for a scrape target (``address:port``) or ``url`` for a blackbox probe, a
     template with ``{address}`` and ``{host}``. A host in two of the groups is listed once,
-    under the first group.
+    under the first group. ``module_by_host`` (inventory hostname -> blackbox module) gives
+    the probe of a host listed there its own module (the ``__param_module`` label, which
+    wins over the job's ``params``).
     """
     if (port is None) == (url is None):
         raise AnsibleFilterError("prometheus_targets: give exactly one of port= or url=")
@@ -169,10 +172,10 @@ def prometheus_targets(
             address = url_host(_address(host, hv))
             target = f"{address}:{int(port)}" if port is not None else str(url).format(address=address, host=host)
             env = _get(hv, "querygpt_env") or UNKNOWN
-            configs.append({
-                "targets": [target],
-                "labels": {"instance": host, "tier": tier, "az": _zone(hv), "env": str(env)},
-            })
+            labels = {"instance": host, "tier": tier, "az": _zone(hv), "env": str(env)}
+            if module_by_host and host in module_by_host:
+                labels["__param_module"] = str(module_by_host[host])
+            configs.append({"targets": [target], "labels": labels})
     return configs
 
 

@@ -12,8 +12,10 @@ import json
 import os
 import re
 import shutil
+import ssl
 import subprocess
 import sys
+import urllib.parse
 from pathlib import Path
 
 import bcrypt
@@ -48,13 +50,19 @@ def tools() -> dict[str, Path]:
 WEB_PASSWORD = "render-test-web-password"
 
 
-@pytest.fixture(scope="module")
-def rendered(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("prometheus_stack")
+# Production's edges share the site's public name (group_vars/all/services.yml wires each
+# edge's nginx_server_name); the lab's each have their own, from an ACME CA no system trusts.
+PROD_EDGE_NAMES = {"edge-a": "querygpt.example.com", "edge-b": "querygpt.example.com"}
+LAB_EDGE_NAMES = {"edge-a": "edge-1.querygpt.test", "edge-b": "edge-2.querygpt.test"}
+
+
+def render(out: Path, **overrides) -> Path:
+    """The role's templates rendered into `out` as the role renders them (render.yml)."""
     (out / "qdrant-api-key").write_text("test-key")
     # the monitoring host's pair (Prometheus's client certificate, the UIs' server certificate):
     # promtool checks the files, and loads them for the web configuration
-    pair = trustme.CA().issue_cert("10.42.1.40", "monitoring.querygpt.internal")
+    ca = trustme.CA()
+    pair = ca.issue_cert("10.42.1.40", "monitoring.querygpt.internal")
     pair.cert_chain_pems[0].write_to_path(out / "client.pem")
     pair.private_key_pem.write_to_path(out / "client.key")
     (out / "web-password").write_text(WEB_PASSWORD)
@@ -64,13 +72,16 @@ def rendered(tmp_path_factory) -> Path:
         prometheus_stack_bind_address="10.42.1.40",
         prometheus_stack_qdrant_api_key="test-key",
         prometheus_stack_extra_scrape_configs=[{"job_name": "extra", "static_configs": [{"targets": ["10.0.0.9:9999"]}]}],
+        prometheus_stack_edge_server_names=PROD_EDGE_NAMES,
         _prometheus_stack_rules_dir=str(out / "rules"),
         _prometheus_stack_qdrant_credentials_file=str(out / "qdrant-api-key"),
         prometheus_stack_tls_certificate=str(out / "client.pem"),
         prometheus_stack_tls_key=str(out / "client.key"),
         prometheus_stack_web_password=WEB_PASSWORD,
         _prometheus_stack_web_password_file=str(out / "web-password"),
+        prometheus_stack_internal_ca_pem=ca.cert_pem.bytes().decode(),
     )
+    extra.update(overrides)
     env = dict(os.environ, ANSIBLE_CONFIG=str(REPO / "ansible.cfg"), ANSIBLE_STDOUT_CALLBACK="ansible.builtin.default", ANSIBLE_CALLBACKS_ENABLED="ansible.builtin.timer",
                ANSIBLE_FACT_CACHING="memory")
     proc = subprocess.run(
@@ -79,6 +90,12 @@ def rendered(tmp_path_factory) -> Path:
         cwd=REPO, env=env, capture_output=True, text=True, check=False)
     assert proc.returncode == 0, proc.stdout[-4000:] + proc.stderr[-4000:]
     return out
+
+
+@pytest.fixture(scope="module")
+def rendered(tmp_path_factory) -> Path:
+    """Production-shaped: the edges share one public name, verified against the system CAs."""
+    return render(tmp_path_factory.mktemp("prometheus_stack"))
 
 
 def run(cmd: list, cwd: Path | None = None) -> subprocess.CompletedProcess:
@@ -191,6 +208,58 @@ def test_targets_and_labels_come_from_the_inventory(rendered):
     assert _job(config, "extra")["static_configs"] == [{"targets": ["10.0.0.9:9999"]}]
 
 
+def _edge_probes(rendered: Path) -> tuple[dict, dict]:
+    """(the blackbox modules, each edge probe's module by job and instance)."""
+    modules = yaml.safe_load((rendered / "blackbox.yml").read_text())["modules"]
+    config = yaml.safe_load((rendered / "prometheus.yml").read_text())
+    chosen = {}
+    for job in ("probe_edge_https", "probe_edge_api"):
+        for static in _job(config, job)["static_configs"]:
+            labels = static["labels"]
+            # __param_module in a target's labels wins over the job's params (Prometheus sets a
+            # job param only when the target has no such label)
+            chosen[job, labels["instance"]] = labels.get("__param_module", _job(config, job)["params"]["module"][0])
+    return modules, chosen
+
+
+def _check_blackbox(tools: dict, rendered: Path) -> None:
+    proc = run([tools["prometheus-blackbox-exporter"], "--config.check", f"--config.file={rendered / 'blackbox.yml'}"])
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_edge_probes_verify_the_shared_public_name(tools, rendered):
+    """Production: every edge is probed at its address with the site's name as SNI and Host,
+    its certificate verified for that name against the system CAs; nothing turns verification off."""
+    _check_blackbox(tools, rendered)
+    modules, chosen = _edge_probes(rendered)
+    module = "http_edge_querygpt.example.com"
+    assert set(chosen.values()) == {module}, chosen
+    assert len(chosen) == 4
+    http = modules[module]["http"]
+    assert http["headers"] == {"Host": "querygpt.example.com"}
+    assert http["tls_config"] == {"server_name": "querygpt.example.com"}
+    assert http["fail_if_not_ssl"] is True
+    assert "insecure_skip_verify" not in (rendered / "blackbox.yml").read_text()
+
+
+def test_edge_probes_verify_each_edges_own_name(tools, tmp_path):
+    """The lab's shape: edges with names of their own, from a CA the probes are given; each edge's
+    probes carry its own name and verify against that CA."""
+    ca_pem = trustme.CA().cert_pem.bytes().decode()
+    rendered = render(tmp_path, prometheus_stack_edge_server_names=LAB_EDGE_NAMES,
+                      prometheus_stack_blackbox_ca_pem=ca_pem,
+                      _prometheus_stack_blackbox_ca_file=str(tmp_path / "blackbox-ca.pem"))
+    (tmp_path / "blackbox-ca.pem").write_text(ca_pem)
+    _check_blackbox(tools, rendered)
+    modules, chosen = _edge_probes(rendered)
+    for job in ("probe_edge_https", "probe_edge_api"):
+        assert chosen[job, "edge-a"] == "http_edge_edge-1.querygpt.test"
+        assert chosen[job, "edge-b"] == "http_edge_edge-2.querygpt.test"
+    for host, name in LAB_EDGE_NAMES.items():
+        tls = modules[f"http_edge_{name}"]["http"]["tls_config"]
+        assert tls == {"server_name": name, "ca_file": str(tmp_path / "blackbox-ca.pem")}, host
+
+
 def test_web_config_passes_promtool_and_holds_the_passwords_hash_only(tools, rendered):
     """The UIs' web configuration: TLS with the monitoring host's pair, basic auth whose bcrypt
     hash matches the password; rendering it again gives the same file (idempotent runs)."""
@@ -203,6 +272,50 @@ def test_web_config_passes_promtool_and_holds_the_passwords_hash_only(tools, ren
     assert web["tls_server_config"]["cert_file"] == str(rendered / "client.pem")
     assert web["tls_server_config"]["min_version"] == "TLS12"
     assert all("GCM" in suite or "CHACHA20" in suite for suite in web["tls_server_config"]["cipher_suites"])
+
+
+def _handshake(client: ssl.SSLContext, server: ssl.SSLContext, server_hostname: str) -> None:
+    """A TLS handshake between two contexts in memory (no socket); raises what the client's
+    verification raises."""
+    c_in, c_out, s_in, s_out = (ssl.MemoryBIO() for _ in range(4))
+    tls_client = client.wrap_bio(c_in, c_out, server_hostname=server_hostname)
+    tls_server = server.wrap_bio(s_in, s_out, server_side=True)
+    done = set()
+    for _ in range(20):
+        for name, end in (("client", tls_client), ("server", tls_server)):
+            if name in done:
+                continue
+            try:
+                end.do_handshake()
+                done.add(name)
+            except ssl.SSLWantReadError:
+                pass
+        s_in.write(c_out.read())
+        c_in.write(s_out.read())
+        if done == {"client", "server"}:
+            return
+    raise AssertionError(f"no handshake after 20 rounds (finished: {sorted(done)})")
+
+
+def test_grafana_datasource_reaches_prometheus_as_its_web_config_admits(rendered):
+    """Grafana's provisioned datasource holds what Prometheus's web configuration admits: the
+    address Prometheus listens on, over TLS verified against the internal CA for that address,
+    with the user and a password matching the configured hash. The handshake runs in memory
+    between the UIs' certificate and a client that has only the datasource's settings."""
+    source = yaml.safe_load((rendered / "grafana-datasource.yml").read_text())["datasources"][0]
+    web = yaml.safe_load((rendered / "web-config.yml").read_text())
+    url = urllib.parse.urlsplit(source["url"])
+    assert (url.scheme, url.hostname, url.port) == ("https", "10.42.1.40", 9090)
+    assert "--web.listen-address=10.42.1.40:9090" in (rendered / "prometheus.default").read_text()
+    assert source["basicAuth"] is True and source["jsonData"]["tlsAuthWithCACert"] is True
+    hashed = web["basic_auth_users"][source["basicAuthUser"]]
+    assert bcrypt.checkpw(source["secureJsonData"]["basicAuthPassword"].encode(), hashed.encode())
+    server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server.load_cert_chain(web["tls_server_config"]["cert_file"], web["tls_server_config"]["key_file"])
+    _handshake(ssl.create_default_context(cadata=source["secureJsonData"]["tlsCACert"]), server, url.hostname)
+    # the same handshake with another CA's certificate fails: the check above can
+    with pytest.raises(ssl.SSLCertVerificationError):
+        _handshake(ssl.create_default_context(cadata=trustme.CA().cert_pem.bytes().decode()), server, url.hostname)
 
 
 def test_daemons_listen_on_the_private_address(rendered):
