@@ -29,6 +29,9 @@ HOST_PACKAGES = [
     # The backend's tests start a throw-away PostgreSQL server (tests/pgserver.py) from
     # Debian's server binaries; the package's own cluster is not used.
     "postgresql",
+    # tests/lab/test_lab_internal_tls.py runs testssl.sh (trixie's, unpacked by promtools.py)
+    # on the controller: it needs hexdump, dig, and socat (its STARTTLS injection check).
+    "bsdextrautils", "bind9-dnsutils", "socat",
 ]
 # One executable per package, to tell whether it is installed without asking dpkg each time.
 PACKAGE_PROBES = {
@@ -41,6 +44,7 @@ PACKAGE_PROBES = {
     # Debian's release); pg_createcluster comes with postgresql-common, which only the server
     # packages pull in (pg_wrapper is postgresql-client-common's, there with the client alone).
     "postgresql": "/usr/bin/pg_createcluster",
+    "bsdextrautils": "/usr/bin/hexdump", "bind9-dnsutils": "/usr/bin/dig", "socat": "/usr/bin/socat",
 }
 
 NO_DOCKER_HELP = """\

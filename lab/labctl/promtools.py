@@ -1,9 +1,9 @@
-"""promtool and amtool on the controller, without installing (and starting) Prometheus.
+"""promtool, amtool and the blackbox exporter on the controller, without installing (and starting) them.
 
 The alert-rule unit tests (`promtool test rules`) and the config checks (`promtool check`,
-`amtool check-config`) run on the controller. `apt-get install prometheus` would start a
+`amtool check-config`, `prometheus-blackbox-exporter --config.check`) run on the controller. `apt-get install prometheus` would start a
 daemon on the machine, so the Debian packages are downloaded with `apt-get download` and
-unpacked with `dpkg-deb -x` into a cache directory; only the two static binaries are used.
+unpacked with `dpkg-deb -x` into a cache directory; only the static binaries are used.
 The packages are the hosts' release's (Debian 13: prometheus 2.53, alertmanager 0.28), the same
 the role installs, whatever Debian the controller runs: apt downloads them through a private
 configuration that lists only that release (the archive's signatures are checked as usual).
@@ -25,7 +25,13 @@ TOOLS_DIR = Path(os.environ.get("QGPT_TOOLS_DIR", REPO / ".cache" / "tools"))
 RELEASE = "trixie"
 MIRROR = "http://deb.debian.org/debian"
 # Debian package -> the binary inside it that the tests need.
-PACKAGES = {"promtool": "usr/bin/promtool", "prometheus-alertmanager": "usr/bin/amtool"}
+PACKAGES = {"promtool": "usr/bin/promtool", "prometheus-alertmanager": "usr/bin/amtool",
+            "prometheus-blackbox-exporter": "usr/bin/prometheus-blackbox-exporter"}
+# Debian package -> the directory it is unpacked into whole (tools that read their data files):
+# testssl.sh for tests/lab/test_lab_internal_tls.py. The hosts' release's 3.2 (bookworm's 3.0
+# cannot present a client certificate, so it cannot scan the mutual-TLS endpoints); a shell
+# script on the controller's openssl, its data under etc/testssl (TESTSSL_INSTALL_DIR).
+TREES = {"testssl.sh": "testssl"}
 
 
 def tool_path(name: str) -> Path:
@@ -70,8 +76,27 @@ def _fetch(package: str, binary: str) -> None:
         partial.replace(target)
 
 
+def tree_path(name: str) -> Path:
+    """Where a package unpacked whole lives (it may not exist yet)."""
+    return TOOLS_DIR / RELEASE / name
+
+
+def _fetch_tree(package: str, name: str) -> None:
+    with tempfile.TemporaryDirectory(prefix="qgpt-promtools-", dir=TOOLS_DIR) as tmp:
+        proc = subprocess.run(["apt-get", *_apt_options(), "download", "-q", package], cwd=tmp,
+                              capture_output=True, text=True, check=False)
+        debs = sorted(Path(tmp).glob(f"{package}_*.deb"))
+        if proc.returncode != 0 or not debs:
+            raise LabError(f"apt-get download {package} failed ({proc.returncode}): {proc.stderr.strip()}")
+        root = Path(tmp) / "root"
+        subprocess.run(["dpkg-deb", "-x", str(debs[0]), str(root)], check=True)
+        # Rename: a concurrent test never sees a half-unpacked tree.
+        tree_path(name).parent.mkdir(parents=True, exist_ok=True)
+        root.rename(tree_path(name))
+
+
 def ensure_promtools() -> dict[str, Path]:
-    """promtool and amtool paths, fetched once into TOOLS_DIR."""
+    """promtool, amtool and prometheus-blackbox-exporter paths, and the testssl tree, fetched once into TOOLS_DIR."""
     found: dict[str, Path] = {}
     updated = False
     for package, binary in PACKAGES.items():
@@ -82,6 +107,13 @@ def ensure_promtools() -> dict[str, Path]:
                 updated = True
             _fetch(package, binary)
         found[path.name] = path
+    for package, name in TREES.items():
+        if not tree_path(name).exists():
+            if not updated:
+                _update()
+                updated = True
+            _fetch_tree(package, name)
+        found[name] = tree_path(name)
     return found
 
 
