@@ -21,6 +21,9 @@ from ansible.errors import AnsibleFilterError
 
 UNKNOWN = "unknown"
 ADDRESS_VAR = "querygpt_private_address"
+# A probe target's own blackbox module (prometheus_targets' module_by_host), relabeled into
+# __param_module by the probe jobs (roles/prometheus_stack/templates/prometheus.yml.j2).
+PROBE_MODULE_LABEL = "__tmp_probe_module"
 
 
 def _get(mapping: Any, key: str) -> Any:
@@ -152,8 +155,9 @@ def prometheus_targets(
     ``port`` for a scrape target (``address:port``) or ``url`` for a blackbox probe, a
     template with ``{address}`` and ``{host}``. A host in two of the groups is listed once,
     under the first group. ``module_by_host`` (inventory hostname -> blackbox module) gives
-    the probe of a host listed there its own module (the ``__param_module`` label, which
-    wins over the job's ``params``).
+    the probe of a host listed there its own module: the ``__tmp_probe_module`` label, which
+    the job's relabeling turns into ``__param_module`` (a target label named
+    ``__param_module`` itself would be overwritten by the job's ``params``).
     """
     if (port is None) == (url is None):
         raise AnsibleFilterError("prometheus_targets: give exactly one of port= or url=")
@@ -174,7 +178,7 @@ def prometheus_targets(
             env = _get(hv, "querygpt_env") or UNKNOWN
             labels = {"instance": host, "tier": tier, "az": _zone(hv), "env": str(env)}
             if module_by_host and host in module_by_host:
-                labels["__param_module"] = str(module_by_host[host])
+                labels[PROBE_MODULE_LABEL] = str(module_by_host[host])
             configs.append({"targets": [target], "labels": labels})
     return configs
 

@@ -77,6 +77,28 @@ def test_every_inventory_host_and_service_is_a_target_and_up(lab, mon):
         assert host in lab.groups[labels["tier"]], (host, labels)
 
 
+def test_each_edge_probe_verifies_the_name_that_edge_serves(lab, mon):
+    """docs/monitoring.md: each edge is probed at its address with its own name as SNI and Host
+    (its own blackbox module, in the scrape URL) and its certificate verified against the lab
+    ACME server's root: both probes of every edge succeed, and no module skips verification."""
+    edges = lab.groups["edge"]
+    names = {edge: str(lab.render("nginx_server_name", edge)) for edge in edges}
+    targets = curl_json(lab, mon, f"{prom(lab, mon)}/api/v1/targets?state=active")["data"]["activeTargets"]
+    urls = {(t["labels"]["job"], t["labels"]["instance"]): urllib.parse.parse_qs(urllib.parse.urlsplit(t["scrapeUrl"]).query)
+            for t in targets if t["labels"]["job"] in ("probe_edge_https", "probe_edge_api")}
+    assert {instance for _, instance in urls} == set(edges), urls
+    for (job, edge), params in urls.items():
+        assert params["module"] == [f"http_edge_{names[edge]}"], (job, edge, params)
+
+    def failing():
+        result = query(lab, mon, 'probe_success{job=~"probe_edge_.*"}')["data"]["result"]
+        return [r["metric"] for r in result if float(r["value"][1]) != 1] if len(result) == 2 * len(edges) else result
+
+    assert wait_for(lambda: failing() == [], timeout=60), failing()
+    config = lab.ssh(mon, "sudo cat /etc/prometheus/blackbox.yml").stdout
+    assert "http_edge_" in config and "insecure_skip_verify" not in config
+
+
 def _panel_queries():
     for path in sorted(DASHBOARDS.glob("*.json")):
         board = json.loads(path.read_text())

@@ -208,17 +208,18 @@ def test_targets_and_labels_come_from_the_inventory(rendered):
     assert _job(config, "extra")["static_configs"] == [{"targets": ["10.0.0.9:9999"]}]
 
 
-def _edge_probes(rendered: Path) -> tuple[dict, dict]:
-    """(the blackbox modules, each edge probe's module by job and instance)."""
+def _edge_probes(tools: dict, rendered: Path) -> tuple[dict, dict]:
+    """(the blackbox modules, each edge probe's module by job and instance), the module as
+    Prometheus itself resolves it: `promtool check service-discovery` applies the job's params
+    and relabeling to each target and prints the labels its scrape URL is built from."""
     modules = yaml.safe_load((rendered / "blackbox.yml").read_text())["modules"]
-    config = yaml.safe_load((rendered / "prometheus.yml").read_text())
     chosen = {}
     for job in ("probe_edge_https", "probe_edge_api"):
-        for static in _job(config, job)["static_configs"]:
-            labels = static["labels"]
-            # __param_module in a target's labels wins over the job's params (Prometheus sets a
-            # job param only when the target has no such label)
-            chosen[job, labels["instance"]] = labels.get("__param_module", _job(config, job)["params"]["module"][0])
+        proc = run([tools["promtool"], "check", "service-discovery", rendered / "prometheus.yml", job])
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        for target in json.loads(proc.stdout):
+            labels = target["labels"]
+            chosen[job, labels["instance"]] = labels["__param_module"]
     return modules, chosen
 
 
@@ -231,7 +232,7 @@ def test_edge_probes_verify_the_shared_public_name(tools, rendered):
     """Production: every edge is probed at its address with the site's name as SNI and Host,
     its certificate verified for that name against the system CAs; nothing turns verification off."""
     _check_blackbox(tools, rendered)
-    modules, chosen = _edge_probes(rendered)
+    modules, chosen = _edge_probes(tools, rendered)
     module = "http_edge_querygpt.example.com"
     assert set(chosen.values()) == {module}, chosen
     assert len(chosen) == 4
@@ -251,7 +252,7 @@ def test_edge_probes_verify_each_edges_own_name(tools, tmp_path):
                       _prometheus_stack_blackbox_ca_file=str(tmp_path / "blackbox-ca.pem"))
     (tmp_path / "blackbox-ca.pem").write_text(ca_pem)
     _check_blackbox(tools, rendered)
-    modules, chosen = _edge_probes(rendered)
+    modules, chosen = _edge_probes(tools, rendered)
     for job in ("probe_edge_https", "probe_edge_api"):
         assert chosen[job, "edge-a"] == "http_edge_edge-1.querygpt.test"
         assert chosen[job, "edge-b"] == "http_edge_edge-2.querygpt.test"

@@ -116,9 +116,10 @@ def test_each_target_host_is_looked_up_once() -> None:
 
 def test_a_host_listed_in_module_by_host_gets_its_own_probe_module():
     """Each edge's probe verifies the name that edge serves: its module travels in the target's
-    __param_module label; a host not listed keeps the job's module (no label)."""
+    __tmp_probe_module label (the job relabels it into __param_module); a host not listed keeps
+    the job's module (no label). Prometheus's own resolution: tests/monitoring."""
     configs = prometheus_targets(GROUPS, HOSTVARS, ["edge"], url="https://{address}/",
                                  module_by_host={"10.40.128.10": "http_edge_edge-1.example.test"})
     by_host = {c["labels"]["instance"]: c["labels"] for c in configs}
-    assert by_host["10.40.128.10"]["__param_module"] == "http_edge_edge-1.example.test"
-    assert "__param_module" not in by_host["10.40.144.10"]
+    assert by_host["10.40.128.10"]["__tmp_probe_module"] == "http_edge_edge-1.example.test"
+    assert "__tmp_probe_module" not in by_host["10.40.144.10"]
