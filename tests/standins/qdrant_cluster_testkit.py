@@ -67,7 +67,7 @@ class Peer:
     """One stand-in peer: its own ports, storage, snapshots and config."""
 
     def __init__(self, executable: Path, workdir: Path, via_env: bool = False,
-                 transfer_delay_ms: int = 300) -> None:
+                 transfer_delay_ms: int = 2000) -> None:
         self.executable = executable
         self.transfer_delay_ms = transfer_delay_ms
         self.workdir = workdir

@@ -263,7 +263,7 @@ def test_a_dead_peer_is_removed_and_its_shards_replicated_to_a_new_peer(peers: l
     for shard_id, source in single.items():
         assert client.cluster_collection_update("docs", models.ReplicateShardOperation(
             replicate_shard=models.ReplicateShard(shard_id=shard_id, from_peer_id=source, to_peer_id=new_id)))
-    transfers = client.collection_cluster_info("docs").shard_transfers  # the copy waits 300 ms here
+    transfers = client.collection_cluster_info("docs").shard_transfers  # the copy waits 2 s here
     assert {(t.shard_id, t.from_, t.to, t.sync) for t in transfers} == {(s, f, new_id, True) for s, f in single.items()}
     assert newcomer.replicas("docs")[next(iter(single))][new_id] == "Partial"
     assert wait_for(lambda: _all_active(newcomer, "docs", 2), 15, "new replicas Active")
