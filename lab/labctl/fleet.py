@@ -78,10 +78,14 @@ def _routing_rules(nets: dict[str, ipaddress.IPv4Network]) -> list[list[str]]:
 
 
 def _ensure_routing(nets: dict[str, ipaddress.IPv4Network]) -> None:
+    """The rules first in their chains. Where they are matters, not only that they exist: docker
+    puts each new network's MASQUERADE rule at the top of POSTROUTING, so RETURN rules left
+    behind by a fleet that was not taken down (a killed run) end up below it, and traffic
+    between subnets then arrives from the gateway's address, which the hosts' firewalls drop.
+    So they are taken out and inserted at the top again every time."""
+    _remove_routing(nets)
     for table, chain, *spec in _routing_rules(nets):
-        exists = run(["iptables", "-t", table, "-C", chain, *spec], check=False, capture=True, quiet=True)
-        if exists.returncode != 0:
-            run(["iptables", "-t", table, "-I", chain, "1", *spec])
+        run(["iptables", "-t", table, "-I", chain, "1", *spec])
 
 
 def _remove_routing(nets: dict[str, ipaddress.IPv4Network]) -> None:
