@@ -37,6 +37,40 @@ def test_routing_rules_join_every_pair_of_az_networks_without_nat():
     assert len(rules) == 4
 
 
+def test_routing_rules_go_above_a_masquerade_rule_docker_added_after_them(monkeypatch):
+    """A killed run leaves its RETURN rules; docker then puts a new network's MASQUERADE rule
+    above them, and traffic between subnets would be NATed to the gateway's address (which
+    the hosts' firewalls drop). _ensure_routing must leave every rule of its own on top."""
+    nets = {"az-a": ipaddress.ip_network("10.42.1.0/24"), "az-b": ipaddress.ip_network("10.42.2.0/24")}
+    stale = ["-s", "10.42.1.0/24", "-d", "10.42.2.0/24", "-j", "RETURN"]
+    masquerade = ["-s", "10.42.1.0/24", "!", "-o", "br-new", "-j", "MASQUERADE"]
+    chains = {("nat", "POSTROUTING"): [masquerade, stale], ("filter", "DOCKER-USER"): []}
+
+    class Done:
+        def __init__(self, code: int) -> None:
+            self.returncode = code
+
+    def iptables(argv, **_):
+        _, _, table, action, chain, *rest = argv
+        rules = chains[table, chain]
+        if action == "-C":
+            return Done(0 if rest in rules else 1)
+        if action == "-D":
+            rules.remove(rest)
+        elif action == "-I":
+            assert rest[0] == "1"
+            rules.insert(0, rest[1:])
+        return Done(0)
+
+    monkeypatch.setattr(fleet, "run", iptables)
+    fleet._ensure_routing(nets)  # noqa: SLF001
+    postrouting = chains["nat", "POSTROUTING"]
+    assert postrouting[-1] == masquerade and postrouting.count(stale) == 1, postrouting
+    assert len(chains["filter", "DOCKER-USER"]) == 2
+    fleet._ensure_routing(nets)  # noqa: SLF001 - again: nothing doubles
+    assert len(postrouting) == 3 and postrouting[-1] == masquerade
+
+
 def test_image_tag_follows_the_recipe():
     assert image.image_ref() == f"{image.REPOSITORY}:{image.recipe_hash()}"
     assert len(image.recipe_hash()) == 12
