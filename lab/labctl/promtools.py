@@ -57,16 +57,22 @@ def _update() -> None:
         raise LabError(f"apt-get update of {RELEASE}'s index failed ({proc.returncode}): {proc.stderr.strip()}")
 
 
+def _unpack(package: str, tmp: str) -> Path:
+    """Download `package` of RELEASE into `tmp` and unpack it there; the unpacked root."""
+    proc = subprocess.run(["apt-get", *_apt_options(), "download", "-q", package], cwd=tmp,
+                          capture_output=True, text=True, check=False)
+    debs = sorted(Path(tmp).glob(f"{package}_*.deb"))
+    if proc.returncode != 0 or not debs:
+        raise LabError(f"apt-get download {package} failed ({proc.returncode}): {proc.stderr.strip()}\n"
+                       "run `apt-get update` (the Debian mirror must be reachable) and retry")
+    root = Path(tmp) / "root"
+    subprocess.run(["dpkg-deb", "-x", str(debs[0]), str(root)], check=True)
+    return root
+
+
 def _fetch(package: str, binary: str) -> None:
     with tempfile.TemporaryDirectory(prefix="qgpt-promtools-") as tmp:
-        proc = subprocess.run(["apt-get", *_apt_options(), "download", "-q", package], cwd=tmp,
-                              capture_output=True, text=True, check=False)
-        debs = sorted(Path(tmp).glob(f"{package}_*.deb"))
-        if proc.returncode != 0 or not debs:
-            raise LabError(f"apt-get download {package} failed ({proc.returncode}): {proc.stderr.strip()}\n"
-                           "run `apt-get update` (the Debian mirror must be reachable) and retry")
-        root = Path(tmp) / "root"
-        subprocess.run(["dpkg-deb", "-x", str(debs[0]), str(root)], check=True)
+        root = _unpack(package, tmp)
         tool_path(binary).parent.mkdir(parents=True, exist_ok=True)
         target = tool_path(Path(binary).name)
         # Copy then rename: a concurrent test never sees a half-written binary.
@@ -82,17 +88,15 @@ def tree_path(name: str) -> Path:
 
 
 def _fetch_tree(package: str, name: str) -> None:
-    with tempfile.TemporaryDirectory(prefix="qgpt-promtools-", dir=TOOLS_DIR) as tmp:
-        proc = subprocess.run(["apt-get", *_apt_options(), "download", "-q", package], cwd=tmp,
-                              capture_output=True, text=True, check=False)
-        debs = sorted(Path(tmp).glob(f"{package}_*.deb"))
-        if proc.returncode != 0 or not debs:
-            raise LabError(f"apt-get download {package} failed ({proc.returncode}): {proc.stderr.strip()}")
-        root = Path(tmp) / "root"
-        subprocess.run(["dpkg-deb", "-x", str(debs[0]), str(root)], check=True)
-        # Rename: a concurrent test never sees a half-unpacked tree.
-        tree_path(name).parent.mkdir(parents=True, exist_ok=True)
-        root.rename(tree_path(name))
+    tree_path(name).parent.mkdir(parents=True, exist_ok=True)
+    # Unpacked beside its place, then renamed: a concurrent test never sees half a tree.
+    with tempfile.TemporaryDirectory(prefix="qgpt-promtools-", dir=tree_path(name).parent) as tmp:
+        root = _unpack(package, tmp)
+        try:
+            root.rename(tree_path(name))
+        except OSError:
+            if not tree_path(name).is_dir():  # not a concurrent fetch that got there first
+                raise
 
 
 def ensure_promtools() -> dict[str, Path]:

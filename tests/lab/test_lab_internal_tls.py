@@ -29,9 +29,8 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from lab.labctl.promtools import ensure_promtools  # noqa: E402
+from labview import INTERNAL_CA  # noqa: E402
 
-# The internal CA on every host (roles/journal_tls; group_vars/all/tls.yml).
-INTERNAL_CA = "/etc/journal-tls/ca.pem"
 RANK = {"OK": 0, "INFO": 0, "DEBUG": 0, "LOW": 1, "MEDIUM": 2, "HIGH": 3, "CRITICAL": 4}
 # Findings accepted with a reason: (endpoint or "*", testssl's id, its exact text). Nothing
 # else above LOW is, and no WARN (a check testssl could not run) but those listed.
