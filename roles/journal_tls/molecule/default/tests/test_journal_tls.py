@@ -1,7 +1,8 @@
 """The host's key stays on the host, its certificate is signed by the current journal CA.
 
-After converge with the first CA, the side effect replaced the CA (the second one): the key
-must be the same, the certificate new and signed by the second CA.
+After converge with the first CA, the side effect replaced the CA (the second one) in the
+rotation runbook's three phases: the key must be the same, the certificate new and signed by
+the second CA, and ca.pem the second CA alone.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ def test_the_certificate_is_signed_by_the_current_ca(host):
     host.run_expect([0], f"openssl verify -CAfile {TLS}/ca.pem {TLS}/host.pem")
     assert "QueryGPT molecule journal-ca-2" in host.check_output(f"openssl x509 -in {TLS}/ca.pem -noout -subject")
     assert "QueryGPT molecule journal-ca-2" in host.check_output(f"openssl x509 -in {TLS}/host.pem -noout -issuer")
+    assert host.file(f"{TLS}/ca.pem").content_string.count("BEGIN CERTIFICATE") == 1
 
 
 def test_the_certificate_names_the_host_and_serves_both_ends(host, address):
@@ -53,10 +55,11 @@ def test_a_new_ca_kept_the_key_and_replaced_the_certificate(host):
 
 def test_the_services_that_read_the_files_were_reloaded_once_per_change(host):
     """journal_tls_dependent_units: the running reader was reloaded by the first certificate
-    and again by the new CA (the side effect), not by the idempotence run; the installed but
+    and again by each phase of the CA rotation (the side effect: trust, sign, drop), not by the
+    refused run nor the idempotence run; the installed but
     stopped unit stayed stopped (try-), and a unit the host lacks was no failure."""
     reloads = host.file("/var/tmp/molecule-pki-reader.reloads")
-    assert reloads.exists and reloads.content_string.count("reloaded") == 2, \
+    assert reloads.exists and reloads.content_string.count("reloaded") == 4, \
         reloads.content_string if reloads.exists else "never reloaded"
     assert host.service("molecule-pki-reader").is_running
     assert not host.service("molecule-pki-idle").is_running
