@@ -130,6 +130,12 @@ class Rehearsal:
         assert done.returncode == 0, done.stdout + done.stderr
         assert "rehearsal" not in done.stdout + done.stderr
 
+    def vault(self) -> dict[str, str]:
+        done = self.run(VENV_BIN / "ansible-vault", "view", "--vault-id", f"prod@{self.password}",
+                        self.inventory / "group_vars" / "all" / "vault.yml")
+        assert done.returncode == 0, done.stderr
+        return yaml.safe_load(done.stdout)
+
     def preflight(self) -> subprocess.CompletedProcess:
         return self.run(VENV_BIN / "ansible-playbook", "playbooks/preflight.yml", "-i", self.inventory,
                         "--tags", "preflight_variables", "--vault-id", f"prod@{self.password}")
@@ -217,10 +223,37 @@ def test_everything_filled_in_as_the_docs_say_passes(prod: dict, moto_url: str, 
     assert done.returncode == 0, done.stdout[-6000:] + done.stderr[-2000:]
 
 
+def test_a_ca_rotation_in_the_vault_keeps_the_old_ca_trusted_and_preflight_passing(
+        prod: dict, moto_url: str, tmp_path: Path) -> None:
+    """docs/runbooks/rotate_internal_ca.md, steps 1 and 3, on the production vault."""
+    rehearsal = Rehearsal(tmp_path, moto_url, prod)
+    rehearsal.fill_in_as_the_docs_say()
+    before = rehearsal.vault()
+    rehearsal.new_env("--rotate-ca")
+    during = rehearsal.vault()
+    assert during["vault_journal_tls_ca_previous_cert"] == before["vault_journal_tls_ca_cert"]
+    assert during["vault_journal_tls_ca_cert"] != before["vault_journal_tls_ca_cert"]
+    assert during["vault_journal_tls_ca_key"] != before["vault_journal_tls_ca_key"]
+    assert {k: v for k, v in during.items() if "journal_tls_ca" not in k} == {
+        k: v for k, v in before.items() if "journal_tls_ca" not in k}, "only the CA changes"
+    done = rehearsal.preflight()
+    assert done.returncode == 0, done.stdout[-6000:] + done.stderr[-2000:]
+    # a second --rotate-ca before the runbook would lose the CA every host still uses
+    again = rehearsal.run(VENV_BIN / "python", REPO / "bin/new-env", "prod", "--rotate-ca", "--vault-password-file",
+                          rehearsal.password, "--inventory-dir", rehearsal.inventory)
+    assert again.returncode != 0 and "rotation is under way" in again.stderr
+    assert rehearsal.vault() == during
+    rehearsal.new_env("--finish-ca-rotation")
+    after = rehearsal.vault()
+    assert "vault_journal_tls_ca_previous_cert" not in after
+    assert after["vault_journal_tls_ca_cert"] == during["vault_journal_tls_ca_cert"]
+
+
 def test_the_wiring_gives_peers_private_addresses_never_the_bastions_public_one(
         prod: dict, moto_url: str, tmp_path: Path) -> None:
     rehearsal = Rehearsal(tmp_path, moto_url, prod)
     rehearsal.export_outputs(zone=ZONE_ID)
+    rehearsal.edit("group_vars/edge/nginx.yml", nginx_server_name="querygpt.example.com")
     hosts = prod["hosts"]
     private = {h.address for h in hosts}
     message = {"msg": "{{ {'ssh': firewall_ssh_source_groups | firewall_sources(groups, hostvars, firewall_ssh_source_cidrs),"
@@ -230,7 +263,8 @@ def test_the_wiring_gives_peers_private_addresses_never_the_bastions_public_one(
                " 'volume': qdrant_data_volume_id, 'env': querygpt_env, 'cluster': qdrant_cluster_enabled | bool,"
                " 'peers': qdrant_cluster_peers, 'zones': qdrant_cluster_peer_zones,"
                " 'pg_hosts': postgresql_host_addresses, 'pg_clients': postgresql_app_client_addresses,"
-               " 'pg_volume': postgresql_data_volume_id, 'db': backend_database_hosts} | to_json }}"}
+               " 'pg_volume': postgresql_data_volume_id, 'db': backend_database_hosts,"
+               " 'edge_names': prometheus_stack_edge_server_names} | to_json }}"}
     rehearsal.env.update({"ANSIBLE_LOAD_CALLBACK_PLUGINS": "True", "ANSIBLE_STDOUT_CALLBACK": "ansible.builtin.json"})
     done = rehearsal.run(VENV_BIN / "ansible", "-i", rehearsal.inventory, "all", "-m", "ansible.builtin.debug",
                          "-a", json.dumps(message), "--vault-id", f"prod@{rehearsal.password}")
@@ -267,6 +301,8 @@ def test_the_wiring_gives_peers_private_addresses_never_the_bastions_public_one(
         if host.role == "postgres":
             assert got["pg_volume"].startswith("vol-"), "the data volume is found by its id"
         assert got["zones"] == [h.subnet.zone for h in qdrant] and len(set(got["zones"])) == 3
+        # the edge probes: every edge (by inventory name) with the one public name they all serve
+        assert got["edge_names"] == {h.address: "querygpt.example.com" for h in hosts if h.role == "edge"}
 
 
 def test_the_walk_through_names_only_commands_and_files_that_exist() -> None:

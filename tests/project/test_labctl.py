@@ -6,6 +6,8 @@ import ipaddress
 import sys
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "lab"))
 
@@ -191,3 +193,25 @@ def test_the_backend_secret_key_reaches_every_vault_from_the_wiring():
     fetched: dict[str, str] = {}
     secrets.add_missing_secrets(fetched, fetch=lambda name: f"from-secrets-manager-{name}")
     assert fetched["vault_backend_secret_key"] == "from-secrets-manager-vault_backend_secret_key"
+
+
+def test_a_ca_rotation_keeps_the_old_certificate_trusted_and_drops_its_key():
+    from cryptography import x509
+
+    current: dict[str, str] = {}
+    secrets.add_missing_secrets(current)
+    old_cert, old_key = current[secrets.JOURNAL_CA_CERT], current[secrets.JOURNAL_CA_KEY]
+    secrets.rotate_ca(current, "QueryGPT test internal CA 2")
+    assert current[secrets.JOURNAL_CA_PREVIOUS] == old_cert
+    assert old_key not in current.values(), "nothing may sign with the old CA again"
+    new = x509.load_pem_x509_certificate(current[secrets.JOURNAL_CA_CERT].encode())
+    assert new.subject.rfc4514_string() == "CN=QueryGPT test internal CA 2"
+    with pytest.raises(secrets.RotationError, match="under way"):
+        secrets.rotate_ca(current, "a third")  # would lose the CA every host still uses
+    assert current[secrets.JOURNAL_CA_PREVIOUS] == old_cert
+    secrets.finish_ca_rotation(current)
+    assert secrets.JOURNAL_CA_PREVIOUS not in current
+    with pytest.raises(secrets.RotationError, match="no rotation"):
+        secrets.finish_ca_rotation(current)
+    # the wiring never requires the old CA: it exists only during a rotation
+    assert secrets.JOURNAL_CA_PREVIOUS not in secrets.required_vault_names()

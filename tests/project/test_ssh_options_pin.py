@@ -30,9 +30,21 @@ def pins(task: dict | None) -> bool:
     return bool(task) and str(task.get("ansible.builtin.import_tasks", "")).endswith("tasks/ssh_options.yml")
 
 
+def plays_of(path: Path) -> list[dict]:
+    """The plays a playbook runs, in order, those of the playbooks it imports included."""
+    plays = []
+    for entry in yaml.safe_load(path.read_text()):
+        imported = entry.get("ansible.builtin.import_playbook")
+        if imported:
+            plays += plays_of(path.parent / imported)
+        elif "hosts" in entry:
+            plays.append(entry)
+    return plays
+
+
 @pytest.mark.parametrize("path", [p for p in PLAYBOOKS if p.name not in EXEMPT], ids=lambda p: p.relative_to(REPO).as_posix())
 def test_the_first_play_on_the_fleet_pins_the_ssh_options_first(path):
-    plays = [p for p in yaml.safe_load(path.read_text()) if "hosts" in p]
+    plays = plays_of(path)
     fleet = [p for p in plays if p["hosts"] != "localhost" and not p.get("connection") == "local"]
     assert fleet, f"{path.name}: no play on the fleet"
     assert pins(first_task(fleet[0])), (
