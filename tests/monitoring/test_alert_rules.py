@@ -215,7 +215,8 @@ def _edge_probes(tools: dict, rendered: Path) -> tuple[dict, dict]:
     modules = yaml.safe_load((rendered / "blackbox.yml").read_text())["modules"]
     chosen = {}
     for job in ("probe_edge_https", "probe_edge_api"):
-        proc = run([tools["promtool"], "check", "service-discovery", rendered / "prometheus.yml", job])
+        # static targets: discovered at once (promtool would otherwise wait its 30-s default)
+        proc = run([tools["promtool"], "check", "service-discovery", "--timeout=2s", rendered / "prometheus.yml", job])
         assert proc.returncode == 0, proc.stdout + proc.stderr
         for target in json.loads(proc.stdout):
             labels = target["labels"]
