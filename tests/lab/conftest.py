@@ -39,6 +39,16 @@ def lab() -> Lab:
 
 
 @pytest.fixture(scope="session")
+def rollout_site(lab: Lab, tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """benchmarks/rollouts.py's site (a collection holding the schema the load asks about, and
+    the load's identities), made once for every module that changes the fleet under load."""
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    from rollouts import open_site
+
+    return open_site(lab, tmp_path_factory.mktemp("pdf"))
+
+
+@pytest.fixture(scope="session")
 def lab_identity(lab: Lab) -> Iterator[Identity]:
     """The admin `lab-tests`: a random password (given to the CLI on stdin) and an API token
     (valid for a day), made on the first backend host. Its repr shows neither secret. At the

@@ -3,7 +3,8 @@ docs/runbooks/rotate_internal_ca.md has the operator do it: `bin/new-env --rotat
 the lab's vault (labctl.secrets.rotate_ca, the same function), the runbook, then the finishing
 step. Meanwhile benchmarks/load.py's clients ask questions through the load balancer: every TLS
 hop behind them (nginx to the backends, the backends to Qdrant, Ollama's proxy and PostgreSQL)
-changes CA, and no request may fail. Afterwards every internal endpoint presents a certificate
+changes CA, and no request may fail. The lab's S3 stand-in, whose certificate from the internal
+CA stands in for S3's public one, follows (lab/playbooks/rotate_ca_standins.yml). Afterwards every internal endpoint presents a certificate
 from the new CA and verifies against it alone (the endpoints of test_lab_internal_tls.py, each
 reached from the host the firewall admits, with that host's own certificate and CA file).
 """
@@ -21,7 +22,7 @@ sys.path.insert(0, str(REPO / "benchmarks"))
 sys.path.insert(0, str(REPO / "lab"))
 from labctl import secrets  # noqa: E402
 from labview import INTERNAL_CA, lab_vault  # noqa: E402
-from rollouts import open_site, playbook, under_load  # noqa: E402
+from rollouts import playbook, under_load  # noqa: E402
 from test_lab_internal_tls import ENDPOINTS  # noqa: E402
 from test_lab_monitoring import curl_json, prom, wait_for  # noqa: E402
 
@@ -43,14 +44,16 @@ def scraped_at(stamp: str) -> float:
 
 
 @pytest.fixture(scope="module")
-def rotation(lab, tmp_path_factory):
+def rotation(lab, rollout_site):
     """Rotate under load once; the tests below read what it left."""
-    site = open_site(lab, tmp_path_factory.mktemp("pdf"))
+    site = rollout_site
     old_ca = lab_vault()[secrets.JOURNAL_CA_CERT]
     secrets.edit_vault(lambda vault: secrets.rotate_ca(vault, NEW_CA_NAME))
     lab_vault.cache_clear()
     with under_load(site, "internal CA rotation") as run:
         run["output"] = playbook("playbooks/runbooks/rotate_internal_ca.yml", timeout=1500).stdout
+    # the lab's S3 stand-in, whose certificate stands in for S3's public one (lab only)
+    playbook("lab/playbooks/rotate_ca_standins.yml")
     # Only after a complete run: a failed one leaves the rotation under way, as an operator
     # would find it, and running the runbook again finishes it.
     ended = time.time()
@@ -111,3 +114,14 @@ def test_prometheus_scrapes_and_probes_every_target_after_the_rotation(lab, rota
     wait_for(lambda: not unhealthy(), 90)
     down = unhealthy()
     assert not down, down
+
+
+def test_pgbackrest_archives_to_s3_after_the_rotation(lab, rotation):
+    """pgBackRest verifies S3 against its own copy of the CA file, which the runbook replaced."""
+    for host in lab.groups["postgres"]:
+        role = lab.exec(host, "runuser -u postgres -- psql -XAtq -c 'SELECT NOT pg_is_in_recovery()'").stdout.strip()
+        if role == "t":
+            done = lab.exec(host, "runuser -u postgres -- pgbackrest --stanza=querygpt check", timeout=180)
+            assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+            return
+    pytest.fail("no PostgreSQL primary in the lab")

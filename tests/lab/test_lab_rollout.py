@@ -25,14 +25,14 @@ sys.path.insert(0, str(BENCHMARKS))
 from labview import REPO, ansible_env  # noqa: E402
 from rollouts import (  # noqa: E402
     FRONTEND, KILLS, PROBE_POINTS, PlaybookFailed, Rollout, Site, backend_release, frontend_release, kill_recovery,
-    nginx_change, open_site, playbook, postgres_failover, qdrant_kill, qdrant_upgrade, rolling_reboot, wait_qdrant_settled,
+    nginx_change, playbook, postgres_failover, qdrant_kill, qdrant_upgrade, rolling_reboot, wait_qdrant_settled,
     zone_outage,
 )
 
 
 @pytest.fixture(scope="module")
-def site(lab, tmp_path_factory) -> Site:
-    return open_site(lab, tmp_path_factory.mktemp("pdf"))
+def site(rollout_site) -> Site:
+    return rollout_site
 
 
 def assert_no_failure(rollout: Rollout, path: str = "/api/query") -> None:

@@ -78,6 +78,28 @@ def test_the_check_passes_cover_every_role_of_site_yml():
         assert limited <= set(groups), limited - set(groups)
         covered |= {role for group in limited for role in site_roles([group], site)} - skipped
     assert covered == every_role, every_role - covered
+    # they run side by side (testrunner.side_by_side): never on the same host
+    limits = [set(dict(zip(extra[::2], extra[1::2]))["--limit"].split(":")) for _, extra in testrunner.CHECK_PASSES]
+    groups_of = [{re.sub(r"\[\d+\]$", "", g) for g in limit} for limit in limits]
+    assert not set.intersection(*groups_of), "two check passes on one group"
+
+
+def test_side_by_side_runs_the_commands_at_once_and_keeps_their_logs_apart(tmp_path, monkeypatch):
+    import io
+
+    monkeypatch.setattr(testrunner, "LOGS", tmp_path / "logs")
+    monkeypatch.setattr(testrunner, "DEADLINE", None)
+    # each waits (5 s at most) for the other to have started: only at the same time do both pass
+    a, b = tmp_path / "a", tmp_path / "b"
+    wait = "for i in $(seq 50); do [ -e {0} ] && exit 0; sleep 0.1; done; exit 1"
+    out = io.StringIO()
+    ok = testrunner.side_by_side([["bash", "-c", f"touch {a}; echo first; " + wait.format(b)],
+                                  ["bash", "-c", f"touch {b}; echo second; " + wait.format(a)]], out=out)
+    assert ok, out.getvalue()
+    text = out.getvalue()
+    assert text.index("first") < text.index("second"), "each command's log whole, in the given order"
+    assert not list((tmp_path / "logs").iterdir()), "the logs were handed on"
+    assert not testrunner.side_by_side([["true"], ["false"]], out=io.StringIO())
 
 
 @pytest.fixture
