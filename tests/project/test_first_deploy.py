@@ -233,6 +233,18 @@ def test_everything_filled_in_as_the_docs_say_passes_also_during_a_ca_rotation(
         k: v for k, v in before.items() if "journal_tls_ca" not in k}, "only the CA changes"
     done = rehearsal.preflight()
     assert done.returncode == 0, done.stdout[-6000:] + done.stderr[-2000:]
+    # the wiring, on the production inventory: both CAs trusted, each a whole PEM block
+    message = {"msg": "{{ {'trusted': journal_tls_ca_trusted, 'scrapes': prometheus_stack_internal_ca_pem} | to_json }}"}
+    rehearsal.env.update({"ANSIBLE_LOAD_CALLBACK_PLUGINS": "True", "ANSIBLE_STDOUT_CALLBACK": "ansible.builtin.json"})
+    shown = rehearsal.run(VENV_BIN / "ansible", "-i", rehearsal.inventory, "monitoring", "-m", "ansible.builtin.debug",
+                          "-a", json.dumps(message), "--vault-id", f"prod@{rehearsal.password}")
+    assert shown.returncode == 0, shown.stdout[-3000:] + shown.stderr[-2000:]
+    start = 0 if shown.stdout.startswith("{") else shown.stdout.index("\n{") + 1
+    document, _ = json.JSONDecoder().raw_decode(shown.stdout, start)
+    wired = [json.loads(r["msg"]) for r in document["plays"][0]["tasks"][0]["hosts"].values()]
+    assert wired and all(w["trusted"] == [during["vault_journal_tls_ca_previous_cert"]] for w in wired)
+    for w in wired:
+        assert w["scrapes"] == during["vault_journal_tls_ca_cert"].strip() + "\n" + before["vault_journal_tls_ca_cert"].strip()
     # a second --rotate-ca before the runbook would lose the CA every host still uses
     again = rehearsal.run(VENV_BIN / "python", REPO / "bin/new-env", "prod", "--rotate-ca", "--vault-password-file",
                           rehearsal.password, "--inventory-dir", rehearsal.inventory)
