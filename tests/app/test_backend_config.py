@@ -351,13 +351,17 @@ def test_secrets_are_not_in_repr_nor_in_error_messages() -> None:
         {
             **BUCKET,
             "QUERYGPT_QDRANT_API_KEY": "very-secret",
+            "QUERYGPT_QDRANT_API_KEY_PREVIOUS": "old-secret",
             "QUERYGPT_S3_ACCESS_KEY_ID": "AKIASECRETID",
             "QUERYGPT_S3_SECRET_ACCESS_KEY": "s3-very-secret",
         }
     )
-    for secret in ("very-secret", "AKIASECRETID", "s3-very-secret"):
+    for secret in ("very-secret", "old-secret", "AKIASECRETID", "s3-very-secret"):
         assert secret not in repr(settings)
-    assert set(settings.secrets()) == {"very-secret", "AKIASECRETID", "s3-very-secret", SECRET_KEY}
+    assert set(settings.secrets()) == {
+        "very-secret", "old-secret", "AKIASECRETID", "s3-very-secret", SECRET_KEY
+    }
+    assert settings.qdrant_api_keys == ("very-secret", "old-secret")
     with pytest.raises(ConfigError) as info:
         Settings.from_env({**BUCKET, "QUERYGPT_S3_SECRET_ACCESS_KEY": "bad secret with spaces"})
     assert "bad secret" not in str(info.value)
@@ -444,3 +448,10 @@ def test_identity_settings_are_bounded(variable, value) -> None:
 
 def test_there_is_no_setting_to_make_the_cookie_insecure() -> None:
     assert not any("COOKIE" in name for name in DEFAULTS)
+
+
+def test_a_previous_qdrant_key_alone_is_refused() -> None:
+    with pytest.raises(ConfigError) as info:
+        Settings.from_env({**BUCKET, "QUERYGPT_QDRANT_API_KEY_PREVIOUS": "old-secret"})
+    assert info.value.variable == "QUERYGPT_QDRANT_API_KEY_PREVIOUS"
+    assert "old-secret" not in str(info.value)

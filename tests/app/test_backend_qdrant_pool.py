@@ -33,7 +33,7 @@ from qdrant_client.http.exceptions import ResponseHandlingException, UnexpectedR
 from querygpt.errors import DeadlineExceeded, UpstreamError, UpstreamUnavailable
 from querygpt.limits import Deadline
 from querygpt.ollama import host_label
-from querygpt.vectorstore import ConnectTimeoutCap, StoredChunk, VectorStore
+from querygpt.vectorstore import ApiKeys, ConnectTimeoutCap, StoredChunk, VectorStore
 from querygpt_testkit import upload
 
 A = "http://10.30.0.1:6333"
@@ -545,3 +545,81 @@ def test_without_a_deadline_the_tries_are_bounded_by_the_peers() -> None:
     with pytest.raises(UpstreamError):
         store.count_document("docs", DOC)
     assert [p.calls for p in peers] == [1, 1, 1]
+
+
+class _KeyedPeer:
+    """A peer holding one API key, as Qdrant does: 401 for any other; records what it got."""
+
+    def __init__(self, key: str) -> None:
+        self.key = key
+        self.sent: list[tuple[str | None, bytes]] = []
+
+    def __call__(self, request: httpx.Request) -> httpx.Response:
+        self.sent.append((request.headers.get("api-key"), request.read()))
+        if request.headers.get("api-key") != self.key:
+            return httpx.Response(401, json={"status": {"error": "Invalid API key or JWT"}})
+        return httpx.Response(200, json={"result": {"exists": True}, "status": "ok", "time": 0})
+
+
+def _keyed_store(peer: _KeyedPeer, keys: tuple[str, ...]) -> VectorStore:
+    client = QdrantClient(
+        url="http://qdrant-a.internal:6333",
+        check_compatibility=False,
+        transport=ApiKeys(keys, httpx.MockTransport(peer)),
+    )
+    return VectorStore(client, location="http://qdrant-a.internal:6333")
+
+
+def test_during_a_key_rotation_every_call_succeeds_while_the_peer_switches_keys() -> None:
+    # The backend holds the new key and the old one (rotate_secrets.yml); the peer still has
+    # the old one: one refused try, then the old key, and the old key first from then on.
+    peer = _KeyedPeer("old")
+    store = _keyed_store(peer, ("new", "old"))
+    assert store.collection_exists("docs") and store.collection_exists("docs")
+    assert [key for key, _ in peer.sent] == ["new", "old", "old"]
+    # The peer restarts with the new key: one refused try again, then the new key only.
+    peer.key, peer.sent = "new", []
+    assert store.collection_exists("docs") and store.collection_exists("docs")
+    assert [key for key, _ in peer.sent] == ["old", "new", "new"]
+    store.close()
+
+
+def test_a_request_sent_again_with_the_other_key_carries_the_same_body() -> None:
+    peer = _KeyedPeer("old")
+    transport = ApiKeys(["new", "old"], httpx.MockTransport(peer))
+    with httpx.Client(transport=transport) as client:
+        answer = client.post("http://qdrant-a.internal:6333/collections/docs/points/count",
+                             json={"exact": True})
+    assert answer.status_code == 200
+    assert [body for _, body in peer.sent] == [b'{"exact":true}'] * 2
+
+
+def test_a_key_no_peer_holds_is_a_401_after_one_try_of_each_key() -> None:
+    peer = _KeyedPeer("another")
+    with httpx.Client(transport=ApiKeys(("new", "old"), httpx.MockTransport(peer))) as client:
+        assert client.get("http://qdrant-a.internal:6333/collections").status_code == 401
+    assert [key for key, _ in peer.sent] == ["new", "old"]
+
+
+def test_only_a_401_moves_to_the_next_key() -> None:
+    sent: list[str | None] = []
+
+    def read_only(request: httpx.Request) -> httpx.Response:
+        sent.append(request.headers.get("api-key"))
+        return httpx.Response(403, json={"status": {"error": "read-only key"}})
+
+    with httpx.Client(transport=ApiKeys(("new", "old"), httpx.MockTransport(read_only))) as client:
+        assert client.delete("http://qdrant-a.internal:6333/collections/docs").status_code == 403
+    assert sent == ["new"]
+
+
+@pytest.mark.parametrize("keys", [None, "", ()])
+def test_no_key_sends_no_header(keys: Any) -> None:
+    peer = _KeyedPeer("k")
+    with httpx.Client(transport=ApiKeys(keys, httpx.MockTransport(peer))) as client:
+        client.get("http://qdrant-a.internal:6333/collections")
+    assert peer.sent == [(None, b"")]
+
+
+def test_one_key_given_as_a_string_is_one_key() -> None:
+    assert ApiKeys("secret", httpx.MockTransport(_KeyedPeer("k"))).keys == ("secret",)

@@ -104,7 +104,7 @@ def create_app(
     )
     probe = ReadinessProbe(
         settings.qdrant_urls,
-        settings.qdrant_api_key,
+        settings.qdrant_api_keys,
         ollama,
         timeout=settings.request_timeout,
         transport=http_transport,

@@ -50,6 +50,9 @@ DEFAULTS: dict[str, str] = {
     # stopped host drops the SYN, and must not cost each try the whole QUERYGPT_REQUEST_TIMEOUT.
     "QUERYGPT_QDRANT_CONNECT_TIMEOUT_SECONDS": "2",
     "QUERYGPT_QDRANT_API_KEY": "",
+    # During a key rotation only (playbooks/runbooks/rotate_secrets.yml): the other key, tried
+    # when a peer answers 401 to the first (vectorstore.ApiKeys).
+    "QUERYGPT_QDRANT_API_KEY_PREVIOUS": "",
     # How a NEW collection is laid out over Qdrant's cluster (vectorstore.CollectionLayout):
     # shards, copies of each shard, and copies that must acknowledge a write. An existing
     # collection keeps the layout it was created with.
@@ -159,6 +162,7 @@ class Settings:
     qdrant_connect_timeout_seconds: float = 2.0
     # repr=False: the key must never end up in a log line or a traceback.
     qdrant_api_key: str | None = field(default=None, repr=False)
+    qdrant_api_key_previous: str | None = field(default=None, repr=False)
     qdrant_shard_number: int = 1
     qdrant_replication_factor: int = 1
     qdrant_write_consistency_factor: int = 1
@@ -240,12 +244,19 @@ class Settings:
     user_max_concurrent_uploads: int = 1
     user_storage_quota_bytes: int = 1024**3
 
+    @property
+    def qdrant_api_keys(self) -> tuple[str, ...]:
+        """The keys sent to Qdrant, in order: the current one, then the previous one while a
+        rotation is under way."""
+        return tuple(key for key in (self.qdrant_api_key, self.qdrant_api_key_previous) if key)
+
     def secrets(self) -> tuple[str, ...]:
         """Values the log formatter scrubs from every line."""
         return tuple(
             value
             for value in (
                 self.qdrant_api_key,
+                self.qdrant_api_key_previous,
                 self.s3_access_key_id,
                 self.s3_secret_access_key,
                 self.database_password,
@@ -292,6 +303,12 @@ class Settings:
                 f"must be smaller than QUERYGPT_CHUNK_SIZE ({size}), got {overlap}",
             )
         api_key = environ.get("QUERYGPT_QDRANT_API_KEY", "").strip() or None
+        api_key_previous = environ.get("QUERYGPT_QDRANT_API_KEY_PREVIOUS", "").strip() or None
+        if api_key_previous and not api_key:
+            raise ConfigError(
+                "QUERYGPT_QDRANT_API_KEY_PREVIOUS",
+                "is the second key of a rotation: set QUERYGPT_QDRANT_API_KEY too",
+            )
         access_key_id = _parse("QUERYGPT_S3_ACCESS_KEY_ID", raw, _optional(_token))
         secret_access_key = _parse("QUERYGPT_S3_SECRET_ACCESS_KEY", raw, _optional(_token))
         if bool(access_key_id) != bool(secret_access_key):
@@ -335,6 +352,7 @@ class Settings:
                 "QUERYGPT_QDRANT_CONNECT_TIMEOUT_SECONDS", raw, _above_zero(60, "seconds")
             ),
             qdrant_api_key=api_key,
+            qdrant_api_key_previous=api_key_previous,
             qdrant_shard_number=_parse(
                 "QUERYGPT_QDRANT_SHARD_NUMBER", raw, _int_between(1, MAX_QDRANT_SHARDS)
             ),

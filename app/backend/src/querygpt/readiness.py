@@ -28,6 +28,7 @@ import httpx
 from .database import Database
 from .errors import UpstreamError
 from .ollama import OllamaClient
+from .vectorstore import ApiKeys
 
 # A probe must answer quickly even if a dependency hangs.
 PROBE_TIMEOUT_SECONDS = 3.0
@@ -55,7 +56,7 @@ class ReadinessProbe:
     def __init__(
         self,
         qdrant_urls: str | Sequence[str],
-        qdrant_api_key: str | None,
+        qdrant_api_key: str | Sequence[str] | None,
         ollama: OllamaClient,
         *,
         timeout: float,
@@ -66,16 +67,14 @@ class ReadinessProbe:
     ) -> None:
         self._database = database
         self._schema_head = schema_head
-        headers = {"api-key": qdrant_api_key} if qdrant_api_key else {}
         self._timeout = min(timeout, PROBE_TIMEOUT_SECONDS)
         urls = (qdrant_urls,) if isinstance(qdrant_urls, str) else tuple(qdrant_urls)
         self._qdrant = tuple(
             httpx.Client(
                 base_url=url,
-                headers=headers,
                 timeout=self._timeout,
-                transport=transport,
-                verify=verify,
+                # the api-key header, or two keys during a rotation (vectorstore.ApiKeys)
+                transport=ApiKeys(qdrant_api_key, transport or httpx.HTTPTransport(verify=verify)),
             )
             for url in urls
         )

@@ -145,6 +145,44 @@ class CollectionLayout:
         )
 
 
+class ApiKeys(httpx.BaseTransport):
+    """httpx transport that sends Qdrant's ``api-key`` header, with a second key during a
+    rotation (playbooks/runbooks/rotate_secrets.yml).
+
+    Qdrant holds one full-access key. While the peers move from the old key to the new one,
+    one at a time, this client holds both: a request answered 401 (a key the peer does not
+    hold) is sent again with the next key, and the key that worked is tried first from then
+    on, so each peer costs one extra request per switch, never a failed call. Only 401 moves
+    on: 403 (a key that lacks the right) and everything else is the answer. Request bodies
+    are qdrant-client's JSON (bytes), so sending one again is safe. No key: no header.
+    """
+
+    def __init__(self, keys: str | Sequence[str] | None, inner: httpx.BaseTransport) -> None:
+        given = (keys,) if isinstance(keys, str) or keys is None else tuple(keys)
+        self.keys = tuple(dict.fromkeys(key for key in given if key))
+        self._inner = inner
+        self._first = 0  # the key that last worked
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        if not self.keys:
+            return self._inner.handle_request(request)
+        first = self._first
+        for step in range(len(self.keys)):
+            index = (first + step) % len(self.keys)
+            request.headers["api-key"] = self.keys[index]
+            response = self._inner.handle_request(request)
+            if response.status_code != 401 or step == len(self.keys) - 1:
+                if response.status_code != 401:
+                    self._first = index
+                return response
+            response.read()
+            response.close()
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def close(self) -> None:
+        self._inner.close()
+
+
 class ConnectTimeoutCap(httpx.BaseTransport):
     """httpx transport that connects within ``seconds``, whatever timeout the request carries.
 
@@ -240,7 +278,7 @@ class VectorStore:
         if client is None:
             return cls.connect(
                 settings.qdrant_urls,
-                settings.qdrant_api_key,
+                settings.qdrant_api_keys,
                 settings.request_timeout,
                 layout=layout,
                 cooldown=settings.qdrant_cooldown_seconds,
@@ -260,7 +298,7 @@ class VectorStore:
     def connect(
         cls,
         urls: str | Sequence[str],
-        api_key: str | None,
+        api_key: str | Sequence[str] | None,
         timeout: float,
         *,
         layout: CollectionLayout = CollectionLayout(),
@@ -270,7 +308,8 @@ class VectorStore:
     ) -> VectorStore:
         """Build one REST client per peer URL. No network traffic happens here.
 
-        ``verify`` checks an https peer's certificate: a context trusting the internal CA
+        ``api_key``: one key, or the current and the previous one during a key rotation
+        (ApiKeys sends them). ``verify`` checks an https peer's certificate: a context trusting the internal CA
         (``Settings.tls_verify``), or True for the system's CAs. It is given to the transport
         itself, since qdrant-client's own ``verify`` does not reach a custom transport.
 
@@ -283,11 +322,15 @@ class VectorStore:
         clients = [
             QdrantClient(
                 url=url,
-                api_key=api_key,
+                # the key travels in the transport's header (ApiKeys), one or two of them
+                api_key=None,
                 timeout=max(1, math.ceil(timeout)),
                 check_compatibility=False,
-                transport=ConnectTimeoutCap(
-                    min(connect_timeout, timeout), httpx.HTTPTransport(verify=verify)
+                transport=ApiKeys(
+                    api_key,
+                    ConnectTimeoutCap(
+                        min(connect_timeout, timeout), httpx.HTTPTransport(verify=verify)
+                    ),
                 ),
             )
             for url in locations
