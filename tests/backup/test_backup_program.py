@@ -211,6 +211,24 @@ def test_restore_after_delete_gives_same_count_and_results(
     assert not list((qdrant.snapshots / "querygpt-restore").glob("*"))
 
 
+def test_during_a_key_rotation_backup_and_restore_work_with_either_key_on_the_peer(
+        qb: ModuleType, qdrant: QdrantStandin, config: Any, collection: str) -> None:
+    # rotate_secrets.yml gives the program the new key first and the old one as the previous:
+    # the peer (still on the old key here) refuses the first, the second is used from then on.
+    rotating = dataclasses.replace(config, qdrant_api_key="the-new-key",
+                                   qdrant_api_key_previous=config.qdrant_api_key)
+    qdrant.make_collection(collection, 20)
+    assert qb.run_backup(rotating, now=NOW) == 0
+    qdrant.call("DELETE", f"/collections/{collection}")
+    assert qb.run_restore(rotating, collection)["restored_points"] == 20
+    client = qb.Qdrant(rotating)
+    assert client.collections() and client.keys == [config.qdrant_api_key, "the-new-key"]
+    # neither key held by the peer: the run fails on the 401, it does not pass
+    wrong = dataclasses.replace(config, qdrant_api_key="a", qdrant_api_key_previous="b")
+    with pytest.raises(qb.BackupError, match="answered 401"):
+        qb.Qdrant(wrong).collections()
+
+
 def test_restore_refuses_a_corrupted_object(
         qb: ModuleType, qdrant: QdrantStandin, s3: Any, config: Any, collection: str) -> None:
     qdrant.make_collection(collection, 20)

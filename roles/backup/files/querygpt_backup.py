@@ -116,6 +116,9 @@ class Config:
     qdrant_api_key: str
     s3_bucket: str
     s3_prefix: str
+    # During a key rotation only (playbooks/runbooks/rotate_secrets.yml): the other key, sent
+    # when a peer answers 401 to the first.
+    qdrant_api_key_previous: str = ""
     qdrant_snapshots_dir: str = "/var/lib/qdrant/snapshots"
     # The CA Qdrant's TLS certificate is verified against (the internal CA); "" = the system's.
     qdrant_ca_file: str = ""
@@ -387,14 +390,29 @@ class Qdrant:
         # https: verified against the internal CA (never switched off); http is refused upstream
         # of here by the role's preflight, but a hand-written config may still use it.
         self.session.verify = config.qdrant_ca_file or True
-        self.session.headers["api-key"] = config.qdrant_api_key
+        # One key, or two while a rotation moves the peers to the new one: the one that worked
+        # last goes first.
+        self.keys = list(dict.fromkeys(k for k in (config.qdrant_api_key, config.qdrant_api_key_previous) if k))
+
+    def _send(self, method: str, url: str, **kwargs: Any) -> Any:
+        """The request with the first key, and again with the next one after a 401 (a key the
+        peer does not hold). Every request here has a JSON body or none, so it can be sent again."""
+        for index, key in enumerate(self.keys):
+            headers = {**kwargs.get("headers", {}), "api-key": key}
+            response = self.session.request(method, url, **{**kwargs, "headers": headers})
+            if response.status_code != 401 or index == len(self.keys) - 1:
+                if index:
+                    self.keys.insert(0, self.keys.pop(index))
+                return response
+            response.close()
+        raise BackupError("no Qdrant API key configured")
 
     def _call(self, method: str, path: str, **kwargs: Any) -> Any:
         import requests
 
         url = self.base + path
         try:
-            response = self.session.request(method, url, timeout=kwargs.pop("timeout", self.timeout), **kwargs)
+            response = self._send(method, url, timeout=kwargs.pop("timeout", self.timeout), **kwargs)
         except requests.RequestException as err:
             raise BackupError(f"Qdrant {method} {url} failed: {err}") from None
         if response.status_code >= 400:
@@ -409,7 +427,7 @@ class Qdrant:
         import requests
 
         try:
-            response = self.session.get(self.base + "/", timeout=30)
+            response = self._send("GET", self.base + "/", timeout=30)
             response.raise_for_status()
             return dict(response.json())
         except (requests.RequestException, ValueError) as err:
@@ -444,8 +462,8 @@ class Qdrant:
 
         url = f"{self.base}{self._snapshots_path(collection, shard_id)}/{name}"
         try:
-            response = self.session.get(url, stream=True, timeout=self.timeout,
-                                        headers={"Accept-Encoding": IDENTITY})
+            response = self._send("GET", url, stream=True, timeout=self.timeout,
+                                  headers={"Accept-Encoding": IDENTITY})
         except requests.RequestException as err:
             raise BackupError(f"Qdrant GET {url} failed: {err}") from None
         if response.status_code != 200:
