@@ -136,6 +136,51 @@ def finish_ca_rotation(current: dict[str, str]) -> None:
         raise RotationError(f"{JOURNAL_CA_PREVIOUS} is not set: no rotation is under way")
 
 
+# A rotation of the Qdrant API keys (playbooks/runbooks/rotate_secrets.yml): the keys the peers
+# held stay here beside the new ones until every peer holds the new ones; the clients hold both
+# meanwhile. Not required by the wiring: they exist only during a rotation.
+QDRANT_KEYS = ("vault_qdrant_api_key", "vault_qdrant_read_only_api_key")
+
+
+def previous_name(name: str) -> str:
+    return f"{name}_previous"
+
+
+def rotate_secrets(current: dict[str, str], fetch: Callable[[str], str | None] | None = None) -> None:
+    """Start a rotation of the Qdrant keys in `current`: each key moves to its `_previous` name
+    and a new one takes its place: `fetch(name)` (Secrets Manager, after Terraform replaced the
+    value there), or a generated one when there is no `fetch`."""
+    if any(current.get(previous_name(name)) for name in QDRANT_KEYS):
+        raise RotationError("a rotation of the Qdrant keys is under way (vault_qdrant_*_previous is set). "
+                            "Run playbooks/runbooks/rotate_secrets.yml, then --finish-secrets-rotation")
+    new: dict[str, str] = {}
+    for name in QDRANT_KEYS:
+        if not current.get(name):
+            raise RotationError(f"{name} is not set: there is no key to rotate")
+        value = fetch(name) if fetch else new_secret()
+        if not value:
+            raise RotationError(f"no new value for {name} in Secrets Manager")
+        if value == current[name]:
+            raise RotationError(
+                f"Secrets Manager still holds the current {name}: replace it first, e.g. terraform apply "
+                f"-replace='random_password.app[\"{name.removeprefix('vault_').replace('_', '-')}\"]' "
+                "(docs/runbooks/rotate_secrets.md)")
+        new[name] = value
+    if new["vault_qdrant_api_key"] == new["vault_qdrant_read_only_api_key"]:
+        raise RotationError("the new full-access and read-only keys are the same value")
+    for name, value in new.items():
+        current[previous_name(name)] = current[name]
+        current[name] = value
+
+
+def finish_secrets_rotation(current: dict[str, str]) -> None:
+    """End a rotation of the Qdrant keys in `current`: the old keys are forgotten (run the
+    runbook first: until it has run, the peers still hold them)."""
+    dropped = [current.pop(previous_name(name), None) for name in QDRANT_KEYS]
+    if not any(dropped):
+        raise RotationError("vault_qdrant_*_previous is not set: no rotation of the Qdrant keys is under way")
+
+
 # The lab's first admin of the application (playbooks/runbooks/create_admin.yml): its password
 # is made once and kept here, so every `lab up` passes the same one and changes nothing.
 ADMIN_USERNAME = "admin"
@@ -186,7 +231,8 @@ def ensure_vault() -> None:
 
 
 def edit_vault(change: Callable[[dict[str, str]], None]) -> None:
-    """Apply `change` to the lab vault's secrets (rotate_ca, finish_ca_rotation) and write it back."""
+    """Apply `change` to the lab vault's secrets (rotate_ca, rotate_secrets, the finishes) and
+    write it back."""
     current = yaml.safe_load(_vault("view", str(VAULT_FILE))) or {}
     change(current)
     _write_vault(current)

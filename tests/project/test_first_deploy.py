@@ -256,6 +256,54 @@ def test_everything_filled_in_as_the_docs_say_passes_also_during_a_ca_rotation(
     assert after["vault_journal_tls_ca_cert"] == during["vault_journal_tls_ca_cert"]
 
 
+def test_a_secrets_rotation_takes_the_new_qdrant_keys_from_secrets_manager_and_gives_the_clients_both(
+        prod: dict, moto_url: str, tmp_path: Path) -> None:
+    rehearsal = Rehearsal(tmp_path, moto_url, prod)
+    rehearsal.fill_in_as_the_docs_say()
+    before = rehearsal.vault()
+    # docs/runbooks/rotate_secrets.md: before Terraform replaced the values, nothing changes
+    refused = rehearsal.run(VENV_BIN / "python", REPO / "bin/new-env", "prod", "--rotate-secrets", "--vault-password-file",
+                            rehearsal.password, "--inventory-dir", rehearsal.inventory)
+    assert refused.returncode != 0 and "still holds the current vault_qdrant_api_key" in refused.stderr
+    assert rehearsal.vault() == before
+    manager = boto3.client("secretsmanager", region_name=prod["values"]["region"], endpoint_url=moto_url,
+                           aws_access_key_id="testing", aws_secret_access_key="testing")
+    names = {"vault_qdrant_api_key": "querygpt/prod/qdrant-api-key",
+             "vault_qdrant_read_only_api_key": "querygpt/prod/qdrant-read-only-api-key"}
+    try:
+        for vault_name, secret_id in names.items():  # terraform apply -replace=random_password.app[...]
+            manager.put_secret_value(SecretId=secret_id, SecretString=f"replaced{vault_name}" * 2)
+        rehearsal.new_env("--rotate-secrets")
+    finally:
+        for vault_name, secret_id in names.items():
+            manager.put_secret_value(SecretId=secret_id, SecretString=before[vault_name])
+    during = rehearsal.vault()
+    for vault_name in names:
+        assert during[vault_name] == f"replaced{vault_name}" * 2
+        assert during[vault_name + "_previous"] == before[vault_name]
+    assert {k: v for k, v in during.items() if "qdrant" not in k} == {
+        k: v for k, v in before.items() if "qdrant" not in k}, "only the Qdrant keys change"
+    # the wiring on the production inventory: the clients hold both keys, the peers and
+    # Prometheus are told the old ones (which they keep until the runbook's switch phase)
+    message = {"msg": "{{ [backend_qdrant_api_key, backend_qdrant_api_key_previous, backup_qdrant_api_key_previous,"
+               " qdrant_api_key_previous, qdrant_read_only_api_key_previous, prometheus_stack_qdrant_api_key_previous]"
+               " | to_json }}"}
+    rehearsal.env.update({"ANSIBLE_LOAD_CALLBACK_PLUGINS": "True", "ANSIBLE_STDOUT_CALLBACK": "ansible.builtin.json"})
+    shown = rehearsal.run(VENV_BIN / "ansible", "-i", rehearsal.inventory, "backend", "-m", "ansible.builtin.debug",
+                          "-a", json.dumps(message), "--vault-id", f"prod@{rehearsal.password}")
+    assert shown.returncode == 0, shown.stdout[-3000:] + shown.stderr[-2000:]
+    start = 0 if shown.stdout.startswith("{") else shown.stdout.index("\n{") + 1
+    document, _ = json.JSONDecoder().raw_decode(shown.stdout, start)
+    wired = [json.loads(r["msg"]) for r in document["plays"][0]["tasks"][0]["hosts"].values()]
+    old, old_read_only = before["vault_qdrant_api_key"], before["vault_qdrant_read_only_api_key"]
+    assert wired and all(w == [during["vault_qdrant_api_key"], old, old, old, old_read_only, old_read_only]
+                         for w in wired)
+    rehearsal.new_env("--finish-secrets-rotation")
+    after = rehearsal.vault()
+    assert not [k for k in after if k.endswith("_previous")]
+    assert after["vault_qdrant_api_key"] == during["vault_qdrant_api_key"]
+
+
 def test_the_wiring_gives_peers_private_addresses_never_the_bastions_public_one(
         prod: dict, moto_url: str, tmp_path: Path) -> None:
     rehearsal = Rehearsal(tmp_path, moto_url, prod)

@@ -215,3 +215,29 @@ def test_a_ca_rotation_keeps_the_old_certificate_trusted_and_drops_its_key():
         secrets.finish_ca_rotation(current)
     # the wiring never requires the old CA: it exists only during a rotation
     assert secrets.JOURNAL_CA_PREVIOUS not in secrets.required_vault_names()
+
+
+def test_a_secrets_rotation_keeps_the_old_qdrant_keys_until_it_is_finished():
+    current: dict[str, str] = {}
+    secrets.add_missing_secrets(current)
+    before = dict(current)
+    secrets.rotate_secrets(current)
+    for name in secrets.QDRANT_KEYS:
+        assert current[name + "_previous"] == before[name] and current[name] != before[name]
+        assert len(current[name]) == 48
+    assert {k: v for k, v in current.items() if "qdrant" not in k} == {
+        k: v for k, v in before.items() if "qdrant" not in k}
+    during = dict(current)
+    with pytest.raises(secrets.RotationError, match="under way"):
+        secrets.rotate_secrets(current)  # would lose the keys every peer still holds
+    assert current == during
+    # Secrets Manager not replaced yet: refused, nothing changed
+    same = dict(before)
+    with pytest.raises(secrets.RotationError, match="still holds the current"):
+        secrets.rotate_secrets(same, fetch=before.get)
+    assert same == before
+    secrets.finish_secrets_rotation(current)
+    assert not [k for k in current if k.endswith("_previous")]
+    with pytest.raises(secrets.RotationError, match="no rotation"):
+        secrets.finish_secrets_rotation(current)
+    assert not [n for n in secrets.required_vault_names() if n.endswith("_previous")]
