@@ -140,6 +140,19 @@ class Rehearsal:
         return self.run(VENV_BIN / "ansible-playbook", "playbooks/preflight.yml", "-i", self.inventory,
                         "--tags", "preflight_variables", "--vault-id", f"prod@{self.password}")
 
+    def render(self, pattern: str, expression: str) -> dict[str, object]:
+        """{host: the value} of a Jinja expression as the wiring gives it to the hosts of
+        `pattern` on this inventory (ansible's debug module, the JSON callback)."""
+        env = {**self.env, "ANSIBLE_LOAD_CALLBACK_PLUGINS": "True", "ANSIBLE_STDOUT_CALLBACK": "ansible.builtin.json"}
+        done = subprocess.run([str(VENV_BIN / "ansible"), "-i", str(self.inventory), pattern, "-m",
+                               "ansible.builtin.debug", "-a", json.dumps({"msg": "{{ %s | to_json }}" % expression}),
+                               "--vault-id", f"prod@{self.password}"],
+                              cwd=REPO, env=env, capture_output=True, text=True, timeout=self.timeout, check=False)
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
+        start = 0 if done.stdout.startswith("{") else done.stdout.index("\n{") + 1
+        document, _ = json.JSONDecoder().raw_decode(done.stdout, start)
+        return {host: json.loads(result["msg"]) for host, result in document["plays"][0]["tasks"][0]["hosts"].items()}
+
     def edit(self, rel: str, **values: object) -> None:
         path = self.inventory / rel
         data = yaml.safe_load(path.read_text()) or {}
@@ -234,14 +247,8 @@ def test_everything_filled_in_as_the_docs_say_passes_also_during_a_ca_rotation(
     done = rehearsal.preflight()
     assert done.returncode == 0, done.stdout[-6000:] + done.stderr[-2000:]
     # the wiring, on the production inventory: both CAs trusted, each a whole PEM block
-    message = {"msg": "{{ {'trusted': journal_tls_ca_trusted, 'scrapes': prometheus_stack_internal_ca_pem} | to_json }}"}
-    rehearsal.env.update({"ANSIBLE_LOAD_CALLBACK_PLUGINS": "True", "ANSIBLE_STDOUT_CALLBACK": "ansible.builtin.json"})
-    shown = rehearsal.run(VENV_BIN / "ansible", "-i", rehearsal.inventory, "monitoring", "-m", "ansible.builtin.debug",
-                          "-a", json.dumps(message), "--vault-id", f"prod@{rehearsal.password}")
-    assert shown.returncode == 0, shown.stdout[-3000:] + shown.stderr[-2000:]
-    start = 0 if shown.stdout.startswith("{") else shown.stdout.index("\n{") + 1
-    document, _ = json.JSONDecoder().raw_decode(shown.stdout, start)
-    wired = [json.loads(r["msg"]) for r in document["plays"][0]["tasks"][0]["hosts"].values()]
+    wired = list(rehearsal.render("monitoring", "{'trusted': journal_tls_ca_trusted,"
+                                  " 'scrapes': prometheus_stack_internal_ca_pem}").values())
     assert wired and all(w["trusted"] == [during["vault_journal_tls_ca_previous_cert"]] for w in wired)
     for w in wired:
         assert w["scrapes"] == during["vault_journal_tls_ca_cert"].strip() + "\n" + before["vault_journal_tls_ca_cert"].strip()
@@ -285,16 +292,9 @@ def test_a_secrets_rotation_takes_the_new_qdrant_keys_from_secrets_manager_and_g
         k: v for k, v in before.items() if "qdrant" not in k}, "only the Qdrant keys change"
     # the wiring on the production inventory: the clients hold both keys, the peers and
     # Prometheus are told the old ones (which they keep until the runbook's switch phase)
-    message = {"msg": "{{ [backend_qdrant_api_key, backend_qdrant_api_key_previous, backup_qdrant_api_key_previous,"
-               " qdrant_api_key_previous, qdrant_read_only_api_key_previous, prometheus_stack_qdrant_api_key_previous]"
-               " | to_json }}"}
-    rehearsal.env.update({"ANSIBLE_LOAD_CALLBACK_PLUGINS": "True", "ANSIBLE_STDOUT_CALLBACK": "ansible.builtin.json"})
-    shown = rehearsal.run(VENV_BIN / "ansible", "-i", rehearsal.inventory, "backend", "-m", "ansible.builtin.debug",
-                          "-a", json.dumps(message), "--vault-id", f"prod@{rehearsal.password}")
-    assert shown.returncode == 0, shown.stdout[-3000:] + shown.stderr[-2000:]
-    start = 0 if shown.stdout.startswith("{") else shown.stdout.index("\n{") + 1
-    document, _ = json.JSONDecoder().raw_decode(shown.stdout, start)
-    wired = [json.loads(r["msg"]) for r in document["plays"][0]["tasks"][0]["hosts"].values()]
+    wired = list(rehearsal.render("backend", "[backend_qdrant_api_key, backend_qdrant_api_key_previous,"
+                                  " backup_qdrant_api_key_previous, qdrant_api_key_previous,"
+                                  " qdrant_read_only_api_key_previous, prometheus_stack_qdrant_api_key_previous]").values())
     old, old_read_only = before["vault_qdrant_api_key"], before["vault_qdrant_read_only_api_key"]
     assert wired and all(w == [during["vault_qdrant_api_key"], old, old, old, old_read_only, old_read_only]
                          for w in wired)
@@ -311,22 +311,15 @@ def test_the_wiring_gives_peers_private_addresses_never_the_bastions_public_one(
     rehearsal.edit("group_vars/edge/nginx.yml", nginx_server_name="querygpt.example.com")
     hosts = prod["hosts"]
     private = {h.address for h in hosts}
-    message = {"msg": "{{ {'ssh': firewall_ssh_source_groups | firewall_sources(groups, hostvars, firewall_ssh_source_cidrs),"
-               " 'upstreams': nginx_backend_servers, 'qdrant': backend_qdrant_urls, 'journal': journal_upload_url,"
-               " 'bind': backend_bind_address, 'targets': groups | prometheus_targets(hostvars,"
-               " ['bastion', 'edge', 'backend', 'qdrant', 'ollama', 'postgres', 'monitoring'], port=9100),"
-               " 'volume': qdrant_data_volume_id, 'env': querygpt_env, 'cluster': qdrant_cluster_enabled | bool,"
-               " 'peers': qdrant_cluster_peers, 'zones': qdrant_cluster_peer_zones,"
-               " 'pg_hosts': postgresql_host_addresses, 'pg_clients': postgresql_app_client_addresses,"
-               " 'pg_volume': postgresql_data_volume_id, 'db': backend_database_hosts,"
-               " 'edge_names': prometheus_stack_edge_server_names} | to_json }}"}
-    rehearsal.env.update({"ANSIBLE_LOAD_CALLBACK_PLUGINS": "True", "ANSIBLE_STDOUT_CALLBACK": "ansible.builtin.json"})
-    done = rehearsal.run(VENV_BIN / "ansible", "-i", rehearsal.inventory, "all", "-m", "ansible.builtin.debug",
-                         "-a", json.dumps(message), "--vault-id", f"prod@{rehearsal.password}")
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
-    start = 0 if done.stdout.startswith("{") else done.stdout.index("\n{") + 1
-    document, _ = json.JSONDecoder().raw_decode(done.stdout, start)
-    rendered = {host: json.loads(result["msg"]) for host, result in document["plays"][0]["tasks"][0]["hosts"].items()}
+    rendered = rehearsal.render("all", "{'ssh': firewall_ssh_source_groups | firewall_sources(groups, hostvars, firewall_ssh_source_cidrs),"
+                                " 'upstreams': nginx_backend_servers, 'qdrant': backend_qdrant_urls, 'journal': journal_upload_url,"
+                                " 'bind': backend_bind_address, 'targets': groups | prometheus_targets(hostvars,"
+                                " ['bastion', 'edge', 'backend', 'qdrant', 'ollama', 'postgres', 'monitoring'], port=9100),"
+                                " 'volume': qdrant_data_volume_id, 'env': querygpt_env, 'cluster': qdrant_cluster_enabled | bool,"
+                                " 'peers': qdrant_cluster_peers, 'zones': qdrant_cluster_peer_zones,"
+                                " 'pg_hosts': postgresql_host_addresses, 'pg_clients': postgresql_app_client_addresses,"
+                                " 'pg_volume': postgresql_data_volume_id, 'db': backend_database_hosts,"
+                                " 'edge_names': prometheus_stack_edge_server_names}")
     assert set(rendered) == private
     bastion = next(h for h in hosts if h.role == "bastion")
     for host in hosts:
