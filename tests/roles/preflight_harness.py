@@ -172,6 +172,7 @@ def run_batch(
     good: bool = True,
     check: bool = True,
     show: Mapping[str, str] | None = None,
+    extra_vars: Mapping[str, Any] | None = None,
 ) -> dict[str, Result]:
     """Several cases ({name: (role, variables)}) in ONE ansible-playbook run: each case is a
     host of its own (named after the case) with its variables as host variables, and each
@@ -181,7 +182,8 @@ def run_batch(
     `variables` go over GOOD_VARS[role] (good=False starts from the role's defaults); `groups`
     adds inventory-only hosts ({group: {host: hostvars}}) and `host_groups` puts every case
     host into groups. `show` ({name: Jinja expression}) is templated after the entries into
-    `Result.shown`.
+    `Result.shown`. `extra_vars` are given with -e, one set for the run: they outrank a role's
+    vars/main.yml (a fixed path pointed at a file of the test), and may template per-host values.
     """
     entries = list(entries)
     work = tmp_path / ("harness-" + "-".join(sorted({role for role, _ in cases.values()}))[:80])
@@ -225,6 +227,7 @@ def run_batch(
     }
     cmd = [str(ANSIBLE_PLAYBOOK), "-i", str(work / "inventory.json"), str(work / "playbook.yml")]
     cmd += ["--check"] if check else []
+    cmd += ["-e", json.dumps(dict(extra_vars))] if extra_vars else []
     proc = subprocess.run(cmd, cwd=work, env=env, capture_output=True, text=True, timeout=300, check=False)
     results = {case: Result(proc.returncode, proc.stdout + proc.stderr) for case in cases}
     try:
