@@ -1,5 +1,6 @@
 """bin/test's own logic that decides what runs: molecule's fresh start, the lab's check passes."""
 import importlib.util
+import os
 import re
 import subprocess
 import sys
@@ -64,7 +65,7 @@ def test_molecule_state_lives_where_the_runner_looks_for_it(new_run):
 
 
 def test_the_check_passes_cover_every_role_of_site_yml():
-    """The two check-mode runs together reach every role site.yml runs (each with the
+    """The check-mode runs together reach every role site.yml runs (each with the
     production wiring), and each run names only groups and tags that exist."""
     site = str(REPO / "site.yml")
     groups = ["bastion", "edge", "backend", "qdrant", "ollama", "postgres", "monitoring"]
@@ -81,7 +82,9 @@ def test_the_check_passes_cover_every_role_of_site_yml():
     # they run side by side (testrunner.side_by_side): never on the same host
     limits = [set(dict(zip(extra[::2], extra[1::2]))["--limit"].split(":")) for _, extra in testrunner.CHECK_PASSES]
     groups_of = [{re.sub(r"\[\d+\]$", "", g) for g in limit} for limit in limits]
-    assert not set.intersection(*groups_of), "two check passes on one group"
+    for i, mine in enumerate(groups_of):
+        for theirs in groups_of[i + 1:]:
+            assert not mine & theirs, f"two check passes on {mine & theirs}"
 
 
 def test_side_by_side_runs_the_commands_at_once_and_keeps_their_logs_apart(tmp_path, monkeypatch):
@@ -119,9 +122,11 @@ def fake_stages(tmp_path, monkeypatch):
     started = {name: threading.Event() for name in testrunner.STAGES}
     spans: dict[str, tuple[float, float]] = {}
     waits_for: dict[str, list[str]] = {}
+    called: dict[str, dict] = {}  # each stage's keyword arguments
 
     def fake(name):
         def stage(*args, **kwargs):
+            called[name] = kwargs
             begin = time.monotonic()
             started[name].set()
             ok = all(started[other].wait(10) for other in waits_for.get(name, []))
@@ -131,11 +136,11 @@ def fake_stages(tmp_path, monkeypatch):
 
     for name in testrunner.STAGES:
         monkeypatch.setattr(testrunner, f"stage_{name}", fake(name))
-    return spans, waits_for
+    return spans, waits_for, called
 
 
 def test_the_lab_runs_beside_molecule_and_every_other_stage_alone(fake_stages, capsys):
-    spans, waits_for = fake_stages
+    spans, waits_for, called = fake_stages
     # Each of these returns only if the other started while it ran.
     waits_for.update(molecule=["lab"], lab=["molecule"])
 
@@ -148,10 +153,12 @@ def test_the_lab_runs_beside_molecule_and_every_other_stage_alone(fake_stages, c
     alone = sorted((spans[name] for name in ("lint", "pytest", "frontend")), key=lambda span: span[0])
     assert all(earlier[1] <= later[0] for earlier, later in zip(alone, alone[1:]))
     assert alone[-1][1] <= min(spans["molecule"][0], spans["lab"][0])
+    # beside the lab, molecule yields the CPU to it
+    assert called["molecule"]["niceness"] == testrunner.MOLECULE_NICENESS > 0
 
 
 def test_serial_stages_run_one_after_the_other(fake_stages, monkeypatch):
-    spans, _ = fake_stages
+    spans, _, called = fake_stages
     monkeypatch.setenv("QGPT_SERIAL_STAGES", "1")
 
     assert testrunner.main([]) == 0
@@ -159,6 +166,18 @@ def test_serial_stages_run_one_after_the_other(fake_stages, monkeypatch):
     ordered = sorted(spans.items(), key=lambda item: item[1][0])
     assert [name for name, _ in ordered] == testrunner.STAGES
     assert all(earlier[1][1] <= later[1][0] for earlier, later in zip(ordered, ordered[1:]))
+    assert called["molecule"]["niceness"] == 0, "nothing to yield to"
+
+
+def test_a_command_runs_at_the_niceness_it_is_given_and_its_children_too(tmp_path, monkeypatch):
+    monkeypatch.setattr(testrunner, "DEADLINE", None)
+    script = "import os, subprocess, sys; print(os.nice(0), subprocess.run([sys.executable, '-c', 'import os; print(os.nice(0))'], capture_output=True, text=True).stdout.strip())"
+    base = os.nice(0)
+    status, out = testrunner.run_bounded([sys.executable, "-c", script], tmp_path, dict(os.environ), subprocess.PIPE,
+                                         niceness=5)
+    assert status == 0 and out.split() == [str(base + 5)] * 2, out
+    status, out = testrunner.run_bounded([sys.executable, "-c", script], tmp_path, dict(os.environ), subprocess.PIPE)
+    assert out.split() == [str(base)] * 2, out
 
 
 def test_a_scenario_shared_by_a_link_runs_once_and_every_role_is_covered():
