@@ -46,7 +46,7 @@ def required_vault_names() -> list[str]:
     return names
 
 
-# The internal CA of the central logs (roles/journal_tls): certificate and key, generated
+# The internal CA of the central logs (roles/internal_pki): certificate and key, generated
 # together (one is useless without the other).
 JOURNAL_CA_CERT = "vault_journal_tls_ca_cert"
 JOURNAL_CA_KEY = "vault_journal_tls_ca_key"
@@ -55,7 +55,7 @@ JOURNAL_CA_DAYS = 3650
 
 def journal_ca(common_name: str = "QueryGPT lab journal CA", days: int = JOURNAL_CA_DAYS) -> tuple[str, str]:
     """(certificate PEM, key PEM) of a new self-signed CA that may sign only end-entity certs:
-    the internal CA of the central logs (roles/journal_tls signs every host's certificate
+    the internal CA of the central logs (roles/internal_pki signs every host's certificate
     with it on the controller). bin/new-env and bin/lab make one per environment."""
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])

@@ -382,7 +382,7 @@ def stage_molecule(roles: list[str] | None = None, jobs: int = 2, check_mode: bo
 # its firewall (whose openings differ per group), not the rest of the baseline again. Not
 # the second edge and backend (the same roles and variables as the first, zone and address
 # aside), not the bastion (nothing but the baseline roles).
-BASELINE_TAGS = "common,node_exporter,journal_tls,journal_upload"
+BASELINE_TAGS = "common,node_exporter,internal_pki,journal_upload"
 CHECK_PASSES = [
     ("site.yml --check --diff, monitoring: changed=0", ["--limit", "monitoring"]),
     ("site.yml --check --diff, tier roles: changed=0",

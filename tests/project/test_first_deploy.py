@@ -242,12 +242,12 @@ def test_everything_filled_in_as_the_docs_say_passes_also_during_a_ca_rotation(
     assert during["vault_journal_tls_ca_previous_cert"] == before["vault_journal_tls_ca_cert"]
     assert during["vault_journal_tls_ca_cert"] != before["vault_journal_tls_ca_cert"]
     assert during["vault_journal_tls_ca_key"] != before["vault_journal_tls_ca_key"]
-    assert {k: v for k, v in during.items() if "journal_tls_ca" not in k} == {
-        k: v for k, v in before.items() if "journal_tls_ca" not in k}, "only the CA changes"
+    assert {k: v for k, v in during.items() if "vault_journal_tls_ca" not in k} == {
+        k: v for k, v in before.items() if "vault_journal_tls_ca" not in k}, "only the CA changes"
     done = rehearsal.preflight()
     assert done.returncode == 0, done.stdout[-6000:] + done.stderr[-2000:]
     # the wiring, on the production inventory: both CAs trusted, each a whole PEM block
-    wired = list(rehearsal.render("monitoring", "{'trusted': journal_tls_ca_trusted,"
+    wired = list(rehearsal.render("monitoring", "{'trusted': internal_pki_ca_trusted,"
                                   " 'scrapes': prometheus_stack_internal_ca_pem}").values())
     assert wired and all(w["trusted"] == [during["vault_journal_tls_ca_previous_cert"]] for w in wired)
     for w in wired:
