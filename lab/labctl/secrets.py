@@ -46,17 +46,17 @@ def required_vault_names() -> list[str]:
     return names
 
 
-# The internal CA of the central logs (roles/journal_tls): certificate and key, generated
+# The environment's internal CA (roles/internal_pki): certificate and key, generated
 # together (one is useless without the other).
-JOURNAL_CA_CERT = "vault_journal_tls_ca_cert"
-JOURNAL_CA_KEY = "vault_journal_tls_ca_key"
-JOURNAL_CA_DAYS = 3650
+INTERNAL_CA_CERT = "vault_internal_ca_cert"
+INTERNAL_CA_KEY = "vault_internal_ca_key"
+INTERNAL_CA_DAYS = 3650
 
 
-def journal_ca(common_name: str = "QueryGPT lab journal CA", days: int = JOURNAL_CA_DAYS) -> tuple[str, str]:
+def internal_ca(common_name: str = "QueryGPT lab internal CA", days: int = INTERNAL_CA_DAYS) -> tuple[str, str]:
     """(certificate PEM, key PEM) of a new self-signed CA that may sign only end-entity certs:
-    the internal CA of the central logs (roles/journal_tls signs every host's certificate
-    with it on the controller). bin/new-env and bin/lab make one per environment."""
+    the environment's internal CA (roles/internal_pki signs every host's certificate with it
+    on the controller). bin/new-env and bin/lab make one per environment."""
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
     now = datetime.datetime.now(datetime.timezone.utc)
@@ -91,49 +91,92 @@ def new_secret() -> str:
 
 
 def add_missing_secrets(current: dict[str, str], names: list[str] | None = None,
-                        fetch: Callable[[str], str | None] | None = None, ca_name: str = "QueryGPT lab journal CA",
+                        fetch: Callable[[str], str | None] | None = None, ca_name: str = "QueryGPT lab internal CA",
                         ) -> list[str]:
     """Add to `current` every vault secret it lacks (required by the wiring, plus `names`);
     return the names added. Existing values stay. `fetch(name)` may supply a value (Secrets
     Manager); otherwise a new one is generated."""
     added = []
     for name in [*required_vault_names(), *(names or [])]:
-        if name in (JOURNAL_CA_CERT, JOURNAL_CA_KEY) or current.get(name):
+        if name in (INTERNAL_CA_CERT, INTERNAL_CA_KEY) or current.get(name):
             continue
         current[name] = (fetch(name) if fetch else None) or new_secret()
         added.append(name)
-    if not current.get(JOURNAL_CA_CERT) or not current.get(JOURNAL_CA_KEY):
-        current[JOURNAL_CA_CERT], current[JOURNAL_CA_KEY] = journal_ca(ca_name)
-        added += [JOURNAL_CA_CERT, JOURNAL_CA_KEY]
+    if not current.get(INTERNAL_CA_CERT) or not current.get(INTERNAL_CA_KEY):
+        current[INTERNAL_CA_CERT], current[INTERNAL_CA_KEY] = internal_ca(ca_name)
+        added += [INTERNAL_CA_CERT, INTERNAL_CA_KEY]
     return added
 
 
 # A rotation of the internal CA (playbooks/runbooks/rotate_internal_ca.yml): the old CA's
 # certificate stays here, trusted and never used to sign, until every host holds a certificate
 # from the new one. Not required by the wiring: it exists only during a rotation.
-JOURNAL_CA_PREVIOUS = "vault_journal_tls_ca_previous_cert"
+INTERNAL_CA_PREVIOUS = "vault_internal_ca_previous_cert"
 
 
 class RotationError(ValueError):
     """The vault is not in the state the rotation step needs; the message says what to do."""
 
 
+# The CA's vault names from before roles/journal_tls became roles/internal_pki. Vaults made
+# then still hold them; bin/new-env and bin/lab rename them (playbooks/preflight.yml refuses
+# them, docs/upgrading.md).
+RENAMED_VAULT_NAMES = {
+    "vault_journal_tls_ca_cert": INTERNAL_CA_CERT,
+    "vault_journal_tls_ca_key": INTERNAL_CA_KEY,
+    "vault_journal_tls_ca_previous_cert": INTERNAL_CA_PREVIOUS,
+}
+
+
+class RenameError(ValueError):
+    """An old and a new vault name hold different values: which is right is the operator's call."""
+
+
+def rename_old_vault_names(current: dict[str, str]) -> list[str]:
+    """Move the values of the old vault names in `current` to their new names; return the old
+    names it dropped. An old name beside its new one is dropped when the two agree or one is
+    empty (the other is kept); different values raise RenameError before anything changes.
+    The messages name variables only, never values."""
+    conflicts = [old for old, new in RENAMED_VAULT_NAMES.items()
+                 if current.get(old) and current.get(new) and current[old] != current[new]]
+    if conflicts:
+        raise RenameError(
+            "; ".join(f"{old} and {RENAMED_VAULT_NAMES[old]} are both set, to different values" for old in conflicts)
+            + ": the first is the name from before the rename of the internal CA's vault keys. Keep the value the "
+            "hosts' certificates are signed with under the new name and delete the old name "
+            "(ansible-vault edit; docs/upgrading.md), then run this again")
+    renamed = []
+    for old, new in RENAMED_VAULT_NAMES.items():
+        if old not in current:
+            continue
+        value = current.pop(old)
+        if new not in current or (value and not current[new]):
+            current[new] = value
+        renamed.append(old)
+    return renamed
+
+
+def describe_renames(renamed: list[str]) -> str:
+    """"renamed a to b, c to d" for the operator (names only)."""
+    return "renamed " + ", ".join(f"{old} to {RENAMED_VAULT_NAMES[old]}" for old in renamed)
+
+
 def rotate_ca(current: dict[str, str], ca_name: str) -> None:
-    """Start a CA rotation in `current`: the CA moves to JOURNAL_CA_PREVIOUS (its key is
+    """Start a CA rotation in `current`: the CA moves to INTERNAL_CA_PREVIOUS (its key is
     dropped: nothing signs with the old CA again) and a new CA, named `ca_name`, takes its place."""
-    if current.get(JOURNAL_CA_PREVIOUS):
-        raise RotationError(f"{JOURNAL_CA_PREVIOUS} is set: a rotation is under way. Run "
+    if current.get(INTERNAL_CA_PREVIOUS):
+        raise RotationError(f"{INTERNAL_CA_PREVIOUS} is set: a rotation is under way. Run "
                             "playbooks/runbooks/rotate_internal_ca.yml, then --finish-ca-rotation")
-    if not current.get(JOURNAL_CA_CERT):
-        raise RotationError(f"{JOURNAL_CA_CERT} is not set: there is no CA to rotate")
-    current[JOURNAL_CA_PREVIOUS] = current[JOURNAL_CA_CERT]
-    current[JOURNAL_CA_CERT], current[JOURNAL_CA_KEY] = journal_ca(ca_name)
+    if not current.get(INTERNAL_CA_CERT):
+        raise RotationError(f"{INTERNAL_CA_CERT} is not set: there is no CA to rotate")
+    current[INTERNAL_CA_PREVIOUS] = current[INTERNAL_CA_CERT]
+    current[INTERNAL_CA_CERT], current[INTERNAL_CA_KEY] = internal_ca(ca_name)
 
 
 def finish_ca_rotation(current: dict[str, str]) -> None:
     """End a CA rotation in `current`: the old CA is no longer trusted (run the runbook first)."""
-    if not current.pop(JOURNAL_CA_PREVIOUS, None):
-        raise RotationError(f"{JOURNAL_CA_PREVIOUS} is not set: no rotation is under way")
+    if not current.pop(INTERNAL_CA_PREVIOUS, None):
+        raise RotationError(f"{INTERNAL_CA_PREVIOUS} is not set: no rotation is under way")
 
 
 # A rotation of the Qdrant API keys (playbooks/runbooks/rotate_secrets.yml): the keys the peers
@@ -225,7 +268,8 @@ def ensure_vault() -> None:
     current: dict[str, str] = {}
     if VAULT_FILE.exists():
         current = yaml.safe_load(_vault("view", str(VAULT_FILE))) or {}
-    if not add_missing_secrets(current, LAB_ONLY_SECRETS):
+    renamed = _rename_in_lab_vault(current)
+    if not add_missing_secrets(current, LAB_ONLY_SECRETS) and not renamed:
         return
     _write_vault(current)
 
@@ -234,8 +278,17 @@ def edit_vault(change: Callable[[dict[str, str]], None]) -> None:
     """Apply `change` to the lab vault's secrets (rotate_ca, rotate_secrets, the finishes) and
     write it back."""
     current = yaml.safe_load(_vault("view", str(VAULT_FILE))) or {}
+    _rename_in_lab_vault(current)
     change(current)
     _write_vault(current)
+
+
+def _rename_in_lab_vault(current: dict[str, str]) -> list[str]:
+    """A lab vault from before the rename of the CA's names: rename them, say which."""
+    renamed = rename_old_vault_names(current)
+    if renamed:
+        print(f"lab vault {VAULT_FILE}: {describe_renames(renamed)} (values not shown)")
+    return renamed
 
 
 def _write_vault(current: dict[str, str]) -> None:

@@ -389,7 +389,7 @@ def stage_molecule(roles: list[str] | None = None, jobs: int = 2, check_mode: bo
 # address aside), not the bastion (nothing but the baseline roles). The tiers are split in
 # two runs: their plays follow one another, one host each, and a run mostly waits on its
 # one host (2026-12-06: 183 s for the monitoring run beside 261 s for all tiers in one).
-BASELINE_TAGS = "common,node_exporter,journal_tls,journal_upload"
+BASELINE_TAGS = "common,node_exporter,internal_pki,journal_upload"
 CHECK_PASSES = [
     ("site.yml --check --diff, monitoring: changed=0", ["--limit", "monitoring"]),
     ("site.yml --check --diff, data tier: changed=0",

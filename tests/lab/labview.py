@@ -120,7 +120,7 @@ def lab_vault() -> dict[str, Any]:
     return dict(yaml.safe_load(out))
 
 
-# The internal CA on every host (roles/journal_tls; group_vars/all/tls.yml): root's copy.
+# The internal CA on every host (roles/internal_pki; group_vars/all/tls.yml): root's copy.
 INTERNAL_CA = "/etc/journal-tls/ca.pem"
 
 

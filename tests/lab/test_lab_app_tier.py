@@ -15,7 +15,7 @@ from reportlab.pdfgen import canvas
 from labview import auth_header_file
 
 PROBE = "timeout 3 bash -c '</dev/tcp/{address}/{port}' && echo open || echo closed"
-# The internal CA on every host (roles/journal_tls) and the name every backend's certificate
+# The internal CA on every host (roles/internal_pki) and the name every backend's certificate
 # carries, as the site sets it (group_vars/all/tls.yml).
 INTERNAL_CA = "/etc/journal-tls/ca.pem"
 BACKEND_TLS_NAME = yaml.safe_load(

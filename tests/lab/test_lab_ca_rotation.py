@@ -47,7 +47,7 @@ def scraped_at(stamp: str) -> float:
 def rotation(lab, rollout_site):
     """Rotate under load once; the tests below read what it left."""
     site = rollout_site
-    old_ca = lab_vault()[secrets.JOURNAL_CA_CERT]
+    old_ca = lab_vault()[secrets.INTERNAL_CA_CERT]
     secrets.edit_vault(lambda vault: secrets.rotate_ca(vault, NEW_CA_NAME))
     lab_vault.cache_clear()
     with under_load(site, "internal CA rotation") as run:
@@ -59,8 +59,8 @@ def rotation(lab, rollout_site):
     ended = time.time()
     secrets.edit_vault(secrets.finish_ca_rotation)
     lab_vault.cache_clear()
-    new_ca = lab_vault()[secrets.JOURNAL_CA_CERT]
-    assert new_ca != old_ca and secrets.JOURNAL_CA_PREVIOUS not in lab_vault()
+    new_ca = lab_vault()[secrets.INTERNAL_CA_CERT]
+    assert new_ca != old_ca and secrets.INTERNAL_CA_PREVIOUS not in lab_vault()
     return new_ca, run["rollout"], ended
 
 

@@ -9,7 +9,7 @@ import pytest
 from labview import lab_vault
 
 PROBE = "timeout 3 bash -c '</dev/tcp/{address}/{port}' && echo open || echo closed"
-# The internal CA on every host (roles/journal_tls; group_vars/all/tls.yml).
+# The internal CA on every host (roles/internal_pki; group_vars/all/tls.yml).
 INTERNAL_CA = "/etc/journal-tls/ca.pem"
 
 

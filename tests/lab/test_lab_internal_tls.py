@@ -38,7 +38,7 @@ ACCEPTED = {
     # testssl rates a certificate without a CRL or OCSP address HIGH whatever its issuer. The
     # internal PKI publishes neither: no client in the fleet would consult them (Go's, Python's
     # and nginx's upstream verification do not), a host's certificate lives a year and is signed
-    # again 30 days before its end (roles/journal_tls), and a compromised CA or host key is
+    # again 30 days before its end (roles/internal_pki), and a compromised CA or host key is
     # answered by signing anew (docs/architecture.md, "Internal TLS").
     ("*", "cert_revocation", "Neither CRL nor OCSP URI provided"),
     # BREACH needs a secret in a compressed response body beside text an attacker chooses.

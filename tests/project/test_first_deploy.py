@@ -32,6 +32,7 @@ VENV_BIN = REPO / ".venv" / "bin"
 sys.path.insert(0, str(REPO / "lab"))
 
 from labctl import ec2 as lab_ec2  # noqa: E402
+from labctl import secrets  # noqa: E402
 from labctl import terraform as lab_terraform  # noqa: E402
 
 PROD_TFVARS = REPO / "terraform" / "environments" / "prod" / "terraform.tfvars"
@@ -136,6 +137,16 @@ class Rehearsal:
         assert done.returncode == 0, done.stderr
         return yaml.safe_load(done.stdout)
 
+    def write_vault(self, values: dict[str, str]) -> None:
+        """Replace the vault with `values` (as an operator's ansible-vault edit would)."""
+        plain = self.tmp / "vault-plain.yml"
+        plain.write_text(yaml.safe_dump(values))
+        done = self.run(VENV_BIN / "ansible-vault", "encrypt", "--vault-id", f"prod@{self.password}",
+                        "--encrypt-vault-id", "prod", "--output", self.inventory / "group_vars" / "all" / "vault.yml",
+                        plain)
+        plain.unlink()
+        assert done.returncode == 0, done.stderr
+
     def preflight(self) -> subprocess.CompletedProcess:
         return self.run(VENV_BIN / "ansible-playbook", "playbooks/preflight.yml", "-i", self.inventory,
                         "--tags", "preflight_variables", "--vault-id", f"prod@{self.password}")
@@ -239,19 +250,19 @@ def test_everything_filled_in_as_the_docs_say_passes_also_during_a_ca_rotation(
     before = rehearsal.vault()
     rehearsal.new_env("--rotate-ca")
     during = rehearsal.vault()
-    assert during["vault_journal_tls_ca_previous_cert"] == before["vault_journal_tls_ca_cert"]
-    assert during["vault_journal_tls_ca_cert"] != before["vault_journal_tls_ca_cert"]
-    assert during["vault_journal_tls_ca_key"] != before["vault_journal_tls_ca_key"]
-    assert {k: v for k, v in during.items() if "journal_tls_ca" not in k} == {
-        k: v for k, v in before.items() if "journal_tls_ca" not in k}, "only the CA changes"
+    assert during["vault_internal_ca_previous_cert"] == before["vault_internal_ca_cert"]
+    assert during["vault_internal_ca_cert"] != before["vault_internal_ca_cert"]
+    assert during["vault_internal_ca_key"] != before["vault_internal_ca_key"]
+    assert {k: v for k, v in during.items() if "vault_internal_ca" not in k} == {
+        k: v for k, v in before.items() if "vault_internal_ca" not in k}, "only the CA changes"
     done = rehearsal.preflight()
     assert done.returncode == 0, done.stdout[-6000:] + done.stderr[-2000:]
     # the wiring, on the production inventory: both CAs trusted, each a whole PEM block
-    wired = list(rehearsal.render("monitoring", "{'trusted': journal_tls_ca_trusted,"
+    wired = list(rehearsal.render("monitoring", "{'trusted': internal_pki_ca_trusted,"
                                   " 'scrapes': prometheus_stack_internal_ca_pem}").values())
-    assert wired and all(w["trusted"] == [during["vault_journal_tls_ca_previous_cert"]] for w in wired)
+    assert wired and all(w["trusted"] == [during["vault_internal_ca_previous_cert"]] for w in wired)
     for w in wired:
-        assert w["scrapes"] == during["vault_journal_tls_ca_cert"].strip() + "\n" + before["vault_journal_tls_ca_cert"].strip()
+        assert w["scrapes"] == during["vault_internal_ca_cert"].strip() + "\n" + before["vault_internal_ca_cert"].strip()
     # a second --rotate-ca before the runbook would lose the CA every host still uses
     again = rehearsal.run(VENV_BIN / "python", REPO / "bin/new-env", "prod", "--rotate-ca", "--vault-password-file",
                           rehearsal.password, "--inventory-dir", rehearsal.inventory)
@@ -259,8 +270,34 @@ def test_everything_filled_in_as_the_docs_say_passes_also_during_a_ca_rotation(
     assert rehearsal.vault() == during
     rehearsal.new_env("--finish-ca-rotation")
     after = rehearsal.vault()
-    assert "vault_journal_tls_ca_previous_cert" not in after
-    assert after["vault_journal_tls_ca_cert"] == during["vault_journal_tls_ca_cert"]
+    assert "vault_internal_ca_previous_cert" not in after
+    assert after["vault_internal_ca_cert"] == during["vault_internal_ca_cert"]
+
+
+def test_a_vault_from_before_the_rename_fails_preflight_until_new_env_renames_its_ca_names(
+        prod: dict, moto_url: str, tmp_path: Path) -> None:
+    """A vault bin/new-env wrote before roles/journal_tls became roles/internal_pki holds the CA
+    under the old names (docs/upgrading.md): preflight names each and the fix, before anything
+    changes; bin/new-env renames them with their values, and preflight passes."""
+    rehearsal = Rehearsal(tmp_path, moto_url, prod)
+    rehearsal.fill_in_as_the_docs_say()
+    current = rehearsal.vault()
+    renames = secrets.RENAMED_VAULT_NAMES
+    # mid-rotation, so that every old name is there
+    current["vault_internal_ca_previous_cert"], _ = secrets.internal_ca("QueryGPT rehearsal old CA")
+    old = {old_name: current.pop(new_name) for old_name, new_name in renames.items()}
+    rehearsal.write_vault({**current, **old})
+    done = rehearsal.preflight()
+    assert done.returncode != 0
+    problems = reported(done.stdout + done.stderr)
+    for old_name, new_name in renames.items():
+        assert ("inputs", old_name) in problems, problems
+        assert f"run bin/new-env prod to rename it to {new_name}" in done.stdout, done.stdout[-6000:]
+    rehearsal.new_env()
+    after = rehearsal.vault()
+    assert after == {**current, **{new_name: old[old_name] for old_name, new_name in renames.items()}}
+    done = rehearsal.preflight()
+    assert done.returncode == 0, done.stdout[-6000:] + done.stderr[-2000:]
 
 
 def test_a_secrets_rotation_takes_the_new_qdrant_keys_from_secrets_manager_and_gives_the_clients_both(

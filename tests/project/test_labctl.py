@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import ipaddress
+import os
+import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "lab"))
@@ -117,16 +120,16 @@ def test_ssh_config_patterns_cover_the_vpc():
     assert secrets._ssh_pattern("10.42.0.0/16") == "10.42.*"  # noqa: SLF001
 
 
-def test_lab_vault_gets_a_journal_ca_and_keeps_existing_values():
+def test_lab_vault_gets_an_internal_ca_and_keeps_existing_values():
     from cryptography import x509
     from cryptography.hazmat.primitives import serialization
 
     current = {"vault_qdrant_api_key": "kept"}
     added = secrets.add_missing_secrets(current)
     assert current["vault_qdrant_api_key"] == "kept"
-    assert {"vault_journal_tls_ca_cert", "vault_journal_tls_ca_key", "vault_qdrant_read_only_api_key"} <= set(added)
-    cert = x509.load_pem_x509_certificate(current["vault_journal_tls_ca_cert"].encode())
-    key = serialization.load_pem_private_key(current["vault_journal_tls_ca_key"].encode(), password=None)
+    assert {"vault_internal_ca_cert", "vault_internal_ca_key", "vault_qdrant_read_only_api_key"} <= set(added)
+    cert = x509.load_pem_x509_certificate(current["vault_internal_ca_cert"].encode())
+    key = serialization.load_pem_private_key(current["vault_internal_ca_key"].encode(), password=None)
     assert cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
     assert cert.extensions.get_extension_for_class(x509.KeyUsage).value.key_cert_sign
     assert cert.public_key().public_numbers() == key.public_key().public_numbers()
@@ -200,21 +203,21 @@ def test_a_ca_rotation_keeps_the_old_certificate_trusted_and_drops_its_key():
 
     current: dict[str, str] = {}
     secrets.add_missing_secrets(current)
-    old_cert, old_key = current[secrets.JOURNAL_CA_CERT], current[secrets.JOURNAL_CA_KEY]
+    old_cert, old_key = current[secrets.INTERNAL_CA_CERT], current[secrets.INTERNAL_CA_KEY]
     secrets.rotate_ca(current, "QueryGPT test internal CA 2")
-    assert current[secrets.JOURNAL_CA_PREVIOUS] == old_cert
+    assert current[secrets.INTERNAL_CA_PREVIOUS] == old_cert
     assert old_key not in current.values(), "nothing may sign with the old CA again"
-    new = x509.load_pem_x509_certificate(current[secrets.JOURNAL_CA_CERT].encode())
+    new = x509.load_pem_x509_certificate(current[secrets.INTERNAL_CA_CERT].encode())
     assert new.subject.rfc4514_string() == "CN=QueryGPT test internal CA 2"
     with pytest.raises(secrets.RotationError, match="under way"):
         secrets.rotate_ca(current, "a third")  # would lose the CA every host still uses
-    assert current[secrets.JOURNAL_CA_PREVIOUS] == old_cert
+    assert current[secrets.INTERNAL_CA_PREVIOUS] == old_cert
     secrets.finish_ca_rotation(current)
-    assert secrets.JOURNAL_CA_PREVIOUS not in current
+    assert secrets.INTERNAL_CA_PREVIOUS not in current
     with pytest.raises(secrets.RotationError, match="no rotation"):
         secrets.finish_ca_rotation(current)
     # the wiring never requires the old CA: it exists only during a rotation
-    assert secrets.JOURNAL_CA_PREVIOUS not in secrets.required_vault_names()
+    assert secrets.INTERNAL_CA_PREVIOUS not in secrets.required_vault_names()
 
 
 def test_a_secrets_rotation_keeps_the_old_qdrant_keys_until_it_is_finished():
@@ -241,3 +244,102 @@ def test_a_secrets_rotation_keeps_the_old_qdrant_keys_until_it_is_finished():
     with pytest.raises(secrets.RotationError, match="no rotation"):
         secrets.finish_secrets_rotation(current)
     assert not [n for n in secrets.required_vault_names() if n.endswith("_previous")]
+
+
+# The CA's vault names from before roles/journal_tls became roles/internal_pki.
+OLD_CA_NAMES = {
+    "vault_journal_tls_ca_cert": "vault_internal_ca_cert",
+    "vault_journal_tls_ca_key": "vault_internal_ca_key",
+    "vault_journal_tls_ca_previous_cert": "vault_internal_ca_previous_cert",
+}
+
+
+def test_the_old_ca_names_are_renamed_with_their_values():
+    assert secrets.RENAMED_VAULT_NAMES == OLD_CA_NAMES
+    old = {name: f"value-of-{name}" for name in OLD_CA_NAMES}
+    current = {**old, "vault_qdrant_api_key": "kept"}
+    renamed = secrets.rename_old_vault_names(current)
+    assert renamed == list(OLD_CA_NAMES)
+    assert current == {**{new: old[name] for name, new in OLD_CA_NAMES.items()}, "vault_qdrant_api_key": "kept"}
+    assert secrets.rename_old_vault_names(current) == [], "a renamed vault stays as it is"
+    # the old name beside the new one, which holds the same value (or the old one is empty): dropped
+    same = {"vault_journal_tls_ca_cert": "cert", "vault_internal_ca_cert": "cert",
+            "vault_journal_tls_ca_key": "", "vault_internal_ca_key": "key"}
+    assert secrets.rename_old_vault_names(same) == ["vault_journal_tls_ca_cert", "vault_journal_tls_ca_key"]
+    assert same == {"vault_internal_ca_cert": "cert", "vault_internal_ca_key": "key"}
+    # a template's empty new name takes the old value
+    template = {"vault_journal_tls_ca_cert": "cert", "vault_internal_ca_cert": ""}
+    secrets.rename_old_vault_names(template)
+    assert template == {"vault_internal_ca_cert": "cert"}
+    # the names become what the wiring reads (group_vars/all/secrets.yml), and never a required one
+    assert {"vault_internal_ca_cert", "vault_internal_ca_key"} <= set(secrets.required_vault_names())
+    assert not set(OLD_CA_NAMES) & set(secrets.required_vault_names())
+
+
+def test_an_old_and_a_new_ca_name_with_different_values_are_refused_naming_only_the_names():
+    current = {"vault_journal_tls_ca_cert": "old-secret-cert", "vault_internal_ca_cert": "new-secret-cert",
+               "vault_journal_tls_ca_key": "the-key"}
+    before = dict(current)
+    with pytest.raises(secrets.RenameError) as refused:
+        secrets.rename_old_vault_names(current)
+    message = str(refused.value)
+    assert "vault_journal_tls_ca_cert" in message and "vault_internal_ca_cert" in message
+    assert "secret" not in message and "the-key" not in message, "no value may be shown"
+    assert current == before, "refused before anything changed (the key is not renamed either)"
+
+
+def _new_env(tmp_path: Path, vault: dict[str, str]) -> tuple[subprocess.CompletedProcess, Path, Path]:
+    """bin/new-env prod --generate on a vault holding `vault`, in a scratch inventory."""
+    password = tmp_path / "vault-pass"
+    password.write_text("test-vault-password-of-some-length\n")
+    vault_file = tmp_path / "inventory" / "group_vars" / "all" / "vault.yml"
+    vault_file.parent.mkdir(parents=True)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ANSIBLE_")}
+    env["ANSIBLE_LOCAL_TEMP"] = str(tmp_path / "ansible-tmp")
+    vault_bin = Path(sys.executable).with_name("ansible-vault")
+    encrypted = subprocess.run([vault_bin, "encrypt", "--vault-id", f"prod@{password}", "--encrypt-vault-id", "prod",
+                                "--output", "-", "-"], input=yaml.safe_dump(vault), capture_output=True, text=True,
+                               check=True, env=env).stdout
+    vault_file.write_text(encrypted)
+    done = subprocess.run([sys.executable, REPO / "bin" / "new-env", "prod", "--generate", "--vault-password-file",
+                           password, "--inventory-dir", tmp_path / "inventory"],
+                          capture_output=True, text=True, check=False, env=env, timeout=120)
+    return done, vault_file, password
+
+
+def _view(vault_file: Path, password: Path) -> dict[str, str]:
+    vault_bin = Path(sys.executable).with_name("ansible-vault")
+    return yaml.safe_load(subprocess.run([vault_bin, "view", "--vault-id", f"prod@{password}", vault_file],
+                                         capture_output=True, text=True, check=True).stdout)
+
+
+def test_new_env_renames_an_old_vaults_ca_names_and_says_which_without_values(tmp_path):
+    old: dict[str, str] = {}
+    secrets.add_missing_secrets(old)
+    old["vault_journal_tls_ca_cert"] = old.pop("vault_internal_ca_cert")
+    old["vault_journal_tls_ca_key"] = old.pop("vault_internal_ca_key")
+    done, vault_file, password = _new_env(tmp_path, old)
+    assert done.returncode == 0, done.stdout + done.stderr
+    said = done.stdout + done.stderr
+    assert "renamed vault_journal_tls_ca_cert to vault_internal_ca_cert" in said
+    assert "vault_journal_tls_ca_key to vault_internal_ca_key" in said
+    assert "previous" not in said, "only what the vault held is named"
+    for value in old.values():
+        for line in value.splitlines():
+            assert line.startswith("-----") or line not in said, "a value was printed"
+    after = _view(vault_file, password)
+    assert after["vault_internal_ca_cert"] == old["vault_journal_tls_ca_cert"]
+    assert after["vault_internal_ca_key"] == old["vault_journal_tls_ca_key"]
+    assert not set(OLD_CA_NAMES) & set(after)
+    assert {k: v for k, v in after.items() if "_ca_" not in k} == {k: v for k, v in old.items() if "_ca_" not in k}
+
+
+def test_new_env_refuses_an_old_and_a_new_ca_name_that_disagree_and_leaves_the_vault(tmp_path):
+    current: dict[str, str] = {}
+    secrets.add_missing_secrets(current)
+    current["vault_journal_tls_ca_cert"] = "an-older-certificate-value"
+    done, vault_file, password = _new_env(tmp_path, current)
+    assert done.returncode != 0
+    assert "vault_journal_tls_ca_cert and vault_internal_ca_cert are both set, to different values" in done.stderr
+    assert "an-older-certificate-value" not in done.stdout + done.stderr
+    assert _view(vault_file, password) == current, "nothing written"

@@ -72,6 +72,6 @@ def test_the_frontend_reaches_every_edge_before_nginx_rolls():
     the frontend runs in a play of its own, on every edge at once, before the serial nginx play."""
     plays = yaml.safe_load((REPO / "playbooks" / "edge.yml").read_text())
     roles = [[r["role"] for r in p["roles"]] for p in plays]
-    assert roles == [["firewall", "frontend"], ["journal_tls", "nginx"]]
+    assert roles == [["firewall", "frontend"], ["internal_pki", "nginx"]]
     assert "serial" not in plays[0] and plays[0]["hosts"] == plays[1]["hosts"] == "edge"
     assert plays[0]["max_fail_percentage"] == 0

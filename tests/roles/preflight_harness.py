@@ -71,7 +71,7 @@ GOOD_VARS: dict[str, dict[str, Any]] = {
     },
     "frontend": {},
     "journal_remote": {},
-    "journal_tls": {"journal_tls_ca_cert": PEM_CERT, "journal_tls_ca_key": PEM_KEY},
+    "internal_pki": {"internal_pki_ca_cert": PEM_CERT, "internal_pki_ca_key": PEM_KEY},
     "journal_upload": {"journal_upload_url": "https://10.0.4.10:19532"},
     "nginx": {"nginx_server_name": "querygpt.example.com", "nginx_backend_servers": ["10.0.1.10:8000", "10.0.1.11:8000"]},
     "node_exporter": {},

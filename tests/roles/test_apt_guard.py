@@ -18,7 +18,7 @@ from ansible.template import Templar, trust_as_template
 
 REPO = Path(__file__).resolve().parents[2]
 # Every host runs these: where a no-op apt task cost the most (5-7 s each on the lab).
-ALL_HOST_ROLES = {"common", "firewall", "node_exporter", "journal_tls", "journal_upload"}
+ALL_HOST_ROLES = {"common", "firewall", "node_exporter", "internal_pki", "journal_upload"}
 
 
 def _tasks(items: list[dict]):

@@ -118,7 +118,7 @@ def test_good_input_passes_without_connection_or_facts(runs, role):
 
 @pytest.mark.parametrize("role", ["journal_remote", "journal_upload"])
 def test_preflight_of_a_role_that_needs_another_needs_no_connection(tmp_path, role):
-    """journal_remote and journal_upload need journal_tls's certificate: the playbooks list it
+    """journal_remote and journal_upload need internal_pki's certificate: the playbooks list it
     before them, so no meta dependency runs (and touches the host) ahead of their preflight.
     (A run of its own: in a run with other roles, a dependency would touch its own host only.)"""
     result = run_role(tmp_path, role)
@@ -152,10 +152,10 @@ BAD = {
     "journal_remote": ({"journal_remote_split_mode": "x", "journal_remote_port": 0, "journal_remote_bind_address": "0.0.0.0"},
                        ["journal_remote_split_mode: expected host or none", "journal_remote_port: expected a TCP port",
                         "journal_remote_bind_address: got"]),
-    "journal_tls": ({"journal_tls_renew_days": 400, "journal_tls_ca_cert": "", "journal_tls_extra_names": ["x"],
-                     "journal_tls_dependent_units": ["nginx; reboot"]},
-                    ["journal_tls_renew_days: expected at least 1 day", "journal_tls_ca_cert: is empty",
-                     "journal_tls_extra_names: every name must be", "journal_tls_dependent_units: expected systemd unit names"]),
+    "internal_pki": ({"internal_pki_renew_days": 400, "internal_pki_ca_cert": "", "internal_pki_extra_names": ["x"],
+                     "internal_pki_dependent_units": ["nginx; reboot"]},
+                    ["internal_pki_renew_days: expected at least 1 day", "internal_pki_ca_cert: is empty",
+                     "internal_pki_extra_names: every name must be", "internal_pki_dependent_units: expected systemd unit names"]),
     "journal_upload": ({"journal_upload_url": "http://10.0.4.10:19532", "journal_upload_restart_sec": 0},
                        ["journal_upload_url: got", "journal_upload_restart_sec: expected at least 1"]),
     "nginx": ({"nginx_query_rate": "2/s", "nginx_backend_servers": [], "nginx_server_name": "not a name",
@@ -242,7 +242,7 @@ SECRETS = {
     "backend": {"backend_qdrant_api_key": "SeCrEt-backend-key", "backend_s3_secret_access_key": "SeCrEt-s3",
                 "backend_database_password": "SeCrEt-db", "backend_secret_key": "SeCrEt-too-short"},
     "backup": {"backup_qdrant_api_key": "SeCrEt-backup-key", "backup_s3_secret_access_key": "SeCrEt-s3"},
-    "journal_tls": {"journal_tls_ca_key": "SeCrEt-not-a-pem-key"},
+    "internal_pki": {"internal_pki_ca_key": "SeCrEt-not-a-pem-key"},
     "postgresql": {"postgresql_app_password": "SeCrEt-short", "postgresql_replication_password": "SeCrEt-short"},
     "prometheus_stack": {"prometheus_stack_alertmanager_webhook_urls": ["hooks.example/SeCrEt-token"],
                          "prometheus_stack_alertmanager_slack_api_url": "http://hooks.slack.example/SeCrEt",

@@ -19,7 +19,7 @@ ENV_FILE = "/etc/querygpt/backend.env"
 CLI = f"{PREFIX}/current/bin/querygpt-backend"
 # curl's `-H @file` with the verifier's API token: the token never leaves the instance.
 AUTH_HEADER = "/root/molecule-api-token.header"
-# The internal CA the API's certificate is verified against (roles/journal_tls put it there).
+# The internal CA the API's certificate is verified against (roles/internal_pki put it there).
 CA = "/etc/journal-tls/ca.pem"
 
 

@@ -1,4 +1,4 @@
-"""The host's key stays on the host, its certificate is signed by the current journal CA.
+"""The host's key stays on the host, its certificate is signed by the current internal CA.
 
 After converge with the first CA, the side effect replaced the CA (the second one) in the
 rotation runbook's three phases: the key must be the same, the certificate new and signed by
@@ -32,8 +32,8 @@ def test_files_and_permissions(host):
 
 def test_the_certificate_is_signed_by_the_current_ca(host):
     host.run_expect([0], f"openssl verify -CAfile {TLS}/ca.pem {TLS}/host.pem")
-    assert "QueryGPT molecule journal-ca-2" in host.check_output(f"openssl x509 -in {TLS}/ca.pem -noout -subject")
-    assert "QueryGPT molecule journal-ca-2" in host.check_output(f"openssl x509 -in {TLS}/host.pem -noout -issuer")
+    assert "QueryGPT molecule internal-ca-2" in host.check_output(f"openssl x509 -in {TLS}/ca.pem -noout -subject")
+    assert "QueryGPT molecule internal-ca-2" in host.check_output(f"openssl x509 -in {TLS}/host.pem -noout -issuer")
     assert host.file(f"{TLS}/ca.pem").content_string.count("BEGIN CERTIFICATE") == 1
 
 
@@ -46,7 +46,7 @@ def test_the_certificate_names_the_host_and_serves_both_ends(host, address):
 
 
 def test_a_new_ca_kept_the_key_and_replaced_the_certificate(host):
-    key_before, cert_before = host.file("/var/tmp/molecule-journal-tls-before.txt").content_string.split("\n")[:2]
+    key_before, cert_before = host.file("/var/tmp/molecule-internal-pki-before.txt").content_string.split("\n")[:2]
     key_now = host.check_output(f"openssl pkey -in {TLS}/host.key -pubout | sha256sum | cut -d' ' -f1")
     cert_now = host.check_output(f"openssl x509 -in {TLS}/host.pem -noout -fingerprint -sha256")
     assert key_now == key_before
@@ -54,7 +54,7 @@ def test_a_new_ca_kept_the_key_and_replaced_the_certificate(host):
 
 
 def test_the_services_that_read_the_files_were_reloaded_once_per_change(host):
-    """journal_tls_dependent_units: the running reader was reloaded by the first certificate
+    """internal_pki_dependent_units: the running reader was reloaded by the first certificate
     and again by each phase of the CA rotation (the side effect: trust, sign, drop), not by the
     refused run nor the idempotence run; the installed but
     stopped unit stayed stopped (try-), and a unit the host lacks was no failure."""
