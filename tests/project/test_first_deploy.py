@@ -278,7 +278,7 @@ def test_a_vault_from_before_the_rename_fails_preflight_until_new_env_renames_it
         prod: dict, moto_url: str, tmp_path: Path) -> None:
     """A vault bin/new-env wrote before roles/journal_tls became roles/internal_pki holds the CA
     under the old names (docs/upgrading.md): preflight names each and the fix, before anything
-    changes; bin/new-env renames them with their values, and preflight passes."""
+    changes; bin/new-env renames them with their values intact."""
     rehearsal = Rehearsal(tmp_path, moto_url, prod)
     rehearsal.fill_in_as_the_docs_say()
     current = rehearsal.vault()
@@ -294,10 +294,10 @@ def test_a_vault_from_before_the_rename_fails_preflight_until_new_env_renames_it
         assert ("inputs", old_name) in problems, problems
         assert f"run bin/new-env prod to rename it to {new_name}" in done.stdout, done.stdout[-6000:]
     rehearsal.new_env()
+    # the vault as before the rename, under the new names: what the preflight of the test above
+    # passes with (a second preflight here would only repeat it)
     after = rehearsal.vault()
     assert after == {**current, **{new_name: old[old_name] for old_name, new_name in renames.items()}}
-    done = rehearsal.preflight()
-    assert done.returncode == 0, done.stdout[-6000:] + done.stderr[-2000:]
 
 
 def test_a_secrets_rotation_takes_the_new_qdrant_keys_from_secrets_manager_and_gives_the_clients_both(

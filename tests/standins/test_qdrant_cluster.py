@@ -18,6 +18,7 @@ import io
 import json
 import sys
 import tarfile
+import time
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -215,8 +216,12 @@ def test_a_killed_peer_is_marked_dead_and_the_others_keep_serving(peers: list[Pe
     shards = peers[1].replicas("docs")
     assert all(r[victim_id] == "Dead" for r in shards.values() if victim_id in r), shards
     assert all(s == "Active" for r in shards.values() for p, s in r.items() if p != victim_id)
-    status = peers[0].client().cluster_status()
-    assert victim.uri in status.message_send_failures
+    # The failures come from the peers' heartbeats (every 0.25 s here; upstream's consensus
+    # messages), not from the write above: the status shows them within a few heartbeats.
+    deadline = time.monotonic() + 10
+    while victim.uri not in (failures := peers[0].client().cluster_status().message_send_failures):
+        assert time.monotonic() < deadline, f"{victim.uri} not among the send failures after 10 s: {failures}"
+        time.sleep(0.1)
     # write_consistency_factor=2 with one of two replicas unreachable: upstream's 500
     with pytest.raises(UnexpectedResponse) as failed:
         peers[0].client().upsert("strict", _points(range(10)), wait=True)
