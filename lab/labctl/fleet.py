@@ -94,12 +94,6 @@ def _remove_routing(nets: dict[str, ipaddress.IPv4Network]) -> None:
             run(["iptables", "-t", table, "-D", chain, *spec])
 
 
-# A lab host's CPU weight against other containers (docker's default is 1024). It only matters
-# when the CPU is contended: bin/test runs molecule's instances beside the lab, and the lab,
-# whose converge and tests are the longer path, goes first. Alone, it changes nothing.
-CPU_SHARES = 2048
-
-
 def container_args(image: str) -> list[str]:
     """What makes systemd run as PID 1 in a container here (see ENVIRONMENT.md)."""
     return [
@@ -122,7 +116,7 @@ def ensure_containers(image: str, public_key: str) -> list[LabHost]:
         # A reboot inside a container ends its systemd; docker starts it again, as a VM boots.
         run(["docker", "run", "-d", "--name", name, "--hostname", host.name, "--restart", "unless-stopped",
              "--label", f"{LABEL}=host", "--network", PREFIX + host.network, "--ip", host.address,
-             "--cpu-shares", str(CPU_SHARES), *container_args(image)])
+             *container_args(image)])
         if host.public_ip:
             run(["docker", "network", "connect", "--ip", host.public_ip, PREFIX + INTERNET, name])
     for host in fleet:

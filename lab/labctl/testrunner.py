@@ -83,12 +83,11 @@ def _stop(proc: subprocess.Popen) -> str | None:
 
 
 def run_bounded(cmd: list[str], cwd: Path, env: dict[str, str], stdout: TextIO | int | None,
-                cleanup: bool = False, niceness: int = 0) -> tuple[int, str | None]:
+                cleanup: bool = False) -> tuple[int, str | None]:
     """Run `cmd` in its own process group until it ends or the budget is spent, then _stop
     it. Returns (exit status, captured output when stdout is PIPE). Without a budget nothing
     is bounded; with one, a cleanup command gets at least CLEANUP_SECONDS, spent or not.
-    Ctrl-C on bin/test reaches the command too (its own process group would not see it).
-    `niceness` lowers the command's CPU priority (its children inherit it)."""
+    Ctrl-C on bin/test reaches the command too (its own process group would not see it)."""
     left = remaining()
     if cleanup and left is not None:
         left = max(left, CLEANUP_SECONDS)
@@ -96,8 +95,7 @@ def run_bounded(cmd: list[str], cwd: Path, env: dict[str, str], stdout: TextIO |
         return 124, OUT_OF_TIME if stdout == subprocess.PIPE else None
     proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=stdout,
                             stderr=subprocess.STDOUT if stdout is not None else None,
-                            text=True, start_new_session=True,
-                            preexec_fn=(lambda: os.nice(niceness)) if niceness else None)
+                            text=True, start_new_session=True)
     try:
         out, _ = proc.communicate(timeout=left)
         return proc.returncode, out
@@ -270,10 +268,9 @@ def instance_name(scenario: Path) -> str:
 class ScenarioRun:
     """One scenario's commands, their output kept in a log (printed whole when it ends)."""
 
-    def __init__(self, scenario: Path, check_mode: bool = True, niceness: int = 0) -> None:
+    def __init__(self, scenario: Path, check_mode: bool = True) -> None:
         self.scenario = scenario
         self.check_mode = check_mode
-        self.niceness = niceness
         self.role_dir, self.name = scenario.parent.parent, scenario.name
         self.instance = instance_name(scenario)
         # Molecule's state for this scenario lives where this run can see it: a container
@@ -288,7 +285,7 @@ class ScenarioRun:
     def sh(self, cmd: list[str], cleanup: bool = False) -> tuple[bool, str]:
         self.log.write(f"\n$ {' '.join(cmd)}   (in {self.role_dir.relative_to(REPO)})\n")
         self.log.flush()
-        status, out = run_bounded(cmd, self.role_dir, self.env, subprocess.PIPE, cleanup, self.niceness)
+        status, out = run_bounded(cmd, self.role_dir, self.env, subprocess.PIPE, cleanup)
         self.log.write(out or "")
         self.log.flush()
         return status == 0, out or ""
@@ -346,14 +343,12 @@ def scenario_sequence(scenario: Path) -> list[str]:
     return (data.get("scenario") or {}).get("test_sequence") or base["scenario"]["test_sequence"]
 
 
-def stage_molecule(roles: list[str] | None = None, jobs: int = 2, check_mode: bool = True,
-                   niceness: int = 0) -> tuple[bool, list]:
+def stage_molecule(roles: list[str] | None = None, jobs: int = 2, check_mode: bool = True) -> tuple[bool, list]:
     """Scenarios `jobs` at a time, each in its own container; each log printed as it ends.
 
     `check_mode` adds `converge --check --diff` (changed=0) after idempotence. The full run
     leaves it to the lab stage, whose check-mode pass of site.yml covers every role with the
-    production wiring: a behaviour is tested in one place, not in both. `niceness`: see
-    MOLECULE_NICENESS.
+    production wiring: a behaviour is tested in one place, not in both.
     """
     scenarios = [s for s in molecule_scenarios() if not roles or roles_holding(s) & set(roles)]
     if roles and not scenarios:
@@ -366,7 +361,7 @@ def stage_molecule(roles: list[str] | None = None, jobs: int = 2, check_mode: bo
         if out_of_time():
             return f"{label}: not run, {OUT_OF_TIME}", False, 0.0
         start = time.monotonic()
-        run = ScenarioRun(scenario, check_mode, niceness)
+        run = ScenarioRun(scenario, check_mode)
         ok = run.run()
         took = time.monotonic() - start
         with print_lock:
@@ -430,7 +425,7 @@ def stage_lab(keep: bool, out: TextIO | None = None) -> tuple[bool, list]:
         # site.yml again in check mode on the converged lab: --check --diff must be clean for
         # every role, as wired for production (molecule checks each role's real second run,
         # idempotence). Only site.yml: the lab's own prepare playbook is tooling. The passes
-        # touch disjoint hosts and each keeps about one core busy: they run side by side.
+        # touch disjoint hosts and each mostly waits on its hosts: they run side by side.
         (f"site.yml --check --diff, {len(CHECK_PASSES)} runs side by side: changed=0",
          lambda: side_by_side([[lab, "converge", "--assert-idempotent", "--check", "--", *extra]
                                for _, extra in CHECK_PASSES], out=out)),
@@ -445,13 +440,6 @@ def stage_lab(keep: bool, out: TextIO | None = None) -> tuple[bool, list]:
         done.append(("lab down", down_ok, time.monotonic() - start))
         ok = ok and down_ok
     return ok, done
-
-
-# Beside the lab, molecule's commands run at this niceness and the lab's hosts weigh twice a
-# molecule instance (labctl.fleet.CPU_SHARES): when both want the CPU, the lab, the longer of
-# the two paths (2026-12-06: molecule ended 1480 s before the lab), goes first. Mild on purpose:
-# at nice 19 a lane beside the lab got almost no CPU and a test timed out, starved (f510e3c).
-MOLECULE_NICENESS = 5
 
 
 def stage_lab_beside(keep: bool) -> Callable[[], tuple[bool, list]]:
@@ -536,16 +524,15 @@ def main(argv: list[str] | None = None) -> int:
         image.build()
     results.append(Result("bootstrap (packages, venvs, image)", True, time.monotonic() - t0))
 
-    beside = {"molecule", "lab"} <= set(wanted) and os.environ.get("QGPT_SERIAL_STAGES", "") in ("", "0")
     runners: dict[str, Callable[[], tuple[bool, list]]] = {
         "lint": stage_lint, "pytest": stage_pytest, "frontend": stage_frontend,
         # Check mode per scenario only when this run has no lab stage to do it for every role.
         "molecule": lambda: stage_molecule([r for r in args.roles.split(",") if r],
                                            int(os.environ.get("QGPT_MOLECULE_JOBS", "2")),
-                                           check_mode="lab" not in wanted,
-                                           niceness=MOLECULE_NICENESS if beside else 0),
+                                           check_mode="lab" not in wanted),
         "lab": lambda: stage_lab(args.keep_lab),
     }
+    beside = {"molecule", "lab"} <= set(wanted) and os.environ.get("QGPT_SERIAL_STAGES", "") in ("", "0")
     for name in STAGES:
         if name not in wanted:
             continue
