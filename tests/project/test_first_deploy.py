@@ -287,12 +287,18 @@ def test_a_vault_from_before_the_rename_fails_preflight_until_new_env_renames_it
     current["vault_internal_ca_previous_cert"], _ = secrets.internal_ca("QueryGPT rehearsal old CA")
     old = {old_name: current.pop(new_name) for old_name, new_name in renames.items()}
     rehearsal.write_vault({**current, **old})
+    # and an inventory override under the role's old name, which nothing would read
+    override = rehearsal.inventory / "group_vars" / "all" / "overrides.yml"
+    override.write_text("journal_tls_renew_days: 20\n")
     done = rehearsal.preflight()
     assert done.returncode != 0
     problems = reported(done.stdout + done.stderr)
     for old_name, new_name in renames.items():
         assert ("inputs", old_name) in problems, problems
         assert f"run bin/new-env prod to rename it to {new_name}" in done.stdout, done.stdout[-6000:]
+    assert ("inputs", "journal_tls_renew_days") in problems, problems
+    assert "rename each to internal_pki_<the rest> in the inventory" in done.stdout, done.stdout[-6000:]
+    override.unlink()
     rehearsal.new_env()
     # the vault as before the rename, under the new names: what the preflight of the test above
     # passes with (a second preflight here would only repeat it)
