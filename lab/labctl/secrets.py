@@ -112,6 +112,34 @@ def add_missing_secrets(current: dict[str, str], names: list[str] | None = None,
 # certificate stays here, trusted and never used to sign, until every host holds a certificate
 # from the new one. Not required by the wiring: it exists only during a rotation.
 INTERNAL_CA_PREVIOUS = "vault_internal_ca_previous_cert"
+# ... and its certificate revocation list, signed when the rotation begins (the last thing its
+# key signs): the hosts' checking clients refuse a certificate of a CA they hold no current CRL
+# of (roles/internal_pki). It runs until the old CA itself does.
+INTERNAL_CA_PREVIOUS_CRL = "vault_internal_ca_previous_crl"
+# The CRL code the role uses on the controller (one implementation for both).
+_PKI_FILTERS = REPO / "plugins" / "filter" / "internal_pki.py"
+
+
+def _pki_filters():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("querygpt_internal_pki_filters", _PKI_FILTERS)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def inventory_revoked(inventory: Path) -> list[dict]:
+    """internal_pki_revoked as the environment's inventory sets it (plain YAML under
+    group_vars/all/; the vault is never read for it, as the list is not secret)."""
+    found: list[dict] = []
+    for path in sorted((inventory / "group_vars" / "all").glob("*.yml")):
+        if path.name == "vault.yml":
+            continue
+        data = yaml.safe_load(path.read_text()) or {}
+        if isinstance(data, dict) and "internal_pki_revoked" in data:
+            found = data["internal_pki_revoked"] or []
+    return found
 
 
 class RotationError(ValueError):
@@ -161,20 +189,29 @@ def describe_renames(renamed: list[str]) -> str:
     return "renamed " + ", ".join(f"{old} to {RENAMED_VAULT_NAMES[old]}" for old in renamed)
 
 
-def rotate_ca(current: dict[str, str], ca_name: str) -> None:
-    """Start a CA rotation in `current`: the CA moves to INTERNAL_CA_PREVIOUS (its key is
-    dropped: nothing signs with the old CA again) and a new CA, named `ca_name`, takes its place."""
+def rotate_ca(current: dict[str, str], ca_name: str, revoked: list[dict] | None = None) -> None:
+    """Start a CA rotation in `current`: the CA moves to INTERNAL_CA_PREVIOUS with a last CRL
+    listing `revoked` (internal_pki_revoked) in INTERNAL_CA_PREVIOUS_CRL; its key is dropped:
+    nothing signs with the old CA again. A new CA, named `ca_name`, takes its place."""
     if current.get(INTERNAL_CA_PREVIOUS):
         raise RotationError(f"{INTERNAL_CA_PREVIOUS} is set: a rotation is under way. Run "
                             "playbooks/runbooks/rotate_internal_ca.yml, then --finish-ca-rotation")
     if not current.get(INTERNAL_CA_CERT):
         raise RotationError(f"{INTERNAL_CA_CERT} is not set: there is no CA to rotate")
+    old = x509.load_pem_x509_certificate(current[INTERNAL_CA_CERT].encode())
+    days = (old.not_valid_after_utc - datetime.datetime.now(datetime.timezone.utc)).days
+    if days < 2:
+        raise RotationError(f"{INTERNAL_CA_CERT} runs out in {days} day(s): too late for an overlap; "
+                            "make a new environment CA and sign every host again (docs/runbooks/rotate_internal_ca.md)")
+    crl = _pki_filters().crl_sign(current[INTERNAL_CA_CERT], current[INTERNAL_CA_KEY], revoked or [], days)
     current[INTERNAL_CA_PREVIOUS] = current[INTERNAL_CA_CERT]
+    current[INTERNAL_CA_PREVIOUS_CRL] = crl
     current[INTERNAL_CA_CERT], current[INTERNAL_CA_KEY] = internal_ca(ca_name)
 
 
 def finish_ca_rotation(current: dict[str, str]) -> None:
     """End a CA rotation in `current`: the old CA is no longer trusted (run the runbook first)."""
+    current.pop(INTERNAL_CA_PREVIOUS_CRL, None)
     if not current.pop(INTERNAL_CA_PREVIOUS, None):
         raise RotationError(f"{INTERNAL_CA_PREVIOUS} is not set: no rotation is under way")
 

@@ -259,8 +259,12 @@ def test_everything_filled_in_as_the_docs_say_passes_also_during_a_ca_rotation(
     assert done.returncode == 0, done.stdout[-6000:] + done.stderr[-2000:]
     # the wiring, on the production inventory: both CAs trusted, each a whole PEM block
     wired = list(rehearsal.render("monitoring", "{'trusted': internal_pki_ca_trusted,"
+                                  " 'crls': internal_pki_ca_trusted_crls,"
                                   " 'scrapes': prometheus_stack_internal_ca_pem}").values())
     assert wired and all(w["trusted"] == [during["vault_internal_ca_previous_cert"]] for w in wired)
+    # the old CA's last CRL, signed before its key was dropped: the checking clients need it
+    assert "-----BEGIN X509 CRL-----" in during["vault_internal_ca_previous_crl"]
+    assert all(w["crls"] == [during["vault_internal_ca_previous_crl"]] for w in wired)
     for w in wired:
         assert w["scrapes"] == during["vault_internal_ca_cert"].strip() + "\n" + before["vault_internal_ca_cert"].strip()
     # a second --rotate-ca before the runbook would lose the CA every host still uses
@@ -271,6 +275,7 @@ def test_everything_filled_in_as_the_docs_say_passes_also_during_a_ca_rotation(
     rehearsal.new_env("--finish-ca-rotation")
     after = rehearsal.vault()
     assert "vault_internal_ca_previous_cert" not in after
+    assert "vault_internal_ca_previous_crl" not in after
     assert after["vault_internal_ca_cert"] == during["vault_internal_ca_cert"]
 
 
