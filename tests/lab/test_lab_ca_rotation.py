@@ -74,6 +74,10 @@ def test_the_rotation_under_load_fails_no_request(rotation):
     assert rollout.output.count("RUNNING HANDLER [qdrant : Restart qdrant]") == 3 * 3, rollout.output[-4000:]
 
 
+# The CRLs the checking clients load (roles/internal_pki's crl.pem, the backend's copy).
+CRLS = {"all": "/etc/journal-tls/crl.pem", "backend": "/etc/querygpt/internal-crl.pem"}
+
+
 @pytest.mark.parametrize("group", sorted(COPIES))
 def test_every_copy_holds_a_certificate_from_the_new_ca_and_trusts_it_alone(lab, rotation, group):
     new_ca, _, _ = rotation
@@ -84,6 +88,12 @@ def test_every_copy_holds_a_certificate_from_the_new_ca_and_trusts_it_alone(lab,
             assert NEW_CA_NAME in issuer, f"{host}:{cert} issued by {issuer}"
             trusted = lab.exec(host, f"cat {ca}").stdout
             assert trusted.count("BEGIN CERTIFICATE") == 1 and trusted.strip() == new_ca.strip(), f"{host}:{ca}"
+        if group in CRLS:
+            # the old CA's CRL left with it; the new CA's verifies against the new CA
+            crl = CRLS[group]
+            assert lab.exec(host, f"cat {crl}").stdout.count("BEGIN X509 CRL") == 1, f"{host}:{crl}"
+            checked = lab.exec(host, f"openssl crl -in {crl} -CAfile {INTERNAL_CA} -noout 2>&1").stdout
+            assert "verify OK" in checked, f"{host}:{crl}: {checked}"
 
 
 @pytest.mark.parametrize("endpoint", ENDPOINTS, ids=[e[0] for e in ENDPOINTS])

@@ -35,12 +35,6 @@ RANK = {"OK": 0, "INFO": 0, "DEBUG": 0, "LOW": 1, "MEDIUM": 2, "HIGH": 3, "CRITI
 # Findings accepted with a reason: (endpoint or "*", testssl's id, its exact text). Nothing
 # else above LOW is, and no WARN (a check testssl could not run) but those listed.
 ACCEPTED = {
-    # testssl rates a certificate without a CRL or OCSP address HIGH whatever its issuer. The
-    # internal PKI publishes neither: no client in the fleet would consult them (Go's, Python's
-    # and nginx's upstream verification do not), a host's certificate lives a year and is signed
-    # again 30 days before its end (roles/internal_pki), and a compromised CA or host key is
-    # answered by signing anew (docs/architecture.md, "Internal TLS").
-    ("*", "cert_revocation", "Neither CRL nor OCSP URI provided"),
     # BREACH needs a secret in a compressed response body beside text an attacker chooses.
     # Qdrant compresses its REST answers (as its stand-in does) and has no switch to stop it; its
     # answers carry points and payloads, never the API key, which only travels in requests.
@@ -122,6 +116,9 @@ def test_testssl_rates_nothing_above_low(scans, label):
     trust = [f for f in findings if f["id"].startswith("cert_chain_of_trust")]
     assert trust and all(f["severity"] == "OK" for f in trust), (label, trust)
     assert any(f["id"].startswith("TLS1_2") or f["id"] == "TLS1_3" for f in findings), (label, "no protocol checked")
+    # the certificate names the CRL the hosts' clients check (roles/internal_pki)
+    crl = [f["finding"] for f in findings if f["id"].startswith("cert_crlDistributionPoints")]
+    assert crl and all(c == "file:///etc/journal-tls/crl.pem" for c in crl), (label, crl)
     # the client certificate was presented where one is asked for: no check was left out for it
     bad = [f for f in findings if RANK.get(f["severity"], 5) > RANK["LOW"] and not accepted(label, f)]
     assert not bad, f"{label}: " + "; ".join(f"{f['severity']} {f['id']}: {f['finding']}" for f in bad)

@@ -117,6 +117,9 @@ DEFAULTS: dict[str, str] = {
     "QUERYGPT_DATABASE_SSLMODE": "verify-full",
     "QUERYGPT_DATABASE_SSLROOTCERT": "",
     "QUERYGPT_INTERNAL_CA_FILE": "",
+    # The internal PKI's certificate revocation lists (PEM): with it, a revoked Ollama, Qdrant or
+    # PostgreSQL certificate is refused, and so is one of a CA it holds no CRL of ("" = none).
+    "QUERYGPT_INTERNAL_CRL_FILE": "",
     # The server's own TLS pair: both or neither ("" = plain HTTP).
     "QUERYGPT_TLS_CERT_FILE": "",
     "QUERYGPT_TLS_KEY_FILE": "",
@@ -172,6 +175,8 @@ class Settings:
     # The internal CA (PEM) that https:// Ollama and Qdrant URLs are verified against; None = the
     # system's CAs. Never "verify nothing" (docs/architecture.md, "Internal TLS").
     internal_ca_file: str | None = None
+    # Its certificate revocation lists (PEM, every CA's); None = no revocation check.
+    internal_crl_file: str | None = None
     embed_model: str = DEFAULTS["QUERYGPT_EMBED_MODEL"]
     llm_model: str = DEFAULTS["QUERYGPT_LLM_MODEL"]
     # Tuned by benchmarks/retrieval_quality.py: docs/retrieval.md has the figures.
@@ -271,12 +276,27 @@ class Settings:
         if not self.internal_ca_file:
             return True
         try:
-            return ssl.create_default_context(cafile=self.internal_ca_file)
+            context = ssl.create_default_context(cafile=self.internal_ca_file)
         except (OSError, ssl.SSLError) as exc:
             raise ConfigError(
                 "QUERYGPT_INTERNAL_CA_FILE",
                 f"names {self.internal_ca_file!r}, which holds no usable CA certificate (PEM): {exc}",
             ) from None
+        if self.internal_crl_file:
+            try:
+                # load_verify_locations also takes the CRLs of a PEM file
+                loaded = context.cert_store_stats()["crl"]
+                context.load_verify_locations(cafile=self.internal_crl_file)
+                if context.cert_store_stats()["crl"] == loaded:
+                    raise ssl.SSLError("no CRL in it")
+            except (OSError, ssl.SSLError) as exc:
+                raise ConfigError(
+                    "QUERYGPT_INTERNAL_CRL_FILE",
+                    f"names {self.internal_crl_file!r}, which holds no usable CRL (PEM): {exc}",
+                ) from None
+            # the server's certificate must not be revoked, and its CA's CRL must be there
+            context.verify_flags |= ssl.VERIFY_CRL_CHECK_LEAF
+        return context
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -360,6 +380,7 @@ class Settings:
             qdrant_write_consistency_factor=write_consistency_factor,
             ollama_urls=_parse("QUERYGPT_OLLAMA_URLS", raw, _http_urls),
             internal_ca_file=_parse("QUERYGPT_INTERNAL_CA_FILE", raw, _optional(_ca_file)) or None,
+            internal_crl_file=_parse("QUERYGPT_INTERNAL_CRL_FILE", raw, _optional(_ca_file)) or None,
             ollama_cooldown_seconds=_parse(
                 "QUERYGPT_OLLAMA_COOLDOWN_SECONDS", raw, _positive_float
             ),

@@ -92,6 +92,9 @@ def connect_args(
         args["password"] = settings.database_password
     if settings.database_sslrootcert:
         args["sslrootcert"] = settings.database_sslrootcert
+    if settings.internal_crl_file:
+        # libpq then refuses a revoked server certificate (and one of a CA without a CRL there)
+        args["sslcrl"] = settings.internal_crl_file
     return args
 
 
