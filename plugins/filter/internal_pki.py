@@ -211,7 +211,13 @@ def crl_metrics(bundle: Any, certificate: Any = "") -> str:
         names = crl.issuer.get_attributes_for_oid(x509.NameOID.COMMON_NAME)
         issuer = (str(names[0].value) if names else crl.issuer.rfc4514_string()).replace("\\", "\\\\").replace('"', '\\"')
         until = int(crl.next_update_utc.timestamp()) if crl.next_update_utc else 0
-        lines.append(f'internal_pki_crl_next_update_seconds{{issuer="{issuer}"}} {until}')
+        # the issuer's key too: two CAs of a rotation may share a name, and a duplicate series
+        # would make the textfile collector drop the whole file
+        try:
+            key_id = crl.extensions.get_extension_for_class(x509.AuthorityKeyIdentifier).value.key_identifier.hex()
+        except x509.ExtensionNotFound:
+            key_id = ""
+        lines.append(f'internal_pki_crl_next_update_seconds{{issuer="{issuer}",issuer_key_id="{key_id}"}} {until}')
     if certificate:
         cert = _cert(certificate, "the host certificate")
         lines += [

@@ -187,7 +187,15 @@ def test_the_metrics_say_when_each_crl_and_the_certificate_run_out(ca):
     crl = pki.crl_sign(ca_pem, ca_key, [], 100)
     text = pki.crl_metrics(crl, cert)
     until = int(x509.load_pem_x509_crl(crl.encode()).next_update_utc.timestamp())
-    assert f'internal_pki_crl_next_update_seconds{{issuer="QueryGPT test internal CA"}} {until}' in text
+    key_id = x509.SubjectKeyIdentifier.from_public_key(
+        x509.load_pem_x509_certificate(ca_pem.encode()).public_key()).digest.hex()
+    assert (f'internal_pki_crl_next_update_seconds{{issuer="QueryGPT test internal CA",issuer_key_id="{key_id}"}} '
+            f'{until}') in text
+    # two CAs of one name (a rotation on the day the CA was made): two series, told apart by key
+    twin, twin_key = secrets.internal_ca("QueryGPT test internal CA")
+    both = pki.crl_metrics(crl + pki.crl_sign(twin, twin_key, [], 100))
+    series = [line.rsplit(" ", 1)[0] for line in both.splitlines() if not line.startswith("#")]
+    assert len(series) == 2 and len(set(series)) == 2, both
     not_after = int(x509.load_pem_x509_certificate(cert.encode()).not_valid_after_utc.timestamp())
     assert f"internal_pki_certificate_not_after_seconds {not_after}" in text
     assert pki.crl_metrics(crl, cert) == text  # the same files, the same text

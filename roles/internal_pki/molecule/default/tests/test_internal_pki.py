@@ -78,7 +78,8 @@ def test_the_crl_is_the_current_cas_alone_signed_and_announced(host):
     assert f"URI:file://{TLS}/crl.pem" in text
     metrics = host.file("/var/lib/prometheus/node-exporter/internal_pki.prom").content_string
     next_update = host.check_output(f"date -d \"$(openssl crl -in {TLS}/crl.pem -noout -nextupdate | cut -d= -f2)\" +%s")
-    assert f'internal_pki_crl_next_update_seconds{{issuer="QueryGPT molecule internal-ca-2"}} {next_update}' in metrics
+    assert f'internal_pki_crl_next_update_seconds{{issuer="QueryGPT molecule internal-ca-2",issuer_key_id="' in metrics
+    assert f'"}} {next_update}\n' in metrics
     not_after = host.check_output(f"date -d \"$(openssl x509 -in {TLS}/host.pem -noout -enddate | cut -d= -f2)\" +%s")
     assert f"internal_pki_certificate_not_after_seconds {not_after}" in metrics
 
