@@ -48,6 +48,8 @@ def rotation(lab, rollout_site):
     """Rotate under load once; the tests below read what it left."""
     site = rollout_site
     old_ca = lab_vault()[secrets.INTERNAL_CA_CERT]
+    nginx_before = {edge: nginx_master(lab, edge) for edge in lab.groups["edge"]}
+    started = int(time.time())
     secrets.edit_vault(lambda vault: secrets.rotate_ca(vault, NEW_CA_NAME))
     lab_vault.cache_clear()
     with under_load(site, "internal CA rotation") as run:
@@ -61,11 +63,18 @@ def rotation(lab, rollout_site):
     lab_vault.cache_clear()
     new_ca = lab_vault()[secrets.INTERNAL_CA_CERT]
     assert new_ca != old_ca and secrets.INTERNAL_CA_PREVIOUS not in lab_vault()
-    return new_ca, run["rollout"], ended
+    nginx_reloads = {edge: (nginx_before[edge], nginx_master(lab, edge), lab.exec(
+        edge, f"journalctl -u nginx.service --since @{started} -o cat | grep -c '^Reloaded nginx'").stdout.strip())
+        for edge in lab.groups["edge"]}
+    return new_ca, run["rollout"], ended, nginx_reloads
+
+
+def nginx_master(lab, edge: str) -> str:
+    return lab.exec(edge, "systemctl show -p MainPID --value nginx.service").stdout.strip()
 
 
 def test_the_rotation_under_load_fails_no_request(rotation):
-    _, rollout, _ = rotation
+    _, rollout, *_ = rotation
     result = rollout.result
     assert not result.failures, result.describe_failures()
     assert result.stats("/api/query")["requests"] >= 10, result.report()
@@ -74,13 +83,25 @@ def test_the_rotation_under_load_fails_no_request(rotation):
     assert rollout.output.count("RUNNING HANDLER [qdrant : Restart qdrant]") == 3 * 3, rollout.output[-4000:]
 
 
+def test_every_edge_reloaded_nginx_under_load_without_leaving_the_load_balancer(rotation):
+    """An nginx reload under load: each phase's new CA file, CRL or certificate reloads every
+    edge's nginx (internal_pki's handler), which answers what is in flight on its old workers.
+    The same master process throughout, and no edge drained: a reload needs neither."""
+    *_, rollout, _, reloads = rotation
+    for edge, (before, after, reloaded) in reloads.items():
+        assert before.isdigit() and before != "0", f"{edge}: nginx's main PID unread: {before!r}"
+        assert after == before, f"{edge}: nginx was restarted ({before} -> {after}), not reloaded"
+        assert int(reloaded or 0) >= 3, f"{edge}: nginx reloaded {reloaded} times, one per phase expected"
+    assert "RUNNING HANDLER [nginx : Take the edge out of the load balancer]" not in rollout.output
+
+
 # The CRLs the checking clients load (roles/internal_pki's crl.pem, the backend's copy).
 CRLS = {"all": "/etc/journal-tls/crl.pem", "backend": "/etc/querygpt/internal-crl.pem"}
 
 
 @pytest.mark.parametrize("group", sorted(COPIES))
 def test_every_copy_holds_a_certificate_from_the_new_ca_and_trusts_it_alone(lab, rotation, group):
-    new_ca, _, _ = rotation
+    new_ca, *_ = rotation
     hosts = [h for h in lab.groups[group] if h not in lab.groups.get("external_services", [])]
     for host in hosts:
         for cert, ca in COPIES[group]:
@@ -113,7 +134,7 @@ def test_every_internal_endpoint_serves_the_new_ca_and_verifies_against_it_alone
 def test_prometheus_scrapes_and_probes_every_target_after_the_rotation(lab, rotation):
     """Every scrape and probe verifies its target against the new CA alone: Prometheus reads its
     CA file again when it changes, the blackbox exporter was reloaded."""
-    _, _, ended = rotation
+    _, _, ended, _ = rotation
     mon = lab.groups["monitoring"][0]
 
     def unhealthy():

@@ -1,7 +1,9 @@
 """Rollouts under steady load, through the lab's load balancer (HAProxy on the `lb` host, the
-NLB's stand-in): a rolling backend release, an nginx configuration change, a frontend release
-and a rolling reboot of the edges and of the backends must each fail no request
-(docs/architecture.md, "Rollouts and drain"). The scenarios are benchmarks/rollouts.py's, which
+NLB's stand-in): a frontend release, a rolling Qdrant upgrade, a rolling reboot of the edges
+and of the backends, a zone outage and a PostgreSQL failover must each fail no request
+(docs/architecture.md, "Rollouts and drain"). A backend's drained restart and an nginx reload
+under load are the secrets and CA rotation drills' (test_lab_secrets_rotation.py,
+test_lab_ca_rotation.py), which do both on every backend and edge: they are not run again here. The scenarios are benchmarks/rollouts.py's, which
 prints the same figures; the load is benchmarks/load.py's: kept-alive clients and clients on new
 connections, health checks and questions; the Ollama stand-in takes a small GPU model's time,
 so questions are in flight when a host leaves its pool. A request that meets a kept-alive
@@ -24,8 +26,8 @@ BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
 sys.path.insert(0, str(BENCHMARKS))
 from labview import REPO, ansible_env  # noqa: E402
 from rollouts import (  # noqa: E402
-    FRONTEND, KILLS, PROBE_POINTS, PlaybookFailed, Rollout, Site, backend_release, frontend_release, kill_recovery,
-    nginx_change, playbook, postgres_failover, qdrant_kill, qdrant_upgrade, rolling_reboot, wait_qdrant_settled,
+    FRONTEND, KILLS, PROBE_POINTS, PlaybookFailed, Rollout, Site, frontend_release, kill_recovery,
+    playbook, postgres_failover, qdrant_kill, qdrant_upgrade, rolling_reboot, wait_qdrant_settled,
     zone_outage,
 )
 
@@ -61,26 +63,6 @@ def test_the_load_balancer_spreads_new_connections_over_both_edges(lab, site):
         assert site.request("GET", "/api/health").status_code == 200
     after = servers()
     assert all(after[edge][0] - before[edge][0] >= 2 for edge in before), (before, after)
-
-
-def test_a_backend_release_rolls_out_under_load_without_a_failed_request(lab, site):
-    """Each backend restarts (its environment file changes): it leaves the edges' upstreams,
-    finishes what is in flight, restarts and rejoins once ready. The new value stays until the
-    next converge (the lab tests run last in CI; another run of this test picks the other)."""
-    rollout = backend_release(lab, site)
-    assert_no_failure(rollout)
-    # one batch per backend (the canary, then the other): each drained, restarted, put back
-    assert rollout.output.count("RUNNING HANDLER [backend : Restart querygpt-backend]") == 2
-    assert rollout.output.count("RUNNING HANDLER [backend : Out - wait until no request from an edge is in flight]") == 2
-    assert rollout.output.count("backend : Mark this backend down, or up again, on every edge]") == 4
-
-
-def test_an_nginx_configuration_change_under_load_fails_no_request(lab, site):
-    """A reload: nginx answers the requests in flight on its old workers; nothing is drained."""
-    rollout = nginx_change(lab, site)
-    assert_no_failure(rollout)
-    assert rollout.output.count("RUNNING HANDLER [nginx : Reload the nginx service]") == 2
-    assert "RUNNING HANDLER [nginx : Take the edge out of the load balancer]" not in rollout.output
 
 
 @pytest.mark.parametrize("unit", [u for u in KILLS if u != "qdrant"])  # qdrant: under load, below

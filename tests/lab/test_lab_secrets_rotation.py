@@ -64,6 +64,11 @@ def test_the_rotation_under_load_fails_no_request(rotation):
     assert result.stats("/api/query")["requests"] >= 10, result.report()
     # each backend restarted twice (both keys, then the new one alone), each peer once
     assert rollout.output.count("RUNNING HANDLER [backend : Restart querygpt-backend]") == 2 * 2, rollout.output[-4000:]
+    # each restart drained, as a backend release's is (the same handlers): out of every edge's
+    # upstreams, what is in flight finished, restarted, put back once ready
+    assert rollout.output.count(
+        "RUNNING HANDLER [backend : Out - wait until no request from an edge is in flight]") == 2 * 2
+    assert rollout.output.count("backend : Mark this backend down, or up again, on every edge]") == 2 * 2 * 2
     assert rollout.output.count("RUNNING HANDLER [qdrant : Restart qdrant]") == 3, rollout.output[-4000:]
 
 
