@@ -92,28 +92,65 @@ def test_bad_input_fails_naming_the_variable(bad_input_runs, case, needle):
     bad_input_runs[case].assert_refused(needle)
 
 
-@pytest.mark.parametrize("urls", [[], ["http://10.0.3.10:11434", "http://10.0.3.10:11434"], "http://10.0.3.10:11434"],
-                         ids=["empty", "duplicate", "a string"])
-def test_the_ollama_pool_is_a_list_of_distinct_urls(tmp_path, urls):
-    run(tmp_path, {"backend_ollama_urls": urls}).assert_refused(f"backend_ollama_urls: got {json.dumps(urls)}")
+# The cases below that need nothing but their variables run in one ansible-playbook run, as
+# the bad input above (most of a run's cost is starting ansible-playbook): each test's
+# variables are listed here when the module is read, and each test reads its own Result (one
+# not listed fails with a KeyError, it cannot pass unrun).
+SIMPLE: list[dict] = []
 
 
-@pytest.mark.parametrize("urls", [[], ["http://10.0.2.10:6333", "http://10.0.2.10:6333"], "http://10.0.2.10:6333",
-                                  ["http://10.0.2.10:6333", "10.0.18.10:6333"]],
-                         ids=["empty", "duplicate", "a string", "not a URL"])
-def test_the_qdrant_peers_are_a_list_of_distinct_urls(tmp_path, urls):
-    run(tmp_path, {"backend_qdrant_urls": urls}).assert_refused(
+def listed(*overrides: dict) -> list[dict]:
+    SIMPLE.extend(overrides)
+    return list(overrides)
+
+
+def _key(overrides: dict) -> str:
+    return json.dumps(overrides, sort_keys=True)
+
+
+@pytest.fixture(scope="module")
+def simple_runs(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("backend-simple")
+    prefix = {"backend_install_prefix": str(tmp / "prefix")}
+    unique = {_key(overrides): overrides for overrides in SIMPLE}
+    runs = run_batch(tmp, {f"case-{i}": ("backend", {**prefix, **overrides}) for i, overrides in enumerate(unique.values())})
+    return {key: runs[f"case-{i}"] for i, key in enumerate(unique)}
+
+
+def simple(runs, overrides: dict):
+    return runs[_key(overrides)]
+
+
+@pytest.mark.parametrize("overrides", listed(*({"backend_ollama_urls": urls} for urls in (
+    [], ["http://10.0.3.10:11434", "http://10.0.3.10:11434"], "http://10.0.3.10:11434"))),
+    ids=["empty", "duplicate", "a string"])
+def test_the_ollama_pool_is_a_list_of_distinct_urls(simple_runs, overrides):
+    urls = overrides["backend_ollama_urls"]
+    simple(simple_runs, overrides).assert_refused(f"backend_ollama_urls: got {json.dumps(urls)}")
+
+
+@pytest.mark.parametrize("overrides", listed(*({"backend_qdrant_urls": urls} for urls in (
+    [], ["http://10.0.2.10:6333", "http://10.0.2.10:6333"], "http://10.0.2.10:6333",
+    ["http://10.0.2.10:6333", "10.0.18.10:6333"]))),
+    ids=["empty", "duplicate", "a string", "not a URL"])
+def test_the_qdrant_peers_are_a_list_of_distinct_urls(simple_runs, overrides):
+    urls = overrides["backend_qdrant_urls"]
+    simple(simple_runs, overrides).assert_refused(
         f"backend_qdrant_urls: got {json.dumps(urls)}: expected a list of one or more distinct http(s) URLs")
 
 
-@pytest.mark.parametrize(("variable", "value", "ok"), [
+QDRANT_TIMEOUTS = [
     ("backend_qdrant_cooldown_seconds", 0.5, True), ("backend_qdrant_cooldown_seconds", 3600, True),
     ("backend_qdrant_cooldown_seconds", 3601, False), ("backend_qdrant_cooldown_seconds", -1, False),
     ("backend_qdrant_connect_timeout_seconds", 0.25, True), ("backend_qdrant_connect_timeout_seconds", 60, True),
     ("backend_qdrant_connect_timeout_seconds", 0, False), ("backend_qdrant_connect_timeout_seconds", 61, False),
-])
-def test_the_qdrant_timeouts_are_positive_seconds(tmp_path, variable, value, ok):
-    result = run(tmp_path, {variable: value})
+]
+listed(*({variable: value} for variable, value, _ in QDRANT_TIMEOUTS))
+
+
+@pytest.mark.parametrize(("variable", "value", "ok"), QDRANT_TIMEOUTS)
+def test_the_qdrant_timeouts_are_positive_seconds(simple_runs, variable, value, ok):
+    result = simple(simple_runs, {variable: value})
     if ok:
         result.assert_ok()
     else:
@@ -121,11 +158,14 @@ def test_the_qdrant_timeouts_are_positive_seconds(tmp_path, variable, value, ok)
         assert len(result.problems) == 1, result.problems
 
 
-@pytest.mark.parametrize(("key", "problem"), [
-    (("SeCrEt" * 8)[:31], "is shorter than 32 characters"), (("SeCrEt" * 8)[:32], ""),
-    ("SeCrEt" * 4 + " " + "SeCrEt" * 4, "holds white space")], ids=["31", "32", "space"])
-def test_the_secret_key_has_at_least_32_characters_and_is_never_shown(tmp_path, key, problem):
-    result = run(tmp_path, {"backend_secret_key": key})
+SECRET_KEYS = [(("SeCrEt" * 8)[:31], "is shorter than 32 characters"), (("SeCrEt" * 8)[:32], ""),
+               ("SeCrEt" * 4 + " " + "SeCrEt" * 4, "holds white space")]
+listed(*({"backend_secret_key": key} for key, _ in SECRET_KEYS))
+
+
+@pytest.mark.parametrize(("key", "problem"), SECRET_KEYS, ids=["31", "32", "space"])
+def test_the_secret_key_has_at_least_32_characters_and_is_never_shown(simple_runs, key, problem):
+    result = simple(simple_runs, {"backend_secret_key": key})
     if not problem:
         result.assert_ok()
     else:
@@ -137,31 +177,42 @@ def test_the_secret_key_has_at_least_32_characters_and_is_never_shown(tmp_path, 
 THREE_PEERS = ["https://10.0.18.10:6333", "https://10.0.34.10:6333", "https://10.0.50.10:6333"]
 
 
+listed(*({"backend_qdrant_urls": THREE_PEERS, "backend_qdrant_peer_count": count} for count in (2, 4)))
+listed(*({"backend_qdrant_urls": THREE_PEERS, "backend_qdrant_peer_count": count, "backend_qdrant_replication_factor": 3}
+         for count in (3, None)))
+
+
 @pytest.mark.parametrize("count", [2, 4])
-def test_the_qdrant_urls_must_list_every_peer_when_the_count_is_set(tmp_path, count):
-    result = run(tmp_path, {"backend_qdrant_urls": THREE_PEERS, "backend_qdrant_peer_count": count})
+def test_the_qdrant_urls_must_list_every_peer_when_the_count_is_set(simple_runs, count):
+    result = simple(simple_runs, {"backend_qdrant_urls": THREE_PEERS, "backend_qdrant_peer_count": count})
     result.assert_refused(f"backend_qdrant_urls: lists 3 Qdrant peer(s) but backend_qdrant_peer_count is {count}:")
     assert len(result.problems) == 1, result.problems
 
 
 @pytest.mark.parametrize("count", [3, None], ids=["the same count", "no count"])
-def test_the_qdrant_urls_pass_with_the_same_count_or_none(tmp_path, count):
+def test_the_qdrant_urls_pass_with_the_same_count_or_none(simple_runs, count):
     # the twin of the test above; with no count the URLs set it (here for the replication factor)
-    result = run(tmp_path, {"backend_qdrant_urls": THREE_PEERS, "backend_qdrant_peer_count": count,
+    result = simple(simple_runs, {"backend_qdrant_urls": THREE_PEERS, "backend_qdrant_peer_count": count,
                             "backend_qdrant_replication_factor": 3})
     result.assert_ok()
 
 
-def test_without_a_count_the_replication_factor_is_checked_against_the_urls(tmp_path):
-    result = run(tmp_path, {"backend_qdrant_urls": THREE_PEERS[:2], "backend_qdrant_replication_factor": 3})
+TWO_PEERS_THREE_COPIES = listed({"backend_qdrant_urls": THREE_PEERS[:2], "backend_qdrant_replication_factor": 3})[0]
+
+
+def test_without_a_count_the_replication_factor_is_checked_against_the_urls(simple_runs):
+    result = simple(simple_runs, TWO_PEERS_THREE_COPIES)
     result.assert_refused("backend_qdrant_replication_factor: got 3: expected 1-16 copies of each shard, and no "
                           "more than the Qdrant peers that can hold them (backend_qdrant_peer_count: 2,")
     assert len(result.problems) == 1, result.problems
 
 
-def test_every_problem_is_reported_in_one_run(tmp_path):
-    result = run(tmp_path, {"backend_qdrant_api_key": "", "backend_top_k": 0, "backend_port": 70000,
-                            "backend_wheelhouse_archive": "wheels.zip"})
+FOUR_PROBLEMS = listed({"backend_qdrant_api_key": "", "backend_top_k": 0, "backend_port": 70000,
+                        "backend_wheelhouse_archive": "wheels.zip"})[0]
+
+
+def test_every_problem_is_reported_in_one_run(simple_runs):
+    result = simple(simple_runs, FOUR_PROBLEMS)
     result.assert_refused("backend_qdrant_api_key: is empty", "backend_top_k:", "backend_port:",
                           "backend_wheelhouse_archive:")
     assert len(result.problems) == 4, result.problems
@@ -229,48 +280,55 @@ def test_the_role_defaults_end_before_the_wired_edge_timeout(tmp_path):
     run(tmp_path, WIRED_EDGE, show={"edge": "{{ backend_edge_timeout }}"}).assert_ok()
 
 
-@pytest.mark.parametrize(
-    ("overrides", "variable"),
-    [
-        # the edge's timeout lowered below the default deadline (240) + margin (15)
-        ({"nginx_proxy_read_timeout": 255}, "backend_query_deadline_seconds"),
-        ({"nginx_proxy_read_timeout": 255}, "backend_upload_deadline_seconds"),
-        # a deadline raised to the edge's timeout minus less than the margin
-        ({"backend_upload_deadline_seconds": 290}, "backend_upload_deadline_seconds"),
-        ({"backend_query_deadline_seconds": 300}, "backend_query_deadline_seconds"),
-        ({"backend_deadline_margin": 61}, "backend_query_deadline_seconds"),
-    ],
-    ids=["edge-lowered-query", "edge-lowered-upload", "upload-too-long", "query-equals-edge", "margin"],
-)
-def test_a_deadline_the_edge_would_cut_is_refused_naming_both(tmp_path, overrides, variable):
-    result = run(tmp_path, {**WIRED_EDGE, **overrides})
+EDGE_CUTS = [
+    # the edge's timeout lowered below the default deadline (240) + margin (15)
+    ({"nginx_proxy_read_timeout": 255}, "backend_query_deadline_seconds"),
+    ({"nginx_proxy_read_timeout": 255}, "backend_upload_deadline_seconds"),
+    # a deadline raised to the edge's timeout minus less than the margin
+    ({"backend_upload_deadline_seconds": 290}, "backend_upload_deadline_seconds"),
+    ({"backend_query_deadline_seconds": 300}, "backend_query_deadline_seconds"),
+    ({"backend_deadline_margin": 61}, "backend_query_deadline_seconds"),
+]
+listed(*({**WIRED_EDGE, **overrides} for overrides, _ in EDGE_CUTS))
+
+
+@pytest.mark.parametrize(("overrides", "variable"), EDGE_CUTS,
+                         ids=["edge-lowered-query", "edge-lowered-upload", "upload-too-long", "query-equals-edge",
+                              "margin"])
+def test_a_deadline_the_edge_would_cut_is_refused_naming_both(simple_runs, overrides, variable):
+    result = simple(simple_runs, {**WIRED_EDGE, **overrides})
     result.assert_refused(f"{variable}: got", "nginx_proxy_read_timeout (")
     problem = next(p for p in result.problems if f"{variable}: got" in p)
     assert "nginx_proxy_read_timeout" in problem and "backend_deadline_margin" in problem
 
 
-def test_the_deadline_boundary(tmp_path):
+BOUNDARY = listed(*({**WIRED_EDGE, "backend_query_deadline_seconds": seconds} for seconds in (284, 285)))
+
+
+def test_the_deadline_boundary(simple_runs):
     # 284 + 15 = 299 < 300 passes; 285 + 15 = 300 does not (the edge would cut at the same moment)
-    run(tmp_path, {**WIRED_EDGE, "backend_query_deadline_seconds": 284}).assert_ok()
-    run(tmp_path, {**WIRED_EDGE, "backend_query_deadline_seconds": 285}).assert_refused(
+    passing, cut = BOUNDARY
+    simple(simple_runs, passing).assert_ok()
+    simple(simple_runs, cut).assert_refused(
         "backend_query_deadline_seconds: got 285")
 
 
-@pytest.mark.parametrize(
-    ("overrides", "needle"),
-    [
-        ({"backend_gpu_concurrency": 0}, "backend_gpu_concurrency: expected 1-64"),
-        ({"backend_gpu_queue": -1}, "backend_gpu_queue: expected 0-1024"),
-        ({"backend_query_rate": 0}, "backend_query_rate: expected requests per second above 0"),
-        ({"backend_upload_rate": "fast"}, "backend_upload_rate: expected"),
-        ({"backend_query_burst": 0}, "backend_query_burst: expected 1-10000"),
-        ({"backend_upload_concurrency": 25}, "backend_upload_concurrency: expected at least 1, and at most 32"),
-        ({"backend_query_deadline_seconds": 0}, "backend_query_deadline_seconds: got 0"),
-    ],
-    ids=lambda v: next(iter(v)) if isinstance(v, dict) else None,
-)
-def test_bad_limits_fail_naming_the_variable(tmp_path, overrides, needle):
-    run(tmp_path, {**WIRED_EDGE, **overrides}).assert_refused(needle)
+BAD_LIMITS = [
+    ({"backend_gpu_concurrency": 0}, "backend_gpu_concurrency: expected 1-64"),
+    ({"backend_gpu_queue": -1}, "backend_gpu_queue: expected 0-1024"),
+    ({"backend_query_rate": 0}, "backend_query_rate: expected requests per second above 0"),
+    ({"backend_upload_rate": "fast"}, "backend_upload_rate: expected"),
+    ({"backend_query_burst": 0}, "backend_query_burst: expected 1-10000"),
+    ({"backend_upload_concurrency": 25}, "backend_upload_concurrency: expected at least 1, and at most 32"),
+    ({"backend_query_deadline_seconds": 0}, "backend_query_deadline_seconds: got 0"),
+]
+listed(*({**WIRED_EDGE, **overrides} for overrides, _ in BAD_LIMITS))
+
+
+@pytest.mark.parametrize(("overrides", "needle"), BAD_LIMITS,
+                         ids=lambda v: next(iter(v)) if isinstance(v, dict) else None)
+def test_bad_limits_fail_naming_the_variable(simple_runs, overrides, needle):
+    simple(simple_runs, {**WIRED_EDGE, **overrides}).assert_refused(needle)
 
 
 def test_rollback_only_to_a_kept_release(tmp_path):
@@ -286,15 +344,22 @@ def test_rollback_only_to_a_kept_release(tmp_path):
     assert result.shown == {"active": f"{tmp_path}/prefix/releases/0.0.9", "url": "https://127.0.0.1:8000"}  # TLS only
 
 
-def test_the_api_key_never_reaches_the_output(tmp_path):
-    result = run(tmp_path, {"backend_qdrant_api_key": "s3cr3t-visible-if-leaked", "backend_top_k": 0})
+LEAKABLE_KEY = listed({"backend_qdrant_api_key": "s3cr3t-visible-if-leaked", "backend_top_k": 0})[0]
+
+
+def test_the_api_key_never_reaches_the_output(simple_runs):
+    # the output is the whole batch's: no case shows this key
+    result = simple(simple_runs, LEAKABLE_KEY)
     assert not result.ok
     assert "s3cr3t-visible-if-leaked" not in result.output
 
 
-def test_a_release_the_wiring_cannot_compute_is_named(tmp_path):
+UNPINNED_RELEASE = listed({"backend_version": "{{ querygpt_release.version }}",
+                           "backend_wheelhouse_archive": "{{ querygpt_release_dir }}/wheelhouse.tar.gz"})[0]
+
+
+def test_a_release_the_wiring_cannot_compute_is_named(simple_runs):
     # group_vars/all/release.yml reads the release from the environment's pins
-    result = run(tmp_path, {"backend_version": "{{ querygpt_release.version }}",
-                            "backend_wheelhouse_archive": "{{ querygpt_release_dir }}/wheelhouse.tar.gz"})
+    result = simple(simple_runs, UNPINNED_RELEASE)
     result.assert_refused("backend_version: cannot be computed", "backend_wheelhouse_archive: cannot be computed")
     assert not result.failures
