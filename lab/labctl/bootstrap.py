@@ -95,9 +95,10 @@ def ensure_docker() -> None:
     raise LabError(f"dockerd did not come up; see {STATE / 'dockerd.log'}\n{NO_DOCKER_HELP}")
 
 
-def _venv(path: Path, requirements: list[Path]) -> None:
-    """Create or refresh a virtualenv; a stamp of the requirement files skips unchanged ones."""
-    digest = hashlib.sha256(b"".join(r.read_bytes() for r in requirements)).hexdigest()
+def _venv(path: Path, requirements: list[Path], no_deps: list[Path] = ()) -> None:
+    """Create or refresh a virtualenv; a stamp of the requirement files skips unchanged ones.
+    `no_deps` files are installed after, without the dependencies their packages declare."""
+    digest = hashlib.sha256(b"".join(r.read_bytes() for r in [*requirements, *no_deps])).hexdigest()
     stamp = path / ".requirements.sha256"
     if stamp.exists() and stamp.read_text() == digest:
         return
@@ -106,10 +107,10 @@ def _venv(path: Path, requirements: list[Path]) -> None:
     # --no-compile: pip would byte-compile all 36,000 files (the `ansible` package's bundled
     # collections are most of them) on one core for minutes; Python compiles the few
     # thousand that are ever imported on first use and caches them in the venv.
-    args = [str(path / "bin" / "pip"), "install", "-q", "--disable-pip-version-check", "--no-compile"]
-    for req in requirements:
-        args += ["-r", str(req)]
-    run(args)
+    pip = [str(path / "bin" / "pip"), "install", "-q", "--disable-pip-version-check", "--no-compile"]
+    run([*pip, *(arg for req in requirements for arg in ("-r", str(req)))])
+    if no_deps:
+        run([*pip, "--no-deps", *(arg for req in no_deps for arg in ("-r", str(req)))])
     stamp.write_text(digest)
 
 
@@ -117,8 +118,9 @@ def ensure_venvs() -> None:
     """Both virtualenvs at once: pip installs on one core, and each spends minutes on a fresh machine."""
     req = REPO / "requirements"
     with ThreadPoolExecutor(max_workers=2) as pool:
-        # ollama-standin.txt: the stand-in's real all-minilm embeddings, which the tests run.
-        jobs = [pool.submit(_venv, VENV, [req / "controller.txt", req / "app.txt", req / "ollama-standin.txt"]),
+        # ollama-standin*.txt: the stand-in's real all-minilm embeddings, which the tests run.
+        jobs = [pool.submit(_venv, VENV, [req / "controller.txt", req / "app.txt", req / "ollama-standin.txt"],
+                            [req / "ollama-standin-models.txt"]),
                 pool.submit(_venv, CHECKOV_VENV, [req / "checkov.txt"])]
         for job in jobs:
             job.result()

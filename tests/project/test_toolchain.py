@@ -49,7 +49,7 @@ def test_requirements_yml_pins_ranges():
 
 
 def test_controller_requirements_are_pinned():
-    for name in ("controller.txt", "app.txt", "checkov.txt", "ollama-standin.txt"):
+    for name in ("controller.txt", "app.txt", "checkov.txt", "ollama-standin.txt", "ollama-standin-models.txt"):
         for line in (REPO / "requirements" / name).read_text().splitlines():
             line = line.split("#")[0].strip()
             if line:

