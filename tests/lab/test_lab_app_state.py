@@ -20,8 +20,8 @@ from reportlab.pdfgen import canvas
 from labview import REPO, ansible_env, lab_vault, qdrant_call
 
 
-def psql(lab, host, sql):
-    done = lab.exec(host, f"runuser -u postgres -- psql -XAtq -d querygpt -c {shlex.quote(sql)}")
+def psql(lab, host, sql, database="querygpt"):
+    done = lab.exec(host, f"runuser -u postgres -- psql -XAtq -d {database} -c {shlex.quote(sql)}")
     assert done.returncode == 0, done.stderr
     return done.stdout.strip()
 
@@ -42,16 +42,56 @@ def schema_pdf(path, table):
     return path
 
 
-def test_the_primary_commits_synchronously_to_the_standby(lab, primary):
-    standby = next(h for h in lab.groups["postgres"] if h != primary)
+@pytest.fixture(scope="module")
+def standby(lab, primary):
+    return next(h for h in lab.groups["postgres"] if h != primary)
+
+
+def test_the_primary_commits_synchronously_to_the_standby(lab, primary, standby):
+    """The standby was cloned from the primary and streams through its slot; with ANY 1 a
+    commit returns once the standby has flushed it, and the hot standby serves it to readers
+    and refuses writes. (Molecule's postgresql scenario is a one-host cluster: the pair is
+    tested here.)"""
     assert psql(lab, standby, "SELECT pg_is_in_recovery()") == "t"
-    rows = psql(lab, primary, "SELECT state || ' ' || sync_state FROM pg_stat_replication")
-    assert rows == "streaming quorum", rows
+    rows = psql(lab, primary, "SELECT application_name || ' ' || state || ' ' || sync_state FROM pg_stat_replication")
+    name, *state = rows.split()
+    assert state == ["streaming", "quorum"], rows
+    assert psql(lab, primary, "SELECT slot_name || ' ' || active FROM pg_replication_slots").split() == [name, "true"]
+    assert psql(lab, primary, "SHOW synchronous_standby_names") == f"ANY 1 ({name})"
+    marker = uuid.uuid4().hex
+    # In the maintenance database: the app's schema is its migrations' alone.
+    psql(lab, primary, "CREATE TABLE IF NOT EXISTS lab_replication (marker text)", "postgres")
+    psql(lab, primary, f"INSERT INTO lab_replication VALUES ('{marker}')", "postgres")
+    # Flushed on the standby before the commit returned; replayed (readable) a moment later.
+    for _ in range(50):
+        if psql(lab, standby, f"SELECT count(*) FROM lab_replication WHERE marker = '{marker}'", "postgres") == "1":
+            break
+        time.sleep(0.2)
+    else:
+        pytest.fail("the committed row never became readable on the standby")
+    refused = lab.exec(standby, "runuser -u postgres -- psql -XAtq -d postgres -c "
+                                "\"INSERT INTO lab_replication VALUES ('x')\"")
+    assert refused.returncode != 0 and "read-only transaction" in refused.stderr, refused.stderr
+    psql(lab, primary, "DROP TABLE lab_replication", "postgres")
     # The backends are connected (their /ready checks the database), every one of them over TLS.
     by_tls = psql(lab, primary, "SELECT count(*) FILTER (WHERE ssl) || ' ' || count(*) FILTER (WHERE NOT ssl) "
                                 "FROM pg_stat_ssl JOIN pg_stat_activity USING (pid) WHERE usename = 'querygpt'")
     with_tls, without_tls = map(int, by_tls.split())
     assert with_tls > 0 and without_tls == 0, by_tls
+
+
+def test_backups_are_copied_from_the_standby_and_its_own_timers_skip(lab, primary, standby):
+    """backup-standby=prefer: the converge's first full backup, run on the primary, copied the
+    files from the standby once it had replayed to the backup's start; the standby's own
+    backup units (the same timers on every host, since either may be promoted) do nothing."""
+    log = lab.exec(primary, "cat /var/log/pgbackrest/querygpt-backup.log")
+    assert log.returncode == 0, log.stderr
+    assert "backup-standby" in log.stdout and "wait for replay on the standby" in log.stdout, log.stdout[-2000:]
+    since = lab.exec(standby, "date +%s").stdout.strip()
+    run = lab.exec(standby, "systemctl start querygpt-postgresql-backup@diff.service && journalctl "
+                            f"-u querygpt-postgresql-backup@diff.service --since @{since} --no-pager -o cat",
+                   timeout=60)
+    assert run.returncode == 0 and "this host is a standby" in run.stdout, run.stdout + run.stderr
 
 
 def test_an_erased_document_leaves_nothing_in_qdrant_s3_or_the_database(lab, edge_api, primary, tmp_path):

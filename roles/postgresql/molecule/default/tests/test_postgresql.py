@@ -1,20 +1,17 @@
-"""Verify the postgresql role on the converged primary and standby, read back live.
+"""Verify the postgresql role on a converged one-host cluster, read back live.
 
-Both hosts are real Debian PostgreSQL servers: the tests check the cluster's shape (who is
-primary, synchronous streaming through the slot, a commit readable on the standby), the way
+The host is a real Debian PostgreSQL server, the cluster's primary: the tests check the way
 in (TLS verified against the internal CA, scram-sha-256 only, only the listed addresses),
-the sandbox and the exporter.
+the sandbox, the exporter and pgBackRest's backups. The standby's part (cloned from the
+primary, synchronous streaming through its slot, the backups copied from it, its own timers
+skipping) is tested on the lab's pair: tests/lab/test_lab_app_state.py.
 """
 
 import json
-import os
 import sys
-import time
-import uuid
 from pathlib import Path
 
 import pytest
-import testinfra
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[5] / "molecule" / "shared"))
 
@@ -38,10 +35,6 @@ def psql(host, sql, check=True):
     return cmd
 
 
-def is_primary(host):
-    return psql(host, "SELECT NOT pg_is_in_recovery()").stdout.strip() == "t"
-
-
 def replication_login(host, address, sslmode="verify-full", root=CA, password=REPLICATION_PASSWORD):
     """IDENTIFY_SYSTEM over a replication connection from `host` to the server at `address`."""
     return host.run(f"PGPASSWORD={password} psql -XAtq 'host={address} dbname=replication user=replicator "
@@ -54,22 +47,13 @@ def address(host):
     return facts["ansible_facts"]["ansible_default_ipv4"]["address"]
 
 
-@pytest.fixture(scope="module")
-def cluster():
-    """(primary, standby) as testinfra hosts, whichever way the run orders the hosts."""
-    inventory = os.environ["MOLECULE_INVENTORY_FILE"]
-    instance = os.environ.get("QGPT_MOLECULE_INSTANCE", "instance")
-    hosts = [testinfra.get_host(f"ansible://{name}", ansible_inventory=inventory)
-             for name in (instance, f"{instance}-standby")]
-    primaries = [h for h in hosts if is_primary(h)]
-    assert len(primaries) == 1, "exactly one primary"
-    return primaries[0], next(h for h in hosts if h is not primaries[0])
-
-
-def test_the_first_host_is_the_primary_and_the_other_a_standby(host):
-    first = not host.check_output("hostname").strip().endswith("-standby")
-    assert is_primary(host) is first
-    assert host.file("/var/lib/postgresql/17/main/standby.signal").exists is not first
+def test_the_only_host_bootstraps_as_the_primary_with_no_standby_to_wait_for(host):
+    """A one-host cluster must not wait for a synchronous standby it does not have: a commit
+    with synchronous_standby_names set and nobody streaming would hang."""
+    assert psql(host, "SELECT pg_is_in_recovery()").stdout.strip() == "f"
+    assert not host.file("/var/lib/postgresql/17/main/standby.signal").exists
+    assert psql(host, "SHOW synchronous_standby_names").stdout.strip() == ""
+    assert psql(host, "SELECT count(*) FROM pg_replication_slots").stdout.strip() == "0"
 
 
 def test_the_server_runs_enabled_in_its_sandbox(host):
@@ -89,43 +73,14 @@ def test_it_listens_on_the_private_address_only(host, address):
     assert sockets == [f"tcp://{address}:5432"], sockets
 
 
-def test_the_standby_streams_synchronously_through_its_slot(cluster):
-    primary, _ = cluster
-    rows = psql(primary, "SELECT application_name || ' ' || state || ' ' || sync_state FROM pg_stat_replication")
-    name, *state = rows.stdout.split()
-    assert state == ["streaming", "quorum"], rows.stdout
-    slot = psql(primary, "SELECT slot_name || ' ' || active FROM pg_replication_slots").stdout.split()
-    assert slot == [name, "true"], slot
-    assert psql(primary, "SHOW synchronous_standby_names").stdout.strip() == f"ANY 1 ({name})"
-
-
-def test_a_committed_row_is_read_on_the_standby(cluster):
-    """synchronous_commit = on with ANY 1: a commit returns once the standby has flushed it;
-    the hot standby then serves it to readers, and refuses writes."""
-    primary, standby = cluster
-    marker = uuid.uuid4().hex
-    psql(primary, "CREATE TABLE IF NOT EXISTS molecule_replication (marker text)")
-    psql(primary, f"INSERT INTO molecule_replication VALUES ('{marker}')")
-    for _ in range(50):
-        seen = psql(standby, f"SELECT count(*) FROM molecule_replication WHERE marker = '{marker}'", check=False)
-        if seen.stdout.strip() == "1":
-            break
-        time.sleep(0.2)
-    assert seen.stdout.strip() == "1", seen.stderr
-    refused = psql(standby, "INSERT INTO molecule_replication VALUES ('x')", check=False)
-    assert refused.rc != 0 and "read-only transaction" in refused.stderr
-
-
-def test_only_the_listed_clients_reach_the_app_database(cluster):
-    """The standby is no app client: the primary has no pg_hba line for it and the app role."""
-    primary, standby = cluster
-    conf = primary.file(f"{CONF}/postgresql.conf").content_string
-    address = next(line.split("'")[1] for line in conf.splitlines() if line.startswith("listen_addresses"))
-    refused = standby.run(f"PGPASSWORD={APP_PASSWORD} psql -XAtq 'host={address} dbname=querygpt user=querygpt "
-                          f"sslmode=verify-full sslrootcert={CA}' -c 'SELECT 1'")
+def test_only_the_listed_clients_reach_the_app_database(host, address):
+    """The database host itself is no app client: pg_hba.conf has a line for the listed backend
+    only, and the right password from any other address is refused."""
+    refused = host.run(f"PGPASSWORD={APP_PASSWORD} psql -XAtq 'host={address} dbname=querygpt user=querygpt "
+                       f"sslmode=verify-full sslrootcert={CA}' -c 'SELECT 1'")
     # The catch-all line at the end of pg_hba.conf rejects it, naming the host.
     assert refused.rc != 0 and "pg_hba.conf rejects connection for host" in refused.stderr, refused.stderr
-    hba = primary.file(f"{CONF}/pg_hba.conf").content_string.splitlines()
+    hba = host.file(f"{CONF}/pg_hba.conf").content_string.splitlines()
     assert "hostssl querygpt querygpt 192.0.2.21/32 scram-sha-256" in [" ".join(line.split()) for line in hba]
 
 
@@ -145,15 +100,13 @@ def test_the_certificate_verifies_for_the_private_address_and_no_other_ca(host, 
     assert other.rc != 0 and "certificate verify failed" in other.stderr, other.stderr
 
 
-def test_passwords_are_stored_as_scram(cluster):
-    primary, _ = cluster
-    rows = psql(primary, "SELECT rolname || ' ' || left(rolpassword, 14) FROM pg_authid WHERE rolpassword IS NOT NULL")
+def test_passwords_are_stored_as_scram(host):
+    rows = psql(host, "SELECT rolname || ' ' || left(rolpassword, 14) FROM pg_authid WHERE rolpassword IS NOT NULL")
     assert sorted(rows.stdout.strip().split("\n")) == ["querygpt SCRAM-SHA-256$", "replicator SCRAM-SHA-256$"]
 
 
-def test_the_app_database_is_owned_by_the_app_role(cluster):
-    primary, _ = cluster
-    owner = psql(primary, "SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = 'querygpt'")
+def test_the_app_database_is_owned_by_the_app_role(host):
+    owner = psql(host, "SELECT pg_get_userbyid(datdba) FROM pg_database WHERE datname = 'querygpt'")
     assert owner.stdout.strip() == "querygpt"
 
 
@@ -180,19 +133,16 @@ def pgbackrest(host, *args):
     return cmd.stdout
 
 
-def test_pgbackrest_check_passes_on_every_host(host):
-    """Archives a segment now (on the primary) and checks each host's configuration, the
-    repository over TLS and, through the TLS servers, the other host."""
+def test_pgbackrest_check_passes(host):
+    """Archives a segment now and checks the host's configuration and the repository over TLS."""
     pgbackrest(host, "check")
 
 
-def test_the_first_full_backup_was_copied_from_the_standby(cluster):
-    primary, _ = cluster
-    info = json.loads(pgbackrest(primary, "--output=json", "info"))
+def test_the_first_full_backup_was_taken_at_converge(host):
+    """With no standby to copy from, backup-standby=prefer copies from the primary."""
+    info = json.loads(pgbackrest(host, "--output=json", "info"))
     assert info[0]["status"]["code"] == 0, info
     assert [b["type"] for b in info[0]["backup"]] == ["full"], info
-    log = primary.file("/var/log/pgbackrest/querygpt-backup.log").content_string
-    assert "backup-standby" in log and "wait for replay on the standby" in log, log[-2000:]
 
 
 def test_the_backup_timers_and_the_tls_server_run(host, address):
@@ -207,25 +157,15 @@ def test_the_backup_timers_and_the_tls_server_run(host, address):
     assert score <= CEILING, f"pgbackrest server scores {score}:\n{failed_checks(host, 'querygpt-pgbackrest-server')}"
 
 
-def test_the_metrics_report_the_backup_and_the_archive(cluster):
-    primary, standby = cluster
-    for h in (primary, standby):
-        h.run_test("systemctl start querygpt-postgresql-backup-metrics.service")
-        text = h.file("/var/lib/prometheus/node-exporter/querygpt_postgresql_backup.prom").content_string
-        assert "querygpt_postgresql_backup_info_success 1\n" in text, text
-        assert 'querygpt_postgresql_backup_last_completion_timestamp_seconds{type="full"}' in text, text
-    assert "querygpt_postgresql_wal_archive_ready_segments" in primary.file(
-        "/var/lib/prometheus/node-exporter/querygpt_postgresql_backup.prom").content_string
+def test_the_metrics_report_the_backup_and_the_archive(host):
+    host.run_test("systemctl start querygpt-postgresql-backup-metrics.service")
+    text = host.file("/var/lib/prometheus/node-exporter/querygpt_postgresql_backup.prom").content_string
+    assert "querygpt_postgresql_backup_info_success 1\n" in text, text
+    assert 'querygpt_postgresql_backup_last_completion_timestamp_seconds{type="full"}' in text, text
+    assert "querygpt_postgresql_wal_archive_ready_segments" in text, text
     # the run of the first backup (by the primary's host) is recorded
-    run = primary.file("/var/lib/prometheus/node-exporter/querygpt_postgresql_backup_run.prom").content_string
+    run = host.file("/var/lib/prometheus/node-exporter/querygpt_postgresql_backup_run.prom").content_string
     assert 'querygpt_postgresql_backup_last_run_success{type="full"} 1\n' in run
-
-
-def test_a_standby_host_skips_the_backup(cluster):
-    _, standby = cluster
-    run = standby.run("systemctl start querygpt-postgresql-backup@diff.service && "
-                      "journalctl -u querygpt-postgresql-backup@diff.service -n 5 --no-pager")
-    assert run.rc == 0 and "this host is a standby" in run.stdout, run.stdout + run.stderr
 
 
 BACKUP_UNITS = ("querygpt-postgresql-backup@full.service", "querygpt-postgresql-backup-metrics.service")
@@ -240,10 +180,10 @@ def test_the_backup_units_score_at_most_the_ceiling(host, unit):
     assert sorted(caps) == ["cap_setgid", "cap_setuid"], caps
 
 
-def test_the_primary_takes_a_diff_backup_through_its_sandboxed_unit(cluster):
+def test_the_primary_takes_a_diff_backup_through_its_sandboxed_unit(host):
     """The timers' own path, under the units' sandbox: the backup, its run metrics, and the
     archive's backlog the server lists (root in the unit cannot read the data directory)."""
-    primary, _ = cluster
+    primary = host
     run = primary.run("systemctl start querygpt-postgresql-backup@diff.service")
     assert run.rc == 0, primary.run("journalctl -u querygpt-postgresql-backup@diff.service -n 30 --no-pager").stdout
     info = json.loads(pgbackrest(primary, "--output=json", "info"))
