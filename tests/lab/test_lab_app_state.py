@@ -20,8 +20,11 @@ from reportlab.pdfgen import canvas
 from labview import REPO, ansible_env, lab_vault, qdrant_call
 
 
-def psql(lab, host, sql, database="querygpt"):
+def psql(lab, host, sql, database="querygpt", *, check=True):
+    """The statement's output as postgres over the local socket; with check=False, the run itself."""
     done = lab.exec(host, f"runuser -u postgres -- psql -XAtq -d {database} -c {shlex.quote(sql)}")
+    if not check:
+        return done
     assert done.returncode == 0, done.stderr
     return done.stdout.strip()
 
@@ -69,8 +72,7 @@ def test_the_primary_commits_synchronously_to_the_standby(lab, primary, standby)
         time.sleep(0.2)
     else:
         pytest.fail("the committed row never became readable on the standby")
-    refused = lab.exec(standby, "runuser -u postgres -- psql -XAtq -d postgres -c "
-                                "\"INSERT INTO lab_replication VALUES ('x')\"")
+    refused = psql(lab, standby, "INSERT INTO lab_replication VALUES ('x')", "postgres", check=False)
     assert refused.returncode != 0 and "read-only transaction" in refused.stderr, refused.stderr
     psql(lab, primary, "DROP TABLE lab_replication", "postgres")
     # The backends are connected (their /ready checks the database), every one of them over TLS.
