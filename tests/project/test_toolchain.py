@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -40,6 +41,29 @@ def test_installed_collection_satisfies_requirements_yml(req):
     assert Version(installed[req["name"]]) in spec, (
         f"{req['name']} {installed[req['name']]} does not satisfy requirements.yml's {req['version']}"
     )
+
+
+# A module, plugin or group named by its collection (namespace.collection.name) in what the project runs.
+FQCN = re.compile(r"\b([a-z][a-z0-9_]*\.[a-z][a-z0-9_]*)\.[a-z][a-z0-9_]*\b")
+SOURCES = ("site.yml", "playbooks", "roles", "lab", "molecule", "inventories", "group_vars")
+
+
+def test_requirements_yml_declares_every_collection_the_project_uses():
+    declared = {req["name"] for req in REQUIRED} | {"ansible.builtin", "ansible.legacy"}
+    known = set(installed_collections())  # tells an FQCN from other dotted names (hostvars.x.y)
+    used: dict[str, str] = {}
+    for source in SOURCES:
+        paths = [REPO / source] if (REPO / source).is_file() else sorted((REPO / source).rglob("*.y*ml"))
+        for path in paths:
+            for line in path.read_text().splitlines():
+                if line.lstrip().startswith("#"):
+                    continue
+                for name in FQCN.findall(line):
+                    if name in known:
+                        used.setdefault(name, str(path.relative_to(REPO)))
+    missing = {name: where for name, where in used.items() if name not in declared}
+    assert not missing, f"requirements.yml does not declare {missing} (collection: first file using it)"
+    assert {"community.postgresql", "community.crypto", "ansible.posix"} <= set(used)  # the scan finds them
 
 
 def test_requirements_yml_pins_ranges():

@@ -174,6 +174,24 @@ def test_the_secret_key_has_at_least_32_characters_and_is_never_shown(simple_run
     assert key not in result.output
 
 
+DATABASE_HOSTS = [(["10.0.3.10:5432", "10.0.19.10"], True), (["[fd00:3::10]:5432", "db-1.internal"], True),
+                  (["10.0.3.10:5432", "db 1:5432"], False), (["fd00:3::10:5432"], False), (["[db-1]:5432"], False),
+                  ([r"\[fd00:3::10\]:5432"], False)]
+listed(*({"backend_database_hosts": hosts} for hosts, _ in DATABASE_HOSTS))
+
+
+@pytest.mark.parametrize(("hosts", "ok"), DATABASE_HOSTS,
+                         ids=["ipv4", "ipv6 in brackets and a name", "space", "ipv6 bare", "name in brackets", "backslashes"])
+def test_the_database_hosts_are_host_or_host_port(simple_runs, hosts, ok):
+    # the backend reads them the same way (querygpt/config.py, _db_host): IPv6 only in brackets
+    result = simple(simple_runs, {"backend_database_hosts": hosts})
+    if ok:
+        result.assert_ok()
+    else:
+        result.assert_refused("backend_database_hosts: expected every PostgreSQL host as host or host:port")
+        assert len(result.problems) == 1, result.problems
+
+
 THREE_PEERS = ["https://10.0.18.10:6333", "https://10.0.34.10:6333", "https://10.0.50.10:6333"]
 
 

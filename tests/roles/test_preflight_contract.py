@@ -252,7 +252,7 @@ SECRETS = {
     "prometheus_stack": {"prometheus_stack_alertmanager_webhook_urls": ["hooks.example/SeCrEt-token"],
                          "prometheus_stack_alertmanager_slack_api_url": "http://hooks.slack.example/SeCrEt",
                          "prometheus_stack_alertmanager_email_password": "SeCrEt-smtp",
-                         "prometheus_stack_web_password": "SeCrEt short"},
+                         "prometheus_stack_web_password": "SeCrEt, long enough but with spaces"},
     "qdrant": {"qdrant_api_key": "SeCrEt-full", "qdrant_read_only_api_key": "SeCrEt-full"},
 }
 
@@ -289,3 +289,26 @@ def test_a_fact_based_default_that_cannot_be_computed_is_reported(fact_runs, rol
 def test_good_vars_cover_every_role():
     assert ROLES == sorted(p.name for p in ROLES_DIR.iterdir() if (p / "tasks" / "preflight.yml").exists())
     assert set(GOOD_VARS) == set(ROLES)
+
+
+# White space in the web password is refused as the message says (a value pasted with a newline
+# or a tab is the usual mistake); the check once searched for a backslash and an 's' instead.
+WEB_PASSWORDS = {"space": "SeCrEt with a space inside", "tab": "SeCrEt\twith-a-tab-inside", "fine": "SeCrEt-without-any-space"}
+
+
+@pytest.fixture(scope="module")
+def web_password_runs(tmp_path_factory):
+    return run_batch(tmp_path_factory.mktemp("web-password"),
+                     {case: ("prometheus_stack", {"prometheus_stack_web_password": password})
+                      for case, password in WEB_PASSWORDS.items()})
+
+
+@pytest.mark.parametrize("case", sorted(WEB_PASSWORDS))
+def test_the_web_password_holds_no_white_space(web_password_runs, case):
+    result = web_password_runs[case]
+    if case == "fine":
+        result.assert_ok()
+    else:
+        result.assert_refused("prometheus_stack_web_password: expected 16-72 characters without spaces")
+        assert len(result.problems) == 1, result.problems
+    assert "SeCrEt" not in result.output
