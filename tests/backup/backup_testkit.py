@@ -9,6 +9,7 @@ per xdist worker) without seeing each other's objects.
 
 from __future__ import annotations
 
+import datetime
 import importlib.util
 import os
 import socket
@@ -25,6 +26,8 @@ import boto3
 import pytest
 import requests
 import trustme
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
 from moto.server import ThreadedMotoServer
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -63,11 +66,31 @@ def qb() -> ModuleType:
     return load_program()
 
 
+def write_crl(authority: trustme.CA, path: Path, revoked_pem: bytes = b"") -> str:
+    """A CRL signed by authority, as roles/internal_pki signs crl.pem: empty, or listing the
+    certificate revoked_pem."""
+    ca = x509.load_pem_x509_certificate(authority.cert_pem.bytes())
+    key = serialization.load_pem_private_key(authority.private_key_pem.bytes(), password=None)
+    now = datetime.datetime.now(datetime.timezone.utc)
+    builder = (x509.CertificateRevocationListBuilder().issuer_name(ca.subject)
+               .last_update(now - datetime.timedelta(minutes=5)).next_update(now + datetime.timedelta(days=30)))
+    if revoked_pem:
+        serial = x509.load_pem_x509_certificate(revoked_pem).serial_number
+        builder = builder.add_revoked_certificate(
+            x509.RevokedCertificateBuilder().serial_number(serial).revocation_date(now - datetime.timedelta(minutes=1)).build())
+    path.write_bytes(builder.sign(key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM))
+    return str(path)
+
+
 class QdrantStandin:
-    def __init__(self, url: str, snapshots: Path, ca_file: str) -> None:
+    def __init__(self, url: str, snapshots: Path, ca_file: str, crl_file: str = "", revoked_crl_file: str = "") -> None:
         self.url = url
         self.snapshots = snapshots
         self.ca_file = ca_file
+        # the CA's CRL, empty (what every test runs with, as the role configures), and one
+        # that lists the stand-in's own certificate
+        self.crl_file = crl_file
+        self.revoked_crl_file = revoked_crl_file
         self.http = requests.Session()
         self.http.trust_env = False
         self.http.verify = ca_file
@@ -127,7 +150,8 @@ def qdrant(tmp_path_factory: pytest.TempPathFactory) -> Iterator[QdrantStandin]:
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"stand-in did not start: {(work / 'qdrant.log').read_text()}")
             time.sleep(0.05)
-        yield QdrantStandin(url, work / "snapshots", str(work / "ca.pem"))
+        yield QdrantStandin(url, work / "snapshots", str(work / "ca.pem"), write_crl(authority, work / "crl.pem"),
+                            write_crl(authority, work / "crl-revoked.pem", pair.cert_chain_pems[0].bytes()))
     finally:
         proc.terminate()
         proc.wait(timeout=10)
@@ -178,6 +202,7 @@ def config(qb: ModuleType, qdrant: QdrantStandin, s3_endpoint: str, tmp_path: Pa
     """A config confined to this test: own prefix, state, metrics and lock paths."""
     return qb.Config.from_dict({
         "qdrant_url": qdrant.url, "qdrant_api_key": QDRANT_KEY, "qdrant_ca_file": qdrant.ca_file,
+        "qdrant_crl_file": qdrant.crl_file,
         "qdrant_snapshots_dir": str(qdrant.snapshots),
         "collections": [collection],
         "s3_bucket": BUCKET, "s3_prefix": f"t{uuid.uuid4().hex[:8]}/qdrant",

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import trustme
 
-from backup_testkit import BUCKET, QdrantStandin, free_port
+from backup_testkit import BUCKET, QdrantStandin, free_port, write_crl
 
 NOW = datetime(2026, 11, 26, 2, 17, 0, tzinfo=timezone.utc)
 
@@ -105,6 +105,26 @@ def test_qdrant_certificate_not_from_the_configured_ca_fails_the_run(
     assert keys(s3, config) == []
     # the same run with the right CA succeeds
     assert qb.run_backup(config, now=NOW) == 0
+
+
+def test_a_revoked_qdrant_certificate_fails_the_run(
+        qb: ModuleType, qdrant: QdrantStandin, s3: Any, config: Any, collection: str, tmp_path: Path,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """The internal CA's CRL is checked as the backend checks it: a Qdrant certificate listed
+    there is refused, so is one of a CA the file holds no CRL of, and a file with no CRL at all
+    is a clear error; each run fails without uploading, and the empty CRL lets it through."""
+    qdrant.make_collection(collection, 5)
+    other = trustme.CA()
+    cases = {"revoked": (qdrant.revoked_crl_file, "certificate revoked"),
+             "another CA's CRL": (write_crl(other, tmp_path / "other-crl.pem"), "unable to get certificate CRL"),
+             "no CRL in the file": (qdrant.ca_file, f"the CRL file {qdrant.ca_file} holds no CRL")}
+    for case, (crl_file, needle) in cases.items():
+        caplog.clear()
+        assert qb.run_backup(dataclasses.replace(config, qdrant_crl_file=crl_file), now=NOW) == 1, case
+        assert metrics(config)["querygpt_backup_last_run_success"] == 0, case
+        assert needle in caplog.text, (case, caplog.text[-500:])
+    assert keys(s3, config) == []
+    assert qb.run_backup(config, now=NOW) == 0  # config: the CA's current, empty CRL
 
 
 def test_overlapping_run_is_refused(qb: ModuleType, config: Any) -> None:

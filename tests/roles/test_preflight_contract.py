@@ -137,8 +137,10 @@ def test_no_role_hides_another_in_its_dependencies(role):
 BAD = {
     "backend": ({"backend_top_k": 0, "backend_qdrant_api_key": "", "backend_ollama_urls": ["ftp://x"]},
                 ["backend_top_k: expected 1-100", "backend_qdrant_api_key: is empty", "backend_ollama_urls: got"]),
-    "backup": ({"backup_cron_hour": "two", "backup_s3_bucket": "", "backup_s3_prefix": "/prod/"},
-               ["backup_cron_hour: expected a cron field", "backup_s3_bucket: is empty", "backup_s3_prefix: got"]),
+    "backup": ({"backup_cron_hour": "two", "backup_s3_bucket": "", "backup_s3_prefix": "/prod/",
+                "backup_qdrant_crl_file": "crl.pem"},
+               ["backup_cron_hour: expected a cron field", "backup_s3_bucket: is empty", "backup_s3_prefix: got",
+                "backup_qdrant_crl_file: expected the absolute path of the internal CA's CRLs"]),
     "common": ({"common_admin_users": [], "common_ssh_port": 0, "common_supported_os": ["Debian"]},
                ["common_admin_users: no user is present", "common_ssh_port: expected a TCP port",
                 "common_supported_os: expected a non-empty list"]),

@@ -122,6 +122,9 @@ class Config:
     qdrant_snapshots_dir: str = "/var/lib/qdrant/snapshots"
     # The CA Qdrant's TLS certificate is verified against (the internal CA); "" = the system's.
     qdrant_ca_file: str = ""
+    # The internal CA's revocation lists (PEM): a revoked Qdrant certificate is refused, and so
+    # is one of a CA with no CRL in the file. "" = no revocation check.
+    qdrant_crl_file: str = ""
     collections: list[str] = field(default_factory=list)
     s3_endpoint_url: str = ""
     s3_region: str = ""
@@ -377,6 +380,31 @@ class HashingWriter:
         return self.digest.hexdigest()
 
 
+def _revocation_checking_adapter(ca_file: str, crl_file: str) -> Any:
+    """A requests adapter whose TLS context also checks the server's certificate against the
+    CRLs of crl_file, as OpenSSL does for the backend (VERIFY_CRL_CHECK_LEAF): a certificate
+    listed there is refused, and so is one of a CA the file holds no CRL of."""
+    import ssl
+
+    from requests.adapters import HTTPAdapter
+
+    context = ssl.create_default_context(cafile=ca_file or None)
+    try:
+        context.load_verify_locations(cafile=crl_file)  # it reads the CRLs of a PEM file too
+    except (OSError, ssl.SSLError) as err:
+        raise BackupError(f"cannot read the CRL file {crl_file}: {err}") from None
+    if not context.cert_store_stats()["crl"]:
+        raise BackupError(f"the CRL file {crl_file} holds no CRL (PEM X509 CRL blocks)")
+    context.verify_flags |= ssl.VERIFY_CRL_CHECK_LEAF
+
+    class RevocationChecking(HTTPAdapter):
+        def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
+            # the pool's connections use this context; requests still adds ca_file to it
+            super().init_poolmanager(*args, **{**kwargs, "ssl_context": context})
+
+    return RevocationChecking()
+
+
 class Qdrant:
     """The few REST calls the backups need, with the full-access key."""
 
@@ -390,6 +418,8 @@ class Qdrant:
         # https: verified against the internal CA (never switched off); http is refused upstream
         # of here by the role's preflight, but a hand-written config may still use it.
         self.session.verify = config.qdrant_ca_file or True
+        if config.qdrant_crl_file:
+            self.session.mount("https://", _revocation_checking_adapter(config.qdrant_ca_file, config.qdrant_crl_file))
         # One key, or two while a rotation moves the peers to the new one: the one that worked
         # last goes first.
         self.keys = list(dict.fromkeys(k for k in (config.qdrant_api_key, config.qdrant_api_key_previous) if k))
