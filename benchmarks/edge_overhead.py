@@ -12,17 +12,23 @@ Prints throughput, p50 and p99 for both, the ratios, and the targets: the edge k
 least 85% of direct throughput and adds at most 15% to p50. A measurement, not a test: it
 exits 0 whatever the figures (1 only when requests fail).
 
-    .venv/bin/python benchmarks/edge_overhead.py [--rounds 4] [--seconds 3]
+    .venv/bin/python benchmarks/edge_overhead.py [--rounds 4] [--seconds 3] [--without-waf]
+
+--without-waf measures the same with that edge's ModSecurity switched off (`modsecurity off`
+in its nginx.conf, reloaded), to split the edge's cost into the WAF's and the rest; the file is
+put back and nginx reloaded afterwards, also when the run fails. Lab only: never on a real edge.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -43,11 +49,33 @@ def summarise(runs: list[dict]) -> dict:
             "failures": sum(r["failures"] for r in runs)}
 
 
+NGINX_CONF = "/etc/nginx/nginx.conf"
+
+
+@contextlib.contextmanager
+def waf_switched_off(lab, edge: str) -> Iterator[None]:
+    """The edge's nginx with `modsecurity off` while the block runs, then its own file again."""
+    def sh(script: str) -> None:
+        done = lab.exec(edge, script, timeout=60)
+        if done.returncode != 0:
+            raise SystemExit(f"on {lab.name(edge)}: {script}: {done.stdout}{done.stderr}")
+
+    sh(f"grep -q '^ *modsecurity on;' {NGINX_CONF} && cp -p {NGINX_CONF} {NGINX_CONF}.edge-overhead"
+       f" && sed -i 's/^\\( *\\)modsecurity on;/\\1modsecurity off;/' {NGINX_CONF} && nginx -t -q && systemctl reload nginx")
+    try:
+        time.sleep(1)  # the reloaded workers take over
+        yield
+    finally:
+        sh(f"mv {NGINX_CONF}.edge-overhead {NGINX_CONF} && nginx -t -q && systemctl reload nginx"
+           f" && grep -q '^ *modsecurity on;' {NGINX_CONF}")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=4)
     parser.add_argument("--seconds", type=float, default=3.0, help="per round, per side")
     parser.add_argument("--connections", default="1,8")
+    parser.add_argument("--without-waf", action="store_true", help="with the edge's ModSecurity off (restored after)")
     args = parser.parse_args()
     started = time.monotonic()
 
@@ -78,14 +106,16 @@ def main() -> int:
 
     levels = [int(c) for c in args.connections.split(",")]
     results: dict[tuple[str, int], list[dict]] = {(s, c): [] for s in sides for c in levels}
-    for round_no in range(args.rounds):
-        order = ["direct", "edge"] if round_no % 2 == 0 else ["edge", "direct"]
-        for conns in levels:
-            for side in order:
-                results[(side, conns)].append(run(side, conns))
+    with waf_switched_off(lab, edge) if args.without_waf else contextlib.nullcontext():
+        for round_no in range(args.rounds):
+            order = ["direct", "edge"] if round_no % 2 == 0 else ["edge", "direct"]
+            for conns in levels:
+                for side in order:
+                    results[(side, conns)].append(run(side, conns))
 
     print(f"edge overhead on {container} ({server_name}): {args.rounds} interleaved rounds of "
-          f"{args.seconds:g} s per side; direct = {len(direct)} backends' /health over TLS, edge = /api/health over TLS")
+          f"{args.seconds:g} s per side; direct = {len(direct)} backends' /health over TLS, edge = /api/health over TLS"
+          f"{'; the edge WITHOUT its WAF (ModSecurity off for this run)' if args.without_waf else ''}")
     print(f"{'conns':>5} {'side':>6} {'req/s':>8} {'p50 ms':>7} {'p99 ms':>7} {'requests':>8} {'failed':>6}")
     failed = 0
     verdicts = []
