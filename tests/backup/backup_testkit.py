@@ -76,8 +76,9 @@ def write_crl(authority: trustme.CA, path: Path, revoked_pem: bytes = b"") -> st
                .last_update(now - datetime.timedelta(minutes=5)).next_update(now + datetime.timedelta(days=30)))
     if revoked_pem:
         serial = x509.load_pem_x509_certificate(revoked_pem).serial_number
-        builder = builder.add_revoked_certificate(
-            x509.RevokedCertificateBuilder().serial_number(serial).revocation_date(now - datetime.timedelta(minutes=1)).build())
+        revoked = (x509.RevokedCertificateBuilder().serial_number(serial)
+                   .revocation_date(now - datetime.timedelta(minutes=1)).build())
+        builder = builder.add_revoked_certificate(revoked)
     path.write_bytes(builder.sign(key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM))
     return str(path)
 
