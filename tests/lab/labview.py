@@ -130,13 +130,13 @@ def qdrant_call(lab: Lab, host: str, method: str, path: str, body: Any = None, *
     verified against the internal CA), called with curl on `via` (default: `host` itself; a
     backend host to go the way the backend does).
     RuntimeError unless it answers 200."""
-    command = (f"curl -sS -m {timeout} -w '\\n%{{http_code}}' -X {method} -H 'Accept-Encoding: identity'"
-               f" -H {shlex.quote('api-key: ' + str(lab_vault()['vault_qdrant_api_key']))}"
+    # The key reaches curl on its stdin (-H @-), never on a command line the host's ps shows.
+    command = (f"curl -sS -m {timeout} -w '\\n%{{http_code}}' -X {method} -H 'Accept-Encoding: identity' -H @-"
                f" --cacert {INTERNAL_CA} {shlex.quote(f'https://{lab.address(host)}:6333{path}')}")
     if body is not None:
-        command = (f"printf %s {shlex.quote(json.dumps(body))} | {command}"
-                   " -H 'Content-Type: application/json' --data-binary @-")
-    done = lab.exec(via or host, command, timeout=timeout + 10)
+        command += f" -H 'Content-Type: application/json' --data-binary {shlex.quote(json.dumps(body))}"
+    done = lab.exec(via or host, command, timeout=timeout + 10,
+                    input=f"api-key: {lab_vault()['vault_qdrant_api_key']}\n")
     text, _, status = done.stdout.rpartition("\n")
     if done.returncode != 0 or status != "200":
         raise RuntimeError(f"{method} {path} on {host}: {status or done.returncode} {text[:300]} {done.stderr[:300]}")

@@ -115,12 +115,14 @@ def test_qdrant_enforces_its_api_keys(lab, vault):
     url = f"https://{lab.address(lab.groups['qdrant'][0])}:6333/collections"
     status = "curl -s --cacert " + INTERNAL_CA + " -o /dev/null -w '%{{http_code}}' {headers} {url}"
     assert lab.exec(backend, status.format(headers="", url=url)).stdout == "401"
-    with_key = f"-H 'api-key: {vault['vault_qdrant_api_key']}'"
-    assert lab.exec(backend, status.format(headers=with_key, url=url)).stdout == "200"
-    read_only = f"-H 'api-key: {vault['vault_qdrant_read_only_api_key']}' -X PUT -H 'Content-Type: application/json'"
-    create = status.format(headers=read_only + " -d '{\"vectors\":{\"size\":4,\"distance\":\"Cosine\"}}'",
+    # the keys reach curl on its stdin (-H @-), never on the host's command lines
+    with_key = {"input": f"api-key: {vault['vault_qdrant_api_key']}\n"}
+    assert lab.exec(backend, status.format(headers="-H @-", url=url), **with_key).stdout == "200"
+    read_only = {"input": f"api-key: {vault['vault_qdrant_read_only_api_key']}\n"}
+    create = status.format(headers="-H @- -X PUT -H 'Content-Type: application/json'"
+                                   " -d '{\"vectors\":{\"size\":4,\"distance\":\"Cosine\"}}'",
                            url=url + "/lab-probe")
-    assert lab.exec(backend, create).stdout == "403"
+    assert lab.exec(backend, create, **read_only).stdout == "403"
 
 
 @pytest.mark.parametrize("index", [0, 1])
