@@ -367,7 +367,8 @@ def test_the_wiring_gives_peers_private_addresses_never_the_bastions_public_one(
                                 " 'peers': qdrant_cluster_peers, 'zones': qdrant_cluster_peer_zones,"
                                 " 'pg_hosts': postgresql_host_addresses, 'pg_clients': postgresql_app_client_addresses,"
                                 " 'pg_volume': postgresql_data_volume_id, 'db': backend_database_hosts,"
-                                " 'edge_names': prometheus_stack_edge_server_names}")
+                                " 'edge_names': prometheus_stack_edge_server_names, 'pki_dir': internal_pki_dir,"
+                                " 'crls': [backup_qdrant_crl_file, backend_internal_crl_source, nginx_backend_tls_crl] | unique}")
     assert set(rendered) == private
     bastion = next(h for h in hosts if h.role == "bastion")
     for host in hosts:
@@ -399,6 +400,8 @@ def test_the_wiring_gives_peers_private_addresses_never_the_bastions_public_one(
         assert got["zones"] == [h.subnet.zone for h in qdrant] and len(set(got["zones"])) == 3
         # the edge probes: every edge (by inventory name) with the one public name they all serve
         assert got["edge_names"] == {h.address: "querygpt.example.com" for h in hosts if h.role == "edge"}
+        # every client that checks revocation reads the CRL where roles/internal_pki writes it
+        assert got["crls"] == [got["pki_dir"] + "/crl.pem"], got["crls"]
 
 
 def test_the_walk_through_names_only_commands_and_files_that_exist() -> None:
