@@ -49,6 +49,7 @@ from typing import Any
 import requests
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))  # crltestkit, which backup_testkit uses
 sys.path.insert(0, str(ROOT / "tests" / "backup"))
 from backup_testkit import free_port, load_file, load_program  # noqa: E402  (the tests' helpers)
 

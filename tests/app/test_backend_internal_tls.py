@@ -17,6 +17,7 @@ import trustme
 from querygpt.config import Settings
 from querygpt.errors import ConfigError, UpstreamError
 from querygpt.ollama import OllamaClient
+from crltestkit import serial_of, write_crl
 from querygpt_testkit import DATABASE_ENV
 
 ENV = {"QUERYGPT_DOCUMENTS_BUCKET": "querygpt-documents", **DATABASE_ENV}
@@ -150,31 +151,9 @@ def test_a_file_without_a_certificate_is_refused_by_name(tmp_path) -> None:
 # --- revocation (QUERYGPT_INTERNAL_CRL_FILE, roles/internal_pki's crl.pem) ----------------------
 
 
-def _crl_file(ca: trustme.CA, tmp_path: Path, revoked: tuple[int, ...] = ()) -> str:
-    """A CRL of `ca` as roles/internal_pki signs one, listing the serials `revoked`."""
-    import datetime
-
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-
-    ca_cert = x509.load_pem_x509_certificate(ca.cert_pem.bytes())
-    key = serialization.load_pem_private_key(ca.private_key_pem.bytes(), None)
-    now = datetime.datetime.now(datetime.timezone.utc)
-    builder = (x509.CertificateRevocationListBuilder().issuer_name(ca_cert.subject)
-               .last_update(now - datetime.timedelta(days=1)).next_update(now + datetime.timedelta(days=30)))
-    for serial in revoked:
-        builder = builder.add_revoked_certificate(
-            x509.RevokedCertificateBuilder().serial_number(serial).revocation_date(now).build())
-    path = tmp_path / "crl.pem"
-    path.write_bytes(builder.sign(key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM))
-    return str(path)
-
-
 def _served_serial(url: str) -> int:
-    from cryptography import x509
-
     host, port = url.removeprefix("https://").split(":")
-    return x509.load_pem_x509_certificate(ssl.get_server_certificate((host, int(port))).encode()).serial_number
+    return serial_of(ssl.get_server_certificate((host, int(port))).encode())
 
 
 def _version(settings: Settings) -> str:
@@ -187,14 +166,14 @@ def _version(settings: Settings) -> str:
 
 def test_a_current_crl_lets_the_server_through(internal_ca, ollama_over_tls, tmp_path) -> None:
     settings = _settings(QUERYGPT_OLLAMA_URLS=ollama_over_tls, QUERYGPT_INTERNAL_CA_FILE=_ca_file(internal_ca, tmp_path),
-                         QUERYGPT_INTERNAL_CRL_FILE=_crl_file(internal_ca, tmp_path, revoked=(4660,)))
+                         QUERYGPT_INTERNAL_CRL_FILE=write_crl(internal_ca, tmp_path / "crl.pem", revoked=(4660,)))
     assert _version(settings) == "0.20.0"
 
 
 def test_a_revoked_server_certificate_gets_no_request(internal_ca, ollama_over_tls, tmp_path) -> None:
     settings = _settings(
         QUERYGPT_OLLAMA_URLS=ollama_over_tls, QUERYGPT_INTERNAL_CA_FILE=_ca_file(internal_ca, tmp_path),
-        QUERYGPT_INTERNAL_CRL_FILE=_crl_file(internal_ca, tmp_path, revoked=(_served_serial(ollama_over_tls),)))
+        QUERYGPT_INTERNAL_CRL_FILE=write_crl(internal_ca, tmp_path / "crl.pem", revoked=(_served_serial(ollama_over_tls),)))
     with pytest.raises(UpstreamError):
         _version(settings)
     assert _Version.requests == []
@@ -203,7 +182,7 @@ def test_a_revoked_server_certificate_gets_no_request(internal_ca, ollama_over_t
 def test_a_ca_without_a_crl_in_the_file_is_refused(internal_ca, ollama_over_tls, tmp_path) -> None:
     """OpenSSL refuses a certificate whose CA has no CRL there: why a rotation carries the old CA's."""
     settings = _settings(QUERYGPT_OLLAMA_URLS=ollama_over_tls, QUERYGPT_INTERNAL_CA_FILE=_ca_file(internal_ca, tmp_path),
-                         QUERYGPT_INTERNAL_CRL_FILE=_crl_file(trustme.CA(), tmp_path))
+                         QUERYGPT_INTERNAL_CRL_FILE=write_crl(trustme.CA(), tmp_path / "crl.pem"))
     with pytest.raises(UpstreamError):
         _version(settings)
     assert _Version.requests == []
@@ -220,7 +199,7 @@ def test_a_crl_file_without_a_crl_is_refused_by_name(internal_ca, tmp_path) -> N
 def test_libpq_checks_the_same_crl(internal_ca, tmp_path) -> None:
     from querygpt.database import connect_args
 
-    crl = _crl_file(internal_ca, tmp_path)
+    crl = write_crl(internal_ca, tmp_path / "crl.pem")
     assert connect_args(_settings(QUERYGPT_INTERNAL_CRL_FILE=crl))["sslcrl"] == crl
     assert "sslcrl" not in connect_args(_settings())
 

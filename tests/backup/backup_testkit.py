@@ -9,7 +9,6 @@ per xdist worker) without seeing each other's objects.
 
 from __future__ import annotations
 
-import datetime
 import importlib.util
 import os
 import socket
@@ -26,8 +25,7 @@ import boto3
 import pytest
 import requests
 import trustme
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from crltestkit import serial_of, write_crl
 from moto.server import ThreadedMotoServer
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -64,23 +62,6 @@ def load_program() -> ModuleType:
 def qb() -> ModuleType:
     """The program under test."""
     return load_program()
-
-
-def write_crl(authority: trustme.CA, path: Path, revoked_pem: bytes = b"") -> str:
-    """A CRL signed by authority, as roles/internal_pki signs crl.pem: empty, or listing the
-    certificate revoked_pem."""
-    ca = x509.load_pem_x509_certificate(authority.cert_pem.bytes())
-    key = serialization.load_pem_private_key(authority.private_key_pem.bytes(), password=None)
-    now = datetime.datetime.now(datetime.timezone.utc)
-    builder = (x509.CertificateRevocationListBuilder().issuer_name(ca.subject)
-               .last_update(now - datetime.timedelta(minutes=5)).next_update(now + datetime.timedelta(days=30)))
-    if revoked_pem:
-        serial = x509.load_pem_x509_certificate(revoked_pem).serial_number
-        revoked = (x509.RevokedCertificateBuilder().serial_number(serial)
-                   .revocation_date(now - datetime.timedelta(minutes=1)).build())
-        builder = builder.add_revoked_certificate(revoked)
-    path.write_bytes(builder.sign(key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM))
-    return str(path)
 
 
 class QdrantStandin:
@@ -152,7 +133,7 @@ def qdrant(tmp_path_factory: pytest.TempPathFactory) -> Iterator[QdrantStandin]:
                 raise RuntimeError(f"stand-in did not start: {(work / 'qdrant.log').read_text()}")
             time.sleep(0.05)
         yield QdrantStandin(url, work / "snapshots", str(work / "ca.pem"), write_crl(authority, work / "crl.pem"),
-                            write_crl(authority, work / "crl-revoked.pem", pair.cert_chain_pems[0].bytes()))
+                            write_crl(authority, work / "crl-revoked.pem", [serial_of(pair.cert_chain_pems[0].bytes())]))
     finally:
         proc.terminate()
         proc.wait(timeout=10)

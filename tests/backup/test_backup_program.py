@@ -17,7 +17,8 @@ from typing import Any
 import pytest
 import trustme
 
-from backup_testkit import BUCKET, QdrantStandin, free_port, write_crl
+from backup_testkit import BUCKET, QdrantStandin, free_port
+from crltestkit import write_crl
 
 NOW = datetime(2026, 11, 26, 2, 17, 0, tzinfo=timezone.utc)
 
