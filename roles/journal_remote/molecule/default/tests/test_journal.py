@@ -147,3 +147,55 @@ def test_a_client_with_a_self_signed_certificate_is_rejected(host, address):
     ))
     assert not upload(host, address, marker, f"--cacert {TLS}/ca.pem --cert /tmp/rogue.pem --key /tmp/rogue.key").startswith("2")
     assert not in_remote_journal(host, marker, timeout=3)
+
+
+# Sends entries to journal-remote's own loopback listener (the TLS front is tested above),
+# as journal-upload does: export format, one boot, rising timestamps. Random text compresses
+# little, so the files grow by about what is sent. Prints the two markers' numbers of entries.
+FLOOD = r"""
+import base64, http.client, os, sys, time, uuid
+boot, run = uuid.uuid4().hex, sys.argv[1]
+batches, per_batch = int(sys.argv[2]), 100
+now, mono = int(time.time() * 1e6), int(time.monotonic() * 1e6)
+for batch in range(batches):
+    body = []
+    for i in range(per_batch):
+        n = batch * per_batch + i
+        marker = "first" if n == 0 else "last" if n == batches * per_batch - 1 else "fill"
+        text = base64.b64encode(os.urandom(1500)).decode()
+        body.append(f"__REALTIME_TIMESTAMP={now + n}\n__MONOTONIC_TIMESTAMP={mono + n}\n_BOOT_ID={boot}\n"
+                    f"SYSLOG_IDENTIFIER=qgpt-disk\nMESSAGE=qgpt-disk-{marker}-{run} {text}\n\n")
+    conn = http.client.HTTPConnection("127.0.0.1", 19533, timeout=30)
+    conn.request("POST", "/upload", "".join(body).encode(), {"Content-Type": "application/vnd.fdo.journal"})
+    answer = conn.getresponse()
+    answer.read()
+    if answer.status != 202:
+        sys.exit(f"batch {batch}: HTTP {answer.status}")
+    conn.close()
+"""
+
+
+def iec_bytes(size: str) -> int:
+    return int(size.rstrip("KMGT")) * 1024 ** (" KMGT".index(size[-1]) if size[-1] in "KMGT" else 0)
+
+
+def test_the_receiver_keeps_its_journals_within_max_use(host):
+    """journal_remote_max_use and _max_file_size (this scenario: small, molecule.yml's converge):
+    after twice max_use of entries, the oldest archived files are gone, the directory is within
+    max_use plus the file being written, and the newest entries are there. Last in this file:
+    it deletes what the tests above wrote."""
+    conf = dict(line.split("=", 1) for line in host.file(
+        "/etc/systemd/journal-remote.conf.d/querygpt.conf").content_string.splitlines() if "=" in line)
+    max_use, max_file = iec_bytes(conf["MaxUse"]), iec_bytes(conf["MaxFileSize"])
+    assert max_use <= 16 * 1024 ** 2, f"the scenario's cap should be small enough to reach: {conf}"
+    run = uuid.uuid4().hex
+    batches = 2 * max_use // (100 * 2000) + 1  # entries of about 2000 bytes, 100 per request
+    script = base64.b64encode(FLOOD.encode()).decode()
+    host.run_expect([0], f"echo {script} | base64 -d | python3 - {run} {batches}")
+
+    sizes = host.check_output(f"find {REMOTE_DIR} -name '*.journal*' -printf '%f %s\\n'").splitlines()
+    files = {name: int(size) for name, size in (line.split() for line in sizes)}
+    assert any("@" in name for name in files), f"nothing was archived: {files}"
+    assert sum(files.values()) <= max_use + max_file, f"over MaxUse {conf['MaxUse']} + MaxFileSize: {files}"
+    assert in_remote_journal(host, f"qgpt-disk-last-{run}", timeout=10), "the newest entry is missing"
+    assert not in_remote_journal(host, f"qgpt-disk-first-{run}", timeout=1), "the oldest entry was kept"
