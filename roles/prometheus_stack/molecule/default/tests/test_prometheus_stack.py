@@ -91,6 +91,8 @@ def test_prometheus_args_from_the_role(host, private_address):
     assert f"--web.listen-address={private_address}:9090" in args
     # side_effect.yml changed the retention from the default 15d
     assert "--storage.tsdb.retention.time=30d" in args
+    # and the size cap (the default) bounds it on the shared root volume whatever the time says
+    assert "--storage.tsdb.retention.size=6GB" in args
     assert "--storage.tsdb.path=/var/lib/prometheus/metrics2" in args
 
 
