@@ -183,6 +183,27 @@ def test_the_edge_fails_over_when_a_backend_stops(lab, edges):
         time.sleep(1)
 
 
+def test_nginx_writes_a_new_log_after_logrotate_rotates_it(lab, edges):
+    """The edge's access log is rotated (Debian's rule for nginx, run by the logrotate
+    roles/common installs), and nginx reopens it on the signal the rule's postrotate sends
+    through /run/nginx.pid: a request before the rotation is in access.log.1, one after it in
+    the new access.log, so the rotated file stops growing and its space can come back."""
+    host, edge = sorted(lab.groups["edge"])[0], edges[0]
+    before, after = (f"/logrotate-{uuid.uuid4().hex}" for _ in range(2))
+    edge.request("GET", before, anonymous=True)
+    rotated = lab.exec(host, "logrotate --force /etc/logrotate.d/nginx")
+    assert rotated.returncode == 0, rotated.stderr
+    edge.request("GET", after, anonymous=True)
+    logs = "/var/log/nginx"
+    for _ in range(10):  # the reopen is asynchronous (a signal to the master, then each worker)
+        if lab.exec(host, f"grep -q {after} {logs}/access.log").returncode == 0:
+            break
+        time.sleep(0.5)
+    assert lab.exec(host, f"grep -q {after} {logs}/access.log").returncode == 0, "nginx did not write a new access.log"
+    assert lab.exec(host, f"grep -q {before} {logs}/access.log.1").returncode == 0, "access.log was not rotated"
+    assert lab.exec(host, f"grep -q {after} {logs}/access.log.1").returncode != 0, "nginx kept writing the rotated file"
+
+
 def test_the_edge_routes_only_the_public_api(lab, edges):
     """Readiness, metrics and the OpenAPI documents answer on a backend's port from inside the
     VPC (here from an edge host), never through the edge; errors the edge generates are JSON

@@ -29,6 +29,17 @@ def test_chrony_installed_and_enabled(host):
     assert host.service("chrony").is_enabled
 
 
+def test_logs_under_var_log_are_rotated_daily(host):
+    """logrotate's daily timer is on, and every rule the installed packages ship parses
+    (--debug reads them all and rotates nothing)."""
+    assert host.package("logrotate").is_installed
+    timer = host.service("logrotate.timer")
+    assert timer.is_enabled and timer.is_running
+    result = host.run("logrotate --debug /etc/logrotate.conf")
+    assert result.rc == 0 and "error:" not in result.stderr, result.stderr[-2000:]
+    assert "reading config file apt" in result.stderr, "the packages' rules were not read"
+
+
 def test_journal_is_persistent(host):
     conf = host.file("/etc/systemd/journald.conf.d/50-querygpt.conf").content_string
     assert "Storage=persistent" in conf
