@@ -23,6 +23,13 @@ testinfra_hosts = ["monitoring"]
 PORT = 19532
 TLS = "/etc/journal-tls"
 REMOTE_DIR = "/var/log/journal/remote"
+# One entry in journal-upload's export format, as a real uploader sends it: systemd 257's
+# journal-remote drops an entry without a boot id and a monotonic timestamp. An empty line
+# ends each entry.
+ENTRY = ("__REALTIME_TIMESTAMP={realtime}\n__MONOTONIC_TIMESTAMP={monotonic}\n_BOOT_ID={boot}\n"
+         "SYSLOG_IDENTIFIER={ident}\nMESSAGE={message}")
+
+
 @pytest.fixture(scope="module")
 def address(host) -> str:
     return host.ansible("setup", "filter=ansible_default_ipv4")["ansible_facts"]["ansible_default_ipv4"]["address"]
@@ -30,10 +37,8 @@ def address(host) -> str:
 
 def upload(host, address: str, message: str, client: str) -> str:
     """HTTP status (000 = no HTTP answer) of one journal entry POSTed with curl as `client`."""
-    # What a real uploader sends: systemd 257's journal-remote drops an entry without a boot id
-    # and a monotonic timestamp.
-    head = (f"__REALTIME_TIMESTAMP={int(time.time() * 1e6)}\n__MONOTONIC_TIMESTAMP={int(time.monotonic() * 1e6)}\n"
-            f"_BOOT_ID={uuid.uuid4().hex}\nSYSLOG_IDENTIFIER=qgpt-test\nMESSAGE={message}")
+    head = ENTRY.format(realtime=int(time.time() * 1e6), monotonic=int(time.monotonic() * 1e6),
+                        boot=uuid.uuid4().hex, ident="qgpt-test", message=message)
     # Pad the message so base64 needs no '=' padding (the command then holds no '=').
     entry = head + "." * (-(len(head) + 2) % 3) + "\n\n"
     body = base64.b64encode(entry.encode()).decode()
@@ -150,8 +155,8 @@ def test_a_client_with_a_self_signed_certificate_is_rejected(host, address):
 
 
 # Sends entries to journal-remote's own loopback listener (the TLS front is tested above),
-# as journal-upload does: export format, one boot, rising timestamps. Random text compresses
-# little, so the files grow by about what is sent. Prints the two markers' numbers of entries.
+# as journal-upload does: ENTRY (prepended to the script), one boot, rising timestamps. Random
+# text compresses little, so the files grow by about what is sent.
 FLOOD = r"""
 import base64, http.client, os, sys, time, uuid
 boot, run = uuid.uuid4().hex, sys.argv[1]
@@ -163,8 +168,8 @@ for batch in range(batches):
         n = batch * per_batch + i
         marker = "first" if n == 0 else "last" if n == batches * per_batch - 1 else "fill"
         text = base64.b64encode(os.urandom(1500)).decode()
-        body.append(f"__REALTIME_TIMESTAMP={now + n}\n__MONOTONIC_TIMESTAMP={mono + n}\n_BOOT_ID={boot}\n"
-                    f"SYSLOG_IDENTIFIER=qgpt-disk\nMESSAGE=qgpt-disk-{marker}-{run} {text}\n\n")
+        body.append(ENTRY.format(realtime=now + n, monotonic=mono + n, boot=boot, ident="qgpt-disk",
+                                 message=f"qgpt-disk-{marker}-{run} {text}") + "\n\n")
     conn = http.client.HTTPConnection("127.0.0.1", 19533, timeout=30)
     conn.request("POST", "/upload", "".join(body).encode(), {"Content-Type": "application/vnd.fdo.journal"})
     answer = conn.getresponse()
@@ -190,7 +195,7 @@ def test_the_receiver_keeps_its_journals_within_max_use(host):
     assert max_use <= 16 * 1024 ** 2, f"the scenario's cap should be small enough to reach: {conf}"
     run = uuid.uuid4().hex
     batches = 2 * max_use // (100 * 2000) + 1  # entries of about 2000 bytes, 100 per request
-    script = base64.b64encode(FLOOD.encode()).decode()
+    script = base64.b64encode(f"ENTRY = {ENTRY!r}\n{FLOOD}".encode()).decode()
     host.run_expect([0], f"echo {script} | base64 -d | python3 - {run} {batches}")
 
     sizes = host.check_output(f"find {REMOTE_DIR} -name '*.journal*' -printf '%f %s\\n'").splitlines()
