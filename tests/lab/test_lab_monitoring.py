@@ -11,11 +11,13 @@ import json
 import shlex
 import time
 import urllib.parse
+import uuid
 
 import pytest
 import yaml
 
 from conftest import REPO
+from labview import qdrant_call
 
 DASHBOARDS = REPO / "roles" / "prometheus_stack" / "files" / "dashboards"
 JOBS = {"prometheus", "alertmanager", "blackbox_exporter", "node", "nginx", "backend", "qdrant",
@@ -110,13 +112,29 @@ def _panel_queries():
 
 @pytest.fixture(scope="module")
 def backup_metrics(lab, mon):
-    """The backups dashboard reads the backup program's textfile metrics: run it the way cron
-    does (other tests may have wiped the qdrant host) and wait until Prometheus has them."""
-    qdrant = lab.groups["qdrant"][0]
-    run = lab.ssh(qdrant, "sudo /usr/local/bin/querygpt-backup --log-format journal backup", timeout=300)
-    assert run.returncode == 0, run.stdout + run.stderr
-    scraped = wait_for(lambda: query(lab, mon, "querygpt_backup_last_run_timestamp_seconds")["data"]["result"], 60)
-    assert scraped, "the backup metrics never reached Prometheus"
+    """The backups dashboard reads the backup program's textfile metrics, one series per
+    collection (shard) backed up. The test makes its own small collection rather than rely on
+    an earlier test's, runs the backup the way cron does and waits until Prometheus has that
+    collection's success; the collection is dropped afterwards (the next scheduled run then
+    forgets it, so no stale-backup alert stays behind)."""
+    peers = lab.groups["qdrant"]
+    qdrant = peers[0]
+    collection = f"lab_monitoring_{uuid.uuid4().hex[:8]}"
+    # a shard on every peer, so the peer this test backs up holds some of it
+    qdrant_call(lab, qdrant, "PUT", f"/collections/{collection}",
+                {"vectors": {"size": 4, "distance": "Cosine"}, "shard_number": len(peers),
+                 "replication_factor": min(2, len(peers))}, timeout=60)
+    try:
+        points = [{"id": i, "vector": [1.0, float(i), 0.5, 0.25], "payload": {"n": i}} for i in range(1, 7)]
+        qdrant_call(lab, qdrant, "PUT", f"/collections/{collection}/points?wait=true", {"points": points}, timeout=60)
+        run = lab.ssh(qdrant, "sudo /usr/local/bin/querygpt-backup --log-format journal backup", timeout=300)
+        assert run.returncode == 0, run.stdout + run.stderr
+        expr = f'querygpt_backup_last_success_timestamp_seconds{{collection="{collection}"}}'
+        scraped = wait_for(lambda: query(lab, mon, expr)["data"]["result"], 60)
+        assert scraped, f"no {expr} in Prometheus a minute after the backup"
+        yield collection
+    finally:
+        qdrant_call(lab, qdrant, "DELETE", f"/collections/{collection}", timeout=60)
 
 
 @pytest.mark.parametrize("expr", list(_panel_queries()))
