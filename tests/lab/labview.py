@@ -7,8 +7,10 @@ operator does; the tests' session fixture (`lab_identity`) and the benchmarks sh
 
 from __future__ import annotations
 
+import csv
 import functools
 import hashlib
+import io
 import json
 import re
 import os
@@ -141,6 +143,18 @@ def qdrant_call(lab: Lab, host: str, method: str, path: str, body: Any = None, *
     if done.returncode != 0 or status != "200":
         raise RuntimeError(f"{method} {path} on {host}: {status or done.returncode} {text[:300]} {done.stderr[:300]}")
     return json.loads(text)
+
+
+def lb_edges(lab: Lab, listener: str = "https") -> dict[str, dict[str, str]]:
+    """The edges behind one of the lab load balancer's listeners (lab/playbooks/prepare_lb.yml,
+    the NLB's stand-in), from HAProxy's runtime API: edge -> its row of `show stat`, by the
+    CSV header's field names (`status` UP/DOWN/MAINT, `chkdown` the times its health check
+    took it out, `stot` its connections so far)."""
+    done = lab.exec(lab.groups["lb"][0], "echo 'show stat' | socat stdio /run/haproxy/admin.sock")
+    assert done.returncode == 0, done.stderr
+    rows = csv.DictReader(io.StringIO(done.stdout.removeprefix("# ")))
+    return {row["svname"]: row for row in rows
+            if row["pxname"] == f"edge_{listener}" and row["svname"] not in ("FRONTEND", "BACKEND")}
 
 
 def changed_counts(output: str) -> dict[str, int]:

@@ -14,6 +14,7 @@ import sys
 import time
 from datetime import datetime
 from pathlib import Path
+from typing import Any, NamedTuple
 
 import pytest
 
@@ -21,7 +22,7 @@ REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "benchmarks"))
 sys.path.insert(0, str(REPO / "lab"))
 from labctl import secrets  # noqa: E402
-from labview import INTERNAL_CA, lab_vault  # noqa: E402
+from labview import INTERNAL_CA, lab_vault, lb_edges  # noqa: E402
 from rollouts import playbook, under_load  # noqa: E402
 from test_lab_internal_tls import ENDPOINTS  # noqa: E402
 from test_lab_monitoring import curl_json, prom, wait_for  # noqa: E402
@@ -43,12 +44,25 @@ def scraped_at(stamp: str) -> float:
     return datetime.fromisoformat(whole + "+00:00").timestamp() + float("0." + (fraction or "0"))
 
 
+class Rotation(NamedTuple):
+    new_ca: str
+    rollout: Any
+    ended: float
+    nginx_reloads: dict[str, tuple[str, str, str]]  # edge -> (main PID before, after, reloads)
+    lb_before: dict[str, dict[str, dict[str, str]]]  # listener -> edge -> HAProxy's stats row
+    lb_after: dict[str, dict[str, dict[str, str]]]
+
+
+LISTENERS = ("http", "https")
+
+
 @pytest.fixture(scope="module")
 def rotation(lab, rollout_site):
     """Rotate under load once; the tests below read what it left."""
     site = rollout_site
     old_ca = lab_vault()[secrets.INTERNAL_CA_CERT]
     nginx_before = {edge: nginx_master(lab, edge) for edge in lab.groups["edge"]}
+    lb_before = {listener: lb_edges(lab, listener) for listener in LISTENERS}
     started = int(time.time())
     secrets.edit_vault(lambda vault: secrets.rotate_ca(vault, NEW_CA_NAME))
     lab_vault.cache_clear()
@@ -66,7 +80,8 @@ def rotation(lab, rollout_site):
     nginx_reloads = {edge: (nginx_before[edge], nginx_master(lab, edge), lab.exec(
         edge, f"journalctl -u nginx.service --since @{started} -o cat | grep -c '^Reloaded nginx'").stdout.strip())
         for edge in lab.groups["edge"]}
-    return new_ca, run["rollout"], ended, nginx_reloads
+    return Rotation(new_ca, run["rollout"], ended, nginx_reloads, lb_before,
+                    {listener: lb_edges(lab, listener) for listener in LISTENERS})
 
 
 def nginx_master(lab, edge: str) -> str:
@@ -74,7 +89,7 @@ def nginx_master(lab, edge: str) -> str:
 
 
 def test_the_rotation_under_load_fails_no_request(rotation):
-    _, rollout, *_ = rotation
+    rollout = rotation.rollout
     result = rollout.result
     assert not result.failures, result.describe_failures()
     assert result.stats("/api/query")["requests"] >= 10, result.report()
@@ -88,11 +103,28 @@ def test_every_edge_reloaded_nginx_under_load(rotation):
     edge's nginx (internal_pki's handler), which answers what is in flight on its old workers
     (test_the_rotation_under_load_fails_no_request: no request failed meanwhile). The same
     master process throughout: reloaded, never restarted."""
-    *_, reloads = rotation
-    for edge, (before, after, reloaded) in reloads.items():
+    for edge, (before, after, reloaded) in rotation.nginx_reloads.items():
         assert before.isdigit() and before != "0", f"{edge}: nginx's main PID unread: {before!r}"
         assert after == before, f"{edge}: nginx was restarted ({before} -> {after}), not reloaded"
         assert int(reloaded or 0) >= 3, f"{edge}: nginx reloaded {reloaded} times, one per phase expected"
+
+
+def test_no_edge_left_the_load_balancer_during_the_rotation(rotation):
+    """A failed request would show in the load's figures; an edge the load balancer took out
+    would not: new connections would go to the other edge, and the site would run on half
+    its edges unnoticed. Every edge stayed in both listeners: UP before and after, its health
+    check never took it out (HAProxy's `chkdown`, the NLB's unhealthy host count), and each
+    took some of the load's connections (all on HTTPS)."""
+    for listener in LISTENERS:
+        before, after = rotation.lb_before[listener], rotation.lb_after[listener]
+        assert set(before) == set(after) == set(rotation.nginx_reloads), (listener, sorted(before), sorted(after))
+        for edge in before:
+            states = (before[edge]["status"], after[edge]["status"])
+            assert states == ("UP", "UP"), (listener, edge, states)
+            taken_out = int(after[edge]["chkdown"]) - int(before[edge]["chkdown"])
+            assert taken_out == 0, f"{listener}: the load balancer took {edge} out {taken_out} time(s) during the rotation"
+            if listener == "https":
+                assert int(after[edge]["stot"]) > int(before[edge]["stot"]), (edge, "took no connection of the load")
 
 
 # The CRLs the checking clients load (roles/internal_pki's crl.pem, the backend's copy).
@@ -101,7 +133,7 @@ CRLS = {"all": "/etc/journal-tls/crl.pem", "backend": "/etc/querygpt/internal-cr
 
 @pytest.mark.parametrize("group", sorted(COPIES))
 def test_every_copy_holds_a_certificate_from_the_new_ca_and_trusts_it_alone(lab, rotation, group):
-    new_ca, *_ = rotation
+    new_ca = rotation.new_ca
     hosts = [h for h in lab.groups[group] if h not in lab.groups.get("external_services", [])]
     for host in hosts:
         for cert, ca in COPIES[group]:
@@ -134,7 +166,7 @@ def test_every_internal_endpoint_serves_the_new_ca_and_verifies_against_it_alone
 def test_prometheus_scrapes_and_probes_every_target_after_the_rotation(lab, rotation):
     """Every scrape and probe verifies its target against the new CA alone: Prometheus reads its
     CA file again when it changes, the blackbox exporter was reloaded."""
-    _, _, ended, _ = rotation
+    ended = rotation.ended
     mon = lab.groups["monitoring"][0]
 
     def unhealthy():

@@ -24,7 +24,7 @@ import pytest
 
 BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
 sys.path.insert(0, str(BENCHMARKS))
-from labview import REPO, ansible_env  # noqa: E402
+from labview import REPO, ansible_env, lb_edges  # noqa: E402
 from rollouts import (  # noqa: E402
     FRONTEND, KILLS, PROBE_POINTS, PlaybookFailed, Rollout, Site, frontend_release, kill_recovery,
     playbook, postgres_failover, qdrant_kill, qdrant_upgrade, rolling_reboot, wait_qdrant_settled,
@@ -44,17 +44,10 @@ def assert_no_failure(rollout: Rollout, path: str = "/api/query") -> None:
     assert result.stats(path)["ok" if path == "/" else "requests"] >= 10, result.report()
 
 
-def haproxy(lab, command: str) -> str:
-    done = lab.exec(lab.groups["lb"][0], f"echo '{command}' | socat stdio /run/haproxy/admin.sock")
-    assert done.returncode == 0, done.stderr
-    return done.stdout
-
-
 def test_the_load_balancer_spreads_new_connections_over_both_edges(lab, site):
     def servers() -> dict[str, tuple[int, str]]:
-        """HTTPS listener's servers: name -> (sessions so far, status), from HAProxy's stats."""
-        rows = [line.split(",") for line in haproxy(lab, "show stat").splitlines() if line.startswith("edge_https,")]
-        return {row[1]: (int(row[7]), row[17]) for row in rows if row[1] not in ("FRONTEND", "BACKEND")}
+        """HTTPS listener's servers: name -> (connections so far, status)."""
+        return {edge: (int(row["stot"]), row["status"]) for edge, row in lb_edges(lab).items()}
 
     before = servers()
     assert set(before) == set(lab.groups["edge"]), before
@@ -171,8 +164,7 @@ def test_a_zone_outage_answers_again_within_30_s_loses_no_point_and_heals_by_its
     # the zone's edge is back in the load balancer, and every edge serves
     deadline = time.monotonic() + 60
     while True:
-        rows = [line.split(",") for line in haproxy(lab, "show stat").splitlines() if line.startswith("edge_https,")]
-        down = [row[1] for row in rows if row[1] not in ("FRONTEND", "BACKEND") and row[17] != "UP"]
+        down = [edge for edge, row in lb_edges(lab).items() if row["status"] != "UP"]
         if not down:
             break
         assert time.monotonic() < deadline, f"still out of the load balancer a minute after the zone returned: {down}"
