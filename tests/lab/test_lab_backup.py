@@ -156,18 +156,28 @@ def restore(lab: Lab, collection: str, snapshot: str = "", shard: int | None = N
 @pytest.fixture(scope="module")
 def indexed(lab: Lab, qdrant: Qdrant, tmp_path_factory: pytest.TempPathFactory,
             lab_token: str) -> Iterator[dict[str, Any]]:
-    """A collection indexed through the backend, backed up; its fingerprint before anything."""
+    """A collection indexed through the backend, backed up; its fingerprint before anything.
+    Beside it, an empty collection of the same layout (a collection created and not yet
+    uploaded to, or whose documents were all erased), so the drills restore one whatever
+    other test files left in the cluster."""
     collection = f"lab_backup_{uuid.uuid4().hex[:8]}"
+    empty = f"lab_backup_empty_{uuid.uuid4().hex[:8]}"
     upload_schema(lab, collection, tmp_path_factory, lab_token)
     before = qdrant.fingerprint(collection)
     assert before["count"] > 0
     layout = qdrant.layout(collection)
     assert layout["shard_number"] == len(lab.groups["qdrant"]) and layout["replication_factor"] == 2, layout
+    qdrant.call("PUT", f"/collections/{empty}", layout)
     assert not backup_now(lab)
-    yield {"collection": collection, "before": before, "layout": layout}
-    # leave the lab as converged: the schedule, program and config of the backup role
-    playbook("playbooks/backup.yml")  # every peer: the lose-everything drill strips one
-    qdrant.call("DELETE", f"/collections/{collection}")
+    try:
+        yield {"collection": collection, "before": before, "layout": layout, "empty": empty}
+    finally:
+        for name in (collection, empty):
+            if name in qdrant.collections():
+                qdrant.call("DELETE", f"/collections/{name}")
+        # leave the lab as converged: the schedule, program and config of the backup role
+        again = playbook("playbooks/backup.yml")  # every peer: the lose-everything drill strips one
+        assert again.returncode == 0, again.stdout[-3000:]
 
 
 def test_backup_objects_and_metrics(lab: Lab, qdrant: Qdrant, indexed: dict[str, Any]) -> None:
@@ -208,6 +218,7 @@ def test_drill_lose_every_collection_and_a_peers_backup_program_and_restore_ever
     fingerprints = {c: qdrant.fingerprint(c) for c in collections}
     layouts = {c: qdrant.layout(c) for c in collections}
     assert fingerprints[indexed["collection"]] == indexed["before"]
+    assert fingerprints[indexed["empty"]]["count"] == 0 and layouts[indexed["empty"]] == indexed["layout"]
     # One peer loses what the backup role put there; the cluster loses every collection.
     wipe = lab.ssh(host, f"sudo rm -rf {PROGRAM} /etc/querygpt /var/lib/querygpt-backup /etc/cron.d/querygpt-backup "
                    f"{METRICS}", timeout=120)

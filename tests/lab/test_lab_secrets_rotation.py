@@ -133,7 +133,15 @@ def test_prometheus_scrapes_every_qdrant_peer_with_the_new_read_only_key(lab, ro
     assert not failing()
 
 
-def test_a_backup_goes_through_with_the_new_key_and_s3_pair(lab, rotation):
+def test_a_backup_goes_through_with_the_new_key_and_s3_pair(lab, rotation, rollout_site):
+    """The program exits 0 with nothing to back up too: the load's collection, which has shards
+    on every peer, must have been backed up by this run (its textfile metrics)."""
+    *_, ended = rotation
     host = lab.groups["qdrant"][0]
     done = lab.ssh(host, "sudo /usr/local/bin/querygpt-backup backup", timeout=300)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    text = lab.ssh(host, "cat /var/lib/prometheus/node-exporter/querygpt_backup.prom").stdout
+    successes = [float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                 if line.startswith("querygpt_backup_last_success_timestamp_seconds{")
+                 and f'collection="{rollout_site.collection}"' in line]
+    assert successes and min(successes) > ended, (rollout_site.collection, text)
