@@ -57,6 +57,15 @@ def test_program_and_config(host):
         assert host.package(pkg).is_installed
 
 
+def test_no_mail_transport_agent_came_with_cron(host):
+    """cron's recommended MTA (exim4 on Debian) is not installed: the job logs to the journal,
+    and a mail daemon on a Qdrant host would be one more service nobody runs on purpose."""
+    mtas = host.run("dpkg-query -W -f='${db:Status-Status} ${Package} ${Provides}\\n' 2>/dev/null"
+                    " | awk '$1 == \"installed\" && /mail-transport-agent/ {print $2}'")
+    assert mtas.rc == 0 and mtas.stdout.split() == [], mtas.stdout
+    assert not host.socket("tcp://0.0.0.0:25").is_listening and not host.socket("tcp://127.0.0.1:25").is_listening
+
+
 def test_drill_restored_the_same_points(host):
     drill = json.loads(host.file("/var/tmp/molecule-backup-drill.json").content_string)
     before = json.loads(host.file("/var/tmp/molecule-backup-before.json").content_string)
