@@ -80,6 +80,19 @@ def test_every_inventory_host_and_service_is_a_target_and_up(lab, mon):
         assert host in lab.groups[labels["tier"]], (host, labels)
 
 
+def test_no_unit_is_failed_on_any_host(lab, mon):
+    """SystemdUnitFailed's series, from every host the project runs: none is failed on the
+    lab as converged and as the earlier test files leave it (a package that starts a daemon
+    the host cannot run, a drill that leaves a unit failed, would fire the alert in prod)."""
+    managed = set(lab.hostvars) - set(lab.groups.get("external_services", []))
+    reporting = {r["metric"]["instance"] for r in
+                 query(lab, mon, 'count by (instance) (node_systemd_unit_state{state="failed"})')["data"]["result"]}
+    assert reporting == managed, reporting ^ managed
+    failed = [(r["metric"]["instance"], r["metric"]["name"]) for r in
+              query(lab, mon, 'node_systemd_unit_state{state="failed"} == 1')["data"]["result"]]
+    assert failed == [], failed
+
+
 def test_each_edge_probe_verifies_the_name_that_edge_serves(lab, mon):
     """docs/monitoring.md: each edge is probed at its address with its own name as SNI and Host
     (its own blackbox module, in the scrape URL) and its certificate verified against the lab
