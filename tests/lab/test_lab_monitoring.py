@@ -80,14 +80,19 @@ def test_every_inventory_host_and_service_is_a_target_and_up(lab, mon):
         assert host in lab.groups[labels["tier"]], (host, labels)
 
 
-def test_no_unit_is_failed_on_any_host(lab, mon):
-    """SystemdUnitFailed's series, from every host the project runs: none is failed on the
-    lab as converged and as the earlier test files leave it (a package that starts a daemon
-    the host cannot run, a drill that leaves a unit failed, would fire the alert in prod)."""
+@pytest.mark.parametrize("series", ['node_systemd_unit_state{state="failed"}', "node_vmstat_oom_kill"])
+def test_every_host_exports_what_the_host_alerts_read(lab, mon, series):
+    """SystemdUnitFailed and OOMKillOccurred can only fire on a host whose node_exporter
+    reports their input (its systemd and vmstat collectors): every host the project runs does."""
     managed = set(lab.hostvars) - set(lab.groups.get("external_services", []))
-    reporting = {r["metric"]["instance"] for r in
-                 query(lab, mon, 'count by (instance) (node_systemd_unit_state{state="failed"})')["data"]["result"]}
+    reporting = {r["metric"]["instance"] for r in query(lab, mon, f"count by (instance) ({series})")["data"]["result"]}
     assert reporting == managed, reporting ^ managed
+
+
+def test_no_unit_is_failed_on_any_host(lab, mon):
+    """None is failed on the lab as converged and as the earlier test files leave it: a
+    package that starts a daemon the host cannot run, or a drill that leaves a unit failed,
+    would fire SystemdUnitFailed in production."""
     failed = [(r["metric"]["instance"], r["metric"]["name"]) for r in
               query(lab, mon, 'node_systemd_unit_state{state="failed"} == 1')["data"]["result"]]
     assert failed == [], failed

@@ -105,7 +105,7 @@ def run(cmd: list, cwd: Path | None = None) -> subprocess.CompletedProcess:
 def test_rules_pass_promtool_check(tools, rendered):
     proc = run([tools["promtool"], "check", "rules", rendered / "rules" / "alerts.yml"])
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "SUCCESS: 24 rules found" in proc.stdout
+    assert "SUCCESS: 25 rules found" in proc.stdout
 
 
 def test_rule_unit_tests_pass(tools, rendered, tmp_path):
