@@ -22,6 +22,9 @@ sys.path.insert(0, str(REPO))
 from lab.labctl.promtools import ensure_promtools  # noqa: E402
 
 EXPECTED = {"edge", "backend", "qdrant", "ollama", "hosts", "backups"}
+# Panel plugins Grafana ships (a type it does not know renders "Panel plugin not found").
+PANEL_TYPES = {"timeseries", "stat", "gauge", "bargauge", "table", "text", "state-timeline", "status-history",
+               "heatmap", "histogram", "piechart", "barchart", "logs"}
 
 
 def load() -> dict[str, dict]:
@@ -44,9 +47,18 @@ def test_dashboard_shape(name):
     assert board["uid"] == f"querygpt-{name}"
     ids = [p["id"] for p in board["panels"]]
     assert len(ids) == len(set(ids))
+    cells: dict[tuple[int, int], str] = {}
     for panel in board["panels"]:
+        assert panel["type"] in PANEL_TYPES, (panel["title"], panel["type"])
         assert panel["datasource"] == {"type": "prometheus", "uid": "prometheus"}, panel["title"]
         assert panel["targets"] and all(t["expr"].strip() for t in panel["targets"]), panel["title"]
+        # on Grafana's 24-column grid, and no panel drawn over another
+        grid = panel["gridPos"]
+        assert grid["x"] >= 0 and grid["w"] > 0 and grid["x"] + grid["w"] <= 24, (panel["title"], grid)
+        for x in range(grid["x"], grid["x"] + grid["w"]):
+            for y in range(grid["y"], grid["y"] + grid["h"]):
+                assert (x, y) not in cells, f"{panel['title']!r} overlaps {cells[(x, y)]!r}"
+                cells[(x, y)] = panel["title"]
 
 
 def test_backend_dashboard_breaks_rag_latency_down_by_stage():
