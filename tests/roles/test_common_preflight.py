@@ -40,6 +40,20 @@ def test_keyless_and_malformed_users_are_named(tmp_path):
     assert "dave" not in result.messages, "a user declared absent needs no key"
 
 
+def test_removing_the_account_ansible_connects_as_is_refused(tmp_path):
+    """An operator list that declares `admin` absent, with Ansible connecting as `admin`
+    (group_vars/all/connection.yml, the prod wiring): the run would delete its own account."""
+    result = run_role(tmp_path, "common", {"ansible_user": "admin", "common_admin_users": [
+        {"name": "alice", "ssh_keys": ["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOFyXvWw alice@laptop"]},
+        {"name": "admin", "state": "absent"},
+    ]})
+    result.assert_refused('common_admin_users: ["admin"] is the account Ansible connects as')
+
+
+def test_root_cannot_be_kept_in_the_login_group(tmp_path):
+    run_role(tmp_path, "common", {"common_ssh_deploy_users": ["admin", "root"]}).assert_refused(
+        "common_ssh_deploy_users: expected a list of login names other than root")
+
 
 def test_max_startups_out_of_shape_is_named(tmp_path):
     """A value sshd would refuse (here full below start) is named before sshd sees it."""

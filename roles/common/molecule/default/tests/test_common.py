@@ -82,6 +82,13 @@ def test_admin_user_has_key_and_sudo(host):
     assert host.run("sudo -l -U operator").stdout.count("NOPASSWD: ALL") == 1
 
 
+def test_the_deploy_account_stays_in_the_login_group_with_what_the_image_gave_it(host):
+    admin = host.user("admin")
+    assert "ssh-users" in admin.groups and "sudo" in admin.groups, admin.groups
+    # not an operator of common_admin_users: no sudoers line of the role's, keys untouched
+    assert "admin" not in host.file("/etc/sudoers.d/50-querygpt-admins").content_string
+
+
 @pytest.mark.parametrize("name", ["leaver"])
 def test_absent_user_is_removed(host, name):
     assert not host.user(name).exists
