@@ -428,3 +428,25 @@ def test_a_rollout_batch_of_a_whole_tier_fails_preflight_naming_the_variable(
     assert ("inputs", "querygpt_edge_serial") in problems and ("inputs", "querygpt_backend_serial") in problems, problems
     assert "take all" in done.stdout and "playbooks/vars/rollout.yml" in done.stdout
     # what the playbooks ship passes (test_everything_filled_in_as_the_docs_say_passes runs them)
+
+
+def test_edges_on_lets_encrypts_staging_need_its_roots_for_the_probes(
+        prod: dict, moto_url: str, tmp_path: Path) -> None:
+    """As inventories/staging has it: certificates from Let's Encrypt's staging directory, whose
+    roots no system trusts. Without them in prometheus_stack_blackbox_ca_pem every edge probe
+    would fail and ServiceDown fire for good: preflight names the variable, then passes."""
+    rehearsal = Rehearsal(tmp_path, moto_url, prod)
+    rehearsal.fill_in_as_the_docs_say()
+    rehearsal.edit("group_vars/edge/nginx.yml",
+                   nginx_acme_server="https://acme-staging-v02.api.letsencrypt.org/directory")
+    done = rehearsal.preflight()
+    assert done.returncode != 0
+    problems = reported(done.stdout + done.stderr)
+    assert ("inputs", "prometheus_stack_blackbox_ca_pem") in problems, problems
+    assert "letsencrypt-stg-root-x1.pem" in done.stdout
+    # preflight checks only that it is a PEM bundle (the blackbox exporter reads the real roots)
+    roots = "-----BEGIN CERTIFICATE-----\nMIIFmDCCA4CgAwIBAgIQU9C87nMpOIFKYpfvOHFHFDAN\n-----END CERTIFICATE-----\n"
+    rehearsal.edit("group_vars/monitoring/prometheus_stack.yml", prometheus_stack_blackbox_ca_pem=roots)
+    done = rehearsal.preflight()
+    assert done.returncode == 0, done.stdout[-3000:]
+
