@@ -59,11 +59,15 @@ class Lab:
         document, _ = json.JSONDecoder().raw_decode(done.stdout, start)
         return json.loads(document["plays"][0]["tasks"][0]["hosts"][host]["msg"])
 
-    def ssh(self, host: str, command: str, *, jump: bool = True, timeout: int = 20) -> subprocess.CompletedProcess:
-        """Run a command on a lab host as an operator would: ssh through the bastion."""
+    def ssh(self, host: str, command: str, *, jump: bool = True, timeout: int = 20,
+            user: str = "") -> subprocess.CompletedProcess:
+        """Run a command on a lab host as an operator would: ssh through the bastion, as the
+        ssh_config's `admin` or as `user` (with the lab's key; the jump stays admin's)."""
         args = ["ssh", "-F", str(STATE / "ssh_config"), "-o", "BatchMode=yes", "-o", "ConnectTimeout=5"]
         if not jump:
             args += ["-o", "ProxyJump=none"]
+        if user:
+            args += ["-l", user]
         # where the controller reaches it: the bastion at its public address, the rest through it
         return subprocess.run([*args, self.hostvars[host]["ansible_host"], command], capture_output=True, text=True,
                               timeout=timeout, check=False)

@@ -9,6 +9,10 @@ import textwrap
 import pytest
 
 from conftest import REPO, ansible_env
+from labview import STATE
+
+# roles/common's common_ssh_allow_group: sshd admits its members only.
+GROUP = "ssh-users"
 
 PROBE = "timeout 3 bash -c '</dev/tcp/{address}/{port}' && echo open || echo closed"
 
@@ -97,14 +101,6 @@ def test_ssh_refuses_passwords_and_root(lab):
     assert "allowtcpforwarding local" in settings, "the bastion must forward for ProxyJump"
 
 
-def ssh_as(lab, user: str, host: str, command: str) -> subprocess.CompletedProcess:
-    """`command` on `host` as `user` with the lab's key, through the bastion as admin (the
-    lab's ssh_config), as an operator's own login goes."""
-    return subprocess.run(["ssh", "-F", str(REPO / ".lab/ssh_config"), "-o", "BatchMode=yes", "-o", "ConnectTimeout=5",
-                           "-l", user, lab.hostvars[host]["ansible_host"], command],
-                          capture_output=True, text=True, timeout=30, check=False)
-
-
 @pytest.mark.parametrize("tier", ["bastion", "backend"])
 def test_sshd_admits_the_operators_and_the_deploy_account_only(lab, tier):
     """As in prod: the operators of common_admin_users and the account Ansible connects as
@@ -112,17 +108,20 @@ def test_sshd_admits_the_operators_and_the_deploy_account_only(lab, tier):
     key outside it is refused. If the role left `admin` out, this lab's own converge would have
     locked itself out at sshd's reload."""
     host = lab.groups[tier][0]
-    operator = ssh_as(lab, "operator", host, "id -nG && sudo -n true && echo sudo-ok")
-    assert operator.returncode == 0 and "ssh-users" in operator.stdout.split() and "sudo-ok" in operator.stdout, operator
-    assert "ssh-users" in lab.ssh(host, "id -nG admin").stdout.split()
-    key = (REPO / ".lab/id_ed25519.pub").read_text().strip()
+    operator = lab.ssh(host, "id -nG && sudo -n true && echo sudo-ok", user="operator")
+    assert operator.returncode == 0 and GROUP in operator.stdout.split() and "sudo-ok" in operator.stdout, operator
+    assert GROUP in lab.ssh(host, "id -nG admin").stdout.split()
+    key = (STATE / "id_ed25519.pub").read_text().strip()
     setup = lab.exec(host, f"useradd --create-home outsider && install -d -m 700 -o outsider /home/outsider/.ssh"
                            f" && echo '{key}' > /home/outsider/.ssh/authorized_keys"
                            " && chown outsider /home/outsider/.ssh/authorized_keys")
     try:
         assert setup.returncode == 0, setup.stderr
-        outsider = ssh_as(lab, "outsider", host, "true")
+        outsider = lab.ssh(host, "true", user="outsider")
         assert outsider.returncode == 255 and "Permission denied" in outsider.stderr, outsider
+        # the same key and account in the group log in: the refusal was the group's
+        assert lab.exec(host, f"usermod -aG {GROUP} outsider").returncode == 0
+        assert lab.ssh(host, "true", user="outsider").returncode == 0
     finally:
         lab.exec(host, "userdel --remove outsider")
 
