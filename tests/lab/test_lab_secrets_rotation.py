@@ -27,6 +27,7 @@ sys.path.insert(0, str(REPO / "lab"))
 from labctl import secrets  # noqa: E402
 from labview import INTERNAL_CA, lab_vault  # noqa: E402
 from rollouts import playbook, under_load  # noqa: E402
+from test_lab_backup import metrics  # noqa: E402
 from test_lab_ca_rotation import scraped_at  # noqa: E402
 from test_lab_monitoring import curl_json, prom, wait_for  # noqa: E402
 
@@ -140,8 +141,8 @@ def test_a_backup_goes_through_with_the_new_key_and_s3_pair(lab, rotation, rollo
     host = lab.groups["qdrant"][0]
     done = lab.ssh(host, "sudo /usr/local/bin/querygpt-backup backup", timeout=300)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    text = lab.ssh(host, "cat /var/lib/prometheus/node-exporter/querygpt_backup.prom").stdout
-    successes = [float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-                 if line.startswith("querygpt_backup_last_success_timestamp_seconds{")
-                 and f'collection="{rollout_site.collection}"' in line]
-    assert successes and min(successes) > ended, (rollout_site.collection, text)
+    written = metrics(lab, host)
+    successes = [value for series, value in written.items()
+                 if series.startswith("querygpt_backup_last_success_timestamp_seconds{")
+                 and f'collection="{rollout_site.collection}"' in series]
+    assert successes and min(successes) > ended, (rollout_site.collection, written)
