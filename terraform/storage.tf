@@ -281,12 +281,17 @@ resource "aws_s3_bucket_lifecycle_configuration" "documents" {
   bucket = aws_s3_bucket.documents.id
 
   # Current documents stay until the application deletes them; old versions go after
-  # the undo window.
+  # the undo window. An erasure leaves one delete marker for replication to carry
+  # (docs/architecture.md, "Storage"); it goes once it is the key's only version.
   rule {
     id     = "expire-noncurrent-versions"
     status = "Enabled"
 
     filter {}
+
+    expiration {
+      expired_object_delete_marker = true
+    }
 
     noncurrent_version_expiration {
       noncurrent_days = var.noncurrent_version_retention_days
@@ -419,6 +424,11 @@ resource "aws_s3_bucket_lifecycle_configuration" "documents_replica" {
     status = "Enabled"
 
     filter {}
+
+    # The replicated delete marker of an erased document, once its copies have expired.
+    expiration {
+      expired_object_delete_marker = true
+    }
 
     noncurrent_version_expiration {
       noncurrent_days = var.noncurrent_version_retention_days

@@ -15,6 +15,7 @@ from botocore.exceptions import EndpointConnectionError
 from pgserver import free_port
 from qdrant_client import QdrantClient
 from querygpt import reindex
+from querygpt.documents import DocumentStore
 from querygpt_testkit import (
     DOCUMENTS_BUCKET,
     UNKNOWN_TOKEN,
@@ -202,8 +203,11 @@ def test_delete_erases_the_document_everywhere(make_client, s3, schema_pdf, data
     payloads = points(qdrant, "querygpt").values()
     assert {p["document_id"] for p in payloads} == {other["document_id"]}
     assert not [p for p in payloads if p["s3_key"] == key]
-    # S3: no version and no delete marker of the key.
-    assert versions(s3, key) == []
+    # S3: no version of the key; only the erasure's own delete marker, current, which S3
+    # replication carries to the replica bucket (deleting it too would never be replicated).
+    left = versions(s3, key)
+    assert [(v.get("Size"), v["IsLatest"]) for v in left] == [(None, True)], left
+    assert s3.list_object_versions(Bucket=DOCUMENTS_BUCKET, Prefix=key).get("Versions") is None
     # Database: the row is gone, the history rows stay without its (or its old version's) excerpts.
     assert database.query("SELECT 1 FROM documents WHERE id = %s", doc["document_id"]) == []
     history = client.get("/history").json()["entries"]
@@ -218,6 +222,33 @@ def test_delete_erases_the_document_everywhere(make_client, s3, schema_pdf, data
     assert [d["filename"] for d in listing] == ["invoices.pdf"]
     # Done: a second DELETE finds nothing.
     assert client.delete(f"/documents/{doc['document_id']}").status_code == 404
+
+
+def test_erasure_keeps_one_delete_marker_for_replication_and_is_safe_to_repeat(s3) -> None:
+    """The store's own steps: every version and older marker goes, the newest marker stays
+    (what replication carries to the replica); a retry removes what a failed run left."""
+    store = DocumentStore(s3, DOCUMENTS_BUCKET, "documents")
+    key = "documents/querygpt/schema.pdf"
+    for body in (b"v1", b"v2"):
+        s3.put_object(Bucket=DOCUMENTS_BUCKET, Key=key, Body=body)
+    s3.put_object(Bucket=DOCUMENTS_BUCKET, Key=key + ".old", Body=b"another key")
+    s3.delete_object(Bucket=DOCUMENTS_BUCKET, Key=key)  # an older marker, under a newer version
+    s3.put_object(Bucket=DOCUMENTS_BUCKET, Key=key, Body=b"v3")
+
+    assert store.delete_all_versions(key) == 4  # three versions, one older marker
+    (marker,) = versions(s3, key)
+    assert "Size" not in marker and marker["IsLatest"], marker
+    assert store.delete_all_versions(key) == 0  # done: the marker stays
+    assert versions(s3, key) == [marker]
+    assert len(versions(s3, key + ".old")) == 1  # a key it only prefixes is untouched
+
+    # A run that stopped after its plain delete left a version under its marker: the retry
+    # removes the version and every marker before its own.
+    s3.put_object(Bucket=DOCUMENTS_BUCKET, Key=key, Body=b"v4")
+    s3.delete_object(Bucket=DOCUMENTS_BUCKET, Key=key)
+    assert store.delete_all_versions(key) == 3  # v4, both markers before the retry's
+    (last,) = versions(s3, key)
+    assert "Size" not in last and last["IsLatest"] and last["VersionId"] != marker["VersionId"]
 
 
 @pytest.mark.parametrize(

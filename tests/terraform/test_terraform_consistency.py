@@ -319,6 +319,20 @@ def test_only_qdrant_and_postgres_may_write_backups(tf) -> None:
                     assert "s3:PutLifecycleConfiguration" not in text
 
 
+def test_an_erasure_reaches_the_replica_and_leaves_nothing_behind(tf) -> None:
+    """The erasure (app/backend: DocumentStore.delete_all_versions) keeps one delete marker,
+    the only deletion S3 replication carries: replication must carry markers, both buckets
+    must expire noncurrent copies, and lone markers must not pile up in either bucket."""
+    (rule,) = tf.resources("aws_s3_bucket_replication_configuration")["documents"]["rule"]
+    assert rule["delete_marker_replication"] == [{"status": "Enabled"}], rule
+    lifecycles = tf.resources("aws_s3_bucket_lifecycle_configuration")
+    for bucket in ("documents", "documents_replica"):
+        rules = [r for r in lifecycles[bucket]["rule"] if r["status"] == "Enabled" and r["filter"] == [{}]]
+        assert any(r.get("noncurrent_version_expiration") for r in rules), bucket
+        markers = [e for r in rules for e in r.get("expiration", []) if e.get("expired_object_delete_marker")]
+        assert markers, f"{bucket}: expiration {{ expired_object_delete_marker = true }} on a rule for every key"
+
+
 def test_no_tier_gets_ssm(tf) -> None:
     """SSH through the bastion is the only way in. No role installs the SSM agent, so SSM
     permissions and endpoints would be privilege and cost that nothing uses."""

@@ -5,6 +5,6 @@ The version below is the single source of truth: pyproject.toml reads it at
 build time and ``/health`` reports it at run time.
 """
 
-__version__ = "0.2.6"
+__version__ = "0.2.7"
 
 __all__ = ["__version__"]

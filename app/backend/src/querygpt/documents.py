@@ -187,25 +187,40 @@ class DocumentStore:
         )
 
     def delete_all_versions(self, key: str) -> int:
-        """Delete every version and every delete marker of ``key``, so nothing of it can be
-        restored; return how many were deleted (0 if none are left: safe to repeat)."""
+        """Delete every version of ``key`` and every delete marker but one, so nothing of it
+        can be restored; return how many were deleted (0 the second time: safe to repeat).
+
+        The one marker kept is the newest, from a plain delete: it is what S3 replication
+        carries to the replica bucket (deleting a version or a marker by id is never
+        replicated), where the copies become noncurrent and expire with the bucket's
+        noncurrent-version lifecycle. Deleting it here too, before replication has read it,
+        would leave the replica's copy current for good. It holds no content, and the
+        bucket's lifecycle removes it once it is the key's only version (terraform/storage.tf).
+        """
         with self._errors("list the versions of", key):
             paginator = self._client.get_paginator("list_object_versions")
-            found = [
-                {"Key": item["Key"], "VersionId": item["VersionId"]}
-                for page in paginator.paginate(Bucket=self.bucket, Prefix=key)
-                for item in [*(page.get("Versions") or []), *(page.get("DeleteMarkers") or [])]
-                if item["Key"] == key  # the prefix also matches "<key>.old" and the like
-            ]
-        doomed = list(found)
-        if any(item for item in found):
-            # A plain delete first: its delete marker is what S3 replication carries to the
-            # replica bucket (deleting a version is never replicated), where the copies become
-            # noncurrent and expire with the bucket's noncurrent-version lifecycle.
+            pages = list(paginator.paginate(Bucket=self.bucket, Prefix=key))
+        # The prefix also matches "<key>.old" and the like.
+        stored = [
+            {"Key": item["Key"], "VersionId": item["VersionId"]}
+            for page in pages
+            for item in page.get("Versions") or []
+            if item["Key"] == key
+        ]
+        markers = [
+            item for page in pages for item in page.get("DeleteMarkers") or [] if item["Key"] == key
+        ]
+        if stored:
             with self._errors("delete", key):
-                marker = self._client.delete_object(Bucket=self.bucket, Key=key)
-            if marker.get("VersionId"):
-                doomed.append({"Key": key, "VersionId": marker["VersionId"]})
+                kept = self._client.delete_object(Bucket=self.bucket, Key=key).get("VersionId")
+        else:  # erased before (or a retry after the plain delete): keep the current marker
+            current = [item for item in markers if item.get("IsLatest")]
+            kept = current[0]["VersionId"] if current else None
+        doomed = stored + [
+            {"Key": key, "VersionId": item["VersionId"]}
+            for item in markers
+            if item["VersionId"] != kept
+        ]
         for start in range(0, len(doomed), 1000):  # DeleteObjects takes at most 1000
             batch = doomed[start : start + 1000]
             with self._errors("delete the versions of", key):
@@ -217,15 +232,16 @@ class DocumentStore:
                 first = errors[0]
                 raise UpstreamError(
                     SERVICE,
-                    f"S3 could not delete {len(errors)} of the {len(found)} versions of "
+                    f"S3 could not delete {len(errors)} of the {len(doomed)} versions of "
                     f"{self.uri(key)}: {first.get('Code', '')} ({first.get('Message', '')}); "
                     "check that the instance profile may s3:DeleteObjectVersion, then retry.",
                     where=self._location,
                 )
         log.info(
-            "original erased", extra={"bucket": self.bucket, "key": key, "versions": len(found)}
+            "original erased",
+            extra={"bucket": self.bucket, "key": key, "versions": len(doomed), "marker": kept},
         )
-        return len(found)
+        return len(doomed)
 
     def collections(self) -> list[str]:
         """Collection names that have a folder under the prefix, sorted."""
