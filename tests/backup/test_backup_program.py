@@ -15,6 +15,7 @@ from types import ModuleType
 from typing import Any
 
 import pytest
+from botocore.exceptions import ClientError
 import trustme
 
 from backup_testkit import BUCKET, QdrantStandin, free_port
@@ -185,6 +186,35 @@ def test_retention_in_s3_with_injected_time(
     oldest_two = keys(s3, config)[:2]
     assert qb.apply_retention(config, s3, collection, later) == oldest_two
     assert [k.rsplit("/", 1)[1] for k in keys(s3, config)] == [f"{NOW:%Y%m%dT%H%M%SZ}.snapshot"]
+
+
+def test_a_backup_deleted_between_listing_and_reading_is_skipped(
+        qb: ModuleType, qdrant: QdrantStandin, s3: Any, config: Any, collection: str) -> None:
+    """Every holder of a cluster shard prunes that shard's backups, and the peers run at the
+    same minute: an object another peer deleted after this one listed it is not an error."""
+    qdrant.make_collection(collection, 5)
+    for days in (2, 1):
+        assert qb.run_backup(config, now=NOW - timedelta(days=days)) == 0
+    first, second = keys(s3, config)
+
+    class DeletedMeanwhile:  # deletes the first object right before its HEAD, as a peer would
+        def __getattr__(self, name: str) -> Any:
+            return getattr(s3, name)
+
+        def head_object(self, **kwargs: Any) -> Any:
+            if kwargs["Key"] == first:
+                s3.delete_object(Bucket=BUCKET, Key=first)
+            return s3.head_object(**kwargs)
+
+    assert [b.key for b in qb.list_backups(config, DeletedMeanwhile(), collection)] == [second]
+    assert qb.apply_retention(config, DeletedMeanwhile(), collection, NOW + timedelta(days=400)) == []
+    # Any other failure to read an object still fails the listing.
+    class Refused(DeletedMeanwhile):
+        def head_object(self, **kwargs: Any) -> Any:
+            raise ClientError({"Error": {"Code": "403", "Message": "Forbidden"}}, "HeadObject")
+
+    with pytest.raises(qb.BackupError, match="listing"):
+        qb.list_backups(config, Refused(), collection)
 
 
 def test_foreign_objects_are_never_touched(qb: ModuleType, s3: Any, config: Any, collection: str) -> None:

@@ -632,7 +632,15 @@ def list_backups(config: Config, s3: Any, collection: str | None = None,
                 parts = parse_key(config, obj["Key"])
                 if parts is None:
                     continue  # not ours: never touched
-                meta = s3.head_object(Bucket=config.s3_bucket, Key=obj["Key"]).get("Metadata", {})
+                try:
+                    meta = s3.head_object(Bucket=config.s3_bucket, Key=obj["Key"]).get("Metadata", {})
+                except ClientError as err:
+                    if err.response.get("Error", {}).get("Code") not in ("404", "NoSuchKey", "NotFound"):
+                        raise
+                    # Gone since the listing: every holder of a shard prunes its backups, and
+                    # the peers run at the same time.
+                    LOG.info("s3://%s/%s: deleted since it was listed; skipped", config.s3_bucket, obj["Key"])
+                    continue
                 found.append(Backup(
                     key=obj["Key"], collection=parts.collection, taken_at=parts.taken_at, size=int(obj["Size"]),
                     sha256=meta.get("sha256", ""),
