@@ -19,11 +19,11 @@ locals {
     }
     "postgres-app-password" = {
       description = "PostgreSQL password of the app role (the backends log in with it)"
-      readers     = ["postgres", "backend"]
+      readers     = ["backend"] # the postgres hosts get it from the vault, as the replication one
     }
     "postgres-replication-password" = {
       description = "PostgreSQL password of the replication role (the standbys)"
-      readers     = ["postgres"]
+      readers     = [] # from the vault only: no instance reads it at runtime
     }
     "backend-secret-key" = {
       description = "Backend application secret (signing, session and CSRF tokens)"

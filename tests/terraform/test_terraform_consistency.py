@@ -333,6 +333,14 @@ def test_an_erasure_reaches_the_replica_and_leaves_nothing_behind(tf) -> None:
         assert markers, f"{bucket}: expiration {{ expired_object_delete_marker = true }} on a rule for every key"
 
 
+def test_every_named_reader_of_a_secret_is_granted_it(tf) -> None:
+    """secrets.tf names who reads each secret at runtime; iam.tf grants it per tier from that
+    list. A reader without a grant would get AccessDenied the day it starts reading."""
+    readers = {r for secret in tf.locals["secrets"].values() for r in secret["readers"]}
+    granted = set(re.findall(r'contains\(local\.secrets\[k\]\.readers, "(\w+)"\)', (REPO / "terraform/iam.tf").read_text()))
+    assert granted and readers <= granted, f"named as readers without a grant in iam.tf: {sorted(readers - granted)}"
+
+
 def test_no_tier_gets_ssm(tf) -> None:
     """SSH through the bastion is the only way in. No role installs the SSM agent, so SSM
     permissions and endpoints would be privilege and cost that nothing uses."""
