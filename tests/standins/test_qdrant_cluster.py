@@ -305,8 +305,17 @@ def test_shard_snapshots_back_up_and_restore_one_shard(peers: list[Peer]) -> Non
     for reader in (peers[1], peers[3]):
         assert all("changed" not in (p.payload or {}) for p in reader.client().retrieve("docs", ids))
     client.set_payload("docs", {"changed": True}, points=ids[:1], wait=True)
-    location = (peer.snapshots / "docs" / "shards" / str(shard_id) / created.name).as_uri()
-    assert client.recover_shard_snapshot("docs", shard_id, location=location, checksum=created.checksum)
+    # As upstream: a shard's recover reads a local snapshot by its bare name, from the shard's
+    # own directory; a file:// URL (which the whole-collection recover accepts) is refused.
+    as_url = (peer.snapshots / "docs" / "shards" / str(shard_id) / created.name).as_uri()
+    refused = peer.http("PUT", f"/collections/docs/shards/{shard_id}/snapshots/recover",
+                        json={"location": as_url, "priority": "snapshot"})
+    assert refused.status_code == 400 and "URLs with file scheme are not supported" in refused.text, refused.text
+    for elsewhere in (f"../{shard_id}/{created.name}", "missing.snapshot"):
+        missing = peer.http("PUT", f"/collections/docs/shards/{shard_id}/snapshots/recover",
+                            json={"location": elsewhere, "priority": "snapshot"})
+        assert missing.status_code == 404, (elsewhere, missing.text)
+    assert client.recover_shard_snapshot("docs", shard_id, location=created.name, checksum=created.checksum)
     assert wait_for(lambda: _all_active(peers[1], "docs", 2), 15, "replicas Active after the second restore")
     assert "changed" not in (peers[1].client().retrieve("docs", ids[:1])[0].payload or {})
     assert client.delete_shard_snapshot("docs", shard_id, created.name)

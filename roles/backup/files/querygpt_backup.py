@@ -1239,19 +1239,32 @@ def run_restore(config: Config, collection: str, key: str = "", shard_id: int | 
     return result
 
 
-def stage_and_recover(config: Config, backup: Backup, s3: Any, phase: Phases, stem: str, recover: Any) -> None:
-    """Download into Qdrant's snapshots directory (verified), hand it to Qdrant as file://
-    with the checksum, remove it whatever happens."""
+def stage_and_recover(config: Config, backup: Backup, s3: Any, phase: Phases, stem: str, recover: Any,
+                      shard: tuple[str, int] | None = None) -> None:
+    """Download into Qdrant's snapshots directory (verified), hand it to Qdrant with the
+    checksum, remove it whatever happens.
+
+    A collection's snapshot goes to querygpt-restore/ and Qdrant reads it as a file:// URL.
+    A shard's recover accepts no file:// URL (upstream refuses every scheme but http(s));
+    it reads a local snapshot only by its bare name, from the shard's own snapshot directory
+    (<snapshots>/<collection>/shards/<id>/), so a shard's is staged there: `shard` is the
+    (collection, shard id) it is recovered into.
+    """
     snapshots = Path(config.qdrant_snapshots_dir)
-    dest = snapshots / "querygpt-restore" / f"{stem}-{backup.key.rsplit('/', 1)[-1]}"
+    name = f"querygpt-restore-{stem}-{backup.key.rsplit('/', 1)[-1]}"
+    staging = snapshots / "querygpt-restore" if shard is None else \
+        snapshots / shard[0] / "shards" / str(shard[1])
+    dest = staging / name
+    created = [d for d in (staging, *staging.parents) if d.is_relative_to(snapshots) and d != snapshots
+               and not d.exists()]
     with phase("download"):
         download_verified(config, s3, backup, dest)
     try:
         owner = snapshots.stat()
-        os.chown(dest.parent, owner.st_uid, owner.st_gid)
-        os.chown(dest, owner.st_uid, owner.st_gid)
+        for path in (*created, dest):  # Qdrant (its own user) writes its snapshots there later
+            os.chown(path, owner.st_uid, owner.st_gid)
         with phase("qdrant_recover"):
-            recover(dest.resolve().as_uri(), backup.sha256)
+            recover(dest.resolve().as_uri() if shard is None else name, backup.sha256)
     finally:
         dest.unlink(missing_ok=True)
 
@@ -1361,7 +1374,8 @@ def run_restore_shards(config: Config, qdrant: Qdrant, collection: str, key: str
         LOG.info("restoring %s into collection %s shard %d on peer %d (sha256 %s)", backup.key, collection, sid,
                  peer_id, backup.sha256)
         stage_and_recover(config, backup, s3, phase, f"{collection}-shard{sid}",
-                          lambda location, checksum, sid=sid: qdrant.recover_shard(collection, sid, location, checksum))
+                          lambda location, checksum, sid=sid: qdrant.recover_shard(collection, sid, location, checksum),
+                          shard=(collection, sid))
         with phase("qdrant_ready"):
             count = wait_shard_settled(qdrant, collection, sid, config.restore_ready_timeout)
         if backup.points_count is not None and count != backup.points_count:

@@ -534,11 +534,13 @@ class ClusterApp(App):
         return Result(True)
 
     def recover_shard_snapshot(self, request: Request) -> Result:
-        """``ShardSnapshotRecover``: location (file:// in snapshots_path, http(s)://), priority,
-        checksum, api_key."""
+        """``ShardSnapshotRecover``: location (an http(s) URL, or the name of a file in the
+        shard's snapshot directory; never file://), priority, checksum, api_key."""
         body = request.json()
         name, shard_id = self._shard(request)
-        data = self.snapshots.fetch(body)
+        if isinstance(body, dict) and not urllib.parse.urlparse(str(body.get("location", ""))).scheme:
+            self._local_shard(request)  # a file of the shard's directory: upstream asks the shard be here
+        data = self.snapshots.fetch_shard(name, shard_id, body)
         document = decode_document(data, self.store.version)
         self._recover_shard(name, shard_id, document["collection"], body.get("priority"))
         return Result(True)
