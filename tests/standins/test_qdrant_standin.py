@@ -286,6 +286,7 @@ def test_metrics_need_key_and_use_upstream_names(server: StandIn, client: Qdrant
     for name in ("collections_total ", "collections_vector_total ", "# TYPE rest_responses_total counter"):
         assert name in text
     assert 'rest_responses_total{method="GET",endpoint="/collections",status="200"}' in text
+    assert "rest_responses_fail_total" not in text  # gone upstream since 1.17 (dashboards must not use it)
 
 
 def test_grpc_port_is_bound(server: StandIn) -> None:

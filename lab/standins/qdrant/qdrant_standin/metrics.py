@@ -20,7 +20,6 @@ from .storage import Store
 @dataclass
 class _Stats:
     count: int = 0
-    fail_count: int = 0
     total_seconds: float = 0.0
 
 
@@ -50,7 +49,6 @@ class RequestMetrics:
         with self._lock:
             stats = self._stats.setdefault((method, endpoint, status), _Stats())
             stats.count += 1
-            stats.fail_count += status >= 500
             stats.total_seconds += seconds
 
     def render(self, store: Store, version: str, cluster: dict[str, Any] | None = None) -> str:
@@ -99,8 +97,6 @@ class RequestMetrics:
         families += [
             ("rest_responses_total", "total number of responses", "counter",
              [(lbl, st.count) for lbl, st in labels]),
-            ("rest_responses_fail_total", "total number of failed responses", "counter",
-             [(lbl, st.fail_count) for lbl, st in labels]),
             ("rest_responses_avg_duration_seconds", "average response duration", "gauge",
              [(lbl, st.total_seconds / st.count) for lbl, st in labels]),
         ]
