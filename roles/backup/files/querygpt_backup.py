@@ -635,10 +635,14 @@ def list_backups(config: Config, s3: Any, collection: str | None = None,
                 try:
                     meta = s3.head_object(Bucket=config.s3_bucket, Key=obj["Key"]).get("Metadata", {})
                 except ClientError as err:
-                    if err.response.get("Error", {}).get("Code") not in ("404", "NoSuchKey", "NotFound"):
+                    # Gone since the listing? Every holder of a shard prunes its backups, and
+                    # the peers run at the same time. S3 answers a missing key with 404, or
+                    # 403 where the caller may list only some prefixes (IAM's s3:prefix
+                    # condition): a key no longer listed is skipped, anything else fails.
+                    code = err.response.get("Error", {}).get("Code")
+                    if code not in ("404", "NoSuchKey", "NotFound", "403", "AccessDenied") or \
+                            still_listed(s3, config.s3_bucket, obj["Key"]):
                         raise
-                    # Gone since the listing: every holder of a shard prunes its backups, and
-                    # the peers run at the same time.
                     LOG.info("s3://%s/%s: deleted since it was listed; skipped", config.s3_bucket, obj["Key"])
                     continue
                 found.append(Backup(
@@ -654,6 +658,11 @@ def list_backups(config: Config, s3: Any, collection: str | None = None,
     except (BotoCoreError, ClientError) as err:
         raise s3_error(err, f"listing s3://{config.s3_bucket}/{prefix}") from None
     return sorted(found, key=lambda b: (b.collection, -1 if b.shard_id is None else b.shard_id, b.taken_at, b.key))
+
+
+def still_listed(s3: Any, bucket: str, key: str) -> bool:
+    listed = s3.list_objects_v2(Bucket=bucket, Prefix=key, MaxKeys=1).get("Contents", [])
+    return any(obj["Key"] == key for obj in listed)
 
 
 def _number(text: str, default: Any) -> Any:
