@@ -450,3 +450,27 @@ def test_edges_on_lets_encrypts_staging_need_its_roots_for_the_probes(
     done = rehearsal.preflight()
     assert done.returncode == 0, done.stdout[-3000:]
 
+
+
+def test_new_env_asks_for_the_existing_vaults_password_once_and_a_new_one_twice(monkeypatch, tmp_path) -> None:
+    """--rotate-ca and --rotate-secrets open the vault already there: its own password, asked
+    once (a wrong one fails at `ansible-vault view`), not a "new" one to type twice."""
+    import importlib.util
+    from importlib.machinery import SourceFileLoader
+    from types import SimpleNamespace
+
+    loader = SourceFileLoader("new_env", str(REPO / "bin/new-env"))
+    spec = importlib.util.spec_from_loader("new_env", loader)
+    new_env = importlib.util.module_from_spec(spec)
+    loader.exec_module(new_env)
+    asked: list[str] = []
+    monkeypatch.setattr(new_env.getpass, "getpass", lambda prompt: asked.append(prompt) or "x" * 20)
+    args = SimpleNamespace(vault_password_file=None, env="prod")
+    for existing, prompts in ((True, 1), (False, 2)):
+        asked.clear()
+        path = new_env.vault_password(args, existing=existing)
+        try:
+            assert path.read_text() == "x" * 20 + "\n" and len(asked) == prompts, asked
+            assert ("New" in asked[0]) is not existing, asked
+        finally:
+            path.unlink()
