@@ -8,6 +8,7 @@ import dataclasses
 import fcntl
 import hashlib
 import json
+import os
 import re
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
@@ -228,6 +229,39 @@ def test_a_backup_deleted_between_listing_and_reading_is_skipped(
 
     with pytest.raises(qb.BackupError, match="listing"):
         qb.list_backups(config, Refused(), collection)
+
+
+def test_a_shard_restore_stages_in_the_shards_directory_owned_by_qdrant_even_when_it_fails(
+        qb: ModuleType, qdrant: QdrantStandin, s3: Any, config: Any, collection: str, tmp_path: Path) -> None:
+    """A shard snapshot is handed to Qdrant by its bare name from <snapshots>/<c>/shards/<id>/
+    (Qdrant refuses file:// there). Directories the program makes there belong to Qdrant's
+    user from the start: one left root's by a failed download would stop Qdrant's own shard
+    snapshots, and so the next backups."""
+    snapshots = tmp_path / "snapshots"
+    snapshots.mkdir()
+    os.chown(snapshots, 4321, 4321)  # Qdrant's user
+    staged = dataclasses.replace(config, qdrant_snapshots_dir=str(snapshots))
+    qdrant.make_collection(collection, 3)
+    assert qb.run_backup(config, now=NOW) == 0
+    (backup,) = qb.list_backups(config, s3, collection)
+    seen: list[tuple[str, str]] = []
+
+    def recover(location: str, checksum: str) -> None:
+        shard_dir = snapshots / "target" / "shards" / "2"
+        assert (shard_dir / location).is_file() and "/" not in location
+        seen.append((location, checksum))
+        for path in (snapshots / "target", snapshots / "target" / "shards", shard_dir, shard_dir / location):
+            assert (path.stat().st_uid, path.stat().st_gid) == (4321, 4321), path
+
+    qb.stage_and_recover(staged, backup, s3, qb.Phases(), "target-shard2", recover, shard=("target", 2))
+    assert seen == [(seen[0][0], backup.sha256)]
+    assert list((snapshots / "target" / "shards" / "2").iterdir()) == []  # removed afterwards
+
+    corrupt = dataclasses.replace(backup, sha256="0" * 64)
+    with pytest.raises(qb.RestoreRefused):
+        qb.stage_and_recover(staged, corrupt, s3, qb.Phases(), "other-shard0", recover, shard=("other", 0))
+    for path in (snapshots / "other", snapshots / "other" / "shards", snapshots / "other" / "shards" / "0"):
+        assert (path.stat().st_uid, path.stat().st_gid) == (4321, 4321), path
 
 
 def test_foreign_objects_are_never_touched(qb: ModuleType, s3: Any, config: Any, collection: str) -> None:

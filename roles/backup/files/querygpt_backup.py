@@ -1264,14 +1264,17 @@ def stage_and_recover(config: Config, backup: Backup, s3: Any, phase: Phases, st
     staging = snapshots / "querygpt-restore" if shard is None else \
         snapshots / shard[0] / "shards" / str(shard[1])
     dest = staging / name
-    created = [d for d in (staging, *staging.parents) if d.is_relative_to(snapshots) and d != snapshots
-               and not d.exists()]
+    owner = snapshots.stat()
+    # Directories made here are Qdrant's from the start (its own user writes its snapshots
+    # there later), even when the download then fails.
+    for directory in reversed([d for d in (staging, *staging.parents)
+                               if d.is_relative_to(snapshots) and d != snapshots and not d.exists()]):
+        directory.mkdir()
+        os.chown(directory, owner.st_uid, owner.st_gid)
     with phase("download"):
         download_verified(config, s3, backup, dest)
     try:
-        owner = snapshots.stat()
-        for path in (*created, dest):  # Qdrant (its own user) writes its snapshots there later
-            os.chown(path, owner.st_uid, owner.st_gid)
+        os.chown(dest, owner.st_uid, owner.st_gid)
         with phase("qdrant_recover"):
             recover(dest.resolve().as_uri() if shard is None else name, backup.sha256)
     finally:
