@@ -186,6 +186,8 @@ class Rehearsal:
                                     "frontend_dist_sha256": SHA})
         self.edit("group_vars/edge/nginx.yml", nginx_server_name="querygpt.example.com",
                   nginx_acme_email="ops@example.com")
+        self.edit("group_vars/monitoring/prometheus_stack.yml",
+                  prometheus_stack_alertmanager_webhook_urls=["https://alerts.example.com/querygpt"])
 
 
 def reported(output: str) -> list[tuple[str, str]]:
