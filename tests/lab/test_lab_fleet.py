@@ -101,6 +101,23 @@ def test_ssh_refuses_passwords_and_root(lab):
     assert "allowtcpforwarding local" in settings, "the bastion must forward for ProxyJump"
 
 
+def test_tunnels_reach_the_monitoring_hosts_loopback_and_no_other_hosts(lab):
+    """Grafana listens on the monitoring host's loopback only; an operator reaches it with a
+    tunnel through the bastion (docs/monitoring.md), which that host's sshd must allow. A
+    tier host refuses any tunnel. Here the stdio form (-W) to the lab's alert receiver."""
+    def tunnel(host: str, target: str) -> subprocess.CompletedProcess:
+        return subprocess.run(["ssh", "-F", str(STATE / "ssh_config"), "-o", "BatchMode=yes", "-o", "ConnectTimeout=5",
+                               "-W", target, lab.hostvars[host]["ansible_host"]],
+                              input="GET /alerts HTTP/1.0\r\n\r\n", capture_output=True, text=True, timeout=30,
+                              check=False)
+
+    monitoring, backend = lab.groups["monitoring"][0], lab.groups["backend"][0]
+    through = tunnel(monitoring, "127.0.0.1:9099")
+    assert through.returncode == 0 and " 200 " in (through.stdout.splitlines() or [""])[0], through
+    refused = tunnel(backend, "127.0.0.1:22")
+    assert refused.returncode != 0 and "administratively prohibited" in refused.stderr, refused
+
+
 @pytest.mark.parametrize("tier", ["bastion", "backend"])
 def test_sshd_admits_the_operators_and_the_deploy_account_only(lab, tier):
     """As in prod: the operators of common_admin_users and the account Ansible connects as
