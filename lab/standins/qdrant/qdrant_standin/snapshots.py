@@ -222,22 +222,19 @@ class SnapshotManager:
         the bare name of a file in the shard's own snapshot directory
         (``<collection>/shards/<id>/``); any other URL scheme, file:// included, is refused
         (only the whole-collection recover reads file:// URLs)."""
-        if not isinstance(body, dict) or not isinstance(body.get("location"), str):
-            raise bad_input("Validation error in JSON body: [location: field is required]")
-        check_priority(body.get("priority"))
-        location = body["location"]
-        scheme = urllib.parse.urlparse(location).scheme
-        if scheme:  # a URL (upstream's untagged enum tries Url first)
-            if scheme not in ("http", "https"):
+        location = body.get("location") if isinstance(body, dict) else None
+        scheme = urllib.parse.urlparse(location).scheme if isinstance(location, str) else ""
+        if not isinstance(location, str) or scheme:  # a URL (upstream's untagged enum tries Url first)
+            if scheme and scheme not in ("http", "https"):
                 raise bad_input(f"Invalid snapshot URL {location}: URLs with {scheme} scheme are not supported")
-            data = self._fetch(location, body.get("api_key"))
-        else:
-            if not location or Path(location).name != location:
-                raise not_found(f"Snapshot {location}")
-            path = self._collection_dir(collection_name, shard_id) / location
-            if not path.is_file():
-                raise not_found(f"Snapshot file {str(path)!r} does not exist")
-            data = path.read_bytes()
+            return self.fetch(body)  # as the collection's recover: body checks, download, checksum
+        check_priority(body.get("priority"))
+        if not location or Path(location).name != location:
+            raise not_found(f"Snapshot {location}")
+        path = self._collection_dir(collection_name, shard_id) / location
+        if not path.is_file():
+            raise not_found(f"Snapshot file {str(path)!r} does not exist")
+        data = path.read_bytes()
         self.verify_checksum(data, body.get("checksum"))
         return data
 
