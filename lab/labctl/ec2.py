@@ -163,6 +163,13 @@ def seeded_names(ec2: Any, env: str) -> set[str]:
     return names
 
 
+def primary_interface(subnet_id: str, address: str) -> list[dict[str, Any]]:
+    """An instance's primary network interface as EC2 makes it at launch: deleted with the
+    instance, so a terminated instance's address is free again. (The emulator keeps it taken
+    when the instance is launched with SubnetId and PrivateIpAddress alone.)"""
+    return [{"DeviceIndex": 0, "SubnetId": subnet_id, "PrivateIpAddress": address, "DeleteOnTermination": True}]
+
+
 def seed(hosts: list[LabHost], vals: dict[str, Any], url: str = URL) -> bool:
     """Create the VPC, subnets, instances, Elastic IP and volumes of an environment as Terraform
     would (tags, zones, addresses); False if the emulator already holds exactly these."""
@@ -183,7 +190,7 @@ def seed(hosts: list[LabHost], vals: dict[str, Any], url: str = URL) -> bool:
         tags = {**default_tags, "Role": host.role, "Name": host.name}
         instance = ec2.run_instances(
             ImageId=image, InstanceType=host.instance_type, MinCount=1, MaxCount=1,
-            SubnetId=subnet_ids[host.subnet.cidr.exploded], PrivateIpAddress=host.address,
+            NetworkInterfaces=primary_interface(subnet_ids[host.subnet.cidr.exploded], host.address),
             TagSpecifications=[{"ResourceType": "instance",
                                 "Tags": [{"Key": k, "Value": v} for k, v in tags.items()]}],
         )["Instances"][0]
@@ -194,6 +201,31 @@ def seed(hosts: list[LabHost], vals: dict[str, Any], url: str = URL) -> bool:
             volume = ec2.create_volume(AvailabilityZone=host.subnet.zone, Size=10, VolumeType="gp3")
             ec2.attach_volume(VolumeId=volume["VolumeId"], InstanceId=instance["InstanceId"], Device=device)
     return True
+
+
+def replace_instance(host: LabHost, address: str, url: str = URL) -> str:
+    """What a lost instance's replacement looks like to the inventory: the running instance
+    tagged Name=`host.name` is terminated and another is launched with its tags, type, subnet
+    and volumes at `address` (EC2 picks a new private address; Terraform pins none). Returns
+    the new instance's id. The lab test of replace_qdrant_node.yml uses it."""
+    ec2 = client(url=url)
+    found = [inst for page in ec2.get_paginator("describe_instances").paginate(
+                 Filters=[{"Name": "tag:Name", "Values": [host.name]},
+                          {"Name": "instance-state-name", "Values": ["running"]}])
+             for reservation in page["Reservations"] for inst in reservation["Instances"]]
+    if len(found) != 1:
+        raise LabError(f"{host.name}: expected one running instance in the EC2 emulator, found {len(found)}")
+    old = found[0]
+    ec2.terminate_instances(InstanceIds=[old["InstanceId"]])
+    instance = ec2.run_instances(
+        ImageId=old["ImageId"], InstanceType=old["InstanceType"], MinCount=1, MaxCount=1,
+        NetworkInterfaces=primary_interface(old["SubnetId"], address),
+        TagSpecifications=[{"ResourceType": "instance", "Tags": old["Tags"]}],
+    )["Instances"][0]
+    for device in host.data_devices:
+        volume = ec2.create_volume(AvailabilityZone=host.subnet.zone, Size=10, VolumeType="gp3")
+        ec2.attach_volume(VolumeId=volume["VolumeId"], InstanceId=instance["InstanceId"], Device=device)
+    return instance["InstanceId"]
 
 
 def bucket_name(vals: dict[str, Any], purpose: str) -> str:

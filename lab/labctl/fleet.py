@@ -128,6 +128,21 @@ def ensure_containers(image: str, public_key: str) -> list[LabHost]:
     return fleet
 
 
+def readdress(host: LabHost, address: str) -> None:
+    """Move a private host's container to `address` on its subnet's network: with
+    ec2.replace_instance, the lab's stand-in for an instance replaced at a new private address
+    (same disk, so its baseline stays; the test empties what the loss would have emptied)."""
+    if host.public_ip:
+        raise LabError(f"{host.name}: only private hosts are readdressed")
+    net = PREFIX + host.network
+    run(["docker", "network", "disconnect", net, container(host)], quiet=True)
+    run(["docker", "network", "connect", "--ip", address, net, container(host)], quiet=True)
+    # docker makes the network's gateway the default route again when it is the only network
+    gateway = str(next(host.subnet.cidr.hosts()))
+    run(["docker", "exec", container(host), "ip", "route", "replace", "default", "via", gateway, "dev",
+         _interface(host, address)], quiet=True)
+
+
 def _route_through_the_vpc(host: LabHost) -> None:
     """The bastion's default route is its subnet's gateway, as in a VPC (the internet leg only
     answers the controller). Docker picks the default gateway among a container's networks by

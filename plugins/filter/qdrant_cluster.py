@@ -1,7 +1,9 @@
 """What playbooks/runbooks/replace_qdrant_node.yml does to a Qdrant cluster, computed from the API.
 
 A peer whose storage was lost comes back with a new peer id at the same p2p URI; the old id
-stays in the cluster with its replicas Dead until it is removed. These filters read what a
+stays in the cluster with its replicas Dead until it is removed. A replacement instance at a
+NEW private address (EC2 gives one; Terraform pins none) has no peer at its URI: the peer to
+remove is then the one at an address no host of the qdrant group has any more. These filters read what a
 healthy peer answers (`GET /cluster`, `GET /collections/{c}` and `GET /collections/{c}/cluster`,
 as the `uri` module registers them in a loop: each item has `item` (the collection), `status`
 and `json`) and say what to remove, what would be lost, and which shards to replicate. They
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from typing import Any
+from urllib.parse import urlsplit
 
 from ansible.errors import AnsibleFilterError
 
@@ -57,15 +60,23 @@ def _peer_uris(cluster: Mapping[str, Any]) -> dict[int, str]:
 
 def qdrant_replacement_plan(cluster: Mapping[str, Any], infos: Iterable[Mapping[str, Any]],
                             layouts: Iterable[Mapping[str, Any]], uri: str,
-                            own: Mapping[str, Any] | None = None) -> dict[str, Any]:
+                            own: Mapping[str, Any] | None = None,
+                            known_uris: Iterable[str] | None = None, old_address: str = "") -> dict[str, Any]:
     """The plan for rebuilding the peer at p2p `uri`, from a healthy peer's answers.
 
     `cluster` is that peer's GET /cluster result; `own` the replaced host's own GET /cluster
-    result ({} when its qdrant does not answer). Returns:
+    result ({} when its qdrant does not answer); `known_uris` the p2p URIs of every host of the
+    qdrant group (the inventory's). When no peer is at `uri` (the host is new at its address),
+    the peer to replace is the one at a URI none of `known_uris` is (an *orphan*): the only
+    one, or the one at `old_address` when given. Returns:
 
     - `live_id`: the replaced host's peer id when it answers as a member the healthy peer
       lists at `uri` (its raft state is intact: it is not to be stopped or wiped), else None;
-    - `stale_ids`: the other peer ids at `uri`, the dead peer(s) to remove;
+    - `stale_ids`: the other peer ids at `uri`, the dead peer(s) to remove; for a host at a
+      new address, the orphan it replaces;
+    - `moved_from`: that orphan's URI ('' when the host keeps its address);
+    - `orphans`: every orphan's URI (the choice, when there are several and no `old_address`);
+    - `ambiguous`: whether the peer to replace cannot be told (several orphans, none chosen);
     - `lost`: shards with no Active replica outside `stale_ids` (removing them would lose
       points: restore from backup instead);
     - `under`: shards with fewer replicas outside `stale_ids` than the collection's
@@ -83,6 +94,28 @@ def qdrant_replacement_plan(cluster: Mapping[str, Any], infos: Iterable[Mapping[
     own_id = own.get("peer_id") if own.get("status") == "enabled" else None
     live_id = int(own_id) if own_id is not None and int(own_id) in at_uri else None
     stale = [p for p in at_uri if p != live_id]
+    # Without the inventory's URIs nothing can be an orphan (no peer is removed for its address).
+    known = {str(u).rstrip("/") for u in known_uris or []} | {uri}
+    orphans = {p: u for p, u in sorted(peers.items()) if u not in known} if known_uris is not None else {}
+    moved_from, ambiguous = "", False
+    if old_address:
+        chosen = {p: u for p, u in orphans.items() if urlsplit(u).hostname == str(old_address)}
+        if not chosen:
+            raise AnsibleFilterError(
+                f"qdrant_replacement_plan: no peer at {old_address} that no qdrant host has: the peers whose"
+                f" address no host has are {sorted(orphans.values()) or 'none'}")
+        if at_uri:
+            raise AnsibleFilterError(
+                f"qdrant_replacement_plan: {uri} is already a peer of the cluster ({at_uri}): the host keeps its"
+                f" address; leave out the old address")
+    else:
+        chosen = orphans
+    if not at_uri and chosen:
+        if len(chosen) == 1:
+            stale = list(chosen)
+            moved_from = next(iter(chosen.values()))
+        else:
+            ambiguous = True
     peers_after = len(peers) - len(stale) + (0 if live_id is not None else 1)
     lost: list[str] = []
     under: list[dict[str, Any]] = []
@@ -97,7 +130,8 @@ def qdrant_replacement_plan(cluster: Mapping[str, Any], infos: Iterable[Mapping[
                               "replication_factor": factor})
             degraded += [{"collection": name, "shard_id": shard, "peer_id": p, "uri": peers.get(p, "?"), "state": s}
                          for p, s in sorted(kept.items()) if s != "Active" and p != live_id]
-    return {"uri": uri, "live_id": live_id, "stale_ids": stale, "lost": lost, "under": under,
+    return {"uri": uri, "live_id": live_id, "stale_ids": stale, "moved_from": moved_from,
+            "orphans": sorted(orphans.values()), "ambiguous": ambiguous, "lost": lost, "under": under,
             "degraded": degraded, "todo": bool(stale or live_id is None or under)}
 
 

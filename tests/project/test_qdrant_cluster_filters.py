@@ -74,8 +74,8 @@ def test_a_shard_without_any_replica_is_lost():
 def test_a_healthy_cluster_has_nothing_to_do():
     healthy = {"schema": {0: {11: "Active", 33: "Active"}, 1: {22: "Active", 11: "Active"}, 2: {33: "Active", 22: "Active"}}}
     plan = qdrant_replacement_plan(cluster(URIS), *answers(healthy), LOST_URI, cluster(URIS, me=33))
-    assert plan == {"uri": LOST_URI, "live_id": 33, "stale_ids": [], "lost": [], "under": [], "degraded": [],
-                    "todo": False}
+    assert plan == {"uri": LOST_URI, "live_id": 33, "stale_ids": [], "moved_from": "", "orphans": [],
+                    "ambiguous": False, "lost": [], "under": [], "degraded": [], "todo": False}
 
 
 def test_a_live_member_named_while_another_peer_is_down_reports_that_peer():
@@ -126,3 +126,51 @@ def test_a_collection_deleted_meanwhile_is_skipped():
     infos, layouts = answers(DEGRADED)
     layouts[0] = {"item": "schema", "status": 404, "json": {}}
     assert qdrant_replacement_plan(cluster(URIS), infos, layouts, LOST_URI, {})["under"] == []
+
+
+# The lost instance's replacement got a NEW private address (EC2 picks one): the inventory
+# lists the new host, and the cluster still has peer 33 at the old address.
+NEW_URI = "http://10.40.160.57:6335"
+KNOWN_AFTER_MOVE = [URIS[11], URIS[22], NEW_URI]
+
+
+def test_a_replacement_at_a_new_address_removes_the_peer_no_host_has_any_more():
+    plan = qdrant_replacement_plan(cluster(URIS), *answers(DEGRADED), NEW_URI, {}, KNOWN_AFTER_MOVE)
+    assert plan["stale_ids"] == [33] and plan["moved_from"] == LOST_URI
+    assert plan["live_id"] is None and plan["todo"] and not plan["ambiguous"]
+    assert plan["lost"] == [] and plan["degraded"] == []
+    assert [(u["collection"], u["shard_id"]) for u in plan["under"]] == [("schema", 0), ("schema", 2)]
+
+
+def test_a_host_at_its_old_address_never_removes_a_peer_of_another_address():
+    # same-address replacement while an orphan exists: the orphan is another peer's problem
+    peers = {**URIS, 44: "http://10.40.128.99:6335"}
+    plan = qdrant_replacement_plan(cluster(peers), *answers(DEGRADED), LOST_URI, {}, list(URIS.values()))
+    assert plan["stale_ids"] == [33] and plan["moved_from"] == ""
+    assert plan["orphans"] == ["http://10.40.128.99:6335"]
+
+
+def test_several_peers_no_host_has_are_ambiguous_until_the_old_address_is_named():
+    peers = {**URIS, 44: "http://10.40.128.99:6335"}
+    plan = qdrant_replacement_plan(cluster(peers), *answers(DEGRADED), NEW_URI, {}, KNOWN_AFTER_MOVE)
+    assert plan["ambiguous"] and plan["stale_ids"] == []
+    assert plan["orphans"] == ["http://10.40.128.99:6335", LOST_URI]
+    chosen = qdrant_replacement_plan(cluster(peers), *answers(DEGRADED), NEW_URI, {}, KNOWN_AFTER_MOVE, "10.40.160.20")
+    assert chosen["stale_ids"] == [33] and not chosen["ambiguous"] and chosen["moved_from"] == LOST_URI
+
+
+def test_an_old_address_that_a_host_still_has_is_an_error():
+    with pytest.raises(AnsibleFilterError, match="no peer at 10.40.144.20 that no qdrant host has"):
+        qdrant_replacement_plan(cluster(URIS), *answers(DEGRADED), NEW_URI, {}, KNOWN_AFTER_MOVE, "10.40.144.20")
+
+
+def test_an_old_address_for_a_host_that_kept_its_own_is_an_error():
+    peers = {**URIS, 44: "http://10.40.128.99:6335"}
+    with pytest.raises(AnsibleFilterError, match="keeps its address"):
+        qdrant_replacement_plan(cluster(peers), *answers(DEGRADED), LOST_URI, {}, list(URIS.values()), "10.40.128.99")
+
+
+def test_a_moved_host_whose_old_peer_held_the_last_active_replica_is_refused():
+    layouts = {"schema": {0: {11: "Dead", 33: "Active"}, 1: {22: "Active", 11: "Active"}}}
+    plan = qdrant_replacement_plan(cluster(URIS), *answers(layouts), NEW_URI, {}, KNOWN_AFTER_MOVE)
+    assert plan["stale_ids"] == [33] and plan["lost"] == ["schema shard 0"]
