@@ -191,7 +191,7 @@ def failed_tests(step: str) -> list[str]:
 # alone, with its stack, instead of spending the run's budget. Bounds, not figures: several
 # times the slowest test measured on two cores (2026-12-05: the PostgreSQL failover, 156 s;
 # in the pytest stage a preflight batch's setup, 37 s, and the stand-in backend's start,
-# bounded at 180 s).
+# bounded at 180 s). A test that needs longer says so with its own pytest.mark.timeout.
 TEST_TIMEOUT = {"pytest": 300, "lab tests": 420}
 
 
