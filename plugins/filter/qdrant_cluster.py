@@ -102,12 +102,12 @@ def qdrant_replacement_plan(cluster: Mapping[str, Any], infos: Iterable[Mapping[
         chosen = {p: u for p, u in orphans.items() if urlsplit(u).hostname == str(old_address)}
         if not chosen:
             raise AnsibleFilterError(
-                f"qdrant_replacement_plan: no peer at {old_address} that no qdrant host has: the peers whose"
-                f" address no host has are {sorted(orphans.values()) or 'none'}")
+                f"qdrant_replace_old_address: no peer at {old_address} that no qdrant host has: the peers whose"
+                f" address no host has are {sorted(orphans.values()) or 'none'}. Nothing was changed.")
         if at_uri:
             raise AnsibleFilterError(
-                f"qdrant_replacement_plan: {uri} is already a peer of the cluster ({at_uri}): the host keeps its"
-                f" address; leave out the old address")
+                f"qdrant_replace_old_address: {uri} is already a peer of the cluster ({at_uri}): the host kept its"
+                f" address; leave out qdrant_replace_old_address. Nothing was changed.")
     else:
         chosen = orphans
     if not at_uri and chosen:

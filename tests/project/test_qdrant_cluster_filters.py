@@ -160,13 +160,13 @@ def test_several_peers_no_host_has_are_ambiguous_until_the_old_address_is_named(
 
 
 def test_an_old_address_that_a_host_still_has_is_an_error():
-    with pytest.raises(AnsibleFilterError, match="no peer at 10.40.144.20 that no qdrant host has"):
+    with pytest.raises(AnsibleFilterError, match="qdrant_replace_old_address: no peer at 10.40.144.20 that no qdrant host has"):
         qdrant_replacement_plan(cluster(URIS), *answers(DEGRADED), NEW_URI, {}, KNOWN_AFTER_MOVE, "10.40.144.20")
 
 
 def test_an_old_address_for_a_host_that_kept_its_own_is_an_error():
     peers = {**URIS, 44: "http://10.40.128.99:6335"}
-    with pytest.raises(AnsibleFilterError, match="keeps its address"):
+    with pytest.raises(AnsibleFilterError, match="qdrant_replace_old_address: .* the host kept its address"):
         qdrant_replacement_plan(cluster(peers), *answers(DEGRADED), LOST_URI, {}, list(URIS.values()), "10.40.128.99")
 
 
@@ -174,3 +174,30 @@ def test_a_moved_host_whose_old_peer_held_the_last_active_replica_is_refused():
     layouts = {"schema": {0: {11: "Dead", 33: "Active"}, 1: {22: "Active", 11: "Active"}}}
     plan = qdrant_replacement_plan(cluster(URIS), *answers(layouts), NEW_URI, {}, KNOWN_AFTER_MOVE)
     assert plan["stale_ids"] == [33] and plan["lost"] == ["schema shard 0"]
+
+
+# --- the runbook's check that nothing answers at the old address -------------------------------
+
+def _refusal_condition() -> str:
+    import yaml
+
+    plays = yaml.safe_load((REPO / "playbooks/runbooks/replace_qdrant_node.yml").read_text())
+    tasks = [t for play in plays for t in play.get("tasks", [])]
+    task = next(t for t in tasks if t.get("name") == "Refuse to remove a peer that still answers at its old address")
+    return task["ansible.builtin.assert"]["that"]
+
+
+@pytest.mark.parametrize(("result", "removes"), [
+    # wait_for's registered results (failed_when: false), as ansible-core 2.19 registers them
+    ({"state": "started", "port": 6335, "elapsed": 0, "failed": False, "changed": False}, False),
+    ({"elapsed": 5, "failed": False, "changed": False, "msg": "Timeout when waiting for 10.40.160.20:6335"}, True),
+    # the check could not run (no interpreter, delegation failed): fail closed
+    ({"failed": False, "changed": False, "rc": 127, "msg": "Module result deserialization failed"}, False),
+    ({"skipped": True, "changed": False, "false_condition": "_replace_plan.moved_from | length > 0"}, True),
+], ids=["answers", "timeout", "check-failed", "same-address"])
+def test_a_peer_is_removed_for_its_address_only_after_a_timeout_there(result, removes):
+    from ansible.parsing.dataloader import DataLoader
+    from ansible.template import Templar, trust_as_template
+
+    templar = Templar(loader=DataLoader(), variables={"__replace_old_answers": result})
+    assert templar.evaluate_conditional(trust_as_template(_refusal_condition())) is removes
