@@ -170,6 +170,13 @@ def primary_interface(subnet_id: str, address: str) -> list[dict[str, Any]]:
     return [{"DeviceIndex": 0, "SubnetId": subnet_id, "PrivateIpAddress": address, "DeleteOnTermination": True}]
 
 
+def attach_data_volumes(ec2: Any, host: LabHost, instance_id: str) -> None:
+    """The host's data volumes (Terraform's aws_ebs_volume per device), attached to the instance."""
+    for device in host.data_devices:
+        volume = ec2.create_volume(AvailabilityZone=host.subnet.zone, Size=10, VolumeType="gp3")
+        ec2.attach_volume(VolumeId=volume["VolumeId"], InstanceId=instance_id, Device=device)
+
+
 def seed(hosts: list[LabHost], vals: dict[str, Any], url: str = URL) -> bool:
     """Create the VPC, subnets, instances, Elastic IP and volumes of an environment as Terraform
     would (tags, zones, addresses); False if the emulator already holds exactly these."""
@@ -197,9 +204,7 @@ def seed(hosts: list[LabHost], vals: dict[str, Any], url: str = URL) -> bool:
         if host.public_ip:
             eip = ec2.allocate_address(Domain="vpc", Address=host.public_ip)
             ec2.associate_address(InstanceId=instance["InstanceId"], AllocationId=eip["AllocationId"])
-        for device in host.data_devices:
-            volume = ec2.create_volume(AvailabilityZone=host.subnet.zone, Size=10, VolumeType="gp3")
-            ec2.attach_volume(VolumeId=volume["VolumeId"], InstanceId=instance["InstanceId"], Device=device)
+        attach_data_volumes(ec2, host, instance["InstanceId"])
     return True
 
 
@@ -222,9 +227,7 @@ def replace_instance(host: LabHost, address: str, url: str = URL) -> str:
         NetworkInterfaces=primary_interface(old["SubnetId"], address),
         TagSpecifications=[{"ResourceType": "instance", "Tags": old["Tags"]}],
     )["Instances"][0]
-    for device in host.data_devices:
-        volume = ec2.create_volume(AvailabilityZone=host.subnet.zone, Size=10, VolumeType="gp3")
-        ec2.attach_volume(VolumeId=volume["VolumeId"], InstanceId=instance["InstanceId"], Device=device)
+    attach_data_volumes(ec2, host, instance["InstanceId"])
     return instance["InstanceId"]
 
 

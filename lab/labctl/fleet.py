@@ -137,19 +137,17 @@ def readdress(host: LabHost, address: str) -> None:
     net = PREFIX + host.network
     run(["docker", "network", "disconnect", net, container(host)], quiet=True)
     run(["docker", "network", "connect", "--ip", address, net, container(host)], quiet=True)
-    # docker makes the network's gateway the default route again when it is the only network
-    gateway = str(next(host.subnet.cidr.hosts()))
-    run(["docker", "exec", container(host), "ip", "route", "replace", "default", "via", gateway, "dev",
-         _interface(host, address)], quiet=True)
+    _route_through_the_vpc(host, address)
 
 
-def _route_through_the_vpc(host: LabHost) -> None:
+def _route_through_the_vpc(host: LabHost, address: str = "") -> None:
     """The bastion's default route is its subnet's gateway, as in a VPC (the internet leg only
     answers the controller). Docker picks the default gateway among a container's networks by
-    its own order, and may pick the internet's; this sets it on every `up` (a restart resets it)."""
+    its own order, and may pick the internet's; this sets it on every `up` (a restart resets it),
+    and for a readdressed host on the interface that now holds `address`."""
     gateway = str(next(host.subnet.cidr.hosts()))
     run(["docker", "exec", container(host), "ip", "route", "replace", "default", "via", gateway, "dev",
-         _interface(host, host.address)], quiet=True)
+         _interface(host, address or host.address)], quiet=True)
 
 
 def _interface(host: LabHost, address: str) -> str:
