@@ -353,9 +353,14 @@ def test_rollback_only_to_a_kept_release(tmp_path):
     host = {"backend_rollback_to": "0.0.9", "backend_bind_address": "127.0.0.1"}
     run(tmp_path, host, entries=("host_checks",), connect=True).assert_refused(
         "backend_rollback_to: release '0.0.9' is not installed")
-    script = tmp_path / "prefix/releases/0.0.9/bin/querygpt-backend"
-    script.parent.mkdir(parents=True)
-    script.write_text("#!/bin/sh\n")
+    # installed before the host's python3 changed (Debian 12's 3.11): it would not import
+    (tmp_path / "prefix/releases/0.0.9/lib/python3.11/site-packages/querygpt").mkdir(parents=True)
+    (tmp_path / "prefix/releases/0.0.9/bin").mkdir()
+    (tmp_path / "prefix/releases/0.0.9/bin/querygpt-backend").write_text("#!/bin/sh\n")
+    run(tmp_path, host, entries=("host_checks",), connect=True).assert_refused(
+        "backend_rollback_to: release '0.0.9' is not installed on", "for Python 3.13",
+        "installed before the host's Python changed")
+    (tmp_path / "prefix/releases/0.0.9/lib/python3.13/site-packages/querygpt").mkdir(parents=True)
     result = run(tmp_path, host, entries=("host_checks",), connect=True,
                  show={"active": "{{ _backend_active_dir }}", "url": "{{ _backend_url }}"})
     result.assert_ok()
