@@ -169,7 +169,8 @@ def cmd_down(args: argparse.Namespace) -> None:
     if args.purge:
         # The apt cache also serves molecule scenarios, so only a purge stops it.
         aptcache.stop()
-        run(["docker", "image", "rm", "-f", image.image_ref(), f"{image.REPOSITORY}:latest"], check=False)
+        for suite in image.REPOSITORIES:
+            run(["docker", "image", "rm", "-f", image.image_ref(suite), f"{image.repository(suite)}:latest"], check=False)
         run(["rm", "-rf", str(STATE), str(secrets.VAULT_FILE), str(aptcache.CACHE_DIR)])
 
 
@@ -185,6 +186,8 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("bootstrap", help="install host packages, start dockerd, create the virtualenvs")
     p = sub.add_parser("image", help="build the systemd base image (reused while unchanged)")
     p.add_argument("--force", action="store_true")
+    p.add_argument("--suite", default=image.SUITE, choices=sorted(image.REPOSITORIES),
+                   help="Debian release (bookworm: only for the Debian upgrade runbook's scenario)")
     p = sub.add_parser("up", help="bootstrap, image, fleet, then converge site.yml (idempotent)")
     p.add_argument("--no-converge", action="store_true")
     p.add_argument("--assert-idempotent", action="store_true", help="fail when anything changed")
@@ -205,7 +208,7 @@ def main(argv: list[str] | None = None) -> int:
             bootstrap.bootstrap()
         elif args.command == "image":
             bootstrap.ensure_docker()
-            image.build(force=args.force)
+            image.build(force=args.force, suite=args.suite)
         else:
             {"up": cmd_up, "converge": cmd_converge, "down": cmd_down, "status": cmd_status}[args.command](args)
     except LabError as err:

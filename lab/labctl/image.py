@@ -4,6 +4,10 @@ No registry is reachable, so the image is built from Debian packages and importe
 `docker import`. It is tagged with a hash of this recipe, so an unchanged recipe reuses the
 image and any edit here produces a new one. It mirrors what a Debian 13 cloud AMI gives:
 systemd, sshd, sudo, python3 and an `admin` user whose key is injected at boot.
+
+The same recipe on Debian 12 (bookworm, `bin/lab image --suite bookworm`) gives the host that
+the Debian upgrade runbook's scenario starts from (roles/common/molecule/upgrade_debian): a
+fleet deployed before this release. Nothing else runs on it; preflight refuses Debian 12.
 """
 
 from __future__ import annotations
@@ -21,6 +25,8 @@ from .run import LabError, output, run
 
 REPOSITORY = "querygpt-lab/debian13"
 SUITE = "trixie"
+# Each suite's image repository: the lab's release, and the one its upgrade runbook starts from.
+REPOSITORIES = {SUITE: REPOSITORY, "bookworm": "querygpt-lab/debian12"}
 MIRROR = "http://deb.debian.org/debian"
 
 PACKAGES = [
@@ -28,17 +34,17 @@ PACKAGES = [
     "ca-certificates", "iproute2", "iputils-ping", "procps", "netbase", "curl", "less",
 ]
 
-# deb822, as Debian 13's cloud images ship them (debootstrap writes a one-line sources.list).
-DEBIAN_SOURCES = f"""\
+# deb822, as Debian's cloud images ship them (debootstrap writes a one-line sources.list).
+DEBIAN_SOURCES = """\
 Types: deb
-URIs: {MIRROR}
-Suites: {SUITE} {SUITE}-updates
+URIs: {mirror}
+Suites: {suite} {suite}-updates
 Components: main
 Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
 
 Types: deb
 URIs: http://deb.debian.org/debian-security
-Suites: {SUITE}-security
+Suites: {suite}-security
 Components: main
 Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
 """
@@ -69,13 +75,19 @@ MASKED_UNITS = [
 ]
 
 
-def recipe_hash() -> str:
-    """A short hash of this file: the image tag changes exactly when the recipe does."""
-    return hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:12]
+def recipe_hash(suite: str = SUITE) -> str:
+    """A short hash of this file and the suite: the image tag changes exactly when the recipe does."""
+    return hashlib.sha256(Path(__file__).read_bytes() + suite.encode()).hexdigest()[:12]
 
 
-def image_ref() -> str:
-    return f"{REPOSITORY}:{recipe_hash()}"
+def repository(suite: str = SUITE) -> str:
+    if suite not in REPOSITORIES:
+        raise LabError(f"no lab image for Debian suite {suite!r}: expected one of {', '.join(REPOSITORIES)}")
+    return REPOSITORIES[suite]
+
+
+def image_ref(suite: str = SUITE) -> str:
+    return f"{repository(suite)}:{recipe_hash(suite)}"
 
 
 def exists(ref: str) -> bool:
@@ -86,9 +98,9 @@ def _chroot(root: Path, *cmd: str) -> None:
     run(["chroot", str(root), *cmd])
 
 
-def _customise(root: Path) -> None:
+def _customise(root: Path, suite: str) -> None:
     (root / "etc/apt/sources.list").unlink(missing_ok=True)
-    (root / "etc/apt/sources.list.d/debian.sources").write_text(DEBIAN_SOURCES)
+    (root / "etc/apt/sources.list.d/debian.sources").write_text(DEBIAN_SOURCES.format(mirror=MIRROR, suite=suite))
     (root / "etc/apt/apt.conf.d/00querygpt-lab-proxy").write_text(APT_PROXY)
     (root / "etc/machine-id").write_text("")
     unit = root / "etc/systemd/system/lab-ssh-hostkeys.service"
@@ -113,12 +125,12 @@ def _customise(root: Path) -> None:
     (root / "var/cache/apt/archives/partial").mkdir(parents=True)
 
 
-def build(force: bool = False) -> str:
-    """Build the image unless one for this recipe exists; return its reference."""
-    ref = image_ref()
+def build(force: bool = False, suite: str = SUITE) -> str:
+    """Build the suite's image unless one for this recipe exists; return its reference."""
+    ref = image_ref(suite)
     if exists(ref) and not force:
         print(f"lab image {ref} is up to date")
-        run(["docker", "tag", ref, f"{REPOSITORY}:latest"], quiet=True)
+        run(["docker", "tag", ref, f"{repository(suite)}:latest"], quiet=True)
         return ref
     if not shutil.which("debootstrap"):
         raise LabError("debootstrap is missing: run `bin/lab bootstrap` (apt-get install debootstrap)")
@@ -127,11 +139,11 @@ def build(force: bool = False) -> str:
         root = Path(tmp) / "rootfs"
         env = dict(os.environ, http_proxy=aptcache.proxy_url())
         run(
-            ["debootstrap", "--variant=minbase", f"--include={','.join(PACKAGES)}", SUITE,
+            ["debootstrap", "--variant=minbase", f"--include={','.join(PACKAGES)}", suite,
              str(root), MIRROR],
             env=env,
         )
-        _customise(root)
+        _customise(root, suite)
         tar = subprocess.Popen(["tar", "-C", str(root), "--numeric-owner", "-c", "."],
                                stdout=subprocess.PIPE)
         imported = subprocess.run(
@@ -141,6 +153,6 @@ def build(force: bool = False) -> str:
         )
         if tar.wait() != 0 or imported.returncode != 0:
             raise LabError("importing the rootfs into docker failed (see the output above)")
-    run(["docker", "tag", ref, f"{REPOSITORY}:latest"], quiet=True)
+    run(["docker", "tag", ref, f"{repository(suite)}:latest"], quiet=True)
     print(f"built lab image {ref}")
     return ref

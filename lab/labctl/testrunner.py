@@ -121,7 +121,20 @@ def _env() -> dict[str, str]:
     env.setdefault("PY_COLORS", "0")
     env["ANSIBLE_FORCE_COLOR"] = "0"
     env["QGPT_LAB_IMAGE"] = image.image_ref()
+    env.update({name: image.image_ref(suite) for name, suite in OTHER_IMAGES.items()})
     return env
+
+
+# Images a scenario may name besides the lab's (which bootstrap builds): the variable its
+# molecule.yml names the image by, and the Debian suite. The scenario that needs one builds it
+# when it starts (scenario_images), in the molecule stage rather than ahead of every stage.
+OTHER_IMAGES = {"QGPT_LAB_IMAGE_DEBIAN12": "bookworm"}
+
+
+def scenario_images(scenario: Path) -> list[str]:
+    """The Debian suites of the other images the scenario's molecule.yml names."""
+    text = (scenario / "molecule.yml").read_text()
+    return [suite for name, suite in OTHER_IMAGES.items() if "${" + name in text]
 
 
 def sh(cmd: list[str], cwd: Path = REPO, out: TextIO | None = None, cleanup: bool = False) -> bool:
@@ -325,6 +338,10 @@ class ScenarioRun:
             self.sh(["molecule", "destroy", "-s", self.name])
         else:
             shutil.rmtree(self.ephemeral, ignore_errors=True)
+        for suite in scenario_images(self.scenario):
+            if not self.sh([str(REPO / "bin" / "lab"), "image", "--suite", suite])[0]:
+                self.log.write(f"FAILED building the {suite} image\n")
+                return False
         for action in scenario_sequence(self.scenario):
             # `molecule converge` itself creates and prepares; destroy runs at the end anyway.
             if action in ("destroy", "create", "prepare"):

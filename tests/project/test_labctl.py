@@ -16,6 +16,7 @@ sys.path.insert(0, str(REPO / "lab"))
 
 from labctl import ec2, fleet, image, secrets  # noqa: E402
 from labctl.cli import parse_recap  # noqa: E402
+from labctl.run import LabError  # noqa: E402
 
 RECAP = """\
 PLAY RECAP *********************************************************************
@@ -79,6 +80,13 @@ def test_routing_rules_go_above_a_masquerade_rule_docker_added_after_them(monkey
 def test_image_tag_follows_the_recipe():
     assert image.image_ref() == f"{image.REPOSITORY}:{image.recipe_hash()}"
     assert len(image.recipe_hash()) == 12
+    # the upgrade runbook's Debian 12 image: its own repository and tag, its own sources
+    assert image.image_ref("bookworm") == f"querygpt-lab/debian12:{image.recipe_hash('bookworm')}"
+    assert image.recipe_hash("bookworm") != image.recipe_hash()
+    sources = image.DEBIAN_SOURCES.format(mirror=image.MIRROR, suite="bookworm")
+    assert "Suites: bookworm bookworm-updates" in sources and "Suites: bookworm-security" in sources
+    with pytest.raises(LabError, match="no lab image for Debian suite 'buster'"):
+        image.image_ref("buster")
 
 
 def test_the_lab_fleet_is_what_terraform_would_create():

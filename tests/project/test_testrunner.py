@@ -57,6 +57,28 @@ def test_a_leftover_container_is_destroyed_first(scenario_run, monkeypatch):
     assert commands == ["destroy", "converge"]
 
 
+UPGRADE_SCENARIO = REPO / "roles" / "common" / "molecule" / "upgrade_debian"
+
+
+def test_a_scenario_on_another_image_builds_it_first_and_stops_when_it_cannot(tmp_path, monkeypatch):
+    assert testrunner.scenario_images(UPGRADE_SCENARIO) == ["bookworm"]
+    assert testrunner.scenario_images(SCENARIO) == []
+    monkeypatch.setattr(testrunner, "LOGS", tmp_path / "logs")
+    monkeypatch.setattr(testrunner, "scenario_sequence", lambda _: ["create", "converge", "verify"])
+    run = testrunner.ScenarioRun(UPGRADE_SCENARIO, check_mode=False)
+    run.ephemeral = tmp_path / "ephemeral"
+    monkeypatch.setattr(run, "container_exists", lambda: False)
+    # the image the scenario names is the one built for this recipe
+    assert run.env["QGPT_LAB_IMAGE_DEBIAN12"] == testrunner.image.image_ref("bookworm")
+    for built, expected in ((True, [["image", "--suite", "bookworm"], ["converge"], ["verify"]]),
+                            (False, [["image", "--suite", "bookworm"]])):
+        commands = []
+        monkeypatch.setattr(run, "sh", lambda cmd, ok=built: commands.append(cmd[1:]) or (ok or cmd[1] != "image", ""))
+        assert run._sequence() is built
+        assert [c if c[0] == "image" else c[:1] for c in commands] == expected
+    run.log.close()
+
+
 def test_molecule_state_lives_where_the_runner_looks_for_it(new_run):
     run = new_run()
     assert run.env["MOLECULE_EPHEMERAL_DIRECTORY"] == str(run.ephemeral)
