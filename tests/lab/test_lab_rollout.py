@@ -8,8 +8,9 @@ prints the same figures; the load is benchmarks/load.py's: kept-alive clients an
 connections, health checks and questions; the Ollama stand-in takes a small GPU model's time,
 so questions are in flight when a host leaves its pool. A request that meets a kept-alive
 connection closing under it is sent again, as browsers do, and counted apart (load.py). Every
-service killed with SIGKILL answers again within 10 s, and a rolling reboot of a tier of one
-host is refused before anything changes.
+service killed with SIGKILL answers again within 10 s, a rolling reboot of a tier of one
+host is refused before anything changes, and a backend left out of the edges' upstreams is put
+back by its tier playbook.
 """
 
 from __future__ import annotations
@@ -103,6 +104,29 @@ def test_a_rolling_reboot_of_a_one_host_tier_is_refused_before_any_change(lab):
     assert "reboot_allow_outage:" in done.stdout and "has no peer to serve while it" in done.stdout, done.stdout[-3000:]
     assert "TASK [Reboot]" not in done.stdout
     assert lab.exec(host, "cut -d ' ' -f 22 /proc/1/stat").stdout.strip() == before
+
+
+def test_a_backend_left_out_of_the_upstreams_is_put_back_by_its_tier_playbook(lab):
+    """What a rollout that failed between a backend's drain and its return leaves, and what
+    upgrade_debian.yml leaves on purpose: the backend marked `down` on every edge. Its tier
+    playbook, limited to it, puts it back (docs/architecture.md, "Rollouts and drain")."""
+    backend = lab.groups["backend"][-1]
+    line = rf"^\s*server {re.escape(lab.address(backend))}:[0-9]+ "
+    for edge in lab.groups["edge"]:
+        marked = lab.exec(edge, f"sed -E -i '/{line}/ s/;$/ down;/' /etc/nginx/nginx.conf && "
+                                f"grep -cE '{line}.* down;$' /etc/nginx/nginx.conf && systemctl reload nginx")
+        assert marked.returncode == 0 and marked.stdout.startswith("1"), (edge, marked.stdout, marked.stderr)
+    try:
+        out = playbook("playbooks/app.yml", "--limit", backend).stdout
+    finally:
+        left = {edge: lab.exec(edge, f"grep -cE '{line}.* down;$' /etc/nginx/nginx.conf").stdout.strip()
+                for edge in lab.groups["edge"]}
+        if any(count != "0" for count in left.values()):  # leave the lab serving for the next tests
+            for edge in lab.groups["edge"]:
+                lab.exec(edge, f"sed -E -i '/{line}/ s/ down;$/;/' /etc/nginx/nginx.conf && systemctl reload nginx")
+    assert left == dict.fromkeys(lab.groups["edge"], "0"), left
+    # the put-back is what changed (the edges' files, reported under the backend, and their reload)
+    assert re.search(rf"{re.escape(backend)}\s*: ok=\d+\s+changed=[1-9]", out), out[-3000:]
 
 
 def test_a_frontend_release_under_load_fails_no_page_and_keeps_open_pages_loading(lab, site, tmp_path):
