@@ -75,3 +75,37 @@ def test_the_frontend_reaches_every_edge_before_nginx_rolls():
     assert roles == [["firewall", "frontend"], ["internal_pki", "nginx"]]
     assert "serial" not in plays[0] and plays[0]["hosts"] == plays[1]["hosts"] == "edge"
     assert plays[0]["max_fail_percentage"] == 0
+
+
+def _tasks(play: dict) -> list[dict]:
+    return [t for key in ("pre_tasks", "tasks", "post_tasks") for t in play.get(key) or []]
+
+
+def test_the_tier_playbooks_end_by_putting_their_host_back():
+    """A host a failed rollout or a runbook left out of its pool is put back by its tier's
+    next run, --limit <host> included (no-op when it is in)."""
+    app = yaml.safe_load((REPO / "playbooks" / "app.yml").read_text())[-1]
+    assert app["post_tasks"][-1]["ansible.builtin.include_tasks"] == "tasks/backend_rejoined.yml"
+    rejoined = yaml.safe_load((REPO / "playbooks" / "tasks" / "backend_rejoined.yml").read_text())
+    assert rejoined[0]["vars"] == {"querygpt_drain_action": "in", "querygpt_drain_pool": "backend"}
+    edge = yaml.safe_load((REPO / "playbooks" / "edge.yml").read_text())[-1]
+    put_back = edge["post_tasks"][-1]
+    assert put_back["ansible.builtin.include_tasks"] == "tasks/drain.yml"
+    assert put_back["vars"] == {"querygpt_drain_action": "in", "querygpt_drain_pool": "edge"}
+
+
+def test_the_debian_upgrade_drains_its_host_before_any_change_and_leaves_it_out():
+    play = yaml.safe_load((REPO / "playbooks" / "runbooks" / "upgrade_debian.yml").read_text())[1]
+    names = [t["name"] for t in _tasks(play)]
+    drains = [t for t in _tasks(play) if str(t.get("ansible.builtin.include_tasks", "")).endswith("drain.yml")]
+    assert [t["vars"]["querygpt_drain_action"] for t in drains] == ["out"], "site.yml puts it back, not the runbook"
+    assert drains[0]["vars"]["querygpt_drain_pool"] == "{{ _upgrade_pool }}"
+    # the same pool as rolling_reboot.yml's for every kind of host
+    reboot = yaml.safe_load((REPO / "playbooks" / "runbooks" / "rolling_reboot.yml").read_text())[1]
+    assert play["vars"]["_upgrade_pool"] == reboot["vars"]["_reboot_pool"]
+    first_change = names.index("Point apt at Debian 13 (deb822)")
+    assert names.index(drains[0]["name"]) < names.index("Back up every collection before the qdrant host changes") < first_change
+    # a Qdrant peer: the cluster is whole before it goes down, and again before the run ends
+    replicas = [i for i, t in enumerate(_tasks(play))
+                if (t.get("ansible.builtin.include_role") or {}).get("tasks_from") == "replicas_active"]
+    assert len(replicas) == 2 and replicas[0] < first_change < names.index("Reboot into Debian 13") < replicas[1]
