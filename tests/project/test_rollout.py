@@ -103,8 +103,13 @@ def test_the_debian_upgrade_drains_its_host_before_any_change_and_leaves_it_out(
     # the same pool as rolling_reboot.yml's for every kind of host
     reboot = yaml.safe_load((REPO / "playbooks" / "runbooks" / "rolling_reboot.yml").read_text())[1]
     assert play["vars"]["_upgrade_pool"] == reboot["vars"]["_reboot_pool"]
-    first_change = names.index("Point apt at Debian 13 (deb822)")
+    # the marker that makes a later run resume an interrupted upgrade comes before any change to
+    # the system, and goes only once the host reports Debian 13
+    first_change = names.index("Record that the upgrade has started")
+    assert first_change + 1 == names.index("Point apt at Debian 13 (deb822)")
     assert names.index(drains[0]["name"]) < names.index("Back up every collection before the qdrant host changes") < first_change
+    assert names.index("Check the host now runs Debian 13") + 1 == names.index("Record that the upgrade is done")
+    assert "not __upgrade_unfinished.stat.exists" in _tasks(play)[names.index("Skip a host that already runs Debian 13")]["when"]
     # a Qdrant peer: the cluster is whole before it goes down, and again before the run ends
     replicas = [i for i, t in enumerate(_tasks(play))
                 if (t.get("ansible.builtin.include_role") or {}).get("tasks_from") == "replicas_active"]

@@ -46,3 +46,8 @@ def test_the_services_run_on_debian_13(host):
     assert host.service("ssh").is_running
     failed = host.check_output("systemctl list-units --failed --plain --no-legend")
     assert failed.strip() == "", failed
+
+
+def test_the_runbook_left_no_unfinished_upgrade_behind(host):
+    # its marker goes once the host reports Debian 13; a run that finds it resumes the upgrade
+    assert not host.file("/var/lib/querygpt-upgrade-debian").exists
