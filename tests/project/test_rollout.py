@@ -114,3 +114,6 @@ def test_the_debian_upgrade_drains_its_host_before_any_change_and_leaves_it_out(
     replicas = [i for i, t in enumerate(_tasks(play))
                 if (t.get("ansible.builtin.include_role") or {}).get("tasks_from") == "replicas_active"]
     assert len(replicas) == 2 and replicas[0] < first_change < names.index("Reboot into Debian 13") < replicas[1]
+    # a new boot is told the same way, on an instance and on a lab container
+    reboots = [t["ansible.builtin.reboot"] for p in (play, reboot) for t in _tasks(p) if "ansible.builtin.reboot" in t]
+    assert len(reboots) == 2 and reboots[0]["boot_time_command"] == reboots[1]["boot_time_command"]
