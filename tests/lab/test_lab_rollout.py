@@ -9,8 +9,8 @@ connections, health checks and questions; the Ollama stand-in takes a small GPU 
 so questions are in flight when a host leaves its pool. A request that meets a kept-alive
 connection closing under it is sent again, as browsers do, and counted apart (load.py). Every
 service killed with SIGKILL answers again within 10 s, a rolling reboot of a tier of one
-host is refused before anything changes, and a backend left out of the edges' upstreams is put
-back by its tier playbook.
+host is refused before anything changes, and a backend the Debian upgrade took out of the
+edges' upstreams is put back by its site.yml run.
 """
 
 from __future__ import annotations
@@ -106,27 +106,38 @@ def test_a_rolling_reboot_of_a_one_host_tier_is_refused_before_any_change(lab):
     assert lab.exec(host, "cut -d ' ' -f 22 /proc/1/stat").stdout.strip() == before
 
 
-def test_a_backend_left_out_of_the_upstreams_is_put_back_by_its_tier_playbook(lab):
-    """What a rollout that failed between a backend's drain and its return leaves, and what
-    upgrade_debian.yml leaves on purpose: the backend marked `down` on every edge. Its tier
-    playbook, limited to it, puts it back (docs/architecture.md, "Rollouts and drain")."""
+def test_a_backend_the_debian_upgrade_took_out_is_put_back_by_its_site_run(lab):
+    """upgrade_debian.yml takes a backend out of every edge's upstreams before any change,
+    reboots it and leaves it out; `site.yml --limit <host>` (docs/upgrading.md) converges it
+    and puts it back, as app.yml does for a backend that a failed rollout left out
+    (docs/architecture.md, "Rollouts and drain"). The lab runs Debian 13, which the runbook
+    skips: the host gets the runbook's marker, so the run resumes an upgrade it "started"."""
     backend = lab.groups["backend"][-1]
     line = rf"^\s*server {re.escape(lab.address(backend))}:[0-9]+ "
-    for edge in lab.groups["edge"]:
-        marked = lab.exec(edge, f"sed -E -i '/{line}/ s/;$/ down;/' /etc/nginx/nginx.conf && "
-                                f"grep -cE '{line}.* down;$' /etc/nginx/nginx.conf && systemctl reload nginx")
-        assert marked.returncode == 0 and marked.stdout.startswith("1"), (edge, marked.stdout, marked.stderr)
-    try:
-        out = playbook("playbooks/app.yml", "--limit", backend).stdout
-    finally:
-        left = {edge: lab.exec(edge, f"grep -cE '{line}.* down;$' /etc/nginx/nginx.conf").stdout.strip()
+    marker = "/var/lib/querygpt-upgrade-debian"
+
+    def flags() -> dict[str, str]:
+        return {edge: lab.exec(edge, f"grep -cE '{line}.* down;$' /etc/nginx/nginx.conf").stdout.strip()
                 for edge in lab.groups["edge"]}
+
+    boot = lab.exec(backend, "cut -d ' ' -f 22 /proc/1/stat").stdout.strip()
+    assert lab.exec(backend, f"echo 'lab test: an upgrade to resume' > {marker}").returncode == 0
+    try:
+        upgrade = playbook("playbooks/runbooks/upgrade_debian.yml", "-e", f"upgrade_hosts={backend}").stdout
+        out_after_upgrade = flags()
+        rebooted = lab.exec(backend, "cut -d ' ' -f 22 /proc/1/stat").stdout.strip() != boot
+        marker_left = lab.exec(backend, f"test -e {marker}").returncode == 0
+        converged = playbook("site.yml", "--limit", backend).stdout
+    finally:
+        left = flags()
         if any(count != "0" for count in left.values()):  # leave the lab serving for the next tests
             for edge in lab.groups["edge"]:
                 lab.exec(edge, f"sed -E -i '/{line}/ s/ down;$/;/' /etc/nginx/nginx.conf && systemctl reload nginx")
-    assert left == dict.fromkeys(lab.groups["edge"], "0"), left
-    # the put-back is what changed (the edges' files, reported under the backend, and their reload)
-    assert re.search(rf"{re.escape(backend)}\s*: ok=\d+\s+changed=[1-9]", out), out[-3000:]
+        lab.exec(backend, f"rm -f {marker}")
+    assert out_after_upgrade == dict.fromkeys(lab.groups["edge"], "1"), (out_after_upgrade, upgrade[-3000:])
+    assert rebooted and not marker_left, upgrade[-3000:]
+    assert "out of its pool (backend)" in " ".join(upgrade.split()), upgrade[-3000:]
+    assert left == dict.fromkeys(lab.groups["edge"], "0"), (left, converged[-3000:])
 
 
 def test_a_frontend_release_under_load_fails_no_page_and_keeps_open_pages_loading(lab, site, tmp_path):
