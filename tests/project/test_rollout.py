@@ -99,10 +99,10 @@ def test_the_debian_upgrade_drains_its_host_before_any_change_and_leaves_it_out(
     names = [t["name"] for t in _tasks(play)]
     drains = [t for t in _tasks(play) if str(t.get("ansible.builtin.include_tasks", "")).endswith("drain.yml")]
     assert [t["vars"]["querygpt_drain_action"] for t in drains] == ["out"], "site.yml puts it back, not the runbook"
-    assert drains[0]["vars"]["querygpt_drain_pool"] == "{{ _upgrade_pool }}"
-    # the same pool as rolling_reboot.yml's for every kind of host
+    assert drains[0]["vars"]["querygpt_drain_pool"] == "{{ querygpt_reboot_pool }}"
+    # the pool and the boot check come from the one file rolling_reboot.yml reads too
     reboot = yaml.safe_load((REPO / "playbooks" / "runbooks" / "rolling_reboot.yml").read_text())[1]
-    assert play["vars"]["_upgrade_pool"] == reboot["vars"]["_reboot_pool"]
+    assert play["vars_files"] == reboot["vars_files"] == ["../vars/reboot.yml"]
     # the marker that makes a later run resume an interrupted upgrade comes before any change to
     # the system, and goes only once the host reports Debian 13
     first_change = names.index("Record that the upgrade has started")
@@ -116,4 +116,16 @@ def test_the_debian_upgrade_drains_its_host_before_any_change_and_leaves_it_out(
     assert len(replicas) == 2 and replicas[0] < first_change < names.index("Reboot into Debian 13") < replicas[1]
     # a new boot is told the same way, on an instance and on a lab container
     reboots = [t["ansible.builtin.reboot"] for p in (play, reboot) for t in _tasks(p) if "ansible.builtin.reboot" in t]
-    assert len(reboots) == 2 and reboots[0]["boot_time_command"] == reboots[1]["boot_time_command"]
+    assert [r["boot_time_command"] for r in reboots] == ["{{ querygpt_boot_time_command }}"] * 2
+
+
+@pytest.mark.parametrize(("groups", "pool"), [
+    (["edge"], "edge"), (["backend"], "backend"), (["qdrant"], ""), (["monitoring"], ""), ([], ""),
+    (["aws_ec2", "edge", "zone_eu_central_1a"], "edge"),  # as the aws_ec2 inventory plugin groups a host
+])
+def test_the_pool_a_rebooted_host_leaves_follows_its_groups(groups, pool):
+    from ansible.parsing.dataloader import DataLoader  # noqa: PLC0415 - Ansible only where it is needed
+    from ansible.template import Templar, trust_as_template  # noqa: PLC0415
+    shared = yaml.safe_load((REPO / "playbooks" / "vars" / "reboot.yml").read_text())
+    templar = Templar(loader=DataLoader(), variables={"group_names": groups})
+    assert templar.template(trust_as_template(shared["querygpt_reboot_pool"])) == pool
